@@ -1,0 +1,1 @@
+//! Dependency ordering and cycle detection over groups.

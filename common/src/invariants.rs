@@ -1,0 +1,1 @@
+//! Invariants every test layer checks over a rollout's event log.

@@ -1,0 +1,18 @@
+//! Convoy's domain, free of I/O, async runtimes and wire types.
+//!
+//! A tour of the modules:
+//! - [`model`]: the expanded, validated shapes everything else works on:
+//!   hosts, groups, strategies and step specifications.
+//! - [`plan`]: the YAML plan format, its validation (errors name file, line
+//!   and field) and its expansion against an inventory into a [`model::RolloutSpec`].
+//! - [`dag`]: dependency ordering and cycle detection over groups.
+//! - [`version`]: version parsing and ordering.
+//! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`.
+//! - [`invariants`]: checks every test layer runs over an event log.
+
+pub mod dag;
+pub mod engine;
+pub mod invariants;
+pub mod model;
+pub mod plan;
+pub mod version;

@@ -1,0 +1,254 @@
+//! The validated, expanded rollout: what the engine runs and the agents execute.
+//!
+//! These types are produced by [`crate::plan`] from a YAML plan and an
+//! inventory; templates such as `{{host}}` are already substituted, and
+//! percentages are already resolved against the group's size.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifier of a host, as its agent reports it (unique in a fleet).
+pub type HostId = String;
+
+/// Milliseconds since the Unix epoch. The engine never reads a clock: callers
+/// pass `now` in, and the event log stores it so replays are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// `self + d`, saturating.
+    pub fn plus(self, d: Duration) -> UnixMillis {
+        UnixMillis(self.0.saturating_add(d.as_millis() as u64))
+    }
+    /// Milliseconds elapsed from `earlier` to `self` (0 if `earlier` is later).
+    pub fn since(self, earlier: UnixMillis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// A host as the inventory knows it: what its agent reported in its hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InventoryHost {
+    pub id: HostId,
+    pub labels: BTreeMap<String, String>,
+    /// Component or package name -> installed version.
+    pub installed: BTreeMap<String, String>,
+}
+
+/// The rollout the engine runs: a DAG of groups, each with its hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutSpec {
+    pub plan_name: String,
+    /// Version every host should end on.
+    pub target_version: String,
+    /// Component whose installed version is reported as the host's version.
+    pub component: Option<String>,
+    /// Groups in a topological order of the DAG.
+    pub groups: Vec<GroupSpec>,
+    /// Every host of the rollout, each in exactly one group.
+    pub hosts: Vec<HostPlan>,
+    /// How long a host whose agent is gone may stay in flight before it fails.
+    pub host_lost_timeout: Duration,
+}
+
+/// One group of hosts sharing a strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub name: String,
+    /// Indices into [`RolloutSpec::groups`] that must succeed before this one starts.
+    pub after: Vec<usize>,
+    pub strategy: Strategy,
+    /// Indices into [`RolloutSpec::hosts`], in the order they are upgraded.
+    pub hosts: Vec<usize>,
+}
+
+/// How a group moves through its hosts. Percentages are already resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Strategy {
+    /// Hosts in flight at once (a sliding window); at least 1.
+    pub max_parallel: usize,
+    /// Failed hosts the group tolerates; one more halts the rollout.
+    pub max_failures: usize,
+    /// Time a host that finished keeps its slot before the next host starts.
+    pub soak: Duration,
+}
+
+/// The work for one host: its steps, then its checks, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPlan {
+    pub host: HostId,
+    pub group: usize,
+    /// Version of [`RolloutSpec::component`] the host reported before the rollout.
+    pub initial_version: Option<String>,
+    pub steps: Vec<StepSpec>,
+}
+
+/// One unit of work dispatched to an agent as a single execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: String,
+    /// The agent kills the step after this long.
+    pub timeout: Duration,
+    pub kind: StepKind,
+}
+
+/// What a step does on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Run a command.
+    Exec(ExecSpec),
+    /// Install a versioned tar.gz and switch the `current` symlink to it.
+    Archive(ArchiveSpec),
+    /// Write a file atomically.
+    File(FileSpec),
+    /// Poll an HTTP endpoint until it answers as expected.
+    HttpCheck(HttpCheckSpec),
+    /// Poll until a TCP connection succeeds.
+    TcpCheck(TcpCheckSpec),
+    /// Run a command until it exits 0.
+    ExecCheck(ExecCheckSpec),
+    /// Poll until a file exists and contains a string.
+    FileCheck(FileCheckSpec),
+}
+
+impl StepKind {
+    /// Short name used in plans, logs and status.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StepKind::Exec(_) => "exec",
+            StepKind::Archive(_) => "archive",
+            StepKind::File(_) => "file",
+            StepKind::HttpCheck(_) => "http",
+            StepKind::TcpCheck(_) => "tcp",
+            StepKind::ExecCheck(_) => "exec_check",
+            StepKind::FileCheck(_) => "file_check",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExecSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveSpec {
+    /// Installed under `<install_root>/<component>/releases/<version>`.
+    pub component: String,
+    pub version: String,
+    /// Path of the tar.gz on the host.
+    pub source: String,
+    /// Lower-case hex sha256 of the archive.
+    pub sha256: String,
+    /// Overrides the agent's install root.
+    pub install_root: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSpec {
+    pub path: String,
+    pub content: String,
+}
+
+/// Retry policy of a check: it passes on the first success; it fails once
+/// `retries` extra attempts have failed or `deadline` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckPolicy {
+    pub retries: u32,
+    pub interval: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for CheckPolicy {
+    fn default() -> Self {
+        CheckPolicy { retries: 0, interval: Duration::from_millis(500), deadline: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCheckSpec {
+    pub url: String,
+    pub expect_status: u16,
+    pub body_contains: Option<String>,
+    pub policy: CheckPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpCheckSpec {
+    pub address: String,
+    pub policy: CheckPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecCheckSpec {
+    pub exec: ExecSpec,
+    pub policy: CheckPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheckSpec {
+    pub path: String,
+    pub contains: Option<String>,
+    pub policy: CheckPolicy,
+}
+
+/// How one execution of a step ended, as the agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    pub duration_ms: u64,
+    /// `(component, version)` when the step installed something.
+    pub installed: Option<(String, String)>,
+}
+
+impl StepOutcome {
+    /// A successful outcome with no output, handy for fakes and tests.
+    pub fn ok() -> StepOutcome {
+        StepOutcome {
+            status: StepStatus::Succeeded,
+            exit_code: Some(0),
+            message: String::new(),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            duration_ms: 0,
+            installed: None,
+        }
+    }
+    /// A failed outcome with `message`.
+    pub fn failed(message: impl Into<String>) -> StepOutcome {
+        StepOutcome { status: StepStatus::Failed, exit_code: None, message: message.into(), ..StepOutcome::ok() }
+    }
+}
+
+/// Terminal status of one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// The step did what it should.
+    Succeeded,
+    /// The step ran and failed (non-zero exit, check never passed, bad checksum…).
+    Failed,
+    /// The agent does not know this step kind.
+    Unsupported,
+    /// The step did not finish within its timeout and was killed.
+    TimedOut,
+}
+
+impl StepStatus {
+    pub fn is_success(self) -> bool {
+        match self {
+            StepStatus::Succeeded => true,
+            StepStatus::Failed | StepStatus::Unsupported | StepStatus::TimedOut => false,
+        }
+    }
+}

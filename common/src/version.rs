@@ -1,0 +1,1 @@
+//! Version parsing and ordering.
