@@ -1,1 +1,27 @@
-//! convoy-coordinator
+//! Convoy's coordinator: holds rollouts, drives agents over gRPC and stores
+//! every event before acting on it.
+//!
+//! A tour of the modules, from the domain edge inwards:
+//! - [`cli`]: the `convoy-coordinator` command line (`init`, `serve`), turned
+//!   into a validated [`server::ServerConfig`] once.
+//! - [`server`]: wiring; `run(listener, config, shutdown)` serves gRPC over
+//!   mTLS until the shutdown token is cancelled.
+//! - [`grpc`]: thin tonic services (agent sessions, enrolment, operator API);
+//!   domain errors become `tonic::Status` in one place.
+//! - [`convert`]: domain <-> wire types, at the edge only.
+//! - [`runtime`]: the single task that owns the engines, the agent sessions
+//!   and the timers, and group-commits events before acting on them.
+//! - [`store`]: the [`store::Store`] trait and its embedded sled implementation.
+//! - [`tls`]: the CA, certificates for enrolled agents, tokens.
+//! - [`error`]: the crate's error enum.
+
+pub mod cli;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod runtime;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+pub use error::CoordinatorError;

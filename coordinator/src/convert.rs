@@ -1,0 +1,175 @@
+//! Domain <-> wire conversions, at the transport edge only.
+
+use convoy_common::engine::HostState;
+use convoy_common::model::{CheckPolicy, ExecSpec, StepKind, StepOutcome, StepSpec, StepStatus};
+use convoy_proto::v1 as pb;
+
+use crate::error::CoordinatorError;
+use crate::runtime::{AgentSnapshot, RolloutSnapshot};
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn policy(p: &CheckPolicy) -> pb::CheckPolicy {
+    pb::CheckPolicy { retries: p.retries, interval_ms: ms(p.interval), deadline_ms: ms(p.deadline) }
+}
+
+fn exec(e: &ExecSpec) -> pb::ExecStep {
+    pb::ExecStep {
+        command: e.command.clone(),
+        args: e.args.clone(),
+        env: e.env.clone().into_iter().collect(),
+        workdir: e.workdir.clone().unwrap_or_default(),
+    }
+}
+
+/// A domain step as the agent receives it.
+pub fn step_to_wire(step: &StepSpec) -> pb::StepSpec {
+    use pb::step_spec::Kind;
+    let kind = match &step.kind {
+        StepKind::Exec(e) => Kind::Exec(exec(e)),
+        StepKind::Archive(a) => Kind::Archive(pb::ArchiveStep {
+            component: a.component.clone(),
+            version: a.version.clone(),
+            source: a.source.clone(),
+            sha256: a.sha256.clone(),
+            install_root: a.install_root.clone().unwrap_or_default(),
+        }),
+        StepKind::File(f) => Kind::File(pb::FileStep { path: f.path.clone(), content: f.content.clone() }),
+        StepKind::HttpCheck(h) => Kind::HttpCheck(pb::HttpCheck {
+            url: h.url.clone(),
+            expect_status: h.expect_status as u32,
+            body_contains: h.body_contains.clone().unwrap_or_default(),
+            policy: Some(policy(&h.policy)),
+        }),
+        StepKind::TcpCheck(t) => {
+            Kind::TcpCheck(pb::TcpCheck { address: t.address.clone(), policy: Some(policy(&t.policy)) })
+        }
+        StepKind::ExecCheck(e) => {
+            Kind::ExecCheck(pb::ExecCheck { exec: Some(exec(&e.exec)), policy: Some(policy(&e.policy)) })
+        }
+        StepKind::FileCheck(f) => Kind::FileCheck(pb::FileCheck {
+            path: f.path.clone(),
+            contains: f.contains.clone().unwrap_or_default(),
+            policy: Some(policy(&f.policy)),
+        }),
+    };
+    pb::StepSpec { timeout_ms: ms(step.timeout), kind: Some(kind) }
+}
+
+/// An agent's result as a domain outcome; refuses results without an id or status.
+pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), CoordinatorError> {
+    if r.execution_id.is_empty() {
+        return Err(CoordinatorError::BadRequest { field: "step_result.execution_id".into(), message: "empty".into() });
+    }
+    let status = match pb::StepStatus::try_from(r.status) {
+        Ok(pb::StepStatus::Succeeded) => StepStatus::Succeeded,
+        Ok(pb::StepStatus::Failed) => StepStatus::Failed,
+        Ok(pb::StepStatus::Unsupported) => StepStatus::Unsupported,
+        Ok(pb::StepStatus::TimedOut) => StepStatus::TimedOut,
+        Ok(pb::StepStatus::Unspecified) | Err(_) => {
+            return Err(CoordinatorError::BadRequest {
+                field: "step_result.status".into(),
+                message: format!("unknown status {} for {}", r.status, r.execution_id),
+            });
+        }
+    };
+    let installed = (!r.component.is_empty() && !r.installed_version.is_empty()).then(|| (r.component, r.installed_version));
+    Ok((
+        r.execution_id,
+        StepOutcome {
+            status,
+            exit_code: r.has_exit_code.then_some(r.exit_code),
+            message: r.message,
+            stdout_tail: r.stdout_tail,
+            stderr_tail: r.stderr_tail,
+            duration_ms: r.duration_ms,
+            installed,
+        },
+    ))
+}
+
+pub fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {
+    pb::RolloutStatus {
+        rollout_id: s.id.clone(),
+        plan_name: s.plan_name.clone(),
+        state: s.view.state.as_str().to_string(),
+        groups: s
+            .view
+            .groups
+            .iter()
+            .map(|g| pb::GroupStatus {
+                name: g.name.clone(),
+                state: g.state.as_str().to_string(),
+                done: g.done as u32,
+                running: g.running as u32,
+                failed: g.failed as u32,
+                pending: g.pending as u32,
+                total: g.total as u32,
+            })
+            .collect(),
+        hosts: s
+            .view
+            .hosts
+            .iter()
+            .map(|h| pb::HostStatus {
+                host_id: h.host.clone(),
+                group: h.group.clone(),
+                state: h.state.as_str().to_string(),
+                version: h.version.clone().unwrap_or_default(),
+                current_step: h.current_step.clone().unwrap_or_default(),
+                message: match &h.state {
+                    HostState::Failed { reason, .. } if h.message.is_empty() => reason.clone(),
+                    _ => h.message.clone(),
+                },
+            })
+            .collect(),
+        message: s.view.message.clone(),
+        created_unix_ms: s.created.0,
+        updated_unix_ms: s.updated.0,
+        target_version: s.target_version.clone(),
+    }
+}
+
+pub fn agent_to_wire(a: &AgentSnapshot) -> pb::AgentInfo {
+    let r = &a.record;
+    pb::AgentInfo {
+        agent_id: r.id.clone(),
+        agent_version: r.version.clone(),
+        connected: a.connected,
+        labels: r.labels.clone().into_iter().collect(),
+        facts: Some(pb::Facts {
+            hostname: r.hostname.clone(),
+            os: r.os.clone(),
+            arch: r.arch.clone(),
+            installed: r.installed.clone().into_iter().collect(),
+        }),
+        last_seen_unix_ms: r.last_seen.0,
+        protocol_version: r.protocol_version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_without_id_or_with_unknown_status_are_refused() {
+        let ok = pb::StepResult {
+            execution_id: "r1/h/0/1".into(),
+            status: pb::StepStatus::Succeeded as i32,
+            component: "demo".into(),
+            installed_version: "2".into(),
+            ..Default::default()
+        };
+        let (id, out) = result_from_wire(ok.clone()).unwrap();
+        assert_eq!(id, "r1/h/0/1");
+        assert_eq!(out.installed, Some(("demo".into(), "2".into())));
+        assert_eq!(out.exit_code, None);
+        let err = result_from_wire(pb::StepResult { execution_id: String::new(), ..ok.clone() }).unwrap_err();
+        assert!(err.to_string().contains("execution_id"));
+        let err = result_from_wire(pb::StepResult { status: 42, ..ok }).unwrap_err();
+        assert!(err.to_string().contains("unknown status 42"));
+    }
+}

@@ -1,0 +1,36 @@
+//! The coordinator's error type; mapped to `tonic::Status` in one place
+//! ([`crate::grpc::to_status`]).
+
+use std::path::PathBuf;
+
+use convoy_common::plan::PlanError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("store: {op}: {message}")]
+    Store { op: &'static str, message: String },
+    #[error("tls: {what}: {message}")]
+    Tls { what: String, message: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("bad request: {field}: {message}")]
+    BadRequest { field: String, message: String },
+    #[error("unknown rollout '{id}'")]
+    UnknownRollout { id: String },
+    #[error("no rollout yet")]
+    NoRollout,
+    #[error("host {host}: {message}")]
+    PermissionDenied { host: String, message: String },
+    #[error("unauthenticated: {message}")]
+    Unauthenticated { message: String },
+    #[error("rollout {id}: {message}")]
+    Conflict { id: String, message: String },
+    #[error("coordinator is shutting down")]
+    ShuttingDown,
+    #[error("bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server: {0}")]
+    Transport(String),
+}

@@ -1,0 +1,314 @@
+//! Thin tonic services: validate requests into domain types, call the
+//! runtime, and map domain errors to `tonic::Status` in one place ([`to_status`]).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_common::engine::OperatorCommand;
+use convoy_common::model::UnixMillis;
+use convoy_proto::v1 as pb;
+use pb::agent_message::Kind as Up;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::error::CoordinatorError;
+use crate::runtime::{AgentHello, Clock, RuntimeHandle, ToAgent};
+use crate::store::Store;
+use crate::tls::{CertificateAuthority, certificate_common_name};
+
+/// The single place where domain errors become gRPC statuses.
+pub fn to_status(e: CoordinatorError) -> Status {
+    let msg = e.to_string();
+    match e {
+        CoordinatorError::Plan(_) | CoordinatorError::BadRequest { .. } => Status::invalid_argument(msg),
+        CoordinatorError::UnknownRollout { .. } | CoordinatorError::NoRollout => Status::not_found(msg),
+        CoordinatorError::PermissionDenied { .. } => Status::permission_denied(msg),
+        CoordinatorError::Unauthenticated { .. } => Status::unauthenticated(msg),
+        CoordinatorError::Conflict { .. } => Status::failed_precondition(msg),
+        CoordinatorError::ShuttingDown => Status::unavailable(msg),
+        CoordinatorError::Io { .. }
+        | CoordinatorError::Store { .. }
+        | CoordinatorError::Tls { .. }
+        | CoordinatorError::Bind { .. }
+        | CoordinatorError::Transport(_) => Status::internal(msg),
+    }
+}
+
+/// How long an agent has to send its hello after opening a session.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Host ids end up in paths, execution ids and certificates: keep them plain.
+fn valid_host_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub struct AgentSvc {
+    pub runtime: RuntimeHandle,
+    pub store: Arc<dyn Store>,
+    pub ca: Arc<CertificateAuthority>,
+    pub clock: Clock,
+    pub heartbeat_interval: Duration,
+    pub shutdown: CancellationToken,
+}
+
+fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
+    if !valid_host_id(&h.agent_id) {
+        return Err(CoordinatorError::BadRequest {
+            field: "hello.agent_id".into(),
+            message: format!("'{}' is not a valid host id (letters, digits, '-', '_', '.')", h.agent_id),
+        });
+    }
+    let facts = h.facts.unwrap_or_default();
+    let mut replayed = Vec::new();
+    for r in h.replayed_results {
+        replayed.push(convert::result_from_wire(r)?);
+    }
+    Ok(AgentHello {
+        id: h.agent_id,
+        version: h.agent_version,
+        protocol_version: h.protocol_version,
+        capabilities: h.capabilities,
+        labels: h.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        hostname: facts.hostname,
+        os: facts.os,
+        arch: facts.arch,
+        installed: facts.installed.into_iter().collect(),
+        replayed,
+    })
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for AgentSvc {
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let r = req.into_inner();
+        if !valid_host_id(&r.host_id) {
+            return Err(to_status(CoordinatorError::BadRequest {
+                field: "host_id".into(),
+                message: format!("'{}' is not a valid host id", r.host_id),
+            }));
+        }
+        let expires = self.store.join_token(&r.join_token).map_err(to_status)?;
+        match expires {
+            Some(exp) if exp > self.clock.now() => {}
+            Some(_) => {
+                return Err(to_status(CoordinatorError::Unauthenticated { message: "join token expired".into() }));
+            }
+            None => return Err(to_status(CoordinatorError::Unauthenticated { message: "unknown join token".into() })),
+        }
+        let cert = self.ca.sign_agent(&r.host_id, &r.csr_pem).map_err(to_status)?;
+        tracing::info!(host = %r.host_id, "agent enrolled");
+        Ok(Response::new(pb::EnrollResponse { certificate_pem: cert, ca_pem: self.ca.ca_pem().to_string() }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+        let certs = req.peer_certs().ok_or_else(|| {
+            to_status(CoordinatorError::Unauthenticated { message: "a client certificate is required (enrol first)".into() })
+        })?;
+        let cert_host = certs.first().and_then(|c| certificate_common_name(c)).ok_or_else(|| {
+            to_status(CoordinatorError::Unauthenticated { message: "client certificate names no host".into() })
+        })?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10s"))??;
+        let hello = match first.and_then(|m| m.kind) {
+            Some(Up::Hello(h)) => hello_from_wire(h).map_err(to_status)?,
+            _ => return Err(Status::invalid_argument("the first message of a session must be a hello")),
+        };
+        if hello.id != cert_host {
+            return Err(to_status(CoordinatorError::PermissionDenied {
+                host: cert_host,
+                message: format!("certificate is for this host, hello claims '{}'", hello.id),
+            }));
+        }
+        let host = hello.id.clone();
+        let (session, mut to_agent) = self.runtime.connect(hello).map_err(to_status)?;
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(256);
+        let welcome = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
+                coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol_version: convoy_proto::PROTOCOL_VERSION,
+                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            })),
+        };
+        let _ = out_tx.send(Ok(welcome)).await;
+        let runtime = self.runtime.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    msg = to_agent.recv() => {
+                        // The runtime dropped this session (replaced or lost).
+                        let Some(ToAgent::RunStep { execution_id, rollout_id, step }) = msg else { break };
+                        let m = pb::CoordinatorMessage {
+                            kind: Some(pb::coordinator_message::Kind::RunStep(pb::RunStep {
+                                execution_id,
+                                rollout_id,
+                                step_name: step.name.clone(),
+                                step: Some(convert::step_to_wire(&step)),
+                            })),
+                        };
+                        if out_tx.send(Ok(m)).await.is_err() { break; }
+                    }
+                    msg = inbound.message() => match msg {
+                        Ok(Some(m)) => match m.kind {
+                            Some(Up::Heartbeat(_)) => { let _ = runtime.heartbeat(&host, session); }
+                            Some(Up::StepResult(r)) => match convert::result_from_wire(r) {
+                                Ok((id, outcome)) => { let _ = runtime.step_result(&host, session, id, outcome); }
+                                Err(e) => tracing::warn!(%host, error = %e, "malformed step result refused"),
+                            },
+                            Some(Up::Hello(_)) => tracing::warn!(%host, "second hello in one session ignored"),
+                            None => tracing::warn!(%host, "message of a kind this coordinator does not know ignored"),
+                        },
+                        Ok(None) => break,
+                        Err(e) => { tracing::info!(%host, error = %e, "agent stream error"); break; }
+                    },
+                }
+            }
+            let _ = runtime.disconnect(&host, session);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+pub struct OperatorSvc {
+    pub runtime: RuntimeHandle,
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+}
+
+/// Who made an operator call (the CLI sends the user name), for the audit trail.
+fn caller<T>(req: &Request<T>) -> String {
+    req.metadata().get("x-convoy-user").and_then(|v| v.to_str().ok()).unwrap_or("operator").to_string()
+}
+
+fn rollout_arg(id: String) -> Option<String> {
+    (!id.is_empty()).then_some(id)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::operator_service_server::OperatorService for OperatorSvc {
+    async fn submit_plan(&self, req: Request<pb::SubmitPlanRequest>) -> Result<Response<pb::SubmitPlanResponse>, Status> {
+        let by = caller(&req);
+        let r = req.into_inner();
+        let file = if r.file_name.is_empty() { "plan.yaml".to_string() } else { r.file_name };
+        let s = self.runtime.submit(&file, &r.plan_yaml, r.dry_run, &by).await.map_err(to_status)?;
+        Ok(Response::new(pb::SubmitPlanResponse { rollout_id: s.rollout_id, expansion_json: s.summary.to_string() }))
+    }
+
+    async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        let s = self.runtime.get(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
+        Ok(Response::new(convert::rollout_to_wire(&s)))
+    }
+
+    type WatchRolloutStream = WatchStream;
+
+    async fn watch_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<WatchStream>, Status> {
+        let mut rx = self.runtime.watch(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
+        let (tx, out) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let snap = rx.borrow_and_update().clone();
+                let done = snap.view.state.is_terminal();
+                if tx.send(Ok(convert::rollout_to_wire(&snap))).await.is_err() || done {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn list_rollouts(
+        &self,
+        _req: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        let list = self.runtime.list_rollouts().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListRolloutsResponse { rollouts: list.iter().map(convert::rollout_to_wire).collect() }))
+    }
+
+    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let list = self.runtime.list_agents().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListAgentsResponse { agents: list.iter().map(convert::agent_to_wire).collect() }))
+    }
+
+    async fn control(&self, req: Request<pb::ControlRequest>) -> Result<Response<pb::ControlResponse>, Status> {
+        let by = caller(&req);
+        let r = req.into_inner();
+        let command = match pb::ControlAction::try_from(r.action) {
+            Ok(pb::ControlAction::Pause) => OperatorCommand::Pause,
+            Ok(pb::ControlAction::Resume) => OperatorCommand::Resume,
+            Ok(pb::ControlAction::Abort) => OperatorCommand::Abort,
+            Ok(pb::ControlAction::Approve) => OperatorCommand::Approve,
+            Ok(pb::ControlAction::Unspecified) | Err(_) => {
+                return Err(to_status(CoordinatorError::BadRequest {
+                    field: "action".into(),
+                    message: format!("unknown control action {}", r.action),
+                }));
+            }
+        };
+        let s = self.runtime.control(rollout_arg(r.rollout_id), command, &by).await.map_err(to_status)?;
+        Ok(Response::new(pb::ControlResponse { state: s.view.state.as_str().to_string() }))
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let ttl = match req.into_inner().ttl_seconds {
+            0 => 3600,
+            n => n.min(7 * 24 * 3600),
+        };
+        let token = crate::tls::random_token();
+        let expires = self.clock.now().plus(Duration::from_secs(ttl));
+        self.store.put_join_token(&token, expires).map_err(to_status)?;
+        self.store.flush().map_err(to_status)?;
+        Ok(Response::new(pb::CreateJoinTokenResponse { token, expires_unix_ms: expires.0 }))
+    }
+}
+
+/// Checks the operator token on every operator call.
+#[derive(Clone)]
+pub struct OperatorAuth {
+    pub token: Arc<String>,
+}
+
+impl tonic::service::Interceptor for OperatorAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let got = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let got = got.strip_prefix("Bearer ").unwrap_or("");
+        // Compare without an early exit so timing does not leak the token.
+        let want = self.token.as_bytes();
+        let same = got.len() == want.len() && got.bytes().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(to_status(CoordinatorError::Unauthenticated { message: "operator token missing or wrong".into() }))
+        }
+    }
+}
+
+/// Store a join token valid for `ttl` from `now` (used by `init` and tests).
+pub fn issue_join_token(store: &dyn Store, now: UnixMillis, ttl: Duration) -> Result<String, CoordinatorError> {
+    let token = crate::tls::random_token();
+    store.put_join_token(&token, now.plus(ttl))?;
+    store.flush()?;
+    Ok(token)
+}

@@ -1,0 +1,697 @@
+//! The coordinator's runtime: one task that owns every engine and every agent
+//! session, fed by a command channel.
+//!
+//! Why a single task: the engines are synchronous state machines, so one owner
+//! needs no locks and gives a total order of events, which is exactly what the
+//! event log records. The task works in batches: it takes every command that
+//! is waiting (up to a bound), applies each resulting event to its engine,
+//! appends the events to the store, flushes once (group commit) and only then
+//! carries out the actions and answers the callers. So an action is never
+//! visible to an agent or an operator before the event that caused it is
+//! durable, and a busy coordinator pays one fsync per batch, not per event.
+//!
+//! Timers live in a sorted map inside the task (no task per timer), agent
+//! liveness is checked on a fixed tick, and time comes from [`Clock`], which
+//! follows tokio's clock so tests can pause it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_common::engine::{Action, Engine, Event, ExecutionId, OperatorCommand, RolloutView, Timer};
+use convoy_common::model::{HostId, InventoryHost, StepOutcome, StepSpec, UnixMillis};
+use convoy_common::plan;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::CoordinatorError;
+use crate::store::{AgentRecord, RolloutRecord, Store, StoredEvent};
+
+/// Wall-clock milliseconds that advance with tokio's clock (so a paused
+/// tokio clock pauses it too).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_unix: u64,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock starting at the current system time.
+    pub fn system() -> Clock {
+        let base_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock { base_unix, base: tokio::time::Instant::now() }
+    }
+    pub fn now(&self) -> UnixMillis {
+        UnixMillis(self.base_unix + self.base.elapsed().as_millis() as u64)
+    }
+    fn instant_at(&self, at: UnixMillis) -> tokio::time::Instant {
+        self.base + Duration::from_millis(at.0.saturating_sub(self.base_unix))
+    }
+}
+
+/// Runtime settings, validated by the binary's config.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How often agents send heartbeats (told to them in the welcome).
+    pub heartbeat_interval: Duration,
+    /// An agent silent for this long is considered lost.
+    pub agent_timeout: Duration,
+    /// Most commands handled in one batch (one flush).
+    pub max_batch: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { heartbeat_interval: Duration::from_secs(2), agent_timeout: Duration::from_secs(6), max_batch: 4096 }
+    }
+}
+
+/// What an agent said in its hello, as domain types.
+#[derive(Debug, Clone, Default)]
+pub struct AgentHello {
+    pub id: HostId,
+    pub version: String,
+    pub protocol_version: u32,
+    pub capabilities: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub installed: BTreeMap<String, String>,
+    /// Results the agent finished while it was disconnected.
+    pub replayed: Vec<(ExecutionId, StepOutcome)>,
+}
+
+/// A message for an agent; the gRPC layer turns it into wire types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToAgent {
+    /// Run one step under a unique execution id.
+    RunStep { execution_id: ExecutionId, rollout_id: String, step: StepSpec },
+}
+
+/// A rollout as operators see it.
+#[derive(Debug, Clone)]
+pub struct RolloutSnapshot {
+    pub id: String,
+    pub plan_name: String,
+    pub target_version: String,
+    pub created: UnixMillis,
+    pub updated: UnixMillis,
+    pub view: RolloutView,
+}
+
+/// An agent as operators see it.
+#[derive(Debug, Clone)]
+pub struct AgentSnapshot {
+    pub record: AgentRecord,
+    pub connected: bool,
+}
+
+/// The answer to a plan submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// Empty for a dry run.
+    pub rollout_id: String,
+    pub summary: serde_json::Value,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, CoordinatorError>>;
+
+enum Command {
+    Connect { hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent> },
+    Heartbeat { host: HostId, session: u64 },
+    Result { host: HostId, session: u64, execution_id: ExecutionId, outcome: StepOutcome },
+    Disconnect { host: HostId, session: u64 },
+    Submit { file: String, source: String, dry_run: bool, by: String, reply: Reply<Submitted> },
+    Control { rollout_id: Option<String>, command: OperatorCommand, by: String, reply: Reply<RolloutSnapshot> },
+    Get { rollout_id: Option<String>, reply: Reply<RolloutSnapshot> },
+    Watch { rollout_id: Option<String>, reply: Reply<watch::Receiver<Arc<RolloutSnapshot>>> },
+    ListRollouts { reply: Reply<Vec<RolloutSnapshot>> },
+    ListAgents { reply: Reply<Vec<AgentSnapshot>> },
+}
+
+/// A cheap, cloneable handle to the runtime task.
+#[derive(Clone, Debug)]
+pub struct RuntimeHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    next_session: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RuntimeHandle {
+    fn send(&self, cmd: Command) -> Result<(), CoordinatorError> {
+        self.tx.send(cmd).map_err(|_| CoordinatorError::ShuttingDown)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| CoordinatorError::ShuttingDown)?
+    }
+
+    /// Register an agent session; returns its session number and the stream
+    /// of messages for the agent. The session ends when the receiver closes.
+    pub fn connect(&self, hello: AgentHello) -> Result<(u64, mpsc::UnboundedReceiver<ToAgent>), CoordinatorError> {
+        let session = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send(Command::Connect { hello, session, tx })?;
+        Ok((session, rx))
+    }
+    pub fn heartbeat(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
+        self.send(Command::Heartbeat { host: host.to_string(), session })
+    }
+    pub fn step_result(
+        &self,
+        host: &str,
+        session: u64,
+        execution_id: ExecutionId,
+        outcome: StepOutcome,
+    ) -> Result<(), CoordinatorError> {
+        self.send(Command::Result { host: host.to_string(), session, execution_id, outcome })
+    }
+    pub fn disconnect(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
+        self.send(Command::Disconnect { host: host.to_string(), session })
+    }
+    pub async fn submit(&self, file: &str, source: &str, dry_run: bool, by: &str) -> Result<Submitted, CoordinatorError> {
+        let (file, source, by) = (file.to_string(), source.to_string(), by.to_string());
+        self.ask(|reply| Command::Submit { file, source, dry_run, by, reply }).await
+    }
+    pub async fn control(
+        &self,
+        rollout_id: Option<String>,
+        command: OperatorCommand,
+        by: &str,
+    ) -> Result<RolloutSnapshot, CoordinatorError> {
+        let by = by.to_string();
+        self.ask(|reply| Command::Control { rollout_id, command, by, reply }).await
+    }
+    pub async fn get(&self, rollout_id: Option<String>) -> Result<RolloutSnapshot, CoordinatorError> {
+        self.ask(|reply| Command::Get { rollout_id, reply }).await
+    }
+    pub async fn watch(&self, rollout_id: Option<String>) -> Result<watch::Receiver<Arc<RolloutSnapshot>>, CoordinatorError> {
+        self.ask(|reply| Command::Watch { rollout_id, reply }).await
+    }
+    pub async fn list_rollouts(&self) -> Result<Vec<RolloutSnapshot>, CoordinatorError> {
+        self.ask(|reply| Command::ListRollouts { reply }).await
+    }
+    pub async fn list_agents(&self) -> Result<Vec<AgentSnapshot>, CoordinatorError> {
+        self.ask(|reply| Command::ListAgents { reply }).await
+    }
+}
+
+struct RolloutRun {
+    record: RolloutRecord,
+    engine: Engine,
+    next_seq: u64,
+    updated: UnixMillis,
+    watch: watch::Sender<Arc<RolloutSnapshot>>,
+    dirty: bool,
+}
+
+impl RolloutRun {
+    fn snapshot(&self) -> RolloutSnapshot {
+        RolloutSnapshot {
+            id: self.record.id.clone(),
+            plan_name: self.record.spec.plan_name.clone(),
+            target_version: self.record.spec.target_version.clone(),
+            created: self.record.created,
+            updated: self.updated,
+            view: self.engine.view(),
+        }
+    }
+}
+
+struct AgentConn {
+    record: AgentRecord,
+    session: Option<(u64, mpsc::UnboundedSender<ToAgent>)>,
+}
+
+/// The runtime task's state.
+struct Actor {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    config: RuntimeConfig,
+    rollouts: HashMap<String, RolloutRun>,
+    /// Rollout ids in creation order.
+    order: Vec<String>,
+    agents: HashMap<HostId, AgentConn>,
+    /// Hosts -> rollouts not yet finished that contain them.
+    active: HashMap<HostId, Vec<String>>,
+    timers: BTreeMap<(UnixMillis, u64), (String, Timer)>,
+    timer_seq: u64,
+    // The current batch.
+    events: Vec<(String, StoredEvent)>,
+    actions: Vec<(String, Action)>,
+    after_commit: Vec<Box<dyn FnOnce(&Actor) + Send>>,
+}
+
+/// Start the runtime task: load agents and rollouts from `store`, rebuild
+/// every unfinished rollout from its event log, and serve commands until
+/// `shutdown` is cancelled.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    config: RuntimeConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(RuntimeHandle, tokio::task::JoinHandle<()>), CoordinatorError> {
+    let mut actor = Actor {
+        store,
+        clock,
+        config,
+        rollouts: HashMap::new(),
+        order: Vec::new(),
+        agents: HashMap::new(),
+        active: HashMap::new(),
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        events: Vec::new(),
+        actions: Vec::new(),
+        after_commit: Vec::new(),
+    };
+    actor.recover()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = RuntimeHandle { tx, next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)) };
+    let join = tokio::spawn(actor.run(rx, shutdown));
+    Ok((handle, join))
+}
+
+impl Actor {
+    /// Load agents and rollouts and replay every event log.
+    fn recover(&mut self) -> Result<(), CoordinatorError> {
+        for record in self.store.agents()? {
+            self.agents.insert(record.id.clone(), AgentConn { record, session: None });
+        }
+        let mut records = self.store.rollouts()?;
+        records.sort_by_key(|r| (r.created, r.id.clone()));
+        let now = self.clock.now();
+        for record in records {
+            let id = record.id.clone();
+            let mut engine = Engine::new(id.clone(), record.spec.clone());
+            let events = self.store.events(&id)?;
+            let next_seq = events.len() as u64;
+            let mut updated = record.created;
+            for e in events {
+                updated = e.now;
+                engine.handle(e.now, e.event);
+            }
+            let finished = engine.state().is_terminal();
+            let run = RolloutRun {
+                watch: watch::Sender::new(Arc::new(RolloutSnapshot {
+                    id: id.clone(),
+                    plan_name: record.spec.plan_name.clone(),
+                    target_version: record.spec.target_version.clone(),
+                    created: record.created,
+                    updated,
+                    view: engine.view(),
+                })),
+                record,
+                engine,
+                next_seq,
+                updated,
+                dirty: false,
+            };
+            self.order.push(id.clone());
+            if !finished {
+                for h in &run.record.spec.hosts {
+                    self.active.entry(h.host.clone()).or_default().push(id.clone());
+                }
+                let resume = run.engine.resume_actions(now);
+                let hosts: Vec<HostId> = run.record.spec.hosts.iter().map(|h| h.host.clone()).collect();
+                self.rollouts.insert(id.clone(), run);
+                // Re-arm timers; dispatches wait for the agents to reconnect
+                // (every agent is disconnected after a restart).
+                for a in resume {
+                    if let Action::Schedule { .. } = a {
+                        self.actions.push((id.clone(), a));
+                    }
+                }
+                for host in hosts {
+                    self.event(&id, Event::AgentLost { host });
+                }
+            } else {
+                self.rollouts.insert(id, run);
+            }
+        }
+        self.commit();
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, shutdown: CancellationToken) {
+        let mut liveness = tokio::time::interval(self.config.heartbeat_interval);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_timer = self.timers.keys().next().map(|(at, _)| self.clock.instant_at(*at));
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd);
+                    let mut n = 1;
+                    while n < self.config.max_batch {
+                        match rx.try_recv() {
+                            Ok(cmd) => { self.command(cmd); n += 1; }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep => self.fire_timers(),
+                _ = liveness.tick() => self.check_liveness(),
+            }
+            self.commit();
+        }
+        // Close every agent session so their streams end with the server.
+        for a in self.agents.values_mut() {
+            a.session = None;
+        }
+    }
+
+    /// Apply an event to a rollout's engine now; it is stored at commit.
+    fn event(&mut self, rollout_id: &str, event: Event) {
+        let now = self.clock.now();
+        let Some(run) = self.rollouts.get_mut(rollout_id) else { return };
+        let actions = run.engine.handle(now, event.clone());
+        run.updated = now;
+        run.dirty = true;
+        self.events.push((rollout_id.to_string(), StoredEvent { now, event }));
+        for a in actions {
+            self.actions.push((rollout_id.to_string(), a));
+        }
+    }
+
+    /// Make the batch durable, then act on it.
+    fn commit(&mut self) {
+        if !self.events.is_empty() {
+            // Group by rollout, keeping order inside each rollout.
+            let mut by_rollout: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
+            for (id, e) in self.events.drain(..) {
+                by_rollout.entry(id).or_default().push(e);
+            }
+            for (id, evs) in by_rollout {
+                let Some(run) = self.rollouts.get_mut(&id) else { continue };
+                if let Err(e) = self.store.append_events(&id, run.next_seq, &evs) {
+                    // Without a durable log we must not act: stop this
+                    // rollout's actions and say so loudly.
+                    tracing::error!(rollout = %id, error = %e, "cannot store events; actions withheld");
+                    self.actions.retain(|(r, _)| r != &id);
+                    continue;
+                }
+                run.next_seq += evs.len() as u64;
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "store flush failed; actions withheld");
+            self.actions.clear();
+        }
+        for (id, action) in std::mem::take(&mut self.actions) {
+            self.act(&id, action);
+        }
+        for f in std::mem::take(&mut self.after_commit) {
+            f(self);
+        }
+        for run in self.rollouts.values_mut() {
+            if run.dirty {
+                run.dirty = false;
+                if run.watch.receiver_count() > 0 {
+                    run.watch.send_replace(Arc::new(run.snapshot()));
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, rollout_id: &str, action: Action) {
+        match action {
+            Action::Dispatch { host, execution_id, step_index: _, step, resend } => {
+                let Some(conn) = self.agents.get(&host) else {
+                    tracing::debug!(%host, %execution_id, "no agent known; dispatch waits for it");
+                    return;
+                };
+                if let Some((_, tx)) = &conn.session {
+                    tracing::debug!(%host, %execution_id, resend, "dispatch");
+                    let _ = tx.send(ToAgent::RunStep { execution_id, rollout_id: rollout_id.to_string(), step });
+                }
+            }
+            Action::Schedule { at, timer } => {
+                self.timer_seq += 1;
+                self.timers.insert((at, self.timer_seq), (rollout_id.to_string(), timer));
+            }
+            Action::HostDone { host, state } => {
+                tracing::info!(rollout = rollout_id, %host, state = state.as_str(), "host done");
+            }
+            Action::Finished { state } => {
+                tracing::info!(rollout = rollout_id, state = state.as_str(), "rollout finished");
+                for list in self.active.values_mut() {
+                    list.retain(|r| r != rollout_id);
+                }
+                self.active.retain(|_, l| !l.is_empty());
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.clock.now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (rollout, timer) = entry.remove();
+            self.event(&rollout, Event::TimerFired { timer });
+        }
+    }
+
+    fn check_liveness(&mut self) {
+        let now = self.clock.now();
+        let timeout = self.config.agent_timeout.as_millis() as u64;
+        let stale: Vec<HostId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.session.is_some() && now.since(a.record.last_seen) > timeout)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in stale {
+            tracing::warn!(%host, "agent missed its heartbeats; marking it lost");
+            self.lose(&host);
+        }
+    }
+
+    fn lose(&mut self, host: &str) {
+        if let Some(a) = self.agents.get_mut(host) {
+            // Dropping the sender ends the gRPC stream towards the agent.
+            a.session = None;
+        }
+        for r in self.active.get(host).cloned().unwrap_or_default() {
+            self.event(&r, Event::AgentLost { host: host.to_string() });
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { hello, session, tx } => self.connect(hello, session, tx),
+            Command::Heartbeat { host, session } => {
+                let now = self.clock.now();
+                if let Some(a) = self.agents.get_mut(&host)
+                    && a.session.as_ref().is_some_and(|(s, _)| *s == session)
+                {
+                    a.record.last_seen = now;
+                }
+            }
+            Command::Result { host, session, execution_id, outcome } => {
+                let now = self.clock.now();
+                if let Some(a) = self.agents.get_mut(&host)
+                    && a.session.as_ref().is_some_and(|(s, _)| *s == session)
+                {
+                    a.record.last_seen = now;
+                }
+                self.result(&host, execution_id, outcome);
+            }
+            Command::Disconnect { host, session } => {
+                let current = self.agents.get(&host).and_then(|a| a.session.as_ref()).is_some_and(|(s, _)| *s == session);
+                if current {
+                    tracing::info!(%host, "agent session ended");
+                    self.lose(&host);
+                }
+            }
+            Command::Submit { file, source, dry_run, by, reply } => {
+                let r = self.submit(&file, &source, dry_run, &by);
+                match r {
+                    Ok(s) if !dry_run => self.after_commit.push(Box::new(move |_| {
+                        let _ = reply.send(Ok(s));
+                    })),
+                    other => {
+                        let _ = reply.send(other);
+                    }
+                }
+            }
+            Command::Control { rollout_id, command, by, reply } => match self.resolve(rollout_id) {
+                Ok(id) => {
+                    self.event(&id, Event::Operator { command, by });
+                    self.after_commit.push(Box::new(move |actor: &Actor| {
+                        let _ = reply.send(actor.snapshot(&id));
+                    }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Get { rollout_id, reply } => {
+                let _ = reply.send(self.resolve(rollout_id).and_then(|id| self.snapshot(&id)));
+            }
+            Command::Watch { rollout_id, reply } => {
+                let r = self.resolve(rollout_id).map(|id| {
+                    let run = &self.rollouts[&id];
+                    run.watch.send_replace(Arc::new(run.snapshot()));
+                    run.watch.subscribe()
+                });
+                let _ = reply.send(r);
+            }
+            Command::ListRollouts { reply } => {
+                let list = self.order.iter().filter_map(|id| self.rollouts.get(id)).map(|r| r.snapshot()).collect();
+                let _ = reply.send(Ok(list));
+            }
+            Command::ListAgents { reply } => {
+                let mut list: Vec<AgentSnapshot> = self
+                    .agents
+                    .values()
+                    .map(|a| AgentSnapshot { record: a.record.clone(), connected: a.session.is_some() })
+                    .collect();
+                list.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+                let _ = reply.send(Ok(list));
+            }
+        }
+    }
+
+    fn resolve(&self, rollout_id: Option<String>) -> Result<String, CoordinatorError> {
+        match rollout_id.filter(|s| !s.is_empty()) {
+            Some(id) if self.rollouts.contains_key(&id) => Ok(id),
+            Some(id) => Err(CoordinatorError::UnknownRollout { id }),
+            None => self.order.last().cloned().ok_or(CoordinatorError::NoRollout),
+        }
+    }
+
+    fn snapshot(&self, id: &str) -> Result<RolloutSnapshot, CoordinatorError> {
+        self.rollouts.get(id).map(|r| r.snapshot()).ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })
+    }
+
+    fn connect(&mut self, hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent>) {
+        let now = self.clock.now();
+        let host = hello.id.clone();
+        let record = AgentRecord {
+            id: host.clone(),
+            version: hello.version.clone(),
+            protocol_version: hello.protocol_version,
+            labels: hello.labels.clone(),
+            hostname: hello.hostname.clone(),
+            os: hello.os.clone(),
+            arch: hello.arch.clone(),
+            installed: hello.installed.clone(),
+            last_seen: now,
+        };
+        if let Err(e) = self.store.put_agent(&record) {
+            tracing::error!(%host, error = %e, "cannot store agent record");
+        }
+        tracing::info!(%host, version = %hello.version, "agent connected");
+        self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)) });
+        for r in self.active.get(&host).cloned().unwrap_or_default() {
+            self.event(&r, Event::AgentConnected { host: host.clone() });
+        }
+        for (execution_id, outcome) in hello.replayed {
+            self.result(&host, execution_id, outcome);
+        }
+    }
+
+    fn result(&mut self, host: &str, execution_id: ExecutionId, outcome: StepOutcome) {
+        // Execution ids are `rollout/host/step/attempt`.
+        let Some(rollout) = execution_id.split('/').next().map(str::to_string) else { return };
+        let Some(run) = self.rollouts.get(&rollout) else {
+            tracing::warn!(%host, %execution_id, "result for an unknown rollout ignored");
+            return;
+        };
+        match run.engine.execution_host(&execution_id) {
+            Some(owner) if owner == host => self.event(&rollout, Event::StepFinished { execution_id, outcome }),
+            Some(owner) => {
+                tracing::warn!(%host, %owner, %execution_id, "agent reported another host's execution; ignored")
+            }
+            None => tracing::debug!(%host, %execution_id, "result for no in-flight execution ignored"),
+        }
+    }
+
+    fn submit(&mut self, file: &str, source: &str, dry_run: bool, by: &str) -> Result<Submitted, CoordinatorError> {
+        let parsed = plan::parse_plan(file, source)?;
+        let inventory: Vec<InventoryHost> = {
+            let mut v: Vec<InventoryHost> = self
+                .agents
+                .values()
+                .map(|a| InventoryHost {
+                    id: a.record.id.clone(),
+                    labels: a.record.labels.clone(),
+                    installed: a.record.installed.clone(),
+                })
+                .collect();
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            v
+        };
+        let spec = plan::expand(&parsed, &inventory)?;
+        let summary = serde_json::json!({}); // TEMP plan::summary_json(&spec);
+        if dry_run {
+            return Ok(Submitted { rollout_id: String::new(), summary });
+        }
+        for h in &spec.hosts {
+            if let Some(others) = self.active.get(&h.host).filter(|l| !l.is_empty()) {
+                return Err(CoordinatorError::Conflict {
+                    id: others[0].clone(),
+                    message: format!("host {} is already in unfinished rollout {}", h.host, others[0]),
+                });
+            }
+        }
+        let id = format!("r{}", self.order.len() + 1);
+        let now = self.clock.now();
+        let record = RolloutRecord {
+            id: id.clone(),
+            file: file.to_string(),
+            plan_source: source.to_string(),
+            spec: spec.clone(),
+            created: now,
+            created_by: by.to_string(),
+        };
+        self.store.put_rollout(&record)?;
+        let engine = Engine::new(id.clone(), spec.clone());
+        let run = RolloutRun {
+            watch: watch::Sender::new(Arc::new(RolloutSnapshot {
+                id: id.clone(),
+                plan_name: spec.plan_name.clone(),
+                target_version: spec.target_version.clone(),
+                created: now,
+                updated: now,
+                view: engine.view(),
+            })),
+            record,
+            engine,
+            next_seq: 0,
+            updated: now,
+            dirty: true,
+        };
+        self.rollouts.insert(id.clone(), run);
+        self.order.push(id.clone());
+        for h in &spec.hosts {
+            self.active.entry(h.host.clone()).or_default().push(id.clone());
+        }
+        tracing::info!(rollout = %id, plan = %spec.plan_name, hosts = spec.hosts.len(), "rollout created");
+        // Hosts whose agents are away now are known lost from the start, so
+        // the engine arms their lost deadlines instead of waiting forever.
+        for h in &spec.hosts {
+            let connected = self.agents.get(&h.host).is_some_and(|a| a.session.is_some());
+            if !connected {
+                self.event(&id, Event::AgentLost { host: h.host.clone() });
+            }
+        }
+        self.event(&id, Event::Started);
+        Ok(Submitted { rollout_id: id, summary })
+    }
+}

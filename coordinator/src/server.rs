@@ -1,0 +1,102 @@
+//! Wiring: open the store, load the PKI, start the runtime and serve gRPC
+//! over mTLS on a listener the caller binds (tests bind port 0).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use convoy_proto::v1::agent_service_server::AgentServiceServer;
+use convoy_proto::v1::operator_service_server::OperatorServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::error::CoordinatorError;
+use crate::grpc::{AgentSvc, OperatorAuth, OperatorSvc};
+use crate::runtime::{self, Clock, RuntimeConfig};
+use crate::store::{SledStore, Store};
+use crate::tls::{CertificateAuthority, PkiPaths, operator_token_path};
+
+/// A validated coordinator configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeConfig,
+}
+
+/// Where the embedded store lives under a data directory.
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// Open the embedded store of a data directory (one process at a time).
+pub fn open_store(data_dir: &Path) -> Result<SledStore, CoordinatorError> {
+    SledStore::open(&store_dir(data_dir))
+}
+
+fn read(path: &Path) -> Result<String, CoordinatorError> {
+    std::fs::read_to_string(path).map_err(|source| CoordinatorError::Io { path: path.to_path_buf(), source })
+}
+
+/// Serve until `shutdown` is cancelled. The data directory must have been
+/// initialised (`convoy-coordinator init`).
+pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
+    let paths = PkiPaths::new(&config.data_dir);
+    let ca = Arc::new(CertificateAuthority::load(&paths)?);
+    let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
+    let operator_token = read(&operator_token_path(&config.data_dir))?.trim().to_string();
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
+    let clock = Clock::system();
+
+    // The runtime stops with the server; a child token so that stopping the
+    // runtime never cancels the caller's token.
+    let stop = shutdown.child_token();
+    let (handle, runtime_task) = runtime::spawn(store.clone(), config.runtime.clone(), clock, stop.clone())?;
+    let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
+
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(Certificate::from_pem(ca.ca_pem()))
+        // Enrolment happens before an agent has a certificate; the session
+        // handler refuses callers without one.
+        .client_auth_optional(true);
+    let agent_svc = AgentSvc {
+        runtime: handle.clone(),
+        store: store.clone(),
+        ca,
+        clock,
+        heartbeat_interval: config.runtime.heartbeat_interval,
+        shutdown: stop.clone(),
+    };
+    let operator_svc = OperatorSvc { runtime: handle, store, clock };
+    let auth = OperatorAuth { token: Arc::new(operator_token) };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
+    let result = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| CoordinatorError::Tls { what: "server config".into(), message: e.to_string() })?
+        .add_service(AgentServiceServer::new(agent_svc))
+        .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let stop = stop.clone();
+            async move {
+                shutdown.cancelled().await;
+                // End sessions and watches first so graceful shutdown does not
+                // wait on streams that never end by themselves.
+                stop.cancel();
+            }
+        })
+        .await
+        .map_err(|e| CoordinatorError::Transport(e.to_string()));
+    stop.cancel();
+    let _ = runtime_task.await;
+    result
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

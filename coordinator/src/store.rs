@@ -1,0 +1,218 @@
+//! Durable state behind the [`Store`] trait.
+//!
+//! The default is [`SledStore`], embedded under the data directory (nothing to
+//! install). What is stored: rollout records (the plan source and its
+//! expansion), each rollout's event log (`now` + event, in order; actions are
+//! not stored because replaying the events recomputes them), the agents ever
+//! seen (inventory survives restarts), and join tokens. Writes are buffered
+//! until [`Store::flush`]: the runtime appends a batch of events, flushes once
+//! (group commit) and only then carries out their actions.
+
+use std::path::Path;
+
+use convoy_common::engine::Event;
+use convoy_common::model::{RolloutSpec, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoordinatorError;
+
+/// A rollout as created: enough to rebuild its engine from the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub id: String,
+    pub file: String,
+    pub plan_source: String,
+    pub spec: RolloutSpec,
+    pub created: UnixMillis,
+    pub created_by: String,
+}
+
+/// One stored event and the time it was handled at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub now: UnixMillis,
+    pub event: Event,
+}
+
+/// An agent as last seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub version: String,
+    pub protocol_version: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub installed: std::collections::BTreeMap<String, String>,
+    pub last_seen: UnixMillis,
+}
+
+/// The coordinator's storage seam.
+pub trait Store: Send + Sync + 'static {
+    fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError>;
+    fn rollouts(&self) -> Result<Vec<RolloutRecord>, CoordinatorError>;
+    /// Append `events` to a rollout's log starting at sequence `first_seq`.
+    fn append_events(&self, rollout_id: &str, first_seq: u64, events: &[StoredEvent]) -> Result<(), CoordinatorError>;
+    fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError>;
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError>;
+    fn agents(&self) -> Result<Vec<AgentRecord>, CoordinatorError>;
+    fn put_join_token(&self, token: &str, expires: UnixMillis) -> Result<(), CoordinatorError>;
+    /// Expiry of a join token, if it exists.
+    fn join_token(&self, token: &str) -> Result<Option<UnixMillis>, CoordinatorError>;
+    /// Make everything written so far durable.
+    fn flush(&self) -> Result<(), CoordinatorError>;
+}
+
+/// [`Store`] on an embedded sled database.
+pub struct SledStore {
+    db: sled::Db,
+    rollouts: sled::Tree,
+    events: sled::Tree,
+    agents: sled::Tree,
+    tokens: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+fn serr(op: &'static str) -> impl FnOnce(sled::Error) -> CoordinatorError {
+    move |e| CoordinatorError::Store { op, message: e.to_string() }
+}
+
+fn jerr(op: &'static str) -> impl FnOnce(serde_json::Error) -> CoordinatorError {
+    move |e| CoordinatorError::Store { op, message: e.to_string() }
+}
+
+fn event_key(rollout_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rollout_id.len() + 9);
+    k.extend_from_slice(rollout_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`. Only one process may hold it.
+    pub fn open(dir: &Path) -> Result<SledStore, CoordinatorError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| CoordinatorError::Store { op: "open", message: format!("{}: {e}", dir.display()) })?;
+        Ok(SledStore {
+            rollouts: db.open_tree("rollouts").map_err(serr("open rollouts"))?,
+            events: db.open_tree("events").map_err(serr("open events"))?,
+            agents: db.open_tree("agents").map_err(serr("open agents"))?,
+            tokens: db.open_tree("join_tokens").map_err(serr("open tokens"))?,
+            db,
+        })
+    }
+}
+
+impl Store for SledStore {
+    fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError> {
+        let v = serde_json::to_vec(rollout).map_err(jerr("encode rollout"))?;
+        self.rollouts.insert(rollout.id.as_bytes(), v).map_err(serr("put rollout"))?;
+        Ok(())
+    }
+
+    fn rollouts(&self) -> Result<Vec<RolloutRecord>, CoordinatorError> {
+        let mut out = Vec::new();
+        for kv in self.rollouts.iter() {
+            let (_, v) = kv.map_err(serr("read rollouts"))?;
+            out.push(serde_json::from_slice(&v).map_err(jerr("decode rollout"))?);
+        }
+        Ok(out)
+    }
+
+    fn append_events(&self, rollout_id: &str, first_seq: u64, events: &[StoredEvent]) -> Result<(), CoordinatorError> {
+        let mut batch = sled::Batch::default();
+        for (i, e) in events.iter().enumerate() {
+            let v = serde_json::to_vec(e).map_err(jerr("encode event"))?;
+            batch.insert(event_key(rollout_id, first_seq + i as u64), v);
+        }
+        self.events.apply_batch(batch).map_err(serr("append events"))
+    }
+
+    fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError> {
+        let mut prefix = rollout_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.events.scan_prefix(prefix) {
+            let (_, v) = kv.map_err(serr("read events"))?;
+            out.push(serde_json::from_slice(&v).map_err(jerr("decode event"))?);
+        }
+        Ok(out)
+    }
+
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError> {
+        let v = serde_json::to_vec(agent).map_err(jerr("encode agent"))?;
+        self.agents.insert(agent.id.as_bytes(), v).map_err(serr("put agent"))?;
+        Ok(())
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, CoordinatorError> {
+        let mut out = Vec::new();
+        for kv in self.agents.iter() {
+            let (_, v) = kv.map_err(serr("read agents"))?;
+            out.push(serde_json::from_slice(&v).map_err(jerr("decode agent"))?);
+        }
+        Ok(out)
+    }
+
+    fn put_join_token(&self, token: &str, expires: UnixMillis) -> Result<(), CoordinatorError> {
+        self.tokens.insert(token.as_bytes(), &expires.0.to_be_bytes()).map_err(serr("put join token"))?;
+        Ok(())
+    }
+
+    fn join_token(&self, token: &str) -> Result<Option<UnixMillis>, CoordinatorError> {
+        let v = self.tokens.get(token.as_bytes()).map_err(serr("get join token"))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(|b| UnixMillis(u64::from_be_bytes(b))))
+    }
+
+    fn flush(&self) -> Result<(), CoordinatorError> {
+        self.db.flush().map_err(serr("flush"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoy_common::engine::OperatorCommand;
+
+    #[test]
+    fn events_come_back_in_order_per_rollout_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            let evs: Vec<StoredEvent> =
+                (0..300).map(|i| StoredEvent { now: UnixMillis(i), event: Event::Started }).collect();
+            s.append_events("r-a", 0, &evs[..200]).unwrap();
+            s.append_events("r-a", 200, &evs[200..]).unwrap();
+            // A rollout whose id is a prefix of another must not see its events.
+            s.append_events(
+                "r-ab",
+                0,
+                &[StoredEvent {
+                    now: UnixMillis(7),
+                    event: Event::Operator { command: OperatorCommand::Pause, by: "x".into() },
+                }],
+            )
+            .unwrap();
+            s.put_join_token("tok", UnixMillis(99)).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let got = s.events("r-a").unwrap();
+        assert_eq!(got.len(), 300);
+        assert!(got.windows(2).all(|w| w[0].now < w[1].now), "events out of order");
+        assert_eq!(s.events("r-ab").unwrap().len(), 1);
+        assert_eq!(s.join_token("tok").unwrap(), Some(UnixMillis(99)));
+        assert_eq!(s.join_token("nope").unwrap(), None);
+    }
+}
