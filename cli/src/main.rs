@@ -1,1 +1,166 @@
-fn main() {}
+//! `convoy`: the operator CLI.
+//!
+//! Modules: [`client`] (TLS connection and operator token), [`commands`]
+//! (plan, apply, status, agents, pause/resume/abort/approve, join-token),
+//! [`render`] (tables and progress), [`demo`] (the local demo fleet) and
+//! [`demo_service`] (the demo's tiny HTTP service). The hidden subcommands
+//! `__coordinator` and `__agent` run the coordinator and agent libraries, so
+//! the demo needs only this binary.
+
+mod bench;
+mod client;
+mod commands;
+mod demo;
+mod demo_service;
+mod error;
+mod fleet;
+mod render;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use convoy_proto::v1::ControlAction;
+
+use crate::client::ConnectArgs;
+use crate::commands::{Format, Output};
+use crate::error::CliError;
+
+#[derive(Debug, Parser)]
+#[command(name = "convoy", version, about = "Convoy: fleet upgrades as a DAG of rolling groups")]
+struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate a plan and show its expansion (groups, hosts, batches, DAG).
+    Plan {
+        file: PathBuf,
+        /// Expand against this inventory file (YAML list of {id, labels,
+        /// installed}) instead of the coordinator's live agents.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[arg(long, value_enum, default_value_t = Format::Summary)]
+        format: Format,
+    },
+    /// Start a rollout and follow it until it ends (non-zero exit on failure).
+    Apply {
+        file: PathBuf,
+        /// Print the rollout id and return at once.
+        #[arg(long)]
+        detach: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show a rollout (the latest if none is named).
+    Status {
+        rollout: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Follow a running rollout until it ends.
+    Watch { rollout: Option<String> },
+    /// List agents with their labels and installed versions.
+    Agents {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Start nothing new; in-flight steps finish.
+    Pause { rollout: String },
+    /// Carry on where the rollout was paused.
+    Resume { rollout: String },
+    /// Start nothing new; the rollout ends as aborted once in-flight steps finish.
+    Abort { rollout: String },
+    /// Approve a rollout waiting for an operator.
+    Approve { rollout: String },
+    /// Create a join token for enrolling agents.
+    JoinToken {
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+    },
+    /// Run a local demo fleet: a coordinator and 12 agents upgrading a real service.
+    Demo(demo::DemoArgs),
+    #[command(name = "__bench-rolling", hide = true)]
+    BenchRolling(bench::BenchArgs),
+    #[command(name = "__coordinator", hide = true)]
+    Coordinator(convoy_coordinator::cli::CoordinatorArgs),
+    #[command(name = "__agent", hide = true)]
+    Agent(convoy_agent::cli::AgentArgs),
+    #[command(name = "__demo-service", hide = true, subcommand)]
+    DemoService(demo_service::DemoServiceCommand),
+}
+
+fn init_tracing(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<CliError>() {
+                Some(c) => c.exit_code(),
+                None => 1,
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::DemoService(cmd) = cli.command {
+        // Synchronous and tiny; no runtime needed.
+        return Ok(demo_service::run(cmd)?);
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let target = || cli.connect.resolve();
+        match cli.command {
+            Cmd::Plan { file, inventory, output, format } => {
+                commands::plan_cmd(&file, inventory.as_deref(), target, output, format).await?
+            }
+            Cmd::Apply { file, detach, output } => commands::apply_cmd(&file, &target()?, detach, output).await?,
+            Cmd::Status { rollout, output } => commands::status_cmd(&target()?, rollout, output).await?,
+            Cmd::Watch { rollout } => {
+                let mut c = client::connect(&target()?).await?;
+                commands::follow(&mut c, rollout.as_deref().unwrap_or(""), Output::Text).await?
+            }
+            Cmd::Agents { output } => commands::agents_cmd(&target()?, output).await?,
+            Cmd::Pause { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Pause).await?,
+            Cmd::Resume { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Resume).await?,
+            Cmd::Abort { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Abort).await?,
+            Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
+            Cmd::JoinToken { ttl_seconds } => commands::join_token_cmd(&target()?, ttl_seconds).await?,
+            Cmd::Demo(args) => {
+                init_tracing("warn");
+                demo::run(args).await?
+            }
+            Cmd::BenchRolling(args) => {
+                init_tracing("warn");
+                bench::run(args).await?
+            }
+            Cmd::Coordinator(args) => {
+                init_tracing("info");
+                convoy_coordinator::cli::run(args, convoy_coordinator::cli::shutdown_on_signal()).await?
+            }
+            Cmd::Agent(args) => {
+                init_tracing("info");
+                let config = args.into_config()?;
+                convoy_agent::run_local(config, convoy_coordinator::cli::shutdown_on_signal()).await?
+            }
+            Cmd::DemoService(_) => unreachable!("handled before the runtime starts"),
+        }
+        Ok(())
+    })
+}
+

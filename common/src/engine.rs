@@ -298,8 +298,11 @@ pub struct Engine {
     spec: RolloutSpec,
     state: RolloutState,
     message: String,
-    /// Why the rollout halted, kept for the final message.
+    /// Why the rollout halted, kept for the final message (a later ignored
+    /// command may overwrite `message` meanwhile).
     halt_reason: Option<String>,
+    /// Who aborted the rollout, for the same reason.
+    aborted_by: Option<String>,
     hosts: Vec<HostRt>,
     groups: Vec<GroupRt>,
     by_name: HashMap<HostId, usize>,
@@ -398,6 +401,7 @@ impl Engine {
             state: RolloutState::Pending,
             message: "waiting to start".to_string(),
             halt_reason: None,
+            aborted_by: None,
             hosts,
             groups,
             by_name,
@@ -661,15 +665,15 @@ impl Engine {
             } else {
                 let until = now.plus(soak);
                 self.hosts[i].state = HostState::Soaking { until };
-                out.push(Action::Schedule { at: until, timer: Timer::SoakOver { host: self.spec.hosts[i].host.clone() } });
+                out.push(Action::Schedule {
+                    at: until,
+                    timer: Timer::SoakOver { host: self.spec.hosts[i].host.clone() },
+                });
                 return;
             }
         } else {
-            let reason = if outcome.message.is_empty() {
-                default_reason(outcome.status).to_string()
-            } else {
-                outcome.message
-            };
+            let reason =
+                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
             self.host_failed(i, Some(step), reason, out);
         }
         let g = self.hosts[i].group;
@@ -770,13 +774,11 @@ impl Engine {
                 RolloutState::Pending | RolloutState::Running | RolloutState::Paused | RolloutState::Halting => {
                     self.state = RolloutState::Aborting;
                     self.message = format!("aborted by {by}");
+                    self.aborted_by = Some(by.to_string());
                     self.end_soaks(out);
                     self.maybe_finish(out);
                 }
-                RolloutState::Aborting
-                | RolloutState::Succeeded
-                | RolloutState::Failed
-                | RolloutState::Aborted => {
+                RolloutState::Aborting | RolloutState::Succeeded | RolloutState::Failed | RolloutState::Aborted => {
                     self.message = format!("abort by {by} ignored: the rollout is {}", state.as_str());
                 }
             },
@@ -980,8 +982,8 @@ impl Engine {
                 self.finish(RolloutState::Failed, format!("failed: {reason}"), out);
             }
             RolloutState::Aborting => {
-                let message = self.message.clone();
-                self.finish(RolloutState::Aborted, message, out);
+                let by = self.aborted_by.clone().unwrap_or_default();
+                self.finish(RolloutState::Aborted, format!("aborted by {by}"), out);
             }
             RolloutState::Running | RolloutState::Paused if self.open_groups == 0 => {
                 let message = format!("succeeded: {} hosts upgraded", self.spec.hosts.len());

@@ -117,8 +117,7 @@ impl<'a> Checker<'a> {
     fn entry(&mut self, n: usize, entry: &LogEntry) {
         if let Event::StepFinished { execution_id, outcome } = &entry.event {
             // Versions count only from executions this rollout issued.
-            if let (Some(&(h, _)), Some((component, version))) =
-                (self.executions.get(execution_id), &outcome.installed)
+            if let (Some(&(h, _)), Some((component, version))) = (self.executions.get(execution_id), &outcome.installed)
                 && outcome.status.is_success()
                 && self.spec.component.as_ref().is_none_or(|c| c == component)
             {
@@ -155,7 +154,9 @@ impl<'a> Checker<'a> {
             ));
         }
         let Some(&h) = self.by_name.get(host) else {
-            self.fail(format!("entry {n}: execution {execution_id} was dispatched to host {host}, which is not in the spec"));
+            self.fail(format!(
+                "entry {n}: execution {execution_id} was dispatched to host {host}, which is not in the spec"
+            ));
             return;
         };
         let group = self.group_name(h);
@@ -261,9 +262,7 @@ impl<'a> Checker<'a> {
         if self.group_in_flight[g] > group.strategy.max_parallel.max(1) {
             self.fail(format!(
                 "entry {n}: host {host} started while group {} had {} hosts in flight, more than max_parallel {}",
-                group.name,
-                self.group_in_flight[g],
-                group.strategy.max_parallel
+                group.name, self.group_in_flight[g], group.strategy.max_parallel
             ));
         }
         for &dep in &group.after {
@@ -403,7 +402,9 @@ impl<'a> Checker<'a> {
                 let failed = group
                     .hosts
                     .iter()
-                    .filter(|&&h| matches!(self.hosts.get(h).and_then(|t| t.done.as_ref()), Some(HostState::Failed { .. })))
+                    .filter(|&&h| {
+                        matches!(self.hosts.get(h).and_then(|t| t.done.as_ref()), Some(HostState::Failed { .. }))
+                    })
                     .count();
                 if failed > group.strategy.max_failures {
                     self.fail(format!(

@@ -88,3 +88,56 @@ pub struct InitReport {
     pub join_token: String,
     pub existed: bool,
 }
+
+/// What `convoy-coordinator` does for `args`; shared by the binary and the
+/// `convoy __coordinator` subcommand. Serving stops when `shutdown` is cancelled.
+pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::CancellationToken) -> Result<(), CoordinatorError> {
+    match args.command {
+        CoordinatorCommand::Init { data_dir, server_names, join_token_ttl } => {
+            let r = init(&data_dir, &server_names, Duration::from_secs(join_token_ttl))?;
+            if r.existed {
+                println!("data directory {} was already initialised; kept its CA", data_dir.display());
+            }
+            println!("CA certificate: {}", r.ca_file.display());
+            println!("operator token: {}", r.operator_token);
+            println!("join token (valid {join_token_ttl}s): {}", r.join_token);
+        }
+        CoordinatorCommand::Serve(serve) => {
+            let addr_file = serve.addr_file.clone();
+            let listen = serve.listen.clone();
+            let config = serve.into_config()?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|source| CoordinatorError::Bind { addr: listen.clone(), source })?;
+            if let Some(f) = addr_file {
+                // Written atomically so a reader never sees half an address.
+                let tmp = f.with_extension("tmp");
+                let addr = listener.local_addr().map_err(|source| CoordinatorError::Bind { addr: listen, source })?;
+                std::fs::write(&tmp, addr.to_string()).map_err(|source| CoordinatorError::Io { path: tmp.clone(), source })?;
+                std::fs::rename(&tmp, &f).map_err(|source| CoordinatorError::Io { path: f.clone(), source })?;
+            }
+            crate::server::run(listener, config, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,152 @@
+//! Command-line arguments of the agent.
+//!
+//! Lives in the library (not `main.rs`) so the operator CLI `convoy` can embed
+//! the agent as a hidden subcommand with exactly the same flags. Every flag has
+//! a `CONVOY_*` environment variable so a systemd unit or a container needs no
+//! command line; secrets (the join token) are better passed that way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{AgentConfig, DEFAULT_SERVER_NAME};
+use crate::error::AgentError;
+use crate::facts;
+
+/// Run the Convoy agent: connect to the coordinator and run the steps it sends.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "convoy-agent", version, about)]
+pub struct AgentArgs {
+    /// Coordinator agent endpoint, https://host:port.
+    #[arg(long = "coordinator", env = "CONVOY_COORDINATOR", value_name = "URL")]
+    pub coordinator: String,
+
+    /// CA certificate (PEM) the coordinator's certificate is checked against.
+    #[arg(long, env = "CONVOY_CA_FILE", value_name = "PATH")]
+    pub ca_file: PathBuf,
+
+    /// One-time join token, needed until the agent holds a certificate.
+    #[arg(long, env = "CONVOY_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// This host's id (default: the hostname). Its certificate is bound to it.
+    #[arg(long, env = "CONVOY_HOST_ID", value_name = "ID")]
+    pub host_id: Option<String>,
+
+    /// A label reported to the coordinator, key=value; repeatable (the
+    /// environment variable takes a comma-separated list).
+    #[arg(long = "label", env = "CONVOY_LABELS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// Where the agent keeps its certificate and execution records.
+    #[arg(long, env = "CONVOY_STATE_DIR", value_name = "DIR", default_value = "/var/lib/convoy-agent")]
+    pub state_dir: PathBuf,
+
+    /// Default root for archive installs (default: <state-dir>/install).
+    #[arg(long, env = "CONVOY_INSTALL_ROOT", value_name = "DIR")]
+    pub install_root: Option<PathBuf>,
+
+    /// TLS name the coordinator's certificate must carry.
+    #[arg(long, env = "CONVOY_SERVER_NAME", value_name = "NAME", default_value = DEFAULT_SERVER_NAME)]
+    pub server_name: String,
+
+    /// Heartbeat period in milliseconds, unless the coordinator sets one.
+    #[arg(long, env = "CONVOY_HEARTBEAT_MS", value_name = "MS", default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+}
+
+impl AgentArgs {
+    /// Builds and validates the configuration.
+    pub fn into_config(self) -> Result<AgentConfig, AgentError> {
+        let host_id = match self.host_id {
+            Some(id) => id,
+            None => facts::hostname().ok_or_else(|| AgentError::InvalidConfig {
+                field: "host id",
+                message: "no --host-id given and the hostname could not be read".into(),
+            })?,
+        };
+        let labels = parse_labels(&self.labels)?;
+        let mut config = AgentConfig::new(self.coordinator, self.ca_file, host_id, self.state_dir);
+        if let Some(root) = self.install_root {
+            config.install_root = root;
+        }
+        config.server_name = self.server_name;
+        config.join_token = self.join_token.filter(|t| !t.is_empty());
+        config.labels = labels;
+        config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses `key=value` labels; an empty key, a bad character or a key given
+/// twice is an error naming the offending label.
+pub fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>, AgentError> {
+    let mut labels = BTreeMap::new();
+    for label in raw {
+        let bad = |reason: &str| AgentError::InvalidLabel { label: label.clone(), reason: reason.to_string() };
+        let (key, value) = label.split_once('=').ok_or_else(|| bad("expected key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(bad("empty key"));
+        }
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')) {
+            return Err(bad("keys may contain only letters, digits, '-', '_', '.' and '/'"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(bad("value contains a control character"));
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(bad("key given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> AgentArgs {
+        let mut argv = vec!["convoy-agent", "--coordinator", "https://c:7443", "--ca-file", "/ca.pem"];
+        argv.extend_from_slice(args);
+        AgentArgs::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn builds_config() {
+        let c = parse(&["--host-id", "db-1", "--label", "role=db", "--label", "dc=par", "--state-dir", "/s"])
+            .into_config()
+            .unwrap();
+        assert_eq!(c.host_id, "db-1");
+        assert_eq!(c.labels.get("role").map(String::as_str), Some("db"));
+        assert_eq!(c.labels.len(), 2);
+        assert_eq!(c.install_root, PathBuf::from("/s/install"));
+        assert_eq!(c.server_name, DEFAULT_SERVER_NAME);
+    }
+
+    #[test]
+    fn bad_label_is_named() {
+        let err = parse(&["--host-id", "h", "--label", "nolabel"]).into_config().unwrap_err();
+        assert!(err.to_string().contains("\"nolabel\""), "{err}");
+        let err = parse(&["--host-id", "h", "--label", "a=1", "--label", "a=2"]).into_config().unwrap_err();
+        assert!(err.to_string().contains("a=2"), "{err}");
+    }
+
+    #[test]
+    fn bad_url_rejected() {
+        let args = AgentArgs::try_parse_from([
+            "convoy-agent",
+            "--coordinator",
+            "http://c:1",
+            "--ca-file",
+            "/ca",
+            "--host-id",
+            "h",
+        ])
+        .unwrap();
+        assert!(args.into_config().unwrap_err().to_string().contains("https://"));
+    }
+}

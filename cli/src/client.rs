@@ -1,0 +1,113 @@
+//! Connecting to the coordinator's operator API over TLS with the operator token.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use convoy_proto::v1::operator_service_client::OperatorServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::error::CliError;
+
+/// Where and how to reach the coordinator, resolved once from flags/env.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// Coordinator address (https://HOST:PORT).
+    #[arg(long, global = true, env = "CONVOY_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// CA certificate that signed the coordinator's certificate.
+    #[arg(long, global = true, env = "CONVOY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Operator token.
+    #[arg(long, global = true, env = "CONVOY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A coordinator data directory on this machine: supplies the CA, the
+    /// token and (if it was started with --addr-file DATA_DIR/coordinator.addr)
+    /// the address.
+    #[arg(long, global = true, env = "CONVOY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TLS name expected in the coordinator's certificate.
+    #[arg(long, global = true, env = "CONVOY_SERVER_NAME", default_value = "convoy-coordinator")]
+    pub server_name: String,
+}
+
+/// A validated connection target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub ca_pem: String,
+    pub token: String,
+    pub server_name: String,
+}
+
+fn read(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Io { path: path.to_path_buf(), source })
+}
+
+impl ConnectArgs {
+    pub fn resolve(&self) -> Result<Target, CliError> {
+        let dd = self.data_dir.as_deref();
+        let url = match (&self.coordinator, dd) {
+            (Some(u), _) => u.clone(),
+            (None, Some(d)) if d.join("coordinator.addr").exists() => {
+                format!("https://{}", read(&d.join("coordinator.addr"))?.trim())
+            }
+            _ => "https://127.0.0.1:7443".to_string(),
+        };
+        let url = if url.contains("://") { url } else { format!("https://{url}") };
+        let ca_file = match (&self.ca_file, dd) {
+            (Some(f), _) => f.clone(),
+            (None, Some(d)) => d.join("tls").join("ca.pem"),
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "no CA certificate: pass --ca-file (or CONVOY_CA_FILE), or --data-dir of the coordinator".into(),
+                ));
+            }
+        };
+        let token = match (&self.token, dd) {
+            (Some(t), _) => t.clone(),
+            (None, Some(d)) => read(&d.join("operator.token"))?.trim().to_string(),
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "no operator token: pass --token (or CONVOY_TOKEN), or --data-dir of the coordinator".into(),
+                ));
+            }
+        };
+        Ok(Target { url, ca_pem: read(&ca_file)?, token, server_name: self.server_name.clone() })
+    }
+}
+
+/// Adds the operator token and the caller's name to every call.
+#[derive(Clone)]
+pub struct Auth {
+    token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    user: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.token.clone());
+        req.metadata_mut().insert("x-convoy-user", self.user.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = OperatorServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Connect (with a timeout) and return an authenticated operator client.
+pub async fn connect(t: &Target) -> Result<Client, CliError> {
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem)).domain_name(t.server_name.clone());
+    let endpoint = Endpoint::from_shared(t.url.clone())
+        .map_err(|e| CliError::Usage(format!("bad coordinator address '{}': {e}", t.url)))?
+        .tls_config(tls)
+        .map_err(|e| CliError::Connect { url: t.url.clone(), message: e.to_string() })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(30)));
+    let channel = endpoint.connect().await.map_err(|e| CliError::Connect { url: t.url.clone(), message: format!("{e:?}") })?;
+    let token = format!("Bearer {}", t.token)
+        .parse()
+        .map_err(|_| CliError::Usage("the operator token has characters that cannot go in a header".into()))?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    let user = user.parse().unwrap_or_else(|_| "operator".parse().expect("static ascii"));
+    Ok(OperatorServiceClient::with_interceptor(channel, Auth { token, user }))
+}

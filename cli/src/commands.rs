@@ -1,0 +1,276 @@
+//! The operator commands: plan, apply, status, agents, pause/resume/abort/approve.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use convoy_common::model::InventoryHost;
+use convoy_common::plan;
+use convoy_proto::v1 as pb;
+
+use crate::client::{Client, Target, connect};
+use crate::error::CliError;
+use crate::render;
+
+fn read_plan(file: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(file).map_err(|source| CliError::Io { path: file.to_path_buf(), source })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Groups, hosts and batches.
+    Summary,
+    /// Graphviz.
+    Dot,
+}
+
+/// `convoy plan`: validate locally, then expand against an inventory file or
+/// the coordinator's live inventory.
+pub async fn plan_cmd(
+    file: &Path,
+    inventory: Option<&Path>,
+    target: impl FnOnce() -> Result<Target, CliError>,
+    output: Output,
+    format: Format,
+) -> Result<(), CliError> {
+    let name = file.display().to_string();
+    let source = read_plan(file)?;
+    let parsed = plan::parse_plan(&name, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let spec = match inventory {
+        Some(inv) => {
+            let hosts = load_inventory(inv)?;
+            plan::expand(&parsed, &hosts).map_err(|e| CliError::Invalid(e.to_string()))?
+        }
+        None => {
+            let mut c = connect(&target()?).await?;
+            let r = c
+                .submit_plan(pb::SubmitPlanRequest { file_name: name.clone(), plan_yaml: source, dry_run: true })
+                .await?
+                .into_inner();
+            let summary: serde_json::Value = serde_json::from_str(&r.expansion_json).unwrap_or_default();
+            return print_summary_json(&summary, output, format);
+        }
+    };
+    match format {
+        Format::Dot => {
+            print!("{}", plan::to_dot(&spec));
+            Ok(())
+        }
+        Format::Summary => print_summary_json(&plan::summary_json(&spec), output, format),
+    }
+}
+
+fn print_summary_json(summary: &serde_json::Value, output: Output, format: Format) -> Result<(), CliError> {
+    if format == Format::Dot {
+        // The coordinator returns the summary; rebuild a DOT graph from it.
+        println!("digraph plan {{\n  rankdir=LR;");
+        for g in summary["groups"].as_array().into_iter().flatten() {
+            let name = g["name"].as_str().unwrap_or("?");
+            let n = g["hosts"].as_array().map(|a| a.len()).unwrap_or(0);
+            println!("  \"{name}\" [shape=box,label=\"{name}\\n{n} hosts\"];");
+            for a in g["after"].as_array().into_iter().flatten() {
+                println!("  \"{}\" -> \"{name}\";", a.as_str().unwrap_or("?"));
+            }
+        }
+        println!("}}");
+        return Ok(());
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(summary).unwrap_or_default()),
+        Output::Text => print!("{}", summary_text(summary)),
+    }
+    Ok(())
+}
+
+/// Human-readable expansion: the DAG, then per group its strategy and batches.
+pub fn summary_text(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan {} -> version {}",
+        s["plan"].as_str().unwrap_or("?"),
+        s["target_version"].as_str().unwrap_or("?")
+    );
+    for g in s["groups"].as_array().into_iter().flatten() {
+        let after: Vec<&str> = g["after"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+        let hosts = g["hosts"].as_array().map(|a| a.len()).unwrap_or(0);
+        let st = &g["strategy"];
+        let _ = writeln!(
+            out,
+            "group {} ({} hosts){}: max_parallel {}, max_failures {}, soak {}ms",
+            g["name"].as_str().unwrap_or("?"),
+            hosts,
+            if after.is_empty() { String::new() } else { format!(" after {}", after.join(", ")) },
+            st["max_parallel"],
+            st["max_failures"],
+            st["soak_ms"].as_u64().unwrap_or(0),
+        );
+        for (i, b) in g["batches"].as_array().into_iter().flatten().enumerate() {
+            let names: Vec<&str> = b.as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+            let _ = writeln!(out, "  batch {}: {}", i + 1, names.join(" "));
+        }
+    }
+    out
+}
+
+/// An inventory file for offline `convoy plan`: a YAML list of hosts with
+/// `id`, `labels` and optionally `installed`.
+fn load_inventory(path: &Path) -> Result<Vec<InventoryHost>, CliError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct H {
+        id: String,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        installed: std::collections::BTreeMap<String, String>,
+    }
+    let text = read_plan(path)?;
+    let hosts: Vec<H> =
+        serde_norway::from_str(&text).map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(hosts.into_iter().map(|h| InventoryHost { id: h.id, labels: h.labels, installed: h.installed }).collect())
+}
+
+/// `convoy apply`: validate locally (clear errors without a round trip), submit,
+/// then follow the rollout until it ends.
+pub async fn apply_cmd(file: &Path, target: &Target, detach: bool, output: Output) -> Result<(), CliError> {
+    let name = file.display().to_string();
+    let source = read_plan(file)?;
+    plan::parse_plan(&name, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let mut c = connect(target).await?;
+    let r = c.submit_plan(pb::SubmitPlanRequest { file_name: name, plan_yaml: source, dry_run: false }).await?.into_inner();
+    eprintln!("rollout {} created", r.rollout_id);
+    if detach {
+        println!("{}", r.rollout_id);
+        return Ok(());
+    }
+    follow(&mut c, &r.rollout_id, output).await
+}
+
+/// Watch a rollout, redrawing group progress, and print the host table at the end.
+pub async fn follow(c: &mut Client, rollout_id: &str, output: Output) -> Result<(), CliError> {
+    let start = Instant::now();
+    let mut stream = c.watch_rollout(pb::GetRolloutRequest { rollout_id: rollout_id.to_string() }).await?.into_inner();
+    let tty = std::io::stderr().is_terminal() && output == Output::Text;
+    let mut last_lines = 0usize;
+    let mut last_text = String::new();
+    let mut last: Option<pb::RolloutStatus> = None;
+    while let Some(s) = stream.message().await? {
+        let text = format!("rollout {} [{}] {:.1}s\n{}", s.rollout_id, s.state, start.elapsed().as_secs_f64(), render::groups(&s));
+        if output == Output::Text {
+            let body = text.split_once('\n').map(|(_, b)| b).unwrap_or("");
+            let mut err = std::io::stderr().lock();
+            if tty {
+                if last_lines > 0 {
+                    let _ = write!(err, "\x1b[{last_lines}A\x1b[J");
+                }
+                let _ = write!(err, "{text}");
+                last_lines = text.lines().count();
+            } else if body != last_text || s.state != last.as_ref().map(|l| l.state.clone()).unwrap_or_default() {
+                let _ = write!(err, "{text}");
+            }
+            last_text = body.to_string();
+        }
+        last = Some(s);
+    }
+    let Some(s) = last else { return Err(CliError::Rpc("watch ended without a status".into())) };
+    finish(&s, output)
+}
+
+fn finish(s: &pb::RolloutStatus, output: Output) -> Result<(), CliError> {
+    match output {
+        Output::Json => println!("{}", status_json(s)),
+        Output::Text => {
+            if !s.message.is_empty() {
+                println!("{}", s.message);
+            }
+            print!("{}", render::hosts(s));
+        }
+    }
+    match s.state.as_str() {
+        "succeeded" => Ok(()),
+        "running" | "paused" | "pending" | "halting" | "aborting" => Ok(()),
+        other => Err(CliError::RolloutFailed { id: s.rollout_id.clone(), state: other.to_string() }),
+    }
+}
+
+pub fn status_json(s: &pb::RolloutStatus) -> String {
+    let v = serde_json::json!({
+        "rollout": s.rollout_id,
+        "plan": s.plan_name,
+        "state": s.state,
+        "target_version": s.target_version,
+        "message": s.message,
+        "groups": s.groups.iter().map(|g| serde_json::json!({
+            "name": g.name, "state": g.state, "done": g.done, "running": g.running,
+            "failed": g.failed, "pending": g.pending, "total": g.total,
+        })).collect::<Vec<_>>(),
+        "hosts": s.hosts.iter().map(|h| serde_json::json!({
+            "host": h.host_id, "group": h.group, "state": h.state, "version": h.version,
+            "step": h.current_step, "message": h.message,
+        })).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+pub async fn status_cmd(target: &Target, rollout: Option<String>, output: Output) -> Result<(), CliError> {
+    let mut c = connect(target).await?;
+    let s = c.get_rollout(pb::GetRolloutRequest { rollout_id: rollout.unwrap_or_default() }).await?.into_inner();
+    match output {
+        Output::Json => println!("{}", status_json(&s)),
+        Output::Text => {
+            println!("rollout {} ({}) -> {}: {}", s.rollout_id, s.plan_name, s.target_version, s.state);
+            if !s.message.is_empty() {
+                println!("{}", s.message);
+            }
+            print!("{}", render::groups(&s));
+            print!("{}", render::hosts(&s));
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents_cmd(target: &Target, output: Output) -> Result<(), CliError> {
+    let mut c = connect(target).await?;
+    let list = c.list_agents(pb::ListAgentsRequest {}).await?.into_inner().agents;
+    match output {
+        Output::Text => print!("{}", render::agents(&list)),
+        Output::Json => {
+            let v: Vec<_> = list
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "host": a.agent_id, "connected": a.connected, "version": a.agent_version,
+                        "labels": a.labels, "installed": a.facts.as_ref().map(|f| f.installed.clone()),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlAction) -> Result<(), CliError> {
+    let mut c = connect(target).await?;
+    let r = c
+        .control(pb::ControlRequest { rollout_id: rollout.to_string(), action: action as i32, reason: String::new() })
+        .await?
+        .into_inner();
+    println!("rollout {rollout}: {}", r.state);
+    Ok(())
+}
+
+pub async fn join_token_cmd(target: &Target, ttl: u64) -> Result<(), CliError> {
+    let mut c = connect(target).await?;
+    let r = c.create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: ttl }).await?.into_inner();
+    println!("{}", r.token);
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `convoy demo`: a real local fleet upgrading for real.
+//!
+//! It starts a coordinator and a dozen agents as separate processes (this very
+//! binary re-executed as `convoy __coordinator` / `convoy __agent`, the same
+//! code as `convoy-coordinator` and `convoy-agent`), builds two versions of a
+//! demo service as tar.gz archives, installs 1.0.0 everywhere, then runs the
+//! telemetry-stack upgrade plan of `examples/demo/telemetry-upgrade.yaml`
+//! to 2.0.0 with live progress, checks every service's `/health` itself, and
+//! cleans up. Everything stays on 127.0.0.1 under one temporary directory.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::fleet::LocalFleet;
+use crate::commands::{Output, follow, summary_text};
+use crate::error::CliError;
+use convoy_proto::v1 as pb;
+
+pub const INSTALL_PLAN: &str = include_str!("../../examples/demo/install-v1.yaml");
+pub const UPGRADE_PLAN: &str = include_str!("../../examples/demo/telemetry-upgrade.yaml");
+
+/// The demo fleet: (role, count), in the telemetry stack's order.
+const FLEET: &[(&str, usize)] = &[("db", 2), ("collector", 3), ("notification", 2), ("polling", 3), ("api", 2)];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the demo directory (logs, stores, installs) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Use this directory instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io { path: path.to_path_buf(), source }
+}
+
+/// A deterministic tar.gz holding `VERSION` and a README.
+pub fn build_archive(path: &Path, version: &str) -> Result<String, CliError> {
+    let file = std::fs::File::create(path).map_err(io(path))?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, body) in [
+        ("VERSION", format!("{version}\n")),
+        ("README", format!("demo-service {version}: answers /health with its version\n")),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, name, body.as_bytes()).map_err(io(path))?;
+    }
+    tar.into_inner().and_then(|gz| gz.finish()).map_err(io(path))?;
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn free_port() -> Result<u16, CliError> {
+    // The demo only: a port is picked here and bound a moment later by the
+    // service. Tests never do this.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
+    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
+}
+
+pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let started = Instant::now();
+    let tmp = match &args.dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("convoy-demo-").tempdir().map_err(io(Path::new("/tmp")))?),
+    };
+    let dir = match (&args.dir, &tmp) {
+        (Some(d), _) => {
+            std::fs::create_dir_all(d).map_err(io(d))?;
+            d.clone()
+        }
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => unreachable!("a temporary directory exists when no --dir is given"),
+    };
+    let result = run_in(&dir, started).await;
+    if args.keep || args.dir.is_some() {
+        if let Some(t) = tmp {
+            let _ = t.keep();
+        }
+        println!("demo directory kept: {}", dir.display());
+    }
+    result
+}
+
+async fn run_in(dir: &Path, started: Instant) -> Result<(), CliError> {
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(&artifacts).map_err(io(&artifacts))?;
+    let mut shas = BTreeMap::new();
+    for v in ["1.0.0", "2.0.0"] {
+        let sha = build_archive(&artifacts.join(format!("demo-service-{v}.tar.gz")), v)?;
+        shas.insert(v, sha);
+    }
+    let fill = |plan: &str| {
+        let mut p = plan.to_string();
+        for (v, sha) in &shas {
+            p = p.replace(&format!("@SHA256_{v}@"), sha);
+        }
+        p
+    };
+
+    let mut fleet = LocalFleet::start(dir, 500, true)?;
+    println!("coordinator listening on {} (logs in {})", fleet.target.url, dir.join("logs").display());
+    let exe = fleet.exe.display().to_string();
+    let mut hosts = Vec::new();
+    for (role, n) in FLEET {
+        for i in 1..=*n {
+            let id = format!("{role}-{i}");
+            let install = dir.join("hosts").join(&id).join("install");
+            let service_root = install.join("demo-service");
+            std::fs::create_dir_all(&service_root).map_err(io(&service_root))?;
+            let port = free_port()?;
+            let labels: Vec<(String, String)> = [
+                ("role", role.to_string()),
+                ("fleet", "demo".to_string()),
+                ("port", port.to_string()),
+                ("service_root", service_root.display().to_string()),
+                ("artifacts", artifacts.display().to_string()),
+                ("convoy", exe.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            fleet.spawn_agent(&id, &labels, &install)?;
+            fleet.service_roots.push(service_root);
+            hosts.push((id, port));
+        }
+    }
+    let mut client = fleet.client().await?;
+    fleet.wait_connected(&mut client, hosts.len(), Duration::from_secs(60)).await?;
+    println!("{} agents connected after {:.1}s", hosts.len(), started.elapsed().as_secs_f64());
+
+    // Step 1: version 1.0.0 everywhere.
+    println!("\n== installing demo-service 1.0.0 on every host (examples/demo/install-v1.yaml)");
+    submit_and_follow(&mut client, "examples/demo/install-v1.yaml", &fill(INSTALL_PLAN)).await?;
+
+    // Step 2: the telemetry-stack upgrade.
+    let upgrade = fill(UPGRADE_PLAN);
+    println!("\n== the upgrade plan (examples/demo/telemetry-upgrade.yaml), as `convoy plan` shows it");
+    let dry = client
+        .submit_plan(pb::SubmitPlanRequest {
+            file_name: "telemetry-upgrade.yaml".into(),
+            plan_yaml: upgrade.clone(),
+            dry_run: true,
+        })
+        .await?
+        .into_inner();
+    let summary: serde_json::Value = serde_json::from_str(&dry.expansion_json).unwrap_or_default();
+    print!("{}", summary_text(&summary));
+    println!("\n== upgrading to 2.0.0");
+    let t = Instant::now();
+    submit_and_follow(&mut client, "examples/demo/telemetry-upgrade.yaml", &upgrade).await?;
+    let upgrade_s = t.elapsed().as_secs_f64();
+
+    // Independent check: ask every service itself.
+    println!("\n== every service's /health, asked directly");
+    let mut bad = Vec::new();
+    for (id, port) in &hosts {
+        let body = http_get(*port).unwrap_or_else(|e| format!("error: {e}"));
+        println!("  {id:<16} 127.0.0.1:{port:<5}  {}", body.trim());
+        if !body.contains("\"version\":\"2.0.0\"") {
+            bad.push(id.clone());
+        }
+    }
+    if !bad.is_empty() {
+        return Err(CliError::Demo(format!("hosts not on 2.0.0: {}", bad.join(", "))));
+    }
+    println!(
+        "\ndemo done: {} hosts upgraded 1.0.0 -> 2.0.0 in {upgrade_s:.1}s (total {:.1}s)",
+        hosts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::stdout().flush();
+    drop(fleet);
+    Ok(())
+}
+
+async fn submit_and_follow(client: &mut crate::client::Client, name: &str, plan: &str) -> Result<(), CliError> {
+    let r = client
+        .submit_plan(pb::SubmitPlanRequest { file_name: name.into(), plan_yaml: plan.into(), dry_run: false })
+        .await?
+        .into_inner();
+    follow(client, &r.rollout_id, Output::Text).await
+}
+
+fn http_get(port: u16) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out))
+}

@@ -1,0 +1,45 @@
+//! The CLI's error type and its exit codes.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input: a plan that does not validate, bad flags. Exit code 2.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot reach the coordinator at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("coordinator: {0}")]
+    Rpc(String),
+    /// The rollout ended, but not successfully. Exit code 1.
+    #[error("rollout {id} ended {state}")]
+    RolloutFailed { id: String, state: String },
+    #[error("demo: {0}")]
+    Demo(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Invalid(_) | CliError::Usage(_) => 2,
+            CliError::Io { .. }
+            | CliError::Connect { .. }
+            | CliError::Rpc(_)
+            | CliError::RolloutFailed { .. }
+            | CliError::Demo(_) => 1,
+        }
+    }
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::InvalidArgument => CliError::Invalid(s.message().to_string()),
+            _ => CliError::Rpc(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+}

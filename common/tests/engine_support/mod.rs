@@ -1,0 +1,233 @@
+//! Fixtures shared by the engine tests: a small spec builder (independent of
+//! `plan.rs`) and a driver that logs every event for `invariants::check`.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use convoy_common::engine::{Action, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
+use convoy_common::invariants::{self, LogEntry};
+use convoy_common::model::{
+    ExecSpec, GroupSpec, HostPlan, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, Strategy, UnixMillis,
+};
+
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const LOST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One group of the fixture: `hosts` hosts named `{name}-{k}`.
+#[derive(Clone)]
+pub struct G {
+    pub name: &'static str,
+    pub after: Vec<usize>,
+    pub hosts: usize,
+    pub max_parallel: usize,
+    pub max_failures: usize,
+    pub soak: Duration,
+}
+
+pub fn g(name: &'static str, hosts: usize, max_parallel: usize) -> G {
+    G { name, after: Vec::new(), hosts, max_parallel, max_failures: 0, soak: Duration::ZERO }
+}
+
+impl G {
+    pub fn after(mut self, deps: &[usize]) -> G {
+        self.after = deps.to_vec();
+        self
+    }
+    pub fn budget(mut self, max_failures: usize) -> G {
+        self.max_failures = max_failures;
+        self
+    }
+    pub fn soak(mut self, secs: u64) -> G {
+        self.soak = Duration::from_secs(secs);
+        self
+    }
+}
+
+pub fn step(name: &str) -> StepSpec {
+    StepSpec {
+        name: name.to_string(),
+        timeout: STEP_TIMEOUT,
+        kind: StepKind::Exec(ExecSpec { command: "true".to_string(), ..ExecSpec::default() }),
+    }
+}
+
+/// A spec whose hosts each have `steps` steps and started on version 1.0 of "app".
+pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
+    let mut hosts = Vec::new();
+    let mut group_specs = Vec::new();
+    for (gi, grp) in groups.iter().enumerate() {
+        let mut members = Vec::new();
+        for k in 0..grp.hosts {
+            members.push(hosts.len());
+            hosts.push(HostPlan {
+                host: format!("{}-{k}", grp.name),
+                group: gi,
+                initial_version: Some("1.0".to_string()),
+                steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
+            });
+        }
+        group_specs.push(GroupSpec {
+            name: grp.name.to_string(),
+            after: grp.after.clone(),
+            strategy: Strategy { max_parallel: grp.max_parallel, max_failures: grp.max_failures, soak: grp.soak },
+            hosts: members,
+        });
+    }
+    RolloutSpec {
+        plan_name: "test".to_string(),
+        target_version: "2.0".to_string(),
+        component: Some("app".to_string()),
+        groups: group_specs,
+        hosts,
+        host_lost_timeout: LOST_TIMEOUT,
+    }
+}
+
+pub fn ok_installed() -> StepOutcome {
+    StepOutcome { installed: Some(("app".to_string(), "2.0".to_string())), ..StepOutcome::ok() }
+}
+
+pub fn outcome(status: StepStatus, message: &str) -> StepOutcome {
+    StepOutcome { status, message: message.to_string(), ..StepOutcome::failed(message) }
+}
+
+/// Drives an engine, keeping the log the coordinator would store.
+pub struct Run {
+    pub engine: Engine,
+    pub log: Vec<LogEntry>,
+    pub now: u64,
+}
+
+impl Run {
+    pub fn new(spec: RolloutSpec) -> Run {
+        Run { engine: Engine::new("r1", spec), log: Vec::new(), now: 1_000_000 }
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        UnixMillis(self.now)
+    }
+
+    pub fn advance(&mut self, ms: u64) -> &mut Run {
+        self.now += ms;
+        self
+    }
+
+    pub fn ev(&mut self, event: Event) -> Vec<Action> {
+        let now = UnixMillis(self.now);
+        let actions = self.engine.handle(now, event.clone());
+        self.log.push(LogEntry { now, event, actions: actions.clone() });
+        actions
+    }
+
+    pub fn start(&mut self) -> Vec<Action> {
+        self.ev(Event::Started)
+    }
+
+    pub fn op(&mut self, command: OperatorCommand, by: &str) -> Vec<Action> {
+        self.ev(Event::Operator { command, by: by.to_string() })
+    }
+
+    /// The execution host is running now. Panics if it is not running.
+    pub fn exec_of(&self, host: &str) -> String {
+        match self.engine.host_state(host) {
+            Some(HostState::Running { execution_id, .. }) => execution_id.clone(),
+            other => panic!("host {host} is not running: {other:?}"),
+        }
+    }
+
+    pub fn report(&mut self, host: &str, outcome: StepOutcome) -> Vec<Action> {
+        let execution_id = self.exec_of(host);
+        self.ev(Event::StepFinished { execution_id, outcome })
+    }
+
+    pub fn ok(&mut self, host: &str) -> Vec<Action> {
+        self.report(host, ok_installed())
+    }
+
+    pub fn fail(&mut self, host: &str) -> Vec<Action> {
+        self.report(host, StepOutcome::failed("exit 1"))
+    }
+
+    /// Succeed every remaining step of `host`, returning all actions.
+    pub fn complete(&mut self, host: &str) -> Vec<Action> {
+        let mut all = Vec::new();
+        while matches!(self.engine.host_state(host), Some(HostState::Running { .. })) {
+            all.extend(self.ok(host));
+        }
+        all
+    }
+
+    pub fn timer(&mut self, timer: Timer) -> Vec<Action> {
+        self.ev(Event::TimerFired { timer })
+    }
+
+    pub fn state_of(&self, host: &str) -> HostState {
+        self.engine.host_state(host).cloned().expect("known host")
+    }
+
+    pub fn assert_invariants(&self) {
+        if let Err(violations) = invariants::check(self.engine.spec(), &self.log) {
+            panic!("invariants violated:\n{}", violations.join("\n"));
+        }
+    }
+
+    pub fn assert_final_invariants(&self) {
+        if let Err(violations) = invariants::check_final(self.engine.spec(), &self.log) {
+            panic!("final invariants violated:\n{}", violations.join("\n"));
+        }
+    }
+}
+
+/// `(host, step_index)` of every new (not re-sent) dispatch.
+pub fn dispatched(actions: &[Action]) -> Vec<(String, usize)> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Dispatch { host, step_index, resend: false, .. } = a {
+                Some((host.clone(), *step_index))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+pub fn resent(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Dispatch { host, execution_id, resend: true, .. } = a {
+                Some((host.clone(), execution_id.clone()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+pub fn scheduled(actions: &[Action]) -> Vec<(UnixMillis, Timer)> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::Schedule { at, timer } = a { Some((*at, timer.clone())) } else { None })
+        .collect()
+}
+
+pub fn done(actions: &[Action]) -> Vec<(String, &'static str)> {
+    actions
+        .iter()
+        .filter_map(
+            |a| if let Action::HostDone { host, state } = a { Some((host.clone(), state.as_str())) } else { None },
+        )
+        .collect()
+}
+
+pub fn finished(actions: &[Action]) -> Option<RolloutState> {
+    let all: Vec<RolloutState> =
+        actions.iter().filter_map(|a| if let Action::Finished { state } = a { Some(*state) } else { None }).collect();
+    assert!(all.len() <= 1, "Finished emitted {} times in one batch", all.len());
+    all.first().copied()
+}
+
+pub fn hosts(names: &[&str]) -> Vec<(String, usize)> {
+    names.iter().map(|h| (h.to_string(), 0)).collect()
+}
