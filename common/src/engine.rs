@@ -1013,6 +1013,7 @@ impl Engine {
             let hosts = &self.spec.groups[g].hosts;
             for &i in &hosts[self.groups[g].next..] {
                 self.hosts[i].state = HostState::Skipped;
+                self.hosts[i].message = format!("skipped: the rollout {}", skip_cause(state));
                 self.groups[g].skipped += 1;
                 out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::Skipped });
             }
@@ -1028,6 +1029,20 @@ impl Engine {
         self.state = state;
         self.message = message;
         out.push(Action::Finished { state });
+    }
+}
+
+fn skip_cause(state: RolloutState) -> &'static str {
+    match state {
+        RolloutState::Failed => "failed",
+        RolloutState::Aborted => "was aborted",
+        // Only reachable for hosts outside every group of a malformed spec.
+        RolloutState::Succeeded => "ended",
+        RolloutState::Pending
+        | RolloutState::Running
+        | RolloutState::Paused
+        | RolloutState::Halting
+        | RolloutState::Aborting => "stopped",
     }
 }
 

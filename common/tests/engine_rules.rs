@@ -5,7 +5,7 @@ mod engine_support;
 use std::time::Duration;
 
 use convoy_common::engine::{Action, Event, GroupState, HostState, OperatorCommand, RolloutState, Timer};
-use convoy_common::model::{StepOutcome, StepStatus, UnixMillis};
+use convoy_common::model::{StepOutcome, StepStatus};
 use engine_support::*;
 
 #[test]
@@ -427,6 +427,7 @@ fn abort_lets_in_flight_work_finish_then_skips_the_rest() {
     );
     assert_eq!(run.engine.message(), "aborted by dave");
     assert_eq!(run.engine.group_state(0), Some(GroupState::Skipped));
+    assert_eq!(run.engine.view().hosts[1].message, "skipped: the rollout was aborted");
     run.assert_final_invariants();
 }
 
@@ -597,7 +598,6 @@ fn execution_ids_are_never_reused() {
         }
     }
     assert_eq!(seen.len(), 9);
-    let _ = UnixMillis(0);
 }
 
 #[test]

@@ -1,0 +1,143 @@
+//! A coordinator and 20 agents in one process, over real gRPC with mTLS on
+//! 127.0.0.1 ephemeral ports, with fake drivers. Checks the DESIGN.md
+//! invariants on the stored event log.
+
+use std::time::Duration;
+
+use convoy_common::engine::{Action, Event};
+use convoy_common::invariants;
+use convoy_tests::{Cluster, fast_runtime};
+
+const DAG_PLAN: &str = r#"
+name: three-groups
+version: "2.0.0"
+component: svc
+groups:
+  - name: base
+    select: { tier: base }
+    strategy: { max_parallel: 2, max_failures: 0 }
+    steps:
+      - name: drain
+        exec: { command: "true" }
+      - name: install
+        archive: { component: svc, version: "{{version}}", source: /x/svc.tar.gz, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }
+  - name: left
+    select: { tier: left }
+    after: [base]
+    strategy: { max_parallel: "25%", max_failures: 0 }
+    steps:
+      - name: install
+        archive: { component: svc, version: "{{version}}", source: /x/svc.tar.gz, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }
+  - name: right
+    select: { tier: right }
+    after: [base]
+    strategy: { max_parallel: 3, max_failures: 1 }
+    steps:
+      - name: install
+        archive: { component: svc, version: "{{version}}", source: /x/svc.tar.gz, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }
+"#;
+
+async fn fleet() -> anyhow::Result<Cluster> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    for i in 0..4 {
+        c.add_fake_agent(&format!("base-{i}"), &[("tier", "base")], Duration::from_millis(5))?;
+    }
+    for i in 0..8 {
+        c.add_fake_agent(&format!("left-{i}"), &[("tier", "left")], Duration::from_millis(5))?;
+        c.add_fake_agent(&format!("right-{i}"), &[("tier", "right")], Duration::from_millis(5))?;
+    }
+    c.wait_agents(20, Duration::from_secs(30)).await?;
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_agents_run_a_dag_with_a_parallel_branch() -> anyhow::Result<()> {
+    let mut c = fleet().await?;
+    let id = c.submit(DAG_PLAN).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "succeeded", "{status:?}");
+    assert_eq!(status.hosts.len(), 20);
+    for h in &status.hosts {
+        assert_eq!(h.state, "succeeded", "{h:?}");
+        assert_eq!(h.version, "2.0.0", "host {} ends on the target version", h.host_id);
+    }
+
+    // Every host ran each of its steps exactly once.
+    let runs = c.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 4 * 2 + 16, "{runs:?}");
+    let mut ids: Vec<_> = runs.iter().map(|r| r.execution_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), runs.len(), "an execution ran twice");
+
+    let (spec, log) = c.event_log(&id).await?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+
+    // The two branches really overlapped: a right host was dispatched while a
+    // left host was in flight.
+    let mut left_in_flight = 0i32;
+    let mut overlapped = false;
+    for e in &log {
+        for a in &e.actions {
+            match a {
+                Action::Dispatch { host, step_index: 0, resend: false, .. } if host.starts_with("left") => {
+                    left_in_flight += 1
+                }
+                Action::HostDone { host, .. } if host.starts_with("left") => left_in_flight -= 1,
+                Action::Dispatch { host, resend: false, .. } if host.starts_with("right") && left_in_flight > 0 => {
+                    overlapped = true
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(overlapped, "independent branches should run in parallel");
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_beyond_the_budget_halt_and_nothing_new_starts() -> anyhow::Result<()> {
+    let mut c = fleet().await?;
+    // right tolerates 1 failure; 3 of its hosts fail.
+    for h in ["right-0", "right-1", "right-2"] {
+        c.fail_hosts.lock().unwrap().insert(h.to_string());
+    }
+    let id = c.submit(DAG_PLAN).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "failed", "{status:?}");
+    let right = status.groups.iter().find(|g| g.name == "right").unwrap();
+    assert_eq!(right.state, "failed");
+    assert!(status.hosts.iter().any(|h| h.state == "skipped"), "some hosts never started: {status:?}");
+
+    let (spec, log) = c.event_log(&id).await?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    // Find the event after which the budget was exceeded (the second failed
+    // right host); no new host may start after it.
+    let mut failed_right = 0;
+    let mut halted_at = None;
+    for (i, e) in log.iter().enumerate() {
+        for a in &e.actions {
+            if let Action::HostDone { host, state } = a
+                && host.starts_with("right")
+                && state.as_str() == "failed"
+            {
+                failed_right += 1;
+                if failed_right == 2 && halted_at.is_none() {
+                    halted_at = Some(i);
+                }
+            }
+        }
+    }
+    let halted_at = halted_at.expect("budget exceeded");
+    for e in &log[halted_at + 1..] {
+        for a in &e.actions {
+            if let Action::Dispatch { host, step_index: 0, resend: false, .. } = a {
+                panic!("host {host} started after the rollout halted (event {:?})", e.event);
+            }
+        }
+    }
+    assert!(matches!(log.last().map(|e| &e.event), Some(Event::StepFinished { .. } | Event::TimerFired { .. })));
+    c.shutdown().await;
+    Ok(())
+}
