@@ -1,0 +1,163 @@
+//! Process-level tests: the real `convoy` binary as coordinator
+//! (`__coordinator`), agents (`__agent`) and operator CLI, talking gRPC over
+//! mTLS on loopback. The coordinator is killed with SIGKILL mid-rollout and
+//! restarted on the same data directory; the rollout must finish with no step
+//! run twice.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CONVOY: &str = env!("CARGO_BIN_EXE_convoy");
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn convoy(data: &Path, args: &[&str]) -> Output {
+    Command::new(CONVOY).arg("--data-dir").arg(data).args(args).output().expect("run convoy")
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_coordinator(data: &Path, listen: &str, log: &Path) -> (Child, String) {
+    let addr_file = data.join("coordinator.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(CONVOY)
+        .args(["__coordinator", "serve", "--listen", listen, "--heartbeat-ms", "200", "--data-dir"])
+        .arg(data)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = wait_for("coordinator address", Duration::from_secs(30), || {
+        std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty())
+    });
+    (child, addr)
+}
+
+fn write_plan(dir: &Path) -> PathBuf {
+    let plan = r#"name: restart-test
+version: "2.0.0"
+groups:
+  - name: first
+    select: { tier: a }
+    strategy: { max_parallel: 1 }
+    steps:
+      - name: work
+        timeout: 30s
+        exec:
+          command: sh
+          args: ["-c", "echo {{version}} >> {{label.dir}}/runs; sleep 0.4"]
+  - name: second
+    select: { tier: b }
+    after: [first]
+    steps:
+      - name: work
+        exec:
+          command: sh
+          args: ["-c", "echo {{version}} >> {{label.dir}}/runs"]
+    checks:
+      - name: recorded
+        file: { path: "{{label.dir}}/runs", contains: "2.0.0" }
+"#;
+    let p = dir.join("plan.yaml");
+    std::fs::write(&p, plan).unwrap();
+    p
+}
+
+#[test]
+fn plan_validation_errors_exit_2_and_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: x\nversion: \"1\"\ngroups:\n  - name: a\n    select: { role: db }\n    after: [ghost]\n").unwrap();
+    let out = Command::new(CONVOY).args(["plan"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:6"), "{err}");
+    assert!(err.contains("ghost"), "{err}");
+}
+
+#[test]
+fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coord");
+    let log = dir.path().join("coordinator.log");
+    let init = Command::new(CONVOY).args(["__coordinator", "init", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let stdout = String::from_utf8_lossy(&init.stdout);
+    let token = stdout.lines().find_map(|l| l.strip_prefix("join token: ")).expect("join token printed").trim().to_string();
+
+    let mut procs = Procs(Vec::new());
+    let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);
+    procs.0.push(coord);
+    let hosts = [("a-1", "a"), ("a-2", "a"), ("a-3", "a"), ("b-1", "b"), ("b-2", "b")];
+    for (id, tier) in hosts {
+        let hdir = dir.path().join(id);
+        std::fs::create_dir_all(&hdir).unwrap();
+        let child = Command::new(CONVOY)
+            .arg("__agent")
+            .args(["--coordinator", &format!("https://{addr}"), "--join-token", &token, "--host-id", id])
+            .arg("--ca-file")
+            .arg(data.join("tls/ca.pem"))
+            .arg("--state-dir")
+            .arg(hdir.join("state"))
+            .args(["--label", &format!("tier={tier}"), "--label", &format!("dir={}", hdir.display())])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        procs.0.push(child);
+    }
+    wait_for("5 agents", Duration::from_secs(60), || {
+        let out = convoy(&data, &["agents", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.as_array()?.iter().filter(|a| a["connected"] == true).count() == 5).then_some(())
+    });
+
+    let plan = write_plan(dir.path());
+    let shown = convoy(&data, &["plan", plan.to_str().unwrap()]);
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("batch 3: a-3"), "{text}");
+
+    let applied = convoy(&data, &["apply", "--detach", plan.to_str().unwrap()]);
+    assert!(applied.status.success(), "{applied:?}");
+    let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
+
+    // Kill the coordinator once the first host has run and the second is on its way.
+    wait_for("a-1 to run", Duration::from_secs(30), || std::fs::read_to_string(dir.path().join("a-1/runs")).ok());
+    let mut coord = procs.0.remove(0);
+    coord.kill().unwrap();
+    coord.wait().unwrap();
+    let (coord, _) = start_coordinator(&data, &addr, &log);
+    procs.0.insert(0, coord);
+
+    let watched = convoy(&data, &["watch", &rollout]);
+    assert!(watched.status.success(), "{watched:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let status = convoy(&data, &["status", &rollout, "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["state"], "succeeded", "{v}");
+    for (id, _) in hosts {
+        let runs = std::fs::read_to_string(dir.path().join(id).join("runs")).unwrap();
+        assert_eq!(runs.lines().count(), 1, "host {id} ran its step {} times", runs.lines().count());
+    }
+}
