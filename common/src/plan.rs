@@ -1,6 +1,62 @@
 //! The YAML plan format: parsing, validation and expansion.
+//!
+//! A plan is what an operator writes and reviews; a [`RolloutSpec`] is what the
+//! engine runs. Getting from one to the other happens in two stages so that
+//! `convoy plan` can reject a broken file before any host is involved:
+//!
+//! 1. [`parse_plan`] checks everything that does not depend on the fleet:
+//!    YAML syntax, unknown fields (a typo such as `max_paralel` must not be
+//!    silently ignored), required fields, group names, `after:` references,
+//!    cycles, durations, percentages, step shapes and template syntax.
+//! 2. [`expand`] matches the groups against an inventory, substitutes the
+//!    templates per host and resolves percentages against each group's size.
+//!
+//! Every error is a [`PlanError`] naming the file, the line and the field
+//! path (`groups[1].checks[0].http.url`), because "invalid plan" is useless on
+//! a 300-line file. serde_norway reports lines for its own errors; for the
+//! semantic ones a small block-YAML locator (module `locate`) finds the line
+//! of a field path in the source, falling back to the closest enclosing
+//! field it can find (flow style such as `{ role: db }` sits on one line, so
+//! the enclosing key's line is then exactly right).
+//!
+//! Format decisions, beyond the reference in the project docs:
+//! - `defaults` are inherited **per key, wholesale**: a group that sets
+//!   `strategy` replaces the whole default strategy (no field-by-field merge),
+//!   so what a group does can be read from the group alone plus at most one
+//!   default block.
+//! - `type: parallel` upgrades every host of the group at once; setting
+//!   `max_parallel` as well is an error rather than a silent override.
+//! - Hosts matched by a selector are upgraded in host-id order (deterministic
+//!   whatever order the inventory arrives in). An explicit `hosts:` list keeps
+//!   the order written, because that order is the operator's intent (canary
+//!   first, a cluster leader last).
+//! - `select: {}` matches every host of the inventory; the "one group per
+//!   host" rule still applies, so it only makes sense in a one-group plan.
+//! - Steps and checks of a group run as one list, steps first. A step without
+//!   a name is called `<kind>-<position>` (1-based over that list, the kind as
+//!   in [`StepKind::kind_name`]: `exec-1`, `archive-2`, `http-3`,
+//!   `exec_check-4`), so default names never collide; names must be unique
+//!   inside a group because status and logs refer to steps by name.
+//! - Templates are checked for syntax and known variables at parse time;
+//!   labels and installed components are looked up per host at expand time.
+//!   There is no escape for a literal `{{`.
+//! - Timeouts, check intervals, check deadlines and `host_lost_timeout` must
+//!   be positive; soak may be zero. A check's step timeout is its deadline
+//!   plus 5s so the agent's own deadline handling always fires first.
+//! - A group with neither steps nor checks (after defaults) is an error: it
+//!   would mark hosts upgraded without touching them.
 
-use crate::model::{InventoryHost, RolloutSpec};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::dag;
+use crate::model::{
+    ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan,
+    HttpCheckSpec, InventoryHost, RolloutSpec, StepKind, StepSpec, Strategy, TcpCheckSpec,
+};
 
 /// A plan error that names the file, the line (when known) and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,21 +68,1398 @@ pub struct PlanError {
     pub message: String,
 }
 
+const DEFAULT_HOST_LOST_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Margin between a check's deadline and the step timeout the agent enforces.
+const CHECK_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// Field paths
+
+/// One step of a field path: a mapping key or a sequence index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Where a value sits in the document, e.g. `groups[1].checks[0].http.url`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct FieldPath(Vec<Seg>);
+
+impl FieldPath {
+    fn key(&self, key: &str) -> FieldPath {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Key(key.to_string()));
+        FieldPath(segs)
+    }
+
+    fn idx(&self, index: usize) -> FieldPath {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Index(index));
+        FieldPath(segs)
+    }
+
+    fn join(&self, rest: &FieldPath) -> FieldPath {
+        FieldPath(self.0.iter().chain(&rest.0).cloned().collect())
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => f.write_str(k)?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The file being read, to turn a field path and a message into a [`PlanError`].
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    file: &'a str,
+    source: &'a str,
+}
+
+impl Src<'_> {
+    fn err(&self, path: &FieldPath, message: impl Into<String>) -> PlanError {
+        PlanError {
+            file: self.file.to_string(),
+            line: Some(locate::line_of(self.source, &path.0)),
+            field: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The document as written. Scalars that accept several spellings (durations,
+// counts or percentages) are read as text and validated by hand, so that the
+// errors can say what was expected; serde_norway hands any scalar's text to a
+// `String`.
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "plan", deny_unknown_fields)]
+struct RawPlan {
+    name: Option<String>,
+    version: Option<String>,
+    component: Option<String>,
+    host_lost_timeout: Option<String>,
+    defaults: Option<RawDefaults>,
+    groups: Option<Vec<RawGroup>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "defaults", deny_unknown_fields)]
+struct RawDefaults {
+    strategy: Option<RawStrategy>,
+    steps: Option<Vec<RawStep>>,
+    checks: Option<Vec<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "group", deny_unknown_fields)]
+struct RawGroup {
+    name: Option<String>,
+    select: Option<BTreeMap<String, String>>,
+    hosts: Option<Vec<String>>,
+    after: Option<Vec<String>>,
+    strategy: Option<RawStrategy>,
+    steps: Option<Vec<RawStep>>,
+    checks: Option<Vec<RawCheck>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StrategyType {
+    Rolling,
+    Parallel,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "strategy", deny_unknown_fields)]
+struct RawStrategy {
+    #[serde(rename = "type")]
+    kind: Option<StrategyType>,
+    max_parallel: Option<String>,
+    max_failures: Option<String>,
+    soak: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "step", deny_unknown_fields)]
+struct RawStep {
+    name: Option<String>,
+    timeout: Option<String>,
+    exec: Option<RawExec>,
+    archive: Option<RawArchive>,
+    file: Option<RawFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "exec", deny_unknown_fields)]
+struct RawExec {
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    workdir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "archive", deny_unknown_fields)]
+struct RawArchive {
+    component: Option<String>,
+    version: Option<String>,
+    source: Option<String>,
+    sha256: Option<String>,
+    install_root: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "file", deny_unknown_fields)]
+struct RawFile {
+    path: Option<String>,
+    content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "check", deny_unknown_fields)]
+struct RawCheck {
+    name: Option<String>,
+    retries: Option<u32>,
+    interval: Option<String>,
+    deadline: Option<String>,
+    http: Option<RawHttp>,
+    tcp: Option<RawTcp>,
+    exec: Option<RawExec>,
+    file: Option<RawFileCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "http", deny_unknown_fields)]
+struct RawHttp {
+    url: Option<String>,
+    status: Option<u16>,
+    body_contains: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "tcp", deny_unknown_fields)]
+struct RawTcp {
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "file check", deny_unknown_fields)]
+struct RawFileCheck {
+    path: Option<String>,
+    contains: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// The validated plan
+
+/// A count or a share of a group's hosts, resolved at expand time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Amount {
+    Count(usize),
+    Percent(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StrategyDef {
+    /// `type: parallel`: every host of the group at once.
+    all_at_once: bool,
+    max_parallel: Amount,
+    max_failures: Amount,
+    soak: Duration,
+}
+
+impl Default for StrategyDef {
+    fn default() -> Self {
+        StrategyDef {
+            all_at_once: false,
+            max_parallel: Amount::Count(1),
+            max_failures: Amount::Count(0),
+            soak: Duration::ZERO,
+        }
+    }
+}
+
+impl StrategyDef {
+    fn resolve(&self, hosts: usize) -> Strategy {
+        let share = |p: u32| hosts * p as usize / 100;
+        let max_parallel = match (self.all_at_once, self.max_parallel) {
+            (true, _) => hosts.max(1),
+            (false, Amount::Count(n)) => n,
+            (false, Amount::Percent(p)) => share(p).max(1),
+        };
+        let max_failures = match self.max_failures {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => share(p),
+        };
+        Strategy { max_parallel, max_failures, soak: self.soak }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selection {
+    Labels(BTreeMap<String, String>),
+    Hosts(Vec<String>),
+}
+
+/// A step or check with its strings still templated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StepTemplate {
+    /// Where it was written (`groups[0].steps[1]`, `defaults.checks[0]`).
+    path: FieldPath,
+    spec: StepSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlanGroup {
+    name: String,
+    path: FieldPath,
+    /// Declaration indices of the groups this one waits for.
+    after: Vec<usize>,
+    selection: Selection,
+    strategy: StrategyDef,
+    /// Steps then checks, in order.
+    steps: Vec<StepTemplate>,
+}
+
 /// A parsed, statically valid plan (not yet matched against hosts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub file: String,
     pub source: String,
+    /// The plan's `name`.
+    pub name: String,
+    /// The target version (`{{version}}`).
+    pub version: String,
+    /// Component whose installed version is a host's version.
+    pub component: Option<String>,
+    pub host_lost_timeout: Duration,
+    /// In declaration order.
+    groups: Vec<PlanGroup>,
+    /// Declaration indices in the topological order used for the rollout.
+    order: Vec<usize>,
+}
+
+impl Plan {
+    /// The plan's `name`.
+    pub fn plan_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version every host should end on.
+    pub fn target_version(&self) -> &str {
+        &self.version
+    }
+
+    /// Group names in rollout (topological) order.
+    pub fn group_names(&self) -> Vec<&str> {
+        self.order.iter().map(|&i| self.groups[i].name.as_str()).collect()
+    }
+
+    fn src(&self) -> Src<'_> {
+        Src { file: &self.file, source: &self.source }
+    }
 }
 
 /// Parse and statically validate a plan (syntax, unknown fields, duplicate
 /// groups, unknown `after:` groups, cycles, bad percentages and durations).
+/// Returns the first error found.
 pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
-    Ok(Plan { file: file.to_string(), source: source.to_string() })
+    let src = Src { file, source };
+    let raw: RawPlan = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
+    let root = FieldPath::default();
+
+    let name = required(src, raw.name, &root.key("name"))?;
+    let version = required(src, raw.version, &root.key("version"))?;
+    let component = match raw.component {
+        Some(c) if c.trim().is_empty() => return Err(src.err(&root.key("component"), "must not be empty")),
+        c => c,
+    };
+    let host_lost_timeout = match &raw.host_lost_timeout {
+        Some(s) => positive_duration(src, s, &root.key("host_lost_timeout"))?,
+        None => DEFAULT_HOST_LOST_TIMEOUT,
+    };
+
+    let defaults = raw.defaults.unwrap_or_default();
+    let dpath = root.key("defaults");
+    let default_strategy = match &defaults.strategy {
+        Some(s) => strategy(src, s, &dpath.key("strategy"))?,
+        None => StrategyDef::default(),
+    };
+    let default_steps = templates(src, defaults.steps.as_deref(), &dpath.key("steps"), step)?;
+    let default_checks = templates(src, defaults.checks.as_deref(), &dpath.key("checks"), check)?;
+
+    let gpath = root.key("groups");
+    let raw_groups = raw.groups.ok_or_else(|| src.err(&gpath, "missing required field 'groups'"))?;
+    if raw_groups.is_empty() {
+        return Err(src.err(&gpath, "a plan needs at least one group"));
+    }
+
+    // Names first, so that `after:` may refer to a group declared later.
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    let mut names = Vec::with_capacity(raw_groups.len());
+    for (i, g) in raw_groups.iter().enumerate() {
+        let p = gpath.idx(i).key("name");
+        let name = required(src, g.name.clone(), &p)?;
+        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+            return Err(src.err(&p, format!("invalid group name '{name}': {bad:?} is not allowed (use A-Z a-z 0-9 _ . -)")));
+        }
+        if let Some(first) = index_of.get(&name) {
+            return Err(src.err(&p, format!("duplicate group name '{name}' (already used by groups[{first}])")));
+        }
+        index_of.insert(name.clone(), i);
+        names.push(name);
+    }
+
+    let mut groups = Vec::with_capacity(raw_groups.len());
+    for (i, (g, name)) in raw_groups.iter().zip(names).enumerate() {
+        let p = gpath.idx(i);
+        let mut after = Vec::new();
+        for dep in g.after.iter().flatten() {
+            match index_of.get(dep) {
+                Some(&d) => after.push(d),
+                None => return Err(src.err(&p.key("after"), format!("unknown group '{dep}'"))),
+            }
+        }
+        let selection = selection(src, g, &p)?;
+        let strategy = match &g.strategy {
+            Some(s) => strategy(src, s, &p.key("strategy"))?,
+            None => default_strategy,
+        };
+        let own_steps = templates(src, g.steps.as_deref(), &p.key("steps"), step)?;
+        let own_checks = templates(src, g.checks.as_deref(), &p.key("checks"), check)?;
+        let steps = own_steps.or_else(|| default_steps.clone()).unwrap_or_default();
+        let checks = own_checks.or_else(|| default_checks.clone()).unwrap_or_default();
+        let steps = name_steps(src, steps.into_iter().chain(checks).collect())?;
+        if steps.is_empty() {
+            return Err(src.err(&p.key("name"), format!("group '{name}' has no steps or checks (nor defaults to inherit)")));
+        }
+        groups.push(PlanGroup { name, path: p, after, selection, strategy, steps });
+    }
+
+    let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
+    let order = dag::topo_order(&after).map_err(|cycle| {
+        let mut names: Vec<&str> = cycle.iter().map(|&i| groups[i].name.as_str()).collect();
+        names.push(names[0]);
+        src.err(&groups[cycle[0]].path.key("after"), format!("cycle: {}", names.join(" -> ")))
+    })?;
+
+    Ok(Plan {
+        file: file.to_string(),
+        source: source.to_string(),
+        name,
+        version,
+        component,
+        host_lost_timeout,
+        groups,
+        order,
+    })
 }
+
+/// Turn a serde_norway error into a [`PlanError`]: its location gives the
+/// line, and the path it prefixes to its message (`groups[0].strategy: ...`)
+/// gives the field.
+fn yaml_error(file: &str, err: &serde_norway::Error) -> PlanError {
+    let line = err.location().map_or(1, |l| l.line());
+    let text = strip_marks(&err.to_string());
+    let (path, message) = match text.split_once(": ") {
+        Some((path, message)) if looks_like_path(path) => (path.to_string(), message.to_string()),
+        _ => (String::new(), text),
+    };
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_string());
+    let field = match (unknown, path.is_empty()) {
+        (Some(name), true) => name,
+        (Some(name), false) => format!("{path}.{name}"),
+        (None, false) => path,
+        (None, true) => "(yaml)".to_string(),
+    };
+    PlanError { file: file.to_string(), line: Some(line), field, message }
+}
+
+/// serde_norway appends " at line L column C" (sometimes twice, for libyaml's
+/// context); the line is reported separately.
+fn strip_marks(text: &str) -> String {
+    let mut out = text.to_string();
+    while let Some(start) = out.find(" at line ") {
+        let tail = &out[start + " at line ".len()..];
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        let Some(after_col) = tail[digits..].strip_prefix(" column ") else { break };
+        let col_digits = after_col.chars().take_while(char::is_ascii_digit).count();
+        let end = out.len() - after_col.len() + col_digits;
+        out.replace_range(start..end, "");
+    }
+    out
+}
+
+fn looks_like_path(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-' | '?'))
+}
+
+fn required(src: Src<'_>, value: Option<String>, path: &FieldPath) -> Result<String, PlanError> {
+    let last = match path.0.last() {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "value",
+    };
+    match value {
+        None => Err(src.err(path, format!("missing required field '{last}'"))),
+        Some(v) if v.trim().is_empty() => Err(src.err(path, "must not be empty")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn selection(src: Src<'_>, g: &RawGroup, p: &FieldPath) -> Result<Selection, PlanError> {
+    match (&g.select, &g.hosts) {
+        (Some(_), Some(_)) => Err(src.err(&p.key("hosts"), "use either 'select' or 'hosts', not both")),
+        (None, None) => Err(src.err(&p.key("name"), "a group needs 'select' (a label selector) or 'hosts' (host ids)")),
+        (Some(sel), None) => {
+            if sel.keys().any(|k| k.trim().is_empty()) {
+                return Err(src.err(&p.key("select"), "selector keys must not be empty"));
+            }
+            Ok(Selection::Labels(sel.clone()))
+        }
+        (None, Some(hosts)) => {
+            let hp = p.key("hosts");
+            if hosts.is_empty() {
+                return Err(src.err(&hp, "must list at least one host"));
+            }
+            for (j, h) in hosts.iter().enumerate() {
+                if h.trim().is_empty() {
+                    return Err(src.err(&hp.idx(j), "host id must not be empty"));
+                }
+                if hosts[..j].contains(h) {
+                    return Err(src.err(&hp.idx(j), format!("host '{h}' is listed twice")));
+                }
+            }
+            Ok(Selection::Hosts(hosts.clone()))
+        }
+    }
+}
+
+fn strategy(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<StrategyDef, PlanError> {
+    let all_at_once = raw.kind == Some(StrategyType::Parallel);
+    let mp = p.key("max_parallel");
+    let max_parallel = match &raw.max_parallel {
+        Some(_) if all_at_once => {
+            return Err(src.err(&mp, "not allowed with type: parallel, which upgrades every host of the group at once"));
+        }
+        Some(s) => parse_amount(s, 1).map_err(|m| src.err(&mp, m))?,
+        None => Amount::Count(1),
+    };
+    let max_failures = match &raw.max_failures {
+        Some(s) => parse_amount(s, 0).map_err(|m| src.err(&p.key("max_failures"), m))?,
+        None => Amount::Count(0),
+    };
+    let soak = match &raw.soak {
+        Some(s) => parse_duration(s).map_err(|m| src.err(&p.key("soak"), m))?,
+        None => Duration::ZERO,
+    };
+    Ok(StrategyDef { all_at_once, max_parallel, max_failures, soak })
+}
+
+/// An integer >= `min`, or a percentage `N%` with `min <= N <= 100`.
+fn parse_amount(s: &str, min: usize) -> Result<Amount, String> {
+    let s = s.trim();
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let shape = || format!("invalid value '{s}': expected an integer or a percentage such as '25%'");
+    if let Some(num) = s.strip_suffix('%') {
+        let num = num.trim_end();
+        if !digits(num) {
+            return Err(shape());
+        }
+        match num.parse::<u32>() {
+            Ok(n) if n as usize >= min && n <= 100 => Ok(Amount::Percent(n)),
+            _ => Err(format!("invalid percentage '{s}': must be between {min}% and 100%")),
+        }
+    } else {
+        if !digits(s) {
+            return Err(shape());
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n >= min => Ok(Amount::Count(n)),
+            Ok(_) => Err(format!("must be at least {min}")),
+            Err(_) => Err(format!("invalid value '{s}': too large")),
+        }
+    }
+}
+
+/// Parse `250ms`, `2s`, `1m`, `1h`, `1h30m` (units may be combined, largest
+/// first or not) or a bare integer meaning seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let bad = || format!("invalid duration '{s}': expected e.g. 250ms, 2s, 1m, 1h30m or a number of seconds");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// The shortest spelling [`parse_duration`] reads back: `0s`, `250ms`, `1h30m`, `1s500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let (h, m, s, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+fn positive_duration(src: Src<'_>, s: &str, path: &FieldPath) -> Result<Duration, PlanError> {
+    match parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(src.err(path, "must be greater than zero")),
+        Ok(d) => Ok(d),
+        Err(m) => Err(src.err(path, m)),
+    }
+}
+
+/// Validate a list of steps or checks; `None` when the list is absent (so the
+/// caller can fall back to defaults), `Some(vec![])` when written empty.
+fn templates<R>(
+    src: Src<'_>,
+    list: Option<&[R]>,
+    path: &FieldPath,
+    one: fn(Src<'_>, &R, &FieldPath) -> Result<StepTemplate, PlanError>,
+) -> Result<Option<Vec<StepTemplate>>, PlanError> {
+    let Some(list) = list else { return Ok(None) };
+    list.iter().enumerate().map(|(i, r)| one(src, r, &path.idx(i))).collect::<Result<Vec<_>, _>>().map(Some)
+}
+
+/// The single kind key of a step or check, or an error naming what is wrong.
+fn one_kind<'k>(src: Src<'_>, present: &[(&'k str, bool)], p: &FieldPath, what: &str) -> Result<&'k str, PlanError> {
+    let kinds: Vec<&str> = present.iter().filter(|(_, set)| *set).map(|(k, _)| *k).collect();
+    let all: Vec<&str> = present.iter().map(|(k, _)| *k).collect();
+    match kinds.as_slice() {
+        [one] => Ok(one),
+        [] => Err(src.err(p, format!("{what} has no kind: give exactly one of {}", all.join(", ")))),
+        [first, second, ..] => Err(src.err(
+            &p.key(second),
+            format!("{what} has more than one kind ('{first}' and '{second}'): give exactly one"),
+        )),
+    }
+}
+
+fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, PlanError> {
+    let kind = one_kind(
+        src,
+        &[("exec", raw.exec.is_some()), ("archive", raw.archive.is_some()), ("file", raw.file.is_some())],
+        p,
+        "step",
+    )?;
+    let kp = p.key(kind);
+    let kind = match (&raw.exec, &raw.archive, &raw.file) {
+        (Some(e), _, _) => StepKind::Exec(exec_spec(src, e, &kp)?),
+        (_, Some(a), _) => {
+            let sha256 = required(src, a.sha256.clone(), &kp.key("sha256"))?;
+            if !sha256.contains("{{") {
+                check_sha256(&sha256).map_err(|m| src.err(&kp.key("sha256"), m))?;
+            }
+            StepKind::Archive(ArchiveSpec {
+                component: required(src, a.component.clone(), &kp.key("component"))?,
+                version: required(src, a.version.clone(), &kp.key("version"))?,
+                source: required(src, a.source.clone(), &kp.key("source"))?,
+                sha256: sha256.to_ascii_lowercase(),
+                install_root: a.install_root.clone(),
+            })
+        }
+        (_, _, Some(f)) => StepKind::File(FileSpec {
+            path: required(src, f.path.clone(), &kp.key("path"))?,
+            content: f.content.clone().unwrap_or_default(),
+        }),
+        (None, None, None) => unreachable!("one_kind found a kind"),
+    };
+    let timeout = match &raw.timeout {
+        Some(s) => positive_duration(src, s, &p.key("timeout"))?,
+        None => DEFAULT_STEP_TIMEOUT,
+    };
+    finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })
+}
+
+fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, PlanError> {
+    let kind = one_kind(
+        src,
+        &[
+            ("http", raw.http.is_some()),
+            ("tcp", raw.tcp.is_some()),
+            ("exec", raw.exec.is_some()),
+            ("file", raw.file.is_some()),
+        ],
+        p,
+        "check",
+    )?;
+    let kp = p.key(kind);
+    let defaults = CheckPolicy::default();
+    let policy = CheckPolicy {
+        retries: raw.retries.unwrap_or(defaults.retries),
+        interval: match &raw.interval {
+            Some(s) => positive_duration(src, s, &p.key("interval"))?,
+            None => defaults.interval,
+        },
+        deadline: match &raw.deadline {
+            Some(s) => positive_duration(src, s, &p.key("deadline"))?,
+            None => defaults.deadline,
+        },
+    };
+    let kind = match (&raw.http, &raw.tcp, &raw.exec, &raw.file) {
+        (Some(h), _, _, _) => {
+            let expect_status = h.status.unwrap_or(200);
+            if !(100..=599).contains(&expect_status) {
+                return Err(src.err(&kp.key("status"), format!("invalid HTTP status {expect_status}")));
+            }
+            StepKind::HttpCheck(HttpCheckSpec {
+                url: required(src, h.url.clone(), &kp.key("url"))?,
+                expect_status,
+                body_contains: h.body_contains.clone(),
+                policy,
+            })
+        }
+        (_, Some(t), _, _) => {
+            StepKind::TcpCheck(TcpCheckSpec { address: required(src, t.address.clone(), &kp.key("address"))?, policy })
+        }
+        (_, _, Some(e), _) => StepKind::ExecCheck(ExecCheckSpec { exec: exec_spec(src, e, &kp)?, policy }),
+        (_, _, _, Some(f)) => StepKind::FileCheck(FileCheckSpec {
+            path: required(src, f.path.clone(), &kp.key("path"))?,
+            contains: f.contains.clone(),
+            policy,
+        }),
+        (None, None, None, None) => unreachable!("one_kind found a kind"),
+    };
+    let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
+    finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })
+}
+
+fn exec_spec(src: Src<'_>, e: &RawExec, p: &FieldPath) -> Result<ExecSpec, PlanError> {
+    Ok(ExecSpec {
+        command: required(src, e.command.clone(), &p.key("command"))?,
+        args: e.args.clone().unwrap_or_default(),
+        env: e.env.clone().unwrap_or_default(),
+        workdir: e.workdir.clone(),
+    })
+}
+
+fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("sha256 must be 64 hexadecimal characters, got '{s}'"))
+    }
+}
+
+/// Set the explicit name (empty means "unnamed", filled in by [`name_steps`])
+/// and check the syntax of every template in the step.
+fn finish_template(
+    src: Src<'_>,
+    name: Option<&str>,
+    p: &FieldPath,
+    mut spec: StepSpec,
+) -> Result<StepTemplate, PlanError> {
+    if let Some(n) = name {
+        if n.trim().is_empty() {
+            return Err(src.err(&p.key("name"), "must not be empty"));
+        }
+        spec.name = n.to_string();
+    }
+    for (rel, s) in strings_mut(&mut spec) {
+        render(s, |_| Ok(String::new())).map_err(|m| src.err(&p.join(&rel), m))?;
+    }
+    Ok(StepTemplate { path: p.clone(), spec })
+}
+
+/// Give unnamed steps their `<kind>-<position>` name and reject duplicates.
+fn name_steps(src: Src<'_>, mut steps: Vec<StepTemplate>) -> Result<Vec<StepTemplate>, PlanError> {
+    for (i, t) in steps.iter_mut().enumerate() {
+        if t.spec.name.is_empty() {
+            t.spec.name = format!("{}-{}", t.spec.kind.kind_name(), i + 1);
+        }
+    }
+    for (i, t) in steps.iter().enumerate() {
+        if let Some(first) = steps[..i].iter().find(|o| o.spec.name == t.spec.name) {
+            return Err(src.err(
+                &t.path.key("name"),
+                format!("duplicate step name '{}' in the group (also {})", t.spec.name, first.path),
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+// ---------------------------------------------------------------------------
+// Templates
+
+/// A template variable: `{{host}}`, `{{version}}`, `{{group}}`,
+/// `{{label.KEY}}` or `{{installed.COMPONENT}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var<'a> {
+    Host,
+    Version,
+    Group,
+    Label(&'a str),
+    Installed(&'a str),
+}
+
+fn parse_var(inner: &str) -> Result<Var<'_>, String> {
+    let unknown = || {
+        format!("unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY or installed.COMPONENT")
+    };
+    match inner {
+        "host" => Ok(Var::Host),
+        "version" => Ok(Var::Version),
+        "group" => Ok(Var::Group),
+        _ => match inner.split_once('.') {
+            Some(("label", key)) if !key.is_empty() => Ok(Var::Label(key)),
+            Some(("installed", c)) if !c.is_empty() => Ok(Var::Installed(c)),
+            _ => Err(unknown()),
+        },
+    }
+}
+
+/// Substitute every `{{ var }}` in `template` with `lookup(var)`.
+fn render(template: &str, mut lookup: impl FnMut(Var<'_>) -> Result<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let inside = &rest[start + 2..];
+        let end = inside.find("}}").ok_or_else(|| format!("unterminated '{{{{' in '{template}'"))?;
+        out.push_str(&lookup(parse_var(inside[..end].trim())?)?);
+        rest = &inside[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Every templated string of a step, with its path relative to the step as
+/// written in the plan (a check's `exec` is `exec`, not `exec_check`).
+fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
+    fn exec<'a>(p: FieldPath, e: &'a mut ExecSpec, out: &mut Vec<(FieldPath, &'a mut String)>) {
+        out.push((p.key("command"), &mut e.command));
+        for (i, a) in e.args.iter_mut().enumerate() {
+            out.push((p.key("args").idx(i), a));
+        }
+        for (k, v) in e.env.iter_mut() {
+            out.push((p.key("env").key(k), v));
+        }
+        if let Some(w) = &mut e.workdir {
+            out.push((p.key("workdir"), w));
+        }
+    }
+    let root = FieldPath::default();
+    let mut out = vec![(root.key("name"), &mut spec.name)];
+    match &mut spec.kind {
+        StepKind::Exec(e) => exec(root.key("exec"), e, &mut out),
+        StepKind::ExecCheck(c) => exec(root.key("exec"), &mut c.exec, &mut out),
+        StepKind::Archive(a) => {
+            let p = root.key("archive");
+            out.push((p.key("component"), &mut a.component));
+            out.push((p.key("version"), &mut a.version));
+            out.push((p.key("source"), &mut a.source));
+            out.push((p.key("sha256"), &mut a.sha256));
+            if let Some(r) = &mut a.install_root {
+                out.push((p.key("install_root"), r));
+            }
+        }
+        StepKind::File(f) => {
+            out.push((root.key("file").key("path"), &mut f.path));
+            out.push((root.key("file").key("content"), &mut f.content));
+        }
+        StepKind::HttpCheck(h) => {
+            out.push((root.key("http").key("url"), &mut h.url));
+            if let Some(b) = &mut h.body_contains {
+                out.push((root.key("http").key("body_contains"), b));
+            }
+        }
+        StepKind::TcpCheck(t) => out.push((root.key("tcp").key("address"), &mut t.address)),
+        StepKind::FileCheck(f) => {
+            out.push((root.key("file").key("path"), &mut f.path));
+            if let Some(c) = &mut f.contains {
+                out.push((root.key("file").key("contains"), c));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Expansion
 
 /// Match the plan's selectors against the inventory and produce the rollout
 /// the engine runs (templates substituted, percentages resolved).
-pub fn expand(plan: &Plan, _inventory: &[InventoryHost]) -> Result<RolloutSpec, PlanError> {
-    Err(PlanError { file: plan.file.clone(), line: None, field: "groups".into(), message: "not implemented".into() })
+///
+/// Hosts of the inventory that no group selects are not part of the rollout.
+/// If the inventory lists a host id twice, the first entry is used.
+pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, PlanError> {
+    let src = plan.src();
+    let mut by_id: HashMap<&str, &InventoryHost> = HashMap::new();
+    for h in inventory {
+        by_id.entry(h.id.as_str()).or_insert(h);
+    }
+
+    // Membership is decided in declaration order so that "matched by two
+    // groups" blames the group written second.
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    let mut members: Vec<Vec<&InventoryHost>> = Vec::with_capacity(plan.groups.len());
+    for (i, g) in plan.groups.iter().enumerate() {
+        let (hosts, field) = match &g.selection {
+            Selection::Labels(sel) => {
+                let mut hosts: Vec<&InventoryHost> = by_id.values().copied().filter(|h| selects(sel, h)).collect();
+                hosts.sort_by(|a, b| a.id.cmp(&b.id));
+                if hosts.is_empty() {
+                    return Err(src.err(&g.path.key("select"), format!("selector {} matches no host", show_selector(sel))));
+                }
+                (hosts, g.path.key("select"))
+            }
+            Selection::Hosts(ids) => {
+                let mut hosts = Vec::with_capacity(ids.len());
+                for (j, id) in ids.iter().enumerate() {
+                    match by_id.get(id.as_str()) {
+                        Some(h) => hosts.push(*h),
+                        None => {
+                            return Err(src.err(
+                                &g.path.key("hosts").idx(j),
+                                format!("unknown host '{id}': not in the inventory"),
+                            ));
+                        }
+                    }
+                }
+                (hosts, g.path.key("hosts"))
+            }
+        };
+        for h in &hosts {
+            if let Some(&other) = owner.get(h.id.as_str()) {
+                return Err(src.err(
+                    &field,
+                    format!(
+                        "host {} is in both group '{}' and group '{}'; a host must belong to one group",
+                        h.id, plan.groups[other].name, g.name
+                    ),
+                ));
+            }
+            owner.insert(&h.id, i);
+        }
+        members.push(hosts);
+    }
+
+    let mut position = vec![0; plan.groups.len()];
+    for (pos, &decl) in plan.order.iter().enumerate() {
+        position[decl] = pos;
+    }
+    let mut groups = Vec::with_capacity(plan.groups.len());
+    let mut hosts = Vec::new();
+    for (pos, &decl) in plan.order.iter().enumerate() {
+        let g = &plan.groups[decl];
+        let mut indices = Vec::with_capacity(members[decl].len());
+        for h in &members[decl] {
+            let steps = g
+                .steps
+                .iter()
+                .map(|t| render_step(src, t, h, &plan.version, &g.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            indices.push(hosts.len());
+            hosts.push(HostPlan {
+                host: h.id.clone(),
+                group: pos,
+                initial_version: plan.component.as_ref().and_then(|c| h.installed.get(c).cloned()),
+                steps,
+            });
+        }
+        let mut after: Vec<usize> = g.after.iter().map(|&d| position[d]).collect();
+        after.sort_unstable();
+        after.dedup();
+        groups.push(GroupSpec {
+            name: g.name.clone(),
+            after,
+            strategy: g.strategy.resolve(indices.len()),
+            hosts: indices,
+        });
+    }
+
+    Ok(RolloutSpec {
+        plan_name: plan.name.clone(),
+        target_version: plan.version.clone(),
+        component: plan.component.clone(),
+        groups,
+        hosts,
+        host_lost_timeout: plan.host_lost_timeout,
+    })
+}
+
+/// Every `key: value` must match; the key `host` matches the host id.
+fn selects(sel: &BTreeMap<String, String>, host: &InventoryHost) -> bool {
+    sel.iter().all(|(k, v)| if k == "host" { &host.id == v } else { host.labels.get(k) == Some(v) })
+}
+
+fn show_selector(sel: &BTreeMap<String, String>) -> String {
+    if sel.is_empty() {
+        return "{}".to_string();
+    }
+    sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn render_step(
+    src: Src<'_>,
+    t: &StepTemplate,
+    host: &InventoryHost,
+    version: &str,
+    group: &str,
+) -> Result<StepSpec, PlanError> {
+    let mut spec = t.spec.clone();
+    let id = &host.id;
+    for (rel, s) in strings_mut(&mut spec) {
+        *s = render(s, |var| match var {
+            Var::Host => Ok(id.clone()),
+            Var::Version => Ok(version.to_string()),
+            Var::Group => Ok(group.to_string()),
+            Var::Label(k) => host.labels.get(k).cloned().ok_or_else(|| format!("host {id} has no label '{k}'")),
+            Var::Installed(c) => {
+                host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
+            }
+        })
+        .map_err(|m| src.err(&t.path.join(&rel), format!("{m} (group '{group}')")))?;
+    }
+    if let StepKind::Archive(a) = &mut spec.kind {
+        check_sha256(&a.sha256).map_err(|m| {
+            src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
+        })?;
+        a.sha256.make_ascii_lowercase();
+    }
+    Ok(spec)
+}
+
+// ---------------------------------------------------------------------------
+// Views of an expanded rollout
+
+/// The hosts of group `group` (an index into [`RolloutSpec::groups`]) in
+/// upgrade order, chunked by `max_parallel`. The engine uses a sliding
+/// window, so these are the batches of an undisturbed run, for display.
+pub fn batches(spec: &RolloutSpec, group: usize) -> Vec<Vec<String>> {
+    let Some(g) = spec.groups.get(group) else { return Vec::new() };
+    let ids: Vec<String> = g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect();
+    ids.chunks(g.strategy.max_parallel.max(1)).map(<[String]>::to_vec).collect()
+}
+
+/// "parallel" when a group moves all its hosts at once, "rolling" otherwise.
+fn strategy_label(g: &GroupSpec) -> &'static str {
+    if g.hosts.len() > 1 && g.strategy.max_parallel >= g.hosts.len() { "parallel" } else { "rolling" }
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A Graphviz digraph of the groups: one node per group labelled with its
+/// name, host count and strategy; an edge from each group to those that wait
+/// for it.
+pub fn to_dot(spec: &RolloutSpec) -> String {
+    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", dot_escape(&spec.plan_name));
+    for g in &spec.groups {
+        let n = g.hosts.len();
+        let s = &g.strategy;
+        out.push_str(&format!(
+            "  \"{name}\" [label=\"{name}\\n{n} host{plural}\\n{kind}: max_parallel={mp} max_failures={mf} soak={soak}\"];\n",
+            name = dot_escape(&g.name),
+            plural = if n == 1 { "" } else { "s" },
+            kind = strategy_label(g),
+            mp = s.max_parallel,
+            mf = s.max_failures,
+            soak = format_duration(s.soak),
+        ));
+    }
+    for g in &spec.groups {
+        for &a in &g.after {
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\";\n",
+                dot_escape(&spec.groups[a].name),
+                dot_escape(&g.name)
+            ));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// The rollout as JSON for `convoy plan --output json`: per group (in rollout
+/// order) its name, the names it waits for, the resolved strategy, its hosts,
+/// its batches and the steps each host runs.
+pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = spec
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let steps: Vec<serde_json::Value> = g
+                .hosts
+                .first()
+                .map(|&h| &spec.hosts[h].steps[..])
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "kind": s.kind.kind_name(),
+                        "timeout": format_duration(s.timeout),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": g.name,
+                "after": g.after.iter().map(|&a| spec.groups[a].name.clone()).collect::<Vec<_>>(),
+                "strategy": {
+                    "type": strategy_label(g),
+                    "max_parallel": g.strategy.max_parallel,
+                    "max_failures": g.strategy.max_failures,
+                    "soak": format_duration(g.strategy.soak),
+                    "soak_ms": g.strategy.soak.as_millis() as u64,
+                },
+                "hosts": g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
+                "batches": batches(spec, i),
+                "steps": steps,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "plan": spec.plan_name,
+        "version": spec.target_version,
+        "component": spec.component,
+        "host_lost_timeout": format_duration(spec.host_lost_timeout),
+        "groups": groups,
+    })
+}
+
+// ---------------------------------------------------------------------------
+
+/// Finds the line of a field path in block-style YAML.
+///
+/// serde_norway does not report where values it parsed successfully came
+/// from, so semantic errors need their own locator. This one reads lines,
+/// not YAML: each line becomes its indentation column plus, for `- ` items,
+/// one sequence marker per dash. A key is found among the entries at the
+/// mapping's column; a sequence item is the N-th dash at the sequence's
+/// column; a value's extent is everything indented deeper. Comments, blank
+/// lines and block-scalar bodies (always indented deeper than their key) do
+/// not disturb this. When a segment cannot be found (flow style, a missing
+/// key) the deepest line found so far is the answer, and line 1 when nothing
+/// matched (a missing top-level key).
+mod locate {
+    use std::ops::Range;
+
+    use super::Seg;
+
+    #[derive(Debug)]
+    struct Token<'a> {
+        line: usize,
+        col: usize,
+        /// A `- ` sequence-item marker rather than content.
+        dash: bool,
+        text: &'a str,
+    }
+
+    fn tokenize(source: &str) -> Vec<Token<'_>> {
+        let mut tokens = Vec::new();
+        for (n, raw) in source.lines().enumerate() {
+            let content = raw.trim_start_matches(' ');
+            let is_marker = |m: &str| content == m || content.starts_with(&format!("{m} "));
+            if content.trim().is_empty() || content.starts_with('#') || is_marker("---") || is_marker("...") {
+                continue;
+            }
+            let mut col = raw.len() - content.len();
+            let mut rest = content;
+            loop {
+                if rest == "-" || rest.starts_with("- ") {
+                    tokens.push(Token { line: n + 1, col, dash: true, text: "-" });
+                    let after = &rest[1..];
+                    let trimmed = after.trim_start_matches(' ');
+                    col += 1 + after.len() - trimmed.len();
+                    rest = trimmed;
+                    if rest.is_empty() || rest.starts_with('#') {
+                        break;
+                    }
+                } else {
+                    tokens.push(Token { line: n + 1, col, dash: false, text: rest });
+                    break;
+                }
+            }
+        }
+        tokens
+    }
+
+    /// The key of a `key: value` or `key:` line, unquoted.
+    fn key_of(text: &str) -> Option<&str> {
+        let (key, rest) = match text.chars().next()? {
+            q @ ('"' | '\'') => {
+                let close = text[1..].find(q)? + 1;
+                (&text[1..close], &text[close + 1..])
+            }
+            _ => {
+                let colon = text.find(": ").or_else(|| text.strip_suffix(':').map(str::len))?;
+                (text[..colon].trim_end(), &text[colon..])
+            }
+        };
+        let rest = rest.trim_start();
+        (rest == ":" || rest.starts_with(": ")).then_some(key)
+    }
+
+    fn find_key(tokens: &[Token<'_>], range: Range<usize>, key: &str) -> Option<(usize, Range<usize>)> {
+        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
+        if first.dash {
+            return None;
+        }
+        let col = first.col;
+        let t = range.clone().find(|&t| !tokens[t].dash && tokens[t].col == col && key_of(tokens[t].text) == Some(key))?;
+        // A sequence may sit at its key's own column (`key:` then `- item`).
+        let end = (t + 1..range.end)
+            .find(|&u| if tokens[u].dash { tokens[u].col < col } else { tokens[u].col <= col })
+            .unwrap_or(range.end);
+        Some((t, t + 1..end))
+    }
+
+    fn find_item(tokens: &[Token<'_>], range: Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
+        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
+        if !first.dash {
+            return None;
+        }
+        let col = first.col;
+        let t = range.clone().filter(|&t| tokens[t].dash && tokens[t].col == col).nth(index)?;
+        let end = (t + 1..range.end).find(|&u| tokens[u].col <= col).unwrap_or(range.end);
+        Some((t, t + 1..end))
+    }
+
+    /// The 1-based line of `path` in `source` (see the module docs).
+    pub(super) fn line_of(source: &str, path: &[Seg]) -> usize {
+        let tokens = tokenize(source);
+        let mut range = 0..tokens.len();
+        let mut line = 1;
+        for seg in path {
+            let found = match seg {
+                Seg::Key(k) => find_key(&tokens, range.clone(), k),
+                Seg::Index(i) => find_item(&tokens, range.clone(), *i),
+            };
+            match found {
+                Some((t, inner)) => {
+                    line = tokens[t].line;
+                    range = inner;
+                }
+                None => break,
+            }
+        }
+        line
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::key_of;
+
+        #[test]
+        fn keys() {
+            assert_eq!(key_of("name: x"), Some("name"));
+            assert_eq!(key_of("name:"), Some("name"));
+            assert_eq!(key_of("name:   # comment"), Some("name"));
+            assert_eq!(key_of("\"my key\": 1"), Some("my key"));
+            assert_eq!(key_of("'k' : 1"), Some("k"));
+            assert_eq!(key_of("\"http://a:80\""), None);
+            assert_eq!(key_of("http://a:80"), None);
+            assert_eq!(key_of("{ role: db }"), Some("{ role"));
+            assert_eq!(key_of("plain scalar"), None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(s: &str) -> FieldPath {
+        let mut p = FieldPath::default();
+        for part in s.split('.') {
+            let (key, indices) = part.split_once('[').map_or((part, ""), |(k, rest)| (k, rest));
+            p = p.key(key);
+            for idx in indices.split('[').filter(|x| !x.is_empty()) {
+                p = p.idx(idx.trim_end_matches(']').parse().unwrap());
+            }
+        }
+        p
+    }
+
+    const DOC: &str = "\
+# a comment
+name: demo
+groups:
+  - name: db          # line 4
+    select: { role: db }
+    steps:
+      - exec: { command: sh }
+      - name: write
+        file:
+          path: /tmp/x
+          content: |
+            - not: an item
+            name: not a key
+  # between groups
+  -
+    name: api         # line 16
+    after: [db]
+    checks:
+    - http:
+        url: http://x
+      retries: 3
+\"quoted\": 1
+";
+
+    #[test]
+    fn field_path_display() {
+        assert_eq!(path("groups[1].checks[0].http.url").to_string(), "groups[1].checks[0].http.url");
+        assert_eq!(FieldPath::default().key("a").idx(2).idx(3).key("b").to_string(), "a[2][3].b");
+    }
+
+    #[test]
+    fn locator_finds_block_style_fields() {
+        let at = |p: &str| locate::line_of(DOC, &path(p).0);
+        assert_eq!(at("name"), 2);
+        assert_eq!(at("groups"), 3);
+        assert_eq!(at("groups[0]"), 4);
+        assert_eq!(at("groups[0].name"), 4);
+        assert_eq!(at("groups[0].select"), 5);
+        assert_eq!(at("groups[0].steps[0].exec"), 7);
+        assert_eq!(at("groups[0].steps[1].name"), 8);
+        assert_eq!(at("groups[0].steps[1].file.path"), 10);
+        assert_eq!(at("groups[0].steps[1].file.content"), 11);
+        assert_eq!(at("groups[1]"), 15);
+        assert_eq!(at("groups[1].name"), 16);
+        assert_eq!(at("groups[1].after"), 17);
+        assert_eq!(at("groups[1].checks[0].http.url"), 20);
+        assert_eq!(at("groups[1].checks[0].retries"), 21);
+        assert_eq!(at("quoted"), 22);
+    }
+
+    #[test]
+    fn locator_falls_back_to_the_deepest_match() {
+        let at = |p: &str| locate::line_of(DOC, &path(p).0);
+        // Flow style: the key holding the flow mapping.
+        assert_eq!(at("groups[0].select.role"), 5);
+        assert_eq!(at("groups[0].steps[0].exec.command"), 7);
+        // Missing key: the enclosing item.
+        assert_eq!(at("groups[1].strategy.soak"), 15);
+        assert_eq!(at("groups[5].name"), 3);
+        // Missing top-level key: the start of the document.
+        assert_eq!(at("version"), 1);
+        // Block-scalar bodies are not keys.
+        assert_eq!(at("groups[0].name.not"), 4);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1m30s500ms"), Ok(Duration::from_millis(90_500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "abc", "2x", "1.5s", "-1s", "s", "10 s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("2x").unwrap_err().contains("invalid duration '2x'"));
+    }
+
+    #[test]
+    fn duration_formatting_round_trips() {
+        for (d, s) in [(0, "0s"), (250, "250ms"), (2000, "2s"), (5_400_000, "1h30m"), (1500, "1s500ms")] {
+            assert_eq!(format_duration(Duration::from_millis(d)), s);
+            assert_eq!(parse_duration(s), Ok(Duration::from_millis(d)));
+        }
+    }
+
+    #[test]
+    fn amounts() {
+        assert_eq!(parse_amount("2", 1), Ok(Amount::Count(2)));
+        assert_eq!(parse_amount("25%", 1), Ok(Amount::Percent(25)));
+        assert_eq!(parse_amount("100%", 1), Ok(Amount::Percent(100)));
+        assert_eq!(parse_amount("0%", 0), Ok(Amount::Percent(0)));
+        assert_eq!(parse_amount("0", 0), Ok(Amount::Count(0)));
+        assert_eq!(parse_amount("0", 1), Err("must be at least 1".into()));
+        assert!(parse_amount("0%", 1).unwrap_err().contains("between 1% and 100%"));
+        assert!(parse_amount("150%", 0).unwrap_err().contains("between 0% and 100%"));
+        for bad in ["abc%", "-5%", "-1", "2.5", "%", "x"] {
+            assert!(parse_amount(bad, 0).unwrap_err().contains("expected an integer or a percentage"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resolving_strategies() {
+        let def = |mp, mf| StrategyDef { max_parallel: mp, max_failures: mf, ..StrategyDef::default() };
+        let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(10);
+        assert_eq!((s.max_parallel, s.max_failures), (2, 1));
+        let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(3);
+        assert_eq!((s.max_parallel, s.max_failures), (1, 0));
+        let s = def(Amount::Count(4), Amount::Count(2)).resolve(3);
+        assert_eq!((s.max_parallel, s.max_failures), (4, 2));
+        let s = StrategyDef { all_at_once: true, ..StrategyDef::default() }.resolve(7);
+        assert_eq!(s.max_parallel, 7);
+    }
+
+    #[test]
+    fn templates_render_and_reject() {
+        let lookup = |v: Var<'_>| match v {
+            Var::Host => Ok("h1".to_string()),
+            Var::Label("port") => Ok("80".to_string()),
+            Var::Label(k) => Err(format!("no label '{k}'")),
+            _ => Ok("x".to_string()),
+        };
+        assert_eq!(render("a{{host}}b{{ label.port }}c", lookup), Ok("ah1b80c".to_string()));
+        assert_eq!(render("no templates", lookup), Ok("no templates".to_string()));
+        assert_eq!(render("{{label.zone}}", lookup), Err("no label 'zone'".to_string()));
+        assert!(render("{{hots}}", lookup).unwrap_err().contains("unknown template variable '{{hots}}'"));
+        assert!(render("{{label.}}", lookup).unwrap_err().contains("unknown template variable"));
+        assert!(render("{{host", lookup).unwrap_err().contains("unterminated"));
+        assert_eq!(parse_var("installed.demo"), Ok(Var::Installed("demo")));
+    }
+
+    #[test]
+    fn serde_messages_are_split_into_field_and_message() {
+        assert_eq!(strip_marks("x at line 3 column 5, while y at line 1 column 1"), "x, while y");
+        let err = serde_norway::from_str::<RawPlan>("name: a\nbogus: 1\n").unwrap_err();
+        let e = yaml_error("p.yaml", &err);
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "bogus"));
+        assert!(e.message.starts_with("unknown field `bogus`"), "{}", e.message);
+    }
 }
