@@ -54,8 +54,8 @@ use serde::Deserialize;
 
 use crate::dag;
 use crate::model::{
-    ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan,
-    HttpCheckSpec, InventoryHost, RolloutSpec, StepKind, StepSpec, Strategy, TcpCheckSpec,
+    ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec,
+    InventoryHost, RolloutSpec, StepKind, StepSpec, Strategy, TcpCheckSpec,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -143,7 +143,7 @@ impl Src<'_> {
 // `String`.
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "plan", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawPlan {
     name: Option<String>,
     version: Option<String>,
@@ -154,7 +154,7 @@ struct RawPlan {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename = "defaults", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawDefaults {
     strategy: Option<RawStrategy>,
     steps: Option<Vec<RawStep>>,
@@ -162,7 +162,7 @@ struct RawDefaults {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "group", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawGroup {
     name: Option<String>,
     select: Option<BTreeMap<String, String>>,
@@ -181,7 +181,7 @@ enum StrategyType {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "strategy", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawStrategy {
     #[serde(rename = "type")]
     kind: Option<StrategyType>,
@@ -191,7 +191,7 @@ struct RawStrategy {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "step", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawStep {
     name: Option<String>,
     timeout: Option<String>,
@@ -201,7 +201,7 @@ struct RawStep {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "exec", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawExec {
     command: Option<String>,
     args: Option<Vec<String>>,
@@ -210,7 +210,7 @@ struct RawExec {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "archive", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawArchive {
     component: Option<String>,
     version: Option<String>,
@@ -220,14 +220,14 @@ struct RawArchive {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "file", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawFile {
     path: Option<String>,
     content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "check", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawCheck {
     name: Option<String>,
     retries: Option<u32>,
@@ -240,7 +240,7 @@ struct RawCheck {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "http", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawHttp {
     url: Option<String>,
     status: Option<u16>,
@@ -248,13 +248,13 @@ struct RawHttp {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "tcp", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawTcp {
     address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename = "file check", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct RawFileCheck {
     path: Option<String>,
     contains: Option<String>,
@@ -412,7 +412,9 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         let p = gpath.idx(i).key("name");
         let name = required(src, g.name.clone(), &p)?;
         if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-            return Err(src.err(&p, format!("invalid group name '{name}': {bad:?} is not allowed (use A-Z a-z 0-9 _ . -)")));
+            return Err(
+                src.err(&p, format!("invalid group name '{name}': {bad:?} is not allowed (use A-Z a-z 0-9 _ . -)"))
+            );
         }
         if let Some(first) = index_of.get(&name) {
             return Err(src.err(&p, format!("duplicate group name '{name}' (already used by groups[{first}])")));
@@ -442,7 +444,9 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         let checks = own_checks.or_else(|| default_checks.clone()).unwrap_or_default();
         let steps = name_steps(src, steps.into_iter().chain(checks).collect())?;
         if steps.is_empty() {
-            return Err(src.err(&p.key("name"), format!("group '{name}' has no steps or checks (nor defaults to inherit)")));
+            return Err(
+                src.err(&p.key("name"), format!("group '{name}' has no steps or checks (nor defaults to inherit)"))
+            );
         }
         groups.push(PlanGroup { name, path: p, after, selection, strategy, steps });
     }
@@ -471,15 +475,13 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
 /// gives the field.
 fn yaml_error(file: &str, err: &serde_norway::Error) -> PlanError {
     let line = err.location().map_or(1, |l| l.line());
-    let text = strip_marks(&err.to_string());
+    let text = plain_type_names(&strip_marks(&err.to_string()));
     let (path, message) = match text.split_once(": ") {
         Some((path, message)) if looks_like_path(path) => (path.to_string(), message.to_string()),
         _ => (String::new(), text),
     };
-    let unknown = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name.to_string());
+    let unknown =
+        message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name.to_string());
     let field = match (unknown, path.is_empty()) {
         (Some(name), true) => name,
         (Some(name), false) => format!("{path}.{name}"),
@@ -501,6 +503,21 @@ fn strip_marks(text: &str) -> String {
         let end = out.len() - after_col.len() + col_digits;
         out.replace_range(start..end, "");
     }
+    out
+}
+
+/// serde names the Rust type it expected ("expected struct RawStrategy");
+/// the operator only needs to know a mapping was expected there.
+fn plain_type_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("struct Raw") {
+        out.push_str(&rest[..i]);
+        out.push_str("a mapping");
+        let tail = &rest[i + "struct Raw".len()..];
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    }
+    out.push_str(rest);
     out
 }
 
@@ -839,7 +856,9 @@ enum Var<'a> {
 
 fn parse_var(inner: &str) -> Result<Var<'_>, String> {
     let unknown = || {
-        format!("unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY or installed.COMPONENT")
+        format!(
+            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY or installed.COMPONENT"
+        )
     };
     match inner {
         "host" => Ok(Var::Host),
@@ -944,7 +963,9 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
                 let mut hosts: Vec<&InventoryHost> = by_id.values().copied().filter(|h| selects(sel, h)).collect();
                 hosts.sort_by(|a, b| a.id.cmp(&b.id));
                 if hosts.is_empty() {
-                    return Err(src.err(&g.path.key("select"), format!("selector {} matches no host", show_selector(sel))));
+                    return Err(
+                        src.err(&g.path.key("select"), format!("selector {} matches no host", show_selector(sel)))
+                    );
                 }
                 (hosts, g.path.key("select"))
             }
@@ -1106,11 +1127,7 @@ pub fn to_dot(spec: &RolloutSpec) -> String {
     }
     for g in &spec.groups {
         for &a in &g.after {
-            out.push_str(&format!(
-                "  \"{}\" -> \"{}\";\n",
-                dot_escape(&spec.groups[a].name),
-                dot_escape(&g.name)
-            ));
+            out.push_str(&format!("  \"{}\" -> \"{}\";\n", dot_escape(&spec.groups[a].name), dot_escape(&g.name)));
         }
     }
     out.push_str("}\n");
@@ -1158,7 +1175,7 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "plan": spec.plan_name,
-        "version": spec.target_version,
+        "target_version": spec.target_version,
         "component": spec.component,
         "host_lost_timeout": format_duration(spec.host_lost_timeout),
         "groups": groups,
@@ -1244,7 +1261,8 @@ mod locate {
             return None;
         }
         let col = first.col;
-        let t = range.clone().find(|&t| !tokens[t].dash && tokens[t].col == col && key_of(tokens[t].text) == Some(key))?;
+        let t =
+            range.clone().find(|&t| !tokens[t].dash && tokens[t].col == col && key_of(tokens[t].text) == Some(key))?;
         // A sequence may sit at its key's own column (`key:` then `- item`).
         let end = (t + 1..range.end)
             .find(|&u| if tokens[u].dash { tokens[u].col < col } else { tokens[u].col <= col })
@@ -1457,6 +1475,11 @@ groups:
     #[test]
     fn serde_messages_are_split_into_field_and_message() {
         assert_eq!(strip_marks("x at line 3 column 5, while y at line 1 column 1"), "x, while y");
+        assert_eq!(plain_type_names("expected struct RawStrategy here"), "expected a mapping here");
+        let err = serde_norway::from_str::<RawPlan>("name: a\ndefaults:\n  strategy: fast\n").unwrap_err();
+        let e = yaml_error("p.yaml", &err);
+        assert_eq!((e.line, e.field.as_str()), (Some(3), "defaults.strategy"));
+        assert_eq!(e.message, "invalid type: string \"fast\", expected a mapping");
         let err = serde_norway::from_str::<RawPlan>("name: a\nbogus: 1\n").unwrap_err();
         let e = yaml_error("p.yaml", &err);
         assert_eq!((e.line, e.field.as_str()), (Some(2), "bogus"));

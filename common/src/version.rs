@@ -95,9 +95,7 @@ impl FromStr for Version {
             _ => rest,
         };
         let (upstream, revision) = match rest.rfind('-') {
-            Some(i) if i > 0 && rest[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => {
-                (&rest[..i], &rest[i + 1..])
-            }
+            Some(i) if i > 0 && rest[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => (&rest[..i], &rest[i + 1..]),
             _ => (rest, ""),
         };
         if !upstream.starts_with(|c: char| c.is_ascii_digit()) {

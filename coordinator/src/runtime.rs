@@ -638,7 +638,7 @@ impl Actor {
             v
         };
         let spec = plan::expand(&parsed, &inventory)?;
-        let summary = serde_json::json!({}); // TEMP plan::summary_json(&spec);
+        let summary = plan::summary_json(&spec);
         if dry_run {
             return Ok(Submitted { rollout_id: String::new(), summary });
         }

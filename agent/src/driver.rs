@@ -1,0 +1,188 @@
+//! Drivers: what actually performs a step on the host.
+//!
+//! [`Driver`] is the seam between the session (protocol, dedup, reporting) and
+//! the work. [`LocalDriver`] does the real thing on this host; tests plug in
+//! fakes. Drivers take and return domain types only and never fail with an
+//! error: whatever goes wrong is a [`StepOutcome`] the coordinator can act on.
+//!
+//! `LocalDriver` rules worth knowing:
+//! - A zero step timeout means "no timeout" (proto3 cannot tell unset from 0).
+//! - Relative paths in steps (file, file check, archive source, exec workdir)
+//!   are resolved against the driver's install root, never against the agent's
+//!   working directory, which depends on how the agent was started.
+//! - A file step keeps the permissions of the file it replaces.
+//!
+//! Submodules: [`exec`] (commands, process groups, output tails), [`archive`]
+//! (verified, atomic installs), [`check`] (the retry policy and the tcp, file
+//! and exec checks) and [`http`] (a minimal HTTP/1.1 GET client).
+
+pub mod archive;
+pub mod check;
+pub mod exec;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use convoy_common::model::{ArchiveSpec, FileSpec, StepKind, StepOutcome, StepSpec, StepStatus};
+use tokio::time::Instant;
+
+use crate::fsutil;
+
+/// Step kinds [`LocalDriver`] performs, named as [`StepKind::kind_name`] names them.
+pub const LOCAL_CAPABILITIES: [&str; 7] = ["exec", "archive", "file", "http", "tcp", "exec_check", "file_check"];
+
+/// Performs steps on a host.
+pub trait Driver: Send + Sync + 'static {
+    /// Runs `step` to completion (or timeout) and says how it went.
+    fn run<'a>(
+        &'a self,
+        execution_id: &'a str,
+        step: &'a StepSpec,
+    ) -> Pin<Box<dyn Future<Output = StepOutcome> + Send + 'a>>;
+    /// Component -> version installed on the host, reported in Hello.
+    fn installed(&self) -> BTreeMap<String, String>;
+    /// Step kinds this driver performs, reported in Hello.
+    fn capabilities(&self) -> Vec<String>;
+}
+
+/// The driver that works on the local host.
+#[derive(Debug, Clone)]
+pub struct LocalDriver {
+    install_root: PathBuf,
+}
+
+impl LocalDriver {
+    pub fn new(install_root: impl Into<PathBuf>) -> LocalDriver {
+        LocalDriver { install_root: install_root.into() }
+    }
+
+    pub fn install_root(&self) -> &Path {
+        &self.install_root
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() { p.to_path_buf() } else { self.install_root.join(p) }
+    }
+
+    /// Runs a step; the outcome's `duration_ms` is filled in.
+    pub async fn run_step(&self, step: &StepSpec) -> StepOutcome {
+        let started = Instant::now();
+        let timeout = (!step.timeout.is_zero()).then_some(step.timeout);
+        let deadline = timeout.map(|t| started + t);
+        let mut outcome = match &step.kind {
+            StepKind::Exec(e) => exec::exec_step(e, e.workdir.as_deref().map(|w| self.resolve(w)), timeout).await,
+            StepKind::Archive(a) => self.archive(a, deadline).await,
+            StepKind::File(f) => self.write_file(f).await,
+            StepKind::HttpCheck(h) => match http::parse_url(&h.url) {
+                Err(e) => StepOutcome::failed(e),
+                Ok(url) => {
+                    check::run_check("http check", &h.policy, deadline, |budget| http::http_attempt(h, &url, budget))
+                        .await
+                }
+            },
+            StepKind::TcpCheck(t) => {
+                check::run_check("tcp check", &t.policy, deadline, |budget| check::tcp_attempt(&t.address, budget)).await
+            }
+            StepKind::ExecCheck(c) => {
+                let workdir = c.exec.workdir.as_deref().map(|w| self.resolve(w));
+                check::run_check("exec check", &c.policy, deadline, |budget| {
+                    check::exec_attempt(&c.exec, workdir.clone(), budget)
+                })
+                .await
+            }
+            StepKind::FileCheck(f) => {
+                let path = self.resolve(&f.path);
+                check::run_check("file check", &f.policy, deadline, |_| check::file_attempt(&path, f.contains.as_deref()))
+                    .await
+            }
+        };
+        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        outcome
+    }
+
+    async fn archive(&self, spec: &ArchiveSpec, deadline: Option<Instant>) -> StepOutcome {
+        let root = spec.install_root.as_deref().map(PathBuf::from).unwrap_or_else(|| self.install_root.clone());
+        let source = {
+            let p = Path::new(&spec.source);
+            if p.is_absolute() { p.to_path_buf() } else { root.join(p) }
+        };
+        let job_spec = spec.clone();
+        let deadline = deadline.map(Instant::into_std);
+        // Unpacking is blocking I/O; it watches the deadline itself, so the
+        // step is never reported as timed out while it is still switching.
+        let job = tokio::task::spawn_blocking(move || archive::install(&job_spec, &root, &source, deadline));
+        match job.await {
+            Ok(Ok(done)) => StepOutcome {
+                message: done.message,
+                installed: Some((spec.component.clone(), spec.version.clone())),
+                exit_code: None,
+                ..StepOutcome::ok()
+            },
+            Ok(Err(archive::Fail::Failed(m))) => StepOutcome::failed(m),
+            Ok(Err(archive::Fail::TimedOut(m))) => {
+                StepOutcome { status: StepStatus::TimedOut, ..StepOutcome::failed(m) }
+            }
+            Err(e) => StepOutcome::failed(format!("archive install task failed: {e}")),
+        }
+    }
+
+    async fn write_file(&self, spec: &FileSpec) -> StepOutcome {
+        let path = self.resolve(&spec.path);
+        let content = spec.content.clone();
+        let shown = path.display().to_string();
+        let job = tokio::task::spawn_blocking(move || {
+            let mode = std::fs::metadata(&path).ok().map(|m| m.permissions().mode() & 0o7777);
+            fsutil::write_atomic(&path, content.as_bytes(), mode)
+        });
+        match job.await {
+            Ok(Ok(())) => StepOutcome {
+                message: format!("wrote {} bytes to {shown}", spec.content.len()),
+                exit_code: None,
+                ..StepOutcome::ok()
+            },
+            Ok(Err(e)) => StepOutcome::failed(format!("write {shown}: {e}")),
+            Err(e) => StepOutcome::failed(format!("write {shown}: task failed: {e}")),
+        }
+    }
+}
+
+impl Driver for LocalDriver {
+    fn run<'a>(
+        &'a self,
+        execution_id: &'a str,
+        step: &'a StepSpec,
+    ) -> Pin<Box<dyn Future<Output = StepOutcome> + Send + 'a>> {
+        Box::pin(async move {
+            tracing::info!(execution_id, step = %step.name, kind = step.kind.kind_name(), "step started");
+            let outcome = self.run_step(step).await;
+            tracing::info!(
+                execution_id,
+                step = %step.name,
+                status = ?outcome.status,
+                duration_ms = outcome.duration_ms,
+                message = %outcome.message,
+                "step finished"
+            );
+            outcome
+        })
+    }
+
+    fn installed(&self) -> BTreeMap<String, String> {
+        archive::installed_under(&self.install_root)
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        LOCAL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// Step timeout helper for tests and callers building specs by hand.
+pub fn step(name: &str, timeout: Duration, kind: StepKind) -> StepSpec {
+    StepSpec { name: name.to_string(), timeout, kind }
+}

@@ -1,0 +1,206 @@
+//! The agent's TLS material and connections to the coordinator.
+//!
+//! Files under `<state_dir>/tls/`:
+//! - `agent.key`: the agent's ECDSA P-256 private key (mode 0600). It never
+//!   leaves the host: enrolment sends only a CSR.
+//! - `agent.pem`: the client certificate the coordinator signed; its CN is the
+//!   host id, and the coordinator accepts a session only for that host id.
+//! - `host_id`: the host id the certificate was issued for, so an agent whose
+//!   `--host-id` changed says so instead of being refused by the coordinator
+//!   for an unclear reason.
+//!
+//! The coordinator is always verified against the configured CA file and the
+//! configured server name (not the URL's host, so agents may dial an address).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::fsutil;
+
+/// The agent's certificate and private key, PEM-encoded.
+#[derive(Clone)]
+pub struct AgentIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for AgentIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("AgentIdentity").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+/// Paths of the agent's TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub dir: PathBuf,
+}
+
+impl TlsPaths {
+    pub fn new(tls_dir: impl Into<PathBuf>) -> TlsPaths {
+        TlsPaths { dir: tls_dir.into() }
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("agent.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("agent.key")
+    }
+    pub fn host_id(&self) -> PathBuf {
+        self.dir.join("host_id")
+    }
+}
+
+fn tls_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> AgentError {
+    let what = what.into();
+    move |e| AgentError::Tls { what, message: e.to_string() }
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, AgentError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AgentError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// The saved identity, if both the certificate and the key exist. A half-saved
+/// identity (a crash during enrolment) reads as none: the agent enrols again.
+pub fn load_identity(paths: &TlsPaths, host_id: &str) -> Result<Option<AgentIdentity>, AgentError> {
+    let (Some(cert_pem), Some(key_pem)) = (read_optional(&paths.cert())?, read_optional(&paths.key())?) else {
+        return Ok(None);
+    };
+    if let Some(enrolled_as) = read_optional(&paths.host_id())?
+        && enrolled_as.trim() != host_id
+    {
+        return Err(AgentError::InvalidConfig {
+            field: "host id",
+            message: format!(
+                "the certificate in {} was issued for host {:?} but this agent runs as {host_id:?}; \
+                 use that host id, or remove the directory and enrol again with a join token",
+                paths.dir.display(),
+                enrolled_as.trim()
+            ),
+        });
+    }
+    Ok(Some(AgentIdentity { cert_pem, key_pem }))
+}
+
+/// Saves an identity: key (0600) first, then host id, then certificate, so a
+/// certificate on disk always has its key.
+pub fn save_identity(paths: &TlsPaths, host_id: &str, identity: &AgentIdentity) -> Result<(), AgentError> {
+    let key = paths.key();
+    fsutil::write_atomic(&key, identity.key_pem.as_bytes(), Some(0o600)).map_err(AgentError::io(&key))?;
+    let id = paths.host_id();
+    fsutil::write_atomic(&id, format!("{host_id}\n").as_bytes(), None).map_err(AgentError::io(&id))?;
+    let cert = paths.cert();
+    fsutil::write_atomic(&cert, identity.cert_pem.as_bytes(), None).map_err(AgentError::io(&cert))
+}
+
+/// A fresh ECDSA P-256 key and a CSR with `CN = host_id`: `(key_pem, csr_pem)`.
+pub fn generate_csr(host_id: &str) -> Result<(String, String), AgentError> {
+    let key = KeyPair::generate().map_err(tls_err("generate key"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CSR parameters"))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, host_id);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(tls_err("create CSR"))?;
+    let csr_pem = csr.pem().map_err(tls_err("encode CSR"))?;
+    Ok((key.serialize_pem(), csr_pem))
+}
+
+/// Reads the CA certificate file.
+pub fn read_ca(ca_file: &Path) -> Result<String, AgentError> {
+    let ca = std::fs::read_to_string(ca_file).map_err(AgentError::io(ca_file))?;
+    if !ca.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(AgentError::Tls {
+            what: format!("CA file {}", ca_file.display()),
+            message: "no PEM certificate in it".into(),
+        });
+    }
+    Ok(ca)
+}
+
+/// TLS that verifies the coordinator, presenting `identity` if given.
+pub fn client_tls(config: &AgentConfig, ca_pem: &str, identity: Option<&AgentIdentity>) -> ClientTlsConfig {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(config.server_name.clone());
+    match identity {
+        Some(id) => tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem)),
+        None => tls,
+    }
+}
+
+/// `error: cause: cause…` — tonic's transport errors say little at the top.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+/// Opens a channel to the coordinator, bounded by `connect_timeout`.
+pub async fn connect(config: &AgentConfig, tls: ClientTlsConfig) -> Result<Channel, AgentError> {
+    let coordinator = config.coordinator_url.clone();
+    let endpoint = Endpoint::from_shared(coordinator.clone())
+        .map_err(|e| AgentError::InvalidConfig { field: "coordinator URL", message: error_chain(&e) })?
+        .tls_config(tls)
+        .map_err(|e| AgentError::Tls { what: "client TLS configuration".into(), message: error_chain(&e) })?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        // Detect a coordinator that vanished without closing the connection
+        // (network cut, host power loss) even when no message is flowing.
+        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+        .keep_alive_timeout(config.connect_timeout)
+        .keep_alive_while_idle(true);
+    match tokio::time::timeout(config.connect_timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(AgentError::Transport { coordinator, message: format!("connect: {}", error_chain(&e)) }),
+        Err(_) => Err(AgentError::Transport {
+            coordinator,
+            message: format!("connect: no connection within {:?}", config.connect_timeout),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_and_identity_files() {
+        let (key_pem, csr_pem) = generate_csr("web-1").unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+        assert!(csr_pem.contains("CERTIFICATE REQUEST"));
+        // The CSR parses back with CN = host id.
+        let parsed = rcgen::CertificateSigningRequestParams::from_pem(&csr_pem).unwrap();
+        let cn = parsed.params.distinguished_name.get(&DnType::CommonName).unwrap();
+        assert!(format!("{cn:?}").contains("web-1"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let paths = TlsPaths::new(dir.path().join("tls"));
+        assert!(load_identity(&paths, "web-1").unwrap().is_none());
+        let id = AgentIdentity { cert_pem: "-----BEGIN CERTIFICATE-----\n".into(), key_pem };
+        save_identity(&paths, "web-1", &id).unwrap();
+        let loaded = load_identity(&paths, "web-1").unwrap().unwrap();
+        assert_eq!(loaded.key_pem, id.key_pem);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(paths.key()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!format!("{loaded:?}").contains("PRIVATE"));
+        let err = load_identity(&paths, "web-2").unwrap_err().to_string();
+        assert!(err.contains("web-1") && err.contains("web-2"), "{err}");
+    }
+}
