@@ -124,16 +124,14 @@ fn invalid(field: &'static str, message: impl Into<String>) -> AgentError {
 /// speaks TLS, and an explicit port avoids silently dialling 443.
 fn validate_url(url: &str) -> Result<(), AgentError> {
     let field = "coordinator URL";
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| invalid(field, format!("{url:?} must start with https://")))?;
+    let rest =
+        url.strip_prefix("https://").ok_or_else(|| invalid(field, format!("{url:?} must start with https://")))?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('/') || authority.contains('?') || authority.contains('@') {
         return Err(invalid(field, format!("{url:?} must be https://host:port with no path")));
     }
-    let (host, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(field, format!("{url:?} has no port (https://host:port)")))?;
+    let (host, port) =
+        authority.rsplit_once(':').ok_or_else(|| invalid(field, format!("{url:?} has no port (https://host:port)")))?;
     let host_ok = !host.is_empty() && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
     if !host_ok {
         return Err(invalid(field, format!("{url:?} has an invalid host")));

@@ -10,7 +10,8 @@
 //! - Relative paths in steps (file, file check, archive source, exec workdir)
 //!   are resolved against the driver's install root, never against the agent's
 //!   working directory, which depends on how the agent was started.
-//! - A file step keeps the permissions of the file it replaces.
+//! - A file step keeps the permissions of the file it replaces. It ignores the
+//!   step timeout (one small atomic write); every other kind honours it.
 //!
 //! Submodules: [`exec`] (commands, process groups, output tails), [`archive`]
 //! (verified, atomic installs), [`check`] (the retry policy and the tcp, file
@@ -87,7 +88,8 @@ impl LocalDriver {
                 }
             },
             StepKind::TcpCheck(t) => {
-                check::run_check("tcp check", &t.policy, deadline, |budget| check::tcp_attempt(&t.address, budget)).await
+                check::run_check("tcp check", &t.policy, deadline, |budget| check::tcp_attempt(&t.address, budget))
+                    .await
             }
             StepKind::ExecCheck(c) => {
                 let workdir = c.exec.workdir.as_deref().map(|w| self.resolve(w));
@@ -98,8 +100,10 @@ impl LocalDriver {
             }
             StepKind::FileCheck(f) => {
                 let path = self.resolve(&f.path);
-                check::run_check("file check", &f.policy, deadline, |_| check::file_attempt(&path, f.contains.as_deref()))
-                    .await
+                check::run_check("file check", &f.policy, deadline, |_| {
+                    check::file_attempt(&path, f.contains.as_deref())
+                })
+                .await
             }
         };
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -182,7 +186,7 @@ impl Driver for LocalDriver {
     }
 }
 
-/// Step timeout helper for tests and callers building specs by hand.
+/// Builds a [`StepSpec`] (for tests and callers assembling steps by hand).
 pub fn step(name: &str, timeout: Duration, kind: StepKind) -> StepSpec {
     StepSpec { name: name.to_string(), timeout, kind }
 }

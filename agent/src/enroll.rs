@@ -21,10 +21,10 @@ pub async fn ensure_identity(config: &AgentConfig) -> Result<AgentIdentity, Agen
     if let Some(identity) = tls::load_identity(&paths, &config.host_id)? {
         return Ok(identity);
     }
-    let token = config.join_token.as_deref().ok_or_else(|| AgentError::MissingJoinToken {
-        host_id: config.host_id.clone(),
-        tls_dir: paths.dir.clone(),
-    })?;
+    let token = config
+        .join_token
+        .as_deref()
+        .ok_or_else(|| AgentError::MissingJoinToken { host_id: config.host_id.clone(), tls_dir: paths.dir.clone() })?;
     let ca = tls::read_ca(&config.ca_file)?;
     let (key_pem, csr_pem) = tls::generate_csr(&config.host_id)?;
     tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "enrolling");

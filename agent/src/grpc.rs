@@ -97,11 +97,17 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
             if t.address.is_empty() {
                 return Err(unconvertible("tcp check has an empty address"));
             }
-            StepKind::TcpCheck(TcpCheckSpec { address: t.address.clone(), policy: policy_from_proto(t.policy.as_ref()) })
+            StepKind::TcpCheck(TcpCheckSpec {
+                address: t.address.clone(),
+                policy: policy_from_proto(t.policy.as_ref()),
+            })
         }
         Some(PbKind::ExecCheck(c)) => {
             let exec = c.exec.as_ref().ok_or_else(|| unconvertible("exec check carries no command"))?;
-            StepKind::ExecCheck(ExecCheckSpec { exec: exec_from_proto(exec)?, policy: policy_from_proto(c.policy.as_ref()) })
+            StepKind::ExecCheck(ExecCheckSpec {
+                exec: exec_from_proto(exec)?,
+                policy: policy_from_proto(c.policy.as_ref()),
+            })
         }
         Some(PbKind::FileCheck(f)) => {
             if f.path.is_empty() {
@@ -297,7 +303,11 @@ mod tests {
             }),
             StepKind::TcpCheck(TcpCheckSpec { address: "127.0.0.1:5432".into(), policy: policy() }),
             StepKind::ExecCheck(ExecCheckSpec { exec: exec(), policy: policy() }),
-            StepKind::FileCheck(FileCheckSpec { path: "/run/app.pid".into(), contains: Some("1".into()), policy: policy() }),
+            StepKind::FileCheck(FileCheckSpec {
+                path: "/run/app.pid".into(),
+                contains: Some("1".into()),
+                policy: policy(),
+            }),
             StepKind::FileCheck(FileCheckSpec { path: "/run/app.pid".into(), contains: None, policy: policy() }),
         ]
     }

@@ -1,1 +1,41 @@
-//! convoy-agent
+//! Convoy's agent: one per host. It opens a session to the coordinator, runs
+//! the steps it is sent, and reports results, heartbeats and facts.
+//!
+//! A tour of the modules, outside in:
+//! - [`cli`]: the command-line flags (`CONVOY_*` environment variables too),
+//!   in the library so the `convoy` CLI can embed the agent as a subcommand.
+//! - [`config`]: the validated [`AgentConfig`] and its defaults.
+//! - [`session`]: the session loop ([`run`], [`run_local`]): enrol, connect,
+//!   Hello/Welcome, heartbeats, reconnect with backoff; and the [`Executor`]
+//!   that guarantees an execution id never runs twice.
+//! - [`enroll`] and [`tls`]: the join-token enrolment (key generated locally,
+//!   CSR with CN = host id) and the mTLS client configuration.
+//! - [`grpc`]: the transport edge — protocol messages <-> domain types. A step
+//!   this agent cannot understand is answered "unsupported", never a panic.
+//! - [`driver`]: the [`Driver`] seam and the [`LocalDriver`] doing the work on
+//!   this host (commands, verified archive installs, files, health checks).
+//! - [`store`]: the durable local record of finished executions.
+//! - [`facts`]: hostname, OS and arch reported in Hello.
+//! - [`error`]: [`AgentError`], the one error type.
+//!
+//! Failures of *steps* are not errors: they are outcomes reported to the
+//! coordinator. `AgentError` is for the agent itself failing.
+
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod enroll;
+pub mod error;
+pub mod facts;
+mod fsutil;
+pub mod grpc;
+pub mod session;
+pub mod store;
+pub mod tls;
+
+pub use cli::AgentArgs;
+pub use config::AgentConfig;
+pub use driver::{Driver, LocalDriver};
+pub use error::AgentError;
+pub use session::{Executor, run, run_local};
+pub use store::{ExecutionStore, FileStore, MemoryStore};

@@ -1,1 +1,40 @@
-fn main() {}
+//! `convoy-agent`: parse flags, set up logging, run until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use convoy_agent::AgentArgs;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = AgentArgs::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = args.into_config().context("invalid configuration")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "convoy-agent starting");
+    convoy_agent::run_local(config, shutdown).await.context("convoy-agent stopped")?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM; stopping"),
+    }
+    shutdown.cancel();
+}

@@ -69,7 +69,11 @@ impl FileStore {
     }
 
     fn store_err(&self, path: &Path, execution_id: &str, message: impl ToString) -> AgentError {
-        AgentError::Store { path: path.to_path_buf(), execution_id: execution_id.to_string(), message: message.to_string() }
+        AgentError::Store {
+            path: path.to_path_buf(),
+            execution_id: execution_id.to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -81,8 +85,8 @@ impl ExecutionStore for FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.store_err(&path, execution_id, e)),
         };
-        let record: Record =
-            serde_json::from_slice(&bytes).map_err(|e| self.store_err(&path, execution_id, format!("corrupt record: {e}")))?;
+        let record: Record = serde_json::from_slice(&bytes)
+            .map_err(|e| self.store_err(&path, execution_id, format!("corrupt record: {e}")))?;
         if record.execution_id != execution_id {
             // A sha256 collision is not a realistic event; a misplaced file is.
             return Err(self.store_err(

@@ -128,9 +128,8 @@ pub fn read_ca(ca_file: &Path) -> Result<String, AgentError> {
 
 /// TLS that verifies the coordinator, presenting `identity` if given.
 pub fn client_tls(config: &AgentConfig, ca_pem: &str, identity: Option<&AgentIdentity>) -> ClientTlsConfig {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name(config.server_name.clone());
+    let tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(config.server_name.clone());
     match identity {
         Some(id) => tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem)),
         None => tls,

@@ -193,13 +193,17 @@ fn unpack(source: &Path, dest: &Path, deadline: Option<Instant>) -> Result<Strin
                     .into_owned();
                 let target = entry_path(&target).map_err(|e| refuse(format!("hard link {:?}: {e}", raw_path)))?;
                 if target.as_os_str().is_empty() || target.ancestors().any(|a| symlinks.contains(a)) {
-                    return Err(refuse(format!("hard link {:?} -> {:?} is not a plain file of the archive", raw_path, target)));
+                    return Err(refuse(format!(
+                        "hard link {:?} -> {:?} is not a plain file of the archive",
+                        raw_path, target
+                    )));
                 }
             }
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => continue,
             other => return Err(refuse(format!("entry {:?} has unsupported type {other:?}", raw_path))),
         }
-        let unpacked = entry.unpack_in(dest).map_err(|e| timed_out_or(e, format!("unpacking {:?} from {shown}", raw_path)))?;
+        let unpacked =
+            entry.unpack_in(dest).map_err(|e| timed_out_or(e, format!("unpacking {:?} from {shown}", raw_path)))?;
         if !unpacked {
             return Err(refuse(format!("entry {:?} would land outside the release directory", raw_path)));
         }
@@ -264,7 +268,8 @@ pub(crate) fn install(spec: &ArchiveSpec, root: &Path, source: &Path, deadline: 
     let reused = if fs::symlink_metadata(&release).is_ok() {
         let recorded = fs::read_to_string(&marker).unwrap_or_default();
         if recorded.trim() != expected {
-            let recorded = if recorded.trim().is_empty() { "no record".to_string() } else { recorded.trim().to_string() };
+            let recorded =
+                if recorded.trim().is_empty() { "no record".to_string() } else { recorded.trim().to_string() };
             return Err(Fail::Failed(format!(
                 "{} already exists from a different archive (recorded sha256: {recorded}, this one: {expected}); \
                  remove it to reinstall {} {}",
@@ -331,7 +336,9 @@ pub(crate) fn installed_under(root: &Path) -> std::collections::BTreeMap<String,
     let Ok(dir) = fs::read_dir(root) else { return out };
     for entry in dir.flatten() {
         let Ok(target) = fs::read_link(entry.path().join("current")) else { continue };
-        if let (Some(component), Some(version)) = (entry.file_name().to_str(), target.file_name().and_then(|v| v.to_str())) {
+        if let (Some(component), Some(version)) =
+            (entry.file_name().to_str(), target.file_name().and_then(|v| v.to_str()))
+        {
             out.insert(component.to_string(), version.to_string());
         }
     }

@@ -153,7 +153,11 @@ pub(crate) async fn file_attempt(path: &PathBuf, contains: Option<&str>) -> Resu
 }
 
 /// One attempt of an exec check: does the command exit 0 within the budget?
-pub(crate) async fn exec_attempt(spec: &ExecSpec, workdir: Option<PathBuf>, budget: Duration) -> Result<Observed, Observed> {
+pub(crate) async fn exec_attempt(
+    spec: &ExecSpec,
+    workdir: Option<PathBuf>,
+    budget: Duration,
+) -> Result<Observed, Observed> {
     let run = exec::run_command(spec, workdir, Some(budget)).await;
     let seen = Observed {
         detail: exec::ended_message(&exec::describe(spec), &run.ended),

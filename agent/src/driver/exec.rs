@@ -143,7 +143,9 @@ pub(crate) async fn run_command(spec: &ExecSpec, workdir: Option<PathBuf>, limit
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return CommandRun { ended: Ended::SpawnFailed(e), stdout_tail: String::new(), stderr_tail: String::new() },
+        Err(e) => {
+            return CommandRun { ended: Ended::SpawnFailed(e), stdout_tail: String::new(), stderr_tail: String::new() };
+        }
     };
     let mut guard = GroupGuard { pgid: child.id() };
     let (out, err): (Tail, Tail) = Default::default();

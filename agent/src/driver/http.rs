@@ -191,7 +191,8 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
         Ok(Err(e)) => return Err(Observed::detail(format!("{}: {e}", spec.url))),
         Err(_) => return Err(Observed::detail(format!("{}: no complete response within {budget:?}", spec.url))),
     };
-    let seen = format!("{}: status {}, body {:?}", spec.url, response.status, truncate(response.body.trim(), BODY_SHOWN));
+    let seen =
+        format!("{}: status {}, body {:?}", spec.url, response.status, truncate(response.body.trim(), BODY_SHOWN));
     let status_ok = response.status == spec.expect_status;
     let body_ok = spec.body_contains.as_deref().is_none_or(|needle| response.body.contains(needle));
     if status_ok && body_ok {
@@ -236,7 +237,8 @@ mod tests {
 
     #[test]
     fn heads() {
-        let h = parse_head(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nTransfer-Encoding: Chunked").unwrap();
+        let h =
+            parse_head(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nTransfer-Encoding: Chunked").unwrap();
         assert_eq!((h.status, h.content_length, h.chunked), (503, Some(4), true));
         assert!(parse_head(b"SSH-2.0-OpenSSH").is_err());
     }

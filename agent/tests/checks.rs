@@ -1,0 +1,225 @@
+//! The file step and the checks against real files, sockets and processes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use convoy_agent::driver::{LocalDriver, step};
+use convoy_common::model::{
+    CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec, StepKind, StepOutcome, StepStatus,
+    TcpCheckSpec,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn policy(retries: u32, interval_ms: u64) -> CheckPolicy {
+    CheckPolicy { retries, interval: Duration::from_millis(interval_ms), deadline: Duration::from_secs(20) }
+}
+
+async fn run(driver: &LocalDriver, kind: StepKind) -> StepOutcome {
+    driver.run_step(&step("check", Duration::from_secs(30), kind)).await
+}
+
+#[tokio::test]
+async fn file_step_then_file_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let driver = LocalDriver::new(tmp.path());
+    let path = tmp.path().join("etc/app/app.conf");
+    let check = |contains: Option<&str>| {
+        StepKind::FileCheck(FileCheckSpec {
+            path: path.display().to_string(),
+            contains: contains.map(str::to_string),
+            policy: policy(1, 10),
+        })
+    };
+    let out = run(&driver, check(None)).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains("does not exist") && out.message.contains("2 attempts"), "{}", out.message);
+
+    let out =
+        run(&driver, StepKind::File(FileSpec { path: path.display().to_string(), content: "port=8080\n".into() }))
+            .await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "port=8080\n");
+
+    assert_eq!(run(&driver, check(Some("port=8080"))).await.status, StepStatus::Succeeded);
+    let out = run(&driver, check(Some("port=9090"))).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains("does not contain \"port=9090\""), "{}", out.message);
+
+    // Relative paths are resolved against the install root.
+    let out = run(&driver, StepKind::File(FileSpec { path: "rel/x.txt".into(), content: "r".into() })).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("rel/x.txt")).unwrap(), "r");
+}
+
+#[tokio::test]
+async fn file_check_passes_once_the_file_appears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let driver = LocalDriver::new(tmp.path());
+    let path = tmp.path().join("ready");
+    let p = path.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::fs::write(p, "ready").await.unwrap();
+    });
+    let kind = StepKind::FileCheck(FileCheckSpec {
+        path: path.display().to_string(),
+        contains: Some("ready".into()),
+        policy: policy(100, 20),
+    });
+    let out = run(&driver, kind).await;
+    writer.await.unwrap();
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+}
+
+#[tokio::test]
+async fn tcp_check_open_and_closed_ports() {
+    let driver = LocalDriver::new("/nonexistent");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = listener.local_addr().unwrap();
+    let out = run(&driver, StepKind::TcpCheck(TcpCheckSpec { address: open.to_string(), policy: policy(0, 10) })).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+
+    // A port that was just bound and released: nothing listens there.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let out =
+        run(&driver, StepKind::TcpCheck(TcpCheckSpec { address: closed.to_string(), policy: policy(2, 10) })).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains("3 attempts") && out.message.contains(&closed.to_string()), "{}", out.message);
+    assert!(out.message.contains("refused"), "{}", out.message);
+}
+
+#[tokio::test]
+async fn check_deadline_bounds_retries() {
+    let driver = LocalDriver::new("/nonexistent");
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let policy =
+        CheckPolicy { retries: 1000, interval: Duration::from_millis(50), deadline: Duration::from_millis(300) };
+    let started = Instant::now();
+    let out = run(&driver, StepKind::TcpCheck(TcpCheckSpec { address: closed.to_string(), policy })).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains("deadline"), "{}", out.message);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The step timeout binds before the check's deadline: TimedOut.
+    let policy = CheckPolicy { retries: 1000, interval: Duration::from_millis(50), deadline: Duration::from_secs(60) };
+    let kind = StepKind::TcpCheck(TcpCheckSpec { address: closed.to_string(), policy });
+    let out = driver.run_step(&step("check", Duration::from_millis(300), kind)).await;
+    assert_eq!(out.status, StepStatus::TimedOut, "{out:?}");
+}
+
+#[tokio::test]
+async fn exec_check_retries_until_exit_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let driver = LocalDriver::new(tmp.path());
+    let counter = tmp.path().join("count");
+    // Fails twice, then succeeds.
+    let script = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo try $n; [ $n -ge 3 ]",
+        c = counter.display()
+    );
+    let exec = ExecSpec { command: "sh".into(), args: vec!["-c".into(), script], ..ExecSpec::default() };
+    let out = run(&driver, StepKind::ExecCheck(ExecCheckSpec { exec: exec.clone(), policy: policy(5, 10) })).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert!(out.message.contains("3 attempts"), "{}", out.message);
+    assert_eq!(out.stdout_tail, "try 3\n");
+
+    std::fs::remove_file(&counter).unwrap();
+    let out = run(&driver, StepKind::ExecCheck(ExecCheckSpec { exec, policy: policy(1, 10) })).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert_eq!(out.exit_code, Some(1));
+    assert!(out.message.contains("exited with code 1") && out.message.contains("2 attempts"), "{}", out.message);
+}
+
+/// A tiny HTTP server: answers the n-th request with `responses[min(n, len-1)]`.
+async fn serve(responses: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = responses[n.min(responses.len() - 1)];
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got);
+                assert!(head.starts_with("GET /health HTTP/1.1\r\n"), "{head}");
+                assert!(head.contains("Connection: close"), "{head}");
+                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(reply.as_bytes()).await;
+                // Keep the connection open: the client must stop at Content-Length.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    (format!("http://{addr}/health"), hits)
+}
+
+#[tokio::test]
+async fn http_check_passes_on_retry() {
+    let driver = LocalDriver::new("/nonexistent");
+    let (url, hits) = serve(vec![(503, "starting"), (200, "{\"status\":\"ok\"}")]).await;
+    let kind = StepKind::HttpCheck(HttpCheckSpec {
+        url,
+        expect_status: 200,
+        body_contains: Some("\"ok\"".into()),
+        policy: policy(3, 20),
+    });
+    let out = run(&driver, kind).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert!(out.message.contains("2 attempts"), "{}", out.message);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn http_check_body_mismatch_and_bad_status_fail() {
+    let driver = LocalDriver::new("/nonexistent");
+    let (url, _) = serve(vec![(200, "degraded")]).await;
+    let kind = StepKind::HttpCheck(HttpCheckSpec {
+        url: url.clone(),
+        expect_status: 200,
+        body_contains: Some("healthy".into()),
+        policy: policy(1, 10),
+    });
+    let out = run(&driver, kind).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains(&format!("{url}: status 200, body \"degraded\"")), "{}", out.message);
+    assert!(out.message.contains("2 attempts"), "{}", out.message);
+
+    let (url, _) = serve(vec![(503, "down")]).await;
+    let kind = StepKind::HttpCheck(HttpCheckSpec {
+        url: url.clone(),
+        expect_status: 200,
+        body_contains: None,
+        policy: policy(0, 10),
+    });
+    let out = run(&driver, kind).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains(&format!("{url}: status 503, body \"down\"")), "{}", out.message);
+
+    let kind = StepKind::HttpCheck(HttpCheckSpec {
+        url: "https://127.0.0.1:1/".into(),
+        expect_status: 200,
+        body_contains: None,
+        policy: policy(0, 10),
+    });
+    let out = run(&driver, kind).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains("only http://"), "{}", out.message);
+}
