@@ -104,7 +104,7 @@ fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
     let init = Command::new(CONVOY).args(["__coordinator", "init", "--data-dir"]).arg(&data).output().unwrap();
     assert!(init.status.success(), "{init:?}");
     let stdout = String::from_utf8_lossy(&init.stdout);
-    let token = stdout.lines().find_map(|l| l.strip_prefix("join token: ")).expect("join token printed").trim().to_string();
+    let token = stdout.lines().filter(|l| l.starts_with("join token")).find_map(|l| l.rsplit_once(": ").map(|(_, t)| t)).expect("join token printed").trim().to_string();
 
     let mut procs = Procs(Vec::new());
     let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);
