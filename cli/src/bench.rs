@@ -108,7 +108,8 @@ async fn rollout(client: &mut crate::client::Client, version: &str) -> Result<f6
         .submit_plan(pb::SubmitPlanRequest { file_name: "bench.yaml".into(), plan_yaml: plan(version), dry_run: false })
         .await?
         .into_inner();
-    let mut stream = client.watch_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
+    let mut stream =
+        client.watch_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
     let mut state = String::new();
     while let Some(s) = stream.message().await? {
         state = s.state;

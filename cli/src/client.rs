@@ -96,14 +96,16 @@ pub type Client = OperatorServiceClient<InterceptedService<Channel, Auth>>;
 
 /// Connect (with a timeout) and return an authenticated operator client.
 pub async fn connect(t: &Target) -> Result<Client, CliError> {
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem)).domain_name(t.server_name.clone());
+    let tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem)).domain_name(t.server_name.clone());
     let endpoint = Endpoint::from_shared(t.url.clone())
         .map_err(|e| CliError::Usage(format!("bad coordinator address '{}': {e}", t.url)))?
         .tls_config(tls)
         .map_err(|e| CliError::Connect { url: t.url.clone(), message: e.to_string() })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)));
-    let channel = endpoint.connect().await.map_err(|e| CliError::Connect { url: t.url.clone(), message: format!("{e:?}") })?;
+    let channel =
+        endpoint.connect().await.map_err(|e| CliError::Connect { url: t.url.clone(), message: format!("{e:?}") })?;
     let token = format!("Bearer {}", t.token)
         .parse()
         .map_err(|_| CliError::Usage("the operator token has characters that cannot go in a header".into()))?;

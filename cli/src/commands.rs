@@ -145,7 +145,8 @@ pub async fn apply_cmd(file: &Path, target: &Target, detach: bool, output: Outpu
     let source = read_plan(file)?;
     plan::parse_plan(&name, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
     let mut c = connect(target).await?;
-    let r = c.submit_plan(pb::SubmitPlanRequest { file_name: name, plan_yaml: source, dry_run: false }).await?.into_inner();
+    let r =
+        c.submit_plan(pb::SubmitPlanRequest { file_name: name, plan_yaml: source, dry_run: false }).await?.into_inner();
     eprintln!("rollout {} created", r.rollout_id);
     if detach {
         println!("{}", r.rollout_id);
@@ -163,7 +164,13 @@ pub async fn follow(c: &mut Client, rollout_id: &str, output: Output) -> Result<
     let mut last_text = String::new();
     let mut last: Option<pb::RolloutStatus> = None;
     while let Some(s) = stream.message().await? {
-        let text = format!("rollout {} [{}] {:.1}s\n{}", s.rollout_id, s.state, start.elapsed().as_secs_f64(), render::groups(&s));
+        let text = format!(
+            "rollout {} [{}] {:.1}s\n{}",
+            s.rollout_id,
+            s.state,
+            start.elapsed().as_secs_f64(),
+            render::groups(&s)
+        );
         if output == Output::Text {
             let body = text.split_once('\n').map(|(_, b)| b).unwrap_or("");
             let mut err = std::io::stderr().lock();

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::fleet::LocalFleet;
 use crate::commands::{Output, follow, summary_text};
 use crate::error::CliError;
+use crate::fleet::LocalFleet;
 use convoy_proto::v1 as pb;
 
 pub const INSTALL_PLAN: &str = include_str!("../../examples/demo/install-v1.yaml");

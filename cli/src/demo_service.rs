@@ -71,7 +71,10 @@ pub fn run(cmd: DemoServiceCommand) -> Result<(), CliError> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(CliError::Demo(format!("demo-service did not listen on port {port} within 10s; see {}", log_path.display())))
+            Err(CliError::Demo(format!(
+                "demo-service did not listen on port {port} within 10s; see {}",
+                log_path.display()
+            )))
         }
         DemoServiceCommand::Stop { root } => stop(&root),
     }

@@ -74,7 +74,12 @@ impl LocalFleet {
     }
 
     /// Start one agent process for `host_id` with `labels`.
-    pub fn spawn_agent(&mut self, host_id: &str, labels: &[(String, String)], install_root: &Path) -> Result<(), CliError> {
+    pub fn spawn_agent(
+        &mut self,
+        host_id: &str,
+        labels: &[(String, String)],
+        install_root: &Path,
+    ) -> Result<(), CliError> {
         let state = self.dir.join("hosts").join(host_id).join("agent");
         let mut cmd = Command::new(&self.exe);
         cmd.arg("__agent")

@@ -163,4 +163,3 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(())
     })
 }
-

@@ -38,7 +38,15 @@ pub fn hosts(s: &pb::RolloutStatus) -> String {
         let note = if h.message.is_empty() { h.current_step.clone() } else { h.message.clone() };
         let note: String = note.chars().take(100).collect();
         let v = if h.version.is_empty() { "-" } else { &h.version };
-        let _ = writeln!(out, "  {:<hw$}  {:<gw$}  {:<10}  {:<12}  {}", h.host_id, h.group, h.state, v, note.replace('\n', " "));
+        let _ = writeln!(
+            out,
+            "  {:<hw$}  {:<gw$}  {:<10}  {:<12}  {}",
+            h.host_id,
+            h.group,
+            h.state,
+            v,
+            note.replace('\n', " ")
+        );
     }
     out
 }
@@ -54,7 +62,11 @@ pub fn agents(list: &[pb::AgentInfo]) -> String {
             l
         };
         let installed: Vec<String> = {
-            let mut l: Vec<_> = a.facts.as_ref().map(|f| f.installed.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
+            let mut l: Vec<_> = a
+                .facts
+                .as_ref()
+                .map(|f| f.installed.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
             l.sort();
             l
         };

@@ -88,7 +88,11 @@ groups:
 fn plan_validation_errors_exit_2_and_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "name: x\nversion: \"1\"\ngroups:\n  - name: a\n    select: { role: db }\n    after: [ghost]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "name: x\nversion: \"1\"\ngroups:\n  - name: a\n    select: { role: db }\n    after: [ghost]\n",
+    )
+    .unwrap();
     let out = Command::new(CONVOY).args(["plan"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -104,7 +108,13 @@ fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
     let init = Command::new(CONVOY).args(["__coordinator", "init", "--data-dir"]).arg(&data).output().unwrap();
     assert!(init.status.success(), "{init:?}");
     let stdout = String::from_utf8_lossy(&init.stdout);
-    let token = stdout.lines().filter(|l| l.starts_with("join token")).find_map(|l| l.rsplit_once(": ").map(|(_, t)| t)).expect("join token printed").trim().to_string();
+    let token = stdout
+        .lines()
+        .filter(|l| l.starts_with("join token"))
+        .find_map(|l| l.rsplit_once(": ").map(|(_, t)| t))
+        .expect("join token printed")
+        .trim()
+        .to_string();
 
     let mut procs = Procs(Vec::new());
     let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);

@@ -68,13 +68,21 @@ impl ServeArgs {
         let hb = Duration::from_millis(self.heartbeat_ms);
         Ok(ServerConfig {
             data_dir: self.data_dir,
-            runtime: RuntimeConfig { heartbeat_interval: hb, agent_timeout: hb * self.missed_heartbeats, ..Default::default() },
+            runtime: RuntimeConfig {
+                heartbeat_interval: hb,
+                agent_timeout: hb * self.missed_heartbeats,
+                ..Default::default()
+            },
         })
     }
 }
 
 /// `init`: PKI, operator token and a join token; returns what to tell the user.
-pub fn init(data_dir: &std::path::Path, server_names: &[String], join_ttl: Duration) -> Result<InitReport, CoordinatorError> {
+pub fn init(
+    data_dir: &std::path::Path,
+    server_names: &[String],
+    join_ttl: Duration,
+) -> Result<InitReport, CoordinatorError> {
     let out = crate::tls::init(data_dir, server_names)?;
     let store = crate::server::open_store(data_dir)?;
     let join_token = crate::grpc::issue_join_token(&store, crate::runtime::Clock::system().now(), join_ttl)?;
@@ -113,7 +121,8 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                 // Written atomically so a reader never sees half an address.
                 let tmp = f.with_extension("tmp");
                 let addr = listener.local_addr().map_err(|source| CoordinatorError::Bind { addr: listen, source })?;
-                std::fs::write(&tmp, addr.to_string()).map_err(|source| CoordinatorError::Io { path: tmp.clone(), source })?;
+                std::fs::write(&tmp, addr.to_string())
+                    .map_err(|source| CoordinatorError::Io { path: tmp.clone(), source })?;
                 std::fs::rename(&tmp, &f).map_err(|source| CoordinatorError::Io { path: f.clone(), source })?;
             }
             crate::server::run(listener, config, shutdown).await?;

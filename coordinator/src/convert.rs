@@ -75,7 +75,8 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
             });
         }
     };
-    let installed = (!r.component.is_empty() && !r.installed_version.is_empty()).then(|| (r.component, r.installed_version));
+    let installed =
+        (!r.component.is_empty() && !r.installed_version.is_empty()).then(|| (r.component, r.installed_version));
     Ok((
         r.execution_id,
         StepOutcome {

@@ -45,9 +45,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Host ids end up in paths, execution ids and certificates: keep them plain.
 fn valid_host_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 pub struct AgentSvc {
@@ -114,7 +112,9 @@ impl pb::agent_service_server::AgentService for AgentSvc {
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let certs = req.peer_certs().ok_or_else(|| {
-            to_status(CoordinatorError::Unauthenticated { message: "a client certificate is required (enrol first)".into() })
+            to_status(CoordinatorError::Unauthenticated {
+                message: "a client certificate is required (enrol first)".into(),
+            })
         })?;
         let cert_host = certs.first().and_then(|c| certificate_common_name(c)).ok_or_else(|| {
             to_status(CoordinatorError::Unauthenticated { message: "client certificate names no host".into() })
@@ -203,7 +203,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutStatus, Status>> 
 
 #[tonic::async_trait]
 impl pb::operator_service_server::OperatorService for OperatorSvc {
-    async fn submit_plan(&self, req: Request<pb::SubmitPlanRequest>) -> Result<Response<pb::SubmitPlanResponse>, Status> {
+    async fn submit_plan(
+        &self,
+        req: Request<pb::SubmitPlanRequest>,
+    ) -> Result<Response<pb::SubmitPlanResponse>, Status> {
         let by = caller(&req);
         let r = req.into_inner();
         let file = if r.file_name.is_empty() { "plan.yaml".to_string() } else { r.file_name };
@@ -244,7 +247,10 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         Ok(Response::new(pb::ListRolloutsResponse { rollouts: list.iter().map(convert::rollout_to_wire).collect() }))
     }
 
-    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let list = self.runtime.list_agents().await.map_err(to_status)?;
         Ok(Response::new(pb::ListAgentsResponse { agents: list.iter().map(convert::agent_to_wire).collect() }))
     }

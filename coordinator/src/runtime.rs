@@ -65,7 +65,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { heartbeat_interval: Duration::from_secs(2), agent_timeout: Duration::from_secs(6), max_batch: 4096 }
+        RuntimeConfig {
+            heartbeat_interval: Duration::from_secs(2),
+            agent_timeout: Duration::from_secs(6),
+            max_batch: 4096,
+        }
     }
 }
 
@@ -174,7 +178,13 @@ impl RuntimeHandle {
     pub fn disconnect(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
         self.send(Command::Disconnect { host: host.to_string(), session })
     }
-    pub async fn submit(&self, file: &str, source: &str, dry_run: bool, by: &str) -> Result<Submitted, CoordinatorError> {
+    pub async fn submit(
+        &self,
+        file: &str,
+        source: &str,
+        dry_run: bool,
+        by: &str,
+    ) -> Result<Submitted, CoordinatorError> {
         let (file, source, by) = (file.to_string(), source.to_string(), by.to_string());
         self.ask(|reply| Command::Submit { file, source, dry_run, by, reply }).await
     }
@@ -190,7 +200,10 @@ impl RuntimeHandle {
     pub async fn get(&self, rollout_id: Option<String>) -> Result<RolloutSnapshot, CoordinatorError> {
         self.ask(|reply| Command::Get { rollout_id, reply }).await
     }
-    pub async fn watch(&self, rollout_id: Option<String>) -> Result<watch::Receiver<Arc<RolloutSnapshot>>, CoordinatorError> {
+    pub async fn watch(
+        &self,
+        rollout_id: Option<String>,
+    ) -> Result<watch::Receiver<Arc<RolloutSnapshot>>, CoordinatorError> {
         self.ask(|reply| Command::Watch { rollout_id, reply }).await
     }
     pub async fn list_rollouts(&self) -> Result<Vec<RolloutSnapshot>, CoordinatorError> {
@@ -512,7 +525,8 @@ impl Actor {
                 self.result(&host, execution_id, outcome);
             }
             Command::Disconnect { host, session } => {
-                let current = self.agents.get(&host).and_then(|a| a.session.as_ref()).is_some_and(|(s, _)| *s == session);
+                let current =
+                    self.agents.get(&host).and_then(|a| a.session.as_ref()).is_some_and(|(s, _)| *s == session);
                 if current {
                     tracing::info!(%host, "agent session ended");
                     self.lose(&host);
@@ -576,7 +590,10 @@ impl Actor {
     }
 
     fn snapshot(&self, id: &str) -> Result<RolloutSnapshot, CoordinatorError> {
-        self.rollouts.get(id).map(|r| r.snapshot()).ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })
+        self.rollouts
+            .get(id)
+            .map(|r| r.snapshot())
+            .ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })
     }
 
     fn connect(&mut self, hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent>) {

@@ -40,7 +40,11 @@ fn read(path: &Path) -> Result<String, CoordinatorError> {
 
 /// Serve until `shutdown` is cancelled. The data directory must have been
 /// initialised (`convoy-coordinator init`).
-pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
     let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);

@@ -97,13 +97,18 @@ pub fn init(data_dir: &Path, server_names: &[String]) -> Result<InitOutput, Coor
     let token_path = operator_token_path(data_dir);
     if paths.ca_cert().exists() && paths.server_cert().exists() && token_path.exists() {
         let operator_token = std::fs::read_to_string(&token_path).map_err(io_err(&token_path))?;
-        return Ok(InitOutput { ca_file: paths.ca_cert(), operator_token: operator_token.trim().to_string(), existed: true });
+        return Ok(InitOutput {
+            ca_file: paths.ca_cert(),
+            operator_token: operator_token.trim().to_string(),
+            existed: true,
+        });
     }
 
     let ca_key = KeyPair::generate().map_err(tls_err("CA key"))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA params"))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "Convoy CA");
     ca_params.distinguished_name = dn;

@@ -249,7 +249,11 @@ impl Cluster {
     pub async fn submit(&self, yaml: &str) -> anyhow::Result<String> {
         let mut op = self.operator().await?;
         let r = op
-            .submit_plan(pb::SubmitPlanRequest { file_name: "test.yaml".into(), plan_yaml: yaml.into(), dry_run: false })
+            .submit_plan(pb::SubmitPlanRequest {
+                file_name: "test.yaml".into(),
+                plan_yaml: yaml.into(),
+                dry_run: false,
+            })
             .await?
             .into_inner();
         Ok(r.rollout_id)
@@ -262,7 +266,10 @@ impl Cluster {
 
     /// The execution log as the coordinator stored it, replayed to actions.
     /// Stops the coordinator first (the store is single-process).
-    pub async fn event_log(&mut self, rollout: &str) -> anyhow::Result<(convoy_common::model::RolloutSpec, Vec<LogEntry>)> {
+    pub async fn event_log(
+        &mut self,
+        rollout: &str,
+    ) -> anyhow::Result<(convoy_common::model::RolloutSpec, Vec<LogEntry>)> {
         self.stop_coordinator().await?;
         event_log(&self.data_dir, rollout)
     }
