@@ -76,7 +76,7 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
         }
     };
     let installed =
-        (!r.component.is_empty() && !r.installed_version.is_empty()).then(|| (r.component, r.installed_version));
+        (!r.component.is_empty() && !r.installed_version.is_empty()).then_some((r.component, r.installed_version));
     Ok((
         r.execution_id,
         StepOutcome {

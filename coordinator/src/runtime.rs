@@ -241,6 +241,9 @@ struct AgentConn {
     session: Option<(u64, mpsc::UnboundedSender<ToAgent>)>,
 }
 
+/// Work that must wait until the batch is durable (answers to callers).
+type AfterCommit = Box<dyn FnOnce(&Actor) + Send>;
+
 /// The runtime task's state.
 struct Actor {
     store: Arc<dyn Store>,
@@ -257,7 +260,7 @@ struct Actor {
     // The current batch.
     events: Vec<(String, StoredEvent)>,
     actions: Vec<(String, Action)>,
-    after_commit: Vec<Box<dyn FnOnce(&Actor) + Send>>,
+    after_commit: Vec<AfterCommit>,
 }
 
 /// Start the runtime task: load agents and rollouts from `store`, rebuild
