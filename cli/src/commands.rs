@@ -53,8 +53,12 @@ pub async fn plan_cmd(
                 .submit_plan(pb::SubmitPlanRequest { file_name: name.clone(), plan_yaml: source, dry_run: true })
                 .await?
                 .into_inner();
+            if format == Format::Dot {
+                print!("{}", r.dot);
+                return Ok(());
+            }
             let summary: serde_json::Value = serde_json::from_str(&r.expansion_json).unwrap_or_default();
-            return print_summary_json(&summary, output, format);
+            return print_summary_json(&summary, output);
         }
     };
     match format {
@@ -62,25 +66,11 @@ pub async fn plan_cmd(
             print!("{}", plan::to_dot(&spec));
             Ok(())
         }
-        Format::Summary => print_summary_json(&plan::summary_json(&spec), output, format),
+        Format::Summary => print_summary_json(&plan::summary_json(&spec), output),
     }
 }
 
-fn print_summary_json(summary: &serde_json::Value, output: Output, format: Format) -> Result<(), CliError> {
-    if format == Format::Dot {
-        // The coordinator returns the summary; rebuild a DOT graph from it.
-        println!("digraph plan {{\n  rankdir=LR;");
-        for g in summary["groups"].as_array().into_iter().flatten() {
-            let name = g["name"].as_str().unwrap_or("?");
-            let n = g["hosts"].as_array().map(|a| a.len()).unwrap_or(0);
-            println!("  \"{name}\" [shape=box,label=\"{name}\\n{n} hosts\"];");
-            for a in g["after"].as_array().into_iter().flatten() {
-                println!("  \"{}\" -> \"{name}\";", a.as_str().unwrap_or("?"));
-            }
-        }
-        println!("}}");
-        return Ok(());
-    }
+fn print_summary_json(summary: &serde_json::Value, output: Output) -> Result<(), CliError> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(summary).unwrap_or_default()),
         Output::Text => print!("{}", summary_text(summary)),

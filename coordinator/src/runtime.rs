@@ -120,6 +120,8 @@ pub struct Submitted {
     /// Empty for a dry run.
     pub rollout_id: String,
     pub summary: serde_json::Value,
+    /// The group DAG in Graphviz format.
+    pub dot: String,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, CoordinatorError>>;
@@ -659,8 +661,9 @@ impl Actor {
         };
         let spec = plan::expand(&parsed, &inventory)?;
         let summary = plan::summary_json(&spec);
+        let dot = plan::to_dot(&spec);
         if dry_run {
-            return Ok(Submitted { rollout_id: String::new(), summary });
+            return Ok(Submitted { rollout_id: String::new(), summary, dot });
         }
         for h in &spec.hosts {
             if let Some(others) = self.active.get(&h.host).filter(|l| !l.is_empty()) {
@@ -712,6 +715,6 @@ impl Actor {
             }
         }
         self.event(&id, Event::Started);
-        Ok(Submitted { rollout_id: id, summary })
+        Ok(Submitted { rollout_id: id, summary, dot })
     }
 }
