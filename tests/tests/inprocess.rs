@@ -141,3 +141,43 @@ async fn failures_beyond_the_budget_halt_and_nothing_new_starts() -> anyhow::Res
     c.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agent_fails_its_host_after_the_lost_timeout_and_the_budget_decides() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    c.add_fake_agent("slow-1", &[("tier", "slow")], Duration::from_secs(30))?;
+    c.add_fake_agent("slow-2", &[("tier", "slow")], Duration::from_millis(5))?;
+    c.wait_agents(2, Duration::from_secs(30)).await?;
+    let plan = r#"
+name: lost
+version: "2"
+host_lost_timeout: 1s
+groups:
+  - name: slow
+    select: { tier: slow }
+    strategy: { max_parallel: 1, max_failures: 0 }
+    steps:
+      - name: work
+        exec: { command: "true" }
+"#;
+    let id = c.submit(plan).await?;
+    // slow-1 is working on its 30s step; take its agent away.
+    convoy_tests::wait_until(Duration::from_secs(10), "slow-1 to start", || {
+        let started = c.runs.lock().unwrap().iter().any(|r| r.host == "slow-1");
+        std::future::ready(started.then_some(()))
+    })
+    .await?;
+    c.kill_agent("slow-1").await;
+    let status = c.wait_finished(&id, Duration::from_secs(30)).await?;
+    assert_eq!(status.state, "failed", "{status:?}");
+    let h1 = status.hosts.iter().find(|h| h.host_id == "slow-1").unwrap();
+    assert_eq!(h1.state, "failed");
+    assert!(h1.message.contains("lost"), "{h1:?}");
+    let h2 = status.hosts.iter().find(|h| h.host_id == "slow-2").unwrap();
+    assert_eq!(h2.state, "skipped", "the budget of 0 halts before slow-2 starts");
+    let (spec, log) = c.event_log(&id).await?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    assert!(log.iter().any(|e| matches!(&e.event, Event::AgentLost { host } if host == "slow-1")));
+    c.shutdown().await;
+    Ok(())
+}
