@@ -14,58 +14,114 @@
 //!   but starts no host until the rollout resumes.
 //! - Inside a group hosts move through a sliding window of
 //!   `strategy.max_parallel`, in the group's host order; a host is *in flight*
-//!   while it is running a step or soaking, so a finished host keeps its slot
-//!   for `soak`. A host with no steps succeeds at once, without a soak.
+//!   while it is running a step, soaking or rolling back, so a finished host
+//!   keeps its slot for `soak`. A host with no steps succeeds at once, without
+//!   a soak.
 //! - A host fails at its first failed step (checks retry on the agent), with
 //!   the agent's message as its reason. A step with no result within its
 //!   timeout plus [`STEP_GRACE`] fails the host with "no result within timeout".
 //! - A host that has started runs all its steps even when the rollout is
-//!   paused, halting or aborting: stopping between, say, "drain" and "undrain"
-//!   would leave it worse off than either end. Pause, halt and abort only stop
-//!   *new* hosts from starting.
-//! - More than `max_failures` failed hosts in a group fails the group at once
-//!   and halts the whole rollout: nothing new starts, in-flight steps finish,
-//!   then the rollout is `Failed`. A failure while aborting keeps it aborting.
-//! - When the rollout starts halting or aborting, hosts that are only soaking
-//!   succeed at once: the soak guards the next host, and none will start.
-//! - When nothing is in flight any more: halting ends `Failed`, aborting ends
-//!   `Aborted`, and running (or paused) with every group finished ends
-//!   `Succeeded`. Hosts that never started are then `Skipped` (each with its own
-//!   [`Action::HostDone`]), and so is every group that did not finish. A paused
-//!   rollout with work left stays paused. [`Action::Finished`] is emitted
-//!   exactly once; after it every event is ignored.
+//!   paused, halting, aborting or rolling back: stopping between, say, "drain"
+//!   and "undrain" would leave it worse off than either end. Pause, halt,
+//!   abort and rollback only stop *new* hosts from starting.
+//! - **Budgets.** More than `max_failures` failed hosts in a group fails the
+//!   group at once; more than the rollout's `max_failures` failed hosts over
+//!   all groups (counted over the whole rollout, never per batch) does the
+//!   same for the rollout. Either one then acts on `on_failure` (the group's
+//!   for a group budget, the plan's for the rollout budget): `halt` and
+//!   `rollback_host` halt the rollout — nothing new starts, in-flight steps
+//!   finish, then the rollout is `Failed`; `rollback_group` halts and also
+//!   rolls back every host the failed group started; `rollback_all` rolls
+//!   back every host the rollout started (the rollout is `RollingBack`).
+//!   A failure while aborting keeps it aborting unless it asks for
+//!   `rollback_all`.
+//! - **Canaries.** A group with a canary phase starts as `Canary`: only its
+//!   first `canary.hosts` hosts (the plan puts the canaries first) move
+//!   through the window. Any canary failure fails the group at once, whatever
+//!   its budget, before any other host is touched, and `on_failure` applies.
+//!   Once every canary succeeded (soak included), the group waits in
+//!   `AwaitingApproval` for an operator's `Approve`, or in `CanarySoak` until
+//!   its [`Timer::PromoteCanaries`] fires (`promote: { after }`; an `Approve`
+//!   ends that wait early), then runs its other hosts as usual. `Approve`
+//!   promotes every group waiting; it is recorded only in the message when
+//!   nothing waits. A group whose canaries pass while the rollout is stopping
+//!   is not promoted (it is skipped at the end).
+//! - **Rollback.** A host's rollback runs the undos of the steps that
+//!   succeeded (see [`HostPlan::rollback_plan`]), last first, then its group's
+//!   rollback steps, through the same dispatch mechanism
+//!   ([`Action::DispatchRollback`], execution ids `rollout/host/rbN/attempt`),
+//!   with the same step deadline and lost-agent rules. It stops at the first
+//!   failed rollback step: the host ends `RollbackFailed`, otherwise
+//!   `RolledBack`. A host is rolled back at most once, only if it started
+//!   (a host that never ran a step has nothing to undo), and not at all when
+//!   its rollback list is empty (its state stays, its message says there was
+//!   nothing to roll back).
+//! - Under any `rollback_*` mode a host that fails is rolled back at once,
+//!   keeping the slot it was using; its failure still counts in the budgets.
+//! - A group rollback (`rollback_group`, or every started group under
+//!   `rollback_all` or the operator's `Rollback`) walks the group's started
+//!   hosts in reverse order through the same `max_parallel` window, waiting
+//!   for hosts still running their steps to finish first; the group is then
+//!   `RolledBack` (or `RollbackFailed` if any host's rollback failed). Under a
+//!   whole-rollout rollback a group starts rolling back only once every group
+//!   that depends on it has finished rolling back (reverse DAG order).
+//! - The operator's `Rollback` rolls back everything started so far, as
+//!   `rollback_all` does, from any state that is not terminal or already
+//!   rolling back. The rollout ends `RolledBack` once every rollback is done,
+//!   or `Failed` if one of them failed. A rollback cannot be paused or
+//!   aborted: pause, resume and abort are ignored while rolling back. A
+//!   finished rollout ignores every event, `Rollback` included.
+//! - When the rollout starts halting, aborting or rolling back, hosts that are
+//!   only soaking succeed at once: the soak guards the next host, and none
+//!   will start.
+//! - When nothing is in flight and no rollback is waiting any more: halting
+//!   ends `Failed`, aborting ends `Aborted`, rolling back ends `RolledBack`
+//!   (or `Failed`), and running (or paused) with every group finished ends
+//!   `Succeeded` (a host rolled back within its budget does not prevent that).
+//!   Hosts that never started are then `Skipped` (each with its own
+//!   [`Action::HostDone`]), and so is every group that did not finish. A
+//!   paused rollout with work left, or a group waiting to be promoted, keeps
+//!   the rollout open. [`Action::Finished`] is emitted exactly once; after it
+//!   every event is ignored.
+//! - [`Action::HostDone`] is emitted when a host's upgrade ends (`Succeeded`,
+//!   `Failed`, `Skipped`) and again when a rollback of it ends (`RolledBack`,
+//!   `RollbackFailed`): a rollback is the only thing that reopens a host.
 //! - A host whose agent is lost stays in flight for `host_lost_timeout`; if the
 //!   agent comes back its in-flight execution is sent again under the same id
 //!   (the agent answers a known id from its store), otherwise the host fails
-//!   with "agent lost". Connectivity is tracked for every host, so a host that
-//!   starts while its agent is known to be gone gets the same deadline, counted
-//!   from its start. Any reconnect of a running host re-sends its execution:
-//!   the agent deduplicates by id, and a new session may have missed it.
+//!   with "agent lost" (or its rollback fails). Connectivity is tracked for
+//!   every host, so a host that starts while its agent is known to be gone
+//!   gets the same deadline, counted from its start. Any reconnect of a
+//!   running host re-sends its execution: the agent deduplicates by id, and a
+//!   new session may have missed it.
 //! - Timers are never cancelled. A timer that no longer matches the state is
 //!   ignored: a soak for a host no longer soaking, a step deadline for an
 //!   execution no longer current, a lost deadline for a host that reconnected
-//!   or whose current outage started later. Runtimes fire a timer at or after
-//!   its `at`; the lost deadline relies on that to tell outages apart.
+//!   or whose current outage started later, a promotion for a group no longer
+//!   waiting. Runtimes fire a timer at or after its `at`; the lost deadline
+//!   relies on that to tell outages apart.
 //! - Operator commands that do not apply in the current state (pausing a
-//!   paused rollout, resuming a running one, aborting one already aborting)
-//!   change nothing but the view's message, which says why. Approve is
-//!   recorded in the message; nothing waits for approval yet.
-//! - Execution ids are `rollout/host/step/attempt` and never reused: attempts
-//!   are counted per host and step, starting at 1.
+//!   paused rollout, resuming a running one, aborting one already aborting,
+//!   approving when nothing waits) change nothing but the view's message,
+//!   which says why.
+//! - Execution ids are `rollout/host/step/attempt` (rollback steps:
+//!   `rollout/host/rbN/attempt`) and never reused: attempts are counted per
+//!   host and step, starting at 1.
 //! - A spec whose dependencies can never be met (a cycle that validation
 //!   missed) ends `Failed` rather than running forever.
 //!
 //! Cost: each event costs time in proportion to the work it triggers
 //! (dispatches, groups started), not to the fleet's size; hosts and
 //! executions are found through hash maps, and groups keep their own counters.
-//! Only the transitions to halting/aborting and the final skip walk the hosts.
+//! Only the transitions to halting/aborting/rolling back, the final skip and
+//! [`Engine::view`] walk the hosts.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{HostId, RolloutSpec, StepOutcome, StepSpec, StepStatus, UnixMillis};
+use crate::model::{HostId, HostPlan, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, UnixMillis};
 
 /// Time added to a step's own timeout before the engine gives up waiting for
 /// its result: the agent kills the step at its timeout and still has to report.
@@ -84,7 +140,7 @@ pub enum Event {
     AgentConnected { host: HostId },
     /// A host's agent session ended or its heartbeats stopped.
     AgentLost { host: HostId },
-    /// An agent reported the outcome of an execution.
+    /// An agent reported the outcome of an execution (a step or a rollback step).
     StepFinished { execution_id: ExecutionId, outcome: StepOutcome },
     /// A timer the engine asked for with [`Action::Schedule`] has expired.
     TimerFired { timer: Timer },
@@ -102,8 +158,12 @@ pub enum OperatorCommand {
     Resume,
     /// Start nothing new; once in-flight work finishes the rollout is aborted.
     Abort,
-    /// Let a rollout waiting for approval go on (canaries, later issues).
+    /// Promote every group whose canaries passed and that waits for approval
+    /// (or for its promotion timer).
     Approve,
+    /// Start nothing new and roll back every host started so far, in reverse
+    /// DAG order; the rollout then ends `RolledBack` (or `Failed`).
+    Rollback,
 }
 
 /// A timer the engine asked for. Timers are never cancelled: when one fires
@@ -117,6 +177,9 @@ pub enum Timer {
     StepDeadline { execution_id: ExecutionId },
     /// A host's agent has been gone for `host_lost_timeout`.
     LostDeadline { host: HostId },
+    /// The soak after a group's canaries passed is over: the group goes on
+    /// with its other hosts (`promote: { after }`).
+    PromoteCanaries { group: String },
 }
 
 /// Something the runtime must do, returned by [`Engine::handle`].
@@ -127,9 +190,14 @@ pub enum Action {
     /// is sent again after a reconnect (the agent answers it from its store
     /// if it already ran it).
     Dispatch { host: HostId, execution_id: ExecutionId, step_index: usize, step: StepSpec, resend: bool },
+    /// Send a rollback step to a host's agent: carried out exactly like
+    /// [`Action::Dispatch`] (same message to the agent, same dedup by id, the
+    /// result comes back as [`Event::StepFinished`]). `rollback_index` is the
+    /// position in the host's rollback list, not a step index.
+    DispatchRollback { host: HostId, execution_id: ExecutionId, rollback_index: usize, step: StepSpec, resend: bool },
     /// Feed `Event::TimerFired { timer }` back at `at`.
     Schedule { at: UnixMillis, timer: Timer },
-    /// A host reached a terminal state.
+    /// A host's upgrade, or later its rollback, ended in `state`.
     HostDone { host: HostId, state: HostState },
     /// The rollout reached a terminal state; nothing more will be dispatched.
     Finished { state: RolloutState },
@@ -145,28 +213,35 @@ pub enum RolloutState {
     Running,
     /// An operator paused it: in-flight work finishes, nothing new starts.
     Paused,
-    /// A failure budget was exceeded: in-flight work finishes, then `Failed`.
+    /// A failure budget was exceeded: in-flight work (and any group rollback)
+    /// finishes, then `Failed`.
     Halting,
     /// An operator aborted it: in-flight work finishes, then `Aborted`.
     Aborting,
+    /// Every host started so far is being rolled back (`rollback_all` or the
+    /// operator's `Rollback`); nothing new starts.
+    RollingBack,
     /// Every group finished within its failure budget.
     Succeeded,
-    /// A failure budget was exceeded.
+    /// A failure budget was exceeded, or a rollback failed.
     Failed,
     /// An operator aborted it.
     Aborted,
+    /// Every host it started was rolled back (or had nothing to undo).
+    RolledBack,
 }
 
 impl RolloutState {
     /// True for states no event can leave.
     pub fn is_terminal(self) -> bool {
         match self {
-            RolloutState::Succeeded | RolloutState::Failed | RolloutState::Aborted => true,
+            RolloutState::Succeeded | RolloutState::Failed | RolloutState::Aborted | RolloutState::RolledBack => true,
             RolloutState::Pending
             | RolloutState::Running
             | RolloutState::Paused
             | RolloutState::Halting
-            | RolloutState::Aborting => false,
+            | RolloutState::Aborting
+            | RolloutState::RollingBack => false,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -176,9 +251,11 @@ impl RolloutState {
             RolloutState::Paused => "paused",
             RolloutState::Halting => "halting",
             RolloutState::Aborting => "aborting",
+            RolloutState::RollingBack => "rolling_back",
             RolloutState::Succeeded => "succeeded",
             RolloutState::Failed => "failed",
             RolloutState::Aborted => "aborted",
+            RolloutState::RolledBack => "rolled_back",
         }
     }
 }
@@ -189,25 +266,60 @@ impl RolloutState {
 pub enum GroupState {
     /// Some group it depends on has not finished yet.
     Waiting,
+    /// Only its canary hosts are being upgraded.
+    Canary,
+    /// Its canaries passed; it waits for an operator's `Approve`.
+    AwaitingApproval,
+    /// Its canaries passed; it goes on when its promotion timer fires.
+    CanarySoak,
     /// Its hosts are being upgraded.
     Running,
     /// Every host finished and failures stayed within budget.
     Succeeded,
-    /// Its failure budget was exceeded.
+    /// Its failure budget was exceeded, or a canary failed.
     Failed,
     /// It did not run to its end: a dependency failed, or the rollout halted
     /// or was aborted before all its hosts started.
     Skipped,
+    /// The hosts it started are being rolled back.
+    RollingBack,
+    /// Every host it started was rolled back (or had nothing to undo).
+    RolledBack,
+    /// Its rollback ended, and at least one host's rollback failed.
+    RollbackFailed,
 }
 
 impl GroupState {
     pub fn as_str(self) -> &'static str {
         match self {
             GroupState::Waiting => "waiting",
+            GroupState::Canary => "canary",
+            GroupState::AwaitingApproval => "awaiting_approval",
+            GroupState::CanarySoak => "canary_soak",
             GroupState::Running => "running",
             GroupState::Succeeded => "succeeded",
             GroupState::Failed => "failed",
             GroupState::Skipped => "skipped",
+            GroupState::RollingBack => "rolling_back",
+            GroupState::RolledBack => "rolled_back",
+            GroupState::RollbackFailed => "rollback_failed",
+        }
+    }
+
+    /// True while the group can still finish its upgrade (it counts as open).
+    fn is_open(self) -> bool {
+        match self {
+            GroupState::Waiting
+            | GroupState::Canary
+            | GroupState::AwaitingApproval
+            | GroupState::CanarySoak
+            | GroupState::Running => true,
+            GroupState::Succeeded
+            | GroupState::Failed
+            | GroupState::Skipped
+            | GroupState::RollingBack
+            | GroupState::RolledBack
+            | GroupState::RollbackFailed => false,
         }
     }
 }
@@ -229,14 +341,30 @@ pub enum HostState {
     Failed { step: Option<usize>, reason: String },
     /// Never started because the rollout stopped first.
     Skipped,
+    /// Rollback step `step` (an index into the host's rollback list) is
+    /// executing as `execution_id`; `lost_since` as for `Running`.
+    RollingBack { step: usize, execution_id: ExecutionId, since: UnixMillis, lost_since: Option<UnixMillis> },
+    /// Every rollback step passed.
+    RolledBack,
+    /// Rollback step `step` failed, timed out, or the agent was lost.
+    RollbackFailed { step: Option<usize>, reason: String },
 }
 
 impl HostState {
-    /// True for states no event can leave.
+    /// True for states that end a host's upgrade. `Succeeded` and `Failed`
+    /// are terminal too, although a rollback may later take such a host on to
+    /// `RollingBack`; nothing else reopens a host.
     pub fn is_terminal(&self) -> bool {
         match self {
-            HostState::Succeeded | HostState::Failed { .. } | HostState::Skipped => true,
-            HostState::Pending | HostState::Running { .. } | HostState::Soaking { .. } => false,
+            HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => true,
+            HostState::Pending
+            | HostState::Running { .. }
+            | HostState::Soaking { .. }
+            | HostState::RollingBack { .. } => false,
         }
     }
     pub fn as_str(&self) -> &'static str {
@@ -247,6 +375,41 @@ impl HostState {
             HostState::Succeeded => "succeeded",
             HostState::Failed { .. } => "failed",
             HostState::Skipped => "skipped",
+            HostState::RollingBack { .. } => "rolling_back",
+            HostState::RolledBack => "rolled_back",
+            HostState::RollbackFailed { .. } => "rollback_failed",
+        }
+    }
+
+    /// True while the host holds a slot of its group's window.
+    fn in_flight(&self) -> bool {
+        match self {
+            HostState::Running { .. } | HostState::Soaking { .. } | HostState::RollingBack { .. } => true,
+            HostState::Pending
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => false,
+        }
+    }
+
+    /// The execution in progress: (rollback?, index, id, lost_since).
+    fn current(&self) -> Option<(bool, usize, &ExecutionId, Option<UnixMillis>)> {
+        match self {
+            HostState::Running { step, execution_id, lost_since, .. } => {
+                Some((false, *step, execution_id, *lost_since))
+            }
+            HostState::RollingBack { step, execution_id, lost_since, .. } => {
+                Some((true, *step, execution_id, *lost_since))
+            }
+            HostState::Pending
+            | HostState::Soaking { .. }
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => None,
         }
     }
 }
@@ -261,21 +424,30 @@ pub struct RolloutView {
 }
 
 /// Host counts of one group. Every host is counted exactly once:
-/// `done + running + failed + pending == total`, with skipped hosts counted in
-/// `pending` (they are the hosts that never ran).
+/// `done + running + failed + rolled_back + pending == total`, with skipped
+/// hosts counted in `pending` (they are the hosts that never ran).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupView {
     pub name: String,
     pub state: GroupState,
-    /// Hosts that succeeded.
+    /// Hosts that succeeded (and were not rolled back).
     pub done: usize,
-    /// Hosts running a step or soaking.
+    /// Hosts running a step, soaking or rolling back.
     pub running: usize,
-    /// Hosts that failed.
+    /// Hosts that failed (and were not rolled back).
     pub failed: usize,
+    /// Hosts whose rollback ended, rolled back or failed.
+    #[serde(default)]
+    pub rolled_back: usize,
     /// Hosts not started yet, or skipped.
     pub pending: usize,
     pub total: usize,
+    /// How many of the group's first hosts are canaries (0: no canary phase).
+    #[serde(default)]
+    pub canaries: usize,
+    /// When a group in `CanarySoak` promotes itself.
+    #[serde(default)]
+    pub promote_at: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,9 +457,9 @@ pub struct HostView {
     pub state: HostState,
     /// Installed version of the rollout's component (last reported).
     pub version: Option<String>,
-    /// Name of the step running now, if any.
+    /// Name of the step (or rollback step) running now, if any.
     pub current_step: Option<String>,
-    /// Why the host failed, or the last step's message.
+    /// Why the host failed or was rolled back, or the last step's message.
     pub message: String,
 }
 
@@ -303,15 +475,29 @@ pub struct Engine {
     halt_reason: Option<String>,
     /// Who aborted the rollout, for the same reason.
     aborted_by: Option<String>,
+    /// Why the whole rollout is being rolled back.
+    rollback_reason: Option<String>,
     hosts: Vec<HostRt>,
     groups: Vec<GroupRt>,
     by_name: HashMap<HostId, usize>,
+    group_by_name: HashMap<String, usize>,
     /// Every execution id this rollout issued, with its host.
     executions: HashMap<ExecutionId, usize>,
-    /// Hosts running or soaking, over all groups.
+    /// Hosts running, soaking or rolling back, over all groups.
     in_flight: usize,
-    /// Groups not yet succeeded, failed or skipped.
+    /// Groups not yet succeeded, failed, skipped or rolling back.
     open_groups: usize,
+    /// Hosts whose upgrade failed, over all groups.
+    failed_total: usize,
+    /// The rollout-wide budget was exceeded (it acts once).
+    rollout_budget_exceeded: bool,
+    /// Hosts waiting in some group's rollback queue.
+    rollback_queued: usize,
+    /// Host rollbacks that ended, by outcome.
+    rolled_back: usize,
+    rollback_failed: usize,
+    /// Groups to look at on the next [`Engine::progress`].
+    wake: Vec<usize>,
 }
 
 /// What the engine keeps per host beyond its public [`HostState`].
@@ -324,6 +510,14 @@ struct HostRt {
     message: String,
     /// Executions issued so far, per step (the next attempt is this + 1).
     attempts: Vec<u32>,
+    /// Steps that succeeded (steps run in order, so these are the first ones).
+    steps_ok: usize,
+    /// The rollback list, fixed when the rollback starts.
+    rollback: Vec<StepSpec>,
+    /// Executions issued so far, per rollback step.
+    rollback_attempts: Vec<u32>,
+    /// A rollback was started or found empty: a host is rolled back once.
+    rollback_considered: bool,
     /// When the current execution's `StepDeadline` fires; meaningful while running.
     step_deadline: UnixMillis,
     /// When the current outage's `LostDeadline` fires; set while running and lost.
@@ -343,6 +537,14 @@ struct GroupRt {
     succeeded: usize,
     failed: usize,
     skipped: usize,
+    /// Canary hosts (the first ones); 0 when the group has no canary phase.
+    canaries: usize,
+    /// When a group in `CanarySoak` is promoted.
+    promote_at: Option<UnixMillis>,
+    /// Hosts still to roll back, in order (front first).
+    rollback_queue: VecDeque<usize>,
+    /// Hosts of this group whose rollback failed.
+    rollback_failed: usize,
     /// Groups listing this one in their `after`.
     dependents: Vec<usize>,
 }
@@ -361,6 +563,10 @@ impl Engine {
                 installed: None,
                 message: String::new(),
                 attempts: vec![0; h.steps.len()],
+                steps_ok: 0,
+                rollback: Vec::new(),
+                rollback_attempts: Vec::new(),
+                rollback_considered: false,
                 step_deadline: UnixMillis(0),
                 lost_deadline: None,
                 agent_lost_since: None,
@@ -369,13 +575,17 @@ impl Engine {
         let mut groups: Vec<GroupRt> = spec
             .groups
             .iter()
-            .map(|_| GroupRt {
+            .map(|g| GroupRt {
                 state: GroupState::Waiting,
                 next: 0,
                 in_flight: 0,
                 succeeded: 0,
                 failed: 0,
                 skipped: 0,
+                canaries: g.canary.map_or(0, |c| c.hosts.max(1).min(g.hosts.len())),
+                promote_at: None,
+                rollback_queue: VecDeque::new(),
+                rollback_failed: 0,
                 dependents: Vec::new(),
             })
             .collect();
@@ -394,6 +604,7 @@ impl Engine {
             }
         }
         let by_name = spec.hosts.iter().enumerate().map(|(i, h)| (h.host.clone(), i)).collect();
+        let group_by_name = spec.groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i)).collect();
         let open_groups = groups.len();
         Engine {
             rollout_id: rollout_id.into(),
@@ -402,12 +613,20 @@ impl Engine {
             message: "waiting to start".to_string(),
             halt_reason: None,
             aborted_by: None,
+            rollback_reason: None,
             hosts,
             groups,
             by_name,
+            group_by_name,
             executions: HashMap::new(),
             in_flight: 0,
             open_groups,
+            failed_total: 0,
+            rollout_budget_exceeded: false,
+            rollback_queued: 0,
+            rolled_back: 0,
+            rollback_failed: 0,
+            wake: Vec::new(),
         }
     }
 
@@ -433,15 +652,20 @@ impl Engine {
         &self.message
     }
 
-    /// Hosts of group `group` (an index into [`RolloutSpec::groups`]) running
-    /// or soaking; 0 for an unknown group.
+    /// Hosts of group `group` (an index into [`RolloutSpec::groups`]) running,
+    /// soaking or rolling back; 0 for an unknown group.
     pub fn in_flight(&self, group: usize) -> usize {
         self.groups.get(group).map_or(0, |g| g.in_flight)
     }
 
-    /// Hosts running or soaking over the whole rollout.
+    /// Hosts running, soaking or rolling back over the whole rollout.
     pub fn in_flight_total(&self) -> usize {
         self.in_flight
+    }
+
+    /// Hosts whose upgrade failed, over the whole rollout.
+    pub fn failed_total(&self) -> usize {
+        self.failed_total
     }
 
     /// State of group `group` (an index into [`RolloutSpec::groups`]).
@@ -487,18 +711,14 @@ impl Engine {
         for (i, h) in self.hosts.iter().enumerate() {
             let host = &self.spec.hosts[i];
             match &h.state {
-                HostState::Running { step, execution_id, .. } => {
-                    out.push(Action::Dispatch {
-                        host: host.host.clone(),
-                        execution_id: execution_id.clone(),
-                        step_index: *step,
-                        step: host.steps[*step].clone(),
-                        resend: true,
-                    });
-                    out.push(Action::Schedule {
-                        at: h.step_deadline,
-                        timer: Timer::StepDeadline { execution_id: execution_id.clone() },
-                    });
+                HostState::Running { .. } | HostState::RollingBack { .. } => {
+                    out.push(self.send_current(i, true).expect("a running host has an execution"));
+                    if let Some((_, _, execution_id, _)) = h.state.current() {
+                        out.push(Action::Schedule {
+                            at: h.step_deadline,
+                            timer: Timer::StepDeadline { execution_id: execution_id.clone() },
+                        });
+                    }
                     if let Some(at) = h.lost_deadline {
                         out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: host.host.clone() } });
                     }
@@ -506,7 +726,20 @@ impl Engine {
                 HostState::Soaking { until } => {
                     out.push(Action::Schedule { at: *until, timer: Timer::SoakOver { host: host.host.clone() } });
                 }
-                HostState::Pending | HostState::Succeeded | HostState::Failed { .. } | HostState::Skipped => {}
+                HostState::Pending
+                | HostState::Succeeded
+                | HostState::Failed { .. }
+                | HostState::Skipped
+                | HostState::RolledBack
+                | HostState::RollbackFailed { .. } => {}
+            }
+        }
+        for (g, rt) in self.groups.iter().enumerate() {
+            if let (GroupState::CanarySoak, Some(at)) = (rt.state, rt.promote_at) {
+                out.push(Action::Schedule {
+                    at,
+                    timer: Timer::PromoteCanaries { group: self.spec.groups[g].name.clone() },
+                });
             }
         }
         out
@@ -523,24 +756,50 @@ impl Engine {
 
     /// A summary for status displays.
     pub fn view(&self) -> RolloutView {
-        let groups = self
+        let mut groups: Vec<GroupView> = self
             .spec
             .groups
             .iter()
             .zip(&self.groups)
-            .map(|(spec, g)| {
-                let total = spec.hosts.len();
-                GroupView {
-                    name: spec.name.clone(),
-                    state: g.state,
-                    done: g.succeeded,
-                    running: g.in_flight,
-                    failed: g.failed,
-                    pending: total - g.succeeded - g.in_flight - g.failed,
-                    total,
-                }
+            .map(|(spec, g)| GroupView {
+                name: spec.name.clone(),
+                state: g.state,
+                done: 0,
+                running: 0,
+                failed: 0,
+                rolled_back: 0,
+                pending: 0,
+                total: spec.hosts.len(),
+                canaries: g.canaries,
+                promote_at: match g.state {
+                    GroupState::CanarySoak => g.promote_at,
+                    GroupState::Waiting
+                    | GroupState::Canary
+                    | GroupState::AwaitingApproval
+                    | GroupState::Running
+                    | GroupState::Succeeded
+                    | GroupState::Failed
+                    | GroupState::Skipped
+                    | GroupState::RollingBack
+                    | GroupState::RolledBack
+                    | GroupState::RollbackFailed => None,
+                },
             })
             .collect();
+        for (gi, spec) in self.spec.groups.iter().enumerate() {
+            for &i in &spec.hosts {
+                let v = &mut groups[gi];
+                match self.hosts[i].state {
+                    HostState::Pending | HostState::Skipped => v.pending += 1,
+                    HostState::Running { .. } | HostState::Soaking { .. } | HostState::RollingBack { .. } => {
+                        v.running += 1
+                    }
+                    HostState::Succeeded => v.done += 1,
+                    HostState::Failed { .. } => v.failed += 1,
+                    HostState::RolledBack | HostState::RollbackFailed { .. } => v.rolled_back += 1,
+                }
+            }
+        }
         let hosts = self
             .spec
             .hosts
@@ -554,11 +813,14 @@ impl Engine {
                 version: self.version_of(i).map(str::to_string),
                 current_step: match &h.state {
                     HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
+                    HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
                     HostState::Pending
                     | HostState::Soaking { .. }
                     | HostState::Succeeded
                     | HostState::Failed { .. }
-                    | HostState::Skipped => None,
+                    | HostState::Skipped
+                    | HostState::RolledBack
+                    | HostState::RollbackFailed { .. } => None,
                 },
                 message: h.message.clone(),
             })
@@ -574,6 +836,30 @@ impl Engine {
         self.by_name.get(host).copied()
     }
 
+    /// The dispatch action for host `i`'s current execution, if it has one.
+    fn send_current(&self, i: usize, resend: bool) -> Option<Action> {
+        let h = &self.hosts[i];
+        let plan: &HostPlan = &self.spec.hosts[i];
+        let (rollback, index, execution_id, _) = h.state.current()?;
+        Some(if rollback {
+            Action::DispatchRollback {
+                host: plan.host.clone(),
+                execution_id: execution_id.clone(),
+                rollback_index: index,
+                step: h.rollback[index].clone(),
+                resend,
+            }
+        } else {
+            Action::Dispatch {
+                host: plan.host.clone(),
+                execution_id: execution_id.clone(),
+                step_index: index,
+                step: plan.steps[index].clone(),
+                resend,
+            }
+        })
+    }
+
     // ---- event handlers -------------------------------------------------
 
     fn on_started(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
@@ -583,16 +869,18 @@ impl Engine {
             | RolloutState::Paused
             | RolloutState::Halting
             | RolloutState::Aborting
+            | RolloutState::RollingBack
             | RolloutState::Succeeded
             | RolloutState::Failed
-            | RolloutState::Aborted => return,
+            | RolloutState::Aborted
+            | RolloutState::RolledBack => return,
         }
         self.state = RolloutState::Running;
         self.message = "running".to_string();
         let mut queue = VecDeque::new();
         for g in 0..self.groups.len() {
             if self.spec.groups[g].after.is_empty() {
-                self.groups[g].state = GroupState::Running;
+                self.start_group(g);
                 queue.push_back(g);
             }
         }
@@ -603,17 +891,20 @@ impl Engine {
         let Some(i) = self.host_index(host) else { return };
         let h = &mut self.hosts[i];
         h.agent_lost_since = None;
-        if let HostState::Running { step, execution_id, lost_since, .. } = &mut h.state {
-            *lost_since = None;
-            h.lost_deadline = None;
-            out.push(Action::Dispatch {
-                host: self.spec.hosts[i].host.clone(),
-                execution_id: execution_id.clone(),
-                step_index: *step,
-                step: self.spec.hosts[i].steps[*step].clone(),
-                resend: true,
-            });
+        match &mut h.state {
+            HostState::Running { lost_since, .. } | HostState::RollingBack { lost_since, .. } => {
+                *lost_since = None;
+                h.lost_deadline = None;
+            }
+            HostState::Pending
+            | HostState::Soaking { .. }
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => return,
         }
+        out.extend(self.send_current(i, true));
     }
 
     fn on_lost(&mut self, now: UnixMillis, host: &str, out: &mut Vec<Action>) {
@@ -625,59 +916,119 @@ impl Engine {
             return;
         }
         h.agent_lost_since = Some(now);
-        if let HostState::Running { lost_since, .. } = &mut h.state {
-            *lost_since = Some(now);
-            let at = now.plus(timeout);
-            h.lost_deadline = Some(at);
-            out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.spec.hosts[i].host.clone() } });
+        match &mut h.state {
+            HostState::Running { lost_since, .. } | HostState::RollingBack { lost_since, .. } => {
+                *lost_since = Some(now);
+                let at = now.plus(timeout);
+                h.lost_deadline = Some(at);
+                out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.spec.hosts[i].host.clone() } });
+            }
+            HostState::Pending
+            | HostState::Soaking { .. }
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => {}
         }
     }
 
     fn on_step_finished(&mut self, now: UnixMillis, execution_id: &str, outcome: StepOutcome, out: &mut Vec<Action>) {
         let Some(&i) = self.executions.get(execution_id) else { return };
-        let step = match &self.hosts[i].state {
-            HostState::Running { step, execution_id: current, .. } if current == execution_id => *step,
+        let (rollback, step) = match self.hosts[i].state.current() {
+            Some((rollback, step, current, _)) if current == execution_id => (rollback, step),
             // A duplicate or stale report: the host has moved on.
-            HostState::Running { .. }
-            | HostState::Pending
-            | HostState::Soaking { .. }
-            | HostState::Succeeded
-            | HostState::Failed { .. }
-            | HostState::Skipped => return,
+            Some(_) | None => return,
         };
-        if outcome.status.is_success() {
-            if let Some((component, version)) = outcome.installed {
-                let wanted = self.spec.component.as_ref().is_none_or(|c| *c == component);
-                if wanted {
-                    self.hosts[i].installed = Some(version);
-                }
-            }
-            self.hosts[i].message = outcome.message;
-            let steps = self.spec.hosts[i].steps.len();
-            if step + 1 < steps {
-                self.dispatch(i, step + 1, now, out);
-                return;
-            }
-            let soak = self.spec.groups[self.hosts[i].group].strategy.soak;
-            let stopping = self.is_stopping();
-            if soak.is_zero() || stopping {
-                self.host_succeeded(i, out);
-            } else {
-                let until = now.plus(soak);
-                self.hosts[i].state = HostState::Soaking { until };
-                out.push(Action::Schedule {
-                    at: until,
-                    timer: Timer::SoakOver { host: self.spec.hosts[i].host.clone() },
-                });
-                return;
-            }
+        if rollback {
+            self.on_rollback_step_finished(now, i, step, outcome, out);
         } else {
-            let reason =
-                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
-            self.host_failed(i, Some(step), reason, out);
+            self.on_upgrade_step_finished(now, i, step, outcome, out);
         }
         let g = self.hosts[i].group;
         self.progress(now, VecDeque::from([g]), out);
+    }
+
+    fn on_upgrade_step_finished(
+        &mut self,
+        now: UnixMillis,
+        i: usize,
+        step: usize,
+        outcome: StepOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        if !outcome.status.is_success() {
+            let reason =
+                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
+            self.host_failed(i, now, Some(step), reason, out);
+            return;
+        }
+        self.record_installed(i, outcome.installed, None);
+        self.hosts[i].message = outcome.message;
+        self.hosts[i].steps_ok = step + 1;
+        if step + 1 < self.spec.hosts[i].steps.len() {
+            self.dispatch(i, step + 1, now, out);
+            return;
+        }
+        let soak = self.spec.groups[self.hosts[i].group].strategy.soak;
+        if soak.is_zero() || self.is_stopping() {
+            self.host_succeeded(i, out);
+        } else {
+            let until = now.plus(soak);
+            self.hosts[i].state = HostState::Soaking { until };
+            out.push(Action::Schedule { at: until, timer: Timer::SoakOver { host: self.spec.hosts[i].host.clone() } });
+        }
+    }
+
+    fn on_rollback_step_finished(
+        &mut self,
+        now: UnixMillis,
+        i: usize,
+        step: usize,
+        outcome: StepOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        if !outcome.status.is_success() {
+            let reason =
+                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
+            self.rollback_failed(i, Some(step), reason, out);
+            return;
+        }
+        // An archive rollback names the version it goes back to; the agent's
+        // report, when it makes one, wins.
+        let fallback = match &self.hosts[i].rollback[step].kind {
+            StepKind::ArchiveRollback(a) => a.to_version.clone().map(|v| (a.component.clone(), v)),
+            StepKind::Exec(_)
+            | StepKind::Archive(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::ExecCheck(_)
+            | StepKind::FileCheck(_) => None,
+        };
+        self.record_installed(i, outcome.installed, fallback);
+        if step + 1 < self.hosts[i].rollback.len() {
+            self.dispatch_rollback(i, step + 1, now, out);
+            return;
+        }
+        self.leave_flight(i);
+        self.hosts[i].state = HostState::RolledBack;
+        self.hosts[i].message = match self.hosts[i].message.strip_prefix("rolling back: ") {
+            Some(why) => format!("rolled back: {why}"),
+            None => "rolled back".to_string(),
+        };
+        self.rolled_back += 1;
+        out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::RolledBack });
+    }
+
+    /// Keep the version a successful execution reports for the rollout's component.
+    fn record_installed(&mut self, i: usize, reported: Option<(String, String)>, fallback: Option<(String, String)>) {
+        if let Some((component, version)) = reported.or(fallback) {
+            let wanted = self.spec.component.as_ref().is_none_or(|c| *c == component);
+            if wanted {
+                self.hosts[i].installed = Some(version);
+            }
+        }
     }
 
     fn on_timer(&mut self, now: UnixMillis, timer: Timer, out: &mut Vec<Action>) {
@@ -690,44 +1041,56 @@ impl Engine {
                     | HostState::Running { .. }
                     | HostState::Succeeded
                     | HostState::Failed { .. }
-                    | HostState::Skipped => return,
+                    | HostState::Skipped
+                    | HostState::RollingBack { .. }
+                    | HostState::RolledBack
+                    | HostState::RollbackFailed { .. } => return,
                 }
                 self.host_succeeded(i, out);
                 i
             }
             Timer::StepDeadline { execution_id } => {
                 let Some(&i) = self.executions.get(execution_id) else { return };
-                let step = match &self.hosts[i].state {
-                    HostState::Running { step, execution_id: current, .. } if current == execution_id => *step,
-                    HostState::Running { .. }
-                    | HostState::Pending
-                    | HostState::Soaking { .. }
-                    | HostState::Succeeded
-                    | HostState::Failed { .. }
-                    | HostState::Skipped => return,
-                };
-                self.host_failed(i, Some(step), "no result within timeout".to_string(), out);
+                match self.hosts[i].state.current() {
+                    Some((false, step, current, _)) if current == execution_id => {
+                        self.host_failed(i, now, Some(step), "no result within timeout".to_string(), out)
+                    }
+                    Some((true, step, current, _)) if current == execution_id => {
+                        self.rollback_failed(i, Some(step), "no result within timeout".to_string(), out)
+                    }
+                    Some(_) | None => return,
+                }
                 i
             }
             Timer::LostDeadline { host } => {
                 let Some(i) = self.host_index(host) else { return };
                 let h = &self.hosts[i];
-                let step = match &h.state {
-                    HostState::Running { step, lost_since: Some(_), .. } => *step,
-                    HostState::Running { .. }
-                    | HostState::Pending
-                    | HostState::Soaking { .. }
-                    | HostState::Succeeded
-                    | HostState::Failed { .. }
-                    | HostState::Skipped => return,
+                let (rollback, step) = match h.state.current() {
+                    Some((rollback, step, _, Some(_))) => (rollback, step),
+                    Some((_, _, _, None)) | None => return,
                 };
                 // A timer from an earlier outage fires before the current one's.
                 match h.lost_deadline {
                     Some(at) if now >= at => {}
                     Some(_) | None => return,
                 }
-                self.host_failed(i, Some(step), "agent lost".to_string(), out);
+                if rollback {
+                    self.rollback_failed(i, Some(step), "agent lost".to_string(), out);
+                } else {
+                    self.host_failed(i, now, Some(step), "agent lost".to_string(), out);
+                }
                 i
+            }
+            Timer::PromoteCanaries { group } => {
+                let Some(&g) = self.group_by_name.get(group) else { return };
+                let due = self.groups[g].promote_at.is_some_and(|at| now >= at);
+                if self.groups[g].state != GroupState::CanarySoak || !due {
+                    return;
+                }
+                self.groups[g].state = GroupState::Running;
+                self.message = format!("group {group}: canaries passed their soak; promoted");
+                self.progress(now, VecDeque::from([g]), out);
+                return;
             }
         };
         let g = self.hosts[i].group;
@@ -746,9 +1109,11 @@ impl Engine {
                 | RolloutState::Paused
                 | RolloutState::Halting
                 | RolloutState::Aborting
+                | RolloutState::RollingBack
                 | RolloutState::Succeeded
                 | RolloutState::Failed
-                | RolloutState::Aborted => {
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => {
                     self.message = format!("pause by {by} ignored: the rollout is {}", state.as_str());
                 }
             },
@@ -756,17 +1121,20 @@ impl Engine {
                 RolloutState::Paused => {
                     self.state = RolloutState::Running;
                     self.message = format!("resumed by {by}");
-                    let queue =
-                        (0..self.groups.len()).filter(|&g| self.groups[g].state == GroupState::Running).collect();
+                    let queue = (0..self.groups.len())
+                        .filter(|&g| matches!(self.groups[g].state, GroupState::Running | GroupState::Canary))
+                        .collect();
                     self.progress(now, queue, out);
                 }
                 RolloutState::Pending
                 | RolloutState::Running
                 | RolloutState::Halting
                 | RolloutState::Aborting
+                | RolloutState::RollingBack
                 | RolloutState::Succeeded
                 | RolloutState::Failed
-                | RolloutState::Aborted => {
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => {
                     self.message = format!("resume by {by} ignored: the rollout is {}", state.as_str());
                 }
             },
@@ -776,76 +1144,154 @@ impl Engine {
                     self.message = format!("aborted by {by}");
                     self.aborted_by = Some(by.to_string());
                     self.end_soaks(out);
-                    self.maybe_finish(out);
+                    self.progress(now, VecDeque::new(), out);
                 }
-                RolloutState::Aborting | RolloutState::Succeeded | RolloutState::Failed | RolloutState::Aborted => {
+                RolloutState::Aborting
+                | RolloutState::RollingBack
+                | RolloutState::Succeeded
+                | RolloutState::Failed
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => {
                     self.message = format!("abort by {by} ignored: the rollout is {}", state.as_str());
                 }
             },
-            OperatorCommand::Approve => {
-                self.message = format!("approved by {by} (nothing was waiting for approval)");
-            }
+            OperatorCommand::Approve => match state {
+                RolloutState::Running | RolloutState::Paused => {
+                    let waiting: Vec<usize> = (0..self.groups.len())
+                        .filter(|&g| {
+                            matches!(self.groups[g].state, GroupState::AwaitingApproval | GroupState::CanarySoak)
+                        })
+                        .collect();
+                    if waiting.is_empty() {
+                        self.message = format!("approved by {by} (nothing was waiting for approval)");
+                        return;
+                    }
+                    for &g in &waiting {
+                        self.groups[g].state = GroupState::Running;
+                    }
+                    let names: Vec<&str> = waiting.iter().map(|&g| self.spec.groups[g].name.as_str()).collect();
+                    self.message = format!("approved by {by}: promoted {}", names.join(", "));
+                    self.progress(now, waiting.into(), out);
+                }
+                RolloutState::Pending
+                | RolloutState::Halting
+                | RolloutState::Aborting
+                | RolloutState::RollingBack
+                | RolloutState::Succeeded
+                | RolloutState::Failed
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => {
+                    self.message = format!("approve by {by} ignored: the rollout is {}", state.as_str());
+                }
+            },
+            OperatorCommand::Rollback => match state {
+                RolloutState::Pending
+                | RolloutState::Running
+                | RolloutState::Paused
+                | RolloutState::Halting
+                | RolloutState::Aborting => {
+                    self.start_rollback_all(format!("rollback requested by {by}"), out);
+                    self.progress(now, VecDeque::new(), out);
+                }
+                RolloutState::RollingBack
+                | RolloutState::Succeeded
+                | RolloutState::Failed
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => {
+                    self.message = format!("rollback by {by} ignored: the rollout is {}", state.as_str());
+                }
+            },
         }
     }
 
     // ---- transitions ----------------------------------------------------
 
-    /// Halting or aborting: nothing new may start.
+    /// Halting, aborting or rolling back: nothing new may start.
     fn is_stopping(&self) -> bool {
         match self.state {
-            RolloutState::Halting | RolloutState::Aborting => true,
+            RolloutState::Halting | RolloutState::Aborting | RolloutState::RollingBack => true,
             RolloutState::Pending
             | RolloutState::Running
             | RolloutState::Paused
             | RolloutState::Succeeded
             | RolloutState::Failed
-            | RolloutState::Aborted => false,
+            | RolloutState::Aborted
+            | RolloutState::RolledBack => false,
         }
+    }
+
+    /// A group whose dependencies are done starts: with its canaries, if any.
+    fn start_group(&mut self, g: usize) {
+        self.groups[g].state = if self.groups[g].canaries > 0 { GroupState::Canary } else { GroupState::Running };
     }
 
     /// Issue a new execution of `step` on host `i` and arm its deadline.
     fn dispatch(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let plan = &self.spec.hosts[i];
         let h = &mut self.hosts[i];
         h.attempts[step] += 1;
-        let execution_id = format!("{}/{}/{}/{}", self.rollout_id, plan.host, step, h.attempts[step]);
+        let execution_id = format!("{}/{}/{}/{}", self.rollout_id, self.spec.hosts[i].host, step, h.attempts[step]);
+        let timeout = self.spec.hosts[i].steps[step].timeout;
+        self.issue(i, false, step, execution_id, timeout, now, out);
+    }
+
+    /// Issue a new execution of rollback step `step` on host `i`.
+    fn dispatch_rollback(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let h = &mut self.hosts[i];
+        h.rollback_attempts[step] += 1;
+        let execution_id =
+            format!("{}/{}/rb{}/{}", self.rollout_id, self.spec.hosts[i].host, step, h.rollback_attempts[step]);
+        let timeout = h.rollback[step].timeout;
+        self.issue(i, true, step, execution_id, timeout, now, out);
+    }
+
+    /// Make `execution_id` host `i`'s current execution, send it, arm its deadlines.
+    #[allow(clippy::too_many_arguments)]
+    fn issue(
+        &mut self,
+        i: usize,
+        rollback: bool,
+        step: usize,
+        execution_id: ExecutionId,
+        timeout: Duration,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         let previous = self.executions.insert(execution_id.clone(), i);
         debug_assert!(previous.is_none(), "execution id {execution_id} issued twice");
-        let deadline = now.plus(plan.steps[step].timeout).plus(STEP_GRACE);
+        let deadline = now.plus(timeout).plus(STEP_GRACE);
+        let h = &mut self.hosts[i];
         h.step_deadline = deadline;
         // The outage, if any, carries over from the previous step; a host
-        // starting while its agent is gone gets its deadline counted from now.
-        let lost_since = match &h.state {
-            HostState::Running { lost_since, .. } => *lost_since,
-            HostState::Pending
-            | HostState::Soaking { .. }
-            | HostState::Succeeded
-            | HostState::Failed { .. }
-            | HostState::Skipped => h.agent_lost_since.map(|_| now),
+        // starting (or starting its rollback) while its agent is gone gets its
+        // deadline counted from now.
+        let lost_since = match h.state.current() {
+            Some((_, _, _, lost_since)) => lost_since,
+            None => h.agent_lost_since.map(|_| now),
         };
-        h.state = HostState::Running { step, execution_id: execution_id.clone(), since: now, lost_since };
-        out.push(Action::Dispatch {
-            host: plan.host.clone(),
-            execution_id: execution_id.clone(),
-            step_index: step,
-            step: plan.steps[step].clone(),
-            resend: false,
-        });
+        h.state = if rollback {
+            HostState::RollingBack { step, execution_id: execution_id.clone(), since: now, lost_since }
+        } else {
+            HostState::Running { step, execution_id: execution_id.clone(), since: now, lost_since }
+        };
+        let needs_lost_deadline = lost_since.is_some() && h.lost_deadline.is_none();
+        out.extend(self.send_current(i, false));
         out.push(Action::Schedule { at: deadline, timer: Timer::StepDeadline { execution_id } });
-        if lost_since.is_some() && h.lost_deadline.is_none() {
+        if needs_lost_deadline {
             let at = now.plus(self.spec.host_lost_timeout);
-            h.lost_deadline = Some(at);
-            out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: plan.host.clone() } });
+            self.hosts[i].lost_deadline = Some(at);
+            out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.spec.hosts[i].host.clone() } });
         }
+    }
+
+    /// Host `i` takes a slot of its group's window.
+    fn enter_flight(&mut self, i: usize) {
+        self.in_flight += 1;
+        self.groups[self.hosts[i].group].in_flight += 1;
     }
 
     /// Take host `i` out of the in-flight counts if it was in flight.
     fn leave_flight(&mut self, i: usize) {
-        let was_in_flight = match self.hosts[i].state {
-            HostState::Running { .. } | HostState::Soaking { .. } => true,
-            HostState::Pending | HostState::Succeeded | HostState::Failed { .. } | HostState::Skipped => false,
-        };
-        if was_in_flight {
+        if self.hosts[i].state.in_flight() {
             self.in_flight -= 1;
             self.groups[self.hosts[i].group].in_flight -= 1;
         }
@@ -859,24 +1305,72 @@ impl Engine {
         out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::Succeeded });
     }
 
-    fn host_failed(&mut self, i: usize, step: Option<usize>, reason: String, out: &mut Vec<Action>) {
+    fn host_failed(&mut self, i: usize, now: UnixMillis, step: Option<usize>, reason: String, out: &mut Vec<Action>) {
         self.leave_flight(i);
         let state = HostState::Failed { step, reason: reason.clone() };
         self.hosts[i].state = state.clone();
-        self.hosts[i].message = reason;
+        self.hosts[i].message = reason.clone();
         out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state });
         let g = self.hosts[i].group;
         self.groups[g].failed += 1;
-        let budget = self.spec.groups[g].strategy.max_failures;
-        if self.groups[g].failed <= budget || self.groups[g].state != GroupState::Running {
-            return;
+        self.failed_total += 1;
+        let mode = self.spec.groups[g].on_failure;
+        if mode.rolls_back_hosts() {
+            // The host takes back the slot it just gave up.
+            self.begin_rollback(i, now, reason.clone(), out);
         }
-        self.groups[g].state = GroupState::Failed;
-        self.open_groups -= 1;
-        let reason = format!(
-            "group {} has {} failed hosts, more than its budget of {}",
-            self.spec.groups[g].name, self.groups[g].failed, budget
-        );
+
+        let name = &self.spec.groups[g].name;
+        let budget = self.spec.groups[g].strategy.max_failures;
+        let group_reason = match self.groups[g].state {
+            GroupState::Canary => Some(format!("canary {} of group {name} failed: {reason}", self.spec.hosts[i].host)),
+            GroupState::Running if self.groups[g].failed > budget => Some(format!(
+                "group {name} has {} failed hosts, more than its budget of {budget}",
+                self.groups[g].failed
+            )),
+            GroupState::Running
+            | GroupState::Waiting
+            | GroupState::AwaitingApproval
+            | GroupState::CanarySoak
+            | GroupState::Succeeded
+            | GroupState::Failed
+            | GroupState::Skipped
+            | GroupState::RollingBack
+            | GroupState::RolledBack
+            | GroupState::RollbackFailed => None,
+        };
+        if let Some(group_reason) = group_reason {
+            self.groups[g].state = GroupState::Failed;
+            self.open_groups -= 1;
+            self.escalate(g, mode, group_reason, out);
+        }
+        if let Some(budget) = self.spec.max_failures
+            && self.failed_total > budget
+            && !self.rollout_budget_exceeded
+        {
+            self.rollout_budget_exceeded = true;
+            let reason =
+                format!("the rollout has {} failed hosts, more than its budget of {budget}", self.failed_total);
+            self.escalate(g, self.spec.on_failure, reason, out);
+        }
+    }
+
+    /// A budget was exceeded (or a canary failed) in group `g`: act on `mode`.
+    fn escalate(&mut self, g: usize, mode: crate::model::OnFailure, reason: String, out: &mut Vec<Action>) {
+        use crate::model::OnFailure;
+        match mode {
+            OnFailure::Halt | OnFailure::RollbackHost => self.halt(reason, out),
+            OnFailure::RollbackGroup => {
+                self.halt(reason, out);
+                if self.groups[g].next > 0 {
+                    self.queue_group_rollback(g);
+                }
+            }
+            OnFailure::RollbackAll => self.start_rollback_all(reason, out),
+        }
+    }
+
+    fn halt(&mut self, reason: String, out: &mut Vec<Action>) {
         match self.state {
             RolloutState::Running | RolloutState::Paused => {
                 self.state = RolloutState::Halting;
@@ -884,11 +1378,91 @@ impl Engine {
                 self.halt_reason = Some(reason);
                 self.end_soaks(out);
             }
-            RolloutState::Halting | RolloutState::Aborting => {
+            RolloutState::Halting | RolloutState::Aborting | RolloutState::RollingBack => {
                 self.halt_reason.get_or_insert(reason);
             }
-            RolloutState::Pending | RolloutState::Succeeded | RolloutState::Failed | RolloutState::Aborted => {}
+            RolloutState::Pending
+            | RolloutState::Succeeded
+            | RolloutState::Failed
+            | RolloutState::Aborted
+            | RolloutState::RolledBack => {}
         }
+    }
+
+    /// Roll back every host the rollout started, in reverse DAG order.
+    fn start_rollback_all(&mut self, reason: String, out: &mut Vec<Action>) {
+        match self.state {
+            RolloutState::Pending
+            | RolloutState::Running
+            | RolloutState::Paused
+            | RolloutState::Halting
+            | RolloutState::Aborting => {}
+            RolloutState::RollingBack
+            | RolloutState::Succeeded
+            | RolloutState::Failed
+            | RolloutState::Aborted
+            | RolloutState::RolledBack => return,
+        }
+        self.state = RolloutState::RollingBack;
+        self.message = format!("rolling back: {reason}");
+        self.rollback_reason = Some(reason);
+        self.end_soaks(out);
+        for g in 0..self.groups.len() {
+            if self.groups[g].next > 0 {
+                self.queue_group_rollback(g);
+            }
+        }
+    }
+
+    /// Put every host group `g` started in its rollback queue, last first.
+    fn queue_group_rollback(&mut self, g: usize) {
+        let rt = &mut self.groups[g];
+        if matches!(rt.state, GroupState::RollingBack | GroupState::RolledBack | GroupState::RollbackFailed) {
+            return;
+        }
+        if rt.state.is_open() {
+            self.open_groups -= 1;
+        }
+        rt.state = GroupState::RollingBack;
+        rt.rollback_queue = self.spec.groups[g].hosts[..rt.next].iter().rev().copied().collect();
+        self.rollback_queued += rt.rollback_queue.len();
+        self.wake.push(g);
+    }
+
+    /// Start rolling back host `i` (which ended its upgrade), keeping or
+    /// taking a slot. Returns false when there is nothing to roll back.
+    fn begin_rollback(&mut self, i: usize, now: UnixMillis, why: String, out: &mut Vec<Action>) -> bool {
+        let h = &mut self.hosts[i];
+        if h.rollback_considered {
+            return false;
+        }
+        h.rollback_considered = true;
+        let plan = self.spec.hosts[i].rollback_plan(h.steps_ok);
+        if plan.is_empty() {
+            h.message = if h.message.is_empty() {
+                "nothing to roll back".into()
+            } else {
+                format!("{}; nothing to roll back", h.message)
+            };
+            return false;
+        }
+        h.rollback_attempts = vec![0; plan.len()];
+        h.rollback = plan;
+        h.message = format!("rolling back: {why}");
+        self.enter_flight(i);
+        self.dispatch_rollback(i, 0, now, out);
+        true
+    }
+
+    fn rollback_failed(&mut self, i: usize, step: Option<usize>, reason: String, out: &mut Vec<Action>) {
+        self.leave_flight(i);
+        let name = step.and_then(|s| self.hosts[i].rollback.get(s)).map_or("?", |s| s.name.as_str());
+        self.hosts[i].message = format!("rollback failed at {name}: {reason}");
+        let state = HostState::RollbackFailed { step, reason };
+        self.hosts[i].state = state.clone();
+        self.rollback_failed += 1;
+        self.groups[self.hosts[i].group].rollback_failed += 1;
+        out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state });
     }
 
     /// Once nothing new will start, a soak guards nothing: its host succeeds.
@@ -899,28 +1473,43 @@ impl Engine {
             }
             for k in 0..self.groups[g].next {
                 let i = self.spec.groups[g].hosts[k];
-                match self.hosts[i].state {
-                    HostState::Soaking { .. } => self.host_succeeded(i, out),
-                    HostState::Pending
-                    | HostState::Running { .. }
-                    | HostState::Succeeded
-                    | HostState::Failed { .. }
-                    | HostState::Skipped => {}
+                if let HostState::Soaking { .. } = self.hosts[i].state {
+                    self.host_succeeded(i, out);
                 }
             }
         }
     }
 
-    /// Start hosts in the queued groups, close the groups that finished,
-    /// start the groups they unblock, and finish the rollout if it is over.
+    /// Start hosts in the queued groups (and the groups woken meanwhile),
+    /// promote groups whose canaries passed, move group rollbacks on, close
+    /// the groups that finished, start the groups they unblock, and finish
+    /// the rollout if it is over.
     fn progress(&mut self, now: UnixMillis, mut queue: VecDeque<usize>, out: &mut Vec<Action>) {
-        while let Some(g) = queue.pop_front() {
-            if self.groups[g].state != GroupState::Running {
-                continue;
+        while let Some(g) = queue.pop_front().or_else(|| self.wake.pop()) {
+            match self.groups[g].state {
+                GroupState::RollingBack => {
+                    self.fill_rollback(g, now, out, &mut queue);
+                    continue;
+                }
+                GroupState::Canary | GroupState::Running => {}
+                GroupState::Waiting
+                | GroupState::AwaitingApproval
+                | GroupState::CanarySoak
+                | GroupState::Succeeded
+                | GroupState::Failed
+                | GroupState::Skipped
+                | GroupState::RolledBack
+                | GroupState::RollbackFailed => continue,
             }
             self.fill(g, now, out);
+            if self.groups[g].state == GroupState::Canary {
+                if self.canaries_passed(g, now, out) {
+                    queue.push_back(g);
+                }
+                continue;
+            }
             let rt = &self.groups[g];
-            if rt.succeeded + rt.failed + rt.skipped < self.spec.groups[g].hosts.len() {
+            if rt.in_flight > 0 || rt.succeeded + rt.failed + rt.skipped < self.spec.groups[g].hosts.len() {
                 continue;
             }
             self.groups[g].state = GroupState::Succeeded;
@@ -930,9 +1519,11 @@ impl Engine {
                 RolloutState::Pending
                 | RolloutState::Halting
                 | RolloutState::Aborting
+                | RolloutState::RollingBack
                 | RolloutState::Succeeded
                 | RolloutState::Failed
-                | RolloutState::Aborted => false,
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => false,
             };
             if !can_start_groups {
                 continue;
@@ -942,7 +1533,7 @@ impl Engine {
                 let ready = self.groups[d].state == GroupState::Waiting
                     && self.spec.groups[d].after.iter().all(|&a| self.groups[a].state == GroupState::Succeeded);
                 if ready {
-                    self.groups[d].state = GroupState::Running;
+                    self.start_group(d);
                     queue.push_back(d);
                 }
             }
@@ -950,46 +1541,144 @@ impl Engine {
         self.maybe_finish(out);
     }
 
-    /// Start pending hosts of group `g` while its window has room.
+    /// If every canary of group `g` succeeded, move it on to waiting for its
+    /// promotion. Returns true when it was promoted at once (zero soak).
+    fn canaries_passed(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) -> bool {
+        let rt = &self.groups[g];
+        if rt.in_flight > 0 || rt.succeeded < rt.canaries || self.is_stopping() {
+            return false;
+        }
+        let name = &self.spec.groups[g].name;
+        let n = rt.canaries;
+        match self.spec.groups[g].canary.map_or(Promote::Manual, |c| c.promote) {
+            Promote::Manual => {
+                self.groups[g].state = GroupState::AwaitingApproval;
+                self.message = format!("group {name}: {n} canaries passed; waiting for approval");
+                false
+            }
+            Promote::After(d) if d.is_zero() => {
+                self.groups[g].state = GroupState::Running;
+                true
+            }
+            Promote::After(d) => {
+                let at = now.plus(d);
+                self.message = format!("group {name}: {n} canaries passed; promoting at {}", at.0);
+                out.push(Action::Schedule { at, timer: Timer::PromoteCanaries { group: name.clone() } });
+                self.groups[g].state = GroupState::CanarySoak;
+                self.groups[g].promote_at = Some(at);
+                false
+            }
+        }
+    }
+
+    /// Start pending hosts of group `g` while its window has room (only its
+    /// canaries while it is in its canary phase).
     fn fill(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
         if self.state != RolloutState::Running {
             return;
         }
         let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
-        while self.groups[g].state == GroupState::Running
-            && self.groups[g].in_flight < max_parallel
-            && self.groups[g].next < self.spec.groups[g].hosts.len()
-        {
-            let i = self.spec.groups[g].hosts[self.groups[g].next];
+        loop {
+            let rt = &self.groups[g];
+            let limit = match rt.state {
+                GroupState::Canary => rt.canaries,
+                GroupState::Running => self.spec.groups[g].hosts.len(),
+                GroupState::Waiting
+                | GroupState::AwaitingApproval
+                | GroupState::CanarySoak
+                | GroupState::Succeeded
+                | GroupState::Failed
+                | GroupState::Skipped
+                | GroupState::RollingBack
+                | GroupState::RolledBack
+                | GroupState::RollbackFailed => 0,
+            };
+            if rt.in_flight >= max_parallel || rt.next >= limit {
+                return;
+            }
+            let i = self.spec.groups[g].hosts[rt.next];
             self.groups[g].next += 1;
             if self.spec.hosts[i].steps.is_empty() {
                 self.host_succeeded(i, out);
             } else {
-                self.in_flight += 1;
-                self.groups[g].in_flight += 1;
+                self.enter_flight(i);
                 self.dispatch(i, 0, now, out);
             }
         }
     }
 
+    /// Roll back queued hosts of group `g` while its window has room, once
+    /// every group depending on it has finished rolling back. When the
+    /// group's rollback is over, the groups it depends on are looked at next.
+    fn fill_rollback(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>, queue: &mut VecDeque<usize>) {
+        let blocked = self.groups[g].dependents.iter().any(|&d| self.groups[d].state == GroupState::RollingBack);
+        if blocked {
+            return;
+        }
+        let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
+        let why = self.rollback_reason.clone().or_else(|| self.halt_reason.clone()).unwrap_or_default();
+        while self.groups[g].in_flight < max_parallel {
+            let Some(&i) = self.groups[g].rollback_queue.front() else { break };
+            match self.hosts[i].state {
+                // Still upgrading: its rollback waits for its steps to end.
+                HostState::Running { .. } | HostState::Soaking { .. } => break,
+                HostState::Succeeded | HostState::Failed { .. } => {
+                    self.begin_rollback(i, now, why.clone(), out);
+                }
+                HostState::Pending
+                | HostState::Skipped
+                | HostState::RollingBack { .. }
+                | HostState::RolledBack
+                | HostState::RollbackFailed { .. } => {}
+            }
+            self.groups[g].rollback_queue.pop_front();
+            self.rollback_queued -= 1;
+        }
+        let rt = &self.groups[g];
+        if rt.rollback_queue.is_empty() && rt.in_flight == 0 {
+            self.groups[g].state =
+                if rt.rollback_failed > 0 { GroupState::RollbackFailed } else { GroupState::RolledBack };
+            queue.extend(self.spec.groups[g].after.iter().copied());
+        }
+    }
+
     fn maybe_finish(&mut self, out: &mut Vec<Action>) {
-        if self.in_flight > 0 {
+        if self.in_flight > 0 || self.rollback_queued > 0 {
             return;
         }
         match self.state {
             RolloutState::Halting => {
                 let reason = self.halt_reason.clone().unwrap_or_default();
-                self.finish(RolloutState::Failed, format!("failed: {reason}"), out);
+                let message = format!("failed: {reason}{}", self.rollback_summary());
+                self.finish(RolloutState::Failed, message, out);
             }
             RolloutState::Aborting => {
                 let by = self.aborted_by.clone().unwrap_or_default();
-                self.finish(RolloutState::Aborted, format!("aborted by {by}"), out);
+                let message = format!("aborted by {by}{}", self.rollback_summary());
+                self.finish(RolloutState::Aborted, message, out);
+            }
+            RolloutState::RollingBack => {
+                let reason = self.rollback_reason.clone().unwrap_or_default();
+                if self.rollback_failed == 0 {
+                    let message = format!("rolled back: {reason}{}", self.rollback_summary());
+                    self.finish(RolloutState::RolledBack, message, out);
+                } else {
+                    let message = format!("failed: rollback did not complete ({reason}){}", self.rollback_summary());
+                    self.finish(RolloutState::Failed, message, out);
+                }
             }
             RolloutState::Running | RolloutState::Paused if self.open_groups == 0 => {
-                let message = format!("succeeded: {} hosts upgraded", self.spec.hosts.len());
+                let message = format!("succeeded: {} hosts upgraded{}", self.spec.hosts.len(), self.rollback_summary());
                 self.finish(RolloutState::Succeeded, message, out);
             }
             RolloutState::Running => {
+                let promoting = self
+                    .groups
+                    .iter()
+                    .any(|g| matches!(g.state, GroupState::AwaitingApproval | GroupState::CanarySoak));
+                if promoting {
+                    return;
+                }
                 // Everything startable has started and finished, yet groups
                 // are open: their dependencies can never succeed.
                 let stuck: Vec<&str> = (0..self.groups.len())
@@ -1003,7 +1692,17 @@ impl Engine {
             | RolloutState::Paused
             | RolloutState::Succeeded
             | RolloutState::Failed
-            | RolloutState::Aborted => {}
+            | RolloutState::Aborted
+            | RolloutState::RolledBack => {}
+        }
+    }
+
+    /// ", N hosts rolled back, M rollbacks failed" when any rollback ended.
+    fn rollback_summary(&self) -> String {
+        match (self.rolled_back, self.rollback_failed) {
+            (0, 0) => String::new(),
+            (n, 0) => format!("; {n} hosts rolled back"),
+            (n, f) => format!("; {n} hosts rolled back, {f} rollbacks failed"),
         }
     }
 
@@ -1018,12 +1717,9 @@ impl Engine {
                 out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::Skipped });
             }
             self.groups[g].next = hosts.len();
-            match self.groups[g].state {
-                GroupState::Waiting | GroupState::Running => {
-                    self.groups[g].state = GroupState::Skipped;
-                    self.open_groups -= 1;
-                }
-                GroupState::Succeeded | GroupState::Failed | GroupState::Skipped => {}
+            if self.groups[g].state.is_open() {
+                self.groups[g].state = GroupState::Skipped;
+                self.open_groups -= 1;
             }
         }
         self.state = state;
@@ -1036,13 +1732,15 @@ fn skip_cause(state: RolloutState) -> &'static str {
     match state {
         RolloutState::Failed => "failed",
         RolloutState::Aborted => "was aborted",
+        RolloutState::RolledBack => "was rolled back",
         // Only reachable for hosts outside every group of a malformed spec.
         RolloutState::Succeeded => "ended",
         RolloutState::Pending
         | RolloutState::Running
         | RolloutState::Paused
         | RolloutState::Halting
-        | RolloutState::Aborting => "stopped",
+        | RolloutState::Aborting
+        | RolloutState::RollingBack => "stopped",
     }
 }
 

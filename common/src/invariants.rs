@@ -9,21 +9,36 @@
 //!
 //! What is checked, each violation reported as a sentence naming the entry,
 //! host and group:
-//! - A group never has more hosts in flight than its `max_parallel`. A host is
-//!   in flight from its first `Dispatch` until its `HostDone`, so a soak keeps
-//!   the slot.
+//! - A group never has more hosts in flight than its `max_parallel`, counting
+//!   upgrades and rollbacks together. A host is in flight from its first
+//!   `Dispatch` until its `HostDone`, so a soak keeps the slot, and again from
+//!   its first `DispatchRollback` until the `HostDone` that ends its rollback.
 //! - No host is dispatched before every group its group depends on has all
-//!   its hosts done, within that group's failure budget and with none skipped.
+//!   its hosts done (rollbacks included), within that group's failure budget
+//!   and with none skipped.
+//! - Canaries: in a group with a canary phase, a host after the canaries
+//!   starts only once every canary succeeded and then either an operator's
+//!   `Approve` came, or (for `promote: { after }`) that much time passed.
 //! - An execution id is dispatched once; later dispatches of it carry
 //!   `resend: true`, go to the same host and step, and come while the host is
-//!   still in flight. A host's steps go in order, a later step only in answer
-//!   to the previous execution's successful `StepFinished`, and each dispatch
-//!   carries the step the spec holds.
+//!   still in flight on that execution. A host's steps go in order, a later
+//!   step only in answer to the previous execution's successful
+//!   `StepFinished`, and each dispatch carries the step the spec holds.
+//! - Rollbacks: a host's rollback starts only after its upgrade ended
+//!   (`Succeeded` or `Failed`), never for a host that never started, at most
+//!   once, and may come after a halt (but not after `Finished`). Its steps
+//!   are exactly [`HostPlan::rollback_plan`](crate::model::HostPlan::rollback_plan)
+//!   of the steps that succeeded, in order, each in answer to the previous
+//!   one's success. A host of group G starts rolling back only once every
+//!   started host of the groups depending on G has finished its rollback
+//!   (reverse DAG order). `RolledBack` comes only after the last rollback step.
 //! - Nothing is dispatched after `Finished`, `Finished` comes once and only
-//!   with no host in flight, and every `HostDone` is terminal, once per host,
-//!   `Skipped` only for hosts never dispatched, `Succeeded` only after the
-//!   last step. `Finished { Succeeded }` needs every host done (none skipped)
-//!   and every group within its failure budget.
+//!   with no host in flight, and every upgrade's `HostDone` is terminal, once
+//!   per host, `Skipped` only for hosts never dispatched, `Succeeded` only
+//!   after the last step. `Finished { Succeeded }` needs every host done (none
+//!   skipped), every group within its failure budget and the rollout within
+//!   its own; `Finished { RolledBack }` needs every started host with
+//!   something to undo rolled back.
 //! - Finally: `Finished` was emitted, every host has its `HostDone`, and a
 //!   host that succeeded has a version recorded when the spec names a
 //!   component (reported installed by one of its steps, or known before).
@@ -32,8 +47,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Action, Event, HostState, RolloutState};
-use crate::model::{RolloutSpec, StepSpec, UnixMillis};
+use crate::engine::{Action, Event, HostState, OperatorCommand, RolloutState};
+use crate::model::{Promote, RolloutSpec, StepSpec, UnixMillis};
 
 /// One handled event and the actions the engine returned for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,19 +78,50 @@ struct HostTrack {
     /// Id of the last new execution.
     last_execution: Option<String>,
     in_flight: bool,
+    /// How the upgrade ended (`Succeeded`, `Failed` or `Skipped`).
     done: Option<HostState>,
+    /// Steps whose current execution reported success.
+    steps_ok: usize,
     /// Last version of the spec's component reported by one of its executions.
     installed: Option<String>,
+    /// The rollback, once its first step was dispatched.
+    rollback: Option<RollbackTrack>,
+}
+
+#[derive(Default, Clone)]
+struct RollbackTrack {
+    /// What the rollback must run, from the steps that succeeded.
+    expected: Vec<StepSpec>,
+    last_index: usize,
+    last_execution: String,
+    in_flight: bool,
+    ended: Option<HostState>,
+}
+
+/// Whether an execution id belongs to an upgrade step or a rollback step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Upgrade,
+    Rollback,
 }
 
 struct Checker<'a> {
     spec: &'a RolloutSpec,
     by_name: HashMap<&'a str, usize>,
     group_of: Vec<Option<usize>>,
+    /// Position of each host in its group's host list.
+    position: Vec<usize>,
+    /// Groups listing each group in their `after`.
+    dependents: Vec<Vec<usize>>,
     hosts: Vec<HostTrack>,
     group_in_flight: Vec<usize>,
-    /// Execution id -> (host, step index).
-    executions: HashMap<String, (usize, usize)>,
+    /// Per group: (entry, now) when its last canary succeeded.
+    canaries_passed: Vec<Option<(usize, UnixMillis)>>,
+    canaries_succeeded: Vec<usize>,
+    /// Entry of the last operator `Approve`.
+    last_approve: Option<usize>,
+    /// Execution id -> (host, phase, step or rollback index).
+    executions: HashMap<String, (usize, Phase, usize)>,
     finished: Option<RolloutState>,
     violations: Vec<String>,
 }
@@ -83,10 +129,18 @@ struct Checker<'a> {
 impl<'a> Checker<'a> {
     fn run(spec: &'a RolloutSpec, log: &[LogEntry]) -> Checker<'a> {
         let mut group_of = vec![None; spec.hosts.len()];
+        let mut position = vec![0; spec.hosts.len()];
+        let mut dependents = vec![Vec::new(); spec.groups.len()];
         for (g, group) in spec.groups.iter().enumerate() {
-            for &h in &group.hosts {
+            for (k, &h) in group.hosts.iter().enumerate() {
                 if let Some(slot) = group_of.get_mut(h) {
                     *slot = Some(g);
+                    position[h] = k;
+                }
+            }
+            for &a in &group.after {
+                if let Some(d) = dependents.get_mut(a) {
+                    d.push(g);
                 }
             }
         }
@@ -94,8 +148,13 @@ impl<'a> Checker<'a> {
             spec,
             by_name: spec.hosts.iter().enumerate().map(|(i, h)| (h.host.as_str(), i)).collect(),
             group_of,
+            position,
+            dependents,
             hosts: vec![HostTrack::default(); spec.hosts.len()],
             group_in_flight: vec![0; spec.groups.len()],
+            canaries_passed: vec![None; spec.groups.len()],
+            canaries_succeeded: vec![0; spec.groups.len()],
+            last_approve: None,
             executions: HashMap::new(),
             finished: None,
             violations: Vec::new(),
@@ -115,22 +174,50 @@ impl<'a> Checker<'a> {
     }
 
     fn entry(&mut self, n: usize, entry: &LogEntry) {
-        if let Event::StepFinished { execution_id, outcome } = &entry.event {
-            // Versions count only from executions this rollout issued.
-            if let (Some(&(h, _)), Some((component, version))) = (self.executions.get(execution_id), &outcome.installed)
-                && outcome.status.is_success()
-                && self.spec.component.as_ref().is_none_or(|c| c == component)
-            {
-                self.hosts[h].installed = Some(version.clone());
+        match &entry.event {
+            Event::StepFinished { execution_id, outcome } if outcome.status.is_success() => {
+                if let Some(&(h, phase, index)) = self.executions.get(execution_id) {
+                    let track = &mut self.hosts[h];
+                    // Only the host's current execution moves it on, as in the engine.
+                    let current = match phase {
+                        Phase::Upgrade => {
+                            track.in_flight && track.last_execution.as_deref() == Some(execution_id.as_str())
+                        }
+                        Phase::Rollback => {
+                            track.rollback.as_ref().is_some_and(|r| r.in_flight && r.last_execution == *execution_id)
+                        }
+                    };
+                    if current {
+                        if phase == Phase::Upgrade {
+                            track.steps_ok = index + 1;
+                        }
+                        // Versions count only from executions this rollout issued.
+                        if let Some((component, version)) = &outcome.installed
+                            && self.spec.component.as_ref().is_none_or(|c| c == component)
+                        {
+                            track.installed = Some(version.clone());
+                        }
+                    }
+                }
             }
+            Event::Operator { command: OperatorCommand::Approve, .. } => self.last_approve = Some(n),
+            Event::StepFinished { .. }
+            | Event::Started
+            | Event::AgentConnected { .. }
+            | Event::AgentLost { .. }
+            | Event::TimerFired { .. }
+            | Event::Operator { .. } => {}
         }
         for action in &entry.actions {
             match action {
                 Action::Dispatch { host, execution_id, step_index, step, resend } => {
-                    self.dispatch(n, &entry.event, host, execution_id, *step_index, step, *resend)
+                    self.dispatch(n, entry, host, execution_id, *step_index, step, *resend)
+                }
+                Action::DispatchRollback { host, execution_id, rollback_index, step, resend } => {
+                    self.dispatch_rollback(n, &entry.event, host, execution_id, *rollback_index, step, *resend)
                 }
                 Action::Schedule { .. } => {}
-                Action::HostDone { host, state } => self.host_done(n, host, state),
+                Action::HostDone { host, state } => self.host_done(n, entry.now, host, state),
                 Action::Finished { state } => self.finished(n, *state),
             }
         }
@@ -140,7 +227,7 @@ impl<'a> Checker<'a> {
     fn dispatch(
         &mut self,
         n: usize,
-        event: &Event,
+        entry: &LogEntry,
         host: &str,
         execution_id: &str,
         step_index: usize,
@@ -175,10 +262,10 @@ impl<'a> Checker<'a> {
                 None => self.fail(format!(
                     "entry {n}: execution {execution_id} was re-sent to host {host} (group {group}) but never dispatched"
                 )),
-                Some(&(owner, owner_step)) => {
-                    if owner != h || owner_step != step_index {
+                Some(&(owner, phase, owner_step)) => {
+                    if owner != h || owner_step != step_index || phase != Phase::Upgrade {
                         self.fail(format!(
-                            "entry {n}: execution {execution_id} was re-sent to host {host} step {step_index}, but was first dispatched to host {} step {owner_step}",
+                            "entry {n}: execution {execution_id} was re-sent to host {host} step {step_index}, but was first dispatched to host {} step {owner_step} ({phase:?})",
                             self.spec.hosts[owner].host
                         ));
                     }
@@ -195,7 +282,7 @@ impl<'a> Checker<'a> {
             }
             return;
         }
-        if self.executions.insert(execution_id.to_string(), (h, step_index)).is_some() {
+        if self.executions.insert(execution_id.to_string(), (h, Phase::Upgrade, step_index)).is_some() {
             self.fail(format!(
                 "entry {n}: execution {execution_id} was dispatched to host {host} (group {group}) a second time without resend"
             ));
@@ -213,22 +300,12 @@ impl<'a> Checker<'a> {
                         "entry {n}: host {host} (group {group}) started at step {step_index} instead of step 0"
                     ));
                 }
-                self.start(n, h);
+                self.start(n, entry.now, h);
             }
             Some(last) => {
                 let previous = self.hosts[h].last_execution.clone().unwrap_or_default();
                 if step_index == last + 1 {
-                    let answered = match event {
-                        Event::StepFinished { execution_id: finished, outcome } => {
-                            *finished == previous && outcome.status.is_success()
-                        }
-                        Event::Started
-                        | Event::AgentConnected { .. }
-                        | Event::AgentLost { .. }
-                        | Event::TimerFired { .. }
-                        | Event::Operator { .. } => false,
-                    };
-                    if !answered {
+                    if !answers(&entry.event, &previous) {
                         self.fail(format!(
                             "entry {n}: host {host} (group {group}) was dispatched step {step_index} without a successful result for {previous}"
                         ));
@@ -249,8 +326,154 @@ impl<'a> Checker<'a> {
         self.hosts[h].last_execution = Some(execution_id.to_string());
     }
 
-    /// Host `h` enters flight: check its group's window and its dependencies.
-    fn start(&mut self, n: usize, h: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_rollback(
+        &mut self,
+        n: usize,
+        event: &Event,
+        host: &str,
+        execution_id: &str,
+        index: usize,
+        step: &StepSpec,
+        resend: bool,
+    ) {
+        if let Some(state) = self.finished {
+            self.fail(format!(
+                "entry {n}: rollback execution {execution_id} was dispatched to host {host} after the rollout finished ({})",
+                state.as_str()
+            ));
+        }
+        let Some(&h) = self.by_name.get(host) else {
+            self.fail(format!(
+                "entry {n}: rollback execution {execution_id} was dispatched to host {host}, which is not in the spec"
+            ));
+            return;
+        };
+        let group = self.group_name(h);
+        if resend {
+            let current = self.hosts[h].rollback.as_ref().filter(|r| r.in_flight).map(|r| r.last_execution.clone());
+            match self.executions.get(execution_id) {
+                Some(&(owner, Phase::Rollback, owner_index)) if owner == h && owner_index == index => {}
+                Some(_) | None => self.fail(format!(
+                    "entry {n}: rollback execution {execution_id} was re-sent to host {host} (group {group}) as rollback step {index}, but was not dispatched as that"
+                )),
+            }
+            if current.as_deref() != Some(execution_id) {
+                self.fail(format!(
+                    "entry {n}: rollback execution {execution_id} was re-sent to host {host} (group {group}), which is not rolling back on it"
+                ));
+            }
+            return;
+        }
+        if self.executions.insert(execution_id.to_string(), (h, Phase::Rollback, index)).is_some() {
+            self.fail(format!(
+                "entry {n}: execution {execution_id} was dispatched to host {host} (group {group}) a second time without resend"
+            ));
+        }
+        match self.hosts[h].rollback.clone() {
+            None => {
+                if self.hosts[h].last_step.is_none() {
+                    self.fail(format!(
+                        "entry {n}: host {host} (group {group}) started a rollback but was never upgraded"
+                    ));
+                }
+                match &self.hosts[h].done {
+                    Some(HostState::Succeeded | HostState::Failed { .. }) => {}
+                    other => self.fail(format!(
+                        "entry {n}: host {host} (group {group}) started a rollback while its upgrade had not ended ({})",
+                        other.as_ref().map_or("in progress", HostState::as_str)
+                    )),
+                }
+                if index != 0 {
+                    self.fail(format!(
+                        "entry {n}: host {host} (group {group}) started its rollback at step {index} instead of 0"
+                    ));
+                }
+                let expected = self.spec.hosts[h].rollback_plan(self.hosts[h].steps_ok);
+                self.hosts[h].rollback = Some(RollbackTrack {
+                    expected,
+                    last_index: index,
+                    last_execution: execution_id.to_string(),
+                    in_flight: true,
+                    ended: None,
+                });
+                self.enter_flight(n, h, "rollback");
+                self.reverse_order(n, h);
+            }
+            Some(r) => {
+                if let Some(ended) = &r.ended {
+                    self.fail(format!(
+                        "entry {n}: host {host} (group {group}) was dispatched rollback execution {execution_id} after its rollback ended {}",
+                        ended.as_str()
+                    ));
+                }
+                if index != r.last_index + 1 || !answers(event, &r.last_execution) {
+                    self.fail(format!(
+                        "entry {n}: host {host} (group {group}) was dispatched rollback step {index} without a successful result for {} (rollback step {})",
+                        r.last_execution, r.last_index
+                    ));
+                }
+                let track = self.hosts[h].rollback.as_mut().expect("checked above");
+                track.last_index = index;
+                track.last_execution = execution_id.to_string();
+            }
+        }
+        let expected = self.hosts[h].rollback.as_ref().and_then(|r| r.expected.get(index));
+        match expected {
+            Some(e) if e == step => {}
+            Some(_) => self.fail(format!(
+                "entry {n}: rollback execution {execution_id} for host {host} (group {group}) carries a step that differs from rollback step {index} of the host's plan"
+            )),
+            None => self.fail(format!(
+                "entry {n}: rollback execution {execution_id} for host {host} (group {group}) names rollback step {index}, beyond the host's rollback plan"
+            )),
+        }
+    }
+
+    /// Host `h` starts rolling back: the groups depending on its group must
+    /// be done rolling back.
+    fn reverse_order(&mut self, n: usize, h: usize) {
+        let Some(g) = self.group_of[h] else { return };
+        for &d in &self.dependents[g].clone() {
+            let pending: Vec<&str> = self.spec.groups[d]
+                .hosts
+                .iter()
+                .filter(|&&x| {
+                    let t = &self.hosts[x];
+                    let started = t.last_step.is_some();
+                    let rolled = t.rollback.as_ref().is_some_and(|r| r.ended.is_some());
+                    started && !rolled && !self.spec.hosts[x].rollback_plan(t.steps_ok).is_empty()
+                })
+                .map(|&x| self.spec.hosts[x].host.as_str())
+                .collect();
+            if !pending.is_empty() {
+                self.fail(format!(
+                    "entry {n}: host {} of group {} started rolling back before group {}, which depends on it, finished its rollback (not done: {})",
+                    self.spec.hosts[h].host,
+                    self.spec.groups[g].name,
+                    self.spec.groups[d].name,
+                    pending.join(", ")
+                ));
+            }
+        }
+    }
+
+    /// Host `h` takes a slot of its group's window.
+    fn enter_flight(&mut self, n: usize, h: usize, what: &str) {
+        let Some(g) = self.group_of[h] else { return };
+        let group = &self.spec.groups[g];
+        self.group_in_flight[g] += 1;
+        if self.group_in_flight[g] > group.strategy.max_parallel.max(1) {
+            self.fail(format!(
+                "entry {n}: host {} started its {what} while group {} had {} hosts in flight, more than max_parallel {}",
+                self.spec.hosts[h].host, group.name, self.group_in_flight[g], group.strategy.max_parallel
+            ));
+        }
+    }
+
+    /// Host `h` enters flight: check its group's window, its dependencies
+    /// and its group's canaries.
+    fn start(&mut self, n: usize, now: UnixMillis, h: usize) {
         let host = &self.spec.hosts[h].host;
         let Some(g) = self.group_of[h] else {
             self.fail(format!("entry {n}: host {host} was dispatched but belongs to no group"));
@@ -258,29 +481,20 @@ impl<'a> Checker<'a> {
         };
         let group = &self.spec.groups[g];
         self.hosts[h].in_flight = true;
-        self.group_in_flight[g] += 1;
-        if self.group_in_flight[g] > group.strategy.max_parallel.max(1) {
-            self.fail(format!(
-                "entry {n}: host {host} started while group {} had {} hosts in flight, more than max_parallel {}",
-                group.name, self.group_in_flight[g], group.strategy.max_parallel
-            ));
-        }
+        self.enter_flight(n, h, "upgrade");
         for &dep in &group.after {
             let Some(dep_group) = self.spec.groups.get(dep) else { continue };
             let mut not_done = Vec::new();
             let mut failed = 0;
             let mut skipped = 0;
             for &d in &dep_group.hosts {
+                let rolling_back = self.hosts[d].rollback.as_ref().is_some_and(|r| r.in_flight);
                 match &self.hosts[d].done {
                     None => not_done.push(self.spec.hosts[d].host.as_str()),
+                    Some(_) if rolling_back => not_done.push(self.spec.hosts[d].host.as_str()),
                     Some(HostState::Failed { .. }) => failed += 1,
                     Some(HostState::Skipped) => skipped += 1,
-                    Some(
-                        HostState::Succeeded
-                        | HostState::Pending
-                        | HostState::Running { .. }
-                        | HostState::Soaking { .. },
-                    ) => {}
+                    Some(_) => {}
                 }
             }
             if !not_done.is_empty() {
@@ -297,9 +511,26 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
+        let Some(canary) = group.canary else { return };
+        let canaries = canary.hosts.max(1).min(group.hosts.len());
+        if self.position[h] < canaries {
+            return;
+        }
+        let promoted = match (self.canaries_passed[g], canary.promote) {
+            (None, _) => Err("before its canaries all succeeded".to_string()),
+            (Some((at_entry, _)), _) if self.last_approve.is_some_and(|a| a > at_entry) => Ok(()),
+            (Some(_), Promote::Manual) => Err("without an approval after its canaries passed".to_string()),
+            (Some((_, at)), Promote::After(d)) if now >= at.plus(d) => Ok(()),
+            (Some((_, at)), Promote::After(d)) => {
+                Err(format!("{} ms after its canaries passed, before the {} ms soak", now.since(at), d.as_millis()))
+            }
+        };
+        if let Err(why) = promoted {
+            self.fail(format!("entry {n}: host {host} of group {} (not a canary) started {why}", group.name));
+        }
     }
 
-    fn host_done(&mut self, n: usize, host: &str, state: &HostState) {
+    fn host_done(&mut self, n: usize, now: UnixMillis, host: &str, state: &HostState) {
         let Some(&h) = self.by_name.get(host) else {
             self.fail(format!("entry {n}: host {host}, not in the spec, was reported done"));
             return;
@@ -312,6 +543,19 @@ impl<'a> Checker<'a> {
                 rollout.as_str()
             ));
         }
+        match state {
+            HostState::RolledBack | HostState::RollbackFailed { .. } => {
+                self.rollback_done(n, h, state);
+                return;
+            }
+            HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::Pending
+            | HostState::Running { .. }
+            | HostState::Soaking { .. }
+            | HostState::RollingBack { .. } => {}
+        }
         if let Some(before) = &self.hosts[h].done {
             self.fail(format!(
                 "entry {n}: host {host} (group {group}) was reported {} after it had already ended {}",
@@ -323,7 +567,12 @@ impl<'a> Checker<'a> {
         let steps = self.spec.hosts[h].steps.len();
         let dispatched = self.hosts[h].last_step.is_some();
         match state {
-            HostState::Pending | HostState::Running { .. } | HostState::Soaking { .. } => {
+            HostState::Pending
+            | HostState::Running { .. }
+            | HostState::Soaking { .. }
+            | HostState::RollingBack { .. }
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => {
                 self.fail(format!(
                     "entry {n}: host {host} (group {group}) was reported done in non-terminal state {}",
                     state.as_str()
@@ -341,6 +590,15 @@ impl<'a> Checker<'a> {
                         steps - 1
                     ));
                 }
+                if let Some(g) = self.group_of[h] {
+                    let canaries = self.spec.groups[g].canary.map_or(0, |c| c.hosts);
+                    if self.position[h] < canaries {
+                        self.canaries_succeeded[g] += 1;
+                        if self.canaries_succeeded[g] >= canaries.min(self.spec.groups[g].hosts.len()) {
+                            self.canaries_passed[g] = Some((n, now));
+                        }
+                    }
+                }
             }
             HostState::Failed { .. } => {
                 if !dispatched {
@@ -357,6 +615,37 @@ impl<'a> Checker<'a> {
         self.hosts[h].done = Some(state.clone());
     }
 
+    fn rollback_done(&mut self, n: usize, h: usize, state: &HostState) {
+        let host = &self.spec.hosts[h].host;
+        let group = self.group_name(h);
+        let Some(r) = self.hosts[h].rollback.as_mut() else {
+            self.fail(format!(
+                "entry {n}: host {host} (group {group}) was reported {} but never started a rollback",
+                state.as_str()
+            ));
+            return;
+        };
+        if let Some(before) = &r.ended {
+            let before = before.as_str();
+            self.fail(format!(
+                "entry {n}: host {host} (group {group}) was reported {} after its rollback had already ended {before}",
+                state.as_str()
+            ));
+            return;
+        }
+        let complete = r.last_index + 1 == r.expected.len();
+        r.ended = Some(state.clone());
+        let was_in_flight = std::mem::replace(&mut r.in_flight, false);
+        if matches!(state, HostState::RolledBack) && !complete {
+            self.fail(format!(
+                "entry {n}: host {host} (group {group}) was reported rolled back before its last rollback step ran"
+            ));
+        }
+        if was_in_flight && let Some(g) = self.group_of[h] {
+            self.group_in_flight[g] -= 1;
+        }
+    }
+
     fn finished(&mut self, n: usize, state: RolloutState) {
         if let Some(before) = self.finished {
             self.fail(format!(
@@ -371,7 +660,7 @@ impl<'a> Checker<'a> {
             self.fail(format!("entry {n}: the rollout finished in non-terminal state {}", state.as_str()));
         }
         let in_flight: Vec<&str> = (0..self.hosts.len())
-            .filter(|&h| self.hosts[h].in_flight)
+            .filter(|&h| self.hosts[h].in_flight || self.hosts[h].rollback.as_ref().is_some_and(|r| r.in_flight))
             .map(|h| self.spec.hosts[h].host.as_str())
             .collect();
         if !in_flight.is_empty() {
@@ -381,38 +670,72 @@ impl<'a> Checker<'a> {
                 in_flight.join(", ")
             ));
         }
-        if state == RolloutState::Succeeded {
-            for h in 0..self.hosts.len() {
-                match &self.hosts[h].done {
-                    Some(HostState::Succeeded | HostState::Failed { .. }) => {}
-                    Some(other) => self.fail(format!(
-                        "entry {n}: the rollout succeeded but host {} (group {}) ended {}",
-                        self.spec.hosts[h].host,
-                        self.group_name(h),
-                        other.as_str()
-                    )),
-                    None => self.fail(format!(
-                        "entry {n}: the rollout succeeded but host {} (group {}) never finished",
-                        self.spec.hosts[h].host,
-                        self.group_name(h)
-                    )),
+        match state {
+            RolloutState::Succeeded => self.finished_succeeded(n),
+            RolloutState::RolledBack => {
+                for h in 0..self.hosts.len() {
+                    let t = &self.hosts[h];
+                    let owed = t.last_step.is_some() && !self.spec.hosts[h].rollback_plan(t.steps_ok).is_empty();
+                    let rolled =
+                        matches!(t.rollback.as_ref().and_then(|r| r.ended.as_ref()), Some(HostState::RolledBack));
+                    if owed && !rolled {
+                        self.fail(format!(
+                            "entry {n}: the rollout ended rolled back but host {} (group {}) was not rolled back",
+                            self.spec.hosts[h].host,
+                            self.group_name(h)
+                        ));
+                    }
                 }
             }
-            for group in &self.spec.groups {
-                let failed = group
-                    .hosts
-                    .iter()
-                    .filter(|&&h| {
-                        matches!(self.hosts.get(h).and_then(|t| t.done.as_ref()), Some(HostState::Failed { .. }))
-                    })
-                    .count();
-                if failed > group.strategy.max_failures {
-                    self.fail(format!(
-                        "entry {n}: the rollout succeeded but group {} had {failed} failed hosts, more than its budget of {}",
-                        group.name, group.strategy.max_failures
-                    ));
-                }
+            RolloutState::Pending
+            | RolloutState::Running
+            | RolloutState::Paused
+            | RolloutState::Halting
+            | RolloutState::Aborting
+            | RolloutState::RollingBack
+            | RolloutState::Failed
+            | RolloutState::Aborted => {}
+        }
+    }
+
+    fn finished_succeeded(&mut self, n: usize) {
+        let mut failed_total = 0;
+        for h in 0..self.hosts.len() {
+            match &self.hosts[h].done {
+                Some(HostState::Succeeded) => {}
+                Some(HostState::Failed { .. }) => failed_total += 1,
+                Some(other) => self.fail(format!(
+                    "entry {n}: the rollout succeeded but host {} (group {}) ended {}",
+                    self.spec.hosts[h].host,
+                    self.group_name(h),
+                    other.as_str()
+                )),
+                None => self.fail(format!(
+                    "entry {n}: the rollout succeeded but host {} (group {}) never finished",
+                    self.spec.hosts[h].host,
+                    self.group_name(h)
+                )),
             }
+        }
+        for group in &self.spec.groups {
+            let failed = group
+                .hosts
+                .iter()
+                .filter(|&&h| matches!(self.hosts.get(h).and_then(|t| t.done.as_ref()), Some(HostState::Failed { .. })))
+                .count();
+            if failed > group.strategy.max_failures {
+                self.fail(format!(
+                    "entry {n}: the rollout succeeded but group {} had {failed} failed hosts, more than its budget of {}",
+                    group.name, group.strategy.max_failures
+                ));
+            }
+        }
+        if let Some(budget) = self.spec.max_failures
+            && failed_total > budget
+        {
+            self.fail(format!(
+                "entry {n}: the rollout succeeded with {failed_total} failed hosts, more than its budget of {budget}"
+            ));
         }
     }
 
@@ -433,14 +756,27 @@ impl<'a> Checker<'a> {
                         ));
                     }
                 }
-                Some(
-                    HostState::Failed { .. }
-                    | HostState::Skipped
-                    | HostState::Pending
-                    | HostState::Running { .. }
-                    | HostState::Soaking { .. },
-                ) => {}
+                Some(_) => {}
+            }
+            if let Some(r) = &self.hosts[h].rollback
+                && r.ended.is_none()
+            {
+                self.fail(format!("host {host} (group {group}) started a rollback that never ended"));
             }
         }
+    }
+}
+
+/// True when `event` is the successful result of `execution_id`.
+fn answers(event: &Event, execution_id: &str) -> bool {
+    match event {
+        Event::StepFinished { execution_id: finished, outcome } => {
+            finished == execution_id && outcome.status.is_success()
+        }
+        Event::Started
+        | Event::AgentConnected { .. }
+        | Event::AgentLost { .. }
+        | Event::TimerFired { .. }
+        | Event::Operator { .. } => false,
     }
 }

@@ -51,6 +51,72 @@ pub struct RolloutSpec {
     pub hosts: Vec<HostPlan>,
     /// How long a host whose agent is gone may stay in flight before it fails.
     pub host_lost_timeout: Duration,
+    /// Failed hosts the whole rollout tolerates, counted over every group;
+    /// one more halts it like a group budget does. `None`: no rollout-wide budget.
+    #[serde(default)]
+    pub max_failures: Option<usize>,
+    /// What happens when the rollout-wide budget is exceeded (groups carry
+    /// their own [`GroupSpec::on_failure`], which defaults to this).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// What the engine does when hosts fail (see the engine's module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Exceeding a budget halts the rollout; nothing is rolled back.
+    #[default]
+    Halt,
+    /// Every failed host is rolled back at once; exceeding a budget halts.
+    RollbackHost,
+    /// As `RollbackHost`, and a group that fails (budget exceeded or a
+    /// canary failed) has every host it started rolled back.
+    RollbackGroup,
+    /// As `RollbackHost`, and a failed group rolls back every host the
+    /// rollout started, in reverse DAG order.
+    RollbackAll,
+}
+
+impl OnFailure {
+    /// The spelling used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Halt => "halt",
+            OnFailure::RollbackHost => "rollback_host",
+            OnFailure::RollbackGroup => "rollback_group",
+            OnFailure::RollbackAll => "rollback_all",
+        }
+    }
+
+    /// True when a host that fails is rolled back by itself.
+    pub fn rolls_back_hosts(self) -> bool {
+        match self {
+            OnFailure::Halt => false,
+            OnFailure::RollbackHost | OnFailure::RollbackGroup | OnFailure::RollbackAll => true,
+        }
+    }
+}
+
+/// The canary phase of a group: its first `hosts` hosts run alone, then the
+/// group waits to be promoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    /// How many of the group's first hosts (in [`GroupSpec::hosts`] order) are
+    /// canaries; at least 1, at most the group's size.
+    pub hosts: usize,
+    pub promote: Promote,
+}
+
+/// How a group whose canaries all passed goes on to its other hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Promote {
+    /// Wait for an operator's `Approve`.
+    Manual,
+    /// Go on by itself this long after the last canary passed (an `Approve`
+    /// ends the wait early).
+    After(Duration),
 }
 
 /// One group of hosts sharing a strategy.
@@ -60,8 +126,15 @@ pub struct GroupSpec {
     /// Indices into [`RolloutSpec::groups`] that must succeed before this one starts.
     pub after: Vec<usize>,
     pub strategy: Strategy,
-    /// Indices into [`RolloutSpec::hosts`], in the order they are upgraded.
+    /// Indices into [`RolloutSpec::hosts`], in the order they are upgraded
+    /// (canaries first).
     pub hosts: Vec<usize>,
+    /// Canary phase, if the group has one.
+    #[serde(default)]
+    pub canary: Option<CanarySpec>,
+    /// What happens when a host or the whole group fails.
+    #[serde(default)]
+    pub on_failure: OnFailure,
 }
 
 /// How a group moves through its hosts. Percentages are already resolved.
@@ -83,6 +156,23 @@ pub struct HostPlan {
     /// Version of [`RolloutSpec::component`] the host reported before the rollout.
     pub initial_version: Option<String>,
     pub steps: Vec<StepSpec>,
+    /// The undo of each step, by step index (`None`: nothing to undo); may be
+    /// shorter than `steps`. A rollback runs the undos of the steps that
+    /// succeeded, last first, then [`HostPlan::rollback_steps`].
+    #[serde(default)]
+    pub undo: Vec<Option<StepSpec>>,
+    /// Extra steps a rollback runs after the undos (the group's `rollback_steps`).
+    #[serde(default)]
+    pub rollback_steps: Vec<StepSpec>,
+}
+
+impl HostPlan {
+    /// What rolling this host back runs when its first `succeeded` steps
+    /// succeeded: their undos in reverse order, then the rollback steps.
+    pub fn rollback_plan(&self, succeeded: usize) -> Vec<StepSpec> {
+        let undos = self.undo.iter().take(succeeded).rev().flatten().cloned();
+        undos.chain(self.rollback_steps.iter().cloned()).collect()
+    }
 }
 
 /// One unit of work dispatched to an agent as a single execution.
@@ -112,6 +202,9 @@ pub enum StepKind {
     ExecCheck(ExecCheckSpec),
     /// Poll until a file exists and contains a string.
     FileCheck(FileCheckSpec),
+    /// Undo an `archive` step: switch the component's `current` symlink back
+    /// to the release it pointed to before.
+    ArchiveRollback(ArchiveRollbackSpec),
 }
 
 impl StepKind {
@@ -125,6 +218,7 @@ impl StepKind {
             StepKind::TcpCheck(_) => "tcp",
             StepKind::ExecCheck(_) => "exec_check",
             StepKind::FileCheck(_) => "file_check",
+            StepKind::ArchiveRollback(_) => "archive_rollback",
         }
     }
 }
@@ -150,24 +244,49 @@ pub struct ArchiveSpec {
     pub install_root: Option<String>,
 }
 
+/// Undo of an [`ArchiveSpec`]: the agent points `current` back at the
+/// release it pointed to before the install (it records that target when it
+/// switches), and reports `(component, version)` installed on success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRollbackSpec {
+    pub component: String,
+    /// The version the host had before the rollout, when the inventory knew
+    /// it: `<install_root>/<component>/releases/<to_version>` is the release
+    /// to go back to. `None`: whatever `current` pointed to before.
+    pub to_version: Option<String>,
+    /// Overrides the agent's install root, as the archive step did.
+    pub install_root: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSpec {
     pub path: String,
     pub content: String,
 }
 
-/// Retry policy of a check: it passes on the first success; it fails once
-/// `retries` extra attempts have failed or `deadline` has passed.
+/// Retry policy of a check, carried out by the agent. The check is polled
+/// every `interval`; it passes once it has succeeded continuously for
+/// `min_healthy` (zero: on the first success; any failed poll restarts that
+/// clock). It fails once `retries` extra attempts have failed, or when
+/// `deadline` (the plan's `healthy_deadline`) passes before it passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckPolicy {
     pub retries: u32,
     pub interval: Duration,
     pub deadline: Duration,
+    /// How long the check must keep succeeding before it passes.
+    #[serde(default)]
+    pub min_healthy: Duration,
 }
 
 impl Default for CheckPolicy {
     fn default() -> Self {
-        CheckPolicy { retries: 0, interval: Duration::from_millis(500), deadline: Duration::from_secs(30) }
+        CheckPolicy {
+            retries: 0,
+            interval: Duration::from_millis(500),
+            deadline: Duration::from_secs(30),
+            min_healthy: Duration::ZERO,
+        }
     }
 }
 

@@ -45,6 +45,27 @@
 //!   plus 5s so the agent's own deadline handling always fires first.
 //! - A group with neither steps nor checks (after defaults) is an error: it
 //!   would mark hosts upgraded without touching them.
+//! - `on_failure` is written at the plan level (the default of every group
+//!   and what the rollout-wide `max_failures` does) and may be overridden per
+//!   group; it defaults to `halt`. The rollout-wide `max_failures` is a count
+//!   or a percentage of every host of the rollout (rounded down); without
+//!   it there is no rollout-wide budget.
+//! - `canary:` takes exactly one of `count` (at least 1, capped at the
+//!   group's size), `percent` (of the group, rounded down, at least one host)
+//!   or `select` (labels; the matching hosts of the group go first, in their
+//!   order; matching none is an expansion error). `promote` is `manual`
+//!   (the default: a missing promote never lets canaries through on their
+//!   own) or `{ after: DURATION }`.
+//! - Undo: a step's `rollback:` (an exec spec, templated like the step)
+//!   replaces its default undo; an `archive` step without one is undone by
+//!   an `archive_rollback` of the same component, back to the version the
+//!   inventory reported for it (none: the agent's recorded previous release).
+//!   Other steps and all checks have no undo. An undo is named
+//!   `rollback-<step>` and has its step's timeout. `rollback_steps:` (group,
+//!   or inherited wholesale from `defaults`) run after the undos; unnamed
+//!   ones are `rollback-<kind>-<n>`, and they may not declare a rollback.
+//! - Checks: `healthy_deadline` is another name for `deadline` (giving both
+//!   is an error); `min_healthy_time` (default 0) must be shorter than it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -54,8 +75,9 @@ use serde::Deserialize;
 
 use crate::dag;
 use crate::model::{
-    ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec,
-    InventoryHost, RolloutSpec, StepKind, StepSpec, Strategy, TcpCheckSpec,
+    ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec,
+    GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, OnFailure, Promote, RolloutSpec, StepKind, StepSpec, Strategy,
+    TcpCheckSpec,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -149,6 +171,8 @@ struct RawPlan {
     version: Option<String>,
     component: Option<String>,
     host_lost_timeout: Option<String>,
+    max_failures: Option<String>,
+    on_failure: Option<OnFailure>,
     defaults: Option<RawDefaults>,
     groups: Option<Vec<RawGroup>>,
 }
@@ -159,6 +183,7 @@ struct RawDefaults {
     strategy: Option<RawStrategy>,
     steps: Option<Vec<RawStep>>,
     checks: Option<Vec<RawCheck>>,
+    rollback_steps: Option<Vec<RawStep>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,8 +194,21 @@ struct RawGroup {
     hosts: Option<Vec<String>>,
     after: Option<Vec<String>>,
     strategy: Option<RawStrategy>,
+    canary: Option<RawCanary>,
+    on_failure: Option<OnFailure>,
     steps: Option<Vec<RawStep>>,
     checks: Option<Vec<RawCheck>>,
+    rollback_steps: Option<Vec<RawStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    count: Option<String>,
+    percent: Option<String>,
+    select: Option<BTreeMap<String, String>>,
+    /// `manual` or `{ after: DURATION }`, read by hand for a clear error.
+    promote: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -198,6 +236,7 @@ struct RawStep {
     exec: Option<RawExec>,
     archive: Option<RawArchive>,
     file: Option<RawFile>,
+    rollback: Option<RawExec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +272,8 @@ struct RawCheck {
     retries: Option<u32>,
     interval: Option<String>,
     deadline: Option<String>,
+    healthy_deadline: Option<String>,
+    min_healthy_time: Option<String>,
     http: Option<RawHttp>,
     tcp: Option<RawTcp>,
     exec: Option<RawExec>,
@@ -318,6 +359,22 @@ struct StepTemplate {
     /// Where it was written (`groups[0].steps[1]`, `defaults.checks[0]`).
     path: FieldPath,
     spec: StepSpec,
+    /// The step's explicit `rollback:` command, still templated.
+    undo: Option<ExecSpec>,
+}
+
+/// Which of a group's hosts are its canaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CanaryPick {
+    Count(usize),
+    Percent(u32),
+    Select(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CanaryDef {
+    pick: CanaryPick,
+    promote: Promote,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,8 +385,12 @@ struct PlanGroup {
     after: Vec<usize>,
     selection: Selection,
     strategy: StrategyDef,
+    canary: Option<CanaryDef>,
+    on_failure: OnFailure,
     /// Steps then checks, in order.
     steps: Vec<StepTemplate>,
+    /// Run after the steps' undos when a host is rolled back.
+    rollback_steps: Vec<StepTemplate>,
 }
 
 /// A parsed, statically valid plan (not yet matched against hosts).
@@ -344,6 +405,11 @@ pub struct Plan {
     /// Component whose installed version is a host's version.
     pub component: Option<String>,
     pub host_lost_timeout: Duration,
+    /// Rollout-wide failure budget, resolved against the rollout's host count.
+    max_failures: Option<Amount>,
+    /// The plan's `on_failure`: the default of every group, and what the
+    /// rollout-wide budget does.
+    on_failure: OnFailure,
     /// In declaration order.
     groups: Vec<PlanGroup>,
     /// Declaration indices in the topological order used for the rollout.
@@ -389,6 +455,11 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         Some(s) => positive_duration(src, s, &root.key("host_lost_timeout"))?,
         None => DEFAULT_HOST_LOST_TIMEOUT,
     };
+    let max_failures = match &raw.max_failures {
+        Some(s) => Some(parse_amount(s, 0).map_err(|m| src.err(&root.key("max_failures"), m))?),
+        None => None,
+    };
+    let on_failure = raw.on_failure.unwrap_or_default();
 
     let defaults = raw.defaults.unwrap_or_default();
     let dpath = root.key("defaults");
@@ -398,6 +469,7 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
     };
     let default_steps = templates(src, defaults.steps.as_deref(), &dpath.key("steps"), step)?;
     let default_checks = templates(src, defaults.checks.as_deref(), &dpath.key("checks"), check)?;
+    let default_rollback = templates(src, defaults.rollback_steps.as_deref(), &dpath.key("rollback_steps"), step)?;
 
     let gpath = root.key("groups");
     let raw_groups = raw.groups.ok_or_else(|| src.err(&gpath, "missing required field 'groups'"))?;
@@ -448,7 +520,15 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
                 src.err(&p.key("name"), format!("group '{name}' has no steps or checks (nor defaults to inherit)"))
             );
         }
-        groups.push(PlanGroup { name, path: p, after, selection, strategy, steps });
+        let own_rollback = templates(src, g.rollback_steps.as_deref(), &p.key("rollback_steps"), step)?;
+        let rollback_steps =
+            name_rollback_steps(src, own_rollback.or_else(|| default_rollback.clone()).unwrap_or_default(), &steps)?;
+        let canary = match &g.canary {
+            Some(c) => Some(canary(src, c, &p.key("canary"))?),
+            None => None,
+        };
+        let on_failure = g.on_failure.unwrap_or(on_failure);
+        groups.push(PlanGroup { name, path: p, after, selection, strategy, canary, on_failure, steps, rollback_steps });
     }
 
     let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
@@ -465,9 +545,103 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         version,
         component,
         host_lost_timeout,
+        max_failures,
+        on_failure,
         groups,
         order,
     })
+}
+
+/// Validate a group's `canary:` block.
+fn canary(src: Src<'_>, raw: &RawCanary, p: &FieldPath) -> Result<CanaryDef, PlanError> {
+    let kind = one_kind(
+        src,
+        &[("count", raw.count.is_some()), ("percent", raw.percent.is_some()), ("select", raw.select.is_some())],
+        p,
+        "canary",
+    )?;
+    let kp = p.key(kind);
+    let pick = match (&raw.count, &raw.percent, &raw.select) {
+        (Some(c), _, _) => match parse_amount(c, 1).map_err(|m| src.err(&kp, m))? {
+            Amount::Count(n) => CanaryPick::Count(n),
+            Amount::Percent(n) => CanaryPick::Percent(n),
+        },
+        (_, Some(pc), _) => {
+            let text = pc.trim();
+            let with_sign = if text.ends_with('%') { text.to_string() } else { format!("{text}%") };
+            match parse_amount(&with_sign, 1).map_err(|m| src.err(&kp, m))? {
+                Amount::Percent(n) => CanaryPick::Percent(n),
+                Amount::Count(_) => unreachable!("a value ending in % is a percentage"),
+            }
+        }
+        (_, _, Some(sel)) => {
+            if sel.is_empty() {
+                return Err(src.err(&kp, "a canary selector needs at least one label"));
+            }
+            CanaryPick::Select(sel.clone())
+        }
+        (None, None, None) => unreachable!("one_kind found a kind"),
+    };
+    let pp = p.key("promote");
+    let bad = || src.err(&pp, "expected 'manual' or a mapping such as { after: 5m }");
+    let promote = match &raw.promote {
+        None => Promote::Manual,
+        Some(serde_norway::Value::String(s)) if s == "manual" => Promote::Manual,
+        Some(serde_norway::Value::Mapping(m)) => {
+            let mut after = None;
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    (Some("after"), serde_norway::Value::String(s)) => after = Some(s.clone()),
+                    (Some("after"), serde_norway::Value::Number(n)) => after = Some(n.to_string()),
+                    (Some("after"), _) => return Err(src.err(&pp.key("after"), "expected a duration such as 5m")),
+                    (Some(other), _) => {
+                        return Err(src.err(&pp, format!("unknown field `{other}`, expected `after`")));
+                    }
+                    (None, _) => return Err(bad()),
+                }
+            }
+            let after = after.ok_or_else(|| src.err(&pp, "missing required field 'after'"))?;
+            Promote::After(parse_duration(&after).map_err(|m| src.err(&pp.key("after"), m))?)
+        }
+        Some(_) => return Err(bad()),
+    };
+    Ok(CanaryDef { pick, promote })
+}
+
+/// Name a group's rollback steps (`rollback-<kind>-<n>` when unnamed) and
+/// reject a rollback step that declares its own rollback or reuses a name a
+/// rollback already has (`rollback-<step>` is the undo of `<step>`).
+fn name_rollback_steps(
+    src: Src<'_>,
+    mut list: Vec<StepTemplate>,
+    steps: &[StepTemplate],
+) -> Result<Vec<StepTemplate>, PlanError> {
+    for (i, t) in list.iter_mut().enumerate() {
+        if t.undo.is_some() {
+            return Err(src.err(&t.path.key("rollback"), "a rollback step cannot have a rollback of its own"));
+        }
+        if t.spec.name.is_empty() {
+            t.spec.name = format!("rollback-{}-{}", t.spec.kind.kind_name(), i + 1);
+        }
+    }
+    for (i, t) in list.iter().enumerate() {
+        let undo_name = steps.iter().find(|s| undo_name(&s.spec.name) == t.spec.name);
+        let earlier = list[..i].iter().find(|o| o.spec.name == t.spec.name);
+        if let Some(other) =
+            earlier.map(|o| o.path.to_string()).or(undo_name.map(|s| format!("the undo of {}", s.path)))
+        {
+            return Err(src.err(
+                &t.path.key("name"),
+                format!("duplicate rollback step name '{}' in the group (also {other})", t.spec.name),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+/// The name of the undo of step `name`.
+fn undo_name(name: &str) -> String {
+    format!("rollback-{name}")
 }
 
 /// Turn a serde_norway error into a [`PlanError`]: its location gives the
@@ -729,7 +903,16 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
         Some(s) => positive_duration(src, s, &p.key("timeout"))?,
         None => DEFAULT_STEP_TIMEOUT,
     };
-    finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })
+    let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
+    if let Some(r) = &raw.rollback {
+        let rp = p.key("rollback");
+        let mut undo = exec_spec(src, r, &rp)?;
+        for (rel, s) in exec_strings_mut(rp, &mut undo) {
+            render(s, |_| Ok(String::new())).map_err(|m| src.err(&rel, m))?;
+        }
+        t.undo = Some(undo);
+    }
+    Ok(t)
 }
 
 fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, PlanError> {
@@ -746,16 +929,40 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
     )?;
     let kp = p.key(kind);
     let defaults = CheckPolicy::default();
+    let deadline = match (&raw.deadline, &raw.healthy_deadline) {
+        (Some(_), Some(_)) => {
+            return Err(src.err(&p.key("healthy_deadline"), "give either 'deadline' or 'healthy_deadline', not both"));
+        }
+        (Some(s), None) => positive_duration(src, s, &p.key("deadline"))?,
+        (None, Some(s)) => positive_duration(src, s, &p.key("healthy_deadline"))?,
+        (None, None) => defaults.deadline,
+    };
+    let min_healthy = match &raw.min_healthy_time {
+        Some(s) => {
+            let mp = p.key("min_healthy_time");
+            let d = parse_duration(s).map_err(|m| src.err(&mp, m))?;
+            if d >= deadline {
+                return Err(src.err(
+                    &mp,
+                    format!(
+                        "{} is not shorter than the check's deadline ({}): the check could never pass",
+                        format_duration(d),
+                        format_duration(deadline)
+                    ),
+                ));
+            }
+            d
+        }
+        None => defaults.min_healthy,
+    };
     let policy = CheckPolicy {
         retries: raw.retries.unwrap_or(defaults.retries),
         interval: match &raw.interval {
             Some(s) => positive_duration(src, s, &p.key("interval"))?,
             None => defaults.interval,
         },
-        deadline: match &raw.deadline {
-            Some(s) => positive_duration(src, s, &p.key("deadline"))?,
-            None => defaults.deadline,
-        },
+        deadline,
+        min_healthy,
     };
     let kind = match (&raw.http, &raw.tcp, &raw.exec, &raw.file) {
         (Some(h), _, _, _) => {
@@ -819,7 +1026,7 @@ fn finish_template(
     for (rel, s) in strings_mut(&mut spec) {
         render(s, |_| Ok(String::new())).map_err(|m| src.err(&p.join(&rel), m))?;
     }
-    Ok(StepTemplate { path: p.clone(), spec })
+    Ok(StepTemplate { path: p.clone(), spec, undo: None })
 }
 
 /// Give unnamed steps their `<kind>-<position>` name and reject duplicates.
@@ -891,16 +1098,7 @@ fn render(template: &str, mut lookup: impl FnMut(Var<'_>) -> Result<String, Stri
 /// written in the plan (a check's `exec` is `exec`, not `exec_check`).
 fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
     fn exec<'a>(p: FieldPath, e: &'a mut ExecSpec, out: &mut Vec<(FieldPath, &'a mut String)>) {
-        out.push((p.key("command"), &mut e.command));
-        for (i, a) in e.args.iter_mut().enumerate() {
-            out.push((p.key("args").idx(i), a));
-        }
-        for (k, v) in e.env.iter_mut() {
-            out.push((p.key("env").key(k), v));
-        }
-        if let Some(w) = &mut e.workdir {
-            out.push((p.key("workdir"), w));
-        }
+        out.extend(exec_strings_mut(p, e));
     }
     let root = FieldPath::default();
     let mut out = vec![(root.key("name"), &mut spec.name)];
@@ -934,6 +1132,23 @@ fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
                 out.push((root.key("file").key("contains"), c));
             }
         }
+        // Generated at expansion from an already rendered archive step.
+        StepKind::ArchiveRollback(_) => {}
+    }
+    out
+}
+
+/// The templated strings of an exec spec written at `p`.
+fn exec_strings_mut(p: FieldPath, e: &mut ExecSpec) -> Vec<(FieldPath, &mut String)> {
+    let mut out = vec![(p.key("command"), &mut e.command)];
+    for (i, a) in e.args.iter_mut().enumerate() {
+        out.push((p.key("args").idx(i), a));
+    }
+    for (k, v) in e.env.iter_mut() {
+        out.push((p.key("env").key(k), v));
+    }
+    if let Some(w) = &mut e.workdir {
+        out.push((p.key("workdir"), w));
     }
     out
 }
@@ -1008,10 +1223,21 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
     let mut hosts = Vec::new();
     for (pos, &decl) in plan.order.iter().enumerate() {
         let g = &plan.groups[decl];
-        let mut indices = Vec::with_capacity(members[decl].len());
-        for h in &members[decl] {
-            let steps = g
-                .steps
+        let (members, canary) = pick_canaries(src, g, &members[decl])?;
+        let mut indices = Vec::with_capacity(members.len());
+        for h in members {
+            let mut steps = Vec::with_capacity(g.steps.len());
+            let mut undo = Vec::with_capacity(g.steps.len());
+            for t in &g.steps {
+                let step = render_step(src, t, h, &plan.version, &g.name)?;
+                undo.push(undo_step(src, t, &step, h, &plan.version, &g.name)?);
+                steps.push(step);
+            }
+            if undo.iter().all(Option::is_none) {
+                undo.clear();
+            }
+            let rollback_steps = g
+                .rollback_steps
                 .iter()
                 .map(|t| render_step(src, t, h, &plan.version, &g.name))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -1021,6 +1247,8 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
                 group: pos,
                 initial_version: plan.component.as_ref().and_then(|c| h.installed.get(c).cloned()),
                 steps,
+                undo,
+                rollback_steps,
             });
         }
         let mut after: Vec<usize> = g.after.iter().map(|&d| position[d]).collect();
@@ -1031,9 +1259,12 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
             after,
             strategy: g.strategy.resolve(indices.len()),
             hosts: indices,
+            canary,
+            on_failure: g.on_failure,
         });
     }
 
+    let total = hosts.len();
     Ok(RolloutSpec {
         plan_name: plan.name.clone(),
         target_version: plan.version.clone(),
@@ -1041,7 +1272,94 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
         groups,
         hosts,
         host_lost_timeout: plan.host_lost_timeout,
+        max_failures: plan.max_failures.map(|a| match a {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => total * p as usize / 100,
+        }),
+        on_failure: plan.on_failure,
     })
+}
+
+/// The group's hosts with its canaries first, and its canary phase. A count
+/// or percentage takes the first hosts (at least one, at most all); a
+/// selector moves the hosts it matches to the front, keeping their order.
+fn pick_canaries<'h>(
+    src: Src<'_>,
+    g: &PlanGroup,
+    members: &[&'h InventoryHost],
+) -> Result<(Vec<&'h InventoryHost>, Option<CanarySpec>), PlanError> {
+    let Some(def) = &g.canary else { return Ok((members.to_vec(), None)) };
+    let n = members.len();
+    let (ordered, hosts) = match &def.pick {
+        CanaryPick::Count(c) => (members.to_vec(), (*c).min(n)),
+        CanaryPick::Percent(p) => (members.to_vec(), (n * *p as usize / 100).max(1).min(n)),
+        CanaryPick::Select(sel) => {
+            let (mut first, rest): (Vec<_>, Vec<_>) = members.iter().partition(|h| selects(sel, h));
+            if first.is_empty() {
+                return Err(src.err(
+                    &g.path.key("canary").key("select"),
+                    format!("canary selector {} matches no host of group '{}'", show_selector(sel), g.name),
+                ));
+            }
+            let k = first.len();
+            first.extend(rest);
+            (first, k)
+        }
+    };
+    Ok((ordered, Some(CanarySpec { hosts, promote: def.promote })))
+}
+
+/// The undo of a rendered step: its explicit `rollback:` command, else for
+/// an archive the switch back to the release the host had before.
+fn undo_step(
+    src: Src<'_>,
+    t: &StepTemplate,
+    step: &StepSpec,
+    host: &InventoryHost,
+    version: &str,
+    group: &str,
+) -> Result<Option<StepSpec>, PlanError> {
+    let kind = match (&t.undo, &step.kind) {
+        (Some(exec), _) => {
+            let mut exec = exec.clone();
+            let rp = t.path.key("rollback");
+            for (rel, s) in exec_strings_mut(rp, &mut exec) {
+                *s = render(s, |var| lookup(var, host, version, group))
+                    .map_err(|m| src.err(&rel, format!("{m} (group '{group}')")))?;
+            }
+            StepKind::Exec(exec)
+        }
+        (None, StepKind::Archive(a)) => StepKind::ArchiveRollback(ArchiveRollbackSpec {
+            component: a.component.clone(),
+            to_version: host.installed.get(&a.component).cloned(),
+            install_root: a.install_root.clone(),
+        }),
+        (
+            None,
+            StepKind::Exec(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::ExecCheck(_)
+            | StepKind::FileCheck(_)
+            | StepKind::ArchiveRollback(_),
+        ) => return Ok(None),
+    };
+    Ok(Some(StepSpec { name: undo_name(&step.name), timeout: step.timeout, kind }))
+}
+
+/// The value of a template variable for `host`.
+fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &str) -> Result<String, String> {
+    let id = &host.id;
+    match var {
+        Var::Host => Ok(id.clone()),
+        Var::Version => Ok(version.to_string()),
+        Var::Group => Ok(group.to_string()),
+        Var::Label(k) => host.labels.get(k).cloned().ok_or_else(|| format!("host {id} has no label '{k}'")),
+        Var::Installed(c) => {
+            host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
+        }
+    }
 }
 
 /// Every `key: value` must match; the key `host` matches the host id.
@@ -1066,16 +1384,8 @@ fn render_step(
     let mut spec = t.spec.clone();
     let id = &host.id;
     for (rel, s) in strings_mut(&mut spec) {
-        *s = render(s, |var| match var {
-            Var::Host => Ok(id.clone()),
-            Var::Version => Ok(version.to_string()),
-            Var::Group => Ok(group.to_string()),
-            Var::Label(k) => host.labels.get(k).cloned().ok_or_else(|| format!("host {id} has no label '{k}'")),
-            Var::Installed(c) => {
-                host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
-            }
-        })
-        .map_err(|m| src.err(&t.path.join(&rel), format!("{m} (group '{group}')")))?;
+        *s = render(s, |var| lookup(var, host, version, group))
+            .map_err(|m| src.err(&t.path.join(&rel), format!("{m} (group '{group}')")))?;
     }
     if let StepKind::Archive(a) = &mut spec.kind {
         check_sha256(&a.sha256).map_err(|m| {
@@ -1170,6 +1480,19 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                 "hosts": g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
                 "batches": batches(spec, i),
                 "steps": steps,
+                "on_failure": g.on_failure.as_str(),
+                "canary": g.canary.map(|c| serde_json::json!({
+                    "hosts": g.hosts.iter().take(c.hosts).map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
+                    "promote": match c.promote {
+                        Promote::Manual => "manual".to_string(),
+                        Promote::After(d) => format!("after {}", format_duration(d)),
+                    },
+                })),
+                "rollback_steps": g
+                    .hosts
+                    .first()
+                    .map(|&h| spec.hosts[h].rollback_steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+                    .unwrap_or_default(),
             })
         })
         .collect();
@@ -1178,6 +1501,8 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
         "target_version": spec.target_version,
         "component": spec.component,
         "host_lost_timeout": format_duration(spec.host_lost_timeout),
+        "max_failures": spec.max_failures,
+        "on_failure": spec.on_failure.as_str(),
         "groups": groups,
     })
 }

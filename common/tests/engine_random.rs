@@ -1,5 +1,7 @@
-//! Random outcomes and orderings over a 3-group DAG, for many seeds: every
-//! log must pass the invariants, end in a terminal state, and replay exactly.
+//! Random outcomes and orderings over a 3-group DAG, for many seeds, with
+//! random canaries, `on_failure` modes, rollout-wide budgets, approvals and
+//! rollbacks: every log must pass the invariants, end in a terminal state,
+//! and replay exactly.
 
 mod engine_support;
 
@@ -7,7 +9,7 @@ use std::collections::BTreeMap;
 
 use convoy_common::engine::{Action, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::invariants;
-use convoy_common::model::{RolloutSpec, StepOutcome, StepStatus, UnixMillis};
+use convoy_common::model::{OnFailure, RolloutSpec, StepOutcome, StepStatus, UnixMillis};
 use engine_support::*;
 
 /// SplitMix64: tiny, deterministic, good enough to shuffle test schedules.
@@ -26,14 +28,34 @@ impl Rng {
     }
 }
 
-/// db, then two branches (app, web) in parallel.
-fn dag(rng: &mut Rng) -> RolloutSpec {
+const MODES: [OnFailure; 4] =
+    [OnFailure::Halt, OnFailure::RollbackHost, OnFailure::RollbackGroup, OnFailure::RollbackAll];
+
+/// A group with, at random, a canary phase (manual or timed) and a mode.
+fn vary(rng: &mut Rng, group: G) -> G {
+    let group = group.on_failure(MODES[rng.below(4)]);
+    match rng.below(4) {
+        0 => group.canary(1 + rng.below(2)),
+        1 => group.canary_after(1 + rng.below(2), rng.below(3) as u64 * 40),
+        _ => group,
+    }
+}
+
+/// db, then two branches (app, web) in parallel; `varied` adds canaries,
+/// failure modes and a rollout-wide budget.
+fn dag(rng: &mut Rng, varied: bool) -> RolloutSpec {
     let groups = [
         g("db", 2 + rng.below(3), 1).budget(rng.below(2)).soak(rng.below(2) as u64 * 30),
         g("app", 3 + rng.below(4), 1 + rng.below(3)).after(&[0]).budget(rng.below(3)),
         g("web", 2 + rng.below(5), 1 + rng.below(2)).after(&[0]).budget(rng.below(2)).soak(rng.below(2) as u64 * 20),
     ];
-    spec(&groups, 1 + rng.below(3))
+    let groups = if varied { groups.map(|grp| vary(rng, grp)) } else { groups };
+    let mut s = spec(&groups, 1 + rng.below(3));
+    if varied && rng.below(3) == 0 {
+        s.max_failures = Some(rng.below(4));
+        s.on_failure = MODES[rng.below(4)];
+    }
+    s
 }
 
 /// What a fake runtime knows: results not yet delivered, timers armed.
@@ -49,7 +71,7 @@ impl World {
     fn absorb(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
-                Action::Dispatch { execution_id, .. } => {
+                Action::Dispatch { execution_id, .. } | Action::DispatchRollback { execution_id, .. } => {
                     if !self.outstanding.contains(execution_id) {
                         self.outstanding.push(execution_id.clone());
                     }
@@ -75,7 +97,9 @@ fn random_outcome(rng: &mut Rng) -> StepOutcome {
 
 fn drive(seed: u64) -> (Run, usize) {
     let mut rng = Rng(seed);
-    let spec = dag(&mut rng);
+    // Odd seeds get canaries, failure modes, rollout budgets and rollbacks.
+    let varied = seed % 2 == 1;
+    let spec = dag(&mut rng, varied);
     let host_names: Vec<String> = spec.hosts.iter().map(|h| h.host.clone()).collect();
     let mut run = Run::new(spec);
     let mut world = World::default();
@@ -108,9 +132,12 @@ fn drive(seed: u64) -> (Run, usize) {
             Event::Operator { command: OperatorCommand::Resume, by: "op".into() }
         } else if roll < 993 {
             Event::Operator { command: OperatorCommand::Abort, by: "op".into() }
+        } else if roll < 995 && varied && rng.below(2) == 0 {
+            Event::Operator { command: OperatorCommand::Rollback, by: "op".into() }
         } else if world.outstanding.is_empty() && world.timers.is_empty() {
             // Nothing can happen by itself: only an operator can move it on.
-            Event::Operator { command: OperatorCommand::Resume, by: "op".into() }
+            let command = if rng.below(2) == 0 { OperatorCommand::Resume } else { OperatorCommand::Approve };
+            Event::Operator { command, by: "op".into() }
         } else {
             Event::Operator { command: OperatorCommand::Approve, by: "op".into() }
         };
@@ -127,10 +154,37 @@ fn drive(seed: u64) -> (Run, usize) {
 fn random_runs_keep_every_invariant() {
     let mut ends: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for seed in 0..300 {
+    let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut promotions: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for seed in 0..400 {
         let (run, _) = drive(seed);
         for a in run.log.iter().flat_map(|e| &e.actions) {
-            if let Action::HostDone { state: HostState::Failed { reason, .. }, .. } = a {
+            if let Action::HostDone { state, .. } = a {
+                *states.entry(state.as_str()).or_default() += 1;
+            }
+        }
+        for e in &run.log {
+            let starts = !dispatched(&e.actions).is_empty();
+            let how = match &e.event {
+                Event::Operator { command: OperatorCommand::Approve, .. } => Some("approved"),
+                Event::TimerFired { timer: Timer::PromoteCanaries { .. } } => Some("timer"),
+                Event::Operator { .. }
+                | Event::TimerFired { .. }
+                | Event::Started
+                | Event::AgentConnected { .. }
+                | Event::AgentLost { .. }
+                | Event::StepFinished { .. } => None,
+            };
+            if let (Some(how), true) = (how, starts) {
+                *promotions.entry(how).or_default() += 1;
+            }
+        }
+        for a in run.log.iter().flat_map(|e| &e.actions) {
+            if let Action::HostDone {
+                state: HostState::Failed { reason, .. } | HostState::RollbackFailed { reason, .. },
+                ..
+            } = a
+            {
                 *reasons.entry(reason.clone()).or_default() += 1;
             }
         }
@@ -154,9 +208,15 @@ fn random_runs_keep_every_invariant() {
         }
         assert_eq!(copy.view(), view, "seed {seed}");
     }
-    // The schedule really explores all three endings.
-    for end in ["succeeded", "failed", "aborted"] {
+    // The schedule really explores every ending and every host outcome.
+    for end in ["succeeded", "failed", "aborted", "rolled_back"] {
         assert!(ends.get(end).copied().unwrap_or(0) > 0, "no seed ended {end}: {ends:?}");
+    }
+    for how in ["approved", "timer"] {
+        assert!(promotions.get(how).copied().unwrap_or(0) > 0, "no canaries were promoted by {how}: {promotions:?}");
+    }
+    for state in ["succeeded", "failed", "skipped", "rolled_back", "rollback_failed"] {
+        assert!(states.get(state).copied().unwrap_or(0) > 0, "no host ended {state}: {states:?}");
     }
     for reason in ["exit 1", "unsupported", "killed", "agent lost", "no result within timeout"] {
         assert!(reasons.contains_key(reason), "no host failed with {reason:?}: {reasons:?}");

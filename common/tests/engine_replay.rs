@@ -63,7 +63,13 @@ fn resume_actions_resend_in_flight_work_and_rearm_timers() {
             HostState::Soaking { .. } => {
                 expected_timers.insert(Timer::SoakOver { host: h.to_string() });
             }
-            HostState::Pending | HostState::Succeeded | HostState::Failed { .. } | HostState::Skipped => {}
+            HostState::Pending
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RollingBack { .. }
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => {}
         }
     }
     expected_timers.insert(Timer::LostDeadline { host: "a-2".into() });

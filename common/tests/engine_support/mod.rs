@@ -7,7 +7,8 @@ use std::time::Duration;
 use convoy_common::engine::{Action, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::invariants::{self, LogEntry};
 use convoy_common::model::{
-    ExecSpec, GroupSpec, HostPlan, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, Strategy, UnixMillis,
+    CanarySpec, ExecSpec, GroupSpec, HostPlan, OnFailure, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec,
+    StepStatus, Strategy, UnixMillis,
 };
 
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,10 +23,21 @@ pub struct G {
     pub max_parallel: usize,
     pub max_failures: usize,
     pub soak: Duration,
+    pub canary: Option<CanarySpec>,
+    pub on_failure: OnFailure,
 }
 
 pub fn g(name: &'static str, hosts: usize, max_parallel: usize) -> G {
-    G { name, after: Vec::new(), hosts, max_parallel, max_failures: 0, soak: Duration::ZERO }
+    G {
+        name,
+        after: Vec::new(),
+        hosts,
+        max_parallel,
+        max_failures: 0,
+        soak: Duration::ZERO,
+        canary: None,
+        on_failure: OnFailure::Halt,
+    }
 }
 
 impl G {
@@ -40,6 +52,33 @@ impl G {
     pub fn soak(mut self, secs: u64) -> G {
         self.soak = Duration::from_secs(secs);
         self
+    }
+    /// The first `hosts` hosts are canaries, promoted by an operator.
+    pub fn canary(mut self, hosts: usize) -> G {
+        self.canary = Some(CanarySpec { hosts, promote: Promote::Manual });
+        self
+    }
+    /// The first `hosts` hosts are canaries, promoted `secs` after they pass.
+    pub fn canary_after(mut self, hosts: usize, secs: u64) -> G {
+        self.canary = Some(CanarySpec { hosts, promote: Promote::After(Duration::from_secs(secs)) });
+        self
+    }
+    pub fn on_failure(mut self, mode: OnFailure) -> G {
+        self.on_failure = mode;
+        self
+    }
+}
+
+/// The undo of `step{s}` in the fixture: `undo{s}`.
+pub fn undo(s: usize) -> StepSpec {
+    StepSpec {
+        name: format!("undo{s}"),
+        timeout: STEP_TIMEOUT,
+        kind: StepKind::Exec(ExecSpec {
+            command: "undo".to_string(),
+            args: vec![s.to_string()],
+            ..ExecSpec::default()
+        }),
     }
 }
 
@@ -64,6 +103,9 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
                 group: gi,
                 initial_version: Some("1.0".to_string()),
                 steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
+                // Every step but the last (think: the final check) has an undo.
+                undo: (0..steps).map(|s| (s + 1 < steps).then(|| undo(s))).collect(),
+                rollback_steps: Vec::new(),
             });
         }
         group_specs.push(GroupSpec {
@@ -71,6 +113,8 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
             after: grp.after.clone(),
             strategy: Strategy { max_parallel: grp.max_parallel, max_failures: grp.max_failures, soak: grp.soak },
             hosts: members,
+            canary: grp.canary,
+            on_failure: grp.on_failure,
         });
     }
     RolloutSpec {
@@ -80,6 +124,8 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
         groups: group_specs,
         hosts,
         host_lost_timeout: LOST_TIMEOUT,
+        max_failures: None,
+        on_failure: OnFailure::Halt,
     }
 }
 
@@ -127,10 +173,13 @@ impl Run {
         self.ev(Event::Operator { command, by: by.to_string() })
     }
 
-    /// The execution host is running now. Panics if it is not running.
+    /// The execution host is running now (a step or a rollback step).
+    /// Panics if it is not running.
     pub fn exec_of(&self, host: &str) -> String {
         match self.engine.host_state(host) {
-            Some(HostState::Running { execution_id, .. }) => execution_id.clone(),
+            Some(HostState::Running { execution_id, .. } | HostState::RollingBack { execution_id, .. }) => {
+                execution_id.clone()
+            }
             other => panic!("host {host} is not running: {other:?}"),
         }
     }
@@ -153,6 +202,15 @@ impl Run {
         let mut all = Vec::new();
         while matches!(self.engine.host_state(host), Some(HostState::Running { .. })) {
             all.extend(self.ok(host));
+        }
+        all
+    }
+
+    /// Succeed every remaining rollback step of `host`, returning all actions.
+    pub fn complete_rollback(&mut self, host: &str) -> Vec<Action> {
+        let mut all = Vec::new();
+        while matches!(self.engine.host_state(host), Some(HostState::RollingBack { .. })) {
+            all.extend(self.report(host, StepOutcome::ok()));
         }
         all
     }
@@ -185,6 +243,20 @@ pub fn dispatched(actions: &[Action]) -> Vec<(String, usize)> {
         .filter_map(|a| {
             if let Action::Dispatch { host, step_index, resend: false, .. } = a {
                 Some((host.clone(), *step_index))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// `(host, rollback_index)` of every new (not re-sent) rollback dispatch.
+pub fn rolled(actions: &[Action]) -> Vec<(String, usize)> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::DispatchRollback { host, rollback_index, resend: false, .. } = a {
+                Some((host.clone(), *rollback_index))
             } else {
                 None
             }
