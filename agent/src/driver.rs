@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use convoy_common::model::{ArchiveSpec, FileSpec, StepKind, StepOutcome, StepSpec, StepStatus};
+use convoy_common::model::{ArchiveRollbackSpec, ArchiveSpec, FileSpec, StepKind, StepOutcome, StepSpec, StepStatus};
 use tokio::time::Instant;
 
 use crate::fsutil;
@@ -79,6 +79,7 @@ impl LocalDriver {
         let mut outcome = match &step.kind {
             StepKind::Exec(e) => exec::exec_step(e, e.workdir.as_deref().map(|w| self.resolve(w)), timeout).await,
             StepKind::Archive(a) => self.archive(a, deadline).await,
+            StepKind::ArchiveRollback(a) => self.archive_rollback(a).await,
             StepKind::File(f) => self.write_file(f).await,
             StepKind::HttpCheck(h) => match http::parse_url(&h.url) {
                 Err(e) => StepOutcome::failed(e),
@@ -133,6 +134,21 @@ impl LocalDriver {
                 StepOutcome { status: StepStatus::TimedOut, ..StepOutcome::failed(m) }
             }
             Err(e) => StepOutcome::failed(format!("archive install task failed: {e}")),
+        }
+    }
+
+    async fn archive_rollback(&self, spec: &ArchiveRollbackSpec) -> StepOutcome {
+        let root = spec.install_root.as_deref().map(PathBuf::from).unwrap_or_else(|| self.install_root.clone());
+        let job_spec = spec.clone();
+        match tokio::task::spawn_blocking(move || archive::rollback(&job_spec, &root)).await {
+            Ok(Ok(done)) => StepOutcome {
+                message: done.message,
+                installed: done.version.map(|v| (spec.component.clone(), v)),
+                exit_code: None,
+                ..StepOutcome::ok()
+            },
+            Ok(Err(archive::Fail::Failed(m) | archive::Fail::TimedOut(m))) => StepOutcome::failed(m),
+            Err(e) => StepOutcome::failed(format!("archive rollback task failed: {e}")),
         }
     }
 

@@ -162,3 +162,45 @@ async fn escaping_entries_are_refused() {
     assert_refused(&[Entry::Symlink("etc", b"/etc")], "absolute symlink").await;
     assert_refused(&[Entry::Symlink("d", b"sub"), Entry::File("d/x", "1")], "through a symlink").await;
 }
+
+fn rollback(to: Option<&str>) -> StepKind {
+    StepKind::ArchiveRollback(convoy_common::model::ArchiveRollbackSpec {
+        component: "app".into(),
+        to_version: to.map(str::to_string),
+        install_root: None,
+    })
+}
+
+#[tokio::test]
+async fn rollback_switches_current_back_and_a_first_install_is_undone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let driver = LocalDriver::new(&root);
+    let (a1, s1) = build(tmp.path(), "app-1.tar.gz", &[Entry::File("bin/app", "v1")]);
+    let (a2, s2) = build(tmp.path(), "app-2.tar.gz", &[Entry::File("bin/app", "v2")]);
+    let app = root.join("app");
+
+    assert_eq!(install(&driver, spec("1.0.0", &a1, &s1)).await.status, StepStatus::Succeeded);
+    assert_eq!(install(&driver, spec("2.0.0", &a2, &s2)).await.status, StepStatus::Succeeded);
+
+    // Back to the named version.
+    let out = install(&driver, rollback(Some("1.0.0"))).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(out.installed, Some(("app".into(), "1.0.0".into())));
+    assert_eq!(fs::read_to_string(app.join("current/bin/app")).unwrap(), "v1");
+    assert_eq!(fs::read_link(app.join("previous")).unwrap(), PathBuf::from("releases/2.0.0"));
+
+    // Without a version (or with one never installed), `previous` decides.
+    let out = install(&driver, rollback(Some("0.9.0"))).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(fs::read_to_string(app.join("current/bin/app")).unwrap(), "v2");
+
+    // The undo of a first install leaves nothing current.
+    let fresh = LocalDriver::new(tmp.path().join("fresh"));
+    assert_eq!(install(&fresh, spec("1.0.0", &a1, &s1)).await.status, StepStatus::Succeeded);
+    let out = install(&fresh, rollback(None)).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(out.installed, None);
+    assert!(fs::symlink_metadata(tmp.path().join("fresh/app/current")).is_err(), "current removed");
+    assert!(fresh.installed().is_empty());
+}

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn policy(retries: u32, interval_ms: u64) -> CheckPolicy {
-    CheckPolicy { retries, interval: Duration::from_millis(interval_ms), deadline: Duration::from_secs(20) }
+    CheckPolicy { retries, interval: Duration::from_millis(interval_ms), deadline: Duration::from_secs(20), ..CheckPolicy::default() }
 }
 
 async fn run(driver: &LocalDriver, kind: StepKind) -> StepOutcome {
@@ -101,7 +101,12 @@ async fn check_deadline_bounds_retries() {
         l.local_addr().unwrap()
     };
     let policy =
-        CheckPolicy { retries: 1000, interval: Duration::from_millis(50), deadline: Duration::from_millis(300) };
+        CheckPolicy {
+            retries: 1000,
+            interval: Duration::from_millis(50),
+            deadline: Duration::from_millis(300),
+            ..CheckPolicy::default()
+        };
     let started = Instant::now();
     let out = run(&driver, StepKind::TcpCheck(TcpCheckSpec { address: closed.to_string(), policy })).await;
     assert_eq!(out.status, StepStatus::Failed);
@@ -109,7 +114,12 @@ async fn check_deadline_bounds_retries() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // The step timeout binds before the check's deadline: TimedOut.
-    let policy = CheckPolicy { retries: 1000, interval: Duration::from_millis(50), deadline: Duration::from_secs(60) };
+    let policy = CheckPolicy {
+        retries: 1000,
+        interval: Duration::from_millis(50),
+        deadline: Duration::from_secs(60),
+        ..CheckPolicy::default()
+    };
     let kind = StepKind::TcpCheck(TcpCheckSpec { address: closed.to_string(), policy });
     let out = driver.run_step(&step("check", Duration::from_millis(300), kind)).await;
     assert_eq!(out.status, StepStatus::TimedOut, "{out:?}");
@@ -222,4 +232,50 @@ async fn http_check_body_mismatch_and_bad_status_fail() {
     let out = run(&driver, kind).await;
     assert_eq!(out.status, StepStatus::Failed);
     assert!(out.message.contains("only http://"), "{}", out.message);
+}
+
+/// `min_healthy`: a check must keep passing for that long; a failed poll in
+/// between restarts the clock. Paused tokio time makes the timeline exact.
+#[tokio::test(start_paused = true)]
+async fn min_healthy_time_restarts_after_a_failed_poll() {
+    let tmp = tempfile::tempdir().unwrap();
+    let driver = LocalDriver::new(tmp.path());
+    let path = tmp.path().join("health");
+    std::fs::write(&path, "ok").unwrap();
+    let flapper = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            std::fs::write(&path, "bad").unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            std::fs::write(&path, "ok").unwrap();
+        })
+    };
+    let kind = StepKind::FileCheck(FileCheckSpec {
+        path: path.display().to_string(),
+        contains: Some("ok".into()),
+        policy: CheckPolicy { min_healthy: Duration::from_secs(2), ..policy(5, 100) },
+    });
+    let start = tokio::time::Instant::now();
+    let out = run(&driver, kind).await;
+    let took = start.elapsed();
+    flapper.await.unwrap();
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    // Healthy again from ~1.5s, so it passes at ~3.5s, not at 2s.
+    assert!(took >= Duration::from_millis(3400), "passed after {took:?}");
+    assert!(took < Duration::from_millis(4000), "passed after {took:?}");
+    assert!(out.message.contains("healthy for"), "{}", out.message);
+
+    // Never healthy long enough before the deadline: it fails.
+    let kind = StepKind::FileCheck(FileCheckSpec {
+        path: path.display().to_string(),
+        contains: Some("ok".into()),
+        policy: CheckPolicy {
+            min_healthy: Duration::from_secs(5),
+            deadline: Duration::from_secs(3),
+            ..policy(5, 100)
+        },
+    });
+    let out = run(&driver, kind).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
 }

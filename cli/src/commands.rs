@@ -193,7 +193,7 @@ fn finish(s: &pb::RolloutStatus, output: Output) -> Result<(), CliError> {
     }
     match s.state.as_str() {
         "succeeded" => Ok(()),
-        "running" | "paused" | "pending" | "halting" | "aborting" => Ok(()),
+        "running" | "paused" | "pending" | "halting" | "aborting" | "rolling_back" => Ok(()),
         other => Err(CliError::RolloutFailed { id: s.rollout_id.clone(), state: other.to_string() }),
     }
 }

@@ -76,8 +76,10 @@ enum Cmd {
     Resume { rollout: String },
     /// Start nothing new; the rollout ends as aborted once in-flight steps finish.
     Abort { rollout: String },
-    /// Approve a rollout waiting for an operator.
+    /// Approve a rollout waiting for an operator (canaries passed).
     Approve { rollout: String },
+    /// Roll back everything the rollout has upgraded so far.
+    Rollback { rollout: String },
     /// Create a join token for enrolling agents.
     JoinToken {
         #[arg(long, default_value_t = 3600)]
@@ -140,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Resume { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Resume).await?,
             Cmd::Abort { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Abort).await?,
             Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
+            Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
             Cmd::JoinToken { ttl_seconds } => commands::join_token_cmd(&target()?, ttl_seconds).await?,
             Cmd::Demo(args) => {
                 init_tracing("warn");

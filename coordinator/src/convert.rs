@@ -1,61 +1,15 @@
 //! Domain <-> wire conversions, at the transport edge only.
 
 use convoy_common::engine::HostState;
-use convoy_common::model::{CheckPolicy, ExecSpec, StepKind, StepOutcome, StepSpec, StepStatus};
+use convoy_common::model::{StepOutcome, StepSpec};
 use convoy_proto::v1 as pb;
 
 use crate::error::CoordinatorError;
 use crate::runtime::{AgentSnapshot, RolloutSnapshot};
 
-fn ms(d: std::time::Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-fn policy(p: &CheckPolicy) -> pb::CheckPolicy {
-    pb::CheckPolicy { retries: p.retries, interval_ms: ms(p.interval), deadline_ms: ms(p.deadline) }
-}
-
-fn exec(e: &ExecSpec) -> pb::ExecStep {
-    pb::ExecStep {
-        command: e.command.clone(),
-        args: e.args.clone(),
-        env: e.env.clone().into_iter().collect(),
-        workdir: e.workdir.clone().unwrap_or_default(),
-    }
-}
-
 /// A domain step as the agent receives it.
 pub fn step_to_wire(step: &StepSpec) -> pb::StepSpec {
-    use pb::step_spec::Kind;
-    let kind = match &step.kind {
-        StepKind::Exec(e) => Kind::Exec(exec(e)),
-        StepKind::Archive(a) => Kind::Archive(pb::ArchiveStep {
-            component: a.component.clone(),
-            version: a.version.clone(),
-            source: a.source.clone(),
-            sha256: a.sha256.clone(),
-            install_root: a.install_root.clone().unwrap_or_default(),
-        }),
-        StepKind::File(f) => Kind::File(pb::FileStep { path: f.path.clone(), content: f.content.clone() }),
-        StepKind::HttpCheck(h) => Kind::HttpCheck(pb::HttpCheck {
-            url: h.url.clone(),
-            expect_status: h.expect_status as u32,
-            body_contains: h.body_contains.clone().unwrap_or_default(),
-            policy: Some(policy(&h.policy)),
-        }),
-        StepKind::TcpCheck(t) => {
-            Kind::TcpCheck(pb::TcpCheck { address: t.address.clone(), policy: Some(policy(&t.policy)) })
-        }
-        StepKind::ExecCheck(e) => {
-            Kind::ExecCheck(pb::ExecCheck { exec: Some(exec(&e.exec)), policy: Some(policy(&e.policy)) })
-        }
-        StepKind::FileCheck(f) => Kind::FileCheck(pb::FileCheck {
-            path: f.path.clone(),
-            contains: f.contains.clone().unwrap_or_default(),
-            policy: Some(policy(&f.policy)),
-        }),
-    };
-    pb::StepSpec { timeout_ms: ms(step.timeout), kind: Some(kind) }
+    convoy_wire::step_to_proto(step)
 }
 
 /// An agent's result as a domain outcome; refuses results without an id or status.
@@ -63,32 +17,17 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
     if r.execution_id.is_empty() {
         return Err(CoordinatorError::BadRequest { field: "step_result.execution_id".into(), message: "empty".into() });
     }
-    let status = match pb::StepStatus::try_from(r.status) {
-        Ok(pb::StepStatus::Succeeded) => StepStatus::Succeeded,
-        Ok(pb::StepStatus::Failed) => StepStatus::Failed,
-        Ok(pb::StepStatus::Unsupported) => StepStatus::Unsupported,
-        Ok(pb::StepStatus::TimedOut) => StepStatus::TimedOut,
-        Ok(pb::StepStatus::Unspecified) | Err(_) => {
-            return Err(CoordinatorError::BadRequest {
-                field: "step_result.status".into(),
-                message: format!("unknown status {} for {}", r.status, r.execution_id),
-            });
+    // The shared conversion reads an unknown status as a failure; the
+    // coordinator refuses it instead, so a garbled result never decides.
+    match pb::StepStatus::try_from(r.status) {
+        Ok(pb::StepStatus::Succeeded | pb::StepStatus::Failed | pb::StepStatus::Unsupported | pb::StepStatus::TimedOut) => {
+            Ok((r.execution_id.clone(), convoy_wire::result_to_outcome(&r)))
         }
-    };
-    let installed =
-        (!r.component.is_empty() && !r.installed_version.is_empty()).then_some((r.component, r.installed_version));
-    Ok((
-        r.execution_id,
-        StepOutcome {
-            status,
-            exit_code: r.has_exit_code.then_some(r.exit_code),
-            message: r.message,
-            stdout_tail: r.stdout_tail,
-            stderr_tail: r.stderr_tail,
-            duration_ms: r.duration_ms,
-            installed,
-        },
-    ))
+        Ok(pb::StepStatus::Unspecified) | Err(_) => Err(CoordinatorError::BadRequest {
+            field: "step_result.status".into(),
+            message: format!("unknown status {} for {}", r.status, r.execution_id),
+        }),
+    }
 }
 
 pub fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {

@@ -267,6 +267,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
             Ok(pb::ControlAction::Resume) => OperatorCommand::Resume,
             Ok(pb::ControlAction::Abort) => OperatorCommand::Abort,
             Ok(pb::ControlAction::Approve) => OperatorCommand::Approve,
+            Ok(pb::ControlAction::Rollback) => OperatorCommand::Rollback,
             Ok(pb::ControlAction::Unspecified) | Err(_) => {
                 return Err(to_status(CoordinatorError::BadRequest {
                     field: "action".into(),

@@ -341,8 +341,12 @@ impl Actor {
                 // Re-arm timers; dispatches wait for the agents to reconnect
                 // (every agent is disconnected after a restart).
                 for a in resume {
-                    if let Action::Schedule { .. } = a {
-                        self.actions.push((id.clone(), a));
+                    match a {
+                        Action::Schedule { .. } => self.actions.push((id.clone(), a)),
+                        Action::Dispatch { .. }
+                        | Action::DispatchRollback { .. }
+                        | Action::HostDone { .. }
+                        | Action::Finished { .. } => {}
                     }
                 }
                 for host in hosts {
@@ -446,7 +450,8 @@ impl Actor {
 
     fn act(&mut self, rollout_id: &str, action: Action) {
         match action {
-            Action::Dispatch { host, execution_id, step_index: _, step, resend } => {
+            Action::Dispatch { host, execution_id, step_index: _, step, resend }
+            | Action::DispatchRollback { host, execution_id, rollback_index: _, step, resend } => {
                 let Some(conn) = self.agents.get(&host) else {
                     tracing::debug!(%host, %execution_id, "no agent known; dispatch waits for it");
                     return;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+
 /// One execution the fake driver ran.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -218,16 +219,7 @@ impl Cluster {
 
     pub async fn operator(&self) -> anyhow::Result<Operator> {
         let ca = std::fs::read_to_string(&self.ca_file)?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name(convoy_coordinator::tls::DEFAULT_SERVER_NAME);
-        let channel = Channel::from_shared(self.url.clone())?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
-        let bearer = Bearer(format!("Bearer {}", self.operator_token).parse()?);
-        Ok(OperatorServiceClient::with_interceptor(channel, bearer))
+        connect_operator(&self.url, &ca, &self.operator_token).await
     }
 
     /// Wait until `n` agents are connected.
@@ -261,7 +253,7 @@ impl Cluster {
 
     /// Follow a rollout until it reaches a terminal state.
     pub async fn wait_finished(&self, rollout: &str, timeout: Duration) -> anyhow::Result<pb::RolloutStatus> {
-        wait_state(self, rollout, timeout, |s| matches!(s, "succeeded" | "failed" | "aborted")).await
+        wait_state(self, rollout, timeout, |s| matches!(s, "succeeded" | "failed" | "aborted" | "rolled_back")).await
     }
 
     /// The execution log as the coordinator stored it, replayed to actions.
@@ -281,6 +273,21 @@ impl Cluster {
         }
         let _ = self.stop_coordinator().await;
     }
+}
+
+/// An operator client for the coordinator at `url` (https), checked against
+/// the CA certificate `ca_pem`, sending `token` as its bearer token.
+pub async fn connect_operator(url: &str, ca_pem: &str, token: &str) -> anyhow::Result<Operator> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(convoy_coordinator::tls::DEFAULT_SERVER_NAME);
+    let channel = Channel::from_shared(url.to_string())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let bearer = Bearer(format!("Bearer {token}").parse()?);
+    Ok(OperatorServiceClient::with_interceptor(channel, bearer))
 }
 
 /// Poll a status until `done(state)` holds.

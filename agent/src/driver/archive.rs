@@ -34,7 +34,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use convoy_common::model::ArchiveSpec;
+use convoy_common::model::{ArchiveRollbackSpec, ArchiveSpec};
 use flate2::read::GzDecoder;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -104,7 +104,8 @@ fn timed_out_or(e: io::Error, what: impl std::fmt::Display) -> Fail {
     }
 }
 
-fn sha256_file(path: &Path, deadline: Option<Instant>) -> Result<String> {
+/// sha256 (lower-case hex) of a file, giving up at `deadline`. Blocking.
+pub(crate) fn sha256_file(path: &Path, deadline: Option<Instant>) -> Result<String> {
     let file = File::open(path).map_err(io_fail(format!("open archive {}", path.display())))?;
     let mut reader = Hashing { inner: BufReader::with_capacity(1 << 16, file), hasher: Sha256::new(), deadline };
     io::copy(&mut reader, &mut io::sink()).map_err(|e| timed_out_or(e, format!("hashing {}", path.display())))?;
@@ -328,6 +329,67 @@ pub(crate) fn install(spec: &ArchiveSpec, root: &Path, source: &Path, deadline: 
     }
     fsutil::sync_dir(&component_dir).map_err(io_fail(format!("sync {}", component_dir.display())))?;
     Ok(Installed { message })
+}
+
+/// What an archive rollback did: the version now current, if any.
+#[derive(Debug)]
+pub(crate) struct RolledBack {
+    pub message: String,
+    pub version: Option<String>,
+}
+
+/// Switches `current` back: to `releases/<to_version>` when given and
+/// present, else to what `previous` points at. With neither (the release being
+/// undone was the first), `current` is removed: the undo of a first install is
+/// having nothing installed. The undone release stays on disk and `previous`
+/// points at it, so rolling forward again needs no unpacking. Blocking.
+pub(crate) fn rollback(spec: &ArchiveRollbackSpec, root: &Path) -> Result<RolledBack> {
+    check_name("component", &spec.component)?;
+    let component_dir = root.join(&spec.component);
+    let current = component_dir.join("current");
+    let old = fs::read_link(&current).ok();
+    let wanted = match &spec.to_version {
+        Some(v) => {
+            check_name("version", v)?;
+            let rel = Path::new("releases").join(v);
+            if component_dir.join(&rel).is_dir() { Some(rel) } else { None }
+        }
+        None => None,
+    };
+    let target = match wanted {
+        Some(t) => Some(t),
+        None => fs::read_link(component_dir.join("previous")).ok().filter(|t| component_dir.join(t).is_dir()),
+    };
+    let Some(target) = target else {
+        if old.is_none() {
+            return Ok(RolledBack { message: format!("{} has no current release; nothing to undo", spec.component), version: None });
+        }
+        fs::remove_file(&current).map_err(io_fail(format!("remove {}", current.display())))?;
+        if let Some(old) = &old {
+            replace_symlink(&component_dir, "previous", old)?;
+        }
+        fsutil::sync_dir(&component_dir).map_err(io_fail(format!("sync {}", component_dir.display())))?;
+        return Ok(RolledBack {
+            message: format!("{}: no earlier release; removed current (was {})", spec.component, show(&old)),
+            version: None,
+        });
+    };
+    let version = target.file_name().and_then(|v| v.to_str()).map(str::to_string);
+    if old.as_deref() != Some(target.as_path()) {
+        replace_symlink(&component_dir, "current", &target)?;
+        if let Some(old) = &old {
+            replace_symlink(&component_dir, "previous", old)?;
+        }
+    }
+    fsutil::sync_dir(&component_dir).map_err(io_fail(format!("sync {}", component_dir.display())))?;
+    Ok(RolledBack {
+        message: format!("{}: current switched back from {} to {}", spec.component, show(&old), target.display()),
+        version,
+    })
+}
+
+fn show(p: &Option<PathBuf>) -> String {
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "nothing".into())
 }
 
 /// `component -> version` for every `<root>/*/current` symlink.

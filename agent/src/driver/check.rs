@@ -8,6 +8,11 @@
 //! eat the whole budget. A check stopped by the *step* timeout reports
 //! `TimedOut`; one that ran out of retries or of its own deadline is `Failed`.
 //! Messages say what the last attempt saw and how many attempts were made.
+//!
+//! With `min_healthy` set, one success is not enough: the check keeps polling
+//! every `interval` and passes once it has succeeded without a break for that
+//! long. A failed poll restarts the clock and counts against `retries`;
+//! successful polls do not.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,6 +71,8 @@ where
     let own_deadline = (!policy.deadline.is_zero()).then(|| start + policy.deadline);
     let overall = earliest(own_deadline, step_deadline);
     let mut attempts: u32 = 0;
+    let mut failures: u32 = 0;
+    let mut healthy_since: Option<Instant> = None;
     let mut last = Observed::detail("no attempt made");
     let stopped_by;
     loop {
@@ -80,23 +87,39 @@ where
         };
         attempts += 1;
         let grace = Duration::from_secs(1);
+        let attempt_start = Instant::now();
         match tokio::time::timeout(budget + grace, attempt(budget)).await {
+            Ok(Ok(seen)) if attempt_start.duration_since(*healthy_since.get_or_insert(attempt_start)) < policy.min_healthy => {
+                last = seen;
+            }
             Ok(Ok(seen)) => {
                 let s = if attempts == 1 { "" } else { "s" };
+                let held = match healthy_since {
+                    Some(t) if !policy.min_healthy.is_zero() => format!(", healthy for {:?}", attempt_start - t),
+                    _ => String::new(),
+                };
                 return StepOutcome {
                     status: StepStatus::Succeeded,
                     exit_code: seen.exit_code,
-                    message: format!("{what}: passed ({}) after {attempts} attempt{s}", seen.detail),
+                    message: format!("{what}: passed ({}) after {attempts} attempt{s}{held}", seen.detail),
                     stdout_tail: seen.stdout_tail,
                     stderr_tail: seen.stderr_tail,
                     duration_ms: 0,
                     installed: None,
                 };
             }
-            Ok(Err(seen)) => last = seen,
-            Err(_) => last = Observed::detail(format!("attempt timed out after {budget:?}")),
+            Ok(Err(seen)) => {
+                last = seen;
+                failures += 1;
+                healthy_since = None;
+            }
+            Err(_) => {
+                last = Observed::detail(format!("attempt timed out after {budget:?}"));
+                failures += 1;
+                healthy_since = None;
+            }
         }
-        if attempts > policy.retries {
+        if failures > policy.retries {
             stopped_by = Stop::Retries;
             break;
         }

@@ -1,0 +1,433 @@
+//! Conversions between protocol messages and domain types, in one place for
+//! both transport edges (the agent decodes steps and encodes results; the
+//! coordinator the reverse), so a new step kind is mapped once.
+//!
+//! Drivers only ever see `convoy_common::model` types. A `RunStep` that cannot
+//! be turned into a domain step — its `kind` oneof is empty because a newer
+//! coordinator sent a kind this agent does not know, or a field is out of range
+//! — is reported as `STEP_STATUS_UNSUPPORTED` with the reason, never a panic.
+//!
+//! Proto3 has no "unset" for scalars, so empty strings map to `None` for
+//! optional fields, a zero `expect_status` means 200, and a missing
+//! `CheckPolicy` means [`CheckPolicy::default`].
+
+use std::time::Duration;
+
+use convoy_common::model::{
+    ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec, StepKind, StepOutcome,
+    StepSpec, StepStatus, TcpCheckSpec,
+};
+use convoy_proto::v1 as pb;
+use pb::step_spec::Kind as PbKind;
+
+/// Why a `RunStep` could not be converted; reported as "unsupported".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconvertible {
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unconvertible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+fn unconvertible(reason: impl Into<String>) -> Unconvertible {
+    Unconvertible { reason: reason.into() }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    if s.is_empty() { None } else { Some(s.to_string()) }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The domain step of a `RunStep` (its name is the RunStep's `step_name`).
+pub fn step_from_run_step(run: &pb::RunStep) -> Result<StepSpec, Unconvertible> {
+    let spec = run.step.as_ref().ok_or_else(|| unconvertible("RunStep carries no step"))?;
+    step_from_proto(&run.step_name, spec)
+}
+
+/// Converts a protocol step into a domain step.
+pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unconvertible> {
+    let kind = match spec.kind.as_ref() {
+        None => {
+            return Err(unconvertible(format!(
+                "step {name:?} has a kind this agent (version {}) does not know",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        Some(PbKind::Exec(e)) => StepKind::Exec(exec_from_proto(e)?),
+        Some(PbKind::Archive(a)) => {
+            for (field, value) in [("component", &a.component), ("version", &a.version), ("source", &a.source)] {
+                if value.is_empty() {
+                    return Err(unconvertible(format!("archive step has an empty {field}")));
+                }
+            }
+            StepKind::Archive(ArchiveSpec {
+                component: a.component.clone(),
+                version: a.version.clone(),
+                source: a.source.clone(),
+                sha256: a.sha256.clone(),
+                install_root: non_empty(&a.install_root),
+            })
+        }
+        Some(PbKind::ArchiveRollback(a)) => {
+            if a.component.is_empty() {
+                return Err(unconvertible("archive rollback step has an empty component"));
+            }
+            StepKind::ArchiveRollback(ArchiveRollbackSpec {
+                component: a.component.clone(),
+                to_version: non_empty(&a.to_version),
+                install_root: non_empty(&a.install_root),
+            })
+        }
+        Some(PbKind::File(f)) => {
+            if f.path.is_empty() {
+                return Err(unconvertible("file step has an empty path"));
+            }
+            StepKind::File(FileSpec { path: f.path.clone(), content: f.content.clone() })
+        }
+        Some(PbKind::HttpCheck(h)) => {
+            let expect_status = match h.expect_status {
+                0 => 200,
+                s => u16::try_from(s)
+                    .ok()
+                    .filter(|s| (100..=999).contains(s))
+                    .ok_or_else(|| unconvertible(format!("http check expects impossible status {s}")))?,
+            };
+            StepKind::HttpCheck(HttpCheckSpec {
+                url: h.url.clone(),
+                expect_status,
+                body_contains: non_empty(&h.body_contains),
+                policy: policy_from_proto(h.policy.as_ref()),
+            })
+        }
+        Some(PbKind::TcpCheck(t)) => {
+            if t.address.is_empty() {
+                return Err(unconvertible("tcp check has an empty address"));
+            }
+            StepKind::TcpCheck(TcpCheckSpec {
+                address: t.address.clone(),
+                policy: policy_from_proto(t.policy.as_ref()),
+            })
+        }
+        Some(PbKind::ExecCheck(c)) => {
+            let exec = c.exec.as_ref().ok_or_else(|| unconvertible("exec check carries no command"))?;
+            StepKind::ExecCheck(ExecCheckSpec {
+                exec: exec_from_proto(exec)?,
+                policy: policy_from_proto(c.policy.as_ref()),
+            })
+        }
+        Some(PbKind::FileCheck(f)) => {
+            if f.path.is_empty() {
+                return Err(unconvertible("file check has an empty path"));
+            }
+            StepKind::FileCheck(FileCheckSpec {
+                path: f.path.clone(),
+                contains: non_empty(&f.contains),
+                policy: policy_from_proto(f.policy.as_ref()),
+            })
+        }
+    };
+    Ok(StepSpec { name: name.to_string(), timeout: Duration::from_millis(spec.timeout_ms), kind })
+}
+
+fn exec_from_proto(e: &pb::ExecStep) -> Result<ExecSpec, Unconvertible> {
+    if e.command.is_empty() {
+        return Err(unconvertible("exec step has an empty command"));
+    }
+    Ok(ExecSpec {
+        command: e.command.clone(),
+        args: e.args.clone(),
+        env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: non_empty(&e.workdir),
+    })
+}
+
+fn policy_from_proto(p: Option<&pb::CheckPolicy>) -> CheckPolicy {
+    match p {
+        None => CheckPolicy::default(),
+        Some(p) => CheckPolicy {
+            retries: p.retries,
+            interval: Duration::from_millis(p.interval_ms),
+            deadline: Duration::from_millis(p.deadline_ms),
+            min_healthy: Duration::from_millis(p.min_healthy_ms),
+        },
+    }
+}
+
+/// Converts a domain step into its protocol form (what a coordinator sends).
+pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
+    let kind = match &step.kind {
+        StepKind::Exec(e) => PbKind::Exec(exec_to_proto(e)),
+        StepKind::Archive(a) => PbKind::Archive(pb::ArchiveStep {
+            component: a.component.clone(),
+            version: a.version.clone(),
+            source: a.source.clone(),
+            sha256: a.sha256.clone(),
+            install_root: a.install_root.clone().unwrap_or_default(),
+        }),
+        StepKind::ArchiveRollback(a) => PbKind::ArchiveRollback(pb::ArchiveRollbackStep {
+            component: a.component.clone(),
+            to_version: a.to_version.clone().unwrap_or_default(),
+            install_root: a.install_root.clone().unwrap_or_default(),
+        }),
+        StepKind::File(f) => PbKind::File(pb::FileStep { path: f.path.clone(), content: f.content.clone() }),
+        StepKind::HttpCheck(h) => PbKind::HttpCheck(pb::HttpCheck {
+            url: h.url.clone(),
+            expect_status: u32::from(h.expect_status),
+            body_contains: h.body_contains.clone().unwrap_or_default(),
+            policy: Some(policy_to_proto(&h.policy)),
+        }),
+        StepKind::TcpCheck(t) => {
+            PbKind::TcpCheck(pb::TcpCheck { address: t.address.clone(), policy: Some(policy_to_proto(&t.policy)) })
+        }
+        StepKind::ExecCheck(c) => PbKind::ExecCheck(pb::ExecCheck {
+            exec: Some(exec_to_proto(&c.exec)),
+            policy: Some(policy_to_proto(&c.policy)),
+        }),
+        StepKind::FileCheck(f) => PbKind::FileCheck(pb::FileCheck {
+            path: f.path.clone(),
+            contains: f.contains.clone().unwrap_or_default(),
+            policy: Some(policy_to_proto(&f.policy)),
+        }),
+    };
+    pb::StepSpec { timeout_ms: millis(step.timeout), kind: Some(kind) }
+}
+
+fn exec_to_proto(e: &ExecSpec) -> pb::ExecStep {
+    pb::ExecStep {
+        command: e.command.clone(),
+        args: e.args.clone(),
+        env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: e.workdir.clone().unwrap_or_default(),
+    }
+}
+
+fn policy_to_proto(p: &CheckPolicy) -> pb::CheckPolicy {
+    pb::CheckPolicy {
+        retries: p.retries,
+        interval_ms: millis(p.interval),
+        deadline_ms: millis(p.deadline),
+        min_healthy_ms: millis(p.min_healthy),
+    }
+}
+
+/// The protocol status of a domain status.
+pub fn status_to_proto(status: StepStatus) -> pb::StepStatus {
+    match status {
+        StepStatus::Succeeded => pb::StepStatus::Succeeded,
+        StepStatus::Failed => pb::StepStatus::Failed,
+        StepStatus::Unsupported => pb::StepStatus::Unsupported,
+        StepStatus::TimedOut => pb::StepStatus::TimedOut,
+    }
+}
+
+/// The `StepResult` reporting `outcome` for `execution_id`.
+pub fn outcome_to_result(execution_id: &str, outcome: &StepOutcome, replayed: bool) -> pb::StepResult {
+    let (component, installed_version) = outcome.installed.clone().unwrap_or_default();
+    pb::StepResult {
+        execution_id: execution_id.to_string(),
+        status: status_to_proto(outcome.status) as i32,
+        exit_code: outcome.exit_code.unwrap_or(0),
+        has_exit_code: outcome.exit_code.is_some(),
+        stdout_tail: outcome.stdout_tail.clone(),
+        stderr_tail: outcome.stderr_tail.clone(),
+        message: outcome.message.clone(),
+        duration_ms: outcome.duration_ms,
+        installed_version,
+        component,
+        replayed,
+    }
+}
+
+/// The domain outcome a `StepResult` reports (an unknown or unspecified status
+/// reads as `Failed`: a result nobody can interpret is not a success).
+pub fn result_to_outcome(result: &pb::StepResult) -> StepOutcome {
+    let status = match pb::StepStatus::try_from(result.status) {
+        Ok(pb::StepStatus::Succeeded) => StepStatus::Succeeded,
+        Ok(pb::StepStatus::Unsupported) => StepStatus::Unsupported,
+        Ok(pb::StepStatus::TimedOut) => StepStatus::TimedOut,
+        Ok(pb::StepStatus::Failed | pb::StepStatus::Unspecified) | Err(_) => StepStatus::Failed,
+    };
+    let installed = if result.component.is_empty() && result.installed_version.is_empty() {
+        None
+    } else {
+        Some((result.component.clone(), result.installed_version.clone()))
+    };
+    StepOutcome {
+        status,
+        exit_code: result.has_exit_code.then_some(result.exit_code),
+        message: result.message.clone(),
+        stdout_tail: result.stdout_tail.clone(),
+        stderr_tail: result.stderr_tail.clone(),
+        duration_ms: result.duration_ms,
+        installed,
+    }
+}
+
+/// The result reported for a `RunStep` the agent cannot convert.
+pub fn unsupported_outcome(reason: &Unconvertible) -> StepOutcome {
+    StepOutcome { status: StepStatus::Unsupported, exit_code: None, ..StepOutcome::failed(reason.reason.clone()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn policy() -> CheckPolicy {
+        CheckPolicy {
+            retries: 3,
+            interval: Duration::from_millis(250),
+            deadline: Duration::from_secs(9),
+            min_healthy: Duration::from_millis(1500),
+        }
+    }
+
+    fn exec() -> ExecSpec {
+        ExecSpec {
+            command: "systemctl".into(),
+            args: vec!["restart".into(), "app".into()],
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            workdir: Some("/tmp".into()),
+        }
+    }
+
+    fn all_kinds() -> Vec<StepKind> {
+        vec![
+            StepKind::Exec(exec()),
+            StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
+            StepKind::Archive(ArchiveSpec {
+                component: "app".into(),
+                version: "3.40.0".into(),
+                source: "/srv/app.tar.gz".into(),
+                sha256: "ab".repeat(32),
+                install_root: Some("/opt".into()),
+            }),
+            StepKind::Archive(ArchiveSpec {
+                component: "app".into(),
+                version: "1".into(),
+                source: "a.tgz".into(),
+                sha256: String::new(),
+                install_root: None,
+            }),
+            StepKind::File(FileSpec { path: "/etc/app.conf".into(), content: "x=1\n".into() }),
+            StepKind::ArchiveRollback(ArchiveRollbackSpec {
+                component: "app".into(),
+                to_version: Some("3.39.1".into()),
+                install_root: None,
+            }),
+            StepKind::ArchiveRollback(ArchiveRollbackSpec { component: "app".into(), to_version: None, install_root: None }),
+            StepKind::HttpCheck(HttpCheckSpec {
+                url: "http://127.0.0.1:8080/health".into(),
+                expect_status: 204,
+                body_contains: Some("ok".into()),
+                policy: policy(),
+            }),
+            StepKind::HttpCheck(HttpCheckSpec {
+                url: "http://h/".into(),
+                expect_status: 200,
+                body_contains: None,
+                policy: CheckPolicy::default(),
+            }),
+            StepKind::TcpCheck(TcpCheckSpec { address: "127.0.0.1:5432".into(), policy: policy() }),
+            StepKind::ExecCheck(ExecCheckSpec { exec: exec(), policy: policy() }),
+            StepKind::FileCheck(FileCheckSpec {
+                path: "/run/app.pid".into(),
+                contains: Some("1".into()),
+                policy: policy(),
+            }),
+            StepKind::FileCheck(FileCheckSpec { path: "/run/app.pid".into(), contains: None, policy: policy() }),
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for kind in all_kinds() {
+            let step = StepSpec { name: "s".into(), timeout: Duration::from_millis(1500), kind };
+            let wire = step_to_proto(&step);
+            let run = pb::RunStep {
+                execution_id: "e1".into(),
+                rollout_id: "r".into(),
+                step_name: "s".into(),
+                step: Some(wire),
+            };
+            assert_eq!(step_from_run_step(&run).unwrap(), step);
+        }
+    }
+
+    #[test]
+    fn empty_oneof_is_unsupported() {
+        let run = pb::RunStep {
+            execution_id: "e1".into(),
+            step_name: "future".into(),
+            step: Some(pb::StepSpec { timeout_ms: 10, kind: None }),
+            ..Default::default()
+        };
+        let err = step_from_run_step(&run).unwrap_err();
+        assert!(err.reason.contains("does not know"), "{err}");
+        let outcome = unsupported_outcome(&err);
+        assert_eq!(outcome.status, StepStatus::Unsupported);
+        let result = outcome_to_result("e1", &outcome, false);
+        assert_eq!(result.status, pb::StepStatus::Unsupported as i32);
+        assert!(!result.has_exit_code);
+
+        let no_step = pb::RunStep { execution_id: "e2".into(), ..Default::default() };
+        assert!(step_from_run_step(&no_step).is_err());
+    }
+
+    #[test]
+    fn malformed_fields_are_unsupported_not_panics() {
+        let bad = [
+            PbKind::Exec(pb::ExecStep::default()),
+            PbKind::HttpCheck(pb::HttpCheck { url: "http://h/".into(), expect_status: 70000, ..Default::default() }),
+            PbKind::ExecCheck(pb::ExecCheck { exec: None, policy: None }),
+            PbKind::Archive(pb::ArchiveStep::default()),
+            PbKind::File(pb::FileStep::default()),
+            PbKind::TcpCheck(pb::TcpCheck::default()),
+            PbKind::FileCheck(pb::FileCheck::default()),
+        ];
+        for kind in bad {
+            let spec = pb::StepSpec { timeout_ms: 0, kind: Some(kind.clone()) };
+            assert!(step_from_proto("s", &spec).is_err(), "{kind:?} accepted");
+        }
+    }
+
+    #[test]
+    fn proto_defaults() {
+        let spec = pb::StepSpec {
+            timeout_ms: 0,
+            kind: Some(PbKind::HttpCheck(pb::HttpCheck { url: "http://h/".into(), ..Default::default() })),
+        };
+        let step = step_from_proto("s", &spec).unwrap();
+        let StepKind::HttpCheck(h) = step.kind else { panic!() };
+        assert_eq!(h.expect_status, 200);
+        assert_eq!(h.policy, CheckPolicy::default());
+        assert_eq!(h.body_contains, None);
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        let mut o = StepOutcome::failed("boom");
+        o.exit_code = Some(-1);
+        o.stdout_tail = "a".into();
+        o.stderr_tail = "b".into();
+        o.duration_ms = 42;
+        o.installed = Some(("app".into(), "2.0".into()));
+        for outcome in [o, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
+            let r = outcome_to_result("id", &outcome, true);
+            assert!(r.replayed);
+            assert_eq!(r.execution_id, "id");
+            assert_eq!(result_to_outcome(&r), outcome);
+        }
+        for s in [StepStatus::Succeeded, StepStatus::Failed, StepStatus::Unsupported, StepStatus::TimedOut] {
+            let o = StepOutcome { status: s, ..StepOutcome::ok() };
+            assert_eq!(result_to_outcome(&outcome_to_result("i", &o, false)).status, s);
+        }
+    }
+}
