@@ -22,6 +22,7 @@ use convoy_proto::v1 as pb;
 
 pub const INSTALL_PLAN: &str = include_str!("../../examples/demo/install-v1.yaml");
 pub const UPGRADE_PLAN: &str = include_str!("../../examples/demo/telemetry-upgrade.yaml");
+pub const BAD_RELEASE_PLAN: &str = include_str!("../../examples/demo/bad-release.yaml");
 
 /// The demo fleet: (role, count), in the telemetry stack's order.
 const FLEET: &[(&str, usize)] = &[("db", 2), ("collector", 3), ("notification", 2), ("polling", 3), ("api", 2)];
@@ -34,21 +35,29 @@ pub struct DemoArgs {
     /// Use this directory instead of a temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// After the upgrade, try a bad 3.0.0 release: stopped at the canary and rolled back.
+    #[arg(long)]
+    pub bad_release: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
     move |source| CliError::Io { path: path.to_path_buf(), source }
 }
 
-/// A deterministic tar.gz holding `VERSION` and a README.
-pub fn build_archive(path: &Path, version: &str) -> Result<String, CliError> {
+/// A deterministic tar.gz holding `VERSION` and a README (and a `BROKEN`
+/// marker for a release whose health check must fail).
+pub fn build_archive(path: &Path, version: &str, broken: bool) -> Result<String, CliError> {
     let file = std::fs::File::create(path).map_err(io(path))?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    for (name, body) in [
+    let mut files = vec![
         ("VERSION", format!("{version}\n")),
         ("README", format!("demo-service {version}: answers /health with its version\n")),
-    ] {
+    ];
+    if broken {
+        files.push(("BROKEN", "this release fails its health check\n".to_string()));
+    }
+    for (name, body) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(body.len() as u64);
         h.set_mode(0o644);
@@ -82,7 +91,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         (None, Some(t)) => t.path().to_path_buf(),
         (None, None) => unreachable!("a temporary directory exists when no --dir is given"),
     };
-    let result = run_in(&dir, started).await;
+    let result = run_in(&dir, started, args.bad_release).await;
     if args.keep || args.dir.is_some() {
         if let Some(t) = tmp {
             let _ = t.keep();
@@ -92,12 +101,12 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     result
 }
 
-async fn run_in(dir: &Path, started: Instant) -> Result<(), CliError> {
+async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), CliError> {
     let artifacts = dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(io(&artifacts))?;
     let mut shas = BTreeMap::new();
-    for v in ["1.0.0", "2.0.0"] {
-        let sha = build_archive(&artifacts.join(format!("demo-service-{v}.tar.gz")), v)?;
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        let sha = build_archive(&artifacts.join(format!("demo-service-{v}.tar.gz")), v, v == "3.0.0")?;
         shas.insert(v, sha);
     }
     let fill = |plan: &str| {
@@ -174,6 +183,9 @@ async fn run_in(dir: &Path, started: Instant) -> Result<(), CliError> {
     if !bad.is_empty() {
         return Err(CliError::Demo(format!("hosts not on 2.0.0: {}", bad.join(", "))));
     }
+    if bad_release {
+        bad_release_step(&mut client, &hosts, &fill(BAD_RELEASE_PLAN)).await?;
+    }
     println!(
         "\ndemo done: {} hosts upgraded 1.0.0 -> 2.0.0 in {upgrade_s:.1}s (total {:.1}s)",
         hosts.len(),
@@ -182,6 +194,54 @@ async fn run_in(dir: &Path, started: Instant) -> Result<(), CliError> {
     let _ = std::io::stdout().flush();
     drop(fleet);
     Ok(())
+}
+
+/// Try the broken 3.0.0: the canary must fail, be rolled back to 2.0.0, and
+/// no other host may be touched.
+async fn bad_release_step(
+    client: &mut crate::client::Client,
+    hosts: &[(String, u16)],
+    plan: &str,
+) -> Result<(), CliError> {
+    println!("\n== a bad release: 3.0.0 answers /health with 503 (examples/demo/bad-release.yaml)");
+    let r = client
+        .submit_plan(pb::SubmitPlanRequest { file_name: "bad-release.yaml".into(), plan_yaml: plan.into(), dry_run: false })
+        .await?
+        .into_inner();
+    // The rollout is expected to fail: that is the point.
+    let _ = follow(client, &r.rollout_id, Output::Text).await;
+    let s = client.get_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
+    let canary = s.hosts.iter().find(|h| h.state == "rolled_back");
+    let touched: Vec<&str> = s
+        .hosts
+        .iter()
+        .filter(|h| h.state != "rolled_back" && h.state != "skipped" && h.state != "pending")
+        .map(|h| h.host_id.as_str())
+        .collect();
+    let mut wrong = Vec::new();
+    for (id, port) in hosts {
+        let body = http_get(*port).unwrap_or_else(|e| format!("error: {e}"));
+        if !body.contains("\"version\":\"2.0.0\"") || !body.contains("\"ok\"") {
+            wrong.push(format!("{id}: {}", body.trim()));
+        }
+    }
+    match canary {
+        Some(c) if touched.is_empty() && wrong.is_empty() && s.state != "succeeded" => {
+            println!(
+                "bad release stopped at canary {} and rolled back; rollout {} ended {}; all {} services still healthy on 2.0.0",
+                c.host_id,
+                s.rollout_id,
+                s.state,
+                hosts.len()
+            );
+            Ok(())
+        }
+        _ => Err(CliError::Demo(format!(
+            "bad release not contained: state {}, canary rolled back: {}, other hosts touched: {touched:?}, services off 2.0.0: {wrong:?}",
+            s.state,
+            canary.is_some()
+        ))),
+    }
 }
 
 async fn submit_and_follow(client: &mut crate::client::Client, name: &str, plan: &str) -> Result<(), CliError> {

@@ -104,6 +104,9 @@ fn stop(root: &Path) -> Result<(), CliError> {
 fn serve(port: u16, root: &Path) -> Result<(), CliError> {
     let version_path = root.join("current").join("VERSION");
     let version = std::fs::read_to_string(&version_path).map_err(io(&version_path))?.trim().to_string();
+    // A release shipping a BROKEN marker starts but reports itself unhealthy:
+    // the bad release of `convoy demo --bad-release`.
+    let broken = root.join("current").join("BROKEN").exists();
     let listener = TcpListener::bind(("127.0.0.1", port)).map_err(io(root))?;
     eprintln!("demo-service {version} listening on 127.0.0.1:{port}");
     for conn in listener.incoming() {
@@ -114,6 +117,9 @@ fn serve(port: u16, root: &Path) -> Result<(), CliError> {
         let req = String::from_utf8_lossy(&buf[..n]);
         let path = req.split_whitespace().nth(1).unwrap_or("/");
         let (status, body) = match path {
+            "/health" if broken => {
+                ("503 Service Unavailable", format!("{{\"status\":\"broken\",\"version\":\"{version}\"}}"))
+            }
             "/health" => ("200 OK", format!("{{\"status\":\"ok\",\"version\":\"{version}\"}}")),
             "/" => ("200 OK", format!("demo-service {version}\n")),
             _ => ("404 Not Found", "not found\n".to_string()),
