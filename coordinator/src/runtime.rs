@@ -641,7 +641,17 @@ impl Actor {
             return;
         };
         match run.engine.execution_host(&execution_id) {
-            Some(owner) if owner == host => self.event(&rollout, Event::StepFinished { execution_id, outcome }),
+            Some(owner) if owner == host => {
+                // Keep the inventory current: the next plan expands against
+                // what hosts run now, not what they ran when they connected.
+                if let (Some((component, version)), Some(agent)) = (&outcome.installed, self.agents.get_mut(host)) {
+                    agent.record.installed.insert(component.clone(), version.clone());
+                    if let Err(e) = self.store.put_agent(&agent.record) {
+                        tracing::error!(%host, error = %e, "cannot store agent record");
+                    }
+                }
+                self.event(&rollout, Event::StepFinished { execution_id, outcome })
+            }
             Some(owner) => {
                 tracing::warn!(%host, %owner, %execution_id, "agent reported another host's execution; ignored")
             }

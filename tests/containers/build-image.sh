@@ -29,7 +29,7 @@ mkdir -p "$cache"
 
 log() { echo "[build-image] $*" >&2; }
 t0=$(date +%s.%N)
-since() { printf '%.1fs' "$(echo "$(date +%s.%N) - $1" | bc 2>/dev/null || awk "BEGIN{print $(date +%s.%N) - $1}")"; }
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 # One build at a time per machine (tests run in parallel processes).
 exec 9>"$cache/lock"

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+pub mod docker;
 
 /// One execution the fake driver ran.
 #[derive(Debug, Clone)]

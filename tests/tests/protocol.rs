@@ -54,16 +54,16 @@ async fn misbehaving_peers_get_statuses_and_the_coordinator_keeps_serving() -> a
 
     // An agent may only speak for the host its certificate names.
     let mut client = enrolled_client(&c, "web-1").await?;
-    let err = open_session(&mut client, vec![hello("db-1")]).await.err().expect("refused");
+    let err = open_session(&mut client, vec![hello("db-1")]).await.expect_err("refused");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
     // The first message must be a hello.
     let hb = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Heartbeat(pb::Heartbeat::default())) };
-    let err = open_session(&mut client, vec![hb]).await.err().expect("refused");
+    let err = open_session(&mut client, vec![hb]).await.expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // An empty message (a kind from the future, or garbage) is not a hello either.
-    let err = open_session(&mut client, vec![pb::AgentMessage { kind: None }]).await.err().expect("refused");
+    let err = open_session(&mut client, vec![pb::AgentMessage { kind: None }]).await.expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // A proper session still works afterwards, and malformed results inside
@@ -91,7 +91,7 @@ async fn misbehaving_peers_get_statuses_and_the_coordinator_keeps_serving() -> a
     // Enrolment with a wrong join token is refused.
     let mut cfg = agent_config(&c, "intruder");
     cfg.join_token = Some("not-a-token".into());
-    let err = convoy_agent::enroll::ensure_identity(&cfg).await.err().expect("refused");
+    let err = convoy_agent::enroll::ensure_identity(&cfg).await.expect_err("refused");
     assert!(err.to_string().to_lowercase().contains("token"), "{err}");
 
     // A session without a client certificate is refused.
@@ -103,7 +103,7 @@ async fn misbehaving_peers_get_statuses_and_the_coordinator_keeps_serving() -> a
         Err(_) => {}
         Ok(ch) => {
             let mut anon = AgentServiceClient::new(ch);
-            let err = open_session(&mut anon, vec![hello("anon")]).await.err().expect("refused");
+            let err = open_session(&mut anon, vec![hello("anon")]).await.expect_err("refused");
             assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
         }
     }
@@ -115,7 +115,7 @@ async fn misbehaving_peers_get_statuses_and_the_coordinator_keeps_serving() -> a
         .domain_name(convoy_coordinator::tls::DEFAULT_SERVER_NAME);
     let ch = tonic::transport::Channel::from_shared(c.url.clone())?.tls_config(tls)?.connect().await?;
     let mut no_token = pb::operator_service_client::OperatorServiceClient::new(ch);
-    let err = no_token.list_agents(pb::ListAgentsRequest {}).await.err().expect("refused");
+    let err = no_token.list_agents(pb::ListAgentsRequest {}).await.expect_err("refused");
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // A plan that does not validate is refused with the file and line, and creates nothing.

@@ -1,0 +1,353 @@
+//! Layer 4: hosts in their own containers (see `convoy_tests::docker`).
+//!
+//! A coordinator container and agent containers on a private Docker network,
+//! each with its own hostname, address, filesystem and dpkg database, running
+//! the real binaries; the demo Debian packages (`packaging/`) are installed
+//! and upgraded for real with apt from the image's local repository.
+//!
+//! Each test skips (printing why) when Docker cannot be used, unless
+//! `CONVOY_REQUIRE_DOCKER=1` (as `.ci/run` sets), where that is a failure.
+//! The first test in a process builds or reuses the images
+//! (`tests/containers/build-image.sh`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use convoy_common::engine::{Action, Event, HostState, RolloutState};
+use convoy_common::invariants;
+use convoy_tests::docker::{Fleet, FleetOptions, image_or_skip};
+
+/// The fleet of the issue: 2 db, 3 collectors, 3 polling, 2 API hosts.
+const FLEET: &[(&str, &str)] = &[
+    ("db-1", "db"),
+    ("db-2", "db"),
+    ("collector-1", "collector"),
+    ("collector-2", "collector"),
+    ("collector-3", "collector"),
+    ("polling-1", "polling"),
+    ("polling-2", "polling"),
+    ("polling-3", "polling"),
+    ("api-1", "api"),
+    ("api-2", "api"),
+];
+
+/// The demo packages a role runs, with their health ports.
+fn packages(role: &str) -> &'static [(&'static str, u16)] {
+    match role {
+        "db" => &[("convoy-demo-db", 8101)],
+        "collector" => &[("convoy-demo-collector", 8102)],
+        "polling" => &[("convoy-demo-polling", 8103)],
+        "api" => &[("convoy-demo-api", 8104), ("convoy-demo-mediation", 8105)],
+        other => panic!("no packages for role {other}"),
+    }
+}
+
+async fn start_fleet(test: &str, image: &str, hosts: &[(&str, &str)], options: FleetOptions) -> anyhow::Result<Fleet> {
+    let t = Instant::now();
+    let mut fleet = Fleet::start(test, image, options).await?;
+    for (host, role) in hosts {
+        fleet.add_agent(host, &[("role", role), ("fleet", "demo")])?;
+    }
+    let ids: Vec<String> = hosts.iter().map(|(h, _)| h.to_string()).collect();
+    fleet.wait_connected(&ids, Duration::from_secs(120)).await?;
+    eprintln!("{test}: coordinator and {} agent containers up in {:.1}s", hosts.len(), t.elapsed().as_secs_f64());
+    Ok(fleet)
+}
+
+/// Steps installing a role's packages at `{{version}}` with apt, and checks
+/// that each answers health with that version and dpkg records it.
+fn install_steps_and_checks(role: &str) -> String {
+    let pkgs = packages(role);
+    let pins: Vec<String> = pkgs.iter().map(|(p, _)| format!("\"{p}={{{{version}}}}\"")).collect();
+    let mut y = String::new();
+    y.push_str("    steps:\n");
+    y.push_str(&format!(
+        "      - name: apt-install\n        exec: {{ command: apt-get, args: [install, -y, -q, --allow-downgrades, \
+         -o, \"Dpkg::Options::=--force-confdef\", -o, \"Dpkg::Options::=--force-confold\", {}] }}\n        timeout: 180s\n",
+        pins.join(", ")
+    ));
+    y.push_str("    checks:\n");
+    for (p, port) in pkgs {
+        y.push_str(&format!(
+            "      - name: health-{p}\n        http: {{ url: \"http://127.0.0.1:{port}/health\", status: 200, body_contains: \"{p} {{{{version}}}} ok\" }}\n        retries: 40\n        interval: 250ms\n        deadline: 20s\n"
+        ));
+        y.push_str(&format!(
+            "      - name: dpkg-{p}\n        exec: {{ command: sh, args: [\"-c\", \"test \\\"$(dpkg-query -W -f='${{Version}}' {p})\\\" = '{{{{version}}}}'\"] }}\n"
+        ));
+    }
+    y
+}
+
+/// One group per role, all at once, no order: bring every host to `version`.
+fn install_plan(version: &str) -> String {
+    let mut y = format!("name: install-suite\nversion: \"{version}\"\ngroups:\n");
+    for role in ["db", "collector", "polling", "api"] {
+        y.push_str(&format!(
+            "  - name: {role}\n    select: {{ role: {role} }}\n    strategy: {{ type: parallel, max_failures: 0 }}\n"
+        ));
+        y.push_str(&install_steps_and_checks(role));
+    }
+    y
+}
+
+/// The telemetry upgrade order as a DAG: database, then collectors, then the
+/// polling agents and the API (with its mediation controller) in parallel;
+/// each tier rolling with health gates.
+fn upgrade_plan(version: &str) -> String {
+    let mut y = format!("name: suite-upgrade\nversion: \"{version}\"\nhost_lost_timeout: 30s\ngroups:\n");
+    let groups = [
+        ("db", "[]", "{ max_parallel: 1, max_failures: 0 }"),
+        ("collector", "[db]", "{ max_parallel: \"50%\", max_failures: 0 }"),
+        ("polling", "[collector]", "{ max_parallel: 2, max_failures: 0 }"),
+        ("api", "[collector]", "{ max_parallel: 1, max_failures: 0 }"),
+    ];
+    for (role, after, strategy) in groups {
+        y.push_str(&format!(
+            "  - name: {role}\n    select: {{ role: {role} }}\n    after: {after}\n    strategy: {strategy}\n"
+        ));
+        y.push_str(&install_steps_and_checks(role));
+    }
+    y
+}
+
+fn assert_all_succeeded(status: &convoy_proto::v1::RolloutStatus, hosts: usize) {
+    assert_eq!(status.state, "succeeded", "{status:#?}");
+    assert_eq!(status.hosts.len(), hosts, "{status:#?}");
+    for h in &status.hosts {
+        assert_eq!(h.state, "succeeded", "{h:?}");
+    }
+}
+
+/// Stop the coordinator, copy its data out and replay the rollout's events.
+fn stored_log(
+    fleet: &Fleet,
+    rollout: &str,
+) -> anyhow::Result<(convoy_common::model::RolloutSpec, Vec<convoy_common::invariants::LogEntry>)> {
+    fleet.stop_coordinator()?;
+    let dir = tempfile::tempdir()?;
+    let data = fleet.copy_coordinator_data(dir.path())?;
+    convoy_tests::event_log(&data, rollout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_agent_containers_run_an_exec_plan() -> anyhow::Result<()> {
+    let Some(image) = image_or_skip("ten_agent_containers_run_an_exec_plan") else { return Ok(()) };
+    let t = Instant::now();
+    let fleet = start_fleet("exec-plan", &image, FLEET, FleetOptions::default()).await?;
+
+    // Agents report their facts: each container's own hostname.
+    let agents = fleet.agents().await?;
+    for (host, role) in FLEET {
+        let a = agents.iter().find(|a| a.agent_id == *host).unwrap_or_else(|| panic!("{host} not listed"));
+        assert_eq!(a.labels.get("role").map(String::as_str), Some(*role));
+        assert_eq!(a.facts.as_ref().map(|f| f.hostname.as_str()), Some(*host), "{a:?}");
+    }
+
+    let plan = r#"
+name: fleet-exec
+version: "1.0.0"
+groups:
+  - name: db
+    select: { role: db }
+    strategy: { type: parallel, max_failures: 0 }
+  - name: collector
+    select: { role: collector }
+    after: [db]
+  - name: polling
+    select: { role: polling }
+    after: [db]
+  - name: api
+    select: { role: api }
+    after: [db]
+defaults:
+  strategy: { max_parallel: 4, max_failures: 0 }
+  steps:
+    - name: list-packages
+      exec: { command: sh, args: ["-c", "dpkg -l | head -n 8 > /var/tmp/convoy-dpkg-l.txt && echo host={{host}} group={{group}} >> /var/tmp/convoy-dpkg-l.txt"] }
+  checks:
+    - file: { path: /var/tmp/convoy-dpkg-l.txt, contains: "host={{host}}" }
+"#;
+    let id = fleet.submit("fleet-exec.yaml", plan).await?;
+    let status = fleet.wait_finished(&id, Duration::from_secs(180)).await?;
+    assert_all_succeeded(&status, FLEET.len());
+
+    // Each host ran the step itself, in its own container.
+    for (host, role) in FLEET {
+        let out = fleet.sh(host, "cat /var/tmp/convoy-dpkg-l.txt")?;
+        assert!(out.contains("Desired=Unknown/Install/Remove/Purge/Hold"), "{host}: {out}");
+        assert!(out.contains("ii  "), "{host}: no installed package listed: {out}");
+        assert!(out.contains(&format!("host={host} group={role}")), "{host}: {out}");
+    }
+
+    // The stored log satisfies the DESIGN invariants (db before everything else).
+    let (spec, log) = stored_log(&fleet, &id)?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    eprintln!("ten_agent_containers_run_an_exec_plan: {:.1}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suite_rolls_from_1_0_0_to_2_0_0_with_real_packages() -> anyhow::Result<()> {
+    let test = "suite_rolls_from_1_0_0_to_2_0_0_with_real_packages";
+    let Some(image) = image_or_skip(test) else { return Ok(()) };
+    let t = Instant::now();
+    let fleet = start_fleet("suite-roll", &image, FLEET, FleetOptions::default()).await?;
+
+    // 1.0.0 everywhere, all at once.
+    let id = fleet.submit("install-v1.yaml", &install_plan("1.0.0")).await?;
+    let status = fleet.wait_finished(&id, Duration::from_secs(300)).await?;
+    assert_all_succeeded(&status, FLEET.len());
+    for (host, role) in FLEET {
+        for (p, port) in packages(role) {
+            assert_eq!(fleet.dpkg_version(host, p)?.as_deref(), Some("1.0.0"), "{host} {p}");
+            assert_eq!(fleet.health(host, *port)?.trim(), format!("{p} 1.0.0 ok"));
+        }
+    }
+    // An admin override in the 1.x config format, which 2.0.0's postinst must migrate.
+    fleet.sh("db-1", "echo port=8101 >> /etc/convoy-demo/db.local")?;
+    let t1 = t.elapsed();
+
+    // Then the DAG upgrade to 2.0.0.
+    let id = fleet.submit("suite-upgrade.yaml", &upgrade_plan("2.0.0")).await?;
+    let status = fleet.wait_finished(&id, Duration::from_secs(600)).await?;
+    assert_all_succeeded(&status, FLEET.len());
+
+    for (host, role) in FLEET {
+        for (p, port) in packages(role) {
+            assert_eq!(fleet.dpkg_version(host, p)?.as_deref(), Some("2.0.0"), "{host} {p}");
+            assert_eq!(fleet.health(host, *port)?.trim(), format!("{p} 2.0.0 ok"), "{host}");
+        }
+    }
+    // The database's schema went 1 -> 3 through each migration in order.
+    for host in ["db-1", "db-2"] {
+        assert_eq!(fleet.sh(host, "cat /var/lib/convoy-demo-db/schema")?.trim(), "3");
+        let log = fleet.sh(host, "cat /var/lib/convoy-demo-db/migrations.log")?;
+        let applied: Vec<&str> = log.lines().map(|l| l.split(" schema ").nth(1).unwrap_or("")).collect();
+        assert_eq!(applied.len(), 3, "{log}");
+        assert!(applied[0].starts_with("1 applied by convoy-demo-db 1.0.0"), "{log}");
+        assert!(applied[2].starts_with("3 applied by convoy-demo-db 2.0.0"), "{log}");
+    }
+    let local = fleet.sh("db-1", "cat /etc/convoy-demo/db.local")?;
+    assert!(local.contains("listen_port=8101") && !local.contains("\nport="), "config not migrated: {local}");
+    // A downgrade below the recorded schema is refused and leaves 2.0.0 in place.
+    let out = fleet.exec("db-2", &["apt-get", "install", "-y", "-q", "--allow-downgrades", "convoy-demo-db=1.1.0"])?;
+    assert!(!out.ok(), "downgrade went through: {out:?}");
+    assert!(out.stdout.contains("refusing to downgrade") || out.stderr.contains("refusing to downgrade"), "{out:?}");
+    assert_eq!(fleet.dpkg_version("db-2", "convoy-demo-db")?.as_deref(), Some("2.0.0"));
+
+    let (spec, log) = stored_log(&fleet, &id)?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    // The DAG order held: no collector started before every db host was done.
+    let done_at = |group: &str| -> Vec<i64> {
+        let hosts: Vec<&str> = FLEET.iter().filter(|(_, r)| *r == group).map(|(h, _)| *h).collect();
+        log.iter()
+            .filter(|e| {
+                e.actions.iter().any(|a| matches!(a, Action::HostDone { host, .. } if hosts.contains(&host.as_str())))
+            })
+            .map(|e| e.now.0 as i64)
+            .collect()
+    };
+    let first_dispatch = |group: &str| -> i64 {
+        let hosts: Vec<&str> = FLEET.iter().filter(|(_, r)| *r == group).map(|(h, _)| *h).collect();
+        log.iter()
+            .filter(|e| {
+                e.actions.iter().any(|a| matches!(a, Action::Dispatch { host, .. } if hosts.contains(&host.as_str())))
+            })
+            .map(|e| e.now.0 as i64)
+            .min()
+            .unwrap_or(i64::MAX)
+    };
+    assert!(done_at("db").iter().all(|&t| t <= first_dispatch("collector")));
+    assert!(done_at("collector").iter().all(|&t| t <= first_dispatch("polling").min(first_dispatch("api"))));
+    eprintln!("{test}: install 1.0.0 done at {:.1}s, whole test {:.1}s", t1.as_secs_f64(), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A plan whose one group rolls one host at a time through a slow step.
+fn slow_plan(max_failures: u32) -> String {
+    format!(
+        r#"
+name: slow-roll
+version: "1.0.0"
+host_lost_timeout: 3s
+groups:
+  - name: collector
+    select: {{ role: collector }}
+    strategy: {{ max_parallel: 1, max_failures: {max_failures} }}
+    steps:
+      - name: slow
+        exec: {{ command: sh, args: ["-c", "sleep 4; echo {{{{host}}}} >> /var/tmp/convoy-slow.txt"] }}
+        timeout: 60s
+"#
+    )
+}
+
+/// `docker stop` a host while its step runs; the coordinator marks it lost,
+/// fails it after `host_lost_timeout`, and the failure budget decides.
+async fn stopped_host(max_failures: u32) -> anyhow::Result<()> {
+    let test = format!("stopped_host_budget_{max_failures}");
+    let Some(image) = image_or_skip(&test) else { return Ok(()) };
+    let hosts: &[(&str, &str)] = &[
+        ("collector-1", "collector"),
+        ("collector-2", "collector"),
+        ("collector-3", "collector"),
+        ("collector-4", "collector"),
+    ];
+    let options = FleetOptions { heartbeat_ms: 300, missed_heartbeats: 3 };
+    let fleet = start_fleet(&format!("stop-{max_failures}"), &image, hosts, options).await?;
+    let id = fleet.submit("slow.yaml", &slow_plan(max_failures)).await?;
+
+    // The second host to start is the victim (the first proves the roll works).
+    let status = fleet
+        .wait_status(&id, Duration::from_secs(120), "a second host running", |s| {
+            s.hosts.iter().filter(|h| h.state == "succeeded").count() == 1
+                && s.hosts.iter().any(|h| h.state == "running")
+        })
+        .await?;
+    let victim = status.hosts.iter().find(|h| h.state == "running").expect("running").host_id.clone();
+    fleet.stop(&victim, Duration::from_secs(1))?;
+    fleet.wait_disconnected(&victim, Duration::from_secs(30)).await?;
+
+    let status = fleet.wait_finished(&id, Duration::from_secs(180)).await?;
+    let by_host: BTreeMap<&str, &convoy_proto::v1::HostStatus> =
+        status.hosts.iter().map(|h| (h.host_id.as_str(), h)).collect();
+    let v = by_host[victim.as_str()];
+    assert_eq!(v.state, "failed", "{status:#?}");
+    assert!(v.message.contains("lost"), "{v:?}");
+    let others = status.hosts.iter().filter(|h| h.host_id != victim);
+    if max_failures == 0 {
+        // Budget exceeded: the rollout halts; hosts not started are skipped.
+        assert_eq!(status.state, "failed", "{status:#?}");
+        assert_eq!(others.clone().filter(|h| h.state == "succeeded").count(), 1, "{status:#?}");
+        assert_eq!(others.filter(|h| h.state == "skipped").count(), 2, "{status:#?}");
+    } else {
+        // Within budget: the rollout carries on without it.
+        assert_eq!(status.state, "succeeded", "{status:#?}");
+        assert!(others.clone().all(|h| h.state == "succeeded"), "{status:#?}");
+        for h in others {
+            let ran = fleet.sh(&h.host_id, "cat /var/tmp/convoy-slow.txt")?;
+            assert_eq!(ran.trim(), h.host_id, "the step ran exactly once on {}", h.host_id);
+        }
+    }
+
+    // The event log says what happened: the agent was lost, its lost deadline
+    // fired, the host failed with "agent lost", and the rollout ended so.
+    let (spec, log) = stored_log(&fleet, &id)?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    assert!(log.iter().any(|e| matches!(&e.event, Event::AgentLost { host } if *host == victim)), "no AgentLost");
+    assert!(log.iter().any(|e| e.actions.iter().any(|a| matches!(a,
+        Action::HostDone { host, state: HostState::Failed { reason, .. } } if *host == victim && reason.contains("lost")))));
+    let expected = if max_failures == 0 { RolloutState::Failed } else { RolloutState::Succeeded };
+    assert!(log.iter().any(|e| e.actions.contains(&Action::Finished { state: expected })), "{expected:?} not logged");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_host_mid_rollout_halts_when_over_budget() -> anyhow::Result<()> {
+    stopped_host(0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_host_mid_rollout_within_budget_carries_on() -> anyhow::Result<()> {
+    stopped_host(1).await
+}
