@@ -126,8 +126,7 @@ async fn misbehaving_peers_get_statuses_and_the_coordinator_keeps_serving() -> a
             dry_run: false,
         })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("bad.yaml:5"), "{}", err.message());
     assert!(err.message().contains("matches no host"), "{}", err.message());
