@@ -13,7 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn policy(retries: u32, interval_ms: u64) -> CheckPolicy {
-    CheckPolicy { retries, interval: Duration::from_millis(interval_ms), deadline: Duration::from_secs(20), ..CheckPolicy::default() }
+    CheckPolicy {
+        retries,
+        interval: Duration::from_millis(interval_ms),
+        deadline: Duration::from_secs(20),
+        ..CheckPolicy::default()
+    }
 }
 
 async fn run(driver: &LocalDriver, kind: StepKind) -> StepOutcome {
@@ -100,13 +105,12 @@ async fn check_deadline_bounds_retries() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         l.local_addr().unwrap()
     };
-    let policy =
-        CheckPolicy {
-            retries: 1000,
-            interval: Duration::from_millis(50),
-            deadline: Duration::from_millis(300),
-            ..CheckPolicy::default()
-        };
+    let policy = CheckPolicy {
+        retries: 1000,
+        interval: Duration::from_millis(50),
+        deadline: Duration::from_millis(300),
+        ..CheckPolicy::default()
+    };
     let started = Instant::now();
     let out = run(&driver, StepKind::TcpCheck(TcpCheckSpec { address: closed.to_string(), policy })).await;
     assert_eq!(out.status, StepStatus::Failed);
@@ -270,11 +274,7 @@ async fn min_healthy_time_restarts_after_a_failed_poll() {
     let kind = StepKind::FileCheck(FileCheckSpec {
         path: path.display().to_string(),
         contains: Some("ok".into()),
-        policy: CheckPolicy {
-            min_healthy: Duration::from_secs(5),
-            deadline: Duration::from_secs(3),
-            ..policy(5, 100)
-        },
+        policy: CheckPolicy { min_healthy: Duration::from_secs(5), deadline: Duration::from_secs(3), ..policy(5, 100) },
     });
     let out = run(&driver, kind).await;
     assert_eq!(out.status, StepStatus::Failed, "{out:?}");

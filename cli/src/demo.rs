@@ -205,7 +205,11 @@ async fn bad_release_step(
 ) -> Result<(), CliError> {
     println!("\n== a bad release: 3.0.0 answers /health with 503 (examples/demo/bad-release.yaml)");
     let r = client
-        .submit_plan(pb::SubmitPlanRequest { file_name: "bad-release.yaml".into(), plan_yaml: plan.into(), dry_run: false })
+        .submit_plan(pb::SubmitPlanRequest {
+            file_name: "bad-release.yaml".into(),
+            plan_yaml: plan.into(),
+            dry_run: false,
+        })
         .await?
         .into_inner();
     // The rollout is expected to fail: that is the point.

@@ -20,9 +20,9 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
     // The shared conversion reads an unknown status as a failure; the
     // coordinator refuses it instead, so a garbled result never decides.
     match pb::StepStatus::try_from(r.status) {
-        Ok(pb::StepStatus::Succeeded | pb::StepStatus::Failed | pb::StepStatus::Unsupported | pb::StepStatus::TimedOut) => {
-            Ok((r.execution_id.clone(), convoy_wire::result_to_outcome(&r)))
-        }
+        Ok(
+            pb::StepStatus::Succeeded | pb::StepStatus::Failed | pb::StepStatus::Unsupported | pb::StepStatus::TimedOut,
+        ) => Ok((r.execution_id.clone(), convoy_wire::result_to_outcome(&r))),
         Ok(pb::StepStatus::Unspecified) | Err(_) => Err(CoordinatorError::BadRequest {
             field: "step_result.status".into(),
             message: format!("unknown status {} for {}", r.status, r.execution_id),

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use convoy_common::model::{
-    ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec, StepKind, StepOutcome,
-    StepSpec, StepStatus, TcpCheckSpec,
+    ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec,
+    StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec,
 };
 use convoy_proto::v1 as pb;
 use pb::step_spec::Kind as PbKind;
@@ -322,7 +322,11 @@ mod tests {
                 to_version: Some("3.39.1".into()),
                 install_root: None,
             }),
-            StepKind::ArchiveRollback(ArchiveRollbackSpec { component: "app".into(), to_version: None, install_root: None }),
+            StepKind::ArchiveRollback(ArchiveRollbackSpec {
+                component: "app".into(),
+                to_version: None,
+                install_root: None,
+            }),
             StepKind::HttpCheck(HttpCheckSpec {
                 url: "http://127.0.0.1:8080/health".into(),
                 expect_status: 204,

@@ -362,7 +362,10 @@ pub(crate) fn rollback(spec: &ArchiveRollbackSpec, root: &Path) -> Result<Rolled
     };
     let Some(target) = target else {
         if old.is_none() {
-            return Ok(RolledBack { message: format!("{} has no current release; nothing to undo", spec.component), version: None });
+            return Ok(RolledBack {
+                message: format!("{} has no current release; nothing to undo", spec.component),
+                version: None,
+            });
         }
         fs::remove_file(&current).map_err(io_fail(format!("remove {}", current.display())))?;
         if let Some(old) = &old {

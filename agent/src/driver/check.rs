@@ -89,7 +89,9 @@ where
         let grace = Duration::from_secs(1);
         let attempt_start = Instant::now();
         match tokio::time::timeout(budget + grace, attempt(budget)).await {
-            Ok(Ok(seen)) if attempt_start.duration_since(*healthy_since.get_or_insert(attempt_start)) < policy.min_healthy => {
+            Ok(Ok(seen))
+                if attempt_start.duration_since(*healthy_since.get_or_insert(attempt_start)) < policy.min_healthy =>
+            {
                 last = seen;
             }
             Ok(Ok(seen)) => {
