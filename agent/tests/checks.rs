@@ -258,7 +258,8 @@ async fn min_healthy_time_restarts_after_a_failed_poll() {
     let kind = StepKind::FileCheck(FileCheckSpec {
         path: path.display().to_string(),
         contains: Some("ok".into()),
-        policy: CheckPolicy { min_healthy: Duration::from_secs(2), ..policy(5, 100) },
+        // ~5 failed polls while it is bad: within the retries.
+        policy: CheckPolicy { min_healthy: Duration::from_secs(2), ..policy(50, 100) },
     });
     let start = tokio::time::Instant::now();
     let out = run(&driver, kind).await;
