@@ -15,12 +15,19 @@
 //!
 //! Submodules: [`exec`] (commands, process groups, output tails), [`archive`]
 //! (verified, atomic installs), [`check`] (the retry policy and the tcp, file
-//! and exec checks) and [`http`] (a minimal HTTP/1.1 GET client).
+//! and exec checks) and [`http`] (a minimal HTTP/1.1 GET client). Package and
+//! service steps: [`pkg`] (their specs and shared command layer), [`dpkg`],
+//! [`apt`], [`rpm`] and [`service`].
 
+pub mod apt;
 pub mod archive;
 pub mod check;
+pub mod dpkg;
 pub mod exec;
 pub mod http;
+pub mod pkg;
+pub mod rpm;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -75,6 +75,27 @@ pub(crate) fn describe(spec: &ExecSpec) -> String {
     format!("`{s}`")
 }
 
+/// Sends `signal` (a name: `TERM`, `KILL`…) to every process of group `pgid`
+/// with the system's `kill` command; true if `kill` reported success.
+pub(crate) fn signal_group(pgid: u32, signal: &str) -> bool {
+    send_signal(&format!("-{pgid}"), signal)
+}
+
+/// Sends `signal` to the single process `pid` (see [`signal_group`]).
+pub(crate) fn signal_process(pid: u32, signal: &str) -> bool {
+    send_signal(&pid.to_string(), signal)
+}
+
+fn send_signal(target: &str, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-s", signal, "--", target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Kills a process group when dropped, unless disarmed (the child was reaped).
 struct GroupGuard {
     pgid: Option<u32>,
@@ -83,12 +104,7 @@ struct GroupGuard {
 impl GroupGuard {
     fn kill_now(&mut self) {
         if let Some(pgid) = self.pgid.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{pgid}")])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            signal_group(pgid, "KILL");
         }
     }
     fn disarm(&mut self) {
