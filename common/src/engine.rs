@@ -109,6 +109,30 @@
 //!   host and step, starting at 1.
 //! - A spec whose dependencies can never be met (a cycle that validation
 //!   missed) ends `Failed` rather than running forever.
+//! - **Host entries.** A host is one entry of [`RolloutSpec::hosts`] per
+//!   group it is in: a host that runs a hook (a `hook` group, see
+//!   [`crate::plan`]) also has its normal group's entry. Entries are keyed by
+//!   [`HostPlan::key`] (the host id, or `host@group` for a hook entry):
+//!   execution ids (`rollout/KEY/step/attempt`), `SoakOver`/`LostDeadline`
+//!   timers, [`Action::HostDone`], [`Engine::host_state`] and
+//!   [`RolloutView`]'s `key` use it. Dispatches name the agent
+//!   ([`HostPlan::host`]), and so does [`Engine::execution_host`];
+//!   `AgentConnected`/`AgentLost` name the agent and apply to each of its
+//!   entries. Entries of one agent are independent: each holds its own slot
+//!   in its own group. The final "N hosts upgraded" does not count hook runs.
+//! - **Captured values.** When a step that declares a capture
+//!   ([`HostPlan::captures`]) succeeds, the value is read from the outcome's
+//!   `stdout_tail` ([`capture::extract`]) and kept for that entry (and, for a
+//!   hook group's entry, rollout-wide); a capture that does not match fails
+//!   the host at that step, with the capture's message. Every dispatch (and
+//!   re-send) of a step or rollback step carries the step with
+//!   `{{captured.NAME}}` substituted: the entry's own value first, else a
+//!   hook's. Values come only from stored `StepFinished` events, so a replay
+//!   rebuilds them and re-sends identical steps. A step whose value is
+//!   missing (a spec the plan did not check, or a rollback step needing a
+//!   value whose step never succeeded) is not sent: the host fails (or its
+//!   rollback fails) saying which value is missing. Values show in
+//!   [`HostView::captured`].
 //!
 //! Cost: each event costs time in proportion to the work it triggers
 //! (dispatches, groups started), not to the fleet's size; hosts and
@@ -116,11 +140,12 @@
 //! Only the transitions to halting/aborting/rolling back, the final skip and
 //! [`Engine::view`] walk the hosts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture;
 use crate::model::{HostId, HostPlan, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, UnixMillis};
 
 /// Time added to a step's own timeout before the engine gives up waiting for
@@ -461,6 +486,13 @@ pub struct HostView {
     pub current_step: Option<String>,
     /// Why the host failed or was rolled back, or the last step's message.
     pub message: String,
+    /// The entry's key ([`HostPlan::key`]): the host id, or `host@group`
+    /// for a host running a hook.
+    #[serde(default)]
+    pub key: String,
+    /// Values this entry's steps captured, by name.
+    #[serde(default)]
+    pub captured: BTreeMap<String, String>,
 }
 
 /// The state machine of one rollout. See the module docs for its rules.
@@ -479,8 +511,14 @@ pub struct Engine {
     rollback_reason: Option<String>,
     hosts: Vec<HostRt>,
     groups: Vec<GroupRt>,
-    by_name: HashMap<HostId, usize>,
+    /// Host entries by [`HostPlan::key`].
+    by_name: HashMap<String, usize>,
+    /// Host entries by agent ([`HostPlan::host`]): several when the host
+    /// also runs a hook.
+    by_agent: HashMap<HostId, Vec<usize>>,
     group_by_name: HashMap<String, usize>,
+    /// Values captured by hook steps, visible to every host entry.
+    hook_captured: BTreeMap<String, String>,
     /// Every execution id this rollout issued, with its host.
     executions: HashMap<ExecutionId, usize>,
     /// Hosts running, soaking or rolling back, over all groups.
@@ -524,6 +562,8 @@ struct HostRt {
     lost_deadline: Option<UnixMillis>,
     /// Since when the host's agent is known to be gone, whatever the host's state.
     agent_lost_since: Option<UnixMillis>,
+    /// Values its steps captured, by name.
+    captured: BTreeMap<String, String>,
 }
 
 /// What the engine keeps per group.
@@ -570,6 +610,7 @@ impl Engine {
                 step_deadline: UnixMillis(0),
                 lost_deadline: None,
                 agent_lost_since: None,
+                captured: BTreeMap::new(),
             })
             .collect();
         let mut groups: Vec<GroupRt> = spec
@@ -603,7 +644,11 @@ impl Engine {
                 }
             }
         }
-        let by_name = spec.hosts.iter().enumerate().map(|(i, h)| (h.host.clone(), i)).collect();
+        let by_name = spec.hosts.iter().enumerate().map(|(i, h)| (h.key().to_string(), i)).collect();
+        let mut by_agent: HashMap<HostId, Vec<usize>> = HashMap::new();
+        for (i, h) in spec.hosts.iter().enumerate() {
+            by_agent.entry(h.host.clone()).or_default().push(i);
+        }
         let group_by_name = spec.groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i)).collect();
         let open_groups = groups.len();
         Engine {
@@ -617,7 +662,9 @@ impl Engine {
             hosts,
             groups,
             by_name,
+            by_agent,
             group_by_name,
+            hook_captured: BTreeMap::new(),
             executions: HashMap::new(),
             in_flight: 0,
             open_groups,
@@ -674,7 +721,9 @@ impl Engine {
     }
 
     /// The host's version of the rollout's component: the last one a step
-    /// reported installing, else the one it had before the rollout.
+    /// reported installing, else the one it had before the rollout. `host` is
+    /// an entry key ([`HostPlan::key`]), which for a normal group's host is
+    /// its id.
     pub fn host_version(&self, host: &str) -> Option<&str> {
         let &i = self.by_name.get(host)?;
         self.version_of(i)
@@ -720,11 +769,11 @@ impl Engine {
                         });
                     }
                     if let Some(at) = h.lost_deadline {
-                        out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: host.host.clone() } });
+                        out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: host.key().to_string() } });
                     }
                 }
                 HostState::Soaking { until } => {
-                    out.push(Action::Schedule { at: *until, timer: Timer::SoakOver { host: host.host.clone() } });
+                    out.push(Action::Schedule { at: *until, timer: Timer::SoakOver { host: host.key().to_string() } });
                 }
                 HostState::Pending
                 | HostState::Succeeded
@@ -745,11 +794,12 @@ impl Engine {
         out
     }
 
-    /// The host an execution id belongs to, if this rollout issued it.
+    /// The host (agent id) an execution id belongs to, if this rollout issued it.
     pub fn execution_host(&self, execution_id: &str) -> Option<&HostId> {
         self.executions.get(execution_id).map(|&i| &self.spec.hosts[i].host)
     }
 
+    /// State of the host entry with key `host` ([`HostPlan::key`]).
     pub fn host_state(&self, host: &str) -> Option<&HostState> {
         self.by_name.get(host).map(|&i| &self.hosts[i].state)
     }
@@ -823,6 +873,8 @@ impl Engine {
                     | HostState::RollbackFailed { .. } => None,
                 },
                 message: h.message.clone(),
+                key: spec.key().to_string(),
+                captured: h.captured.clone(),
             })
             .collect();
         RolloutView { state: self.state, message: self.message.clone(), groups, hosts }
@@ -832,8 +884,24 @@ impl Engine {
         self.hosts[i].installed.as_deref().or(self.spec.hosts[i].initial_version.as_deref())
     }
 
-    fn host_index(&self, host: &str) -> Option<usize> {
-        self.by_name.get(host).copied()
+    fn host_index(&self, key: &str) -> Option<usize> {
+        self.by_name.get(key).copied()
+    }
+
+    /// Host entry `i`'s key ([`HostPlan::key`]).
+    fn key(&self, i: usize) -> String {
+        self.spec.hosts[i].key().to_string()
+    }
+
+    /// The value of `{{captured.NAME}}` for host entry `i`: its own capture,
+    /// else a hook's.
+    fn captured_value(&self, i: usize, name: &str) -> Option<&str> {
+        self.hosts[i].captured.get(name).or_else(|| self.hook_captured.get(name)).map(String::as_str)
+    }
+
+    /// `step` as host entry `i` runs it: captured values substituted.
+    fn rendered(&self, i: usize, step: &StepSpec) -> Result<StepSpec, String> {
+        capture::render_step(step, |name| self.captured_value(i, name)).map_err(|e| format!("step {}: {e}", step.name))
     }
 
     /// The dispatch action for host `i`'s current execution, if it has one.
@@ -842,19 +910,23 @@ impl Engine {
         let plan: &HostPlan = &self.spec.hosts[i];
         let (rollback, index, execution_id, _) = h.state.current()?;
         Some(if rollback {
+            let step = &h.rollback[index];
             Action::DispatchRollback {
                 host: plan.host.clone(),
                 execution_id: execution_id.clone(),
                 rollback_index: index,
-                step: h.rollback[index].clone(),
+                // `dispatch_rollback` checked that it renders.
+                step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
                 resend,
             }
         } else {
+            let step = &plan.steps[index];
             Action::Dispatch {
                 host: plan.host.clone(),
                 execution_id: execution_id.clone(),
                 step_index: index,
-                step: plan.steps[index].clone(),
+                // `dispatch` checked that it renders.
+                step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
                 resend,
             }
         })
@@ -888,7 +960,12 @@ impl Engine {
     }
 
     fn on_connected(&mut self, host: &str, out: &mut Vec<Action>) {
-        let Some(i) = self.host_index(host) else { return };
+        for i in self.by_agent.get(host).cloned().unwrap_or_default() {
+            self.entry_connected(i, out);
+        }
+    }
+
+    fn entry_connected(&mut self, i: usize, out: &mut Vec<Action>) {
         let h = &mut self.hosts[i];
         h.agent_lost_since = None;
         match &mut h.state {
@@ -908,7 +985,12 @@ impl Engine {
     }
 
     fn on_lost(&mut self, now: UnixMillis, host: &str, out: &mut Vec<Action>) {
-        let Some(i) = self.host_index(host) else { return };
+        for i in self.by_agent.get(host).cloned().unwrap_or_default() {
+            self.entry_lost(now, i, out);
+        }
+    }
+
+    fn entry_lost(&mut self, now: UnixMillis, i: usize, out: &mut Vec<Action>) {
         let timeout = self.spec.host_lost_timeout;
         let h = &mut self.hosts[i];
         if h.agent_lost_since.is_some() {
@@ -921,7 +1003,7 @@ impl Engine {
                 *lost_since = Some(now);
                 let at = now.plus(timeout);
                 h.lost_deadline = Some(at);
-                out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.spec.hosts[i].host.clone() } });
+                out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.key(i) } });
             }
             HostState::Pending
             | HostState::Soaking { .. }
@@ -963,6 +1045,20 @@ impl Engine {
             self.host_failed(i, now, Some(step), reason, out);
             return;
         }
+        if let Some(c) = self.spec.hosts[i].capture(step) {
+            match capture::extract(c, &outcome.stdout_tail) {
+                Ok(value) => {
+                    if self.spec.groups.get(self.hosts[i].group).is_some_and(|g| g.hook) {
+                        self.hook_captured.insert(c.name.clone(), value.clone());
+                    }
+                    self.hosts[i].captured.insert(c.name.clone(), value);
+                }
+                Err(reason) => {
+                    self.host_failed(i, now, Some(step), reason, out);
+                    return;
+                }
+            }
+        }
         self.record_installed(i, outcome.installed, None);
         self.hosts[i].message = outcome.message;
         self.hosts[i].steps_ok = step + 1;
@@ -976,7 +1072,7 @@ impl Engine {
         } else {
             let until = now.plus(soak);
             self.hosts[i].state = HostState::Soaking { until };
-            out.push(Action::Schedule { at: until, timer: Timer::SoakOver { host: self.spec.hosts[i].host.clone() } });
+            out.push(Action::Schedule { at: until, timer: Timer::SoakOver { host: self.key(i) } });
         }
     }
 
@@ -1018,7 +1114,7 @@ impl Engine {
             None => "rolled back".to_string(),
         };
         self.rolled_back += 1;
-        out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::RolledBack });
+        out.push(Action::HostDone { host: self.key(i), state: HostState::RolledBack });
     }
 
     /// Keep the version a successful execution reports for the rollout's component.
@@ -1229,8 +1325,16 @@ impl Engine {
     fn dispatch(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
         let h = &mut self.hosts[i];
         h.attempts[step] += 1;
-        let execution_id = format!("{}/{}/{}/{}", self.rollout_id, self.spec.hosts[i].host, step, h.attempts[step]);
+        let execution_id = format!("{}/{}/{}/{}", self.rollout_id, self.spec.hosts[i].key(), step, h.attempts[step]);
         let timeout = self.spec.hosts[i].steps[step].timeout;
+        if let Err(reason) = self.rendered(i, &self.spec.hosts[i].steps[step]) {
+            // Only a spec the plan did not check gets here. The host holds
+            // its slot; mark it running so failing it gives the slot back.
+            self.hosts[i].state =
+                HostState::Running { step, execution_id: String::new(), since: now, lost_since: None };
+            self.host_failed(i, now, Some(step), reason, out);
+            return;
+        }
         self.issue(i, false, step, execution_id, timeout, now, out);
     }
 
@@ -1239,8 +1343,16 @@ impl Engine {
         let h = &mut self.hosts[i];
         h.rollback_attempts[step] += 1;
         let execution_id =
-            format!("{}/{}/rb{}/{}", self.rollout_id, self.spec.hosts[i].host, step, h.rollback_attempts[step]);
+            format!("{}/{}/rb{}/{}", self.rollout_id, self.spec.hosts[i].key(), step, h.rollback_attempts[step]);
         let timeout = h.rollback[step].timeout;
+        if let Err(reason) = self.rendered(i, &self.hosts[i].rollback[step]) {
+            // A captured value its rollback needs was never captured (the
+            // capturing step did not succeed).
+            self.hosts[i].state =
+                HostState::RollingBack { step, execution_id: String::new(), since: now, lost_since: None };
+            self.rollback_failed(i, Some(step), reason, out);
+            return;
+        }
         self.issue(i, true, step, execution_id, timeout, now, out);
     }
 
@@ -1279,7 +1391,7 @@ impl Engine {
         if needs_lost_deadline {
             let at = now.plus(self.spec.host_lost_timeout);
             self.hosts[i].lost_deadline = Some(at);
-            out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.spec.hosts[i].host.clone() } });
+            out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.key(i) } });
         }
     }
 
@@ -1302,7 +1414,7 @@ impl Engine {
         self.leave_flight(i);
         self.hosts[i].state = HostState::Succeeded;
         self.groups[self.hosts[i].group].succeeded += 1;
-        out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::Succeeded });
+        out.push(Action::HostDone { host: self.key(i), state: HostState::Succeeded });
     }
 
     fn host_failed(&mut self, i: usize, now: UnixMillis, step: Option<usize>, reason: String, out: &mut Vec<Action>) {
@@ -1310,7 +1422,7 @@ impl Engine {
         let state = HostState::Failed { step, reason: reason.clone() };
         self.hosts[i].state = state.clone();
         self.hosts[i].message = reason.clone();
-        out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state });
+        out.push(Action::HostDone { host: self.key(i), state });
         let g = self.hosts[i].group;
         self.groups[g].failed += 1;
         self.failed_total += 1;
@@ -1462,7 +1574,7 @@ impl Engine {
         self.hosts[i].state = state.clone();
         self.rollback_failed += 1;
         self.groups[self.hosts[i].group].rollback_failed += 1;
-        out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state });
+        out.push(Action::HostDone { host: self.key(i), state });
     }
 
     /// Once nothing new will start, a soak guards nothing: its host succeeds.
@@ -1668,7 +1780,8 @@ impl Engine {
                 }
             }
             RolloutState::Running | RolloutState::Paused if self.open_groups == 0 => {
-                let message = format!("succeeded: {} hosts upgraded{}", self.spec.hosts.len(), self.rollback_summary());
+                let upgraded = self.spec.groups.iter().filter(|g| !g.hook).map(|g| g.hosts.len()).sum::<usize>();
+                let message = format!("succeeded: {upgraded} hosts upgraded{}", self.rollback_summary());
                 self.finish(RolloutState::Succeeded, message, out);
             }
             RolloutState::Running => {
@@ -1714,7 +1827,7 @@ impl Engine {
                 self.hosts[i].state = HostState::Skipped;
                 self.hosts[i].message = format!("skipped: the rollout {}", skip_cause(state));
                 self.groups[g].skipped += 1;
-                out.push(Action::HostDone { host: self.spec.hosts[i].host.clone(), state: HostState::Skipped });
+                out.push(Action::HostDone { host: self.key(i), state: HostState::Skipped });
             }
             self.groups[g].next = hosts.len();
             if self.groups[g].state.is_open() {

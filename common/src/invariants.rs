@@ -39,14 +39,21 @@
 //!   skipped), every group within its failure budget and the rollout within
 //!   its own; `Finished { RolledBack }` needs every started host with
 //!   something to undo rolled back.
+//! - Host entries: dispatches name the agent; when an agent has several
+//!   entries (a host running a hook), the execution id's key
+//!   (`rollout/KEY/...`) tells which. `HostDone` names the entry's key. The
+//!   step a dispatch carries must equal the spec's with `{{captured.NAME}}`
+//!   substituted from the values the log's successful `StepFinished` events
+//!   captured (a capture that does not match counts as a failed step).
 //! - Finally: `Finished` was emitted, every host has its `HostDone`, and a
 //!   host that succeeded has a version recorded when the spec names a
 //!   component (reported installed by one of its steps, or known before).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture;
 use crate::engine::{Action, Event, HostState, OperatorCommand, RolloutState};
 use crate::model::{Promote, RolloutSpec, StepSpec, UnixMillis};
 
@@ -86,6 +93,8 @@ struct HostTrack {
     installed: Option<String>,
     /// The rollback, once its first step was dispatched.
     rollback: Option<RollbackTrack>,
+    /// Values its successful steps captured.
+    captured: BTreeMap<String, String>,
 }
 
 #[derive(Default, Clone)]
@@ -107,7 +116,12 @@ enum Phase {
 
 struct Checker<'a> {
     spec: &'a RolloutSpec,
+    /// Host entries by key (what `HostDone` names).
     by_name: HashMap<&'a str, usize>,
+    /// Host entries by agent (what dispatches name).
+    by_agent: HashMap<&'a str, Vec<usize>>,
+    /// Values captured by hook steps.
+    hook_captured: BTreeMap<String, String>,
     group_of: Vec<Option<usize>>,
     /// Position of each host in its group's host list.
     position: Vec<usize>,
@@ -146,7 +160,15 @@ impl<'a> Checker<'a> {
         }
         let mut checker = Checker {
             spec,
-            by_name: spec.hosts.iter().enumerate().map(|(i, h)| (h.host.as_str(), i)).collect(),
+            by_name: spec.hosts.iter().enumerate().map(|(i, h)| (h.key(), i)).collect(),
+            by_agent: {
+                let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
+                for (i, h) in spec.hosts.iter().enumerate() {
+                    m.entry(h.host.as_str()).or_default().push(i);
+                }
+                m
+            },
+            hook_captured: BTreeMap::new(),
             group_of,
             position,
             dependents,
@@ -169,6 +191,25 @@ impl<'a> Checker<'a> {
         self.violations.push(message);
     }
 
+    /// The host entry a dispatch to agent `host` is for: the agent's only
+    /// entry, or the one whose key the execution id carries
+    /// (`rollout/KEY/step/attempt`).
+    fn entry_of(&self, host: &str, execution_id: &str) -> Option<usize> {
+        let entries = self.by_agent.get(host)?;
+        match entries.as_slice() {
+            [one] => Some(*one),
+            many => many.iter().copied().find(|&i| execution_id.contains(&format!("/{}/", self.spec.hosts[i].key()))),
+        }
+    }
+
+    /// A step as entry `h` should receive it: captured values substituted
+    /// (`None` if one is missing: the engine must not dispatch it then).
+    fn rendered(&self, h: usize, step: &StepSpec) -> Option<StepSpec> {
+        let own = &self.hosts[h].captured;
+        capture::render_step(step, |name| own.get(name).or_else(|| self.hook_captured.get(name)).map(String::as_str))
+            .ok()
+    }
+
     fn group_name(&self, h: usize) -> &'a str {
         self.group_of[h].map_or("<none>", |g| self.spec.groups[g].name.as_str())
     }
@@ -189,8 +230,24 @@ impl<'a> Checker<'a> {
                     };
                     if current {
                         if phase == Phase::Upgrade {
-                            track.steps_ok = index + 1;
+                            // A capture that does not match fails the step.
+                            match self.spec.hosts[h]
+                                .capture(index)
+                                .map(|c| (c, capture::extract(c, &outcome.stdout_tail)))
+                            {
+                                None => track.steps_ok = index + 1,
+                                Some((c, Ok(value))) => {
+                                    track.steps_ok = index + 1;
+                                    track.captured.insert(c.name.clone(), value.clone());
+                                    let hook = self.group_of[h].is_some_and(|g| self.spec.groups[g].hook);
+                                    if hook {
+                                        self.hook_captured.insert(c.name.clone(), value);
+                                    }
+                                }
+                                Some((_, Err(_))) => {}
+                            }
                         }
+                        let track = &mut self.hosts[h];
                         // Versions count only from executions this rollout issued.
                         if let Some((component, version)) = &outcome.installed
                             && self.spec.component.as_ref().is_none_or(|c| c == component)
@@ -240,15 +297,15 @@ impl<'a> Checker<'a> {
                 state.as_str()
             ));
         }
-        let Some(&h) = self.by_name.get(host) else {
+        let Some(h) = self.entry_of(host, execution_id) else {
             self.fail(format!(
                 "entry {n}: execution {execution_id} was dispatched to host {host}, which is not in the spec"
             ));
             return;
         };
         let group = self.group_name(h);
-        match self.spec.hosts[h].steps.get(step_index) {
-            Some(expected) if expected == step => {}
+        match self.spec.hosts[h].steps.get(step_index).map(|s| self.rendered(h, s)) {
+            Some(expected) if expected.as_ref() == Some(step) => {}
             Some(_) => self.fail(format!(
                 "entry {n}: execution {execution_id} for host {host} (group {group}) carries a step that differs from step {step_index} of the spec"
             )),
@@ -343,7 +400,7 @@ impl<'a> Checker<'a> {
                 state.as_str()
             ));
         }
-        let Some(&h) = self.by_name.get(host) else {
+        let Some(h) = self.entry_of(host, execution_id) else {
             self.fail(format!(
                 "entry {n}: rollback execution {execution_id} was dispatched to host {host}, which is not in the spec"
             ));
@@ -418,9 +475,9 @@ impl<'a> Checker<'a> {
                 track.last_execution = execution_id.to_string();
             }
         }
-        let expected = self.hosts[h].rollback.as_ref().and_then(|r| r.expected.get(index));
+        let expected = self.hosts[h].rollback.as_ref().and_then(|r| r.expected.get(index)).map(|e| self.rendered(h, e));
         match expected {
-            Some(e) if e == step => {}
+            Some(e) if e.as_ref() == Some(step) => {}
             Some(_) => self.fail(format!(
                 "entry {n}: rollback execution {execution_id} for host {host} (group {group}) carries a step that differs from rollback step {index} of the host's plan"
             )),

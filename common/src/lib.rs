@@ -5,11 +5,13 @@
 //!   hosts, groups, strategies and step specifications.
 //! - [`plan`]: the YAML plan format, its validation (errors name file, line
 //!   and field) and its expansion against an inventory into a [`model::RolloutSpec`].
+//! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`version`]: version parsing and ordering.
 //! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`.
 //! - [`invariants`]: checks every test layer runs over an event log.
 
+pub mod capture;
 pub mod dag;
 pub mod engine;
 pub mod invariants;

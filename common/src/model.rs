@@ -135,6 +135,11 @@ pub struct GroupSpec {
     /// What happens when a host or the whole group fails.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// A hook group (`before`, `after`, `<group>.before`, `<group>.after`):
+    /// one host running the hook's steps once. Values its steps capture are
+    /// visible rollout-wide (see [`crate::capture`]).
+    #[serde(default)]
+    pub hook: bool,
 }
 
 /// How a group moves through its hosts. Percentages are already resolved.
@@ -149,9 +154,20 @@ pub struct Strategy {
 }
 
 /// The work for one host: its steps, then its checks, in order.
+///
+/// A host appears once per group it belongs to: a host chosen to run a hook
+/// is also in its normal group. Each entry has its own [`HostPlan::key`]
+/// (the host id, or `host@hook-group` for a hook entry); the engine keys its
+/// state, timers, execution ids and `HostDone` by that key, and sends steps
+/// to [`HostPlan::host`], the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPlan {
+    /// The agent that runs the steps.
     pub host: HostId,
+    /// The entry's own key when it differs from `host` (hook entries); see
+    /// [`HostPlan::key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub group: usize,
     /// Version of [`RolloutSpec::component`] the host reported before the rollout.
     pub initial_version: Option<String>,
@@ -164,15 +180,49 @@ pub struct HostPlan {
     /// Extra steps a rollback runs after the undos (the group's `rollback_steps`).
     #[serde(default)]
     pub rollback_steps: Vec<StepSpec>,
+    /// What each step captures from its output, by step index (`None`:
+    /// nothing); may be shorter than `steps`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<Option<CaptureSpec>>,
 }
 
 impl HostPlan {
+    /// The entry's key in the rollout: unique among [`RolloutSpec::hosts`].
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.host)
+    }
+
+    /// The capture of step `step`, if it declares one.
+    pub fn capture(&self, step: usize) -> Option<&CaptureSpec> {
+        self.captures.get(step).and_then(Option::as_ref)
+    }
+
     /// What rolling this host back runs when its first `succeeded` steps
     /// succeeded: their undos in reverse order, then the rollback steps.
     pub fn rollback_plan(&self, succeeded: usize) -> Vec<StepSpec> {
         let undos = self.undo.iter().take(succeeded).rev().flatten().cloned();
         undos.chain(self.rollback_steps.iter().cloned()).collect()
     }
+}
+
+/// A value a step captures from its standard output when it succeeds,
+/// available to later steps as `{{captured.NAME}}` (see [`crate::capture`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureSpec {
+    pub name: String,
+    pub from: CaptureFrom,
+}
+
+/// How a capture reads the output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureFrom {
+    /// The first match of a regular expression: its first capture group, or
+    /// the whole match when it has none.
+    Regex(String),
+    /// A dot path into the output parsed as JSON (`spec.replicas`,
+    /// `items.0.name`); strings are taken as they are, other values as JSON.
+    Json(String),
 }
 
 /// One unit of work dispatched to an agent as a single execution.

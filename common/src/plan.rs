@@ -31,7 +31,8 @@
 //!   the order written, because that order is the operator's intent (canary
 //!   first, a cluster leader last).
 //! - `select: {}` matches every host of the inventory; the "one group per
-//!   host" rule still applies, so it only makes sense in a one-group plan.
+//!   host" rule still applies (hooks aside), so it only makes sense in a
+//!   one-group plan.
 //! - Steps and checks of a group run as one list, steps first. A step without
 //!   a name is called `<kind>-<position>` (1-based over that list, the kind as
 //!   in [`StepKind::kind_name`]: `exec-1`, `archive-2`, `http-3`,
@@ -66,6 +67,45 @@
 //!   ones are `rollback-<kind>-<n>`, and they may not declare a rollback.
 //! - Checks: `healthy_deadline` is another name for `deadline` (giving both
 //!   is an error); `min_healthy_time` (default 0) must be shorter than it.
+//!
+//! Hooks (an expansion transform: the engine only sees more groups):
+//! - `hooks: { before: HOOK, after: HOOK }` at the plan level and on any
+//!   group, `HOOK` being `{ on: HOST_ID | { select: {LABELS} }, steps: [...],
+//!   checks: [...] }`. The key is `hooks:` on both levels because a group's
+//!   `after:` already lists its dependencies. `select` takes the first
+//!   matching host by id; no match (or an unknown id) is an expansion error.
+//! - Each hook becomes a one-host group (`max_parallel: 1`, `max_failures: 0`,
+//!   no soak, `on_failure: halt`, so a failed hook halts the rollout) named
+//!   `before`, `after`, `<group>.before` or `<group>.after`; a clash with a
+//!   declared group's name is an error. Wiring: the plan's `before` precedes
+//!   every group that would otherwise have no dependency; the plan's `after`
+//!   follows every group nothing depends on; a group's `before` takes over
+//!   the group's `after:` list and the group waits for it; a group's `after`
+//!   waits for the group, and every group that waited for the group waits
+//!   for the hook instead. Groups are listed `before`, then each group
+//!   between its own hooks, then `after` (ties in the topological order go
+//!   to that listing).
+//! - The hook's host may also be in a normal group: it gets a second host
+//!   entry with key `host@hook-group` (see [`HostPlan::key`]); the "one group
+//!   per host" rule is about normal groups only. Templates in hook steps use
+//!   the hook's host and `{{group}}` is the hook group's name. Hook steps may
+//!   declare `rollback:` like any step (run if a `rollback_all` reaches
+//!   them); `defaults` do not apply to hooks.
+//! - Hooks run on an agent. Hooks run by the coordinator itself (a webhook
+//!   call without a host) are not supported: put the call on a host.
+//!
+//! Captured values (see [`crate::capture`] for the extraction rules):
+//! - An exec step may declare `capture: { name: N, regex: '...' }` or
+//!   `capture: { name: N, json: a.b.0 }` (exactly one of the two; names are
+//!   `A-Z a-z 0-9 _ -`; regexes and paths are checked at parse time).
+//! - `{{captured.N}}` may appear in any templated string but a step name. It
+//!   is left in place at expansion and filled by the engine at dispatch. It
+//!   must name a capture of an earlier step of the same group (for a step's
+//!   `rollback:`, also the step itself; for `rollback_steps`, any step of the
+//!   group) or of a hook the group waits for, directly or not; otherwise it
+//!   is a parse error at that string. Hook capture names are rollout-wide, so
+//!   two hooks may not capture the same name, nor may a group step capture a
+//!   name a hook captures; a group may not capture one name twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -73,11 +113,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::dag;
+use crate::{capture, dag};
+
 use crate::model::{
-    ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec,
-    GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, OnFailure, Promote, RolloutSpec, StepKind, StepSpec, Strategy,
-    TcpCheckSpec,
+    ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy, ExecCheckSpec, ExecSpec,
+    FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, OnFailure, Promote, RolloutSpec,
+    StepKind, StepSpec, Strategy, TcpCheckSpec,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -173,8 +214,33 @@ struct RawPlan {
     host_lost_timeout: Option<String>,
     max_failures: Option<String>,
     on_failure: Option<OnFailure>,
+    hooks: Option<RawHooks>,
     defaults: Option<RawDefaults>,
     groups: Option<Vec<RawGroup>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    before: Option<RawHook>,
+    after: Option<RawHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    /// A host id, or `{ select: { LABEL: VALUE } }`; read by hand.
+    on: Option<serde_norway::Value>,
+    steps: Option<Vec<RawStep>>,
+    checks: Option<Vec<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    name: Option<String>,
+    regex: Option<String>,
+    json: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +262,7 @@ struct RawGroup {
     strategy: Option<RawStrategy>,
     canary: Option<RawCanary>,
     on_failure: Option<OnFailure>,
+    hooks: Option<RawHooks>,
     steps: Option<Vec<RawStep>>,
     checks: Option<Vec<RawCheck>>,
     rollback_steps: Option<Vec<RawStep>>,
@@ -237,6 +304,7 @@ struct RawStep {
     archive: Option<RawArchive>,
     file: Option<RawFile>,
     rollback: Option<RawExec>,
+    capture: Option<RawCapture>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,6 +419,14 @@ impl StrategyDef {
 enum Selection {
     Labels(BTreeMap<String, String>),
     Hosts(Vec<String>),
+    /// A hook's one host: an id, or the first host (by id) a selector matches.
+    Hook(HookOn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HookOn {
+    Host(String),
+    Select(BTreeMap<String, String>),
 }
 
 /// A step or check with its strings still templated.
@@ -361,6 +437,8 @@ struct StepTemplate {
     spec: StepSpec,
     /// The step's explicit `rollback:` command, still templated.
     undo: Option<ExecSpec>,
+    /// What the step captures from its output.
+    capture: Option<CaptureSpec>,
 }
 
 /// Which of a group's hosts are its canaries.
@@ -391,6 +469,8 @@ struct PlanGroup {
     steps: Vec<StepTemplate>,
     /// Run after the steps' undos when a host is rolled back.
     rollback_steps: Vec<StepTemplate>,
+    /// A synthetic group running a hook (see "Hooks" in the module docs).
+    hook: bool,
 }
 
 /// A parsed, statically valid plan (not yet matched against hosts).
@@ -528,15 +608,35 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
             None => None,
         };
         let on_failure = g.on_failure.unwrap_or(on_failure);
-        groups.push(PlanGroup { name, path: p, after, selection, strategy, canary, on_failure, steps, rollback_steps });
+        groups.push(PlanGroup {
+            name,
+            path: p,
+            after,
+            selection,
+            strategy,
+            canary,
+            on_failure,
+            steps,
+            rollback_steps,
+            hook: false,
+        });
     }
 
     let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
-    let order = dag::topo_order(&after).map_err(|cycle| {
+    dag::topo_order(&after).map_err(|cycle| {
         let mut names: Vec<&str> = cycle.iter().map(|&i| groups[i].name.as_str()).collect();
         names.push(names[0]);
         src.err(&groups[cycle[0]].path.key("after"), format!("cycle: {}", names.join(" -> ")))
     })?;
+
+    let group_hooks: Vec<Option<&RawHooks>> = raw_groups.iter().map(|g| g.hooks.as_ref()).collect();
+    let groups = with_hooks(src, groups, raw.hooks.as_ref(), &group_hooks)?;
+    let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
+    let order = dag::topo_order(&after).map_err(|cycle| {
+        // Hooks only add edges around existing ones, so this cannot happen.
+        src.err(&groups[cycle[0]].path, "cycle through hooks")
+    })?;
+    check_captures(src, &groups)?;
 
     Ok(Plan {
         file: file.to_string(),
@@ -550,6 +650,272 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         groups,
         order,
     })
+}
+
+/// Add the hook groups to `groups` (user groups, `after` as declaration
+/// indices) and wire them into the DAG (see "Hooks" in the module docs).
+/// The result is in display order: `before`, then each group preceded by
+/// its `.before` and followed by its `.after`, then `after`; every `after`
+/// list is in the new indices.
+fn with_hooks(
+    src: Src<'_>,
+    groups: Vec<PlanGroup>,
+    plan_hooks: Option<&RawHooks>,
+    group_hooks: &[Option<&RawHooks>],
+) -> Result<Vec<PlanGroup>, PlanError> {
+    let n = groups.len();
+    let names: HashMap<String, usize> = groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i)).collect();
+    let hp = FieldPath::default().key("hooks");
+    let make = |raw: &RawHook, p: FieldPath, name: String| hook_group(src, raw, p, name, &names);
+    let plan_before = plan_hooks.and_then(|h| h.before.as_ref()).map(|h| make(h, hp.key("before"), "before".into()));
+    let plan_after = plan_hooks.and_then(|h| h.after.as_ref()).map(|h| make(h, hp.key("after"), "after".into()));
+    let (plan_before, plan_after) = (plan_before.transpose()?, plan_after.transpose()?);
+
+    let mut out: Vec<PlanGroup> = Vec::with_capacity(n + 2);
+    let pb = plan_before.map(|g| {
+        out.push(g);
+        out.len() - 1
+    });
+    let mut index = vec![0; n];
+    let (mut gb, mut ga) = (vec![None; n], vec![None; n]);
+    let mut user_after = Vec::with_capacity(n);
+    for (i, g) in groups.into_iter().enumerate() {
+        let hooks = group_hooks.get(i).copied().flatten();
+        let p = g.path.key("hooks");
+        if let Some(h) = hooks.and_then(|h| h.before.as_ref()) {
+            out.push(make(h, p.key("before"), format!("{}.before", g.name))?);
+            gb[i] = Some(out.len() - 1);
+        }
+        let after_hook =
+            hooks.and_then(|h| h.after.as_ref()).map(|h| make(h, p.key("after"), format!("{}.after", g.name)));
+        let after_hook = after_hook.transpose()?;
+        user_after.push(g.after.clone());
+        out.push(g);
+        index[i] = out.len() - 1;
+        if let Some(h) = after_hook {
+            out.push(h);
+            ga[i] = Some(out.len() - 1);
+        }
+    }
+    for (i, deps) in user_after.into_iter().enumerate() {
+        // Waiting for a group means waiting for its `after` hook, if any.
+        let deps: Vec<usize> = deps.iter().map(|&d| ga[d].unwrap_or(index[d])).collect();
+        match gb[i] {
+            Some(b) => {
+                out[b].after = deps;
+                out[index[i]].after = vec![b];
+            }
+            None => out[index[i]].after = deps,
+        }
+        if let Some(a) = ga[i] {
+            out[a].after = vec![index[i]];
+        }
+    }
+    if let Some(pb) = pb {
+        for (k, g) in out.iter_mut().enumerate() {
+            if k != pb && g.after.is_empty() {
+                g.after = vec![pb];
+            }
+        }
+    }
+    if let Some(g) = plan_after {
+        let mut has_dependant = vec![false; out.len()];
+        for g in &out {
+            for &d in &g.after {
+                has_dependant[d] = true;
+            }
+        }
+        let mut g = g;
+        g.after = (0..out.len()).filter(|&k| !has_dependant[k]).collect();
+        out.push(g);
+    }
+    Ok(out)
+}
+
+/// A hook as a one-host group (its DAG edges are set by [`with_hooks`]).
+fn hook_group(
+    src: Src<'_>,
+    raw: &RawHook,
+    p: FieldPath,
+    name: String,
+    names: &HashMap<String, usize>,
+) -> Result<PlanGroup, PlanError> {
+    if let Some(&clash) = names.get(&name) {
+        return Err(
+            src.err(&p, format!("this hook runs as group '{name}', which is already the name of groups[{clash}]"))
+        );
+    }
+    let op = p.key("on");
+    let shape = || src.err(&op, "expected a host id or { select: { LABEL: VALUE } }");
+    let on = match &raw.on {
+        None => return Err(src.err(&op, "missing required field 'on' (a host id or { select: { LABEL: VALUE } })")),
+        Some(serde_norway::Value::String(id)) if !id.trim().is_empty() => HookOn::Host(id.clone()),
+        Some(serde_norway::Value::Mapping(m)) => {
+            let mut sel = None;
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    (Some("select"), serde_norway::Value::Mapping(labels)) => {
+                        let mut out = BTreeMap::new();
+                        for (lk, lv) in labels {
+                            let value = match lv {
+                                serde_norway::Value::String(s) => s.clone(),
+                                serde_norway::Value::Number(n) => n.to_string(),
+                                serde_norway::Value::Bool(b) => b.to_string(),
+                                _ => return Err(src.err(&op.key("select"), "label values must be scalars")),
+                            };
+                            let key = lk
+                                .as_str()
+                                .filter(|k| !k.trim().is_empty())
+                                .ok_or_else(|| src.err(&op.key("select"), "selector keys must be non-empty strings"))?;
+                            out.insert(key.to_string(), value);
+                        }
+                        sel = Some(out);
+                    }
+                    (Some("select"), _) => return Err(src.err(&op.key("select"), "expected a mapping of labels")),
+                    (Some(other), _) => return Err(src.err(&op, format!("unknown field `{other}`, expected `select`"))),
+                    (None, _) => return Err(shape()),
+                }
+            }
+            HookOn::Select(sel.ok_or_else(shape)?)
+        }
+        Some(_) => return Err(shape()),
+    };
+    let steps = templates(src, raw.steps.as_deref(), &p.key("steps"), step)?.unwrap_or_default();
+    let checks = templates(src, raw.checks.as_deref(), &p.key("checks"), check)?.unwrap_or_default();
+    let steps = name_steps(src, steps.into_iter().chain(checks).collect())?;
+    if steps.is_empty() {
+        return Err(src.err(&p, "a hook needs at least one step or check"));
+    }
+    Ok(PlanGroup {
+        name,
+        path: p,
+        after: Vec::new(),
+        selection: Selection::Hook(on),
+        strategy: StrategyDef::default(),
+        canary: None,
+        on_failure: OnFailure::Halt,
+        steps,
+        rollback_steps: Vec::new(),
+        hook: true,
+    })
+}
+
+/// Check capture names and every `{{captured.NAME}}` reference (see
+/// "Captured values" in the module docs). `groups` have their final `after`.
+fn check_captures(src: Src<'_>, groups: &[PlanGroup]) -> Result<(), PlanError> {
+    // Hook captures are rollout-wide, so their names must be unique.
+    let mut by_hooks: HashMap<&str, &StepTemplate> = HashMap::new();
+    for g in groups.iter().filter(|g| g.hook) {
+        for t in &g.steps {
+            let Some(c) = &t.capture else { continue };
+            if let Some(other) = by_hooks.insert(&c.name, t) {
+                return Err(src.err(
+                    &t.path.key("capture").key("name"),
+                    format!(
+                        "capture '{}' is already captured by {} (hook captures are rollout-wide)",
+                        c.name, other.path
+                    ),
+                ));
+            }
+        }
+    }
+    for g in groups.iter().filter(|g| !g.hook) {
+        let mut seen: HashMap<&str, &StepTemplate> = HashMap::new();
+        for t in &g.steps {
+            let Some(c) = &t.capture else { continue };
+            let np = t.path.key("capture").key("name");
+            if let Some(other) = seen.insert(&c.name, t) {
+                return Err(
+                    src.err(&np, format!("capture '{}' is already captured by {} in this group", c.name, other.path))
+                );
+            }
+            if let Some(hook) = by_hooks.get(c.name.as_str()) {
+                return Err(src.err(
+                    &np,
+                    format!(
+                        "capture '{}' is also captured by the hook step {} (hook captures are rollout-wide)",
+                        c.name, hook.path
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Hooks a group may read from: the hooks it (transitively) waits for.
+    let mut ancestors: Vec<Option<Vec<bool>>> = vec![None; groups.len()];
+    fn walk(g: usize, groups: &[PlanGroup], memo: &mut Vec<Option<Vec<bool>>>) -> Vec<bool> {
+        if let Some(a) = &memo[g] {
+            return a.clone();
+        }
+        let mut a = vec![false; groups.len()];
+        for &d in &groups[g].after {
+            a[d] = true;
+            for (k, yes) in walk(d, groups, memo).into_iter().enumerate() {
+                a[k] |= yes;
+            }
+        }
+        memo[g] = Some(a.clone());
+        a
+    }
+    for (gi, g) in groups.iter().enumerate() {
+        let before = walk(gi, groups, &mut ancestors);
+        let from_hooks: Vec<&str> = groups
+            .iter()
+            .enumerate()
+            .filter(|(k, h)| h.hook && before[*k])
+            .flat_map(|(_, h)| h.steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())))
+            .collect();
+        let captured_by = |upto: usize| -> Vec<&str> {
+            g.steps[..upto.min(g.steps.len())]
+                .iter()
+                .filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str()))
+                .collect()
+        };
+        let check = |path: FieldPath, text: &str, own: &[&str]| -> Result<(), PlanError> {
+            for name in capture::references(text) {
+                if !own.contains(&name) && !from_hooks.contains(&name) {
+                    return Err(src.err(
+                        &path,
+                        format!(
+                            "'{{{{captured.{name}}}}}' is not captured by an earlier step of group '{}' nor by a hook that runs before it",
+                            g.name
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        for (k, t) in g.steps.iter().enumerate() {
+            let mut spec = t.spec.clone();
+            for (rel, text) in strings_mut(&mut spec) {
+                let path = t.path.join(&rel);
+                if rel == FieldPath::default().key("name") {
+                    if !capture::references(text).is_empty() {
+                        return Err(src.err(&path, "a step name cannot use a captured value"));
+                    }
+                    continue;
+                }
+                check(path, text, &captured_by(k))?;
+            }
+            if let Some(undo) = &t.undo {
+                let mut undo = undo.clone();
+                // The undo runs only after its step succeeded: it may read that step's capture.
+                for (path, text) in exec_strings_mut(t.path.key("rollback"), &mut undo) {
+                    check(path, text, &captured_by(k + 1))?;
+                }
+            }
+        }
+        for t in &g.rollback_steps {
+            let mut spec = t.spec.clone();
+            for (rel, text) in strings_mut(&mut spec) {
+                if rel == FieldPath::default().key("name") {
+                    continue;
+                }
+                check(t.path.join(&rel), text, &captured_by(g.steps.len()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validate a group's `canary:` block.
@@ -912,6 +1278,32 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
         }
         t.undo = Some(undo);
     }
+    if let Some(c) = &raw.capture {
+        let cp = p.key("capture");
+        if !matches!(t.spec.kind, StepKind::Exec(_)) {
+            return Err(src.err(&cp, "only exec steps can capture (a capture reads the command's standard output)"));
+        }
+        let name = required(src, c.name.clone(), &cp.key("name"))?;
+        if let Some(bad) = name.chars().find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-'))) {
+            return Err(src.err(
+                &cp.key("name"),
+                format!("invalid capture name '{name}': {bad:?} is not allowed (use A-Z a-z 0-9 _ -)"),
+            ));
+        }
+        let from = match (&c.regex, &c.json) {
+            (Some(_), Some(_)) => return Err(src.err(&cp.key("json"), "give either 'regex' or 'json', not both")),
+            (None, None) => return Err(src.err(&cp, "a capture needs 'regex' or 'json'")),
+            (Some(r), None) => {
+                capture::check_regex(r).map_err(|m| src.err(&cp.key("regex"), m))?;
+                CaptureFrom::Regex(r.clone())
+            }
+            (None, Some(j)) => {
+                capture::check_json_path(j).map_err(|m| src.err(&cp.key("json"), m))?;
+                CaptureFrom::Json(j.clone())
+            }
+        };
+        t.capture = Some(CaptureSpec { name, from });
+    }
     Ok(t)
 }
 
@@ -1026,7 +1418,7 @@ fn finish_template(
     for (rel, s) in strings_mut(&mut spec) {
         render(s, |_| Ok(String::new())).map_err(|m| src.err(&p.join(&rel), m))?;
     }
-    Ok(StepTemplate { path: p.clone(), spec, undo: None })
+    Ok(StepTemplate { path: p.clone(), spec, undo: None, capture: None })
 }
 
 /// Give unnamed steps their `<kind>-<position>` name and reject duplicates.
@@ -1059,12 +1451,14 @@ enum Var<'a> {
     Group,
     Label(&'a str),
     Installed(&'a str),
+    /// Filled by the engine when it dispatches the step, not at expansion.
+    Captured(&'a str),
 }
 
 fn parse_var(inner: &str) -> Result<Var<'_>, String> {
     let unknown = || {
         format!(
-            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY or installed.COMPONENT"
+            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT or captured.NAME"
         )
     };
     match inner {
@@ -1074,6 +1468,7 @@ fn parse_var(inner: &str) -> Result<Var<'_>, String> {
         _ => match inner.split_once('.') {
             Some(("label", key)) if !key.is_empty() => Ok(Var::Label(key)),
             Some(("installed", c)) if !c.is_empty() => Ok(Var::Installed(c)),
+            Some(("captured", c)) if !c.is_empty() => Ok(Var::Captured(c)),
             _ => Err(unknown()),
         },
     }
@@ -1174,6 +1569,26 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
     let mut members: Vec<Vec<&InventoryHost>> = Vec::with_capacity(plan.groups.len());
     for (i, g) in plan.groups.iter().enumerate() {
         let (hosts, field) = match &g.selection {
+            Selection::Hook(on) => {
+                // A hook's host may also be in a normal group: it gets its own entry.
+                let host = match on {
+                    HookOn::Host(id) => by_id.get(id.as_str()).copied().ok_or_else(|| {
+                        src.err(&g.path.key("on"), format!("unknown host '{id}': not in the inventory"))
+                    })?,
+                    HookOn::Select(sel) => {
+                        by_id.values().copied().filter(|h| selects(sel, h)).min_by(|a, b| a.id.cmp(&b.id)).ok_or_else(
+                            || {
+                                src.err(
+                                    &g.path.key("on").key("select"),
+                                    format!("selector {} matches no host", show_selector(sel)),
+                                )
+                            },
+                        )?
+                    }
+                };
+                members.push(vec![host]);
+                continue;
+            }
             Selection::Labels(sel) => {
                 let mut hosts: Vec<&InventoryHost> = by_id.values().copied().filter(|h| selects(sel, h)).collect();
                 hosts.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1242,13 +1657,19 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
                 .map(|t| render_step(src, t, h, &plan.version, &g.name))
                 .collect::<Result<Vec<_>, _>>()?;
             indices.push(hosts.len());
+            let mut captures: Vec<Option<CaptureSpec>> = g.steps.iter().map(|t| t.capture.clone()).collect();
+            if captures.iter().all(Option::is_none) {
+                captures.clear();
+            }
             hosts.push(HostPlan {
                 host: h.id.clone(),
+                key: g.hook.then(|| format!("{}@{}", h.id, g.name)),
                 group: pos,
                 initial_version: plan.component.as_ref().and_then(|c| h.installed.get(c).cloned()),
                 steps,
                 undo,
                 rollback_steps,
+                captures,
             });
         }
         let mut after: Vec<usize> = g.after.iter().map(|&d| position[d]).collect();
@@ -1261,10 +1682,12 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
             hosts: indices,
             canary,
             on_failure: g.on_failure,
+            hook: g.hook,
         });
     }
 
-    let total = hosts.len();
+    // The rollout-wide budget counts the hosts being upgraded, not hook runs.
+    let total = groups.iter().filter(|g| !g.hook).map(|g| g.hosts.len()).sum::<usize>();
     Ok(RolloutSpec {
         plan_name: plan.name.clone(),
         target_version: plan.version.clone(),
@@ -1359,6 +1782,8 @@ fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &str) -> Res
         Var::Installed(c) => {
             host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
         }
+        // Kept for the engine, which substitutes it at dispatch.
+        Var::Captured(c) => Ok(format!("{{{{{}{c}}}}}", capture::PREFIX)),
     }
 }
 
@@ -1481,6 +1906,7 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                 "batches": batches(spec, i),
                 "steps": steps,
                 "on_failure": g.on_failure.as_str(),
+                "hook": g.hook,
                 "canary": g.canary.map(|c| serde_json::json!({
                     "hosts": g.hosts.iter().take(c.hosts).map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
                     "promote": match c.promote {

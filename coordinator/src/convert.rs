@@ -63,6 +63,7 @@ pub fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {
                     HostState::Failed { reason, .. } if h.message.is_empty() => reason.clone(),
                     _ => h.message.clone(),
                 },
+                captured: h.captured.clone().into_iter().collect(),
             })
             .collect(),
         message: s.view.message.clone(),

@@ -27,6 +27,10 @@ pub enum CoordinatorError {
     Unauthenticated { message: String },
     #[error("rollout {id}: {message}")]
     Conflict { id: String, message: String },
+    #[error("unknown artifact {what}")]
+    UnknownArtifact { what: String },
+    #[error("artifact {what}: {message}")]
+    ArtifactRefused { what: String, message: String },
     #[error("coordinator is shutting down")]
     ShuttingDown,
     #[error("bind {addr}: {source}")]

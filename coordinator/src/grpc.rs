@@ -27,10 +27,14 @@ pub fn to_status(e: CoordinatorError) -> Status {
     let msg = e.to_string();
     match e {
         CoordinatorError::Plan(_) | CoordinatorError::BadRequest { .. } => Status::invalid_argument(msg),
-        CoordinatorError::UnknownRollout { .. } | CoordinatorError::NoRollout => Status::not_found(msg),
+        CoordinatorError::UnknownRollout { .. }
+        | CoordinatorError::NoRollout
+        | CoordinatorError::UnknownArtifact { .. } => Status::not_found(msg),
         CoordinatorError::PermissionDenied { .. } => Status::permission_denied(msg),
         CoordinatorError::Unauthenticated { .. } => Status::unauthenticated(msg),
-        CoordinatorError::Conflict { .. } => Status::failed_precondition(msg),
+        CoordinatorError::Conflict { .. } | CoordinatorError::ArtifactRefused { .. } => {
+            Status::failed_precondition(msg)
+        }
         CoordinatorError::ShuttingDown => Status::unavailable(msg),
         CoordinatorError::Io { .. }
         | CoordinatorError::Store { .. }

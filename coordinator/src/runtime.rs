@@ -332,11 +332,11 @@ impl Actor {
             };
             self.order.push(id.clone());
             if !finished {
-                for h in &run.record.spec.hosts {
-                    self.active.entry(h.host.clone()).or_default().push(id.clone());
+                let hosts = agents_of(&run.record.spec);
+                for host in &hosts {
+                    self.active.entry(host.clone()).or_default().push(id.clone());
                 }
                 let resume = run.engine.resume_actions(now);
-                let hosts: Vec<HostId> = run.record.spec.hosts.iter().map(|h| h.host.clone()).collect();
                 self.rollouts.insert(id.clone(), run);
                 // Re-arm timers; dispatches wait for the agents to reconnect
                 // (every agent is disconnected after a restart).
@@ -717,19 +717,26 @@ impl Actor {
         };
         self.rollouts.insert(id.clone(), run);
         self.order.push(id.clone());
-        for h in &spec.hosts {
-            self.active.entry(h.host.clone()).or_default().push(id.clone());
+        for host in agents_of(&spec) {
+            self.active.entry(host).or_default().push(id.clone());
         }
         tracing::info!(rollout = %id, plan = %spec.plan_name, hosts = spec.hosts.len(), "rollout created");
         // Hosts whose agents are away now are known lost from the start, so
         // the engine arms their lost deadlines instead of waiting forever.
-        for h in &spec.hosts {
-            let connected = self.agents.get(&h.host).is_some_and(|a| a.session.is_some());
+        for host in agents_of(&spec) {
+            let connected = self.agents.get(&host).is_some_and(|a| a.session.is_some());
             if !connected {
-                self.event(&id, Event::AgentLost { host: h.host.clone() });
+                self.event(&id, Event::AgentLost { host });
             }
         }
         self.event(&id, Event::Started);
         Ok(Submitted { rollout_id: id, summary, dot })
     }
+}
+
+/// The agents of a rollout, each once, in spec order (a host that runs a
+/// hook has several entries in the spec).
+fn agents_of(spec: &convoy_common::model::RolloutSpec) -> Vec<HostId> {
+    let mut seen = std::collections::HashSet::new();
+    spec.hosts.iter().filter(|h| seen.insert(h.host.as_str())).map(|h| h.host.clone()).collect()
 }

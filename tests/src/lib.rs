@@ -4,7 +4,8 @@
 //!   store in a temp dir) and in-process agents (the real agent session code)
 //!   with any [`Driver`], typically the [`FakeDriver`] here.
 //! - [`FakeDriver`]: records every execution, can fail chosen hosts or steps,
-//!   and reports an installed version for archive steps.
+//!   reports an installed version for archive steps, and answers an exec step
+//!   whose command is `echo` with its arguments (joined by spaces) on stdout.
 //! - [`event_log`]: reads a rollout's stored events after the coordinator has
 //!   stopped and replays them through a fresh engine, giving the
 //!   `(now, event, actions)` log the invariant checker reads.
@@ -41,6 +42,8 @@ pub struct Run {
     pub host: String,
     pub execution_id: String,
     pub step: String,
+    /// The arguments of an exec step as the agent received them.
+    pub args: Vec<String>,
 }
 
 /// A driver that does no real work: it records executions and succeeds,
@@ -66,6 +69,10 @@ impl Driver for FakeDriver {
                 host: self.host.clone(),
                 execution_id: execution_id.to_string(),
                 step: step.name.clone(),
+                args: match &step.kind {
+                    StepKind::Exec(e) => e.args.clone(),
+                    _ => Vec::new(),
+                },
             });
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
@@ -74,6 +81,11 @@ impl Driver for FakeDriver {
                 return StepOutcome::failed(format!("{} is set to fail", self.host));
             }
             let mut out = StepOutcome::ok();
+            if let StepKind::Exec(e) = &step.kind
+                && e.command == "echo"
+            {
+                out.stdout_tail = format!("{}\n", e.args.join(" "));
+            }
             if let StepKind::Archive(a) = &step.kind {
                 self.installed.lock().unwrap().insert(a.component.clone(), a.version.clone());
                 out.installed = Some((a.component.clone(), a.version.clone()));

@@ -100,12 +100,14 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
             members.push(hosts.len());
             hosts.push(HostPlan {
                 host: format!("{}-{k}", grp.name),
+                key: None,
                 group: gi,
                 initial_version: Some("1.0".to_string()),
                 steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
                 // Every step but the last (think: the final check) has an undo.
                 undo: (0..steps).map(|s| (s + 1 < steps).then(|| undo(s))).collect(),
                 rollback_steps: Vec::new(),
+                captures: Vec::new(),
             });
         }
         group_specs.push(GroupSpec {
@@ -115,6 +117,7 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
             hosts: members,
             canary: grp.canary,
             on_failure: grp.on_failure,
+            hook: false,
         });
     }
     RolloutSpec {
