@@ -211,7 +211,7 @@ pub fn status_json(s: &pb::RolloutStatus) -> String {
         })).collect::<Vec<_>>(),
         "hosts": s.hosts.iter().map(|h| serde_json::json!({
             "host": h.host_id, "group": h.group, "state": h.state, "version": h.version,
-            "step": h.current_step, "message": h.message,
+            "step": h.current_step, "message": h.message, "captured": h.captured,
         })).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()

@@ -37,6 +37,13 @@ pub fn hosts(s: &pb::RolloutStatus) -> String {
     for h in &s.hosts {
         let note = if h.message.is_empty() { h.current_step.clone() } else { h.message.clone() };
         let note: String = note.chars().take(100).collect();
+        // Captured values matter to the operator (e.g. replica counts to restore): never cut them.
+        let note = if h.captured.is_empty() {
+            note
+        } else {
+            let vals: Vec<String> = h.captured.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("[{}] {note}", vals.join(" "))
+        };
         let v = if h.version.is_empty() { "-" } else { &h.version };
         let _ = writeln!(
             out,
