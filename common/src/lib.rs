@@ -5,16 +5,21 @@
 //!   hosts, groups, strategies and step specifications.
 //! - [`plan`]: the YAML plan format, its validation (errors name file, line
 //!   and field) and its expansion against an inventory into a [`model::RolloutSpec`].
+//! - [`catalog`]: release catalogs (YAML, one per product) and the multi-hop
+//!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`version`]: version parsing and ordering.
 //! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`.
 //! - [`invariants`]: checks every test layer runs over an event log.
+//! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod capture;
+pub mod catalog;
 pub mod dag;
 pub mod engine;
 pub mod invariants;
+pub mod metric;
 pub mod model;
 pub mod plan;
 pub mod version;
