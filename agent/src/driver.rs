@@ -17,7 +17,7 @@
 //! (verified, atomic installs), [`check`] (the retry policy and the tcp, file
 //! and exec checks) and [`http`] (a minimal HTTP/1.1 GET client). Package and
 //! service steps: [`pkg`] (their specs and shared command layer), [`dpkg`],
-//! [`apt`], [`rpm`] and [`service`].
+//! [`apt`], [`rpm`], [`service`] and [`pkg_rollback`].
 
 pub mod apt;
 pub mod archive;
@@ -26,6 +26,7 @@ pub mod dpkg;
 pub mod exec;
 pub mod http;
 pub mod pkg;
+pub mod pkg_rollback;
 pub mod rpm;
 pub mod service;
 
@@ -34,15 +35,30 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_common::model::{ArchiveRollbackSpec, ArchiveSpec, FileSpec, StepKind, StepOutcome, StepSpec, StepStatus};
 use tokio::time::Instant;
 
+use crate::fetch::ArtifactSource;
 use crate::fsutil;
 
 /// Step kinds [`LocalDriver`] performs, named as [`StepKind::kind_name`] names them.
-pub const LOCAL_CAPABILITIES: [&str; 7] = ["exec", "archive", "file", "http", "tcp", "exec_check", "file_check"];
+pub const LOCAL_CAPABILITIES: [&str; 12] = [
+    "exec",
+    "archive",
+    "file",
+    "http",
+    "tcp",
+    "exec_check",
+    "file_check",
+    "apt",
+    "dpkg",
+    "rpm",
+    "service",
+    "pkg_rollback",
+];
 
 /// Performs steps on a host.
 pub trait Driver: Send + Sync + 'static {
@@ -62,11 +78,19 @@ pub trait Driver: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct LocalDriver {
     install_root: PathBuf,
+    /// Resolves `artifact:NAME@VERSION` sources (see [`crate::fetch`]).
+    pub(crate) artifacts: Option<Arc<dyn ArtifactSource>>,
 }
 
 impl LocalDriver {
     pub fn new(install_root: impl Into<PathBuf>) -> LocalDriver {
-        LocalDriver { install_root: install_root.into() }
+        LocalDriver { install_root: install_root.into(), artifacts: None }
+    }
+
+    /// Where `artifact:NAME@VERSION` sources come from (the coordinator).
+    pub fn with_artifacts(mut self, source: Arc<dyn ArtifactSource>) -> LocalDriver {
+        self.artifacts = Some(source);
+        self
     }
 
     pub fn install_root(&self) -> &Path {
@@ -87,6 +111,12 @@ impl LocalDriver {
             StepKind::Exec(e) => exec::exec_step(e, e.workdir.as_deref().map(|w| self.resolve(w)), timeout).await,
             StepKind::Archive(a) => self.archive(a, deadline).await,
             StepKind::ArchiveRollback(a) => self.archive_rollback(a).await,
+            StepKind::Apt(a) => apt::run_apt(a, &self.pkg_env(), step.timeout).await,
+            // `dpkg_step` fetches an `artifact:NAME@VERSION` source first ([`crate::fetch`]).
+            StepKind::Dpkg(d) => self.dpkg_step(d, &self.pkg_env(), step.timeout).await,
+            StepKind::Rpm(r) => rpm::run_rpm(r, &self.pkg_env(), step.timeout).await,
+            StepKind::Service(sv) => service::run_service(sv, &self.pkg_env(), step.timeout).await,
+            StepKind::PkgRollback(r) => pkg_rollback::run_pkg_rollback(r, &self.pkg_env(), step.timeout).await,
             StepKind::File(f) => self.write_file(f).await,
             StepKind::HttpCheck(h) => match http::parse_url(&h.url) {
                 Err(e) => StepOutcome::failed(e),
@@ -119,6 +149,11 @@ impl LocalDriver {
     }
 
     async fn archive(&self, spec: &ArchiveSpec, deadline: Option<Instant>) -> StepOutcome {
+        // An `artifact:NAME@VERSION` source is fetched into the cache first.
+        let spec = &match self.resolve_source(&spec.source, &spec.sha256, deadline).await {
+            Ok(source) => ArchiveSpec { source, ..spec.clone() },
+            Err(outcome) => return outcome,
+        };
         let root = spec.install_root.as_deref().map(PathBuf::from).unwrap_or_else(|| self.install_root.clone());
         let source = {
             let p = Path::new(&spec.source);
@@ -201,7 +236,12 @@ impl Driver for LocalDriver {
     }
 
     fn installed(&self) -> BTreeMap<String, String> {
-        archive::installed_under(&self.install_root)
+        // Archive components, then the packages package steps manage here
+        // (those with a `.pkg-history` record), as dpkg reports them.
+        let env = self.pkg_env();
+        let mut installed = archive::installed_under(&self.install_root);
+        installed.extend(dpkg::installed_packages_blocking(&env, &pkg::managed_packages(&env)));
+        installed
     }
 
     fn capabilities(&self) -> Vec<String> {

@@ -47,6 +47,19 @@ pub enum AgentError {
     #[error("coordinator {coordinator}: {message}")]
     Transport { coordinator: String, message: String },
 
+    /// An artifact a step names (`artifact:NAME@VERSION`) could not be fetched
+    /// from the coordinator: unknown, refused, or not complete before the deadline.
+    #[error("artifact {artifact}: {message}")]
+    Artifact { artifact: String, message: String },
+
+    /// A fetched artifact's content is not the sha256 the step expects; the
+    /// download was discarded.
+    #[error(
+        "artifact {artifact}: sha256 mismatch: expected {expected}, actual {actual} \
+         (corrupted or truncated download, discarded)"
+    )]
+    ArtifactMismatch { artifact: String, expected: String, actual: String },
+
     /// The local execution store could not be read or written.
     #[error("execution store {path} (execution {execution_id}): {message}")]
     Store { path: PathBuf, execution_id: String, message: String },

@@ -14,6 +14,8 @@
 //!   this agent cannot understand is answered "unsupported", never a panic.
 //! - [`driver`]: the [`Driver`] seam and the [`LocalDriver`] doing the work on
 //!   this host (commands, verified archive installs, files, health checks).
+//! - [`fetch`]: offline artifacts: `artifact:NAME@VERSION` sources fetched from
+//!   the coordinator in resumable chunks, verified, and kept in a small cache.
 //! - [`store`]: the durable local record of finished executions.
 //! - [`facts`]: hostname, OS and arch reported in Hello.
 //! - [`error`]: [`AgentError`], the one error type.
@@ -27,6 +29,7 @@ pub mod driver;
 pub mod enroll;
 pub mod error;
 pub mod facts;
+pub mod fetch;
 mod fsutil;
 pub mod grpc;
 pub mod session;

@@ -567,12 +567,14 @@ pub async fn run(
     Ok(())
 }
 
-/// [`run`] with the [`LocalDriver`] (installing under the configured root)
+/// [`run`] with the [`LocalDriver`] (installing under the configured root,
+/// fetching `artifact:` sources from the coordinator into `<state_dir>/cache`)
 /// and the [`FileStore`] under `<state_dir>/executions`.
 pub async fn run_local(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     config.validate()?;
     let store = FileStore::open(config.executions_dir())?;
-    let driver = LocalDriver::new(config.install_root.clone());
+    let artifacts = Arc::new(crate::fetch::CoordinatorArtifacts::new(config.clone()));
+    let driver = LocalDriver::new(config.install_root.clone()).with_artifacts(artifacts);
     run(config, Arc::new(driver), Arc::new(store), shutdown).await
 }
 

@@ -184,3 +184,56 @@ async fn a_missing_file_is_a_clear_failure() {
     let bad = DpkgSpec { package: "--force-all".into(), ..s };
     assert!(run_dpkg(&bad, &env, T).await.message.contains("invalid package name"));
 }
+
+#[tokio::test]
+async fn pkg_rollback_reinstalls_the_previous_deb_then_removes_a_fresh_install() {
+    use convoy_agent::driver::pkg::{PkgManager, PkgRollbackSpec};
+    use convoy_agent::driver::pkg_rollback::run_pkg_rollback;
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    scratch_root(&root);
+    let env = PkgEnv { dpkg_root: Some(root.clone()), ..PkgEnv::new(dir.path().join("state")) };
+    let (deb1, sha1) = build_deb(dir.path(), PKG, "1.0.0", None);
+    let (deb2, sha2) = build_deb(dir.path(), PKG, "2.0.0", None);
+    let undo = PkgRollbackSpec { package: PKG.into(), manager: PkgManager::Dpkg, to_version: None };
+
+    assert_eq!(run_dpkg(&spec("1.0.0", &deb1, &sha1), &env, T).await.status, StepStatus::Succeeded);
+    assert_eq!(run_dpkg(&spec("2.0.0", &deb2, &sha2), &env, T).await.status, StepStatus::Succeeded);
+
+    // Back to 1.0.0 from the recorded .deb.
+    let out = run_pkg_rollback(&undo, &env, T).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(out.installed, Some((PKG.to_string(), "1.0.0".to_string())));
+    assert!(out.message.contains("from 2.0.0 to 1.0.0 through dpkg -i"), "{}", out.message);
+    assert_eq!(std::fs::read_to_string(root.join("opt").join(PKG).join("VERSION")).unwrap(), "1.0.0\n");
+    assert!(history(&env, PKG).unwrap().rollback);
+
+    // Run again (a resent execution): the rollback is not undone.
+    let out = run_pkg_rollback(&undo, &env, T).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert!(out.message.contains("already rolled back"), "{}", out.message);
+    assert_eq!(installed_packages(&env, &[PKG.to_string()]).await.get(PKG).map(String::as_str), Some("1.0.0"));
+
+    // With the inventory's version: already there, nothing to do.
+    let to = PkgRollbackSpec { to_version: Some("1.0.0".into()), ..undo.clone() };
+    let out = run_pkg_rollback(&to, &env, T).await;
+    assert!(out.status.is_success() && out.message.contains("nothing to do"), "{out:?}");
+
+    // A fresh install rolled back: the package is removed.
+    let fresh = tempfile::tempdir().unwrap();
+    let root2 = fresh.path().join("root");
+    scratch_root(&root2);
+    let env2 = PkgEnv { dpkg_root: Some(root2.clone()), ..PkgEnv::new(fresh.path().join("state")) };
+    assert_eq!(run_dpkg(&spec("2.0.0", &deb2, &sha2), &env2, T).await.status, StepStatus::Succeeded);
+    let out = run_pkg_rollback(&undo, &env2, T).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert!(out.message.contains("not installed before; removed 2.0.0"), "{}", out.message);
+    assert!(installed_packages(&env2, &[PKG.to_string()]).await.is_empty());
+    assert!(!root2.join("opt").join(PKG).join("VERSION").exists());
+    let out = run_pkg_rollback(&undo, &env2, T).await;
+    assert!(out.status.is_success() && out.message.contains("already rolled back"), "{out:?}");
+    assert!(!host_knows_test_package());
+}

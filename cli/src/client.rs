@@ -96,6 +96,13 @@ pub type Client = OperatorServiceClient<InterceptedService<Channel, Auth>>;
 
 /// Connect (with a timeout) and return an authenticated operator client.
 pub async fn connect(t: &Target) -> Result<Client, CliError> {
+    let (channel, auth) = authenticated_channel(t).await?;
+    Ok(OperatorServiceClient::with_interceptor(channel, auth))
+}
+
+/// Connect (with a timeout); the channel and the interceptor that adds the
+/// operator token, for any of the coordinator's operator-facing services.
+pub async fn authenticated_channel(t: &Target) -> Result<(Channel, Auth), CliError> {
     let tls =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem)).domain_name(t.server_name.clone());
     let endpoint = Endpoint::from_shared(t.url.clone())
@@ -111,5 +118,5 @@ pub async fn connect(t: &Target) -> Result<Client, CliError> {
         .map_err(|_| CliError::Usage("the operator token has characters that cannot go in a header".into()))?;
     let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     let user = user.parse().unwrap_or_else(|_| "operator".parse().expect("static ascii"));
-    Ok(OperatorServiceClient::with_interceptor(channel, Auth { token, user }))
+    Ok((channel, Auth { token, user }))
 }

@@ -2,11 +2,13 @@
 //!
 //! Modules: [`client`] (TLS connection and operator token), [`commands`]
 //! (plan, apply, status, agents, pause/resume/abort/approve, join-token),
+//! [`artifacts`] (`artifact add|list`),
 //! [`render`] (tables and progress), [`demo`] (the local demo fleet) and
 //! [`demo_service`] (the demo's tiny HTTP service). The hidden subcommands
 //! `__coordinator` and `__agent` run the coordinator and agent libraries, so
 //! the demo needs only this binary.
 
+mod artifacts;
 mod bench;
 mod client;
 mod commands;
@@ -80,6 +82,9 @@ enum Cmd {
     Approve { rollout: String },
     /// Roll back everything the rollout has upgraded so far.
     Rollback { rollout: String },
+    /// Offline artifacts: load files agents fetch (`source: artifact:NAME@VERSION`), list them.
+    #[command(subcommand)]
+    Artifact(artifacts::ArtifactCmd),
     /// Create a join token for enrolling agents.
     JoinToken {
         #[arg(long, default_value_t = 3600)]
@@ -143,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Abort { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Abort).await?,
             Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
             Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
+            Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
             Cmd::JoinToken { ttl_seconds } => commands::join_token_cmd(&target()?, ttl_seconds).await?,
             Cmd::Demo(args) => {
                 init_tracing("warn");

@@ -182,6 +182,34 @@ pub fn step_strings_mut(step: &mut StepSpec) -> Vec<&mut String> {
             out.extend(a.to_version.as_mut());
             out.extend(a.install_root.as_mut());
         }
+        StepKind::Apt(a) => {
+            out.push(&mut a.package);
+            out.push(&mut a.version);
+        }
+        StepKind::Dpkg(d) => {
+            out.push(&mut d.package);
+            out.push(&mut d.version);
+            out.push(&mut d.source);
+            out.push(&mut d.sha256);
+        }
+        StepKind::Rpm(r) => {
+            out.push(&mut r.package);
+            out.push(&mut r.version);
+            out.extend(r.source.as_mut());
+            out.extend(r.sha256.as_mut());
+        }
+        StepKind::Service(sv) => {
+            out.push(&mut sv.name);
+            if let Some(c) = sv.command.as_mut() {
+                exec(c, &mut out);
+            }
+            out.extend(sv.pidfile.as_mut());
+            out.extend(sv.log.as_mut());
+        }
+        StepKind::PkgRollback(p) => {
+            out.push(&mut p.package);
+            out.extend(p.to_version.as_mut());
+        }
     }
     out
 }

@@ -1094,6 +1094,8 @@ impl Engine {
         // report, when it makes one, wins.
         let fallback = match &self.hosts[i].rollback[step].kind {
             StepKind::ArchiveRollback(a) => a.to_version.clone().map(|v| (a.component.clone(), v)),
+            StepKind::PkgRollback(p) => p.to_version.clone().map(|v| (p.package.clone(), v)),
+            StepKind::Apt(_) | StepKind::Dpkg(_) | StepKind::Rpm(_) | StepKind::Service(_) => None,
             StepKind::Exec(_)
             | StepKind::Archive(_)
             | StepKind::File(_)

@@ -182,7 +182,10 @@ rabbitmq_queue_messages_total 9
         assert_eq!(read_value(&prom("rabbitmq_queue_messages", &[]), RABBIT), Ok(1505.0));
         assert_eq!(read_value(&prom("rabbitmq_queue_messages", &[("vhost", "canopsis")]), RABBIT), Ok(1500.0));
         assert_eq!(read_value(&prom("rabbitmq_queue_messages", &[("queue", "Engine_axe")]), RABBIT), Ok(300.0));
-        assert_eq!(read_value(&prom("rabbitmq_queue_messages", &[("queue", "x, \"quoted\" {brace}")]), RABBIT), Ok(5.0));
+        assert_eq!(
+            read_value(&prom("rabbitmq_queue_messages", &[("queue", "x, \"quoted\" {brace}")]), RABBIT),
+            Ok(5.0)
+        );
         assert_eq!(read_value(&prom("rabbitmq_queue_messages_total", &[]), RABBIT), Ok(9.0));
         let err = read_value(&prom("rabbitmq_queue_messages", &[("queue", "nope")]), RABBIT).unwrap_err();
         assert!(err.contains("not found") && err.contains("queue=\"nope\""), "{err}");

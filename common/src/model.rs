@@ -255,6 +255,19 @@ pub enum StepKind {
     /// Undo an `archive` step: switch the component's `current` symlink back
     /// to the release it pointed to before.
     ArchiveRollback(ArchiveRollbackSpec),
+    /// Install an exact version of a Debian package from the host's
+    /// repositories with `apt-get`.
+    Apt(AptSpec),
+    /// Install a staged `.deb` (checked by sha256) with `dpkg -i`.
+    Dpkg(DpkgSpec),
+    /// Install a version of an RPM package through dnf, yum or rpm.
+    Rpm(RpmSpec),
+    /// Start, stop, restart or check a service (systemd, or the agent's own
+    /// supervision of a declared command).
+    Service(ServiceSpec),
+    /// Undo an `apt`, `dpkg` or `rpm` step: go back to the version the
+    /// package had before its last change on the host.
+    PkgRollback(PkgRollbackSpec),
 }
 
 impl StepKind {
@@ -269,6 +282,11 @@ impl StepKind {
             StepKind::ExecCheck(_) => "exec_check",
             StepKind::FileCheck(_) => "file_check",
             StepKind::ArchiveRollback(_) => "archive_rollback",
+            StepKind::Apt(_) => "apt",
+            StepKind::Dpkg(_) => "dpkg",
+            StepKind::Rpm(_) => "rpm",
+            StepKind::Service(_) => "service",
+            StepKind::PkgRollback(_) => "pkg_rollback",
         }
     }
 }
@@ -306,6 +324,237 @@ pub struct ArchiveRollbackSpec {
     pub to_version: Option<String>,
     /// Overrides the agent's install root, as the archive step did.
     pub install_root: Option<String>,
+}
+
+/// `apt`: install an exact version of a package from the host's repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AptSpec {
+    /// The Debian package name.
+    pub package: String,
+    /// Exact Debian version (`[epoch:]upstream[-revision]`), as `apt-cache policy` shows it.
+    pub version: String,
+    /// `Some(true)`: `apt-mark hold` after installing; `Some(false)`: `apt-mark
+    /// unhold`; `None`: keep the hold the package had (a held package is
+    /// upgraded with `--allow-change-held-packages` and held again).
+    #[serde(default)]
+    pub hold: Option<bool>,
+    /// Pass `--allow-downgrades` (needed to go back to an older version).
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// Run `apt-get update` first (a local repository just refreshed).
+    #[serde(default)]
+    pub update: bool,
+}
+
+/// `dpkg`: install a staged `.deb`, checked by sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpkgSpec {
+    /// The Debian package name the `.deb` must contain.
+    pub package: String,
+    /// The version the `.deb` must contain (checked with `dpkg-deb` before
+    /// installing, and with `dpkg-query` after).
+    pub version: String,
+    /// Path of the `.deb` on the host; relative paths are resolved against
+    /// the agent's install root.
+    pub source: String,
+    /// Lower-case hex sha256 of the `.deb`.
+    pub sha256: String,
+}
+
+/// Which package manager an [`RpmSpec`] goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RpmManager {
+    /// `dnf install` (and `dnf downgrade` when allowed and needed).
+    #[default]
+    Dnf,
+    /// `yum install` (and `yum downgrade` when allowed and needed).
+    Yum,
+    /// `rpm -U` of a staged file ([`RpmSpec::source`] required).
+    Rpm,
+}
+
+impl RpmManager {
+    /// The command run for this manager.
+    pub fn command(self) -> &'static str {
+        match self {
+            RpmManager::Dnf => "dnf",
+            RpmManager::Yum => "yum",
+            RpmManager::Rpm => "rpm",
+        }
+    }
+}
+
+/// `rpm`: install a version of a package through dnf, yum or rpm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpmSpec {
+    /// The RPM package name.
+    pub package: String,
+    /// `VERSION-RELEASE` (e.g. `2.0.0-1.el9`) or just `VERSION`.
+    pub version: String,
+    /// The tool that installs it (default dnf).
+    #[serde(default)]
+    pub manager: RpmManager,
+    /// A staged `.rpm` (required for `manager: rpm`; with dnf/yum it is
+    /// installed as a local file instead of from the repositories).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Lower-case hex sha256 of `source` (required with `source`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Allow going back to an older version (`--oldpackage`, `downgrade`).
+    #[serde(default)]
+    pub allow_downgrade: bool,
+}
+
+/// What a [`ServiceSpec`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAction {
+    /// Start the service; one already running is left alone.
+    Start,
+    /// Stop the service; one already stopped is fine.
+    Stop,
+    /// Stop it (when running), then start it.
+    Restart,
+    /// Succeeds when the service is running, fails otherwise.
+    Status,
+}
+
+impl ServiceAction {
+    /// The spelling used in plans and by `systemctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceAction::Start => "start",
+            ServiceAction::Stop => "stop",
+            ServiceAction::Restart => "restart",
+            ServiceAction::Status => "status",
+        }
+    }
+}
+
+/// Who runs a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceManager {
+    /// systemd when it runs the host (`/run/systemd/system` exists), otherwise
+    /// the agent's own supervision of [`ServiceSpec::command`].
+    #[default]
+    Auto,
+    /// `systemctl`, whatever the host looks like.
+    Systemd,
+    /// The agent's supervision, even on a systemd host.
+    Supervised,
+}
+
+impl ServiceManager {
+    /// The spelling used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceManager::Auto => "auto",
+            ServiceManager::Systemd => "systemd",
+            ServiceManager::Supervised => "supervised",
+        }
+    }
+}
+
+/// `service`: start, stop, restart or check a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// The systemd unit (`.service` may be left out), and the supervised
+    /// service's name (a plain name: no `/`, not starting with `.`).
+    pub name: String,
+    /// What to do.
+    pub action: ServiceAction,
+    /// Who runs the service (default: detected).
+    #[serde(default)]
+    pub manager: ServiceManager,
+    /// What the agent runs when it supervises the service itself; required
+    /// then for `start` and `restart`. Relative `workdir`s are resolved
+    /// against the install root.
+    #[serde(default)]
+    pub command: Option<ExecSpec>,
+    /// Where the supervised service's pid is recorded; default
+    /// `<install root>/.services/<name>/pid`.
+    #[serde(default)]
+    pub pidfile: Option<String>,
+    /// Where the supervised service's stdout and stderr go (appended);
+    /// default `<install root>/.services/<name>/output.log`.
+    #[serde(default)]
+    pub log: Option<String>,
+    /// Between SIGTERM and SIGKILL when stopping a supervised service;
+    /// `None`: the agent's default (10s).
+    #[serde(default)]
+    pub stop_grace: Option<Duration>,
+}
+
+/// The package manager a [`PkgRollbackSpec`] goes back through: the one of
+/// the step it undoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PkgManager {
+    /// `apt-get install PKG=PREVIOUS --allow-downgrades`.
+    Apt,
+    /// `dpkg -i` of the `.deb` the previous version came from (recorded when
+    /// a dpkg step installed it), else apt when the host has it.
+    Dpkg,
+    /// dnf (downgrade allowed).
+    Dnf,
+    /// yum (downgrade allowed).
+    Yum,
+    /// `rpm -U --oldpackage` of the recorded previous `.rpm`.
+    Rpm,
+}
+
+impl PkgManager {
+    /// The spelling used on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PkgManager::Apt => "apt",
+            PkgManager::Dpkg => "dpkg",
+            PkgManager::Dnf => "dnf",
+            PkgManager::Yum => "yum",
+            PkgManager::Rpm => "rpm",
+        }
+    }
+
+    /// The inverse of [`PkgManager::as_str`].
+    pub fn parse(s: &str) -> Option<PkgManager> {
+        [PkgManager::Apt, PkgManager::Dpkg, PkgManager::Dnf, PkgManager::Yum, PkgManager::Rpm]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    /// The manager of an [`RpmSpec`].
+    pub fn of_rpm(m: RpmManager) -> PkgManager {
+        match m {
+            RpmManager::Dnf => PkgManager::Dnf,
+            RpmManager::Yum => PkgManager::Yum,
+            RpmManager::Rpm => PkgManager::Rpm,
+        }
+    }
+}
+
+/// Undo of an [`AptSpec`], [`DpkgSpec`] or [`RpmSpec`]: the agent goes back
+/// to the version the package had before its last change on the host (its
+/// `.pkg-history` record), or to `to_version` when the inventory knew it.
+///
+/// The agent's rules: the version wanted already installed is success with
+/// nothing done; no record and no `to_version` fails ("nothing to roll back
+/// to"); a package that was **not installed** before is removed (`dpkg
+/// --remove` / `rpm -e`: conffiles and data stay, and a package others depend
+/// on is refused rather than taking them with it); a rollback that already
+/// happened (the last record is a rollback) is not undone again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkgRollbackSpec {
+    /// The package to roll back.
+    pub package: String,
+    /// Through which package manager.
+    pub manager: PkgManager,
+    /// The version the inventory reported for the package before the
+    /// rollout; `None`: whatever the agent recorded as the previous version.
+    #[serde(default)]
+    pub to_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

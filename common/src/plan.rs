@@ -61,7 +61,21 @@
 //!   replaces its default undo; an `archive` step without one is undone by
 //!   an `archive_rollback` of the same component, back to the version the
 //!   inventory reported for it (none: the agent's recorded previous release).
-//!   Other steps and all checks have no undo. An undo is named
+//!   An `apt`, `dpkg` or `rpm` step without one is undone by a `pkg_rollback`
+//!   of the same package and manager, to the version the inventory reported
+//!   for the package (none: the agent's recorded previous version, or removal
+//!   when it was not installed before; see `PkgRollbackSpec`).
+//!   Other steps (`service` included) and all checks have no undo.
+//! - Package steps: `apt: { package, version, hold?, allow_downgrade?,
+//!   update? }`, `dpkg: { package, version, source, sha256 }`, `rpm: {
+//!   package, version, manager?: dnf|yum|rpm, source?, sha256?,
+//!   allow_downgrade? }` (`manager: rpm` needs `source`; a `source` needs its
+//!   `sha256`), `service: { name, action: start|stop|restart|status,
+//!   manager?: auto|systemd|supervised, command?: EXEC, pidfile?, log?,
+//!   stop_grace? }` (`supervised` start/restart need `command`). Every string
+//!   is templated; package names and versions must not start with `-` nor
+//!   contain spaces, `/` or `=` (checked at parse time, or after rendering
+//!   when templated). An undo is named
 //!   `rollback-<step>` and has its step's timeout. `rollback_steps:` (group,
 //!   or inherited wholesale from `defaults`) run after the undos; unnamed
 //!   ones are `rollback-<kind>-<n>`, and they may not declare a rollback.
@@ -116,8 +130,9 @@ use serde::Deserialize;
 use crate::{capture, dag};
 
 use crate::model::{
-    ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy, ExecCheckSpec, ExecSpec,
-    FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, OnFailure, Promote, RolloutSpec,
+    AptSpec, ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy, DpkgSpec,
+    ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, OnFailure,
+    PkgManager, PkgRollbackSpec, Promote, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
     StepKind, StepSpec, Strategy, TcpCheckSpec,
 };
 
@@ -303,6 +318,10 @@ struct RawStep {
     exec: Option<RawExec>,
     archive: Option<RawArchive>,
     file: Option<RawFile>,
+    apt: Option<RawApt>,
+    dpkg: Option<RawDpkg>,
+    rpm: Option<RawRpm>,
+    service: Option<RawService>,
     rollback: Option<RawExec>,
     capture: Option<RawCapture>,
 }
@@ -324,6 +343,48 @@ struct RawArchive {
     source: Option<String>,
     sha256: Option<String>,
     install_root: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApt {
+    package: Option<String>,
+    version: Option<String>,
+    hold: Option<bool>,
+    allow_downgrade: Option<bool>,
+    update: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDpkg {
+    package: Option<String>,
+    version: Option<String>,
+    source: Option<String>,
+    sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRpm {
+    package: Option<String>,
+    version: Option<String>,
+    manager: Option<String>,
+    source: Option<String>,
+    sha256: Option<String>,
+    allow_downgrade: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Option<String>,
+    action: Option<String>,
+    manager: Option<String>,
+    command: Option<RawExec>,
+    pidfile: Option<String>,
+    log: Option<String>,
+    stop_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1239,12 +1300,23 @@ fn one_kind<'k>(src: Src<'_>, present: &[(&'k str, bool)], p: &FieldPath, what: 
 fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, PlanError> {
     let kind = one_kind(
         src,
-        &[("exec", raw.exec.is_some()), ("archive", raw.archive.is_some()), ("file", raw.file.is_some())],
+        &[
+            ("exec", raw.exec.is_some()),
+            ("archive", raw.archive.is_some()),
+            ("file", raw.file.is_some()),
+            ("apt", raw.apt.is_some()),
+            ("dpkg", raw.dpkg.is_some()),
+            ("rpm", raw.rpm.is_some()),
+            ("service", raw.service.is_some()),
+        ],
         p,
         "step",
     )?;
     let kp = p.key(kind);
     let kind = match (&raw.exec, &raw.archive, &raw.file) {
+        _ if raw.apt.is_some() || raw.dpkg.is_some() || raw.rpm.is_some() || raw.service.is_some() => {
+            pkg_step(src, raw, &kp)?
+        }
         (Some(e), _, _) => StepKind::Exec(exec_spec(src, e, &kp)?),
         (_, Some(a), _) => {
             let sha256 = required(src, a.sha256.clone(), &kp.key("sha256"))?;
@@ -1382,6 +1454,125 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
     };
     let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
     finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })
+}
+
+/// The kind of an `apt`, `dpkg`, `rpm` or `service` step written at `kp`.
+fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, PlanError> {
+    let name = |value: Option<String>, field: &str| -> Result<String, PlanError> {
+        let v = required(src, value, &kp.key(field))?;
+        if !v.contains("{{") {
+            check_pkg_word(field, &v).map_err(|m| src.err(&kp.key(field), m))?;
+        }
+        Ok(v)
+    };
+    let sha = |value: String| -> Result<String, PlanError> {
+        if !value.contains("{{") {
+            check_sha256(&value).map_err(|m| src.err(&kp.key("sha256"), m))?;
+        }
+        Ok(value.to_ascii_lowercase())
+    };
+    if let Some(a) = &raw.apt {
+        return Ok(StepKind::Apt(AptSpec {
+            package: name(a.package.clone(), "package")?,
+            version: name(a.version.clone(), "version")?,
+            hold: a.hold,
+            allow_downgrade: a.allow_downgrade.unwrap_or(false),
+            update: a.update.unwrap_or(false),
+        }));
+    }
+    if let Some(d) = &raw.dpkg {
+        return Ok(StepKind::Dpkg(DpkgSpec {
+            package: name(d.package.clone(), "package")?,
+            version: name(d.version.clone(), "version")?,
+            source: required(src, d.source.clone(), &kp.key("source"))?,
+            sha256: sha(required(src, d.sha256.clone(), &kp.key("sha256"))?)?,
+        }));
+    }
+    if let Some(r) = &raw.rpm {
+        let manager = match r.manager.as_deref() {
+            None | Some("dnf") => RpmManager::Dnf,
+            Some("yum") => RpmManager::Yum,
+            Some("rpm") => RpmManager::Rpm,
+            Some(other) => {
+                return Err(src.err(&kp.key("manager"), format!("unknown manager '{other}': expected dnf, yum or rpm")));
+            }
+        };
+        match (&r.source, &r.sha256) {
+            (None, _) if manager == RpmManager::Rpm => {
+                return Err(src.err(&kp.key("source"), "manager rpm installs a staged file: 'source' is required"));
+            }
+            (Some(_), None) => return Err(src.err(&kp.key("sha256"), "a 'source' needs its 'sha256'")),
+            (None, Some(_)) => return Err(src.err(&kp.key("sha256"), "'sha256' without a 'source'")),
+            _ => {}
+        }
+        return Ok(StepKind::Rpm(RpmSpec {
+            package: name(r.package.clone(), "package")?,
+            version: name(r.version.clone(), "version")?,
+            manager,
+            source: r.source.clone(),
+            sha256: r.sha256.clone().map(sha).transpose()?,
+            allow_downgrade: r.allow_downgrade.unwrap_or(false),
+        }));
+    }
+    let Some(sv) = &raw.service else { unreachable!("pkg_step is called for package and service steps only") };
+    let action = match required(src, sv.action.clone(), &kp.key("action"))?.as_str() {
+        "start" => ServiceAction::Start,
+        "stop" => ServiceAction::Stop,
+        "restart" => ServiceAction::Restart,
+        "status" => ServiceAction::Status,
+        other => {
+            return Err(src
+                .err(&kp.key("action"), format!("unknown action '{other}': expected start, stop, restart or status")));
+        }
+    };
+    let manager = match sv.manager.as_deref() {
+        None | Some("auto") => ServiceManager::Auto,
+        Some("systemd") => ServiceManager::Systemd,
+        Some("supervised") => ServiceManager::Supervised,
+        Some(other) => {
+            return Err(
+                src.err(&kp.key("manager"), format!("unknown manager '{other}': expected auto, systemd or supervised"))
+            );
+        }
+    };
+    let command = sv.command.as_ref().map(|c| exec_spec(src, c, &kp.key("command"))).transpose()?;
+    if manager == ServiceManager::Supervised
+        && command.is_none()
+        && matches!(action, ServiceAction::Start | ServiceAction::Restart)
+    {
+        return Err(
+            src.err(&kp.key("command"), format!("a supervised service needs a 'command' to {}", action.as_str()))
+        );
+    }
+    let svc_name = required(src, sv.name.clone(), &kp.key("name"))?;
+    if svc_name.trim().is_empty() || svc_name.contains('/') || svc_name.starts_with('-') {
+        return Err(src.err(&kp.key("name"), format!("invalid service name '{svc_name}': must be a plain name")));
+    }
+    Ok(StepKind::Service(ServiceSpec {
+        name: svc_name,
+        action,
+        manager,
+        command,
+        pidfile: sv.pidfile.clone(),
+        log: sv.log.clone(),
+        stop_grace: sv
+            .stop_grace
+            .as_deref()
+            .map(|g| parse_duration(g).map_err(|m| src.err(&kp.key("stop_grace"), m)))
+            .transpose()?,
+    }))
+}
+
+/// A package name or version the agent would accept as an argument.
+fn check_pkg_word(field: &str, v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || v.starts_with('-')
+        || v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '=')
+    {
+        Err(format!("invalid {field} '{v}': must not start with '-' nor contain spaces, '/' or '='"))
+    } else {
+        Ok(())
+    }
 }
 
 fn exec_spec(src: Src<'_>, e: &RawExec, p: &FieldPath) -> Result<ExecSpec, PlanError> {
@@ -1527,8 +1718,43 @@ fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
                 out.push((root.key("file").key("contains"), c));
             }
         }
-        // Generated at expansion from an already rendered archive step.
-        StepKind::ArchiveRollback(_) => {}
+        StepKind::Apt(a) => {
+            out.push((root.key("apt").key("package"), &mut a.package));
+            out.push((root.key("apt").key("version"), &mut a.version));
+        }
+        StepKind::Dpkg(d) => {
+            let p = root.key("dpkg");
+            out.push((p.key("package"), &mut d.package));
+            out.push((p.key("version"), &mut d.version));
+            out.push((p.key("source"), &mut d.source));
+            out.push((p.key("sha256"), &mut d.sha256));
+        }
+        StepKind::Rpm(r) => {
+            let p = root.key("rpm");
+            out.push((p.key("package"), &mut r.package));
+            out.push((p.key("version"), &mut r.version));
+            if let Some(s) = &mut r.source {
+                out.push((p.key("source"), s));
+            }
+            if let Some(s) = &mut r.sha256 {
+                out.push((p.key("sha256"), s));
+            }
+        }
+        StepKind::Service(sv) => {
+            let p = root.key("service");
+            out.push((p.key("name"), &mut sv.name));
+            if let Some(c) = &mut sv.command {
+                exec(p.key("command"), c, &mut out);
+            }
+            if let Some(f) = &mut sv.pidfile {
+                out.push((p.key("pidfile"), f));
+            }
+            if let Some(l) = &mut sv.log {
+                out.push((p.key("log"), l));
+            }
+        }
+        // Generated at expansion from an already rendered step.
+        StepKind::ArchiveRollback(_) | StepKind::PkgRollback(_) => {}
     }
     out
 }
@@ -1757,9 +1983,14 @@ fn undo_step(
             to_version: host.installed.get(&a.component).cloned(),
             install_root: a.install_root.clone(),
         }),
+        (None, StepKind::Apt(a)) => pkg_rollback(&a.package, PkgManager::Apt, host),
+        (None, StepKind::Dpkg(d)) => pkg_rollback(&d.package, PkgManager::Dpkg, host),
+        (None, StepKind::Rpm(r)) => pkg_rollback(&r.package, PkgManager::of_rpm(r.manager), host),
         (
             None,
-            StepKind::Exec(_)
+            StepKind::Service(_)
+            | StepKind::PkgRollback(_)
+            | StepKind::Exec(_)
             | StepKind::File(_)
             | StepKind::HttpCheck(_)
             | StepKind::TcpCheck(_)
@@ -1769,6 +2000,16 @@ fn undo_step(
         ) => return Ok(None),
     };
     Ok(Some(StepSpec { name: undo_name(&step.name), timeout: step.timeout, kind }))
+}
+
+/// The implicit undo of a package step: back to the version the inventory
+/// reported for the package (none: the agent's recorded previous version).
+fn pkg_rollback(package: &str, manager: PkgManager, host: &InventoryHost) -> StepKind {
+    StepKind::PkgRollback(PkgRollbackSpec {
+        package: package.to_string(),
+        manager,
+        to_version: host.installed.get(package).cloned(),
+    })
 }
 
 /// The value of a template variable for `host`.
@@ -1817,6 +2058,26 @@ fn render_step(
             src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
         })?;
         a.sha256.make_ascii_lowercase();
+    }
+    // Templated package fields are checked once rendered.
+    let (kind, words, sha): (&str, Vec<(&str, &str)>, Option<&mut String>) = match &mut spec.kind {
+        StepKind::Apt(a) => ("apt", vec![("package", a.package.as_str()), ("version", a.version.as_str())], None),
+        StepKind::Dpkg(d) => {
+            ("dpkg", vec![("package", d.package.as_str()), ("version", d.version.as_str())], Some(&mut d.sha256))
+        }
+        StepKind::Rpm(r) => {
+            ("rpm", vec![("package", r.package.as_str()), ("version", r.version.as_str())], r.sha256.as_mut())
+        }
+        _ => ("", Vec::new(), None),
+    };
+    for (field, v) in words {
+        check_pkg_word(field, v)
+            .map_err(|m| src.err(&t.path.key(kind).key(field), format!("{m} for host {id} (group '{group}')")))?;
+    }
+    if let Some(sha) = sha {
+        check_sha256(sha)
+            .map_err(|m| src.err(&t.path.key(kind).key("sha256"), format!("{m} for host {id} (group '{group}')")))?;
+        sha.make_ascii_lowercase();
     }
     Ok(spec)
 }

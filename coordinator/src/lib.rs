@@ -13,8 +13,10 @@
 //!   and the timers, and group-commits events before acting on them.
 //! - [`store`]: the [`store::Store`] trait and its embedded sled implementation.
 //! - [`tls`]: the CA, certificates for enrolled agents, tokens.
+//! - [`artifacts`]: the offline artifact store and its gRPC service.
 //! - [`error`]: the crate's error enum.
 
+pub mod artifacts;
 pub mod cli;
 pub mod convert;
 pub mod error;

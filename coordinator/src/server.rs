@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use convoy_proto::v1::agent_service_server::AgentServiceServer;
+use convoy_proto::v1::artifact_service_server::ArtifactServiceServer;
 use convoy_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::artifacts::{ArtifactStore, ArtifactSvc};
 use crate::error::CoordinatorError;
 use crate::grpc::{AgentSvc, OperatorAuth, OperatorSvc};
 use crate::runtime::{self, Clock, RuntimeConfig};
@@ -74,6 +76,12 @@ pub async fn run(
     };
     let operator_svc = OperatorSvc { runtime: handle, store, clock };
     let auth = OperatorAuth { token: Arc::new(operator_token) };
+    let artifact_svc = ArtifactSvc {
+        store: Arc::new(ArtifactStore::open(&config.data_dir)?),
+        auth: auth.clone(),
+        clock,
+        shutdown: stop.clone(),
+    };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
     let result = Server::builder()
@@ -81,6 +89,7 @@ pub async fn run(
         .map_err(|e| CoordinatorError::Tls { what: "server config".into(), message: e.to_string() })?
         .add_service(AgentServiceServer::new(agent_svc))
         .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth))
+        .add_service(ArtifactServiceServer::new(artifact_svc))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
             let stop = stop.clone();
             async move {

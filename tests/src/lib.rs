@@ -222,6 +222,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Start an in-process agent with the real [`LocalDriver`], installing
+    /// under `<dir>/agents/<id>/install` and fetching `artifact:` sources from
+    /// this coordinator into `<dir>/agents/<id>/cache`. Returns its state dir.
+    pub fn add_local_agent(&mut self, id: &str, labels: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+        let state = self.dir.path().join("agents").join(id);
+        let config = convoy_agent::config::AgentConfig::new(self.url.clone(), self.ca_file.clone(), id, state.clone());
+        let fetcher = Arc::new(convoy_agent::fetch::CoordinatorArtifacts::new(config.clone()));
+        let driver = convoy_agent::LocalDriver::new(config.install_root.clone()).with_artifacts(fetcher);
+        self.add_agent(id, labels, Arc::new(driver))?;
+        Ok(state)
+    }
+
     /// Stop an agent (its session drops; the coordinator sees it lost).
     pub async fn kill_agent(&mut self, id: &str) {
         if let Some(a) = self.agents.remove(id) {

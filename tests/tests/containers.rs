@@ -54,18 +54,31 @@ async fn start_fleet(test: &str, image: &str, hosts: &[(&str, &str)], options: F
     Ok(fleet)
 }
 
-/// Steps installing a role's packages at `{{version}}` with apt, and checks
-/// that each answers health with that version and dpkg records it.
+/// Steps installing a role's packages at `{{version}}` with the `apt` step
+/// kind, and checks that each answers health with that version and dpkg
+/// records it.
 fn install_steps_and_checks(role: &str) -> String {
-    let pkgs = packages(role);
-    let pins: Vec<String> = pkgs.iter().map(|(p, _)| format!("\"{p}={{{{version}}}}\"")).collect();
+    let mut y = String::from("    steps:\n");
+    y.push_str(&apt_steps(role));
+    y.push_str(&health_checks(role));
+    y
+}
+
+/// One `apt` step per package of `role`, at `{{version}}`.
+fn apt_steps(role: &str) -> String {
     let mut y = String::new();
-    y.push_str("    steps:\n");
-    y.push_str(&format!(
-        "      - name: apt-install\n        exec: {{ command: apt-get, args: [install, -y, -q, --allow-downgrades, \
-         -o, \"Dpkg::Options::=--force-confdef\", -o, \"Dpkg::Options::=--force-confold\", {}] }}\n        timeout: 180s\n",
-        pins.join(", ")
-    ));
+    for (p, _) in packages(role) {
+        y.push_str(&format!(
+            "      - name: apt-{p}\n        apt: {{ package: {p}, version: \"{{{{version}}}}\", allow_downgrade: true }}\n        timeout: 180s\n"
+        ));
+    }
+    y
+}
+
+/// Health and dpkg checks of `role`'s packages at `{{version}}`.
+fn health_checks(role: &str) -> String {
+    let pkgs = packages(role);
+    let mut y = String::new();
     y.push_str("    checks:\n");
     for (p, port) in pkgs {
         y.push_str(&format!(
@@ -203,6 +216,13 @@ async fn suite_rolls_from_1_0_0_to_2_0_0_with_real_packages() -> anyhow::Result<
             assert_eq!(fleet.health(host, *port)?.trim(), format!("{p} 1.0.0 ok"));
         }
     }
+    // The coordinator's facts hold every host's package versions.
+    for (host, role) in FLEET {
+        let facts = facts_installed(&fleet, host).await?;
+        for (p, _) in packages(role) {
+            assert_eq!(facts.get(*p).map(String::as_str), Some("1.0.0"), "{host}: {facts:?}");
+        }
+    }
     // An admin override in the 1.x config format, which 2.0.0's postinst must migrate.
     fleet.sh("db-1", "echo port=8101 >> /etc/convoy-demo/db.local")?;
     let t1 = t.elapsed();
@@ -217,6 +237,12 @@ async fn suite_rolls_from_1_0_0_to_2_0_0_with_real_packages() -> anyhow::Result<
             assert_eq!(fleet.dpkg_version(host, p)?.as_deref(), Some("2.0.0"), "{host} {p}");
             assert_eq!(fleet.health(host, *port)?.trim(), format!("{p} 2.0.0 ok"), "{host}");
         }
+    }
+    // A restarted agent reads its packages' versions from dpkg for its Hello.
+    restart_and_wait_session(&fleet, "api-1").await?;
+    let facts = facts_installed(&fleet, "api-1").await?;
+    for (p, _) in packages("api") {
+        assert_eq!(facts.get(*p).map(String::as_str), Some("2.0.0"), "api-1 after a restart: {facts:?}");
     }
     // The database's schema went 1 -> 3 through each migration in order.
     for host in ["db-1", "db-2"] {
@@ -350,4 +376,178 @@ async fn stopped_host_mid_rollout_halts_when_over_budget() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopped_host_mid_rollout_within_budget_carries_on() -> anyhow::Result<()> {
     stopped_host(1).await
+}
+
+/// The package versions the coordinator holds in `host`'s facts.
+async fn facts_installed(fleet: &Fleet, host: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let agents = fleet.agents().await?;
+    let a = agents.iter().find(|a| a.agent_id == host).ok_or_else(|| anyhow::anyhow!("{host} not listed"))?;
+    Ok(a.facts.as_ref().map(|f| f.installed.clone().into_iter().collect()).unwrap_or_default())
+}
+
+/// Restart `host`'s container and wait for its agent's new session (its Hello,
+/// with freshly read facts, has then been handled).
+async fn restart_and_wait_session(fleet: &Fleet, host: &str) -> anyhow::Result<()> {
+    let sessions = |logs: String| logs.matches("session established").count();
+    let before = sessions(fleet.logs(host));
+    fleet.restart(host, Duration::from_secs(1))?;
+    convoy_tests::docker::poll(Duration::from_secs(60), "a new agent session", || {
+        (sessions(fleet.logs(host)) > before).then_some(())
+    })?;
+    fleet.wait_connected(&[host.to_string()], Duration::from_secs(30)).await
+}
+
+/// One collector group in `hosts` order, one host at a time, through apt.
+fn collector_plan(name: &str, version: &str, hosts: &[&str]) -> String {
+    format!(
+        "name: {name}\nversion: \"{version}\"\nhost_lost_timeout: 120s\ngroups:\n  - name: collector\n    hosts: [{}]\n    strategy: {{ max_parallel: 1, max_failures: 0 }}\n{}",
+        hosts.join(", "),
+        install_steps_and_checks("collector")
+    )
+}
+
+/// `docker restart` a host while dpkg is configuring its upgrade (its
+/// postinst is held up by a slow `policy-rc.d`, so the package is
+/// half-configured when the container goes down). The agent comes back, the
+/// coordinator resends the execution, the agent (which never finished it)
+/// runs it again, the apt driver finds the package half-configured and runs
+/// `dpkg --configure -a` first, and the host ends on 2.0.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_restarted_mid_apt_upgrade_recovers_with_configure_pending() -> anyhow::Result<()> {
+    let test = "host_restarted_mid_apt_upgrade_recovers_with_configure_pending";
+    let Some(image) = image_or_skip(test) else { return Ok(()) };
+    let t = Instant::now();
+    let hosts: &[(&str, &str)] = &[("collector-1", "collector"), ("collector-2", "collector")];
+    let options = FleetOptions { heartbeat_ms: 300, missed_heartbeats: 3 };
+    let fleet = start_fleet("restart", &image, hosts, options).await?;
+    let pkg = "convoy-demo-collector";
+    let victim = "collector-2";
+
+    let id = fleet.submit("install-v1.yaml", &collector_plan("install-v1", "1.0.0", &["collector-1", victim])).await?;
+    assert_all_succeeded(&fleet.wait_finished(&id, Duration::from_secs(300)).await?, hosts.len());
+
+    // The victim's postinst waits in policy-rc.d, once, long enough to restart it.
+    fleet.sh(
+        victim,
+        "printf '#!/bin/sh\\nif [ ! -e /var/tmp/convoy-slow-once ]; then touch /var/tmp/convoy-slow-once; sleep 60; fi\\nexit 0\\n' \
+         > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d",
+    )?;
+    let id = fleet.submit("upgrade.yaml", &collector_plan("upgrade", "2.0.0", &[victim, "collector-1"])).await?;
+    convoy_tests::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
+        fleet.sh(victim, "test -e /var/tmp/convoy-slow-once && echo yes").ok().filter(|o| o.trim() == "yes")
+    })?;
+    let state = fleet.sh(victim, &format!("dpkg-query -W -f='${{Status}} ${{Version}}' {pkg}"))?;
+    assert_eq!(state.trim(), "install ok half-configured 2.0.0", "dpkg state when the host went down");
+    restart_and_wait_session(&fleet, victim).await?;
+
+    let status = fleet.wait_finished(&id, Duration::from_secs(300)).await?;
+    assert_all_succeeded(&status, hosts.len());
+    for (host, _) in hosts {
+        assert_eq!(fleet.dpkg_version(host, pkg)?.as_deref(), Some("2.0.0"), "{host}");
+        assert_eq!(fleet.health(host, 8102)?.trim(), format!("{pkg} 2.0.0 ok"), "{host}");
+    }
+
+    // The event log: the apt step's execution on the victim was resent after
+    // the reconnect and finished once, saying it found the package
+    // half-configured and ran `dpkg --configure -a`.
+    let (spec, log) = stored_log(&fleet, &id)?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    let apt_exec: Vec<&str> = log
+        .iter()
+        .flat_map(|e| &e.actions)
+        .filter_map(|a| match a {
+            Action::Dispatch { host, execution_id, step, .. } if host == victim && step.kind.kind_name() == "apt" => {
+                Some(execution_id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let first = *apt_exec.first().expect("the apt step was dispatched to the victim");
+    assert!(
+        log.iter().flat_map(|e| &e.actions).any(|a| matches!(a,
+            Action::Dispatch { execution_id, resend: true, .. } if execution_id == first)),
+        "the apt execution was not resent after the restart"
+    );
+    let finished: Vec<&convoy_common::model::StepOutcome> = log
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepFinished { execution_id, outcome } if execution_id == first => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 1, "{finished:#?}");
+    let message = &finished[0].message;
+    assert!(finished[0].status.is_success(), "{message}");
+    assert!(message.contains("half-configured 2.0.0") && message.contains("dpkg --configure -a"), "{message}");
+    assert!(log.iter().any(|e| e.actions.contains(&Action::Finished { state: RolloutState::Succeeded })));
+    eprintln!("{test}: {:.1}s; the victim's apt step said: {message}", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `docker network disconnect` a host while its step runs, and reconnect it
+/// after the step has finished: the step ran once (it appends to a file),
+/// and its result reached the engine once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_cut_off_mid_step_reports_once_and_runs_once() -> anyhow::Result<()> {
+    let test = "host_cut_off_mid_step_reports_once_and_runs_once";
+    let Some(image) = image_or_skip(test) else { return Ok(()) };
+    let t = Instant::now();
+    let hosts: &[(&str, &str)] = &[("collector-1", "collector")];
+    let options = FleetOptions { heartbeat_ms: 300, missed_heartbeats: 3 };
+    let fleet = start_fleet("netcut", &image, hosts, options).await?;
+    let host = "collector-1";
+    let plan = r#"
+name: netcut
+version: "1.0.0"
+host_lost_timeout: 120s
+groups:
+  - name: collector
+    hosts: [collector-1]
+    steps:
+      - name: slow
+        exec: { command: sh, args: ["-c", "echo run >> /var/tmp/convoy-runs.txt; sleep 8; echo done"] }
+        timeout: 120s
+"#;
+    let id = fleet.submit("netcut.yaml", plan).await?;
+    convoy_tests::docker::poll(Duration::from_secs(60), "the step to start", || {
+        fleet.sh(host, "cat /var/tmp/convoy-runs.txt 2>/dev/null").ok().filter(|o| o.contains("run"))
+    })?;
+    fleet.disconnect(host)?;
+    fleet.wait_disconnected(host, Duration::from_secs(30)).await?;
+    // The step finishes while the host is cut off.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(fleet.status(&id).await?.state, "running");
+    fleet.reconnect(host)?;
+    let status = fleet.wait_finished(&id, Duration::from_secs(120)).await?;
+    assert_all_succeeded(&status, 1);
+    assert_eq!(fleet.sh(host, "cat /var/tmp/convoy-runs.txt")?.lines().count(), 1, "the step ran more than once");
+
+    let (spec, log) = stored_log(&fleet, &id)?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    assert!(log.iter().any(|e| matches!(&e.event, Event::AgentLost { host: h } if h == host)), "no AgentLost");
+    assert!(log.iter().any(|e| matches!(&e.event, Event::AgentConnected { host: h } if h == host)), "no reconnect");
+    // The result may reach the engine more than once (the agent's outbox
+    // flushes it on reconnect, and the resent RunStep is answered from the
+    // agent's record, marked replayed); the engine acts on the first only.
+    let finished: Vec<&invariants::LogEntry> =
+        log.iter().filter(|e| matches!(&e.event, Event::StepFinished { .. })).collect();
+    assert!(!finished.is_empty(), "no result");
+    assert!(!finished[0].actions.is_empty(), "the first result was not acted on: {:?}", finished[0]);
+    for dup in &finished[1..] {
+        assert!(dup.actions.is_empty(), "a duplicate result was acted on: {dup:?}");
+    }
+    let ids: std::collections::BTreeSet<String> = finished
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepFinished { execution_id, .. } => Some(execution_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    eprintln!(
+        "{test}: {:.1}s; the result reached the engine {} time(s), acted on once",
+        t.elapsed().as_secs_f64(),
+        finished.len()
+    );
+    Ok(())
 }

@@ -14,7 +14,8 @@
 use std::time::Duration;
 
 use convoy_common::model::{
-    ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec,
+    AptSpec, ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec,
+    HttpCheckSpec, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
     StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec,
 };
 use convoy_proto::v1 as pb;
@@ -84,6 +85,28 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
                 install_root: non_empty(&a.install_root),
             })
         }
+        Some(PbKind::Apt(a)) => StepKind::Apt(apt_from_proto(a)?),
+        Some(PbKind::Dpkg(d)) => {
+            nonempty_fields("dpkg", &[("package", &d.package), ("version", &d.version), ("source", &d.source)])?;
+            StepKind::Dpkg(DpkgSpec {
+                package: d.package.clone(),
+                version: d.version.clone(),
+                source: d.source.clone(),
+                sha256: d.sha256.clone(),
+            })
+        }
+        Some(PbKind::Rpm(r)) => StepKind::Rpm(rpm_from_proto(r)?),
+        Some(PbKind::Service(sv)) => StepKind::Service(service_from_proto(sv)?),
+        Some(PbKind::PkgRollback(r)) => {
+            nonempty_fields("pkg_rollback", &[("package", &r.package)])?;
+            let manager = PkgManager::parse(&r.manager)
+                .ok_or_else(|| unconvertible(format!("pkg_rollback step has an unknown manager {:?}", r.manager)))?;
+            StepKind::PkgRollback(PkgRollbackSpec {
+                package: r.package.clone(),
+                manager,
+                to_version: non_empty(&r.to_version),
+            })
+        }
         Some(PbKind::File(f)) => {
             if f.path.is_empty() {
                 return Err(unconvertible("file step has an empty path"));
@@ -135,6 +158,74 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
     Ok(StepSpec { name: name.to_string(), timeout: Duration::from_millis(spec.timeout_ms), kind })
 }
 
+fn nonempty_fields(kind: &str, fields: &[(&str, &String)]) -> Result<(), Unconvertible> {
+    match fields.iter().find(|(_, v)| v.is_empty()) {
+        Some((field, _)) => Err(unconvertible(format!("{kind} step has an empty {field}"))),
+        None => Ok(()),
+    }
+}
+
+fn apt_from_proto(a: &pb::AptStep) -> Result<AptSpec, Unconvertible> {
+    nonempty_fields("apt", &[("package", &a.package), ("version", &a.version)])?;
+    let hold = match a.hold.as_str() {
+        "" => None,
+        "hold" => Some(true),
+        "unhold" => Some(false),
+        other => return Err(unconvertible(format!("apt step has an unknown hold {other:?}"))),
+    };
+    Ok(AptSpec {
+        package: a.package.clone(),
+        version: a.version.clone(),
+        hold,
+        allow_downgrade: a.allow_downgrade,
+        update: a.update,
+    })
+}
+
+fn rpm_from_proto(r: &pb::RpmStep) -> Result<RpmSpec, Unconvertible> {
+    nonempty_fields("rpm", &[("package", &r.package), ("version", &r.version)])?;
+    let manager = match r.manager.as_str() {
+        "" | "dnf" => RpmManager::Dnf,
+        "yum" => RpmManager::Yum,
+        "rpm" => RpmManager::Rpm,
+        other => return Err(unconvertible(format!("rpm step has an unknown manager {other:?}"))),
+    };
+    Ok(RpmSpec {
+        package: r.package.clone(),
+        version: r.version.clone(),
+        manager,
+        source: non_empty(&r.source),
+        sha256: non_empty(&r.sha256),
+        allow_downgrade: r.allow_downgrade,
+    })
+}
+
+fn service_from_proto(sv: &pb::ServiceStep) -> Result<ServiceSpec, Unconvertible> {
+    nonempty_fields("service", &[("name", &sv.name)])?;
+    let action = match sv.action.as_str() {
+        "start" => ServiceAction::Start,
+        "stop" => ServiceAction::Stop,
+        "restart" => ServiceAction::Restart,
+        "status" => ServiceAction::Status,
+        other => return Err(unconvertible(format!("service step has an unknown action {other:?}"))),
+    };
+    let manager = match sv.manager.as_str() {
+        "" | "auto" => ServiceManager::Auto,
+        "systemd" => ServiceManager::Systemd,
+        "supervised" => ServiceManager::Supervised,
+        other => return Err(unconvertible(format!("service step has an unknown manager {other:?}"))),
+    };
+    Ok(ServiceSpec {
+        name: sv.name.clone(),
+        action,
+        manager,
+        command: sv.command.as_ref().map(exec_from_proto).transpose()?,
+        pidfile: non_empty(&sv.pidfile),
+        log: non_empty(&sv.log),
+        stop_grace: sv.has_stop_grace.then(|| Duration::from_millis(sv.stop_grace_ms)),
+    })
+}
+
 fn exec_from_proto(e: &pb::ExecStep) -> Result<ExecSpec, Unconvertible> {
     if e.command.is_empty() {
         return Err(unconvertible("exec step has an empty command"));
@@ -176,6 +267,46 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             install_root: a.install_root.clone().unwrap_or_default(),
         }),
         StepKind::File(f) => PbKind::File(pb::FileStep { path: f.path.clone(), content: f.content.clone() }),
+        StepKind::Apt(a) => PbKind::Apt(pb::AptStep {
+            package: a.package.clone(),
+            version: a.version.clone(),
+            hold: match a.hold {
+                None => String::new(),
+                Some(true) => "hold".into(),
+                Some(false) => "unhold".into(),
+            },
+            allow_downgrade: a.allow_downgrade,
+            update: a.update,
+        }),
+        StepKind::Dpkg(d) => PbKind::Dpkg(pb::DpkgStep {
+            package: d.package.clone(),
+            version: d.version.clone(),
+            source: d.source.clone(),
+            sha256: d.sha256.clone(),
+        }),
+        StepKind::Rpm(r) => PbKind::Rpm(pb::RpmStep {
+            package: r.package.clone(),
+            version: r.version.clone(),
+            manager: r.manager.command().to_string(),
+            source: r.source.clone().unwrap_or_default(),
+            sha256: r.sha256.clone().unwrap_or_default(),
+            allow_downgrade: r.allow_downgrade,
+        }),
+        StepKind::Service(sv) => PbKind::Service(pb::ServiceStep {
+            name: sv.name.clone(),
+            action: sv.action.as_str().to_string(),
+            manager: sv.manager.as_str().to_string(),
+            command: sv.command.as_ref().map(exec_to_proto),
+            pidfile: sv.pidfile.clone().unwrap_or_default(),
+            log: sv.log.clone().unwrap_or_default(),
+            stop_grace_ms: sv.stop_grace.map(millis).unwrap_or(0),
+            has_stop_grace: sv.stop_grace.is_some(),
+        }),
+        StepKind::PkgRollback(r) => PbKind::PkgRollback(pb::PkgRollbackStep {
+            package: r.package.clone(),
+            manager: r.manager.as_str().to_string(),
+            to_version: r.to_version.clone().unwrap_or_default(),
+        }),
         StepKind::HttpCheck(h) => PbKind::HttpCheck(pb::HttpCheck {
             url: h.url.clone(),
             expect_status: u32::from(h.expect_status),
@@ -347,7 +478,115 @@ mod tests {
                 policy: policy(),
             }),
             StepKind::FileCheck(FileCheckSpec { path: "/run/app.pid".into(), contains: None, policy: policy() }),
+            StepKind::Apt(AptSpec {
+                package: "demo-api".into(),
+                version: "1:2.0.0-1".into(),
+                hold: Some(true),
+                allow_downgrade: true,
+                update: true,
+            }),
+            StepKind::Apt(AptSpec {
+                package: "demo-api".into(),
+                version: "2.0.0".into(),
+                hold: Some(false),
+                allow_downgrade: false,
+                update: false,
+            }),
+            StepKind::Apt(AptSpec {
+                package: "demo-api".into(),
+                version: "2.0.0".into(),
+                hold: None,
+                allow_downgrade: false,
+                update: false,
+            }),
+            StepKind::Dpkg(DpkgSpec {
+                package: "demo-db".into(),
+                version: "2.0.0".into(),
+                source: "/srv/debs/demo-db_2.0.0_all.deb".into(),
+                sha256: "cd".repeat(32),
+            }),
+            StepKind::Rpm(RpmSpec {
+                package: "demo-api".into(),
+                version: "2.0.0-1.el9".into(),
+                manager: RpmManager::Rpm,
+                source: Some("/srv/demo-api.rpm".into()),
+                sha256: Some("ef".repeat(32)),
+                allow_downgrade: true,
+            }),
+            StepKind::Rpm(RpmSpec {
+                package: "demo-api".into(),
+                version: "2.0.0".into(),
+                manager: RpmManager::Yum,
+                source: None,
+                sha256: None,
+                allow_downgrade: false,
+            }),
+            StepKind::Rpm(RpmSpec {
+                package: "demo-api".into(),
+                version: "2.0.0".into(),
+                manager: RpmManager::Dnf,
+                source: None,
+                sha256: None,
+                allow_downgrade: false,
+            }),
+            StepKind::Service(ServiceSpec {
+                name: "demo-api".into(),
+                action: ServiceAction::Restart,
+                manager: ServiceManager::Supervised,
+                command: Some(exec()),
+                pidfile: Some("/run/demo-api.pid".into()),
+                log: Some("/var/log/demo-api.log".into()),
+                stop_grace: Some(Duration::from_millis(2500)),
+            }),
+            StepKind::Service(ServiceSpec {
+                name: "demo-api".into(),
+                action: ServiceAction::Stop,
+                manager: ServiceManager::Auto,
+                command: None,
+                pidfile: None,
+                log: None,
+                stop_grace: Some(Duration::ZERO),
+            }),
+            StepKind::Service(ServiceSpec {
+                name: "nginx".into(),
+                action: ServiceAction::Status,
+                manager: ServiceManager::Systemd,
+                command: None,
+                pidfile: None,
+                log: None,
+                stop_grace: None,
+            }),
+            StepKind::Service(ServiceSpec {
+                name: "nginx".into(),
+                action: ServiceAction::Start,
+                manager: ServiceManager::Auto,
+                command: None,
+                pidfile: None,
+                log: None,
+                stop_grace: None,
+            }),
+            StepKind::PkgRollback(PkgRollbackSpec {
+                package: "demo-db".into(),
+                manager: PkgManager::Dpkg,
+                to_version: Some("1.0.0".into()),
+            }),
+            StepKind::PkgRollback(PkgRollbackSpec {
+                package: "demo-db".into(),
+                manager: PkgManager::Apt,
+                to_version: None,
+            }),
+            StepKind::PkgRollback(PkgRollbackSpec { package: "x".into(), manager: PkgManager::Dnf, to_version: None }),
+            StepKind::PkgRollback(PkgRollbackSpec { package: "x".into(), manager: PkgManager::Yum, to_version: None }),
+            StepKind::PkgRollback(PkgRollbackSpec { package: "x".into(), manager: PkgManager::Rpm, to_version: None }),
         ]
+    }
+
+    #[test]
+    fn every_kind_name_is_covered() {
+        let names: std::collections::BTreeSet<&str> = all_kinds().iter().map(StepKind::kind_name).collect();
+        for n in ["apt", "dpkg", "rpm", "service", "pkg_rollback", "exec", "archive", "archive_rollback"] {
+            assert!(names.contains(n), "{n} missing from all_kinds");
+        }
     }
 
     #[test]
@@ -395,6 +634,41 @@ mod tests {
             PbKind::File(pb::FileStep::default()),
             PbKind::TcpCheck(pb::TcpCheck::default()),
             PbKind::FileCheck(pb::FileCheck::default()),
+            PbKind::Apt(pb::AptStep::default()),
+            PbKind::Apt(pb::AptStep {
+                package: "p".into(),
+                version: "1".into(),
+                hold: "sometimes".into(),
+                ..Default::default()
+            }),
+            PbKind::Dpkg(pb::DpkgStep { package: "p".into(), version: "1".into(), ..Default::default() }),
+            PbKind::Rpm(pb::RpmStep {
+                package: "p".into(),
+                version: "1".into(),
+                manager: "zypper".into(),
+                ..Default::default()
+            }),
+            PbKind::Rpm(pb::RpmStep::default()),
+            PbKind::Service(pb::ServiceStep { name: "s".into(), ..Default::default() }),
+            PbKind::Service(pb::ServiceStep { name: "s".into(), action: "reload".into(), ..Default::default() }),
+            PbKind::Service(pb::ServiceStep {
+                name: "s".into(),
+                action: "start".into(),
+                manager: "openrc".into(),
+                ..Default::default()
+            }),
+            PbKind::Service(pb::ServiceStep {
+                name: "s".into(),
+                action: "start".into(),
+                command: Some(pb::ExecStep::default()),
+                ..Default::default()
+            }),
+            PbKind::PkgRollback(pb::PkgRollbackStep { package: "p".into(), manager: "".into(), ..Default::default() }),
+            PbKind::PkgRollback(pb::PkgRollbackStep {
+                package: "".into(),
+                manager: "apt".into(),
+                ..Default::default()
+            }),
         ];
         for kind in bad {
             let spec = pb::StepSpec { timeout_ms: 0, kind: Some(kind.clone()) };

@@ -174,7 +174,18 @@ pub async fn run_apt(spec: &AptSpec, env: &PkgEnv, timeout: Duration) -> StepOut
         Some(ran) => {
             dpkg::finish_install(env, "apt", name, version, before_version.as_deref(), None, notes, ran, &budget).await
         }
-        None => pkg::installed_ok(name, version, format!("apt: {}", notes.join("; ")), None),
+        None => {
+            // An interrupted upgrade to this version, just finished: record the
+            // change it made (from the version last recorded) for a rollback.
+            let recorded = pkg::history(env, name).map(|h| h.current).filter(|c| !c.is_empty());
+            if configured
+                && recorded.as_deref().is_some_and(|r| r != version.as_str())
+                && let Err(e) = pkg::record_change(env, "apt", name, recorded.as_deref(), version, None).await
+            {
+                notes.push(e);
+            }
+            pkg::installed_ok(name, version, format!("apt: {}", notes.join("; ")), None)
+        }
     };
     if outcome.installed.is_none() {
         return outcome;

@@ -1,9 +1,8 @@
 //! Package and service steps: the specs, and the command layer they share.
 //!
-//! The specs ([`AptSpec`], [`DpkgSpec`], [`RpmSpec`], [`ServiceSpec`]) are plain
-//! serde data holding only strings, booleans, durations and common model types,
-//! so that they can move into `convoy_common::model` as they are (and become
-//! `StepKind` variants). The drivers are in [`super::apt`], [`super::dpkg`],
+//! The specs ([`AptSpec`], [`DpkgSpec`], [`RpmSpec`], [`ServiceSpec`],
+//! [`PkgRollbackSpec`]) live in `convoy_common::model` (they are `StepKind`
+//! variants) and are re-exported here. The drivers are in [`super::apt`], [`super::dpkg`],
 //! [`super::rpm`] and [`super::service`]; each has a public
 //! `async fn run_*(spec, &PkgEnv, timeout) -> StepOutcome`.
 //!
@@ -34,6 +33,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use convoy_common::model::{
+    AptSpec, DpkgSpec, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
+};
 use convoy_common::model::{ExecSpec, StepOutcome, StepStatus};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -50,146 +52,6 @@ pub const QUERY_CAP: Duration = Duration::from_secs(60);
 
 /// Directories appended to `PATH` for package tools when missing.
 const SYSTEM_PATH: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
-
-// ---------------------------------------------------------------------------
-// Specs (to move into convoy_common::model)
-// ---------------------------------------------------------------------------
-
-/// `apt`: install an exact version of a package from the host's repositories.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AptSpec {
-    pub package: String,
-    /// Exact Debian version (`[epoch:]upstream[-revision]`), as `apt-cache policy` shows it.
-    pub version: String,
-    /// `Some(true)`: `apt-mark hold` after installing; `Some(false)`: `apt-mark
-    /// unhold`; `None`: keep the hold the package had (a held package is
-    /// upgraded with `--allow-change-held-packages` and held again).
-    #[serde(default)]
-    pub hold: Option<bool>,
-    /// Pass `--allow-downgrades` (needed to go back to an older version).
-    #[serde(default)]
-    pub allow_downgrade: bool,
-    /// Run `apt-get update` first (a local repository just refreshed).
-    #[serde(default)]
-    pub update: bool,
-}
-
-/// `dpkg`: install a staged `.deb`, checked by sha256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DpkgSpec {
-    pub package: String,
-    /// The version the `.deb` must contain (checked with `dpkg-deb` before
-    /// installing, and with `dpkg-query` after).
-    pub version: String,
-    /// Path of the `.deb` on the host; relative paths are resolved against
-    /// the agent's install root.
-    pub source: String,
-    /// Lower-case hex sha256 of the `.deb`.
-    pub sha256: String,
-}
-
-/// Which package manager an [`RpmSpec`] goes through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RpmManager {
-    #[default]
-    Dnf,
-    Yum,
-    /// `rpm -U` of a staged file ([`RpmSpec::source`] required).
-    Rpm,
-}
-
-impl RpmManager {
-    pub fn command(self) -> &'static str {
-        match self {
-            RpmManager::Dnf => "dnf",
-            RpmManager::Yum => "yum",
-            RpmManager::Rpm => "rpm",
-        }
-    }
-}
-
-/// `rpm`: install a version of a package through dnf, yum or rpm.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RpmSpec {
-    pub package: String,
-    /// `VERSION-RELEASE` (e.g. `2.0.0-1.el9`) or just `VERSION`.
-    pub version: String,
-    #[serde(default)]
-    pub manager: RpmManager,
-    /// A staged `.rpm` (required for `manager: rpm`; with dnf/yum it is
-    /// installed as a local file instead of from the repositories).
-    #[serde(default)]
-    pub source: Option<String>,
-    /// Lower-case hex sha256 of `source` (required with `source`).
-    #[serde(default)]
-    pub sha256: Option<String>,
-    #[serde(default)]
-    pub allow_downgrade: bool,
-}
-
-/// What a [`ServiceSpec`] does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceAction {
-    Start,
-    Stop,
-    Restart,
-    /// Succeeds when the service is running, fails otherwise.
-    Status,
-}
-
-impl ServiceAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceAction::Start => "start",
-            ServiceAction::Stop => "stop",
-            ServiceAction::Restart => "restart",
-            ServiceAction::Status => "status",
-        }
-    }
-}
-
-/// Who runs a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceManager {
-    /// systemd when it runs the host (`/run/systemd/system` exists), otherwise
-    /// the agent's own supervision of [`ServiceSpec::command`].
-    #[default]
-    Auto,
-    Systemd,
-    /// The agent's supervision, even on a systemd host.
-    Supervised,
-}
-
-/// `service`: start, stop, restart or check a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    /// The systemd unit (`.service` may be left out), and the supervised
-    /// service's name (a plain name: no `/`, not starting with `.`).
-    pub name: String,
-    pub action: ServiceAction,
-    #[serde(default)]
-    pub manager: ServiceManager,
-    /// What the agent runs when it supervises the service itself; required
-    /// then for `start` and `restart`. Relative `workdir`s are resolved
-    /// against the install root.
-    #[serde(default)]
-    pub command: Option<ExecSpec>,
-    /// Where the supervised service's pid is recorded; default
-    /// `<install root>/.services/<name>/pid`.
-    #[serde(default)]
-    pub pidfile: Option<String>,
-    /// Where the supervised service's stdout and stderr go (appended);
-    /// default `<install root>/.services/<name>/output.log`.
-    #[serde(default)]
-    pub log: Option<String>,
-    /// Between SIGTERM and SIGKILL when stopping a supervised service;
-    /// default [`super::service::DEFAULT_STOP_GRACE`].
-    #[serde(default)]
-    pub stop_grace: Option<Duration>,
-}
 
 // ---------------------------------------------------------------------------
 // The environment the steps run in
@@ -282,6 +144,8 @@ pub struct PkgHistory {
     pub manager: String,
     /// The version before the change; `None` when it was not installed.
     pub previous: Option<String>,
+    /// The version installed by the change; empty when the change was a
+    /// rollback that removed the package.
     pub current: String,
     /// The staged file `current` came from (dpkg, rpm), so that a later
     /// install can record it as `previous_source`.
@@ -292,6 +156,10 @@ pub struct PkgHistory {
     #[serde(default)]
     pub previous_source: Option<String>,
     pub changed_at_unix_ms: u64,
+    /// The change was a `pkg_rollback` (which a later `pkg_rollback` without
+    /// a target version does not undo again).
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 /// The record of `package`'s last version change, if any.
@@ -345,9 +213,15 @@ pub(crate) async fn record_change(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
+        rollback: false,
     };
-    let path = env.history_path(package);
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| format!("encode version history: {e}"))?;
+    write_history(env, &record).await
+}
+
+/// Writes `record` atomically; the error is a message for the outcome.
+pub(crate) async fn write_history(env: &PkgEnv, record: &PkgHistory) -> Result<(), String> {
+    let path = env.history_path(&record.package);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| format!("encode version history: {e}"))?;
     let shown = path.display().to_string();
     match tokio::task::spawn_blocking(move || fsutil::write_atomic(&path, &json, None)).await {
         Ok(Ok(())) => Ok(()),

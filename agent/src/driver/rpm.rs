@@ -167,7 +167,7 @@ pub fn classify_rpm_error(output: &str) -> Option<RpmError> {
     None
 }
 
-async fn query(env: &PkgEnv, package: &str, budget: &Budget) -> (RpmQuery, Ran) {
+pub(crate) async fn query(env: &PkgEnv, package: &str, budget: &Budget) -> (RpmQuery, Ran) {
     let args = vec!["-q".into(), "--qf".into(), RPM_QUERY_FORMAT.replace("\\n", "\n"), "--".into(), package.into()];
     let ran = run_tool(env, "rpm", &args, &[], budget, Some(pkg::QUERY_CAP)).await;
     let parsed = if ran.not_found() || ran.timed_out() {
