@@ -752,6 +752,44 @@ mod tests {
         }
     }
 
+    /// Hands out a fixed local file, or an error.
+    #[derive(Debug)]
+    struct Stub(Result<PathBuf, String>);
+
+    impl ArtifactSource for Stub {
+        fn fetch<'a>(
+            &'a self,
+            artifact: &'a ArtifactRef,
+            _sha256: &'a str,
+            _deadline: Option<Instant>,
+        ) -> Pin<Box<dyn Future<Output = Result<PathBuf, AgentError>> + Send + 'a>> {
+            let r = self.0.clone().map_err(|m| artifact_error(artifact, m));
+            Box::pin(async move { r })
+        }
+    }
+
+    #[tokio::test]
+    async fn dpkg_steps_resolve_artifact_sources_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("fetched.deb");
+        std::fs::write(&deb, b"not a deb").unwrap();
+        let spec = DpkgSpec {
+            package: "demo".into(),
+            version: "1.0.0".into(),
+            source: "artifact:demo@1.0.0".into(),
+            sha256: "0".repeat(64),
+        };
+        let env = PkgEnv::new(dir.path());
+        let refused = LocalDriver::new(dir.path()).with_artifacts(Arc::new(Stub(Err("gone".into()))));
+        let o = refused.dpkg_step(&spec, &env, Duration::from_secs(5)).await;
+        assert_eq!(o.message, "artifact demo@1.0.0: gone; nothing installed");
+        // The fetched file is what dpkg then checks (here: its sha256 fails).
+        let fetched = LocalDriver::new(dir.path()).with_artifacts(Arc::new(Stub(Ok(deb.clone()))));
+        let o = fetched.dpkg_step(&spec, &env, Duration::from_secs(5)).await;
+        assert_eq!(o.status, StepStatus::Failed);
+        assert!(o.message.contains("sha256 mismatch for") && o.message.contains("fetched.deb"), "{}", o.message);
+    }
+
     #[tokio::test]
     async fn driver_without_a_source_refuses_artifact_sources() {
         let d = LocalDriver::new("/nonexistent");
