@@ -25,6 +25,7 @@ pub mod check;
 pub mod dpkg;
 pub mod exec;
 pub mod http;
+pub mod metric;
 pub mod pkg;
 pub mod pkg_rollback;
 pub mod rpm;
@@ -38,14 +39,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_common::model::{ArchiveRollbackSpec, ArchiveSpec, FileSpec, StepKind, StepOutcome, StepSpec, StepStatus};
+use convoy_common::model::{
+    ArchiveRollbackSpec, ArchiveSpec, FileSpec, MetricSource, StepKind, StepOutcome, StepSpec, StepStatus,
+};
 use tokio::time::Instant;
 
 use crate::fetch::ArtifactSource;
 use crate::fsutil;
 
 /// Step kinds [`LocalDriver`] performs, named as [`StepKind::kind_name`] names them.
-pub const LOCAL_CAPABILITIES: [&str; 12] = [
+pub const LOCAL_CAPABILITIES: [&str; 13] = [
     "exec",
     "archive",
     "file",
@@ -53,6 +56,7 @@ pub const LOCAL_CAPABILITIES: [&str; 12] = [
     "tcp",
     "exec_check",
     "file_check",
+    "metric",
     "apt",
     "dpkg",
     "rpm",
@@ -140,6 +144,16 @@ impl LocalDriver {
                 let path = self.resolve(&f.path);
                 check::run_check("file check", &f.policy, deadline, |_| {
                     check::file_attempt(&path, f.contains.as_deref())
+                })
+                .await
+            }
+            StepKind::MetricCheck(m) => {
+                let workdir = match &m.source {
+                    MetricSource::Command(e) => e.workdir.as_deref().map(|w| self.resolve(w)),
+                    MetricSource::Http { .. } => None,
+                };
+                check::run_check("metric check", &m.policy, deadline, |budget| {
+                    metric::metric_attempt(m, workdir.clone(), budget)
                 })
                 .await
             }

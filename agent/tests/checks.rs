@@ -280,3 +280,55 @@ async fn min_healthy_time_restarts_after_a_failed_poll() {
     let out = run(&driver, kind).await;
     assert_eq!(out.status, StepStatus::Failed, "{out:?}");
 }
+
+/// The Canopsis gate: after consumers restart, wait until the broker's
+/// backlog (summed over the queues) falls below 1,000.
+#[tokio::test]
+async fn metric_check_waits_for_the_backlog_to_drain() {
+    use convoy_common::metric::MetricFormat;
+    use convoy_common::model::{MetricCheckSpec, MetricSource, Threshold};
+    let driver = LocalDriver::new("/nonexistent");
+    let (url, hits) = serve(vec![
+        (200, "# TYPE q gauge\nq{queue=\"a\"} 1500\nq{queue=\"b\"} 200\n"),
+        (200, "q{queue=\"a\"} 900\nq{queue=\"b\"} 200\n"),
+        (200, "q{queue=\"a\"} 700\nq{queue=\"b\"} 200\n"),
+    ])
+    .await;
+    let spec = |url: String, retries| {
+        StepKind::MetricCheck(MetricCheckSpec {
+            source: MetricSource::Http { url },
+            format: MetricFormat::Prometheus { name: "q".into(), labels: Default::default() },
+            below: Some(Threshold(1000.0)),
+            above: None,
+            policy: policy(retries, 10),
+        })
+    };
+    let out = run(&driver, spec(url, 5)).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert!(out.message.contains("value 900"), "{}", out.message);
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "1700, then 1100, then 900");
+
+    // Never drains within the retries: fails, saying what it last saw.
+    let (url, _) = serve(vec![(200, "q 5000\n")]).await;
+    let out = run(&driver, spec(url, 2)).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    assert!(out.message.contains("value 5000 (wanted below 1000)"), "{}", out.message);
+
+    // A command as the source, JSON as the format.
+    let out = run(
+        &driver,
+        StepKind::MetricCheck(MetricCheckSpec {
+            source: MetricSource::Command(ExecSpec {
+                command: "echo".into(),
+                args: vec![r#"{"queues":[{"messages":3}]}"#.into()],
+                ..ExecSpec::default()
+            }),
+            format: MetricFormat::Json { path: "queues.0.messages".into() },
+            below: Some(Threshold(10.0)),
+            above: None,
+            policy: policy(0, 10),
+        }),
+    )
+    .await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+}

@@ -27,7 +27,7 @@
 //!   expanded (see [`crate::plan`]); the engine fails a step whose value is
 //!   missing anyway, rather than send a half-rendered command.
 
-use crate::model::{CaptureFrom, CaptureSpec, StepKind, StepSpec};
+use crate::model::{CaptureFrom, CaptureSpec, MetricSource, StepKind, StepSpec};
 
 /// The prefix of a captured-value template variable.
 pub const PREFIX: &str = "captured.";
@@ -173,6 +173,10 @@ pub fn step_strings_mut(step: &mut StepSpec) -> Vec<&mut String> {
             out.extend(h.body_contains.as_mut());
         }
         StepKind::TcpCheck(t) => out.push(&mut t.address),
+        StepKind::MetricCheck(m) => match &mut m.source {
+            MetricSource::Http { url } => out.push(url),
+            MetricSource::Command(e) => exec(e, &mut out),
+        },
         StepKind::FileCheck(f) => {
             out.push(&mut f.path);
             out.extend(f.contains.as_mut());

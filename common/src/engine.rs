@@ -1102,7 +1102,8 @@ impl Engine {
             | StepKind::HttpCheck(_)
             | StepKind::TcpCheck(_)
             | StepKind::ExecCheck(_)
-            | StepKind::FileCheck(_) => None,
+            | StepKind::FileCheck(_)
+            | StepKind::MetricCheck(_) => None,
         };
         self.record_installed(i, outcome.installed, fallback);
         if step + 1 < self.hosts[i].rollback.len() {

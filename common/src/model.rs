@@ -252,6 +252,9 @@ pub enum StepKind {
     ExecCheck(ExecCheckSpec),
     /// Poll until a file exists and contains a string.
     FileCheck(FileCheckSpec),
+    /// Poll a number (from a metrics endpoint or a command) until it is
+    /// within a threshold, e.g. a queue backlog below 1,000.
+    MetricCheck(MetricCheckSpec),
     /// Undo an `archive` step: switch the component's `current` symlink back
     /// to the release it pointed to before.
     ArchiveRollback(ArchiveRollbackSpec),
@@ -281,6 +284,7 @@ impl StepKind {
             StepKind::TcpCheck(_) => "tcp",
             StepKind::ExecCheck(_) => "exec_check",
             StepKind::FileCheck(_) => "file_check",
+            StepKind::MetricCheck(_) => "metric",
             StepKind::ArchiveRollback(_) => "archive_rollback",
             StepKind::Apt(_) => "apt",
             StepKind::Dpkg(_) => "dpkg",
@@ -615,6 +619,35 @@ pub struct FileCheckSpec {
     pub contains: Option<String>,
     pub policy: CheckPolicy,
 }
+
+/// A `metric` check: read a number and compare it with thresholds (strict:
+/// `below: 1000` passes at 999). See [`crate::metric`] for how it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricCheckSpec {
+    pub source: MetricSource,
+    pub format: crate::metric::MetricFormat,
+    pub below: Option<Threshold>,
+    pub above: Option<Threshold>,
+    pub policy: CheckPolicy,
+}
+
+/// Where a metric check reads its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricSource {
+    /// `GET` an `http://` URL (a 2xx answer is required).
+    Http { url: String },
+    /// Run a command; its stdout (last 4 KiB) is the text.
+    Command(ExecSpec),
+}
+
+/// A finite threshold. Plans refuse NaN and infinities, which is what makes
+/// `Eq` sound here.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Threshold(pub f64);
+
+impl Eq for Threshold {}
 
 /// How one execution of a step ended, as the agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -129,11 +129,12 @@ use serde::Deserialize;
 
 use crate::{capture, dag};
 
+use crate::metric::MetricFormat;
 use crate::model::{
     AptSpec, ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy, DpkgSpec,
-    ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, OnFailure,
-    PkgManager, PkgRollbackSpec, Promote, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
-    StepKind, StepSpec, Strategy, TcpCheckSpec,
+    ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost,
+    MetricCheckSpec, MetricSource, OnFailure, PkgManager, PkgRollbackSpec, Promote, RolloutSpec, RpmManager, RpmSpec,
+    ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec, Strategy, TcpCheckSpec, Threshold,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -407,6 +408,22 @@ struct RawCheck {
     tcp: Option<RawTcp>,
     exec: Option<RawExec>,
     file: Option<RawFileCheck>,
+    metric: Option<RawMetric>,
+}
+
+/// `metric:` — exactly one of `url`/`command`; `prometheus` (with optional
+/// `labels`) or `json`, or neither for a plain number; `below` and/or `above`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    url: Option<String>,
+    command: Option<RawExec>,
+    prometheus: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    json: Option<String>,
+    below: Option<f64>,
+    above: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1387,6 +1404,7 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
             ("tcp", raw.tcp.is_some()),
             ("exec", raw.exec.is_some()),
             ("file", raw.file.is_some()),
+            ("metric", raw.metric.is_some()),
         ],
         p,
         "check",
@@ -1429,6 +1447,7 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         min_healthy,
     };
     let kind = match (&raw.http, &raw.tcp, &raw.exec, &raw.file) {
+        _ if raw.metric.is_some() => metric_check(src, raw.metric.as_ref().expect("checked"), &kp, policy)?,
         (Some(h), _, _, _) => {
             let expect_status = h.status.unwrap_or(200);
             if !(100..=599).contains(&expect_status) {
@@ -1454,6 +1473,44 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
     };
     let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
     finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })
+}
+
+/// The kind of a `metric` check written at `kp`.
+fn metric_check(src: Src<'_>, m: &RawMetric, kp: &FieldPath, policy: CheckPolicy) -> Result<StepKind, PlanError> {
+    let source = match (&m.url, &m.command) {
+        (Some(url), None) => MetricSource::Http { url: url.clone() },
+        (None, Some(c)) => MetricSource::Command(exec_spec(src, c, &kp.key("command"))?),
+        (Some(_), Some(_)) => return Err(src.err(&kp.key("command"), "give either 'url' or 'command', not both")),
+        (None, None) => return Err(src.err(kp, "a metric check needs a 'url' or a 'command'")),
+    };
+    let format = match (&m.prometheus, &m.json) {
+        (Some(name), None) => MetricFormat::Prometheus { name: name.clone(), labels: m.labels.clone() },
+        (None, Some(path)) => {
+            crate::capture::check_json_path(path).map_err(|e| src.err(&kp.key("json"), e))?;
+            MetricFormat::Json { path: path.clone() }
+        }
+        (Some(_), Some(_)) => return Err(src.err(&kp.key("json"), "give either 'prometheus' or 'json', not both")),
+        (None, None) if !m.labels.is_empty() => {
+            return Err(src.err(&kp.key("labels"), "labels select Prometheus samples: add 'prometheus: NAME'"));
+        }
+        (None, None) => MetricFormat::Plain,
+    };
+    let threshold = |v: Option<f64>, field: &str| -> Result<Option<Threshold>, PlanError> {
+        match v {
+            Some(x) if !x.is_finite() => Err(src.err(&kp.key(field), format!("{x} is not a finite number"))),
+            other => Ok(other.map(Threshold)),
+        }
+    };
+    let (below, above) = (threshold(m.below, "below")?, threshold(m.above, "above")?);
+    if below.is_none() && above.is_none() {
+        return Err(src.err(kp, "a metric check needs 'below' and/or 'above'"));
+    }
+    if let (Some(b), Some(a)) = (below, above)
+        && a.0 >= b.0
+    {
+        return Err(src.err(&kp.key("above"), format!("no value is above {} and below {}", a.0, b.0)));
+    }
+    Ok(StepKind::MetricCheck(MetricCheckSpec { source, format, below, above, policy }))
 }
 
 /// The kind of an `apt`, `dpkg`, `rpm` or `service` step written at `kp`.
@@ -1712,6 +1769,10 @@ fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
             }
         }
         StepKind::TcpCheck(t) => out.push((root.key("tcp").key("address"), &mut t.address)),
+        StepKind::MetricCheck(m) => match &mut m.source {
+            MetricSource::Http { url } => out.push((root.key("metric").key("url"), url)),
+            MetricSource::Command(e) => exec(root.key("metric").key("command"), e, &mut out),
+        },
         StepKind::FileCheck(f) => {
             out.push((root.key("file").key("path"), &mut f.path));
             if let Some(c) = &mut f.contains {
@@ -1996,6 +2057,7 @@ fn undo_step(
             | StepKind::TcpCheck(_)
             | StepKind::ExecCheck(_)
             | StepKind::FileCheck(_)
+            | StepKind::MetricCheck(_)
             | StepKind::ArchiveRollback(_),
         ) => return Ok(None),
     };

@@ -13,10 +13,11 @@
 
 use std::time::Duration;
 
+use convoy_common::metric::MetricFormat;
 use convoy_common::model::{
     AptSpec, ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec,
-    HttpCheckSpec, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
-    StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec,
+    HttpCheckSpec, MetricCheckSpec, MetricSource, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction,
+    ServiceManager, ServiceSpec, StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec, Threshold,
 };
 use convoy_proto::v1 as pb;
 use pb::step_spec::Kind as PbKind;
@@ -154,6 +155,7 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
                 policy: policy_from_proto(f.policy.as_ref()),
             })
         }
+        Some(PbKind::MetricCheck(m)) => StepKind::MetricCheck(metric_from_proto(m)?),
     };
     Ok(StepSpec { name: name.to_string(), timeout: Duration::from_millis(spec.timeout_ms), kind })
 }
@@ -325,6 +327,7 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             contains: f.contains.clone().unwrap_or_default(),
             policy: Some(policy_to_proto(&f.policy)),
         }),
+        StepKind::MetricCheck(m) => PbKind::MetricCheck(metric_to_proto(m)),
     };
     pb::StepSpec { timeout_ms: millis(step.timeout), kind: Some(kind) }
 }
@@ -344,6 +347,59 @@ fn policy_to_proto(p: &CheckPolicy) -> pb::CheckPolicy {
         interval_ms: millis(p.interval),
         deadline_ms: millis(p.deadline),
         min_healthy_ms: millis(p.min_healthy),
+    }
+}
+
+fn metric_from_proto(m: &pb::MetricCheck) -> Result<MetricCheckSpec, Unconvertible> {
+    let source = match (m.url.is_empty(), &m.command) {
+        (false, None) => MetricSource::Http { url: m.url.clone() },
+        (true, Some(c)) => MetricSource::Command(exec_from_proto(c)?),
+        (false, Some(_)) => return Err(unconvertible("metric check has both a url and a command")),
+        (true, None) => return Err(unconvertible("metric check has neither a url nor a command")),
+    };
+    let format = match (m.prometheus.is_empty(), m.json_path.is_empty()) {
+        (false, true) => MetricFormat::Prometheus {
+            name: m.prometheus.clone(),
+            labels: m.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        },
+        (true, false) => MetricFormat::Json { path: m.json_path.clone() },
+        (true, true) => MetricFormat::Plain,
+        (false, false) => return Err(unconvertible("metric check has both a prometheus name and a json path")),
+    };
+    let threshold = |v: Option<f64>| -> Result<Option<Threshold>, Unconvertible> {
+        match v {
+            Some(x) if !x.is_finite() => Err(unconvertible(format!("metric threshold {x} is not finite"))),
+            other => Ok(other.map(Threshold)),
+        }
+    };
+    let (below, above) = (threshold(m.below)?, threshold(m.above)?);
+    if below.is_none() && above.is_none() {
+        return Err(unconvertible("metric check has no threshold"));
+    }
+    Ok(MetricCheckSpec { source, format, below, above, policy: policy_from_proto(m.policy.as_ref()) })
+}
+
+fn metric_to_proto(m: &MetricCheckSpec) -> pb::MetricCheck {
+    let (url, command) = match &m.source {
+        MetricSource::Http { url } => (url.clone(), None),
+        MetricSource::Command(e) => (String::new(), Some(exec_to_proto(e))),
+    };
+    let (prometheus, labels, json_path) = match &m.format {
+        MetricFormat::Prometheus { name, labels } => {
+            (name.clone(), labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), String::new())
+        }
+        MetricFormat::Json { path } => (String::new(), Default::default(), path.clone()),
+        MetricFormat::Plain => (String::new(), Default::default(), String::new()),
+    };
+    pb::MetricCheck {
+        url,
+        command,
+        prometheus,
+        labels,
+        json_path,
+        below: m.below.map(|t| t.0),
+        above: m.above.map(|t| t.0),
+        policy: Some(policy_to_proto(&m.policy)),
     }
 }
 
@@ -478,6 +534,30 @@ mod tests {
                 policy: policy(),
             }),
             StepKind::FileCheck(FileCheckSpec { path: "/run/app.pid".into(), contains: None, policy: policy() }),
+            StepKind::MetricCheck(MetricCheckSpec {
+                source: MetricSource::Http { url: "http://127.0.0.1:15692/metrics".into() },
+                format: MetricFormat::Prometheus {
+                    name: "rabbitmq_queue_messages".into(),
+                    labels: BTreeMap::from([("queue".into(), "events".into())]),
+                },
+                below: Some(Threshold(1000.0)),
+                above: None,
+                policy: policy(),
+            }),
+            StepKind::MetricCheck(MetricCheckSpec {
+                source: MetricSource::Command(exec()),
+                format: MetricFormat::Json { path: "queues.0.messages".into() },
+                below: Some(Threshold(10.5)),
+                above: Some(Threshold(-1.0)),
+                policy: policy(),
+            }),
+            StepKind::MetricCheck(MetricCheckSpec {
+                source: MetricSource::Command(exec()),
+                format: MetricFormat::Plain,
+                below: None,
+                above: Some(Threshold(0.0)),
+                policy: policy(),
+            }),
             StepKind::Apt(AptSpec {
                 package: "demo-api".into(),
                 version: "1:2.0.0-1".into(),
@@ -584,7 +664,7 @@ mod tests {
     #[test]
     fn every_kind_name_is_covered() {
         let names: std::collections::BTreeSet<&str> = all_kinds().iter().map(StepKind::kind_name).collect();
-        for n in ["apt", "dpkg", "rpm", "service", "pkg_rollback", "exec", "archive", "archive_rollback"] {
+        for n in ["apt", "dpkg", "rpm", "service", "pkg_rollback", "exec", "archive", "archive_rollback", "metric"] {
             assert!(names.contains(n), "{n} missing from all_kinds");
         }
     }
