@@ -193,6 +193,7 @@ async fn http_check_passes_on_retry() {
         url,
         expect_status: 200,
         body_contains: Some("\"ok\"".into()),
+        json: None,
         policy: policy(3, 20),
     });
     let out = run(&driver, kind).await;
@@ -209,6 +210,7 @@ async fn http_check_body_mismatch_and_bad_status_fail() {
         url: url.clone(),
         expect_status: 200,
         body_contains: Some("healthy".into()),
+        json: None,
         policy: policy(1, 10),
     });
     let out = run(&driver, kind).await;
@@ -221,6 +223,7 @@ async fn http_check_body_mismatch_and_bad_status_fail() {
         url: url.clone(),
         expect_status: 200,
         body_contains: None,
+        json: None,
         policy: policy(0, 10),
     });
     let out = run(&driver, kind).await;
@@ -231,11 +234,42 @@ async fn http_check_body_mismatch_and_bad_status_fail() {
         url: "https://127.0.0.1:1/".into(),
         expect_status: 200,
         body_contains: None,
+        json: None,
         policy: policy(0, 10),
     });
     let out = run(&driver, kind).await;
     assert_eq!(out.status, StepStatus::Failed);
     assert!(out.message.contains("only http://"), "{}", out.message);
+}
+
+#[tokio::test]
+async fn http_check_json_field_must_hold_the_value() {
+    use convoy_common::model::JsonExpect;
+    let driver = LocalDriver::new("/nonexistent");
+    let (url, hits) = serve(vec![
+        (200, r#"{"status":{"db":"migrating"},"version":"2.0.0"}"#),
+        (200, r#"{"status":{"db":"up"},"version":"2.0.0"}"#),
+    ])
+    .await;
+    let spec = |url: String, retries| {
+        StepKind::HttpCheck(HttpCheckSpec {
+            url,
+            expect_status: 200,
+            body_contains: None,
+            json: Some(JsonExpect { path: "status.db".into(), equals: "up".into() }),
+            policy: policy(retries, 10),
+        })
+    };
+    let out = run(&driver, spec(url, 3)).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let (url, _) = serve(vec![(200, r#"{"status":{"db":"migrating"}}"#)]).await;
+    let out = run(&driver, spec(url, 0)).await;
+    assert_eq!(out.status, StepStatus::Failed);
+    assert!(out.message.contains(r#"expected status.db = "up", found "migrating""#), "{}", out.message);
+    let (url, _) = serve(vec![(200, "not json")]).await;
+    let out = run(&driver, spec(url, 0)).await;
+    assert!(out.message.contains("not JSON"), "{}", out.message);
 }
 
 /// `min_healthy`: a check must keep passing for that long; a failed poll in

@@ -77,7 +77,12 @@ enum Cmd {
     /// Carry on where the rollout was paused.
     Resume { rollout: String },
     /// Start nothing new; the rollout ends as aborted once in-flight steps finish.
-    Abort { rollout: String },
+    Abort {
+        rollout: String,
+        /// Also roll back what the rollout has upgraded so far (same as `convoy rollback`).
+        #[arg(long)]
+        rollback: bool,
+    },
     /// Approve a rollout waiting for an operator (canaries passed).
     Approve { rollout: String },
     /// Roll back everything the rollout has upgraded so far.
@@ -145,7 +150,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Agents { output } => commands::agents_cmd(&target()?, output).await?,
             Cmd::Pause { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Pause).await?,
             Cmd::Resume { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Resume).await?,
-            Cmd::Abort { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Abort).await?,
+            Cmd::Abort { rollout, rollback } => {
+                let action = if rollback { ControlAction::Rollback } else { ControlAction::Abort };
+                commands::control_cmd(&target()?, &rollout, action).await?
+            }
             Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
             Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
             Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,

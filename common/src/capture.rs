@@ -171,6 +171,7 @@ pub fn step_strings_mut(step: &mut StepSpec) -> Vec<&mut String> {
         StepKind::HttpCheck(h) => {
             out.push(&mut h.url);
             out.extend(h.body_contains.as_mut());
+            out.extend(h.json.as_mut().map(|j| &mut j.equals));
         }
         StepKind::TcpCheck(t) => out.push(&mut t.address),
         StepKind::MetricCheck(m) => match &mut m.source {

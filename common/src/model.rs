@@ -598,7 +598,18 @@ pub struct HttpCheckSpec {
     pub url: String,
     pub expect_status: u16,
     pub body_contains: Option<String>,
+    /// A field of the JSON answer that must hold a value.
+    #[serde(default)]
+    pub json: Option<JsonExpect>,
     pub policy: CheckPolicy,
+}
+
+/// `path` (dots, array indices as numbers) must hold `equals`; strings are
+/// compared as they are, other values as their JSON text (`true`, `3`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonExpect {
+    pub path: String,
+    pub equals: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

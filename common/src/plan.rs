@@ -132,7 +132,7 @@ use crate::{capture, dag};
 use crate::metric::MetricFormat;
 use crate::model::{
     AptSpec, ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy, DpkgSpec,
-    ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost,
+    ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, JsonExpect,
     MetricCheckSpec, MetricSource, OnFailure, PkgManager, PkgRollbackSpec, Promote, RolloutSpec, RpmManager, RpmSpec,
     ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec, Strategy, TcpCheckSpec, Threshold,
 };
@@ -432,6 +432,14 @@ struct RawHttp {
     url: Option<String>,
     status: Option<u16>,
     body_contains: Option<String>,
+    json: Option<RawJsonExpect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonExpect {
+    path: Option<String>,
+    equals: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1457,6 +1465,15 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
                 url: required(src, h.url.clone(), &kp.key("url"))?,
                 expect_status,
                 body_contains: h.body_contains.clone(),
+                json: match &h.json {
+                    None => None,
+                    Some(j) => {
+                        let jp = kp.key("json");
+                        let path = required(src, j.path.clone(), &jp.key("path"))?;
+                        crate::capture::check_json_path(&path).map_err(|e| src.err(&jp.key("path"), e))?;
+                        Some(JsonExpect { path, equals: required(src, j.equals.clone(), &jp.key("equals"))? })
+                    }
+                },
                 policy,
             })
         }
@@ -1766,6 +1783,9 @@ fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
             out.push((root.key("http").key("url"), &mut h.url));
             if let Some(b) = &mut h.body_contains {
                 out.push((root.key("http").key("body_contains"), b));
+            }
+            if let Some(j) = &mut h.json {
+                out.push((root.key("http").key("json").key("equals"), &mut j.equals));
             }
         }
         StepKind::TcpCheck(t) => out.push((root.key("tcp").key("address"), &mut t.address)),

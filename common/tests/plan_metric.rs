@@ -72,3 +72,16 @@ fn metric_check_errors_name_line_and_field() {
         assert_eq!(e.line, Some(9), "{e}");
     }
 }
+
+#[test]
+fn http_checks_can_require_a_json_field() {
+    let src = plan(
+        "      - http:\n          url: \"http://127.0.0.1:{{label.port}}/status\"\n          json: { path: components.db, equals: \"{{version}}\" }\n",
+    );
+    let spec = expand(&parse_plan("p.yaml", &src).unwrap(), &inventory()).unwrap();
+    let StepKind::HttpCheck(h) = &spec.hosts[0].steps.last().unwrap().kind else { panic!() };
+    let j = h.json.as_ref().expect("json expectation");
+    assert_eq!((j.path.as_str(), j.equals.as_str()), ("components.db", "1"));
+    let e = parse_plan("p.yaml", &plan("      - http: { url: \"http://x/\", json: { path: a.b } }\n")).unwrap_err();
+    assert_eq!(e.field, "groups[0].checks[0].http.json.equals", "{e}");
+}

@@ -16,8 +16,8 @@ use std::time::Duration;
 use convoy_common::metric::MetricFormat;
 use convoy_common::model::{
     AptSpec, ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec,
-    HttpCheckSpec, MetricCheckSpec, MetricSource, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction,
-    ServiceManager, ServiceSpec, StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec, Threshold,
+    HttpCheckSpec, JsonExpect, MetricCheckSpec, MetricSource, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec,
+    ServiceAction, ServiceManager, ServiceSpec, StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec, Threshold,
 };
 use convoy_proto::v1 as pb;
 use pb::step_spec::Kind as PbKind;
@@ -126,6 +126,8 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
                 url: h.url.clone(),
                 expect_status,
                 body_contains: non_empty(&h.body_contains),
+                json: (!h.json_path.is_empty())
+                    .then(|| JsonExpect { path: h.json_path.clone(), equals: h.json_equals.clone() }),
                 policy: policy_from_proto(h.policy.as_ref()),
             })
         }
@@ -314,6 +316,8 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             expect_status: u32::from(h.expect_status),
             body_contains: h.body_contains.clone().unwrap_or_default(),
             policy: Some(policy_to_proto(&h.policy)),
+            json_path: h.json.as_ref().map(|j| j.path.clone()).unwrap_or_default(),
+            json_equals: h.json.as_ref().map(|j| j.equals.clone()).unwrap_or_default(),
         }),
         StepKind::TcpCheck(t) => {
             PbKind::TcpCheck(pb::TcpCheck { address: t.address.clone(), policy: Some(policy_to_proto(&t.policy)) })
@@ -518,12 +522,14 @@ mod tests {
                 url: "http://127.0.0.1:8080/health".into(),
                 expect_status: 204,
                 body_contains: Some("ok".into()),
+                json: Some(JsonExpect { path: "status.db".into(), equals: "up".into() }),
                 policy: policy(),
             }),
             StepKind::HttpCheck(HttpCheckSpec {
                 url: "http://h/".into(),
                 expect_status: 200,
                 body_contains: None,
+                json: None,
                 policy: CheckPolicy::default(),
             }),
             StepKind::TcpCheck(TcpCheckSpec { address: "127.0.0.1:5432".into(), policy: policy() }),

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use convoy_common::model::HttpCheckSpec;
+use convoy_common::capture;
+use convoy_common::model::{CaptureFrom, CaptureSpec, HttpCheckSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -195,7 +196,17 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
         format!("{}: status {}, body {:?}", spec.url, response.status, truncate(response.body.trim(), BODY_SHOWN));
     let status_ok = response.status == spec.expect_status;
     let body_ok = spec.body_contains.as_deref().is_none_or(|needle| response.body.contains(needle));
-    if status_ok && body_ok {
+    // The JSON field is read with the same path rules as captures.
+    let json_seen = spec.json.as_ref().map(|j| {
+        let capture = CaptureSpec { name: j.path.clone(), from: CaptureFrom::Json(j.path.clone()) };
+        match capture::extract(&capture, &response.body) {
+            Ok(v) if v == j.equals => Ok(()),
+            Ok(v) => Err(format!(" (expected {} = {:?}, found {v:?})", j.path, j.equals)),
+            Err(e) => Err(format!(" ({e})")),
+        }
+    });
+    let json_ok = !matches!(json_seen, Some(Err(_)));
+    if status_ok && body_ok && json_ok {
         Ok(Observed::detail(format!("{}: status {}", spec.url, response.status)))
     } else {
         let mut detail = seen;
@@ -204,6 +215,9 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
         }
         if let (false, Some(needle)) = (body_ok, spec.body_contains.as_deref()) {
             detail.push_str(&format!(" (expected body containing {needle:?})"));
+        }
+        if let Some(Err(why)) = json_seen {
+            detail.push_str(&why);
         }
         Err(Observed::detail(detail))
     }
