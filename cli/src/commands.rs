@@ -261,7 +261,14 @@ pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlActi
         .control(pb::ControlRequest { rollout_id: rollout.to_string(), action: action as i32, reason: String::new() })
         .await?
         .into_inner();
-    println!("rollout {rollout}: {}", r.state);
+    if !r.rollout_id.is_empty() && r.rollout_id != rollout {
+        println!(
+            "rollout {} rolls back {rollout}: {} (follow it with `convoy watch {}`)",
+            r.rollout_id, r.state, r.rollout_id
+        );
+    } else {
+        println!("rollout {rollout}: {}", r.state);
+    }
     Ok(())
 }
 

@@ -280,7 +280,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
             }
         };
         let s = self.runtime.control(rollout_arg(r.rollout_id), command, &by).await.map_err(to_status)?;
-        Ok(Response::new(pb::ControlResponse { state: s.view.state.as_str().to_string() }))
+        Ok(Response::new(pb::ControlResponse { state: s.view.state.as_str().to_string(), rollout_id: s.id }))
     }
 
     async fn create_join_token(

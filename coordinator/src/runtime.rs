@@ -554,6 +554,19 @@ impl Actor {
                 }
             }
             Command::Control { rollout_id, command, by, reply } => match self.resolve(rollout_id) {
+                Ok(id)
+                    if command == OperatorCommand::Rollback
+                        && self.rollouts.get(&id).is_some_and(|r| r.engine.state().is_terminal()) =>
+                {
+                    match self.rollback_finished(&id, &by) {
+                        Ok(new_id) => self.after_commit.push(Box::new(move |actor: &Actor| {
+                            let _ = reply.send(actor.snapshot(&new_id));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
                 Ok(id) => {
                     self.event(&id, Event::Operator { command, by });
                     self.after_commit.push(Box::new(move |actor: &Actor| {
@@ -680,6 +693,18 @@ impl Actor {
         if dry_run {
             return Ok(Submitted { rollout_id: String::new(), summary, dot });
         }
+        let id = self.create(spec, file, source, by)?;
+        Ok(Submitted { rollout_id: id, summary, dot })
+    }
+
+    /// Store a new rollout for `spec`, start its engine and return its id.
+    fn create(
+        &mut self,
+        spec: convoy_common::model::RolloutSpec,
+        file: &str,
+        source: &str,
+        by: &str,
+    ) -> Result<String, CoordinatorError> {
         for h in &spec.hosts {
             if let Some(others) = self.active.get(&h.host).filter(|l| !l.is_empty()) {
                 return Err(CoordinatorError::Conflict {
@@ -730,7 +755,23 @@ impl Actor {
             }
         }
         self.event(&id, Event::Started);
-        Ok(Submitted { rollout_id: id, summary, dot })
+        Ok(id)
+    }
+
+    /// `convoy rollback` on a rollout that has ended: a new rollout that
+    /// undoes what it upgraded (a running rollout rolls back in place).
+    fn rollback_finished(&mut self, id: &str, by: &str) -> Result<String, CoordinatorError> {
+        let file = format!("rollback of {id}");
+        if let Some(done) = self.rollouts.values().find(|r| r.record.file == file) {
+            return Err(CoordinatorError::Conflict {
+                id: id.to_string(),
+                message: format!("already rolled back by rollout {}", done.record.id),
+            });
+        }
+        let run = self.rollouts.get(id).ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })?;
+        let spec =
+            run.engine.undo_spec().map_err(|message| CoordinatorError::Conflict { id: id.to_string(), message })?;
+        self.create(spec, &file, "", by)
     }
 }
 

@@ -90,6 +90,13 @@ impl Driver for FakeDriver {
                 self.installed.lock().unwrap().insert(a.component.clone(), a.version.clone());
                 out.installed = Some((a.component.clone(), a.version.clone()));
             }
+            // Like the real agent: an archive rollback reports the version it went back to.
+            if let StepKind::ArchiveRollback(a) = &step.kind
+                && let Some(v) = &a.to_version
+            {
+                self.installed.lock().unwrap().insert(a.component.clone(), v.clone());
+                out.installed = Some((a.component.clone(), v.clone()));
+            }
             out
         })
     }

@@ -181,3 +181,55 @@ groups:
     c.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_rollout_is_rolled_back_by_a_new_rollout_in_reverse_dag_order() -> anyhow::Result<()> {
+    use convoy_proto::v1 as pb;
+    let mut c = fleet().await?;
+    let id = c.submit(DAG_PLAN).await?;
+    assert_eq!(c.wait_finished(&id, Duration::from_secs(60)).await?.state, "succeeded");
+    let before = c.runs.lock().unwrap().len();
+
+    let mut op = c.operator().await?;
+    let r = op
+        .control(pb::ControlRequest {
+            rollout_id: id.clone(),
+            action: pb::ControlAction::Rollback as i32,
+            reason: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_ne!(r.rollout_id, id, "a new rollout undoes the finished one");
+    let undo = c.wait_finished(&r.rollout_id, Duration::from_secs(60)).await?;
+    assert_eq!(undo.state, "succeeded", "{undo:?}");
+    for h in &undo.hosts {
+        assert_eq!(h.version, "1.0.0", "host {} is back on its version from before", h.host_id);
+    }
+
+    // Each host ran exactly one undo (its archive step's), base hosts last.
+    let runs: Vec<_> = c.runs.lock().unwrap()[before..].to_vec();
+    assert_eq!(runs.len(), 20, "{runs:?}");
+    assert!(runs.iter().all(|r| r.step.starts_with("rollback")), "{runs:?}");
+    let first_base = runs.iter().position(|r| r.host.starts_with("base")).unwrap();
+    assert!(
+        runs[first_base..].iter().all(|r| r.host.starts_with("base")),
+        "base is undone after its dependants: {runs:?}"
+    );
+
+    // Twice is refused.
+    let again = op
+        .control(pb::ControlRequest {
+            rollout_id: id.clone(),
+            action: pb::ControlAction::Rollback as i32,
+            reason: String::new(),
+        })
+        .await
+        .expect_err("already rolled back");
+    assert!(again.message().contains("already rolled back"), "{again:?}");
+
+    let undo_id = r.rollout_id.clone();
+    let (spec, log) = c.event_log(&undo_id).await?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    c.shutdown().await;
+    Ok(())
+}
