@@ -560,12 +560,9 @@ impl RawPhases {
     }
 }
 
-/// A field path segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
+// Field paths and their line numbers work exactly as in plans.
+use crate::plan::Seg;
+use crate::plan::locate;
 
 #[derive(Debug, Clone, Default)]
 struct FieldPath(Vec<Seg>);
@@ -871,111 +868,6 @@ fn yaml_error(file: &str, err: &serde_norway::Error) -> PlanError {
         (None, true) => "(yaml)".to_string(),
     };
     PlanError { file: file.to_string(), line: Some(line), field, message }
-}
-
-/// The line of a field path in block-style YAML: the approach of the plan's
-/// locator (lines and indentation, not YAML), falling back to the deepest
-/// segment found, and line 1 when even the first is missing.
-mod locate {
-    use std::ops::Range;
-
-    use super::Seg;
-
-    struct Token<'a> {
-        line: usize,
-        col: usize,
-        dash: bool,
-        text: &'a str,
-    }
-
-    fn tokenize(source: &str) -> Vec<Token<'_>> {
-        let mut tokens = Vec::new();
-        for (n, raw) in source.lines().enumerate() {
-            let content = raw.trim_start_matches(' ');
-            let is_marker = |m: &str| content == m || content.starts_with(&format!("{m} "));
-            if content.trim().is_empty() || content.starts_with('#') || is_marker("---") || is_marker("...") {
-                continue;
-            }
-            let mut col = raw.len() - content.len();
-            let mut rest = content;
-            loop {
-                if rest == "-" || rest.starts_with("- ") {
-                    tokens.push(Token { line: n + 1, col, dash: true, text: "-" });
-                    let after = &rest[1..];
-                    let trimmed = after.trim_start_matches(' ');
-                    col += 1 + after.len() - trimmed.len();
-                    rest = trimmed;
-                    if rest.is_empty() || rest.starts_with('#') {
-                        break;
-                    }
-                } else {
-                    tokens.push(Token { line: n + 1, col, dash: false, text: rest });
-                    break;
-                }
-            }
-        }
-        tokens
-    }
-
-    fn key_of(text: &str) -> Option<&str> {
-        let (key, rest) = match text.chars().next()? {
-            q @ ('"' | '\'') => {
-                let close = text[1..].find(q)? + 1;
-                (&text[1..close], &text[close + 1..])
-            }
-            _ => {
-                let colon = text.find(": ").or_else(|| text.strip_suffix(':').map(str::len))?;
-                (text[..colon].trim_end(), &text[colon..])
-            }
-        };
-        let rest = rest.trim_start();
-        (rest == ":" || rest.starts_with(": ")).then_some(key)
-    }
-
-    fn find_key(tokens: &[Token<'_>], range: Range<usize>, key: &str) -> Option<(usize, Range<usize>)> {
-        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
-        if first.dash {
-            return None;
-        }
-        let col = first.col;
-        let t =
-            range.clone().find(|&t| !tokens[t].dash && tokens[t].col == col && key_of(tokens[t].text) == Some(key))?;
-        let end = (t + 1..range.end)
-            .find(|&u| if tokens[u].dash { tokens[u].col < col } else { tokens[u].col <= col })
-            .unwrap_or(range.end);
-        Some((t, t + 1..end))
-    }
-
-    fn find_item(tokens: &[Token<'_>], range: Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
-        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
-        if !first.dash {
-            return None;
-        }
-        let col = first.col;
-        let t = range.clone().filter(|&t| tokens[t].dash && tokens[t].col == col).nth(index)?;
-        let end = (t + 1..range.end).find(|&u| tokens[u].col <= col).unwrap_or(range.end);
-        Some((t, t + 1..end))
-    }
-
-    pub(super) fn line_of(source: &str, path: &[Seg]) -> usize {
-        let tokens = tokenize(source);
-        let mut range = 0..tokens.len();
-        let mut line = 1;
-        for seg in path {
-            let found = match seg {
-                Seg::Key(k) => find_key(&tokens, range.clone(), k),
-                Seg::Index(i) => find_item(&tokens, range.clone(), *i),
-            };
-            match found {
-                Some((t, inner)) => {
-                    line = tokens[t].line;
-                    range = inner;
-                }
-                None => break,
-            }
-        }
-        line
-    }
 }
 
 #[cfg(test)]

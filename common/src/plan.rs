@@ -157,7 +157,7 @@ const CHECK_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// One step of a field path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Index(usize),
 }
@@ -2290,7 +2290,7 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
 /// not disturb this. When a segment cannot be found (flow style, a missing
 /// key) the deepest line found so far is the answer, and line 1 when nothing
 /// matched (a missing top-level key).
-mod locate {
+pub(crate) mod locate {
     use std::ops::Range;
 
     use super::Seg;
@@ -2376,7 +2376,7 @@ mod locate {
     }
 
     /// The 1-based line of `path` in `source` (see the module docs).
-    pub(super) fn line_of(source: &str, path: &[Seg]) -> usize {
+    pub(crate) fn line_of(source: &str, path: &[Seg]) -> usize {
         let tokens = tokenize(source);
         let mut range = 0..tokens.len();
         let mut line = 1;
