@@ -72,23 +72,28 @@ pub fn extract(capture: &CaptureSpec, stdout: &str) -> Result<String, String> {
         CaptureFrom::Json(path) => {
             let value: serde_json::Value = serde_json::from_str(stdout.trim())
                 .map_err(|e| format!("capture '{name}': the output is not JSON ({e}){}", shown(stdout)))?;
-            let mut at = &value;
-            for seg in path.split('.') {
-                let next = match at {
-                    serde_json::Value::Object(m) => m.get(seg),
-                    serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-                    _ => None,
-                };
-                at = next.ok_or_else(|| {
-                    format!("capture '{name}': JSON path '{path}' not found at '{seg}'{}", shown(stdout))
-                })?;
-            }
+            let at = json_lookup(&value, path).map_err(|e| format!("capture '{name}': {e}{}", shown(stdout)))?;
             Ok(match at {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             })
         }
     }
+}
+
+/// The value at a dot path (`spec.replicas`, `items.0.name`) in a JSON
+/// document; shared by captures, HTTP JSON checks and metric checks.
+pub fn json_lookup<'v>(value: &'v serde_json::Value, path: &str) -> Result<&'v serde_json::Value, String> {
+    let mut at = value;
+    for seg in path.split('.') {
+        let next = match at {
+            serde_json::Value::Object(m) => m.get(seg),
+            serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        at = next.ok_or_else(|| format!("JSON path '{path}' not found at '{seg}'"))?;
+    }
+    Ok(at)
 }
 
 /// "; stdout ends with: ..." (the last few hundred characters), or "; stdout is empty".

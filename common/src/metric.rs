@@ -37,15 +37,7 @@ pub fn read_value(format: &MetricFormat, text: &str) -> Result<f64, String> {
         MetricFormat::Json { path } => {
             let value: serde_json::Value =
                 serde_json::from_str(text.trim()).map_err(|e| format!("the output is not JSON ({e})"))?;
-            let mut at = &value;
-            for seg in path.split('.') {
-                let next = match at {
-                    serde_json::Value::Object(m) => m.get(seg),
-                    serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-                    _ => None,
-                };
-                at = next.ok_or_else(|| format!("JSON path '{path}' not found at '{seg}'"))?;
-            }
+            let at = crate::capture::json_lookup(&value, path)?;
             match at {
                 serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| format!("'{path}' is not a finite number")),
                 serde_json::Value::String(s) => {
