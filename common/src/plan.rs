@@ -127,6 +127,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::catalog::{Catalog, CatalogStep, HostContext, path_for_host};
+use crate::version::Version;
 use crate::{capture, dag};
 
 use crate::metric::MetricFormat;
@@ -282,6 +284,14 @@ struct RawGroup {
     steps: Option<Vec<RawStep>>,
     checks: Option<Vec<RawCheck>>,
     rollback_steps: Option<Vec<RawStep>>,
+    release: Option<RawGroupRelease>,
+}
+
+/// `release: { catalog: NAME }` on a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupRelease {
+    catalog: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -557,6 +567,26 @@ struct PlanGroup {
     rollback_steps: Vec<StepTemplate>,
     /// A synthetic group running a hook (see "Hooks" in the module docs).
     hook: bool,
+    /// The name of the release catalog whose path each host runs before
+    /// `steps` (a key of [`Plan::catalogs`]).
+    release: Option<String>,
+}
+
+/// A catalog a plan uses, with every step parsed once as a plan step/check.
+#[derive(Debug, Clone, PartialEq)]
+struct PlanCatalog {
+    catalog: Catalog,
+    /// The plan's `version` as a release of the catalog.
+    target: Version,
+    /// Parsed steps by their field in the catalog ([`CatalogStep::field`]),
+    /// named with [`CatalogStep::name`] (qualified per hop at expansion).
+    steps: HashMap<String, StepTemplate>,
+}
+
+impl PlanCatalog {
+    fn src(&self) -> Src<'_> {
+        Src { file: &self.catalog.file, source: &self.catalog.source }
+    }
 }
 
 /// A parsed, statically valid plan (not yet matched against hosts).
@@ -580,6 +610,8 @@ pub struct Plan {
     groups: Vec<PlanGroup>,
     /// Declaration indices in the topological order used for the rollout.
     order: Vec<usize>,
+    /// Release catalogs used by groups (`release: { catalog: NAME }`), by name.
+    catalogs: BTreeMap<String, PlanCatalog>,
 }
 
 impl Plan {
@@ -607,7 +639,21 @@ impl Plan {
 /// groups, unknown `after:` groups, cycles, bad percentages and durations).
 /// Returns the first error found.
 pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
+    parse_plan_with_catalogs(file, source, &BTreeMap::new())
+}
+
+/// [`parse_plan`] for a plan whose groups may use release catalogs
+/// (`release: { catalog: NAME }`, NAME a key of `catalogs`). Every step of
+/// a catalog the plan uses is parsed here as a plan step or check (errors
+/// name the catalog's file and the step's line), and the plan's `version`
+/// must be a release of it.
+pub fn parse_plan_with_catalogs(
+    file: &str,
+    source: &str,
+    catalogs: &BTreeMap<String, Catalog>,
+) -> Result<Plan, PlanError> {
     let src = Src { file, source };
+    let mut used_catalogs: BTreeMap<String, PlanCatalog> = BTreeMap::new();
     let raw: RawPlan = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
     let root = FieldPath::default();
 
@@ -681,7 +727,24 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         let steps = own_steps.or_else(|| default_steps.clone()).unwrap_or_default();
         let checks = own_checks.or_else(|| default_checks.clone()).unwrap_or_default();
         let steps = name_steps(src, steps.into_iter().chain(checks).collect())?;
-        if steps.is_empty() {
+        let release = match &g.release {
+            Some(r) => {
+                let rp = p.key("release").key("catalog");
+                let cname = required(src, r.catalog.clone(), &rp)?;
+                if !used_catalogs.contains_key(&cname) {
+                    let Some(catalog) = catalogs.get(&cname) else {
+                        let known: Vec<&str> = catalogs.keys().map(String::as_str).collect();
+                        let known = if known.is_empty() { "none given".to_string() } else { known.join(", ") };
+                        return Err(src.err(&rp, format!("unknown catalog '{cname}' (catalogs given: {known})")));
+                    };
+                    let parsed = plan_catalog(src, catalog, &version, &rp, &cname)?;
+                    used_catalogs.insert(cname.clone(), parsed);
+                }
+                Some(cname)
+            }
+            None => None,
+        };
+        if steps.is_empty() && release.is_none() {
             return Err(
                 src.err(&p.key("name"), format!("group '{name}' has no steps or checks (nor defaults to inherit)"))
             );
@@ -705,6 +768,7 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
             steps,
             rollback_steps,
             hook: false,
+            release,
         });
     }
 
@@ -735,7 +799,88 @@ pub fn parse_plan(file: &str, source: &str) -> Result<Plan, PlanError> {
         on_failure,
         groups,
         order,
+        catalogs: used_catalogs,
     })
+}
+
+/// Parse every step of `catalog` as a plan step or check, and check that
+/// the plan's `version` is one of its releases (`at`: the group's
+/// `release.catalog` field, for that error).
+fn plan_catalog(
+    src: Src<'_>,
+    catalog: &Catalog,
+    version: &str,
+    at: &FieldPath,
+    name: &str,
+) -> Result<PlanCatalog, PlanError> {
+    let target: Version = version.parse().map_err(|e: crate::version::VersionError| {
+        src.err(at, format!("the plan's version '{version}' is not a version catalog '{name}' understands: {e}"))
+    })?;
+    if catalog.release(&target).is_none() {
+        let known: Vec<String> = catalog.releases.iter().map(|r| r.version.to_string()).collect();
+        return Err(src.err(
+            at,
+            format!(
+                "the plan's version {version} is not a release of catalog '{name}' ({}; releases: {})",
+                catalog.file,
+                known.join(", ")
+            ),
+        ));
+    }
+    let csrc = Src { file: &catalog.file, source: &catalog.source };
+    let mut steps = HashMap::new();
+    let all = catalog.releases.iter().flat_map(|r| &r.steps).chain(catalog.downgrades.iter().flat_map(|d| &d.steps));
+    for cs in all {
+        let t = catalog_step(csrc, cs)?;
+        steps.insert(cs.field.clone(), t);
+    }
+    Ok(PlanCatalog { catalog: catalog.clone(), target, steps })
+}
+
+/// One catalog step through the plan's step (or check) grammar.
+fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanError> {
+    let p = field_path_of(&cs.field);
+    let bad = |e: serde_norway::Error| csrc.err(&p, plain_type_names(&strip_marks(&e.to_string())));
+    let mut t = if cs.phase.is_check() {
+        let raw: RawCheck = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
+        check(csrc, &raw, &p)?
+    } else {
+        let raw: RawStep = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
+        step(csrc, &raw, &p)?
+    };
+    if t.capture.is_some() {
+        return Err(csrc.err(&p.key("capture"), "catalog steps cannot capture values (not supported yet)"));
+    }
+    let mut spec = t.spec.clone();
+    let mut undo = t.undo.clone();
+    let strings = strings_mut(&mut spec)
+        .into_iter()
+        .map(|(rel, s)| (p.join(&rel), s))
+        .chain(undo.iter_mut().flat_map(|u| exec_strings_mut(p.key("rollback"), u)));
+    for (path, text) in strings {
+        if !capture::references(text).is_empty() {
+            return Err(csrc.err(&path, "catalog steps cannot use captured values (not supported yet)"));
+        }
+    }
+    t.spec.name = cs.name.clone();
+    Ok(t)
+}
+
+/// A catalog field path (`releases[1].steps.migrate[0]`) as a [`FieldPath`].
+fn field_path_of(text: &str) -> FieldPath {
+    let mut path = FieldPath::default();
+    for part in text.split('.') {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            path = path.key(key);
+        }
+        for idx in pieces {
+            if let Ok(n) = idx.trim_end_matches(']').parse() {
+                path = path.idx(n);
+            }
+        }
+    }
+    path
 }
 
 /// Add the hook groups to `groups` (user groups, `after` as declaration
@@ -883,6 +1028,7 @@ fn hook_group(
         steps,
         rollback_steps: Vec::new(),
         hook: true,
+        release: None,
     })
 }
 
@@ -1948,11 +2094,28 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
         let (members, canary) = pick_canaries(src, g, &members[decl])?;
         let mut indices = Vec::with_capacity(members.len());
         for h in members {
-            let mut steps = Vec::with_capacity(g.steps.len());
-            let mut undo = Vec::with_capacity(g.steps.len());
+            // The host's release path (catalog steps, each from its own file) first.
+            let mut items: Vec<(Src<'_>, StepTemplate)> = match &g.release {
+                Some(name) => catalog_steps(src, plan, g, name, h)?,
+                None => Vec::new(),
+            };
             for t in &g.steps {
-                let step = render_step(src, t, h, &plan.version, &g.name)?;
-                undo.push(undo_step(src, t, &step, h, &plan.version, &g.name)?);
+                if let Some((_, c)) = items.iter().find(|(_, c)| c.spec.name == t.spec.name) {
+                    return Err(src.err(
+                        &t.path.key("name"),
+                        format!(
+                            "step name '{}' is also a step of the release path of host {} ({})",
+                            t.spec.name, h.id, c.path
+                        ),
+                    ));
+                }
+            }
+            items.extend(g.steps.iter().map(|t| (src, t.clone())));
+            let mut steps = Vec::with_capacity(items.len());
+            let mut undo = Vec::with_capacity(items.len());
+            for (tsrc, t) in &items {
+                let step = render_step(*tsrc, t, h, &plan.version, &g.name)?;
+                undo.push(undo_step(*tsrc, t, &step, h, &plan.version, &g.name)?);
                 steps.push(step);
             }
             if undo.iter().all(Option::is_none) {
@@ -1964,7 +2127,7 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
                 .map(|t| render_step(src, t, h, &plan.version, &g.name))
                 .collect::<Result<Vec<_>, _>>()?;
             indices.push(hosts.len());
-            let mut captures: Vec<Option<CaptureSpec>> = g.steps.iter().map(|t| t.capture.clone()).collect();
+            let mut captures: Vec<Option<CaptureSpec>> = items.iter().map(|(_, t)| t.capture.clone()).collect();
             if captures.iter().all(Option::is_none) {
                 captures.clear();
             }
@@ -2008,6 +2171,37 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
         }),
         on_failure: plan.on_failure,
     })
+}
+
+/// The steps of `host`'s path through the catalog `name` to the plan's
+/// version: per hop, the applicable steps in phase order, named
+/// `<hop>/<step>` ([`crate::catalog::Hop::qualified_name`]), each with the
+/// catalog's file to report errors in.
+fn catalog_steps<'p>(
+    src: Src<'_>,
+    plan: &'p Plan,
+    g: &PlanGroup,
+    name: &str,
+    host: &InventoryHost,
+) -> Result<Vec<(Src<'p>, StepTemplate)>, PlanError> {
+    let rp = g.path.key("release");
+    let pc = plan
+        .catalogs
+        .get(name)
+        .ok_or_else(|| src.err(&rp.key("catalog"), format!("unknown catalog '{name}'")))?;
+    let hops = path_for_host(&pc.catalog, &HostContext::from_inventory(host), &pc.target)
+        .map_err(|e| src.err(&rp, format!("{e} (catalog '{name}', group '{}')", g.name)))?;
+    let mut out = Vec::new();
+    for hop in &hops {
+        for cs in hop.steps() {
+            let mut t = pc.steps.get(&cs.field).cloned().ok_or_else(|| {
+                pc.src().err(&field_path_of(&cs.field), "internal error: catalog step not parsed with the plan")
+            })?;
+            t.spec.name = hop.qualified_name(cs);
+            out.push((pc.src(), t));
+        }
+    }
+    Ok(out)
 }
 
 /// The group's hosts with its canaries first, and its canary phase. A count
@@ -2257,6 +2451,14 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                         Promote::After(d) => format!("after {}", format_duration(d)),
                     },
                 })),
+                "host_steps": g
+                    .hosts
+                    .iter()
+                    .map(|&h| {
+                        let names: Vec<&str> = spec.hosts[h].steps.iter().map(|s| s.name.as_str()).collect();
+                        (spec.hosts[h].host.clone(), serde_json::json!(names))
+                    })
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
                 "rollback_steps": g
                     .hosts
                     .first()
