@@ -105,7 +105,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
 async fn rollout(client: &mut crate::client::Client, version: &str) -> Result<f64, CliError> {
     let t = Instant::now();
     let r = client
-        .submit_plan(pb::SubmitPlanRequest { file_name: "bench.yaml".into(), plan_yaml: plan(version), dry_run: false })
+        .submit_plan(pb::SubmitPlanRequest {
+            catalogs: Default::default(),
+            file_name: "bench.yaml".into(),
+            plan_yaml: plan(version),
+            dry_run: false,
+        })
         .await?
         .into_inner();
     let mut stream =

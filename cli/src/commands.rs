@@ -1,9 +1,11 @@
 //! The operator commands: plan, apply, status, agents, pause/resume/abort/approve.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use convoy_common::catalog::{Catalog, parse_catalog};
 use convoy_common::model::InventoryHost;
 use convoy_common::plan;
 use convoy_proto::v1 as pb;
@@ -14,6 +16,28 @@ use crate::render;
 
 fn read_plan(file: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(file).map_err(|source| CliError::Io { path: file.to_path_buf(), source })
+}
+
+/// The `--catalog NAME=PATH` flags: each catalog's source (sent to the
+/// coordinator) and the parsed catalogs (for local validation).
+type Catalogs = (HashMap<String, String>, BTreeMap<String, Catalog>);
+
+fn read_catalogs(flags: &[String]) -> Result<Catalogs, CliError> {
+    let mut sources = HashMap::new();
+    let mut parsed = BTreeMap::new();
+    for flag in flags {
+        let Some((name, path)) = flag.split_once('=').filter(|(n, p)| !n.is_empty() && !p.is_empty()) else {
+            return Err(CliError::Invalid(format!("--catalog {flag}: expected NAME=PATH")));
+        };
+        if sources.contains_key(name) {
+            return Err(CliError::Invalid(format!("--catalog {name} is given twice")));
+        }
+        let source = read_plan(Path::new(path))?;
+        let catalog = parse_catalog(path, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
+        parsed.insert(name.to_string(), catalog);
+        sources.insert(name.to_string(), source);
+    }
+    Ok((sources, parsed))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +58,7 @@ pub enum Format {
 /// the coordinator's live inventory.
 pub async fn plan_cmd(
     file: &Path,
+    catalogs: &[String],
     inventory: Option<&Path>,
     target: impl FnOnce() -> Result<Target, CliError>,
     output: Output,
@@ -41,7 +66,9 @@ pub async fn plan_cmd(
 ) -> Result<(), CliError> {
     let name = file.display().to_string();
     let source = read_plan(file)?;
-    let parsed = plan::parse_plan(&name, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let (sources, catalogs) = read_catalogs(catalogs)?;
+    let parsed =
+        plan::parse_plan_with_catalogs(&name, &source, &catalogs).map_err(|e| CliError::Invalid(e.to_string()))?;
     let spec = match inventory {
         Some(inv) => {
             let hosts = load_inventory(inv)?;
@@ -50,7 +77,12 @@ pub async fn plan_cmd(
         None => {
             let mut c = connect(&target()?).await?;
             let r = c
-                .submit_plan(pb::SubmitPlanRequest { file_name: name.clone(), plan_yaml: source, dry_run: true })
+                .submit_plan(pb::SubmitPlanRequest {
+                    file_name: name.clone(),
+                    plan_yaml: source,
+                    dry_run: true,
+                    catalogs: sources,
+                })
                 .await?
                 .into_inner();
             if format == Format::Dot {
@@ -130,13 +162,22 @@ fn load_inventory(path: &Path) -> Result<Vec<InventoryHost>, CliError> {
 
 /// `convoy apply`: validate locally (clear errors without a round trip), submit,
 /// then follow the rollout until it ends.
-pub async fn apply_cmd(file: &Path, target: &Target, detach: bool, output: Output) -> Result<(), CliError> {
+pub async fn apply_cmd(
+    file: &Path,
+    catalogs: &[String],
+    target: &Target,
+    detach: bool,
+    output: Output,
+) -> Result<(), CliError> {
     let name = file.display().to_string();
     let source = read_plan(file)?;
-    plan::parse_plan(&name, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let (sources, catalogs) = read_catalogs(catalogs)?;
+    plan::parse_plan_with_catalogs(&name, &source, &catalogs).map_err(|e| CliError::Invalid(e.to_string()))?;
     let mut c = connect(target).await?;
-    let r =
-        c.submit_plan(pb::SubmitPlanRequest { file_name: name, plan_yaml: source, dry_run: false }).await?.into_inner();
+    let r = c
+        .submit_plan(pb::SubmitPlanRequest { file_name: name, plan_yaml: source, dry_run: false, catalogs: sources })
+        .await?
+        .into_inner();
     eprintln!("rollout {} created", r.rollout_id);
     if detach {
         println!("{}", r.rollout_id);

@@ -157,6 +157,7 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
     println!("\n== the upgrade plan (examples/demo/telemetry-upgrade.yaml), as `convoy plan` shows it");
     let dry = client
         .submit_plan(pb::SubmitPlanRequest {
+            catalogs: Default::default(),
             file_name: "telemetry-upgrade.yaml".into(),
             plan_yaml: upgrade.clone(),
             dry_run: true,
@@ -206,6 +207,7 @@ async fn bad_release_step(
     println!("\n== a bad release: 3.0.0 answers /health with 503 (examples/demo/bad-release.yaml)");
     let r = client
         .submit_plan(pb::SubmitPlanRequest {
+            catalogs: Default::default(),
             file_name: "bad-release.yaml".into(),
             plan_yaml: plan.into(),
             dry_run: false,
@@ -250,7 +252,12 @@ async fn bad_release_step(
 
 async fn submit_and_follow(client: &mut crate::client::Client, name: &str, plan: &str) -> Result<(), CliError> {
     let r = client
-        .submit_plan(pb::SubmitPlanRequest { file_name: name.into(), plan_yaml: plan.into(), dry_run: false })
+        .submit_plan(pb::SubmitPlanRequest {
+            catalogs: Default::default(),
+            file_name: name.into(),
+            plan_yaml: plan.into(),
+            dry_run: false,
+        })
         .await?
         .into_inner();
     follow(client, &r.rollout_id, Output::Text).await

@@ -41,6 +41,9 @@ enum Cmd {
     /// Validate a plan and show its expansion (groups, hosts, batches, DAG).
     Plan {
         file: PathBuf,
+        /// A release catalog the plan may name: NAME=PATH (repeatable).
+        #[arg(long = "catalog", value_name = "NAME=PATH")]
+        catalogs: Vec<String>,
         /// Expand against this inventory file (YAML list of {id, labels,
         /// installed}) instead of the coordinator's live agents.
         #[arg(long)]
@@ -53,6 +56,9 @@ enum Cmd {
     /// Start a rollout and follow it until it ends (non-zero exit on failure).
     Apply {
         file: PathBuf,
+        /// A release catalog the plan may name: NAME=PATH (repeatable).
+        #[arg(long = "catalog", value_name = "NAME=PATH")]
+        catalogs: Vec<String>,
         /// Print the rollout id and return at once.
         #[arg(long)]
         detach: bool,
@@ -138,10 +144,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         let target = || cli.connect.resolve();
         match cli.command {
-            Cmd::Plan { file, inventory, output, format } => {
-                commands::plan_cmd(&file, inventory.as_deref(), target, output, format).await?
+            Cmd::Plan { file, catalogs, inventory, output, format } => {
+                commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, output, format).await?
             }
-            Cmd::Apply { file, detach, output } => commands::apply_cmd(&file, &target()?, detach, output).await?,
+            Cmd::Apply { file, catalogs, detach, output } => {
+                commands::apply_cmd(&file, &catalogs, &target()?, detach, output).await?
+            }
             Cmd::Status { rollout, output } => commands::status_cmd(&target()?, rollout, output).await?,
             Cmd::Watch { rollout } => {
                 let mut c = client::connect(&target()?).await?;

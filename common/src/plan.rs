@@ -2185,10 +2185,7 @@ fn catalog_steps<'p>(
     host: &InventoryHost,
 ) -> Result<Vec<(Src<'p>, StepTemplate)>, PlanError> {
     let rp = g.path.key("release");
-    let pc = plan
-        .catalogs
-        .get(name)
-        .ok_or_else(|| src.err(&rp.key("catalog"), format!("unknown catalog '{name}'")))?;
+    let pc = plan.catalogs.get(name).ok_or_else(|| src.err(&rp.key("catalog"), format!("unknown catalog '{name}'")))?;
     let hops = path_for_host(&pc.catalog, &HostContext::from_inventory(host), &pc.target)
         .map_err(|e| src.err(&rp, format!("{e} (catalog '{name}', group '{}')", g.name)))?;
     let mut out = Vec::new();

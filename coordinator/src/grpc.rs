@@ -214,7 +214,11 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         let by = caller(&req);
         let r = req.into_inner();
         let file = if r.file_name.is_empty() { "plan.yaml".to_string() } else { r.file_name };
-        let s = self.runtime.submit(&file, &r.plan_yaml, r.dry_run, &by).await.map_err(to_status)?;
+        let s = self
+            .runtime
+            .submit(&file, &r.plan_yaml, r.catalogs.into_iter().collect(), r.dry_run, &by)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::SubmitPlanResponse {
             rollout_id: s.rollout_id,
             expansion_json: s.summary.to_string(),

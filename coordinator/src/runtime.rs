@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_common::catalog::parse_catalog;
 use convoy_common::engine::{Action, Engine, Event, ExecutionId, OperatorCommand, RolloutView, Timer};
 use convoy_common::model::{HostId, InventoryHost, StepOutcome, StepSpec, UnixMillis};
 use convoy_common::plan;
@@ -127,16 +128,53 @@ pub struct Submitted {
 type Reply<T> = oneshot::Sender<Result<T, CoordinatorError>>;
 
 enum Command {
-    Connect { hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent> },
-    Heartbeat { host: HostId, session: u64 },
-    Result { host: HostId, session: u64, execution_id: ExecutionId, outcome: StepOutcome },
-    Disconnect { host: HostId, session: u64 },
-    Submit { file: String, source: String, dry_run: bool, by: String, reply: Reply<Submitted> },
-    Control { rollout_id: Option<String>, command: OperatorCommand, by: String, reply: Reply<RolloutSnapshot> },
-    Get { rollout_id: Option<String>, reply: Reply<RolloutSnapshot> },
-    Watch { rollout_id: Option<String>, reply: Reply<watch::Receiver<Arc<RolloutSnapshot>>> },
-    ListRollouts { reply: Reply<Vec<RolloutSnapshot>> },
-    ListAgents { reply: Reply<Vec<AgentSnapshot>> },
+    Connect {
+        hello: AgentHello,
+        session: u64,
+        tx: mpsc::UnboundedSender<ToAgent>,
+    },
+    Heartbeat {
+        host: HostId,
+        session: u64,
+    },
+    Result {
+        host: HostId,
+        session: u64,
+        execution_id: ExecutionId,
+        outcome: StepOutcome,
+    },
+    Disconnect {
+        host: HostId,
+        session: u64,
+    },
+    Submit {
+        file: String,
+        source: String,
+        catalogs: BTreeMap<String, String>,
+        dry_run: bool,
+        by: String,
+        reply: Reply<Submitted>,
+    },
+    Control {
+        rollout_id: Option<String>,
+        command: OperatorCommand,
+        by: String,
+        reply: Reply<RolloutSnapshot>,
+    },
+    Get {
+        rollout_id: Option<String>,
+        reply: Reply<RolloutSnapshot>,
+    },
+    Watch {
+        rollout_id: Option<String>,
+        reply: Reply<watch::Receiver<Arc<RolloutSnapshot>>>,
+    },
+    ListRollouts {
+        reply: Reply<Vec<RolloutSnapshot>>,
+    },
+    ListAgents {
+        reply: Reply<Vec<AgentSnapshot>>,
+    },
 }
 
 /// A cheap, cloneable handle to the runtime task.
@@ -184,11 +222,12 @@ impl RuntimeHandle {
         &self,
         file: &str,
         source: &str,
+        catalogs: BTreeMap<String, String>,
         dry_run: bool,
         by: &str,
     ) -> Result<Submitted, CoordinatorError> {
         let (file, source, by) = (file.to_string(), source.to_string(), by.to_string());
-        self.ask(|reply| Command::Submit { file, source, dry_run, by, reply }).await
+        self.ask(|reply| Command::Submit { file, source, catalogs, dry_run, by, reply }).await
     }
     pub async fn control(
         &self,
@@ -542,8 +581,8 @@ impl Actor {
                     self.lose(&host);
                 }
             }
-            Command::Submit { file, source, dry_run, by, reply } => {
-                let r = self.submit(&file, &source, dry_run, &by);
+            Command::Submit { file, source, catalogs, dry_run, by, reply } => {
+                let r = self.submit(&file, &source, &catalogs, dry_run, &by);
                 match r {
                     Ok(s) if !dry_run => self.after_commit.push(Box::new(move |_| {
                         let _ = reply.send(Ok(s));
@@ -672,8 +711,20 @@ impl Actor {
         }
     }
 
-    fn submit(&mut self, file: &str, source: &str, dry_run: bool, by: &str) -> Result<Submitted, CoordinatorError> {
-        let parsed = plan::parse_plan(file, source)?;
+    fn submit(
+        &mut self,
+        file: &str,
+        source: &str,
+        catalogs: &BTreeMap<String, String>,
+        dry_run: bool,
+        by: &str,
+    ) -> Result<Submitted, CoordinatorError> {
+        // Catalogs are named `catalog:NAME` in errors unless the CLI sent a file name.
+        let catalogs = catalogs
+            .iter()
+            .map(|(name, text)| Ok((name.clone(), parse_catalog(&format!("catalog:{name}"), text)?)))
+            .collect::<Result<BTreeMap<_, _>, plan::PlanError>>()?;
+        let parsed = plan::parse_plan_with_catalogs(file, source, &catalogs)?;
         let inventory: Vec<InventoryHost> = {
             let mut v: Vec<InventoryHost> = self
                 .agents

@@ -509,7 +509,12 @@ impl Fleet {
         let r = self
             .operator()
             .await?
-            .submit_plan(pb::SubmitPlanRequest { file_name: file_name.into(), plan_yaml: yaml.into(), dry_run: false })
+            .submit_plan(pb::SubmitPlanRequest {
+                catalogs: Default::default(),
+                file_name: file_name.into(),
+                plan_yaml: yaml.into(),
+                dry_run: false,
+            })
             .await
             .map_err(|s| anyhow::anyhow!("submit {file_name}: {}", s.message()))?
             .into_inner();

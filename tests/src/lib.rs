@@ -274,6 +274,7 @@ impl Cluster {
         let mut op = self.operator().await?;
         let r = op
             .submit_plan(pb::SubmitPlanRequest {
+                catalogs: Default::default(),
                 file_name: "test.yaml".into(),
                 plan_yaml: yaml.into(),
                 dry_run: false,

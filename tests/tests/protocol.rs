@@ -121,6 +121,7 @@ async fn misbehaving_peers_get_statuses_and_the_coordinator_keeps_serving() -> a
     // A plan that does not validate is refused with the file and line, and creates nothing.
     let err = op
         .submit_plan(pb::SubmitPlanRequest {
+ catalogs: Default::default(),
             file_name: "bad.yaml".into(),
             plan_yaml: "name: x\nversion: \"1\"\ngroups:\n  - name: a\n    select: { role: nothing }\n    steps:\n      - exec: { command: \"true\" }\n".into(),
             dry_run: false,
