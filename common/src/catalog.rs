@@ -119,8 +119,10 @@ use std::fmt;
 use serde::Deserialize;
 use serde_norway::Value;
 
+// Field paths, sources, their errors and line numbers work exactly as in plans.
 use crate::model::InventoryHost;
 use crate::plan::PlanError;
+use crate::plan::{FieldPath, Src, locate};
 use crate::version::Version;
 
 // ---------------------------------------------------------------------------
@@ -560,58 +562,9 @@ impl RawPhases {
     }
 }
 
-// Field paths and their line numbers work exactly as in plans.
-use crate::plan::Seg;
-use crate::plan::locate;
-
-#[derive(Debug, Clone, Default)]
-struct FieldPath(Vec<Seg>);
-
-impl FieldPath {
-    fn key(&self, k: &str) -> FieldPath {
-        let mut s = self.0.clone();
-        s.push(Seg::Key(k.to_string()));
-        FieldPath(s)
-    }
-
-    fn idx(&self, i: usize) -> FieldPath {
-        let mut s = self.0.clone();
-        s.push(Seg::Index(i));
-        FieldPath(s)
-    }
-}
-
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Key(k) if i == 0 => f.write_str(k)?,
-                Seg::Key(k) => write!(f, ".{k}")?,
-                Seg::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Src<'a> {
-    file: &'a str,
-    source: &'a str,
-}
-
 impl Src<'_> {
     fn line(&self, path: &FieldPath) -> usize {
         locate::line_of(self.source, &path.0)
-    }
-
-    fn err(&self, path: &FieldPath, message: impl Into<String>) -> PlanError {
-        PlanError {
-            file: self.file.to_string(),
-            line: Some(self.line(path)),
-            field: path.to_string(),
-            message: message.into(),
-        }
     }
 
     fn required(&self, value: Option<String>, path: &FieldPath) -> Result<String, PlanError> {

@@ -166,16 +166,16 @@ pub(crate) enum Seg {
 
 /// Where a value sits in the document, e.g. `groups[1].checks[0].http.url`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct FieldPath(Vec<Seg>);
+pub(crate) struct FieldPath(pub(crate) Vec<Seg>);
 
 impl FieldPath {
-    fn key(&self, key: &str) -> FieldPath {
+    pub(crate) fn key(&self, key: &str) -> FieldPath {
         let mut segs = self.0.clone();
         segs.push(Seg::Key(key.to_string()));
         FieldPath(segs)
     }
 
-    fn idx(&self, index: usize) -> FieldPath {
+    pub(crate) fn idx(&self, index: usize) -> FieldPath {
         let mut segs = self.0.clone();
         segs.push(Seg::Index(index));
         FieldPath(segs)
@@ -201,13 +201,13 @@ impl fmt::Display for FieldPath {
 
 /// The file being read, to turn a field path and a message into a [`PlanError`].
 #[derive(Clone, Copy)]
-struct Src<'a> {
-    file: &'a str,
-    source: &'a str,
+pub(crate) struct Src<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) source: &'a str,
 }
 
 impl Src<'_> {
-    fn err(&self, path: &FieldPath, message: impl Into<String>) -> PlanError {
+    pub(crate) fn err(&self, path: &FieldPath, message: impl Into<String>) -> PlanError {
         PlanError {
             file: self.file.to_string(),
             line: Some(locate::line_of(self.source, &path.0)),
