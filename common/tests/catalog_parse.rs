@@ -1,5 +1,7 @@
 //! Catalog errors name the file, the line and the field, like plan errors.
 
+mod support;
+
 use convoy_common::catalog::{Phase, parse_catalog};
 use convoy_common::plan::PlanError;
 
@@ -14,12 +16,7 @@ fn err(src: &str) -> PlanError {
 
 #[track_caller]
 fn check(e: &PlanError, line: usize, field: &str, message: &str) {
-    let shown = e.to_string();
-    assert_eq!(e.file, FILE, "{shown}");
-    assert_eq!(e.line, Some(line), "{shown}");
-    assert_eq!(e.field, field, "{shown}");
-    assert!(e.message.contains(message), "{shown:?} should contain {message:?}");
-    assert!(shown.starts_with(&format!("{FILE}:{line}: {field}: ")), "{shown}");
+    support::check_error(e, FILE, line, field, message);
 }
 
 const HEAD: &str = "\

@@ -1,6 +1,8 @@
 //! Every class of plan error names the file, the line and the field. Each test
 //! checks the exact line, the field path and the key part of the message.
 
+mod support;
+
 use convoy_common::model::InventoryHost;
 use convoy_common::plan::{PlanError, expand, parse_plan};
 
@@ -23,12 +25,7 @@ fn expand_err(src: &str) -> PlanError {
 
 #[track_caller]
 fn check(e: &PlanError, line: usize, field: &str, message: &str) {
-    let shown = e.to_string();
-    assert_eq!(e.file, FILE, "{shown}");
-    assert_eq!(e.line, Some(line), "{shown}");
-    assert_eq!(e.field, field, "{shown}");
-    assert!(e.message.contains(message), "{shown:?} should contain {message:?}");
-    assert!(shown.starts_with(&format!("{FILE}:{line}: {field}: ")), "{shown}");
+    support::check_error(e, FILE, line, field, message);
 }
 
 fn host(id: &str, labels: &[(&str, &str)]) -> InventoryHost {

@@ -1,0 +1,15 @@
+//! Helpers shared by the plan and catalog error tests.
+
+use convoy_common::plan::PlanError;
+
+/// `e` names `file`, `line` and `field`, its message contains `message`, and
+/// it prints as `file:line: field: ...`.
+#[track_caller]
+pub fn check_error(e: &PlanError, file: &str, line: usize, field: &str, message: &str) {
+    let shown = e.to_string();
+    assert_eq!(e.file, file, "{shown}");
+    assert_eq!(e.line, Some(line), "{shown}");
+    assert_eq!(e.field, field, "{shown}");
+    assert!(e.message.contains(message), "{shown:?} should contain {message:?}");
+    assert!(shown.starts_with(&format!("{file}:{line}: {field}: ")), "{shown}");
+}
