@@ -1,16 +1,11 @@
 //! Domain <-> wire conversions, at the transport edge only.
 
 use convoy_common::engine::HostState;
-use convoy_common::model::{StepOutcome, StepSpec};
+use convoy_common::model::StepOutcome;
 use convoy_proto::v1 as pb;
 
 use crate::error::CoordinatorError;
 use crate::runtime::{AgentSnapshot, RolloutSnapshot};
-
-/// A domain step as the agent receives it.
-pub fn step_to_wire(step: &StepSpec) -> pb::StepSpec {
-    convoy_wire::step_to_proto(step)
-}
 
 /// An agent's result as a domain outcome; refuses results without an id or status.
 pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), CoordinatorError> {

@@ -162,7 +162,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                                 execution_id,
                                 rollout_id,
                                 step_name: step.name.clone(),
-                                step: Some(convert::step_to_wire(&step)),
+                                step: Some(convoy_wire::step_to_proto(&step)),
                             })),
                         };
                         if out_tx.send(Ok(m)).await.is_err() { break; }
