@@ -40,6 +40,13 @@ pub struct AgentArgs {
     #[arg(long = "label", env = "CONVOY_LABELS", value_name = "KEY=VALUE", value_delimiter = ',')]
     pub labels: Vec<String>,
 
+    /// A fact reported to the coordinator besides the hostname, OS and
+    /// architecture (e.g. edition=pro), key=value; repeatable (the
+    /// environment variable takes a comma-separated list). Catalog
+    /// conditions and `{{fact.KEY}}` templates read facts.
+    #[arg(long = "fact", env = "CONVOY_FACTS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub facts: Vec<String>,
+
     /// Where the agent keeps its certificate and execution records.
     #[arg(long, env = "CONVOY_STATE_DIR", value_name = "DIR", default_value = "/var/lib/convoy-agent")]
     pub state_dir: PathBuf,
@@ -68,6 +75,13 @@ impl AgentArgs {
             })?,
         };
         let labels = parse_labels(&self.labels)?;
+        // Facts follow the label rules (the same key=value shape and characters).
+        let facts = parse_labels(&self.facts).map_err(|e| match e {
+            AgentError::InvalidLabel { label, reason } => {
+                AgentError::InvalidConfig { field: "fact", message: format!("{label:?}: {reason}") }
+            }
+            other => other,
+        })?;
         let mut config = AgentConfig::new(self.coordinator, self.ca_file, host_id, self.state_dir);
         if let Some(root) = self.install_root {
             config.install_root = root;
@@ -75,6 +89,7 @@ impl AgentArgs {
         config.server_name = self.server_name;
         config.join_token = self.join_token.filter(|t| !t.is_empty());
         config.labels = labels;
+        config.facts = facts;
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         config.validate()?;
         Ok(config)
@@ -125,6 +140,16 @@ mod tests {
         assert_eq!(c.labels.len(), 2);
         assert_eq!(c.install_root, PathBuf::from("/s/install"));
         assert_eq!(c.server_name, DEFAULT_SERVER_NAME);
+    }
+
+    #[test]
+    fn facts_are_parsed_like_labels() {
+        let c = parse(&["--host-id", "h", "--fact", "edition=pro", "--fact", "dc=par"]).into_config().unwrap();
+        assert_eq!(c.facts.get("edition").map(String::as_str), Some("pro"));
+        assert_eq!(c.facts.len(), 2);
+        assert!(c.labels.is_empty(), "facts are not labels");
+        let err = parse(&["--host-id", "h", "--fact", "edition"]).into_config().unwrap_err();
+        assert!(err.to_string().contains("invalid fact: \"edition\""), "{err}");
     }
 
     #[test]

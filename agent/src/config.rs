@@ -30,6 +30,10 @@ pub struct AgentConfig {
     pub host_id: String,
     /// Reported in Hello; plans select hosts by these.
     pub labels: BTreeMap<String, String>,
+    /// Extra facts reported in Hello (`--fact KEY=VALUE`), beside the
+    /// hostname, OS and architecture the agent reads itself; catalog
+    /// conditions (`when: { facts: ... }`) and `{{fact.NAME}}` read them.
+    pub facts: BTreeMap<String, String>,
     /// Certificate, key and execution store live here.
     pub state_dir: PathBuf,
     /// Default root for archive installs (`<root>/<component>/current`).
@@ -59,6 +63,7 @@ impl AgentConfig {
             join_token: None,
             host_id: host_id.into(),
             labels: BTreeMap::new(),
+            facts: BTreeMap::new(),
             install_root: state_dir.join("install"),
             state_dir,
             heartbeat_interval: Duration::from_secs(2),

@@ -17,10 +17,12 @@
 //! (verified, atomic installs), [`check`] (the retry policy and the tcp, file
 //! and exec checks) and [`http`] (a minimal HTTP/1.1 GET client). Package and
 //! service steps: [`pkg`] (their specs and shared command layer), [`dpkg`],
-//! [`apt`], [`rpm`], [`service`] and [`pkg_rollback`].
+//! [`apt`], [`rpm`], [`service`] and [`pkg_rollback`]. [`backup`] runs a
+//! command through [`exec`], then finds and measures the backup it wrote.
 
 pub mod apt;
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod dpkg;
 pub mod exec;
@@ -48,7 +50,7 @@ use crate::fetch::ArtifactSource;
 use crate::fsutil;
 
 /// Step kinds [`LocalDriver`] performs, named as [`StepKind::kind_name`] names them.
-pub const LOCAL_CAPABILITIES: [&str; 13] = [
+pub const LOCAL_CAPABILITIES: [&str; 14] = [
     "exec",
     "archive",
     "file",
@@ -62,6 +64,7 @@ pub const LOCAL_CAPABILITIES: [&str; 13] = [
     "rpm",
     "service",
     "pkg_rollback",
+    "backup",
 ];
 
 /// Performs steps on a host.
@@ -121,6 +124,7 @@ impl LocalDriver {
             StepKind::Rpm(r) => rpm::run_rpm(r, &self.pkg_env(), step.timeout).await,
             StepKind::Service(sv) => service::run_service(sv, &self.pkg_env(), step.timeout).await,
             StepKind::PkgRollback(r) => pkg_rollback::run_pkg_rollback(r, &self.pkg_env(), step.timeout).await,
+            StepKind::Backup(b) => backup::run_backup(b, &self.install_root, timeout).await,
             StepKind::File(f) => self.write_file(f).await,
             StepKind::HttpCheck(h) => match http::parse_url(&h.url) {
                 Err(e) => StepOutcome::failed(e),

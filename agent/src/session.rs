@@ -309,6 +309,7 @@ impl Agent {
             os: facts::os_pretty_name(),
             arch: std::env::consts::ARCH.to_string(),
             installed: self.driver.installed().into_iter().collect(),
+            custom: self.config.facts.clone().into_iter().collect(),
         };
         AgentMessage {
             kind: Some(UpKind::Hello(Hello {

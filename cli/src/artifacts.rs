@@ -90,7 +90,7 @@ fn sha256_file(path: &Path) -> Result<(String, u64), CliError> {
     }
 }
 
-async fn add(
+pub(crate) async fn add(
     file: &Path,
     name: Option<String>,
     version: Option<String>,

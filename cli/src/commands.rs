@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use convoy_common::catalog::{Catalog, parse_catalog};
+use convoy_common::estimate::{self, Measured, MeasuredStep};
 use convoy_common::model::InventoryHost;
 use convoy_common::plan;
 use convoy_proto::v1 as pb;
@@ -55,12 +56,17 @@ pub enum Format {
 }
 
 /// `convoy plan`: validate locally, then expand against an inventory file or
-/// the coordinator's live inventory.
+/// the coordinator's live inventory. With an inventory file, the measured
+/// step times come from the coordinator when one is configured
+/// (`coordinator_configured`: `--coordinator` or `--data-dir`, or their
+/// environment variables); without one, or when it cannot be reached
+/// (a warning says so), estimates are declared or defaults.
 pub async fn plan_cmd(
     file: &Path,
     catalogs: &[String],
     inventory: Option<&Path>,
     target: impl FnOnce() -> Result<Target, CliError>,
+    coordinator_configured: bool,
     output: Output,
     format: Format,
 ) -> Result<(), CliError> {
@@ -69,10 +75,10 @@ pub async fn plan_cmd(
     let (sources, catalogs) = read_catalogs(catalogs)?;
     let parsed =
         plan::parse_plan_with_catalogs(&name, &source, &catalogs).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let spec = match inventory {
+    let expansion = match inventory {
         Some(inv) => {
             let hosts = load_inventory(inv)?;
-            plan::expand(&parsed, &hosts).map_err(|e| CliError::Invalid(e.to_string()))?
+            plan::expand_detailed(&parsed, &hosts).map_err(|e| CliError::Invalid(e.to_string()))?
         }
         None => {
             let mut c = connect(&target()?).await?;
@@ -95,11 +101,37 @@ pub async fn plan_cmd(
     };
     match format {
         Format::Dot => {
-            print!("{}", plan::to_dot(&spec));
+            print!("{}", plan::to_dot(&expansion.spec));
             Ok(())
         }
-        Format::Summary => print_summary_json(&plan::summary_json(&spec), output),
+        Format::Summary => {
+            let measured = if coordinator_configured {
+                measured_times(target, parsed.plan_name()).await.unwrap_or_else(|e| {
+                    eprintln!("warning: no measured step times ({e}); estimates are declared or defaults");
+                    Measured::new()
+                })
+            } else {
+                Measured::new()
+            };
+            print_summary_json(&estimate::summary_json(&expansion, &measured), output)
+        }
     }
+}
+
+/// The coordinator's measured step times of plan `plan_name`.
+async fn measured_times(
+    target: impl FnOnce() -> Result<Target, CliError>,
+    plan_name: &str,
+) -> Result<Measured, CliError> {
+    let mut c = connect(&target()?).await?;
+    let r = c.step_times(pb::StepTimesRequest { plan_name: plan_name.to_string() }).await?.into_inner();
+    Ok(r.steps
+        .into_iter()
+        .map(|t| {
+            let m = MeasuredStep { median: Duration::from_millis(t.median_ms), runs: t.runs };
+            ((t.group, t.step), m)
+        })
+        .collect())
 }
 
 fn print_summary_json(summary: &serde_json::Value, output: Output) -> Result<(), CliError> {
@@ -138,26 +170,36 @@ pub fn summary_text(s: &serde_json::Value) -> String {
             let names: Vec<&str> = b.as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
             let _ = writeln!(out, "  batch {}: {}", i + 1, names.join(" "));
         }
+        out.push_str(&render::plan_paths(g));
     }
+    out.push_str(&render::plan_estimate(s));
     out
 }
 
 /// An inventory file for offline `convoy plan`: a YAML list of hosts with
-/// `id`, `labels` and optionally `installed`.
+/// `id`, `labels` and optionally `installed` and `facts` (what agents report:
+/// `hostname`, `os`, `arch` and their `--fact`s).
 fn load_inventory(path: &Path) -> Result<Vec<InventoryHost>, CliError> {
+    parse_inventory(&path.display().to_string(), &read_plan(path)?)
+}
+
+fn parse_inventory(file: &str, text: &str) -> Result<Vec<InventoryHost>, CliError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct H {
         id: String,
         #[serde(default)]
-        labels: std::collections::BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
         #[serde(default)]
-        installed: std::collections::BTreeMap<String, String>,
+        installed: BTreeMap<String, String>,
+        #[serde(default)]
+        facts: BTreeMap<String, String>,
     }
-    let text = read_plan(path)?;
-    let hosts: Vec<H> =
-        serde_norway::from_str(&text).map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
-    Ok(hosts.into_iter().map(|h| InventoryHost { id: h.id, labels: h.labels, installed: h.installed }).collect())
+    let hosts: Vec<H> = serde_norway::from_str(text).map_err(|e| CliError::Invalid(format!("{file}: {e}")))?;
+    Ok(hosts
+        .into_iter()
+        .map(|h| InventoryHost { id: h.id, labels: h.labels, installed: h.installed, facts: h.facts })
+        .collect())
 }
 
 /// `convoy apply`: validate locally (clear errors without a round trip), submit,
@@ -230,6 +272,7 @@ fn finish(s: &pb::RolloutStatus, output: Output) -> Result<(), CliError> {
                 println!("{}", s.message);
             }
             print!("{}", render::hosts(s));
+            print!("{}", render::backups(s));
         }
     }
     match s.state.as_str() {
@@ -254,6 +297,10 @@ pub fn status_json(s: &pb::RolloutStatus) -> String {
             "host": h.host_id, "group": h.group, "state": h.state, "version": h.version,
             "step": h.current_step, "message": h.message, "captured": h.captured,
         })).collect::<Vec<_>>(),
+        "backups": s.backups.iter().map(|b| serde_json::json!({
+            "host": b.host_id, "group": b.group, "step": b.step, "location": b.location,
+            "size_bytes": b.size_bytes, "taken_unix_ms": b.taken_unix_ms,
+        })).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
@@ -270,6 +317,7 @@ pub async fn status_cmd(target: &Target, rollout: Option<String>, output: Output
             }
             print!("{}", render::groups(&s));
             print!("{}", render::hosts(&s));
+            print!("{}", render::backups(&s));
         }
     }
     Ok(())

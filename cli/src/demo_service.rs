@@ -112,9 +112,17 @@ fn serve(port: u16, root: &Path) -> Result<(), CliError> {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut buf = [0u8; 2048];
-        let n = conn.read(&mut buf).unwrap_or(0);
-        let req = String::from_utf8_lossy(&buf[..n]);
+        // Read the whole request head: a client may send it in several
+        // writes, and closing on a partial one would reset the connection.
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let req = String::from_utf8_lossy(&buf);
         let path = req.split_whitespace().nth(1).unwrap_or("/");
         let (status, body) = match path {
             "/health" if broken => {

@@ -80,6 +80,18 @@ impl LocalFleet {
         labels: &[(String, String)],
         install_root: &Path,
     ) -> Result<(), CliError> {
+        self.spawn_agent_env(host_id, labels, install_root, &[])
+    }
+
+    /// [`LocalFleet::spawn_agent`] with extra environment variables for the
+    /// agent (and so for every command its steps run).
+    pub fn spawn_agent_env(
+        &mut self,
+        host_id: &str,
+        labels: &[(String, String)],
+        install_root: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), CliError> {
         let state = self.dir.join("hosts").join(host_id).join("agent");
         let mut cmd = Command::new(&self.exe);
         cmd.arg("__agent")
@@ -94,6 +106,7 @@ impl LocalFleet {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
         let child = cmd
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(log(&self.dir, &format!("agent-{host_id}.log"), self.keep_logs)?)

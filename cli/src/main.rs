@@ -3,7 +3,8 @@
 //! Modules: [`client`] (TLS connection and operator token), [`commands`]
 //! (plan, apply, status, agents, pause/resume/abort/approve, join-token),
 //! [`artifacts`] (`artifact add|list`),
-//! [`render`] (tables and progress), [`demo`] (the local demo fleet) and
+//! [`render`] (tables and progress), [`demo`] (the local demo fleet),
+//! [`example`] (the example plans of `examples/` on a local fleet) and
 //! [`demo_service`] (the demo's tiny HTTP service). The hidden subcommands
 //! `__coordinator` and `__agent` run the coordinator and agent libraries, so
 //! the demo needs only this binary.
@@ -15,6 +16,7 @@ mod commands;
 mod demo;
 mod demo_service;
 mod error;
+mod example;
 mod fleet;
 mod render;
 
@@ -38,14 +40,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Validate a plan and show its expansion (groups, hosts, batches, DAG).
+    /// Validate a plan and show its expansion (groups, hosts, batches, each
+    /// host's release path and steps, estimated durations; or the DAG).
     Plan {
         file: PathBuf,
         /// A release catalog the plan may name: NAME=PATH (repeatable).
         #[arg(long = "catalog", value_name = "NAME=PATH")]
         catalogs: Vec<String>,
         /// Expand against this inventory file (YAML list of {id, labels,
-        /// installed}) instead of the coordinator's live agents.
+        /// installed, facts}) instead of the coordinator's live agents; the
+        /// coordinator, when one is given, still supplies measured step times.
         #[arg(long)]
         inventory: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -103,6 +107,8 @@ enum Cmd {
     },
     /// Run a local demo fleet: a coordinator and 12 agents upgrading a real service.
     Demo(demo::DemoArgs),
+    /// Run an example plan of examples/ (a real upgrade procedure) on a small local fleet.
+    Example(example::ExampleArgs),
     #[command(name = "__bench-rolling", hide = true)]
     BenchRolling(bench::BenchArgs),
     #[command(name = "__coordinator", hide = true)]
@@ -145,7 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let target = || cli.connect.resolve();
         match cli.command {
             Cmd::Plan { file, catalogs, inventory, output, format } => {
-                commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, output, format).await?
+                let configured = cli.connect.coordinator.is_some() || cli.connect.data_dir.is_some();
+                commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, configured, output, format).await?
             }
             Cmd::Apply { file, catalogs, detach, output } => {
                 commands::apply_cmd(&file, &catalogs, &target()?, detach, output).await?
@@ -169,6 +176,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Demo(args) => {
                 init_tracing("warn");
                 demo::run(args).await?
+            }
+            Cmd::Example(args) => {
+                init_tracing("warn");
+                example::run(args).await?
             }
             Cmd::BenchRolling(args) => {
                 init_tracing("warn");

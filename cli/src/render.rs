@@ -1,6 +1,7 @@
 //! Text output: group progress, host tables, agent lists.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use convoy_proto::v1 as pb;
 
@@ -58,6 +59,22 @@ pub fn hosts(s: &pb::RolloutStatus) -> String {
     out
 }
 
+/// The backups the rollout took, one per line (empty when it took none).
+pub fn backups(s: &pb::RolloutStatus) -> String {
+    if s.backups.is_empty() {
+        return String::new();
+    }
+    let hw = s.backups.iter().map(|b| b.host_id.len()).max().unwrap_or(4).max(4);
+    let sw = s.backups.iter().map(|b| b.step.len()).max().unwrap_or(4).max(4);
+    let mut out = String::from("backups:\n");
+    let _ = writeln!(out, "  {:<hw$}  {:<sw$}  {:>10}  LOCATION", "HOST", "STEP", "SIZE");
+    for b in &s.backups {
+        let size = convoy_common::model::human_size(b.size_bytes);
+        let _ = writeln!(out, "  {:<hw$}  {:<sw$}  {size:>10}  {}", b.host_id, b.step, b.location);
+    }
+    out
+}
+
 pub fn agents(list: &[pb::AgentInfo]) -> String {
     let w = list.iter().map(|a| a.agent_id.len()).max().unwrap_or(4).max(4);
     let mut out = String::new();
@@ -90,6 +107,136 @@ pub fn agents(list: &[pb::AgentInfo]) -> String {
     out
 }
 
+/// `hosts a-1, a-2 (+198 more)`: a few names of a list, and how many more.
+pub fn host_list(hosts: &[&str]) -> String {
+    let word = if hosts.len() == 1 { "host" } else { "hosts" };
+    if hosts.len() <= 3 {
+        return format!("{word} {}", hosts.join(", "));
+    }
+    format!("{word} {} (+{} more)", hosts[..2].join(", "), hosts.len() - 2)
+}
+
+fn strs(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect()
+}
+
+/// `~2m (declared)`, `~14s (measured, 12 runs)`, `~10s (default)`.
+fn step_estimate(step: &serde_json::Value) -> String {
+    let source = match (step["source"].as_str(), step["runs"].as_u64()) {
+        (Some("measured"), Some(1)) => "measured, 1 run".to_string(),
+        (Some("measured"), Some(n)) => format!("measured, {n} runs"),
+        (Some(s), _) => s.to_string(),
+        (None, _) => return String::new(),
+    };
+    format!("~{} ({source})", step["estimate"].as_str().unwrap_or("?"))
+}
+
+/// A step's name without its hop's `3.39.0/` (or `3.40.0->3.39.1/`).
+fn short_name(step: &serde_json::Value) -> &str {
+    let n = step["name"].as_str().unwrap_or("?");
+    n.split_once('/').map_or(n, |(_, rest)| rest)
+}
+
+/// Steps as lines (`name  kind  ~estimate (source)`) at `indent`, the first
+/// two columns `widths` wide; `hop`: the names lose their hop's prefix.
+fn step_lines(out: &mut String, steps: &[serde_json::Value], indent: usize, hop: bool, widths: (usize, usize)) {
+    let (nw, kw) = widths;
+    for s in steps {
+        let name = if hop { short_name(s) } else { s["name"].as_str().unwrap_or("?") };
+        let line =
+            format!("{:indent$}{name:<nw$}  {:<kw$}  {}", "", s["kind"].as_str().unwrap_or(""), step_estimate(s));
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// The host paths of one group of `convoy plan`'s summary (its `paths`):
+/// hosts with the same release path and steps once, then per hop its
+/// steps, then the group's own steps, each with its estimate.
+pub fn plan_paths(group: &serde_json::Value) -> String {
+    let mut out = String::new();
+    if let Some(e) = group.get("estimate").filter(|e| e.is_object()) {
+        let at = |k: &str| convoy_common::estimate::human_duration(Duration::from_millis(e[k].as_u64().unwrap_or(0)));
+        let _ = writeln!(
+            out,
+            "  estimate: ~{} (from +{} to +{}){}",
+            e["duration"].as_str().unwrap_or("?"),
+            at("start_ms"),
+            at("finish_ms"),
+            if e["manual_approval"].as_bool() == Some(true) { ", plus the wait for `convoy approve`" } else { "" }
+        );
+    }
+    let list = |v: &serde_json::Value| v.as_array().map(Vec::as_slice).unwrap_or_default().to_vec();
+    for p in group["paths"].as_array().into_iter().flatten() {
+        let hosts = strs(&p["hosts"]);
+        let hops = list(&p["hops"]);
+        let own = list(&p["steps"]);
+        let hop_steps: Vec<serde_json::Value> = hops.iter().flat_map(|h| list(&h["steps"])).collect();
+        let count = hop_steps.len() + own.len();
+        let per_host = format!(
+            "{count} step{}, ~{} per host",
+            if count == 1 { "" } else { "s" },
+            p["estimate"].as_str().unwrap_or("?")
+        );
+        // One set of columns for the whole entry.
+        let nw = hop_steps
+            .iter()
+            .map(|s| short_name(s).len())
+            .chain(own.iter().map(|s| s["name"].as_str().map_or(1, str::len)));
+        let kw = hop_steps.iter().chain(&own).map(|s| s["kind"].as_str().map_or(0, str::len)).max().unwrap_or(0);
+        let widths = (nw.max().unwrap_or(0), kw);
+        let path = strs(&p["path"]);
+        if path.is_empty() {
+            let _ = writeln!(out, "  {}: {per_host}", host_list(&hosts));
+            step_lines(&mut out, &own, 4, false, widths);
+            continue;
+        }
+        let shown = if path.len() == 1 { format!("{} (already there)", path[0]) } else { path.join(" → ") };
+        let _ = writeln!(out, "  {}: {shown}, {per_host}", host_list(&hosts));
+        for hop in &hops {
+            let (from, to) = (hop["from"].as_str().unwrap_or("?"), hop["to"].as_str().unwrap_or("?"));
+            let mut notes = Vec::new();
+            let skipped = strs(&hop["skipped"]);
+            if !skipped.is_empty() {
+                notes.push(format!("skips {}", skipped.join(", ")));
+            }
+            if hop["downgrade"].as_bool() == Some(true) {
+                notes.push("downgrade".to_string());
+            }
+            let steps = list(&hop["steps"]);
+            if steps.is_empty() {
+                notes.push("no steps for these hosts".to_string());
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+            let _ = writeln!(out, "    {from} → {to}{notes}");
+            step_lines(&mut out, &steps, 6, true, widths);
+        }
+        if !own.is_empty() {
+            let _ = writeln!(out, "    then the group's steps");
+            step_lines(&mut out, &own, 6, false, widths);
+        }
+    }
+    out
+}
+
+/// The last line of `convoy plan`: the whole rollout's estimate (empty when
+/// the summary has none, e.g. from an older coordinator).
+pub fn plan_estimate(summary: &serde_json::Value) -> String {
+    let e = &summary["estimate"];
+    let Some(total) = e["total"].as_str() else { return String::new() };
+    let n = |k: &str| e["steps"][k].as_u64().unwrap_or(0);
+    let mut out = format!(
+        "estimated duration: ~{total} (parallel branches overlap; step times: {} declared, {} measured, {} default)\n",
+        n("declared"),
+        n("measured"),
+        n("default")
+    );
+    let manual = strs(&e["manual_approvals"]);
+    if !manual.is_empty() {
+        let _ = writeln!(out, "  not counted: waiting for `convoy approve` in {}", manual.join(", "));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +247,36 @@ mod tests {
         assert_eq!(bar(0, 1, 10, 10), "[x.........]");
         assert_eq!(bar(10, 0, 10, 10), "[##########]");
         assert_eq!(bar(9, 3, 10, 10).len(), 12);
+    }
+
+    #[test]
+    fn backups_list_host_step_size_and_location() {
+        let mut s = pb::RolloutStatus::default();
+        assert_eq!(backups(&s), "", "no backups, no section");
+        s.backups = vec![
+            pb::RolloutBackup {
+                host_id: "db-1".into(),
+                group: "database".into(),
+                step: "dump".into(),
+                location: "/var/backups/db.dump".into(),
+                size_bytes: 3 * 1024 * 1024 + 1024 * 512,
+                taken_unix_ms: 1,
+            },
+            pb::RolloutBackup {
+                host_id: "db-2".into(),
+                step: "snapshot-config".into(),
+                location: "/var/backups/etc".into(),
+                size_bytes: 900,
+                ..Default::default()
+            },
+        ];
+        let text = backups(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "backups:");
+        assert!(lines[1].contains("HOST") && lines[1].contains("LOCATION"), "{text}");
+        assert!(
+            lines[2].contains("db-1") && lines[2].contains("3.5 MiB") && lines[2].ends_with("/var/backups/db.dump")
+        );
+        assert!(lines[3].contains("snapshot-config") && lines[3].contains("900 B"), "{text}");
     }
 }

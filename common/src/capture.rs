@@ -220,6 +220,10 @@ pub fn step_strings_mut(step: &mut StepSpec) -> Vec<&mut String> {
             out.push(&mut p.package);
             out.extend(p.to_version.as_mut());
         }
+        StepKind::Backup(b) => {
+            exec(&mut b.command, &mut out);
+            out.extend(b.path.as_mut());
+        }
     }
     out
 }

@@ -39,20 +39,23 @@
 //! ```
 //!
 //! A `STEP` is a plan step (`exec`, `archive`, `file`, with `name`,
-//! `timeout`, `rollback`, `capture`) and a `CHECK` a plan check (`http`,
-//! `tcp`, `exec`, `file`), exactly as in a plan's `steps:` and `checks:`,
-//! plus an optional `when:`. This module does **not** re-implement that
+//! `timeout`, `rollback`, `capture`, `estimate`) and a `CHECK` a plan check
+//! (`http`, `tcp`, `exec`, `file`, with `estimate`), exactly as in a plan's
+//! `steps:` and `checks:`, plus an optional `when:`. This module does **not** re-implement that
 //! grammar: it keeps each step as a raw YAML value ([`CatalogStep::raw`],
 //! `when` removed) with its field path and line, and plan expansion feeds it
 //! through the plan's step or check parser (checks are the `checks` phase,
-//! see [`Phase::is_check`]). Here a step must only be a mapping, with a
+//! see [`Phase::is_check`]; steps of the `migrate` phase are migrations, see
+//! `require_backup` in [`crate::plan`]). Here a step must only be a mapping, with a
 //! non-empty string `name` if it has one.
 //!
 //! ## Conditions (`when:`)
 //!
 //! A mapping; a step applies to a host when every entry holds:
 //! - `labels: { KEY: VALUE }`: the host has label KEY with that value;
-//! - `facts: { KEY: VALUE }`: the same against the host's facts;
+//! - `facts: { KEY: VALUE }`: the same against the host's facts (what its
+//!   agent reports: `hostname`, `os`, `arch` and its `--fact`s; or the
+//!   inventory file's `facts:`);
 //! - `installed: [COMPONENT, ...]` (or one name): every component is
 //!   installed on the host, at any version ("skip what is not installed");
 //! - any other `KEY: VALUE` is short for `labels: { KEY: VALUE }`, so
@@ -72,8 +75,21 @@
 //! catalog step is replaced at parse time by **the release's version** (for
 //! a downgrade edge, its `to`), not the plan's target: 3.39.0's upgrade step
 //! installs 3.39.0 even in a rollout to 3.40.0. Every other template
-//! (`{{host}}`, `{{label.K}}`, `{{installed.C}}`, `{{captured.N}}`) is left
-//! for plan expansion.
+//! (`{{host}}`, `{{label.K}}`, `{{installed.C}}`, `{{fact.F}}`,
+//! `{{captured.N}}`) is left for plan expansion.
+//!
+//! ## Captured values
+//!
+//! An `exec` step may `capture:` a value as in a plan, and any later step of
+//! a host's path (the same hop or a later one), or of the group after it,
+//! may use `{{captured.NAME}}`. A use that no earlier step of the catalog
+//! (releases in ascending order, phases in order) captures is refused when
+//! the plan is read, naming the catalog's file and line; because a host's
+//! path may skip the capturing step (its `when:` does not hold, or the host
+//! starts above that release), expansion checks again per host and names
+//! the host. Several releases may capture the same name (the value of the
+//! latest run replaces the earlier one); a hook's capture name may not be
+//! reused.
 //!
 //! # Paths
 //!
@@ -280,13 +296,11 @@ pub struct HostContext<'a> {
     pub facts: &'a BTreeMap<String, String>,
 }
 
-static NO_FACTS: BTreeMap<String, String> = BTreeMap::new();
-
 impl<'a> HostContext<'a> {
-    /// An inventory host, without facts (the inventory does not carry them
-    /// yet, so `when: { facts: ... }` does not hold on such a host).
+    /// An inventory host, with the facts its agent reported (or its
+    /// inventory file's `facts:`).
     pub fn from_inventory(host: &'a InventoryHost) -> HostContext<'a> {
-        HostContext { id: &host.id, labels: &host.labels, installed: &host.installed, facts: &NO_FACTS }
+        HostContext { id: &host.id, labels: &host.labels, installed: &host.installed, facts: &host.facts }
     }
 }
 

@@ -133,9 +133,46 @@
 //!   value whose step never succeeded) is not sent: the host fails (or its
 //!   rollback fails) saying which value is missing. Values show in
 //!   [`HostView::captured`].
+//! - **Backups.** A `backup` step that succeeds must report its backup
+//!   ([`StepOutcome::backup`], never empty): the engine keeps it (entry,
+//!   step, location, size, time), so a replay of the stored `StepFinished`
+//!   events rebuilds the list, shown in [`RolloutView::backups`]. A
+//!   successful backup step reporting none, or an empty one, fails the host.
+//!   With [`RolloutSpec::require_backup`], a migration step
+//!   ([`HostPlan::migrations`]) is dispatched only when a backup covering it
+//!   has succeeded: an earlier one of the same entry, or any one taken in a
+//!   group the entry's group runs after (directly or not). Otherwise the
+//!   host fails at that step without it being sent, saying why; the plan
+//!   refuses such rollouts already, so this guards specs built otherwise
+//!   and backups that never happened.
+//! - **Clusters** (a group with [`GroupSpec::cluster`]). The group's hosts
+//!   are split into clusters that proceed in parallel, each with its own
+//!   window of `strategy.max_parallel`. In a leader/follower cluster every
+//!   step of a member is preceded by its leader check
+//!   ([`Action::DispatchCluster`], ids `rollout/KEY/lcSTEP/attempt`;
+//!   success means "leader", failure "follower", a timeout or an
+//!   unsupported check fails the host). A follower runs the step. A leader
+//!   clears every other member's leader mark (a cluster has one leader) and,
+//!   while any other member is pending or in flight and the rollout is not
+//!   stopping, gives its slot back: to `Pending` (and out of the started
+//!   hosts) before its first step, to [`HostState::Held`] after. Otherwise it
+//!   runs its switchover steps once (ids `rollout/KEY/swN/attempt`), then its
+//!   leader check again, which must now fail, and its step. A member is
+//!   started in cluster order, the first one not marked leader; a member
+//!   marked leader only when nothing else of its cluster is in flight. More
+//!   than twice the cluster's size of leaders sent back with no step done in
+//!   between fails the host (several members claim the leadership). Once the
+//!   rollout stops starting hosts, held hosts go on (a started host finishes
+//!   its steps); a rollout that ends while paused fails them. In a
+//!   `same_version` cluster every member starts at once and runs each step in
+//!   lock-step: a member that finished step N waits in
+//!   [`HostState::AtBarrier`] (keeping its slot) until every member still
+//!   upgrading finished it; a member's failure fails the members at the
+//!   barrier and those that reach it later.
 //!
 //! Cost: each event costs time in proportion to the work it triggers
-//! (dispatches, groups started), not to the fleet's size; hosts and
+//! (dispatches, groups started), not to the fleet's size (a cluster group
+//! scans one cluster's members to pick the next one); hosts and
 //! executions are found through hash maps, and groups keep their own counters.
 //! Only the transitions to halting/aborting/rolling back, the final skip and
 //! [`Engine::view`] walk the hosts.
@@ -147,8 +184,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture;
 use crate::model::{
-    GroupSpec, HostId, HostPlan, OnFailure, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus,
-    UnixMillis,
+    BackupRecord, GroupSpec, HostId, HostPlan, OnFailure, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec,
+    StepStatus, UnixMillis,
 };
 
 /// Time added to a step's own timeout before the engine gives up waiting for
@@ -223,12 +260,29 @@ pub enum Action {
     /// result comes back as [`Event::StepFinished`]). `rollback_index` is the
     /// position in the host's rollback list, not a step index.
     DispatchRollback { host: HostId, execution_id: ExecutionId, rollback_index: usize, step: StepSpec, resend: bool },
+    /// Send a step of the `cluster` strategy to a host's agent (its leader
+    /// check, or a switchover step), carried out exactly like
+    /// [`Action::Dispatch`]; `purpose` says which.
+    DispatchCluster { host: HostId, execution_id: ExecutionId, purpose: ClusterPurpose, step: StepSpec, resend: bool },
     /// Feed `Event::TimerFired { timer }` back at `at`.
     Schedule { at: UnixMillis, timer: Timer },
     /// A host's upgrade, or later its rollback, ended in `state`.
     HostDone { host: HostId, state: HostState },
     /// The rollout reached a terminal state; nothing more will be dispatched.
     Finished { state: RolloutState },
+}
+
+/// Why a [`Action::DispatchCluster`] is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterPurpose {
+    /// The host's leader check, asked before its step `before` (it passes
+    /// on the leader). `after_switchover`: asked to confirm that the host's
+    /// switchover took the leadership away from it.
+    LeaderCheck { before: usize, after_switchover: bool },
+    /// Switchover step `index` (of [`HostPlan::switchover`]), run on the
+    /// leader before its step `before`.
+    Switchover { before: usize, index: usize },
 }
 
 /// Lifecycle of the whole rollout.
@@ -376,6 +430,34 @@ pub enum HostState {
     RolledBack,
     /// Rollback step `step` failed, timed out, or the agent was lost.
     RollbackFailed { step: Option<usize>, reason: String },
+    /// `cluster` strategy: the host's leader check is executing as
+    /// `execution_id` before its step `step` (after its switchover when
+    /// `after_switchover`); it holds its slot.
+    Probing {
+        step: usize,
+        after_switchover: bool,
+        execution_id: ExecutionId,
+        since: UnixMillis,
+        lost_since: Option<UnixMillis>,
+    },
+    /// `cluster` strategy: the host is its cluster's leader, nothing else is
+    /// pending, and switchover step `index` is executing before its step `step`.
+    SwitchingOver {
+        step: usize,
+        index: usize,
+        execution_id: ExecutionId,
+        since: UnixMillis,
+        lost_since: Option<UnixMillis>,
+    },
+    /// `cluster` strategy: the host ran its first `step` steps, then its
+    /// leader check said it had become the leader while other members were
+    /// pending; it gave up its slot and goes on (leader check first) once
+    /// they are done, or once the rollout stops starting hosts.
+    Held { step: usize },
+    /// `cluster` strategy with `same_version`: the host finished step
+    /// `step - 1` and keeps its slot until every member of its cluster
+    /// finished it too; then they all start step `step`.
+    AtBarrier { step: usize },
 }
 
 impl HostState {
@@ -392,7 +474,11 @@ impl HostState {
             HostState::Pending
             | HostState::Running { .. }
             | HostState::Soaking { .. }
-            | HostState::RollingBack { .. } => false,
+            | HostState::RollingBack { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::Held { .. }
+            | HostState::AtBarrier { .. } => false,
         }
     }
     pub fn as_str(&self) -> &'static str {
@@ -406,14 +492,24 @@ impl HostState {
             HostState::RollingBack { .. } => "rolling_back",
             HostState::RolledBack => "rolled_back",
             HostState::RollbackFailed { .. } => "rollback_failed",
+            HostState::Probing { .. } => "leader_check",
+            HostState::SwitchingOver { .. } => "switching_over",
+            HostState::Held { .. } => "held",
+            HostState::AtBarrier { .. } => "at_barrier",
         }
     }
 
     /// True while the host holds a slot of its group's window.
     fn in_flight(&self) -> bool {
         match self {
-            HostState::Running { .. } | HostState::Soaking { .. } | HostState::RollingBack { .. } => true,
-            HostState::Pending
+            HostState::Running { .. }
+            | HostState::Soaking { .. }
+            | HostState::RollingBack { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::AtBarrier { .. } => true,
+            HostState::Held { .. }
+            | HostState::Pending
             | HostState::Succeeded
             | HostState::Failed { .. }
             | HostState::Skipped
@@ -422,16 +518,25 @@ impl HostState {
         }
     }
 
-    /// The execution in progress: (rollback?, index, id, lost_since).
-    fn current(&self) -> Option<(bool, usize, &ExecutionId, Option<UnixMillis>)> {
+    /// The execution in progress: (what it is, index, id, lost_since); the
+    /// index is the step's, the rollback step's or the switchover step's.
+    fn current(&self) -> Option<(Exec, usize, &ExecutionId, Option<UnixMillis>)> {
         match self {
             HostState::Running { step, execution_id, lost_since, .. } => {
-                Some((false, *step, execution_id, *lost_since))
+                Some((Exec::Step, *step, execution_id, *lost_since))
             }
             HostState::RollingBack { step, execution_id, lost_since, .. } => {
-                Some((true, *step, execution_id, *lost_since))
+                Some((Exec::Rollback, *step, execution_id, *lost_since))
             }
-            HostState::Pending
+            HostState::Probing { step, after_switchover, execution_id, lost_since, .. } => {
+                Some((Exec::LeaderCheck { after_switchover: *after_switchover }, *step, execution_id, *lost_since))
+            }
+            HostState::SwitchingOver { step, index, execution_id, lost_since, .. } => {
+                Some((Exec::Switchover { before: *step }, *index, execution_id, *lost_since))
+            }
+            HostState::Held { .. }
+            | HostState::AtBarrier { .. }
+            | HostState::Pending
             | HostState::Soaking { .. }
             | HostState::Succeeded
             | HostState::Failed { .. }
@@ -442,6 +547,28 @@ impl HostState {
     }
 }
 
+/// What an execution in progress is (see [`HostState::current`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exec {
+    /// An upgrade step.
+    Step,
+    /// A rollback step.
+    Rollback,
+    /// The leader check before the step the index names.
+    LeaderCheck { after_switchover: bool },
+    /// A switchover step before step `before`.
+    Switchover { before: usize },
+}
+
+/// A host's role in its cluster, as its last leader check said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Not asked yet, or another member has since claimed the leadership.
+    Unknown,
+    Follower,
+    Leader,
+}
+
 /// A read-only summary for status displays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutView {
@@ -449,6 +576,26 @@ pub struct RolloutView {
     pub message: String,
     pub groups: Vec<GroupView>,
     pub hosts: Vec<HostView>,
+    /// Backups the rollout's `backup` steps took, in the order they succeeded.
+    #[serde(default)]
+    pub backups: Vec<BackupView>,
+}
+
+/// A backup a `backup` step took (from its [`StepOutcome::backup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    /// The agent that took it.
+    pub host: HostId,
+    /// The host entry's key ([`HostPlan::key`]).
+    pub key: String,
+    pub group: String,
+    /// The step's name.
+    pub step: String,
+    /// Where the backup is on the host.
+    pub location: String,
+    pub size_bytes: u64,
+    /// When its result was handled.
+    pub at: UnixMillis,
 }
 
 /// Host counts of one group. Every host is counted exactly once:
@@ -539,6 +686,8 @@ pub struct Engine {
     rollback_failed: usize,
     /// Groups to look at on the next [`Engine::progress`].
     wake: Vec<usize>,
+    /// Backups taken, in order: (host entry, step index, what, when).
+    backups: Vec<(usize, usize, BackupRecord, UnixMillis)>,
 }
 
 /// What the engine keeps per host beyond its public [`HostState`].
@@ -567,6 +716,17 @@ struct HostRt {
     agent_lost_since: Option<UnixMillis>,
     /// Values its steps captured, by name.
     captured: BTreeMap<String, String>,
+    /// `cluster` strategy: the index of its cluster in its group's
+    /// [`crate::model::ClusterSpec::clusters`].
+    cluster: Option<usize>,
+    /// What its last leader check said.
+    role: Role,
+    /// Leader checks issued so far, per step they came before.
+    check_attempts: Vec<u32>,
+    /// Executions issued so far, per switchover step.
+    switchover_attempts: Vec<u32>,
+    /// Its switchover ran: it runs at most once.
+    switched_over: bool,
 }
 
 /// What the engine keeps per group.
@@ -590,6 +750,26 @@ struct GroupRt {
     rollback_failed: usize,
     /// Groups listing this one in their `after`.
     dependents: Vec<usize>,
+    /// The group's hosts in the order they started, then the ones not
+    /// started yet: `order[..next]` started. Plain groups start hosts in
+    /// [`GroupSpec::hosts`] order; a `cluster` group picks them out of order.
+    order: Vec<usize>,
+    /// `cluster` strategy: per cluster of its spec.
+    clusters: Vec<ClusterRt>,
+    /// Hosts of this group in [`HostState::Held`].
+    held: usize,
+}
+
+/// What the engine keeps per cluster of a `cluster` group.
+#[derive(Debug, Clone, Default)]
+struct ClusterRt {
+    /// Members running, checking, switching over, soaking or at the barrier.
+    in_flight: usize,
+    /// Leaders sent back to wait since a member last finished a step: too
+    /// many means the leadership keeps moving (or several members claim it).
+    deferrals: usize,
+    /// `same_version`: the first member that failed, and its reason.
+    failed_member: Option<String>,
 }
 
 impl Engine {
@@ -614,6 +794,11 @@ impl Engine {
                 lost_deadline: None,
                 agent_lost_since: None,
                 captured: BTreeMap::new(),
+                cluster: None,
+                role: Role::Unknown,
+                check_attempts: if h.leader_check.is_some() { vec![0; h.steps.len()] } else { Vec::new() },
+                switchover_attempts: vec![0; h.switchover.len()],
+                switched_over: false,
             })
             .collect();
         let mut groups: Vec<GroupRt> = spec
@@ -626,11 +811,18 @@ impl Engine {
                 succeeded: 0,
                 failed: 0,
                 skipped: 0,
-                canaries: g.canary.map_or(0, |c| c.hosts.max(1).min(g.hosts.len())),
+                // A cluster group picks its own order: no canary phase.
+                canaries: match (&g.cluster, g.canary) {
+                    (None, Some(c)) => c.hosts.max(1).min(g.hosts.len()),
+                    (Some(_), _) | (None, None) => 0,
+                },
                 promote_at: None,
                 rollback_queue: VecDeque::new(),
                 rollback_failed: 0,
                 dependents: Vec::new(),
+                order: g.hosts.clone(),
+                clusters: g.cluster.as_ref().map_or_else(Vec::new, |c| vec![ClusterRt::default(); c.clusters.len()]),
+                held: 0,
             })
             .collect();
         for (gi, g) in spec.groups.iter().enumerate() {
@@ -644,6 +836,13 @@ impl Engine {
             for &h in &g.hosts {
                 if let Some(rt) = hosts.get_mut(h) {
                     rt.group = gi;
+                }
+            }
+            for (ci, c) in g.cluster.iter().flat_map(|c| c.clusters.iter()).enumerate() {
+                for &h in &c.hosts {
+                    if let Some(rt) = hosts.get_mut(h) {
+                        rt.cluster = Some(ci);
+                    }
                 }
             }
         }
@@ -677,6 +876,7 @@ impl Engine {
             rolled_back: 0,
             rollback_failed: 0,
             wake: Vec::new(),
+            backups: Vec::new(),
         }
     }
 
@@ -763,7 +963,10 @@ impl Engine {
         for (i, h) in self.hosts.iter().enumerate() {
             let host = &self.spec.hosts[i];
             match &h.state {
-                HostState::Running { .. } | HostState::RollingBack { .. } => {
+                HostState::Running { .. }
+                | HostState::RollingBack { .. }
+                | HostState::Probing { .. }
+                | HostState::SwitchingOver { .. } => {
                     out.push(self.send_current(i, true).expect("a running host has an execution"));
                     if let Some((_, _, execution_id, _)) = h.state.current() {
                         out.push(Action::Schedule {
@@ -778,7 +981,9 @@ impl Engine {
                 HostState::Soaking { until } => {
                     out.push(Action::Schedule { at: *until, timer: Timer::SoakOver { host: host.key().to_string() } });
                 }
-                HostState::Pending
+                HostState::Held { .. }
+                | HostState::AtBarrier { .. }
+                | HostState::Pending
                 | HostState::Succeeded
                 | HostState::Failed { .. }
                 | HostState::Skipped
@@ -842,6 +1047,9 @@ impl Engine {
                 undo: Vec::new(),
                 rollback_steps: Vec::new(),
                 captures: Vec::new(),
+                migrations: Vec::new(),
+                leader_check: None,
+                switchover: Vec::new(),
             });
         }
         // Groups with something to undo, newest first (reverse topological order).
@@ -859,6 +1067,7 @@ impl Engine {
             host_lost_timeout: self.spec.host_lost_timeout,
             max_failures: None,
             on_failure: OnFailure::Halt,
+            require_backup: false,
         };
         for &g in &kept {
             let old = &self.spec.groups[g];
@@ -880,6 +1089,7 @@ impl Engine {
                 canary: None,
                 on_failure: OnFailure::Halt,
                 hook: false,
+                cluster: None,
             });
         }
         Ok(spec)
@@ -922,9 +1132,13 @@ impl Engine {
                 let v = &mut groups[gi];
                 match self.hosts[i].state {
                     HostState::Pending | HostState::Skipped => v.pending += 1,
-                    HostState::Running { .. } | HostState::Soaking { .. } | HostState::RollingBack { .. } => {
-                        v.running += 1
-                    }
+                    HostState::Running { .. }
+                    | HostState::Soaking { .. }
+                    | HostState::RollingBack { .. }
+                    | HostState::Probing { .. }
+                    | HostState::SwitchingOver { .. }
+                    | HostState::Held { .. }
+                    | HostState::AtBarrier { .. } => v.running += 1,
                     HostState::Succeeded => v.done += 1,
                     HostState::Failed { .. } => v.failed += 1,
                     HostState::RolledBack | HostState::RollbackFailed { .. } => v.rolled_back += 1,
@@ -945,6 +1159,11 @@ impl Engine {
                 current_step: match &h.state {
                     HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
                     HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
+                    HostState::Probing { step, .. } => Some(format!("leader check before {}", spec.steps[*step].name)),
+                    HostState::SwitchingOver { index, .. } => Some(spec.switchover[*index].name.clone()),
+                    HostState::Held { step } | HostState::AtBarrier { step } => {
+                        Some(format!("waiting before {}", spec.steps[*step].name))
+                    }
                     HostState::Pending
                     | HostState::Soaking { .. }
                     | HostState::Succeeded
@@ -958,7 +1177,20 @@ impl Engine {
                 captured: h.captured.clone(),
             })
             .collect();
-        RolloutView { state: self.state, message: self.message.clone(), groups, hosts }
+        let backups = self
+            .backups
+            .iter()
+            .map(|(i, step, record, at)| BackupView {
+                host: self.spec.hosts[*i].host.clone(),
+                key: self.key(*i),
+                group: self.spec.groups.get(self.hosts[*i].group).map_or_else(String::new, |g| g.name.clone()),
+                step: self.spec.hosts[*i].steps[*step].name.clone(),
+                location: record.location.clone(),
+                size_bytes: record.size_bytes,
+                at: *at,
+            })
+            .collect();
+        RolloutView { state: self.state, message: self.message.clone(), groups, hosts, backups }
     }
 
     fn version_of(&self, i: usize) -> Option<&str> {
@@ -989,27 +1221,41 @@ impl Engine {
     fn send_current(&self, i: usize, resend: bool) -> Option<Action> {
         let h = &self.hosts[i];
         let plan: &HostPlan = &self.spec.hosts[i];
-        let (rollback, index, execution_id, _) = h.state.current()?;
-        Some(if rollback {
-            let step = &h.rollback[index];
-            Action::DispatchRollback {
-                host: plan.host.clone(),
-                execution_id: execution_id.clone(),
-                rollback_index: index,
-                // `dispatch_rollback` checked that it renders.
-                step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
-                resend,
+        let (exec, index, execution_id, _) = h.state.current()?;
+        let (step, purpose) = match exec {
+            Exec::Rollback => {
+                let step = &h.rollback[index];
+                return Some(Action::DispatchRollback {
+                    host: plan.host.clone(),
+                    execution_id: execution_id.clone(),
+                    rollback_index: index,
+                    // `dispatch_rollback` checked that it renders.
+                    step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
+                    resend,
+                });
             }
-        } else {
-            let step = &plan.steps[index];
-            Action::Dispatch {
-                host: plan.host.clone(),
-                execution_id: execution_id.clone(),
-                step_index: index,
-                // `dispatch` checked that it renders.
-                step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
-                resend,
+            Exec::Step => {
+                let step = &plan.steps[index];
+                return Some(Action::Dispatch {
+                    host: plan.host.clone(),
+                    execution_id: execution_id.clone(),
+                    step_index: index,
+                    // `dispatch` checked that it renders.
+                    step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
+                    resend,
+                });
             }
+            Exec::LeaderCheck { after_switchover } => {
+                (plan.leader_check.as_ref()?, ClusterPurpose::LeaderCheck { before: index, after_switchover })
+            }
+            Exec::Switchover { before } => (&plan.switchover[index], ClusterPurpose::Switchover { before, index }),
+        };
+        Some(Action::DispatchCluster {
+            host: plan.host.clone(),
+            execution_id: execution_id.clone(),
+            purpose,
+            step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
+            resend,
         })
     }
 
@@ -1050,11 +1296,16 @@ impl Engine {
         let h = &mut self.hosts[i];
         h.agent_lost_since = None;
         match &mut h.state {
-            HostState::Running { lost_since, .. } | HostState::RollingBack { lost_since, .. } => {
+            HostState::Running { lost_since, .. }
+            | HostState::RollingBack { lost_since, .. }
+            | HostState::Probing { lost_since, .. }
+            | HostState::SwitchingOver { lost_since, .. } => {
                 *lost_since = None;
                 h.lost_deadline = None;
             }
-            HostState::Pending
+            HostState::Held { .. }
+            | HostState::AtBarrier { .. }
+            | HostState::Pending
             | HostState::Soaking { .. }
             | HostState::Succeeded
             | HostState::Failed { .. }
@@ -1080,13 +1331,18 @@ impl Engine {
         }
         h.agent_lost_since = Some(now);
         match &mut h.state {
-            HostState::Running { lost_since, .. } | HostState::RollingBack { lost_since, .. } => {
+            HostState::Running { lost_since, .. }
+            | HostState::RollingBack { lost_since, .. }
+            | HostState::Probing { lost_since, .. }
+            | HostState::SwitchingOver { lost_since, .. } => {
                 *lost_since = Some(now);
                 let at = now.plus(timeout);
                 h.lost_deadline = Some(at);
                 out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.key(i) } });
             }
-            HostState::Pending
+            HostState::Held { .. }
+            | HostState::AtBarrier { .. }
+            | HostState::Pending
             | HostState::Soaking { .. }
             | HostState::Succeeded
             | HostState::Failed { .. }
@@ -1098,15 +1354,18 @@ impl Engine {
 
     fn on_step_finished(&mut self, now: UnixMillis, execution_id: &str, outcome: StepOutcome, out: &mut Vec<Action>) {
         let Some(&i) = self.executions.get(execution_id) else { return };
-        let (rollback, step) = match self.hosts[i].state.current() {
-            Some((rollback, step, current, _)) if current == execution_id => (rollback, step),
+        let (exec, index) = match self.hosts[i].state.current() {
+            Some((exec, index, current, _)) if current == execution_id => (exec, index),
             // A duplicate or stale report: the host has moved on.
             Some(_) | None => return,
         };
-        if rollback {
-            self.on_rollback_step_finished(now, i, step, outcome, out);
-        } else {
-            self.on_upgrade_step_finished(now, i, step, outcome, out);
+        match exec {
+            Exec::Step => self.on_upgrade_step_finished(now, i, index, outcome, out),
+            Exec::Rollback => self.on_rollback_step_finished(now, i, index, outcome, out),
+            Exec::LeaderCheck { after_switchover } => {
+                self.on_leader_check(now, i, index, after_switchover, outcome, out)
+            }
+            Exec::Switchover { before } => self.on_switchover_finished(now, i, before, index, outcome, out),
         }
         let g = self.hosts[i].group;
         self.progress(now, VecDeque::from([g]), out);
@@ -1140,11 +1399,23 @@ impl Engine {
                 }
             }
         }
+        if let Err(reason) = self.record_backup(now, i, step, outcome.backup.as_ref()) {
+            self.host_failed(i, now, Some(step), reason, out);
+            return;
+        }
         self.record_installed(i, outcome.installed, None);
         self.hosts[i].message = outcome.message;
         self.hosts[i].steps_ok = step + 1;
+        if let Some(c) = self.cluster_rt(i) {
+            c.deferrals = 0;
+        }
         if step + 1 < self.spec.hosts[i].steps.len() {
-            self.dispatch(i, step + 1, now, out);
+            if self.same_version(i) {
+                self.hosts[i].state = HostState::AtBarrier { step: step + 1 };
+                self.at_barrier(i, now, out);
+            } else {
+                self.next_step(i, step + 1, now, out);
+            }
             return;
         }
         let soak = self.spec.groups[self.hosts[i].group].strategy.soak;
@@ -1184,7 +1455,8 @@ impl Engine {
             | StepKind::TcpCheck(_)
             | StepKind::ExecCheck(_)
             | StepKind::FileCheck(_)
-            | StepKind::MetricCheck(_) => None,
+            | StepKind::MetricCheck(_)
+            | StepKind::Backup(_) => None,
         };
         self.record_installed(i, outcome.installed, fallback);
         if step + 1 < self.hosts[i].rollback.len() {
@@ -1199,6 +1471,84 @@ impl Engine {
         };
         self.rolled_back += 1;
         out.push(Action::HostDone { host: self.key(i), state: HostState::RolledBack });
+    }
+
+    /// Keep what a successful `backup` step (step `step` of host entry `i`)
+    /// reports; `Err` when it reports no backup, or an empty one. Other
+    /// steps' reports are ignored.
+    fn record_backup(
+        &mut self,
+        now: UnixMillis,
+        i: usize,
+        step: usize,
+        reported: Option<&BackupRecord>,
+    ) -> Result<(), String> {
+        let spec = &self.spec.hosts[i].steps[step];
+        match &spec.kind {
+            StepKind::Backup(_) => {}
+            StepKind::Exec(_)
+            | StepKind::Archive(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::ExecCheck(_)
+            | StepKind::FileCheck(_)
+            | StepKind::MetricCheck(_)
+            | StepKind::ArchiveRollback(_)
+            | StepKind::Apt(_)
+            | StepKind::Dpkg(_)
+            | StepKind::Rpm(_)
+            | StepKind::Service(_)
+            | StepKind::PkgRollback(_) => return Ok(()),
+        }
+        match reported {
+            Some(r) if r.size_bytes > 0 => {
+                self.backups.push((i, step, r.clone(), now));
+                Ok(())
+            }
+            Some(r) => Err(format!("backup step {}: the backup at {} is empty (0 bytes)", spec.name, r.location)),
+            None => Err(format!("backup step {}: the agent reported no backup (where and how large)", spec.name)),
+        }
+    }
+
+    /// `Err` (why) when step `step` of host entry `i` is a migration the
+    /// rollout may not run yet: `require_backup` is set and no backup
+    /// covering it succeeded — one taken earlier by the same entry, or by
+    /// any host of a group the entry's group runs after (directly or not).
+    fn backup_guard(&self, i: usize, step: usize) -> Result<(), String> {
+        let plan = &self.spec.hosts[i];
+        if !self.spec.require_backup || !plan.migrations.contains(&step) {
+            return Ok(());
+        }
+        let g = self.hosts[i].group;
+        let upstream = self.upstream_groups(g);
+        let covered = self.backups.iter().any(|(b, b_step, _, _)| {
+            (*b == i && *b_step < step) || upstream.get(self.hosts[*b].group).copied().unwrap_or(false)
+        });
+        if covered {
+            return Ok(());
+        }
+        Err(format!(
+            "step {} is a migration and the rollout requires a backup first, but no backup has succeeded before it on {} nor in a group that group {} runs after: the step was not run",
+            plan.steps[step].name,
+            plan.key(),
+            self.spec.groups[g].name
+        ))
+    }
+
+    /// The groups group `g` runs after, directly or not (by index).
+    fn upstream_groups(&self, g: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.spec.groups.len()];
+        let mut stack: Vec<usize> = self.spec.groups[g].after.clone();
+        while let Some(d) = stack.pop() {
+            if let Some(s) = seen.get_mut(d)
+                && !*s
+            {
+                *s = true;
+                stack.extend(self.spec.groups[d].after.iter().copied());
+            }
+        }
+        seen
     }
 
     /// Keep the version a successful execution reports for the rollout's component.
@@ -1217,7 +1567,11 @@ impl Engine {
                 let Some(i) = self.host_index(host) else { return };
                 match self.hosts[i].state {
                     HostState::Soaking { .. } => {}
-                    HostState::Pending
+                    HostState::Probing { .. }
+                    | HostState::SwitchingOver { .. }
+                    | HostState::Held { .. }
+                    | HostState::AtBarrier { .. }
+                    | HostState::Pending
                     | HostState::Running { .. }
                     | HostState::Succeeded
                     | HostState::Failed { .. }
@@ -1232,11 +1586,8 @@ impl Engine {
             Timer::StepDeadline { execution_id } => {
                 let Some(&i) = self.executions.get(execution_id) else { return };
                 match self.hosts[i].state.current() {
-                    Some((false, step, current, _)) if current == execution_id => {
-                        self.host_failed(i, now, Some(step), "no result within timeout".to_string(), out)
-                    }
-                    Some((true, step, current, _)) if current == execution_id => {
-                        self.rollback_failed(i, Some(step), "no result within timeout".to_string(), out)
+                    Some((exec, index, current, _)) if current == execution_id => {
+                        self.execution_failed(i, now, exec, index, "no result within timeout".to_string(), out)
                     }
                     Some(_) | None => return,
                 }
@@ -1245,8 +1596,8 @@ impl Engine {
             Timer::LostDeadline { host } => {
                 let Some(i) = self.host_index(host) else { return };
                 let h = &self.hosts[i];
-                let (rollback, step) = match h.state.current() {
-                    Some((rollback, step, _, Some(_))) => (rollback, step),
+                let (exec, index) = match h.state.current() {
+                    Some((exec, index, _, Some(_))) => (exec, index),
                     Some((_, _, _, None)) | None => return,
                 };
                 // A timer from an earlier outage fires before the current one's.
@@ -1254,11 +1605,7 @@ impl Engine {
                     Some(at) if now >= at => {}
                     Some(_) | None => return,
                 }
-                if rollback {
-                    self.rollback_failed(i, Some(step), "agent lost".to_string(), out);
-                } else {
-                    self.host_failed(i, now, Some(step), "agent lost".to_string(), out);
-                }
+                self.execution_failed(i, now, exec, index, "agent lost".to_string(), out);
                 i
             }
             Timer::PromoteCanaries { group } => {
@@ -1275,6 +1622,28 @@ impl Engine {
         };
         let g = self.hosts[i].group;
         self.progress(now, VecDeque::from([g]), out);
+    }
+
+    /// Host `i`'s current execution (`exec`, `index`) failed for `reason`
+    /// without a result: its upgrade (or its rollback) fails.
+    fn execution_failed(
+        &mut self,
+        i: usize,
+        now: UnixMillis,
+        exec: Exec,
+        index: usize,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
+        match exec {
+            Exec::Step => self.host_failed(i, now, Some(index), reason, out),
+            Exec::Rollback => self.rollback_failed(i, Some(index), reason, out),
+            Exec::LeaderCheck { .. } => self.host_failed(i, now, Some(index), format!("leader check: {reason}"), out),
+            Exec::Switchover { before } => {
+                let name = self.spec.hosts[i].switchover[index].name.clone();
+                self.host_failed(i, now, Some(before), format!("switchover step {name}: {reason}"), out)
+            }
+        }
     }
 
     fn on_operator(&mut self, now: UnixMillis, command: OperatorCommand, by: &str, out: &mut Vec<Action>) {
@@ -1411,15 +1780,17 @@ impl Engine {
         h.attempts[step] += 1;
         let execution_id = format!("{}/{}/{}/{}", self.rollout_id, self.spec.hosts[i].key(), step, h.attempts[step]);
         let timeout = self.spec.hosts[i].steps[step].timeout;
-        if let Err(reason) = self.rendered(i, &self.spec.hosts[i].steps[step]) {
-            // Only a spec the plan did not check gets here. The host holds
-            // its slot; mark it running so failing it gives the slot back.
+        let ready = self.rendered(i, &self.spec.hosts[i].steps[step]).and_then(|_| self.backup_guard(i, step));
+        if let Err(reason) = ready {
+            // Only a spec the plan did not check gets here (a missing
+            // captured value, a migration with no backup before it). The host
+            // holds its slot; mark it running so failing it gives the slot back.
             self.hosts[i].state =
                 HostState::Running { step, execution_id: String::new(), since: now, lost_since: None };
             self.host_failed(i, now, Some(step), reason, out);
             return;
         }
-        self.issue(i, false, step, execution_id, timeout, now, out);
+        self.issue(i, Exec::Step, step, execution_id, timeout, now, out);
     }
 
     /// Issue a new execution of rollback step `step` on host `i`.
@@ -1437,7 +1808,7 @@ impl Engine {
             self.rollback_failed(i, Some(step), reason, out);
             return;
         }
-        self.issue(i, true, step, execution_id, timeout, now, out);
+        self.issue(i, Exec::Rollback, step, execution_id, timeout, now, out);
     }
 
     /// Make `execution_id` host `i`'s current execution, send it, arm its deadlines.
@@ -1445,8 +1816,8 @@ impl Engine {
     fn issue(
         &mut self,
         i: usize,
-        rollback: bool,
-        step: usize,
+        exec: Exec,
+        index: usize,
         execution_id: ExecutionId,
         timeout: Duration,
         now: UnixMillis,
@@ -1464,10 +1835,16 @@ impl Engine {
             Some((_, _, _, lost_since)) => lost_since,
             None => h.agent_lost_since.map(|_| now),
         };
-        h.state = if rollback {
-            HostState::RollingBack { step, execution_id: execution_id.clone(), since: now, lost_since }
-        } else {
-            HostState::Running { step, execution_id: execution_id.clone(), since: now, lost_since }
+        let id = execution_id.clone();
+        h.state = match exec {
+            Exec::Step => HostState::Running { step: index, execution_id: id, since: now, lost_since },
+            Exec::Rollback => HostState::RollingBack { step: index, execution_id: id, since: now, lost_since },
+            Exec::LeaderCheck { after_switchover } => {
+                HostState::Probing { step: index, after_switchover, execution_id: id, since: now, lost_since }
+            }
+            Exec::Switchover { before } => {
+                HostState::SwitchingOver { step: before, index, execution_id: id, since: now, lost_since }
+            }
         };
         let needs_lost_deadline = lost_since.is_some() && h.lost_deadline.is_none();
         out.extend(self.send_current(i, false));
@@ -1479,10 +1856,378 @@ impl Engine {
         }
     }
 
+    // ---- the cluster strategy --------------------------------------------
+
+    /// The runtime of host `i`'s cluster, when its group uses the `cluster` strategy.
+    fn cluster_rt(&mut self, i: usize) -> Option<&mut ClusterRt> {
+        let c = self.hosts[i].cluster?;
+        self.groups[self.hosts[i].group].clusters.get_mut(c)
+    }
+
+    /// The members of host `i`'s cluster (empty outside the `cluster` strategy).
+    fn members(&self, i: usize) -> &[usize] {
+        let spec = &self.spec.groups[self.hosts[i].group];
+        match (spec.cluster.as_ref(), self.hosts[i].cluster) {
+            (Some(cs), Some(c)) => &cs.clusters[c].hosts,
+            (Some(_), None) | (None, _) => &[],
+        }
+    }
+
+    fn cluster_name(&self, i: usize) -> &str {
+        let spec = &self.spec.groups[self.hosts[i].group];
+        match (spec.cluster.as_ref(), self.hosts[i].cluster) {
+            (Some(cs), Some(c)) => &cs.clusters[c].name,
+            (Some(_), None) | (None, _) => "",
+        }
+    }
+
+    /// Host `i` is in a `same_version` cluster.
+    fn same_version(&self, i: usize) -> bool {
+        self.hosts[i].cluster.is_some()
+            && self.spec.groups[self.hosts[i].group].cluster.as_ref().is_some_and(|c| c.same_version)
+    }
+
+    /// Host `i`, which holds a slot, goes on to its step `step`: in a
+    /// leader/follower cluster its leader check is asked first.
+    fn next_step(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        if self.hosts[i].cluster.is_some() && self.spec.hosts[i].leader_check.is_some() && !self.same_version(i) {
+            self.dispatch_leader_check(i, step, false, now, out);
+        } else {
+            self.dispatch(i, step, now, out);
+        }
+    }
+
+    fn dispatch_leader_check(
+        &mut self,
+        i: usize,
+        before: usize,
+        after_switchover: bool,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(check) = self.spec.hosts[i].leader_check.as_ref() else {
+            self.dispatch(i, before, now, out);
+            return;
+        };
+        let timeout = check.timeout;
+        let h = &mut self.hosts[i];
+        h.check_attempts[before] += 1;
+        let execution_id =
+            format!("{}/{}/lc{}/{}", self.rollout_id, self.spec.hosts[i].key(), before, h.check_attempts[before]);
+        self.issue(i, Exec::LeaderCheck { after_switchover }, before, execution_id, timeout, now, out);
+    }
+
+    fn dispatch_switchover(&mut self, i: usize, before: usize, index: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let timeout = self.spec.hosts[i].switchover[index].timeout;
+        let h = &mut self.hosts[i];
+        h.switchover_attempts[index] += 1;
+        let execution_id =
+            format!("{}/{}/sw{}/{}", self.rollout_id, self.spec.hosts[i].key(), index, h.switchover_attempts[index]);
+        if let Err(reason) = self.rendered(i, &self.spec.hosts[i].switchover[index]) {
+            self.host_failed(i, now, Some(before), reason, out);
+            return;
+        }
+        self.issue(i, Exec::Switchover { before }, index, execution_id, timeout, now, out);
+    }
+
+    /// The leader check before step `before` answered: passing means host
+    /// `i` leads its cluster. A follower goes on; a leader waits while any
+    /// other member is pending or in flight (unless the rollout is
+    /// stopping), else hands the leadership over (its switchover, once) or
+    /// goes on.
+    fn on_leader_check(
+        &mut self,
+        now: UnixMillis,
+        i: usize,
+        before: usize,
+        after_switchover: bool,
+        outcome: StepOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        let leader = match outcome.status {
+            StepStatus::Succeeded => true,
+            StepStatus::Failed => false,
+            StepStatus::Unsupported | StepStatus::TimedOut => {
+                let reason = if outcome.message.is_empty() {
+                    default_reason(outcome.status).to_string()
+                } else {
+                    outcome.message
+                };
+                self.host_failed(i, now, Some(before), format!("leader check: {reason}"), out);
+                return;
+            }
+        };
+        let host = self.spec.hosts[i].host.clone();
+        let cluster = self.cluster_name(i).to_string();
+        if !leader {
+            self.hosts[i].role = Role::Follower;
+            self.dispatch(i, before, now, out);
+            return;
+        }
+        if after_switchover {
+            let reason = format!("switchover did not take effect: {host} still passes its leader check");
+            self.host_failed(i, now, Some(before), reason, out);
+            return;
+        }
+        // A cluster has one leader: any other member's mark is stale now.
+        self.hosts[i].role = Role::Leader;
+        let members = self.members(i).to_vec();
+        for &j in &members {
+            if j != i && self.hosts[j].role == Role::Leader {
+                self.hosts[j].role = Role::Unknown;
+            }
+        }
+        let waiting: Vec<&str> = members
+            .iter()
+            .filter(|&&j| j != i)
+            .filter(|&&j| match self.hosts[j].state {
+                HostState::Pending | HostState::Held { .. } => true,
+                HostState::Running { .. }
+                | HostState::Soaking { .. }
+                | HostState::Probing { .. }
+                | HostState::SwitchingOver { .. }
+                | HostState::AtBarrier { .. }
+                | HostState::RollingBack { .. } => true,
+                HostState::Succeeded
+                | HostState::Failed { .. }
+                | HostState::Skipped
+                | HostState::RolledBack
+                | HostState::RollbackFailed { .. } => false,
+            })
+            .map(|&j| self.spec.hosts[j].host.as_str())
+            .collect();
+        if !waiting.is_empty() && !self.is_stopping() {
+            let waiting = waiting.join(", ");
+            let limit = 2 * members.len();
+            let deferrals = self.cluster_rt(i).map_or(0, |c| {
+                c.deferrals += 1;
+                c.deferrals
+            });
+            if deferrals > limit {
+                let reason = format!(
+                    "cluster {cluster}: the leadership keeps moving ({deferrals} leaders found with no step done \
+                     in between); do several members claim it?"
+                );
+                self.host_failed(i, now, Some(before), reason, out);
+                return;
+            }
+            self.defer(i, before);
+            self.hosts[i].message = format!("leader of cluster {cluster}: waits for {waiting}");
+            return;
+        }
+        if !self.spec.hosts[i].switchover.is_empty() && !self.hosts[i].switched_over {
+            self.hosts[i].switched_over = true;
+            self.hosts[i].message = format!("leader of cluster {cluster}: switching over");
+            self.dispatch_switchover(i, before, 0, now, out);
+            return;
+        }
+        self.hosts[i].message = format!("leader of cluster {cluster}: upgraded last");
+        self.dispatch(i, before, now, out);
+    }
+
+    /// Leader `i` gives up its slot until the other members are done: back
+    /// to pending (out of the started hosts) when it ran no step yet, held
+    /// otherwise.
+    fn defer(&mut self, i: usize, before: usize) {
+        self.leave_flight(i);
+        let g = self.hosts[i].group;
+        if before == 0 {
+            self.hosts[i].state = HostState::Pending;
+            let rt = &mut self.groups[g];
+            if let Some(p) = rt.order[..rt.next].iter().position(|&h| h == i) {
+                rt.next -= 1;
+                let last = rt.next;
+                // Keep the started hosts in the order they started.
+                let host = rt.order.remove(p);
+                rt.order.insert(last, host);
+            }
+        } else {
+            self.hosts[i].state = HostState::Held { step: before };
+            self.groups[g].held += 1;
+        }
+    }
+
+    fn on_switchover_finished(
+        &mut self,
+        now: UnixMillis,
+        i: usize,
+        before: usize,
+        index: usize,
+        outcome: StepOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        if !outcome.status.is_success() {
+            let reason =
+                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
+            let name = self.spec.hosts[i].switchover[index].name.clone();
+            self.host_failed(i, now, Some(before), format!("switchover step {name}: {reason}"), out);
+            return;
+        }
+        if index + 1 < self.spec.hosts[i].switchover.len() {
+            self.dispatch_switchover(i, before, index + 1, now, out);
+        } else {
+            self.dispatch_leader_check(i, before, true, now, out);
+        }
+    }
+
+    /// `same_version`: host `i` finished a step and waits at the barrier.
+    /// When a member failed, it fails too; when every member is at the
+    /// barrier, they all start the next step.
+    fn at_barrier(&mut self, i: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        if let Some(failed) = self.cluster_rt(i).and_then(|c| c.failed_member.clone()) {
+            let HostState::AtBarrier { step } = self.hosts[i].state else { return };
+            let reason = format!("stopped with its cluster {}: {failed}", self.cluster_name(i));
+            self.host_failed(i, now, Some(step), reason, out);
+            return;
+        }
+        let members = self.members(i).to_vec();
+        let mut ready = Vec::new();
+        for &j in &members {
+            match self.hosts[j].state {
+                HostState::AtBarrier { step } => ready.push((j, step)),
+                // A member with nothing left to do does not hold the others.
+                HostState::Succeeded | HostState::Soaking { .. } => {}
+                HostState::Pending
+                | HostState::Running { .. }
+                | HostState::Probing { .. }
+                | HostState::SwitchingOver { .. }
+                | HostState::Held { .. }
+                | HostState::Failed { .. }
+                | HostState::Skipped
+                | HostState::RollingBack { .. }
+                | HostState::RolledBack
+                | HostState::RollbackFailed { .. } => return,
+            }
+        }
+        for (j, step) in ready {
+            self.dispatch(j, step, now, out);
+        }
+    }
+
+    /// `same_version`: member `i` failed; the members at the barrier stop
+    /// with it (the ones still running stop when they reach it).
+    fn member_failed(&mut self, i: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let host = self.spec.hosts[i].host.clone();
+        let Some(c) = self.cluster_rt(i) else { return };
+        if c.failed_member.is_some() {
+            return;
+        }
+        c.failed_member = Some(format!("member {host} failed"));
+        for j in self.members(i).to_vec() {
+            if let HostState::AtBarrier { .. } = self.hosts[j].state {
+                self.at_barrier(j, now, out);
+            }
+        }
+    }
+
+    /// Start what a `cluster` group can start: every member of a
+    /// `same_version` cluster at once; in a leader/follower cluster, up to
+    /// `max_parallel` members, the first not known to be the leader, the
+    /// leader only when no other member is in flight.
+    fn fill_cluster(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(cs) = self.spec.groups[g].cluster.as_ref() else { return };
+        let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
+        let same_version = cs.same_version;
+        for c in 0..cs.clusters.len() {
+            let members = self.spec.groups[g].cluster.as_ref().map_or_else(Vec::new, |cs| cs.clusters[c].hosts.clone());
+            if same_version {
+                if members.iter().all(|&j| self.hosts[j].state == HostState::Pending) {
+                    for &j in &members {
+                        self.start_member(j, now, out);
+                    }
+                }
+                continue;
+            }
+            while self.groups[g].clusters[c].in_flight < max_parallel {
+                let mut first = None;
+                let mut follower = None;
+                for &j in &members {
+                    match self.hosts[j].state {
+                        HostState::Pending | HostState::Held { .. } => {
+                            first.get_or_insert(j);
+                            if self.hosts[j].role != Role::Leader {
+                                follower = Some(j);
+                                break;
+                            }
+                        }
+                        HostState::Running { .. }
+                        | HostState::Soaking { .. }
+                        | HostState::Probing { .. }
+                        | HostState::SwitchingOver { .. }
+                        | HostState::AtBarrier { .. }
+                        | HostState::Succeeded
+                        | HostState::Failed { .. }
+                        | HostState::Skipped
+                        | HostState::RollingBack { .. }
+                        | HostState::RolledBack
+                        | HostState::RollbackFailed { .. } => {}
+                    }
+                }
+                let pick = match (follower, first) {
+                    (Some(j), _) => j,
+                    (None, Some(j)) if self.groups[g].clusters[c].in_flight == 0 => j,
+                    (None, Some(_)) | (None, None) => break,
+                };
+                self.start_member(pick, now, out);
+            }
+        }
+    }
+
+    /// Start (or restart, when held) cluster member `i`.
+    fn start_member(&mut self, i: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let g = self.hosts[i].group;
+        let step = match self.hosts[i].state {
+            HostState::Held { step } => {
+                self.groups[g].held -= 1;
+                step
+            }
+            HostState::Pending => {
+                let rt = &mut self.groups[g];
+                if let Some(p) = rt.order[rt.next..].iter().position(|&h| h == i) {
+                    let host = rt.order.remove(rt.next + p);
+                    rt.order.insert(rt.next, host);
+                    rt.next += 1;
+                }
+                0
+            }
+            HostState::Running { .. }
+            | HostState::Soaking { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::AtBarrier { .. }
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RollingBack { .. }
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. } => return,
+        };
+        self.enter_flight(i);
+        if self.spec.hosts[i].steps.is_empty() {
+            self.host_succeeded(i, out);
+        } else {
+            self.next_step(i, step, now, out);
+        }
+    }
+
+    /// Once nothing new starts, held hosts of group `g` go on: a host that
+    /// started finishes its steps.
+    fn release_held(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let started: Vec<usize> = self.groups[g].order[..self.groups[g].next].to_vec();
+        for i in started {
+            if let HostState::Held { .. } = self.hosts[i].state {
+                self.start_member(i, now, out);
+            }
+        }
+    }
+
     /// Host `i` takes a slot of its group's window.
     fn enter_flight(&mut self, i: usize) {
         self.in_flight += 1;
         self.groups[self.hosts[i].group].in_flight += 1;
+        if let Some(c) = self.cluster_rt(i) {
+            c.in_flight += 1;
+        }
     }
 
     /// Take host `i` out of the in-flight counts if it was in flight.
@@ -1490,6 +2235,9 @@ impl Engine {
         if self.hosts[i].state.in_flight() {
             self.in_flight -= 1;
             self.groups[self.hosts[i].group].in_flight -= 1;
+            if let Some(c) = self.cluster_rt(i) {
+                c.in_flight -= 1;
+            }
         }
         self.hosts[i].lost_deadline = None;
     }
@@ -1503,6 +2251,9 @@ impl Engine {
 
     fn host_failed(&mut self, i: usize, now: UnixMillis, step: Option<usize>, reason: String, out: &mut Vec<Action>) {
         self.leave_flight(i);
+        if let HostState::Held { .. } = self.hosts[i].state {
+            self.groups[self.hosts[i].group].held -= 1;
+        }
         let state = HostState::Failed { step, reason: reason.clone() };
         self.hosts[i].state = state.clone();
         self.hosts[i].message = reason.clone();
@@ -1548,6 +2299,9 @@ impl Engine {
             let reason =
                 format!("the rollout has {} failed hosts, more than its budget of {budget}", self.failed_total);
             self.escalate(g, self.spec.on_failure, reason, out);
+        }
+        if self.same_version(i) {
+            self.member_failed(i, now, out);
         }
     }
 
@@ -1620,7 +2374,7 @@ impl Engine {
             self.open_groups -= 1;
         }
         rt.state = GroupState::RollingBack;
-        rt.rollback_queue = self.spec.groups[g].hosts[..rt.next].iter().rev().copied().collect();
+        rt.rollback_queue = rt.order[..rt.next].iter().rev().copied().collect();
         self.rollback_queued += rt.rollback_queue.len();
         self.wake.push(g);
     }
@@ -1664,11 +2418,15 @@ impl Engine {
     /// Once nothing new will start, a soak guards nothing: its host succeeds.
     fn end_soaks(&mut self, out: &mut Vec<Action>) {
         for g in 0..self.groups.len() {
+            if self.groups[g].held > 0 {
+                // Held hosts go on now: see `progress`.
+                self.wake.push(g);
+            }
             if self.groups[g].in_flight == 0 {
                 continue;
             }
             for k in 0..self.groups[g].next {
-                let i = self.spec.groups[g].hosts[k];
+                let i = self.groups[g].order[k];
                 if let HostState::Soaking { .. } = self.hosts[i].state {
                     self.host_succeeded(i, out);
                 }
@@ -1682,6 +2440,9 @@ impl Engine {
     /// the rollout if it is over.
     fn progress(&mut self, now: UnixMillis, mut queue: VecDeque<usize>, out: &mut Vec<Action>) {
         while let Some(g) = queue.pop_front().or_else(|| self.wake.pop()) {
+            if self.groups[g].held > 0 && self.is_stopping() {
+                self.release_held(g, now, out);
+            }
             match self.groups[g].state {
                 GroupState::RollingBack => {
                     self.fill_rollback(g, now, out, &mut queue);
@@ -1773,6 +2534,12 @@ impl Engine {
         if self.state != RolloutState::Running {
             return;
         }
+        if self.spec.groups[g].cluster.is_some() {
+            if self.groups[g].state == GroupState::Running {
+                self.fill_cluster(g, now, out);
+            }
+            return;
+        }
         let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
         loop {
             let rt = &self.groups[g];
@@ -1792,7 +2559,7 @@ impl Engine {
             if rt.in_flight >= max_parallel || rt.next >= limit {
                 return;
             }
-            let i = self.spec.groups[g].hosts[rt.next];
+            let i = rt.order[rt.next];
             self.groups[g].next += 1;
             if self.spec.hosts[i].steps.is_empty() {
                 self.host_succeeded(i, out);
@@ -1817,7 +2584,12 @@ impl Engine {
             let Some(&i) = self.groups[g].rollback_queue.front() else { break };
             match self.hosts[i].state {
                 // Still upgrading: its rollback waits for its steps to end.
-                HostState::Running { .. } | HostState::Soaking { .. } => break,
+                HostState::Running { .. }
+                | HostState::Soaking { .. }
+                | HostState::Probing { .. }
+                | HostState::SwitchingOver { .. }
+                | HostState::Held { .. }
+                | HostState::AtBarrier { .. } => break,
                 HostState::Succeeded | HostState::Failed { .. } => {
                     self.begin_rollback(i, now, why.clone(), out);
                 }
@@ -1906,14 +2678,26 @@ impl Engine {
     /// Skip whatever never started and enter the terminal `state`.
     fn finish(&mut self, state: RolloutState, message: String, out: &mut Vec<Action>) {
         for g in 0..self.groups.len() {
-            let hosts = &self.spec.groups[g].hosts;
-            for &i in &hosts[self.groups[g].next..] {
+            let order = self.groups[g].order.clone();
+            for &i in &order[..self.groups[g].next] {
+                // Only a rollout that ended while paused leaves a host held.
+                if let HostState::Held { step } = self.hosts[i].state {
+                    self.groups[g].held -= 1;
+                    let reason = format!("held mid-upgrade when the rollout {}", skip_cause(state));
+                    self.hosts[i].message = reason.clone();
+                    let st = HostState::Failed { step: Some(step), reason };
+                    self.hosts[i].state = st.clone();
+                    self.groups[g].failed += 1;
+                    out.push(Action::HostDone { host: self.key(i), state: st });
+                }
+            }
+            for &i in &order[self.groups[g].next..] {
                 self.hosts[i].state = HostState::Skipped;
                 self.hosts[i].message = format!("skipped: the rollout {}", skip_cause(state));
                 self.groups[g].skipped += 1;
                 out.push(Action::HostDone { host: self.key(i), state: HostState::Skipped });
             }
-            self.groups[g].next = hosts.len();
+            self.groups[g].next = order.len();
             if self.groups[g].state.is_open() {
                 self.groups[g].state = GroupState::Skipped;
                 self.open_groups -= 1;

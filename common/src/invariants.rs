@@ -45,6 +45,17 @@
 //!   step a dispatch carries must equal the spec's with `{{captured.NAME}}`
 //!   substituted from the values the log's successful `StepFinished` events
 //!   captured (a capture that does not match counts as a failed step).
+//! - `cluster` groups: the window is per cluster: at most `max_parallel`
+//!   members of a leader/follower cluster (every member of a `same_version`
+//!   one) have an execution outstanding at once (dispatched, not answered).
+//!   In a leader/follower cluster every step is dispatched in answer to the
+//!   host's leader check for that step (and its earlier steps succeeded);
+//!   when that check passed (the host leads), every other member of the
+//!   cluster has ended its upgrade, unless the rollout may be stopping (a
+//!   host failed, or an operator paused, aborted or rolled back). In a
+//!   `same_version` cluster, no member is dispatched step N+1 before every
+//!   member still upgrading succeeded step N. Leader checks and switchover
+//!   steps carry the spec's step.
 //! - Finally: `Finished` was emitted, every host has its `HostDone`, and a
 //!   host that succeeded has a version recorded when the spec names a
 //!   component (reported installed by one of its steps, or known before).
@@ -54,7 +65,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::capture;
-use crate::engine::{Action, Event, HostState, OperatorCommand, RolloutState};
+use crate::engine::{Action, ClusterPurpose, Event, HostState, OperatorCommand, RolloutState};
 use crate::model::{Promote, RolloutSpec, StepSpec, UnixMillis};
 
 /// One handled event and the actions the engine returned for it.
@@ -95,6 +106,15 @@ struct HostTrack {
     rollback: Option<RollbackTrack>,
     /// Values its successful steps captured.
     captured: BTreeMap<String, String>,
+    /// The execution dispatched last and not answered yet (steps and
+    /// cluster steps).
+    outstanding: Option<String>,
+    /// Its last answered leader check: (before step, passed).
+    leader_answer: Option<(usize, bool)>,
+    /// The event that answered it (its entry number).
+    leader_answer_entry: Option<usize>,
+    /// A leader check or switchover step was dispatched to it.
+    cluster_dispatched: bool,
 }
 
 #[derive(Default, Clone)]
@@ -138,6 +158,13 @@ struct Checker<'a> {
     executions: HashMap<String, (usize, Phase, usize)>,
     finished: Option<RolloutState>,
     violations: Vec<String>,
+    /// Leader checks and switchover steps: execution id -> (host, purpose).
+    cluster_execs: HashMap<String, (usize, ClusterPurpose)>,
+    /// Per host: its cluster's members (empty outside `cluster` groups).
+    cluster_of: Vec<Vec<usize>>,
+    /// A host failed or an operator paused, aborted or rolled back: the
+    /// leader rule no longer binds (held leaders may go on).
+    stopping_seen: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -180,6 +207,19 @@ impl<'a> Checker<'a> {
             executions: HashMap::new(),
             finished: None,
             violations: Vec::new(),
+            cluster_execs: HashMap::new(),
+            cluster_of: {
+                let mut of = vec![Vec::new(); spec.hosts.len()];
+                for c in spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
+                    for &h in &c.hosts {
+                        if let Some(slot) = of.get_mut(h) {
+                            *slot = c.hosts.clone();
+                        }
+                    }
+                }
+                of
+            },
+            stopping_seen: false,
         };
         for (n, entry) in log.iter().enumerate() {
             checker.entry(n, entry);
@@ -215,6 +255,34 @@ impl<'a> Checker<'a> {
     }
 
     fn entry(&mut self, n: usize, entry: &LogEntry) {
+        match &entry.event {
+            Event::StepFinished { execution_id, outcome } => {
+                if let Some(&(h, purpose)) = self.cluster_execs.get(execution_id)
+                    && self.hosts[h].outstanding.as_deref() == Some(execution_id.as_str())
+                {
+                    self.hosts[h].outstanding = None;
+                    if let ClusterPurpose::LeaderCheck { before, .. } = purpose {
+                        self.hosts[h].leader_answer = Some((before, outcome.status.is_success()));
+                        self.hosts[h].leader_answer_entry = Some(n);
+                    }
+                } else if let Some(&(h, _, _)) = self.executions.get(execution_id)
+                    && self.hosts[h].outstanding.as_deref() == Some(execution_id.as_str())
+                {
+                    self.hosts[h].outstanding = None;
+                }
+            }
+            Event::Operator {
+                command: OperatorCommand::Pause | OperatorCommand::Abort | OperatorCommand::Rollback,
+                ..
+            } => {
+                self.stopping_seen = true;
+            }
+            Event::Started
+            | Event::AgentConnected { .. }
+            | Event::AgentLost { .. }
+            | Event::TimerFired { .. }
+            | Event::Operator { .. } => {}
+        }
         match &entry.event {
             Event::StepFinished { execution_id, outcome } if outcome.status.is_success() => {
                 if let Some(&(h, phase, index)) = self.executions.get(execution_id) {
@@ -272,6 +340,9 @@ impl<'a> Checker<'a> {
                 }
                 Action::DispatchRollback { host, execution_id, rollback_index, step, resend } => {
                     self.dispatch_rollback(n, &entry.event, host, execution_id, *rollback_index, step, *resend)
+                }
+                Action::DispatchCluster { host, execution_id, purpose, step, resend } => {
+                    self.dispatch_cluster(n, host, execution_id, *purpose, step, *resend)
                 }
                 Action::Schedule { .. } => {}
                 Action::HostDone { host, state } => self.host_done(n, entry.now, host, state),
@@ -350,6 +421,7 @@ impl<'a> Checker<'a> {
                 state.as_str()
             ));
         }
+        self.cluster_step_rules(n, h, step_index, execution_id);
         match self.hosts[h].last_step {
             None => {
                 if step_index != 0 {
@@ -361,8 +433,12 @@ impl<'a> Checker<'a> {
             }
             Some(last) => {
                 let previous = self.hosts[h].last_execution.clone().unwrap_or_default();
+                // A cluster member goes on in answer to its leader check, or
+                // to the last member reaching the barrier (checked above),
+                // once its previous step succeeded.
+                let by_check = !self.cluster_of[h].is_empty() && self.hosts[h].steps_ok == step_index;
                 if step_index == last + 1 {
-                    if !answers(&entry.event, &previous) {
+                    if !by_check && !answers(&entry.event, &previous) {
                         self.fail(format!(
                             "entry {n}: host {host} (group {group}) was dispatched step {step_index} without a successful result for {previous}"
                         ));
@@ -381,6 +457,132 @@ impl<'a> Checker<'a> {
         }
         self.hosts[h].last_step = Some(step_index);
         self.hosts[h].last_execution = Some(execution_id.to_string());
+    }
+
+    /// The `cluster` rules for a new dispatch of step `step` to host `h`.
+    fn cluster_step_rules(&mut self, n: usize, h: usize, step: usize, execution_id: &str) {
+        let members = self.cluster_of[h].clone();
+        if members.is_empty() {
+            return;
+        }
+        let host = self.spec.hosts[h].host.clone();
+        let g = self.group_of[h];
+        let same_version = g.and_then(|g| self.spec.groups[g].cluster.as_ref()).is_some_and(|c| c.same_version);
+        self.outstanding(n, h, execution_id);
+        if same_version {
+            for &m in &members {
+                let upgrading = self.hosts[m].done.is_none();
+                if m != h && upgrading && self.hosts[m].steps_ok < step {
+                    self.fail(format!(
+                        "entry {n}: host {host} was dispatched step {step} of its same_version cluster before member {} finished step {}",
+                        self.spec.hosts[m].host,
+                        step.saturating_sub(1)
+                    ));
+                }
+            }
+            return;
+        }
+        if self.spec.hosts[h].leader_check.is_none() {
+            return;
+        }
+        match self.hosts[h].leader_answer {
+            Some((before, _)) if before == step && self.hosts[h].leader_answer_entry == Some(n) => {}
+            Some(_) | None => {
+                self.fail(format!(
+                    "entry {n}: host {host} was dispatched step {step} not in answer to its leader check for that step"
+                ));
+                return;
+            }
+        }
+        if self.hosts[h].leader_answer == Some((step, true)) && !self.stopping_seen {
+            let pending: Vec<&str> = members
+                .iter()
+                .filter(|&&m| m != h && self.hosts[m].done.is_none())
+                .map(|&m| self.spec.hosts[m].host.as_str())
+                .collect();
+            if !pending.is_empty() {
+                self.fail(format!(
+                    "entry {n}: host {host}, its cluster's leader, was dispatched step {step} while members {} had not finished",
+                    pending.join(", ")
+                ));
+            }
+        }
+    }
+
+    /// Host `h` has a new execution outstanding: check its cluster's window.
+    fn outstanding(&mut self, n: usize, h: usize, execution_id: &str) {
+        self.hosts[h].outstanding = Some(execution_id.to_string());
+        let Some(g) = self.group_of[h] else { return };
+        let Some(c) = self.spec.groups[g].cluster.as_ref() else { return };
+        let members = &self.cluster_of[h];
+        let limit = if c.same_version { members.len() } else { self.spec.groups[g].strategy.max_parallel.max(1) };
+        let busy = members.iter().filter(|&&m| self.hosts[m].outstanding.is_some()).count();
+        if busy > limit {
+            self.fail(format!(
+                "entry {n}: cluster of host {} had {busy} members with an execution outstanding, more than {limit}",
+                self.spec.hosts[h].host
+            ));
+        }
+    }
+
+    /// A leader check or switchover step: the spec's step, to a cluster member.
+    fn dispatch_cluster(
+        &mut self,
+        n: usize,
+        host: &str,
+        execution_id: &str,
+        purpose: ClusterPurpose,
+        step: &StepSpec,
+        resend: bool,
+    ) {
+        if let Some(state) = self.finished {
+            self.fail(format!(
+                "entry {n}: cluster execution {execution_id} was dispatched to host {host} after the rollout finished ({})",
+                state.as_str()
+            ));
+        }
+        let Some(h) = self.entry_of(host, execution_id) else {
+            self.fail(format!(
+                "entry {n}: cluster execution {execution_id} was dispatched to host {host}, which is not in the spec"
+            ));
+            return;
+        };
+        let plan = &self.spec.hosts[h];
+        let expected = match purpose {
+            ClusterPurpose::LeaderCheck { .. } => plan.leader_check.as_ref(),
+            ClusterPurpose::Switchover { index, .. } => plan.switchover.get(index),
+        };
+        if expected.and_then(|e| self.rendered(h, e)).as_ref() != Some(step) {
+            self.fail(format!(
+                "entry {n}: cluster execution {execution_id} for host {host} carries a step that is not the spec's ({purpose:?})"
+            ));
+        }
+        if self.cluster_of[h].is_empty() {
+            self.fail(format!(
+                "entry {n}: cluster execution {execution_id} went to host {host}, which is in no cluster"
+            ));
+        }
+        if resend {
+            if self.cluster_execs.get(execution_id).map(|&(o, _)| o) != Some(h) {
+                self.fail(format!(
+                    "entry {n}: cluster execution {execution_id} was re-sent to host {host} but never dispatched to it"
+                ));
+            }
+            return;
+        }
+        if self.cluster_execs.insert(execution_id.to_string(), (h, purpose)).is_some() {
+            self.fail(format!(
+                "entry {n}: cluster execution {execution_id} was dispatched a second time without resend"
+            ));
+        }
+        if let Some(state) = &self.hosts[h].done {
+            self.fail(format!(
+                "entry {n}: host {host} was dispatched cluster execution {execution_id} after it ended {}",
+                state.as_str()
+            ));
+        }
+        self.hosts[h].cluster_dispatched = true;
+        self.outstanding(n, h, execution_id);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -520,7 +722,8 @@ impl<'a> Checker<'a> {
         let Some(g) = self.group_of[h] else { return };
         let group = &self.spec.groups[g];
         self.group_in_flight[g] += 1;
-        if self.group_in_flight[g] > group.strategy.max_parallel.max(1) {
+        // A cluster group's window is per cluster: see `cluster_step_rules`.
+        if group.cluster.is_none() && self.group_in_flight[g] > group.strategy.max_parallel.max(1) {
             self.fail(format!(
                 "entry {n}: host {} started its {what} while group {} had {} hosts in flight, more than max_parallel {}",
                 self.spec.hosts[h].host, group.name, self.group_in_flight[g], group.strategy.max_parallel
@@ -611,8 +814,16 @@ impl<'a> Checker<'a> {
             | HostState::Pending
             | HostState::Running { .. }
             | HostState::Soaking { .. }
-            | HostState::RollingBack { .. } => {}
+            | HostState::RollingBack { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::Held { .. }
+            | HostState::AtBarrier { .. } => {}
         }
+        if let HostState::Failed { .. } = state {
+            self.stopping_seen = true;
+        }
+        self.hosts[h].outstanding = None;
         if let Some(before) = &self.hosts[h].done {
             self.fail(format!(
                 "entry {n}: host {host} (group {group}) was reported {} after it had already ended {}",
@@ -628,6 +839,10 @@ impl<'a> Checker<'a> {
             | HostState::Running { .. }
             | HostState::Soaking { .. }
             | HostState::RollingBack { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::Held { .. }
+            | HostState::AtBarrier { .. }
             | HostState::RolledBack
             | HostState::RollbackFailed { .. } => {
                 self.fail(format!(
@@ -658,7 +873,7 @@ impl<'a> Checker<'a> {
                 }
             }
             HostState::Failed { .. } => {
-                if !dispatched {
+                if !dispatched && !self.hosts[h].cluster_dispatched {
                     self.fail(format!("entry {n}: host {host} (group {group}) failed without ever being dispatched"));
                 }
             }

@@ -9,6 +9,7 @@
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
 //! - [`dag`]: dependency ordering and cycle detection over groups.
+//! - [`estimate`]: estimated durations of steps, groups and rollouts (`convoy plan`).
 //! - [`version`]: version parsing and ordering.
 //! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`.
 //! - [`invariants`]: checks every test layer runs over an event log.
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod catalog;
 pub mod dag;
 pub mod engine;
+pub mod estimate;
 pub mod invariants;
 pub mod metric;
 pub mod model;

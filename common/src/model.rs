@@ -35,6 +35,12 @@ pub struct InventoryHost {
     pub labels: BTreeMap<String, String>,
     /// Component or package name -> installed version.
     pub installed: BTreeMap<String, String>,
+    /// Facts about the host: what its agent reported (`hostname`, `os`,
+    /// `arch`, and the agent's `--fact KEY=VALUE`s), or an inventory file's
+    /// `facts:`. Read by catalog conditions (`when: { facts: ... }`) and by
+    /// `{{fact.NAME}}` templates.
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
 }
 
 /// The rollout the engine runs: a DAG of groups, each with its hosts.
@@ -59,6 +65,11 @@ pub struct RolloutSpec {
     /// their own [`GroupSpec::on_failure`], which defaults to this).
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// The plan's `require_backup`: a migration step ([`HostPlan::migrations`])
+    /// is dispatched only once a backup covering it succeeded (see
+    /// [`crate::engine`]).
+    #[serde(default)]
+    pub require_backup: bool,
 }
 
 /// What the engine does when hosts fail (see the engine's module docs).
@@ -140,6 +151,40 @@ pub struct GroupSpec {
     /// visible rollout-wide (see [`crate::capture`]).
     #[serde(default)]
     pub hook: bool,
+    /// The `cluster` strategy: the group's hosts form leader/follower
+    /// clusters, each upgraded in its own order (see [`ClusterSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// A group using the `cluster` strategy: its hosts are split into clusters
+/// by a label. Clusters proceed in parallel. In a leader/follower cluster the
+/// followers go first ([`Strategy::max_parallel`] at a time) and the leader
+/// last, the leader being found by each host's [`HostPlan::leader_check`],
+/// asked again before every step; with `same_version` every member runs
+/// each step together (see the engine's module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// The label whose value names a host's cluster (`cluster=mc1`).
+    pub label: String,
+    /// The clusters, by name, each with its members in their preferred
+    /// upgrade order (indices into [`RolloutSpec::hosts`]); together they are
+    /// exactly [`GroupSpec::hosts`].
+    pub clusters: Vec<ClusterMembers>,
+    /// Upgrade every member of a cluster together, step by step (stop all,
+    /// upgrade all, start all), for products whose members must all run one
+    /// version.
+    #[serde(default)]
+    pub same_version: bool,
+}
+
+/// One cluster of a [`ClusterSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMembers {
+    /// The label's value shared by the members.
+    pub name: String,
+    /// Indices into [`RolloutSpec::hosts`].
+    pub hosts: Vec<usize>,
 }
 
 /// How a group moves through its hosts. Percentages are already resolved.
@@ -184,6 +229,22 @@ pub struct HostPlan {
     /// nothing); may be shorter than `steps`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub captures: Vec<Option<CaptureSpec>>,
+    /// Indices of the steps that are migrations (`migration: true`, or the
+    /// `migrate` phase of a release catalog), ascending. With
+    /// [`RolloutSpec::require_backup`] the engine runs one only after a
+    /// backup covering it succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<usize>,
+    /// In a leader/follower cluster: the check that tells whether this host
+    /// is its cluster's leader right now (it passes on the leader and fails
+    /// on a follower), asked before every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_check: Option<StepSpec>,
+    /// In a leader/follower cluster: steps that hand the leadership over to
+    /// an upgraded member, run on the leader before it is upgraded; the
+    /// leader check must then fail on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switchover: Vec<StepSpec>,
 }
 
 impl HostPlan {
@@ -271,6 +332,12 @@ pub enum StepKind {
     /// Undo an `apt`, `dpkg` or `rpm` step: go back to the version the
     /// package had before its last change on the host.
     PkgRollback(PkgRollbackSpec),
+    /// Run a command that produces a backup, then find the backup (a file
+    /// or a directory, at [`BackupSpec::path`] or named by the last line of
+    /// the command's output) and measure it: a missing or empty backup fails
+    /// the step. The outcome's [`StepOutcome::backup`] says where and how
+    /// large it is.
+    Backup(BackupSpec),
 }
 
 impl StepKind {
@@ -291,6 +358,7 @@ impl StepKind {
             StepKind::Rpm(_) => "rpm",
             StepKind::Service(_) => "service",
             StepKind::PkgRollback(_) => "pkg_rollback",
+            StepKind::Backup(_) => "backup",
         }
     }
 }
@@ -561,6 +629,46 @@ pub struct PkgRollbackSpec {
     pub to_version: Option<String>,
 }
 
+/// `backup`: run a command that writes a backup, then check and measure it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSpec {
+    /// The command that takes the backup (relative `workdir`s are resolved
+    /// against the agent's install root, as for `exec`).
+    pub command: ExecSpec,
+    /// Where the command writes the backup: a file, or a directory whose
+    /// whole tree is the backup. Relative paths are resolved against the
+    /// agent's install root. `None`: the last non-empty line of the
+    /// command's standard output names it (relative to the command's
+    /// `workdir` when it has one, else to the install root).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A backup a `backup` step took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Absolute path of the backup file or directory on the host.
+    pub location: String,
+    /// Its size: a file's length, or the sum of the regular files' lengths
+    /// in a directory tree (symbolic links not followed). Never 0.
+    pub size_bytes: u64,
+}
+
+/// `1536` -> `1.5 KiB`: a size for people (binary units, one decimal).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSpec {
     pub path: String,
@@ -671,6 +779,9 @@ pub struct StepOutcome {
     pub duration_ms: u64,
     /// `(component, version)` when the step installed something.
     pub installed: Option<(String, String)>,
+    /// What a `backup` step took, when it succeeded.
+    #[serde(default)]
+    pub backup: Option<BackupRecord>,
 }
 
 impl StepOutcome {
@@ -684,6 +795,7 @@ impl StepOutcome {
             stderr_tail: String::new(),
             duration_ms: 0,
             installed: None,
+            backup: None,
         }
     }
     /// A failed outcome with `message`.

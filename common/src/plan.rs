@@ -81,6 +81,15 @@
 //!   ones are `rollback-<kind>-<n>`, and they may not declare a rollback.
 //! - Checks: `healthy_deadline` is another name for `deadline` (giving both
 //!   is an error); `min_healthy_time` (default 0) must be shorter than it.
+//! - Backups: `backup: { command, args?, env?, workdir?, path? }` (every
+//!   string templated; `path` may not be empty; no undo, no capture). Any
+//!   step may say `migration: true`; so are the steps of a catalog's
+//!   `migrate` phase ([`HostPlan::migrations`]). With the plan's
+//!   `require_backup: true`, expansion refuses a host entry's migration step
+//!   unless a backup step comes before it in the entry, or some group (or
+//!   hook) its group waits for, directly or not, has a backup step on any of
+//!   its hosts; the error names the `migration` field (for a catalog step,
+//!   the step) and the host. The engine checks again at run time.
 //!
 //! Hooks (an expansion transform: the engine only sees more groups):
 //! - `hooks: { before: HOOK, after: HOOK }` at the plan level and on any
@@ -127,16 +136,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::catalog::{Catalog, CatalogStep, HostContext, path_for_host};
+use crate::catalog::{Catalog, CatalogStep, HostContext, Phase, path_for_host};
 use crate::version::Version;
 use crate::{capture, dag};
 
 use crate::metric::MetricFormat;
 use crate::model::{
-    AptSpec, ArchiveRollbackSpec, ArchiveSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy, DpkgSpec,
-    ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan, HttpCheckSpec, InventoryHost, JsonExpect,
-    MetricCheckSpec, MetricSource, OnFailure, PkgManager, PkgRollbackSpec, Promote, RolloutSpec, RpmManager, RpmSpec,
-    ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec, Strategy, TcpCheckSpec, Threshold,
+    AptSpec, ArchiveRollbackSpec, ArchiveSpec, BackupSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy,
+    ClusterMembers, ClusterSpec, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan,
+    HttpCheckSpec, InventoryHost, JsonExpect, MetricCheckSpec, MetricSource, OnFailure, PkgManager, PkgRollbackSpec,
+    Promote, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec,
+    Strategy, TcpCheckSpec, Threshold,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -232,6 +242,7 @@ struct RawPlan {
     host_lost_timeout: Option<String>,
     max_failures: Option<String>,
     on_failure: Option<OnFailure>,
+    require_backup: Option<bool>,
     hooks: Option<RawHooks>,
     defaults: Option<RawDefaults>,
     groups: Option<Vec<RawGroup>>,
@@ -309,6 +320,7 @@ struct RawCanary {
 enum StrategyType {
     Rolling,
     Parallel,
+    Cluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,6 +331,14 @@ struct RawStrategy {
     max_parallel: Option<String>,
     max_failures: Option<String>,
     soak: Option<String>,
+    /// `type: cluster`: the label naming a host's cluster (default `cluster`).
+    by: Option<String>,
+    /// `type: cluster`: the check that passes on the leader.
+    leader: Option<RawCheck>,
+    /// `type: cluster`: steps handing the leadership over, run on the leader.
+    switchover: Option<Vec<RawStep>>,
+    /// `type: cluster`: every member of a cluster together, step by step.
+    same_version: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,8 +353,23 @@ struct RawStep {
     dpkg: Option<RawDpkg>,
     rpm: Option<RawRpm>,
     service: Option<RawService>,
+    backup: Option<RawBackup>,
     rollback: Option<RawExec>,
     capture: Option<RawCapture>,
+    migration: Option<bool>,
+    /// How long the step usually takes (`90s`), for `convoy plan`'s estimate.
+    estimate: Option<String>,
+}
+
+/// `backup: { command, args, env, workdir, path }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    workdir: Option<String>,
+    path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +454,8 @@ struct RawCheck {
     exec: Option<RawExec>,
     file: Option<RawFileCheck>,
     metric: Option<RawMetric>,
+    /// How long the check usually takes to pass, for `convoy plan`'s estimate.
+    estimate: Option<String>,
 }
 
 /// `metric:` — exactly one of `url`/`command`; `prometheus` (with optional
@@ -535,6 +572,12 @@ struct StepTemplate {
     undo: Option<ExecSpec>,
     /// What the step captures from its output.
     capture: Option<CaptureSpec>,
+    /// The step is a migration (`migration: true`, or a catalog's `migrate`
+    /// phase): the field to blame when `require_backup` finds no backup
+    /// before it.
+    migration: Option<FieldPath>,
+    /// The step's declared `estimate:` (see [`crate::estimate`]).
+    estimate: Option<Duration>,
 }
 
 /// Which of a group's hosts are its canaries.
@@ -570,11 +613,26 @@ struct PlanGroup {
     /// The name of the release catalog whose path each host runs before
     /// `steps` (a key of [`Plan::catalogs`]).
     release: Option<String>,
+    /// `strategy: { type: cluster }`.
+    cluster: Option<ClusterDef>,
+}
+
+/// A group's `type: cluster` strategy, with its steps still templated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClusterDef {
+    /// Where the strategy was written (the group's or the defaults').
+    path: FieldPath,
+    by: String,
+    same_version: bool,
+    leader: Option<StepTemplate>,
+    switchover: Vec<StepTemplate>,
 }
 
 /// A catalog a plan uses, with every step parsed once as a plan step/check.
 #[derive(Debug, Clone, PartialEq)]
 struct PlanCatalog {
+    /// The name the plan gives it (`release: { catalog: NAME }`).
+    name: String,
     catalog: Catalog,
     /// The plan's `version` as a release of the catalog.
     target: Version,
@@ -586,6 +644,21 @@ struct PlanCatalog {
 impl PlanCatalog {
     fn src(&self) -> Src<'_> {
         Src { file: &self.catalog.file, source: &self.catalog.source }
+    }
+
+    /// The parsed steps of every release, releases ascending, each in phase order.
+    fn release_steps(&self) -> impl Iterator<Item = &StepTemplate> {
+        self.catalog.releases.iter().flat_map(|r| &r.steps).filter_map(|cs| self.steps.get(&cs.field))
+    }
+
+    /// The parsed steps of every downgrade edge, in declaration order.
+    fn downgrade_steps(&self) -> impl Iterator<Item = &StepTemplate> {
+        self.catalog.downgrades.iter().flat_map(|d| &d.steps).filter_map(|cs| self.steps.get(&cs.field))
+    }
+
+    /// [`PlanCatalog::release_steps`], then [`PlanCatalog::downgrade_steps`].
+    fn ordered_steps(&self) -> impl Iterator<Item = &StepTemplate> {
+        self.release_steps().chain(self.downgrade_steps())
     }
 }
 
@@ -606,6 +679,8 @@ pub struct Plan {
     /// The plan's `on_failure`: the default of every group, and what the
     /// rollout-wide budget does.
     on_failure: OnFailure,
+    /// `require_backup`: every migration step needs a backup before it.
+    require_backup: bool,
     /// In declaration order.
     groups: Vec<PlanGroup>,
     /// Declaration indices in the topological order used for the rollout.
@@ -722,6 +797,17 @@ pub fn parse_plan_with_catalogs(
             Some(s) => strategy(src, s, &p.key("strategy"))?,
             None => default_strategy,
         };
+        let cluster = match (&g.strategy, &defaults.strategy) {
+            (Some(s), _) => cluster_def(src, s, &p.key("strategy"))?,
+            (None, Some(s)) => cluster_def(src, s, &dpath.key("strategy"))?,
+            (None, None) => None,
+        };
+        if let (Some(_), Some(_)) = (&cluster, &g.canary) {
+            return Err(src.err(
+                &p.key("canary"),
+                "not allowed with type: cluster, which picks its own order (followers first, the leader last)",
+            ));
+        }
         let own_steps = templates(src, g.steps.as_deref(), &p.key("steps"), step)?;
         let own_checks = templates(src, g.checks.as_deref(), &p.key("checks"), check)?;
         let steps = own_steps.or_else(|| default_steps.clone()).unwrap_or_default();
@@ -769,6 +855,7 @@ pub fn parse_plan_with_catalogs(
             rollback_steps,
             hook: false,
             release,
+            cluster,
         });
     }
 
@@ -786,7 +873,7 @@ pub fn parse_plan_with_catalogs(
         // Hooks only add edges around existing ones, so this cannot happen.
         src.err(&groups[cycle[0]].path, "cycle through hooks")
     })?;
-    check_captures(src, &groups)?;
+    check_captures(src, &groups, &used_catalogs)?;
 
     Ok(Plan {
         file: file.to_string(),
@@ -797,6 +884,7 @@ pub fn parse_plan_with_catalogs(
         host_lost_timeout,
         max_failures,
         on_failure,
+        require_backup: raw.require_backup.unwrap_or(false),
         groups,
         order,
         catalogs: used_catalogs,
@@ -834,7 +922,7 @@ fn plan_catalog(
         let t = catalog_step(csrc, cs)?;
         steps.insert(cs.field.clone(), t);
     }
-    Ok(PlanCatalog { catalog: catalog.clone(), target, steps })
+    Ok(PlanCatalog { name: name.to_string(), catalog: catalog.clone(), target, steps })
 }
 
 /// One catalog step through the plan's step (or check) grammar.
@@ -848,21 +936,12 @@ fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanErr
         let raw: RawStep = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
         step(csrc, &raw, &p)?
     };
-    if t.capture.is_some() {
-        return Err(csrc.err(&p.key("capture"), "catalog steps cannot capture values (not supported yet)"));
-    }
-    let mut spec = t.spec.clone();
-    let mut undo = t.undo.clone();
-    let strings = strings_mut(&mut spec)
-        .into_iter()
-        .map(|(rel, s)| (p.join(&rel), s))
-        .chain(undo.iter_mut().flat_map(|u| exec_strings_mut(p.key("rollback"), u)));
-    for (path, text) in strings {
-        if !capture::references(text).is_empty() {
-            return Err(csrc.err(&path, "catalog steps cannot use captured values (not supported yet)"));
-        }
-    }
+    // Captured values are checked with the plan's hooks (`check_captures`)
+    // and per host at expansion (`check_path_captures`).
     t.spec.name = cs.name.clone();
+    if cs.phase == Phase::Migrate && t.migration.is_none() {
+        t.migration = Some(p);
+    }
     Ok(t)
 }
 
@@ -1029,12 +1108,19 @@ fn hook_group(
         rollback_steps: Vec::new(),
         hook: true,
         release: None,
+        cluster: None,
     })
 }
 
 /// Check capture names and every `{{captured.NAME}}` reference (see
-/// "Captured values" in the module docs). `groups` have their final `after`.
-fn check_captures(src: Src<'_>, groups: &[PlanGroup]) -> Result<(), PlanError> {
+/// "Captured values" in the module docs). `groups` have their final `after`;
+/// `catalogs` are the release catalogs the groups use, whose steps are
+/// checked in catalog order (see "Captured values" in [`crate::catalog`]).
+fn check_captures(
+    src: Src<'_>,
+    groups: &[PlanGroup],
+    catalogs: &BTreeMap<String, PlanCatalog>,
+) -> Result<(), PlanError> {
     // Hook captures are rollout-wide, so their names must be unique.
     let mut by_hooks: HashMap<&str, &StepTemplate> = HashMap::new();
     for g in groups.iter().filter(|g| g.hook) {
@@ -1051,7 +1137,22 @@ fn check_captures(src: Src<'_>, groups: &[PlanGroup]) -> Result<(), PlanError> {
             }
         }
     }
+    for pc in catalogs.values() {
+        for t in pc.ordered_steps() {
+            let Some(c) = &t.capture else { continue };
+            if let Some(hook) = by_hooks.get(c.name.as_str()) {
+                return Err(pc.src().err(
+                    &t.path.key("capture").key("name"),
+                    format!(
+                        "capture '{}' is also captured by the hook step {} of {} (hook captures are rollout-wide)",
+                        c.name, hook.path, src.file
+                    ),
+                ));
+            }
+        }
+    }
     for g in groups.iter().filter(|g| !g.hook) {
+        let from_catalog = g.release.as_ref().and_then(|n| catalogs.get(n));
         let mut seen: HashMap<&str, &StepTemplate> = HashMap::new();
         for t in &g.steps {
             let Some(c) = &t.capture else { continue };
@@ -1070,37 +1171,37 @@ fn check_captures(src: Src<'_>, groups: &[PlanGroup]) -> Result<(), PlanError> {
                     ),
                 ));
             }
+            if let Some(pc) = from_catalog
+                && let Some(other) = pc.ordered_steps().find(|o| o.capture.as_ref().is_some_and(|oc| oc.name == c.name))
+            {
+                return Err(src.err(
+                    &np,
+                    format!(
+                        "capture '{}' is already captured by the release path of this group ({}:{}: {})",
+                        c.name,
+                        pc.catalog.file,
+                        locate::line_of(&pc.catalog.source, &other.path.0),
+                        other.path
+                    ),
+                ));
+            }
         }
     }
 
     // Hooks a group may read from: the hooks it (transitively) waits for.
     let mut ancestors: Vec<Option<Vec<bool>>> = vec![None; groups.len()];
-    fn walk(g: usize, groups: &[PlanGroup], memo: &mut Vec<Option<Vec<bool>>>) -> Vec<bool> {
-        if let Some(a) = &memo[g] {
-            return a.clone();
-        }
-        let mut a = vec![false; groups.len()];
-        for &d in &groups[g].after {
-            a[d] = true;
-            for (k, yes) in walk(d, groups, memo).into_iter().enumerate() {
-                a[k] |= yes;
-            }
-        }
-        memo[g] = Some(a.clone());
-        a
-    }
     for (gi, g) in groups.iter().enumerate() {
-        let before = walk(gi, groups, &mut ancestors);
-        let from_hooks: Vec<&str> = groups
-            .iter()
-            .enumerate()
-            .filter(|(k, h)| h.hook && before[*k])
-            .flat_map(|(_, h)| h.steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())))
-            .collect();
+        let from_hooks = hook_captures_before(groups, gi, &mut ancestors);
+        let mut from_path: Vec<&str> = Vec::new();
+        if let Some(pc) = g.release.as_ref().and_then(|n| catalogs.get(n)) {
+            check_catalog_captures(pc, &from_hooks, &g.name)?;
+            from_path = pc.ordered_steps().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())).collect();
+        }
         let captured_by = |upto: usize| -> Vec<&str> {
             g.steps[..upto.min(g.steps.len())]
                 .iter()
                 .filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str()))
+                .chain(from_path.iter().copied())
                 .collect()
         };
         let check = |path: FieldPath, text: &str, own: &[&str]| -> Result<(), PlanError> {
@@ -1144,6 +1245,81 @@ fn check_captures(src: Src<'_>, groups: &[PlanGroup]) -> Result<(), PlanError> {
                     continue;
                 }
                 check(t.path.join(&rel), text, &captured_by(g.steps.len()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names captured by the hooks group `gi` waits for, directly or not
+/// (`memo`: each group's ancestors, filled as needed).
+fn hook_captures_before<'g>(groups: &'g [PlanGroup], gi: usize, memo: &mut Vec<Option<Vec<bool>>>) -> Vec<&'g str> {
+    fn walk(g: usize, groups: &[PlanGroup], memo: &mut Vec<Option<Vec<bool>>>) -> Vec<bool> {
+        if let Some(a) = &memo[g] {
+            return a.clone();
+        }
+        let mut a = vec![false; groups.len()];
+        for &d in &groups[g].after {
+            a[d] = true;
+            for (k, yes) in walk(d, groups, memo).into_iter().enumerate() {
+                a[k] |= yes;
+            }
+        }
+        memo[g] = Some(a.clone());
+        a
+    }
+    if memo.len() != groups.len() {
+        *memo = vec![None; groups.len()];
+    }
+    let before = walk(gi, groups, memo);
+    groups
+        .iter()
+        .enumerate()
+        .filter(|(k, h)| h.hook && before[*k])
+        .flat_map(|(_, h)| h.steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())))
+        .collect()
+}
+
+/// Every `{{captured.NAME}}` of a catalog's steps must be captured by an
+/// earlier step in catalog order (releases ascending, phases in order; the
+/// downgrade edges on their own, in declaration order) or by a hook the group
+/// `group` waits for. The error names the catalog's file and line.
+fn check_catalog_captures(pc: &PlanCatalog, from_hooks: &[&str], group: &str) -> Result<(), PlanError> {
+    let lists: [(bool, Vec<&StepTemplate>); 2] =
+        [(false, pc.release_steps().collect()), (true, pc.downgrade_steps().collect())];
+    for (downgrades, list) in lists {
+        let mut captured: Vec<&str> = Vec::new();
+        for t in list {
+            let known = |name: &str, own: bool| {
+                from_hooks.contains(&name)
+                    || captured.contains(&name)
+                    || (own && t.capture.as_ref().is_some_and(|c| c.name == name))
+            };
+            let mut spec = t.spec.clone();
+            let mut undo = t.undo.clone();
+            // The undo runs only after its step succeeded: it may read that step's capture.
+            let strings =
+                strings_mut(&mut spec)
+                    .into_iter()
+                    .filter(|(rel, _)| *rel != FieldPath::default().key("name"))
+                    .map(|(rel, s)| (t.path.join(&rel), s, false))
+                    .chain(undo.iter_mut().flat_map(|u| {
+                        exec_strings_mut(t.path.key("rollback"), u).into_iter().map(|(p, s)| (p, s, true))
+                    }));
+            for (path, text, own) in strings {
+                if let Some(name) = capture::references(text).into_iter().find(|n| !known(n, own)) {
+                    let scope = if downgrades { "downgrade edge" } else { "release" };
+                    return Err(pc.src().err(
+                        &path,
+                        format!(
+                            "'{{{{captured.{name}}}}}' is used before it is captured: no earlier step of catalog '{}' (any {scope} before it, in order) nor a hook that runs before group '{group}' captures it",
+                            pc.name
+                        ),
+                    ));
+                }
+            }
+            if let Some(c) = &t.capture {
+                captured.push(&c.name);
             }
         }
     }
@@ -1337,6 +1513,70 @@ fn selection(src: Src<'_>, g: &RawGroup, p: &FieldPath) -> Result<Selection, Pla
     }
 }
 
+/// The `type: cluster` part of a strategy; `None` for other types, which
+/// may not use its fields.
+fn cluster_def(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<Option<ClusterDef>, PlanError> {
+    if raw.kind != Some(StrategyType::Cluster) {
+        let extra = [
+            ("by", raw.by.is_some()),
+            ("leader", raw.leader.is_some()),
+            ("switchover", raw.switchover.is_some()),
+            ("same_version", raw.same_version.is_some()),
+        ];
+        if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
+            return Err(src.err(&p.key(field), "only allowed with type: cluster"));
+        }
+        return Ok(None);
+    }
+    let by = match &raw.by {
+        Some(b) if b.trim().is_empty() => return Err(src.err(&p.key("by"), "must name a label")),
+        Some(b) => b.clone(),
+        None => "cluster".to_string(),
+    };
+    let same_version = raw.same_version.unwrap_or(false);
+    let leader = match &raw.leader {
+        Some(_) if same_version => {
+            return Err(src.err(
+                &p.key("leader"),
+                "not allowed with same_version: true, which upgrades every member together, in no leader order",
+            ));
+        }
+        Some(l) => {
+            let lp = p.key("leader");
+            if l.retries.is_some_and(|r| r > 0) || l.min_healthy_time.is_some() {
+                return Err(src.err(
+                    &lp,
+                    "a leader check is asked once each time (it passes on the leader, fails on a follower): \
+                     'retries' and 'min_healthy_time' are not allowed",
+                ));
+            }
+            let mut t = check(src, l, &lp)?;
+            if t.spec.name.is_empty() {
+                t.spec.name = "leader-check".to_string();
+            }
+            Some(t)
+        }
+        None if same_version => None,
+        None => {
+            return Err(src.err(
+                &p.key("leader"),
+                "type: cluster needs a 'leader' check (exec or http) that passes on the leader, \
+                 or same_version: true",
+            ));
+        }
+    };
+    let switchover = match (&raw.switchover, same_version) {
+        (Some(_), true) => return Err(src.err(&p.key("switchover"), "not allowed with same_version: true")),
+        (Some(steps), false) => {
+            let sp = p.key("switchover");
+            let parsed = templates(src, Some(steps.as_slice()), &sp, step)?.unwrap_or_default();
+            name_steps(src, parsed)?
+        }
+        (None, _) => Vec::new(),
+    };
+    Ok(Some(ClusterDef { path: p.clone(), by, same_version, leader, switchover }))
+}
+
 fn strategy(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<StrategyDef, PlanError> {
     let all_at_once = raw.kind == Some(StrategyType::Parallel);
     let mp = p.key("max_parallel");
@@ -1479,6 +1719,7 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
             ("dpkg", raw.dpkg.is_some()),
             ("rpm", raw.rpm.is_some()),
             ("service", raw.service.is_some()),
+            ("backup", raw.backup.is_some()),
         ],
         p,
         "step",
@@ -1488,6 +1729,7 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
         _ if raw.apt.is_some() || raw.dpkg.is_some() || raw.rpm.is_some() || raw.service.is_some() => {
             pkg_step(src, raw, &kp)?
         }
+        _ if raw.backup.is_some() => backup_step(src, raw.backup.as_ref().expect("checked"), &kp)?,
         (Some(e), _, _) => StepKind::Exec(exec_spec(src, e, &kp)?),
         (_, Some(a), _) => {
             let sha256 = required(src, a.sha256.clone(), &kp.key("sha256"))?;
@@ -1513,6 +1755,10 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
         None => DEFAULT_STEP_TIMEOUT,
     };
     let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
+    t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
+    if raw.migration == Some(true) {
+        t.migration = Some(p.key("migration"));
+    }
     if let Some(r) = &raw.rollback {
         let rp = p.key("rollback");
         let mut undo = exec_spec(src, r, &rp)?;
@@ -1635,7 +1881,14 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         (None, None, None, None) => unreachable!("one_kind found a kind"),
     };
     let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
-    finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })
+    let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
+    t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
+    Ok(t)
+}
+
+/// A step's or check's `estimate:` (a positive duration), if it has one.
+fn estimate(src: Src<'_>, raw: Option<&str>, p: &FieldPath) -> Result<Option<Duration>, PlanError> {
+    raw.map(|s| positive_duration(src, s, &p.key("estimate"))).transpose()
 }
 
 /// The kind of a `metric` check written at `kp`.
@@ -1783,6 +2036,23 @@ fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, Pla
     }))
 }
 
+/// The kind of a `backup` step written at `kp`.
+fn backup_step(src: Src<'_>, b: &RawBackup, kp: &FieldPath) -> Result<StepKind, PlanError> {
+    let path = match &b.path {
+        Some(p) if p.trim().is_empty() => return Err(src.err(&kp.key("path"), "must not be empty")),
+        p => p.clone(),
+    };
+    Ok(StepKind::Backup(BackupSpec {
+        command: ExecSpec {
+            command: required(src, b.command.clone(), &kp.key("command"))?,
+            args: b.args.clone().unwrap_or_default(),
+            env: b.env.clone().unwrap_or_default(),
+            workdir: b.workdir.clone(),
+        },
+        path,
+    }))
+}
+
 /// A package name or version the agent would accept as an argument.
 fn check_pkg_word(field: &str, v: &str) -> Result<(), String> {
     if v.is_empty()
@@ -1829,7 +2099,7 @@ fn finish_template(
     for (rel, s) in strings_mut(&mut spec) {
         render(s, |_| Ok(String::new())).map_err(|m| src.err(&p.join(&rel), m))?;
     }
-    Ok(StepTemplate { path: p.clone(), spec, undo: None, capture: None })
+    Ok(StepTemplate { path: p.clone(), spec, undo: None, capture: None, migration: None, estimate: None })
 }
 
 /// Give unnamed steps their `<kind>-<position>` name and reject duplicates.
@@ -1854,7 +2124,8 @@ fn name_steps(src: Src<'_>, mut steps: Vec<StepTemplate>) -> Result<Vec<StepTemp
 // Templates
 
 /// A template variable: `{{host}}`, `{{version}}`, `{{group}}`,
-/// `{{label.KEY}}` or `{{installed.COMPONENT}}`.
+/// `{{label.KEY}}`, `{{installed.COMPONENT}}`, `{{fact.NAME}}` or
+/// `{{captured.NAME}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Var<'a> {
     Host,
@@ -1862,6 +2133,8 @@ enum Var<'a> {
     Group,
     Label(&'a str),
     Installed(&'a str),
+    /// A fact of the host ([`InventoryHost::facts`]).
+    Fact(&'a str),
     /// Filled by the engine when it dispatches the step, not at expansion.
     Captured(&'a str),
 }
@@ -1869,7 +2142,7 @@ enum Var<'a> {
 fn parse_var(inner: &str) -> Result<Var<'_>, String> {
     let unknown = || {
         format!(
-            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT or captured.NAME"
+            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT, fact.NAME or captured.NAME"
         )
     };
     match inner {
@@ -1879,6 +2152,7 @@ fn parse_var(inner: &str) -> Result<Var<'_>, String> {
         _ => match inner.split_once('.') {
             Some(("label", key)) if !key.is_empty() => Ok(Var::Label(key)),
             Some(("installed", c)) if !c.is_empty() => Ok(Var::Installed(c)),
+            Some(("fact", f)) if !f.is_empty() => Ok(Var::Fact(f)),
             Some(("captured", c)) if !c.is_empty() => Ok(Var::Captured(c)),
             _ => Err(unknown()),
         },
@@ -1980,6 +2254,12 @@ fn strings_mut(spec: &mut StepSpec) -> Vec<(FieldPath, &mut String)> {
                 out.push((p.key("log"), l));
             }
         }
+        StepKind::Backup(b) => {
+            exec(root.key("backup"), &mut b.command, &mut out);
+            if let Some(p) = &mut b.path {
+                out.push((root.key("backup").key("path"), p));
+            }
+        }
         // Generated at expansion from an already rendered step.
         StepKind::ArchiveRollback(_) | StepKind::PkgRollback(_) => {}
     }
@@ -2010,6 +2290,44 @@ fn exec_strings_mut(p: FieldPath, e: &mut ExecSpec) -> Vec<(FieldPath, &mut Stri
 /// Hosts of the inventory that no group selects are not part of the rollout.
 /// If the inventory lists a host id twice, the first entry is used.
 pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, PlanError> {
+    expand_detailed(plan, inventory).map(|x| x.spec)
+}
+
+/// What [`expand`] produces, with what `convoy plan` shows beside it: per
+/// host entry, its release path and its steps' declared estimates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expansion {
+    pub spec: RolloutSpec,
+    /// One per [`RolloutSpec::hosts`] entry, in the same order.
+    pub hosts: Vec<HostDetail>,
+}
+
+/// What the expansion knows about one host entry beyond its [`HostPlan`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HostDetail {
+    /// The hops of the entry's release path (`release: { catalog }` groups
+    /// only), in order; its first steps are the hops' steps, in order.
+    pub path: Option<Vec<HopDetail>>,
+    /// Each step's declared `estimate:`, by step index (as long as the steps).
+    pub declared: Vec<Option<Duration>>,
+}
+
+/// One hop of a host's release path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopDetail {
+    pub from: String,
+    pub to: String,
+    /// Skippable releases jumped over.
+    pub skipped: Vec<String>,
+    pub downgrade: bool,
+    /// How many of the entry's steps belong to this hop (they follow the
+    /// previous hops' steps).
+    pub steps: usize,
+}
+
+/// [`expand`], keeping each host entry's release path and declared
+/// estimates ([`Expansion::hosts`]).
+pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expansion, PlanError> {
     let src = plan.src();
     let mut by_id: HashMap<&str, &InventoryHost> = HashMap::new();
     for h in inventory {
@@ -2089,15 +2407,32 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
     }
     let mut groups = Vec::with_capacity(plan.groups.len());
     let mut hosts = Vec::new();
+    let mut details = Vec::new();
+    let mut hook_memo = Vec::new();
+    // By position: a backup step runs in this group or in one it waits for.
+    let mut backed_up = vec![false; plan.groups.len()];
     for (pos, &decl) in plan.order.iter().enumerate() {
         let g = &plan.groups[decl];
         let (members, canary) = pick_canaries(src, g, &members[decl])?;
+        let (members, cluster_names) = match &g.cluster {
+            Some(c) => clusters_of(src, g, c, members)?,
+            None => (members, Vec::new()),
+        };
         let mut indices = Vec::with_capacity(members.len());
+        let backup_upstream = g.after.iter().any(|&d| backed_up[position[d]]);
+        let mut backup_here = false;
+        let from_hooks = match g.release {
+            Some(_) => hook_captures_before(&plan.groups, decl, &mut hook_memo),
+            None => Vec::new(),
+        };
         for h in members {
             // The host's release path (catalog steps, each from its own file) first.
-            let mut items: Vec<(Src<'_>, StepTemplate)> = match &g.release {
-                Some(name) => catalog_steps(src, plan, g, name, h)?,
-                None => Vec::new(),
+            let (mut items, path): (Vec<(Src<'_>, StepTemplate)>, _) = match &g.release {
+                Some(name) => {
+                    let (items, hops) = catalog_steps(src, plan, g, name, h)?;
+                    (items, Some(hops))
+                }
+                None => (Vec::new(), None),
             };
             for t in &g.steps {
                 if let Some((_, c)) = items.iter().find(|(_, c)| c.spec.name == t.spec.name) {
@@ -2111,6 +2446,10 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
                 }
             }
             items.extend(g.steps.iter().map(|t| (src, t.clone())));
+            if g.release.is_some() {
+                check_path_captures(&items, &from_hooks, &h.id, &g.name)?;
+            }
+            details.push(HostDetail { path, declared: items.iter().map(|(_, t)| t.estimate).collect() });
             let mut steps = Vec::with_capacity(items.len());
             let mut undo = Vec::with_capacity(items.len());
             for (tsrc, t) in &items {
@@ -2121,12 +2460,28 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
             if undo.iter().all(Option::is_none) {
                 undo.clear();
             }
+            if plan.require_backup && !backup_upstream {
+                check_backup_before(&items, &h.id, &g.name)?;
+            }
+            backup_here |= steps.iter().any(|s| matches!(s.kind, StepKind::Backup(_)));
+            let migrations: Vec<usize> =
+                items.iter().enumerate().filter(|(_, (_, t))| t.migration.is_some()).map(|(k, _)| k).collect();
             let rollback_steps = g
                 .rollback_steps
                 .iter()
                 .map(|t| render_step(src, t, h, &plan.version, &g.name))
                 .collect::<Result<Vec<_>, _>>()?;
             indices.push(hosts.len());
+            let leader_check = match g.cluster.as_ref().and_then(|c| c.leader.as_ref()) {
+                Some(t) => Some(render_step(src, t, h, &plan.version, &g.name)?),
+                None => None,
+            };
+            let switchover = g
+                .cluster
+                .iter()
+                .flat_map(|c| c.switchover.iter())
+                .map(|t| render_step(src, t, h, &plan.version, &g.name))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut captures: Vec<Option<CaptureSpec>> = items.iter().map(|(_, t)| t.capture.clone()).collect();
             if captures.iter().all(Option::is_none) {
                 captures.clear();
@@ -2140,25 +2495,47 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
                 undo,
                 rollback_steps,
                 captures,
+                migrations,
+                leader_check,
+                switchover,
             });
         }
+        backed_up[pos] = backup_upstream || backup_here;
         let mut after: Vec<usize> = g.after.iter().map(|&d| position[d]).collect();
         after.sort_unstable();
         after.dedup();
+        // A cluster group's window is per cluster: a share is of the largest.
+        let window_of = match &g.cluster {
+            Some(_) => cluster_names.iter().map(|(_, n)| *n).max().unwrap_or(0),
+            None => indices.len(),
+        };
+        let cluster = g.cluster.as_ref().map(|c| {
+            let mut start = 0;
+            let clusters = cluster_names
+                .iter()
+                .map(|(name, n)| {
+                    let hosts = indices[start..start + n].to_vec();
+                    start += n;
+                    ClusterMembers { name: name.clone(), hosts }
+                })
+                .collect();
+            ClusterSpec { label: c.by.clone(), clusters, same_version: c.same_version }
+        });
         groups.push(GroupSpec {
             name: g.name.clone(),
             after,
-            strategy: g.strategy.resolve(indices.len()),
+            strategy: g.strategy.resolve(window_of),
             hosts: indices,
             canary,
             on_failure: g.on_failure,
             hook: g.hook,
+            cluster,
         });
     }
 
     // The rollout-wide budget counts the hosts being upgraded, not hook runs.
     let total = groups.iter().filter(|g| !g.hook).map(|g| g.hosts.len()).sum::<usize>();
-    Ok(RolloutSpec {
+    let spec = RolloutSpec {
         plan_name: plan.name.clone(),
         target_version: plan.version.clone(),
         component: plan.component.clone(),
@@ -2170,26 +2547,93 @@ pub fn expand(plan: &Plan, inventory: &[InventoryHost]) -> Result<RolloutSpec, P
             Amount::Percent(p) => total * p as usize / 100,
         }),
         on_failure: plan.on_failure,
-    })
+        require_backup: plan.require_backup,
+    };
+    Ok(Expansion { spec, hosts: details })
+}
+
+/// On one host's path (catalog steps, then the group's steps), every
+/// `{{captured.NAME}}` needs a capture by an earlier step of the same entry
+/// (its own, for its `rollback:`) or by a hook the group waits for: a
+/// conditioned or skipped release may leave out the step that captures it.
+fn check_path_captures(
+    items: &[(Src<'_>, StepTemplate)],
+    from_hooks: &[&str],
+    host: &str,
+    group: &str,
+) -> Result<(), PlanError> {
+    let mut captured: Vec<&str> = from_hooks.to_vec();
+    for (tsrc, t) in items {
+        let mut spec = t.spec.clone();
+        let mut undo = t.undo.clone();
+        let strings = strings_mut(&mut spec)
+            .into_iter()
+            .filter(|(rel, _)| *rel != FieldPath::default().key("name"))
+            .map(|(rel, s)| (t.path.join(&rel), s, false))
+            .chain(
+                undo.iter_mut()
+                    .flat_map(|u| exec_strings_mut(t.path.key("rollback"), u).into_iter().map(|(p, s)| (p, s, true))),
+            );
+        for (path, text, own) in strings {
+            for name in capture::references(text) {
+                let by_self = own && t.capture.as_ref().is_some_and(|c| c.name == name);
+                if !captured.contains(&name) && !by_self {
+                    return Err(tsrc.err(
+                        &path,
+                        format!(
+                            "'{{{{captured.{name}}}}}' is used before it is captured on host {host} (group '{group}'): no earlier step of its release path nor a hook that runs before the group captures it (a `when:` may leave the capturing step out, or the host may start above its release)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &t.capture {
+            captured.push(&c.name);
+        }
+    }
+    Ok(())
+}
+
+/// With `require_backup: true`, for a host entry whose group waits for no
+/// backup: every migration step needs a backup step before it in the entry.
+fn check_backup_before(items: &[(Src<'_>, StepTemplate)], host: &str, group: &str) -> Result<(), PlanError> {
+    let mut backed = false;
+    for (tsrc, t) in items {
+        if let Some(field) = &t.migration
+            && !backed
+        {
+            return Err(tsrc.err(
+                field,
+                format!(
+                    "step '{}' is a migration and the plan sets require_backup, but no backup runs before it on host {host} (group '{group}'): add a backup step before it, or in a group or hook that group runs after",
+                    t.spec.name
+                ),
+            ));
+        }
+        backed |= matches!(t.spec.kind, StepKind::Backup(_));
+    }
+    Ok(())
 }
 
 /// The steps of `host`'s path through the catalog `name` to the plan's
 /// version: per hop, the applicable steps in phase order, named
 /// `<hop>/<step>` ([`crate::catalog::Hop::qualified_name`]), each with the
-/// catalog's file to report errors in.
+/// catalog's file to report errors in; and the hops.
 fn catalog_steps<'p>(
     src: Src<'_>,
     plan: &'p Plan,
     g: &PlanGroup,
     name: &str,
     host: &InventoryHost,
-) -> Result<Vec<(Src<'p>, StepTemplate)>, PlanError> {
+) -> Result<(Vec<(Src<'p>, StepTemplate)>, Vec<HopDetail>), PlanError> {
     let rp = g.path.key("release");
     let pc = plan.catalogs.get(name).ok_or_else(|| src.err(&rp.key("catalog"), format!("unknown catalog '{name}'")))?;
     let hops = path_for_host(&pc.catalog, &HostContext::from_inventory(host), &pc.target)
         .map_err(|e| src.err(&rp, format!("{e} (catalog '{name}', group '{}')", g.name)))?;
     let mut out = Vec::new();
+    let mut details = Vec::with_capacity(hops.len());
     for hop in &hops {
+        let before = out.len();
         for cs in hop.steps() {
             let mut t = pc.steps.get(&cs.field).cloned().ok_or_else(|| {
                 pc.src().err(&field_path_of(&cs.field), "internal error: catalog step not parsed with the plan")
@@ -2197,8 +2641,47 @@ fn catalog_steps<'p>(
             t.spec.name = hop.qualified_name(cs);
             out.push((pc.src(), t));
         }
+        details.push(HopDetail {
+            from: hop.from.to_string(),
+            to: hop.to.to_string(),
+            skipped: hop.skipped.iter().map(ToString::to_string).collect(),
+            downgrade: hop.direction == crate::catalog::Direction::Downgrade,
+            steps: out.len() - before,
+        });
     }
-    Ok(out)
+    Ok((out, details))
+}
+
+/// A `type: cluster` group's hosts ordered cluster by cluster (clusters by
+/// name, members by id), with each cluster's name and size. A host without
+/// the label is an error naming it.
+fn clusters_of<'h>(
+    src: Src<'_>,
+    g: &PlanGroup,
+    c: &ClusterDef,
+    members: Vec<&'h InventoryHost>,
+) -> Result<(Vec<&'h InventoryHost>, Vec<(String, usize)>), PlanError> {
+    let mut by_cluster: BTreeMap<&str, Vec<&'h InventoryHost>> = BTreeMap::new();
+    for h in members {
+        let Some(name) = h.labels.get(&c.by) else {
+            return Err(src.err(
+                &c.path.key("by"),
+                format!(
+                    "host {} of group '{}' has no label '{}', which names its cluster (type: cluster, by: {})",
+                    h.id, g.name, c.by, c.by
+                ),
+            ));
+        };
+        by_cluster.entry(name.as_str()).or_default().push(h);
+    }
+    let mut ordered = Vec::new();
+    let mut names = Vec::new();
+    for (name, mut hosts) in by_cluster {
+        hosts.sort_by(|a, b| a.id.cmp(&b.id));
+        names.push((name.to_string(), hosts.len()));
+        ordered.extend(hosts);
+    }
+    Ok((ordered, names))
 }
 
 /// The group's hosts with its canaries first, and its canary phase. A count
@@ -2269,7 +2752,8 @@ fn undo_step(
             | StepKind::ExecCheck(_)
             | StepKind::FileCheck(_)
             | StepKind::MetricCheck(_)
-            | StepKind::ArchiveRollback(_),
+            | StepKind::ArchiveRollback(_)
+            | StepKind::Backup(_),
         ) => return Ok(None),
     };
     Ok(Some(StepSpec { name: undo_name(&step.name), timeout: step.timeout, kind }))
@@ -2296,6 +2780,7 @@ fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &str) -> Res
         Var::Installed(c) => {
             host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
         }
+        Var::Fact(f) => host.facts.get(f).cloned().ok_or_else(|| format!("host {id} has no fact '{f}'")),
         // Kept for the engine, which substitutes it at dispatch.
         Var::Captured(c) => Ok(format!("{{{{{}{c}}}}}", capture::PREFIX)),
     }
@@ -2471,6 +2956,7 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
         "host_lost_timeout": format_duration(spec.host_lost_timeout),
         "max_failures": spec.max_failures,
         "on_failure": spec.on_failure.as_str(),
+        "require_backup": spec.require_backup,
         "groups": groups,
     })
 }

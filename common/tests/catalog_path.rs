@@ -25,7 +25,7 @@ fn canopsis() -> Catalog {
 
 fn host(id: &str, labels: &[(&str, &str)], installed: &[(&str, &str)]) -> InventoryHost {
     let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    InventoryHost { id: id.to_string(), labels: map(labels), installed: map(installed) }
+    InventoryHost { id: id.to_string(), labels: map(labels), installed: map(installed), facts: Default::default() }
 }
 
 /// `from->to` of every hop.

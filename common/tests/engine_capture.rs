@@ -162,6 +162,9 @@ fn hooked() -> convoy_common::model::RolloutSpec {
         undo: Vec::new(),
         rollback_steps: Vec::new(),
         captures: vec![regex("n", r"\d+")],
+        migrations: Vec::new(),
+        leader_check: None,
+        switchover: Vec::new(),
     });
     let a = s.groups.remove(0);
     s.groups = vec![
@@ -173,6 +176,7 @@ fn hooked() -> convoy_common::model::RolloutSpec {
             canary: None,
             on_failure: OnFailure::Halt,
             hook: true,
+            cluster: None,
         },
         GroupSpec { after: vec![0], ..a },
     ];

@@ -5,11 +5,14 @@
 
 mod engine_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use convoy_common::engine::{Action, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
+use convoy_common::engine::{Action, ClusterPurpose, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::invariants;
-use convoy_common::model::{OnFailure, RolloutSpec, StepOutcome, StepStatus, UnixMillis};
+use convoy_common::model::{
+    ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, OnFailure, RolloutSpec, StepKind, StepOutcome, StepSpec,
+    StepStatus, UnixMillis,
+};
 use engine_support::*;
 
 /// SplitMix64: tiny, deterministic, good enough to shuffle test schedules.
@@ -55,7 +58,42 @@ fn dag(rng: &mut Rng, varied: bool) -> RolloutSpec {
         s.max_failures = Some(rng.below(4));
         s.on_failure = MODES[rng.below(4)];
     }
+    // Half the seeds make `app` a `cluster` group of two clusters.
+    if rng.below(2) == 0 {
+        clusterize(&mut s, 1, rng.below(4) == 0, rng.below(2) == 0);
+    }
     s
+}
+
+/// Make group `g` a `cluster` group: its hosts split into two clusters,
+/// each host with a leader check (and a switchover step when asked), or
+/// lock-step with `same_version`.
+fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: bool) {
+    let hosts = s.groups[g].hosts.clone();
+    let half = hosts.len().div_ceil(2);
+    let clusters = vec![
+        ClusterMembers { name: "c1".into(), hosts: hosts[..half].to_vec() },
+        ClusterMembers { name: "c2".into(), hosts: hosts[half..].to_vec() },
+    ];
+    s.groups[g].canary = None;
+    s.groups[g].cluster = Some(ClusterSpec { label: "cluster".into(), clusters, same_version });
+    if same_version {
+        return;
+    }
+    for &h in &hosts {
+        let host = s.hosts[h].host.clone();
+        s.hosts[h].leader_check = Some(StepSpec {
+            name: "leader-check".into(),
+            timeout: STEP_TIMEOUT,
+            kind: StepKind::ExecCheck(ExecCheckSpec {
+                exec: ExecSpec { command: "is-leader".into(), args: vec![host], ..ExecSpec::default() },
+                policy: Default::default(),
+            }),
+        });
+        if switchover {
+            s.hosts[h].switchover = vec![step("hand-over")];
+        }
+    }
 }
 
 /// What a fake runtime knows: results not yet delivered, timers armed.
@@ -65,6 +103,13 @@ struct World {
     delivered: Vec<String>,
     timers: BTreeMap<(UnixMillis, u64), Timer>,
     seq: u64,
+    /// Leader checks and switchover steps sent, by execution id.
+    cluster_execs: HashMap<String, (String, ClusterPurpose)>,
+    /// The leader of each cluster, by cluster name.
+    leaders: BTreeMap<String, String>,
+    /// Each clustered host's cluster, and every cluster's members.
+    cluster_of: HashMap<String, String>,
+    members: BTreeMap<String, Vec<String>>,
 }
 
 impl World {
@@ -76,11 +121,48 @@ impl World {
                         self.outstanding.push(execution_id.clone());
                     }
                 }
+                Action::DispatchCluster { host, execution_id, purpose, .. } => {
+                    self.cluster_execs.insert(execution_id.clone(), (host.clone(), *purpose));
+                    if !self.outstanding.contains(execution_id) {
+                        self.outstanding.push(execution_id.clone());
+                    }
+                }
                 Action::Schedule { at, timer } => {
                     self.seq += 1;
                     self.timers.insert((*at, self.seq), timer.clone());
                 }
                 Action::HostDone { .. } | Action::Finished { .. } => {}
+            }
+        }
+    }
+}
+
+impl World {
+    /// A leader check passes on the cluster's leader (and now and then
+    /// cannot run); a switchover usually hands the leadership to another member.
+    fn cluster_outcome(&mut self, rng: &mut Rng, host: &str, purpose: ClusterPurpose) -> StepOutcome {
+        let Some(cluster) = self.cluster_of.get(host).cloned() else { return random_outcome(rng) };
+        match purpose {
+            ClusterPurpose::LeaderCheck { .. } => {
+                if rng.below(50) == 0 {
+                    return outcome(StepStatus::TimedOut, "killed");
+                }
+                if self.leaders.get(&cluster).map(String::as_str) == Some(host) {
+                    StepOutcome::ok()
+                } else {
+                    StepOutcome::failed("not the leader")
+                }
+            }
+            ClusterPurpose::Switchover { .. } => {
+                let outcome = random_outcome(rng);
+                if outcome.status.is_success() && rng.below(2) == 0 {
+                    let others: Vec<String> =
+                        self.members[&cluster].iter().filter(|m| m.as_str() != host).cloned().collect();
+                    if !others.is_empty() {
+                        self.leaders.insert(cluster, others[rng.below(others.len())].clone());
+                    }
+                }
+                outcome
             }
         }
     }
@@ -101,19 +183,43 @@ fn drive(seed: u64) -> (Run, usize) {
     let varied = seed % 2 == 1;
     let spec = dag(&mut rng, varied);
     let host_names: Vec<String> = spec.hosts.iter().map(|h| h.host.clone()).collect();
-    let mut run = Run::new(spec);
     let mut world = World::default();
+    for c in spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
+        let names: Vec<String> = c.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect();
+        for n in &names {
+            world.cluster_of.insert(n.clone(), c.name.clone());
+        }
+        if let Some(first) = names.get(rng.below(names.len().max(1))) {
+            world.leaders.insert(c.name.clone(), first.clone());
+        }
+        world.members.insert(c.name.clone(), names);
+    }
+    let mut run = Run::new(spec);
     world.absorb(&run.start());
     let mut steps = 0;
     while !run.engine.is_finished() {
         steps += 1;
         assert!(steps < 20_000, "seed {seed}: no end in sight");
         let roll = rng.below(1000);
+        // A failover, now and then, at any point of the rollout.
+        if !world.members.is_empty() && rng.below(12) == 0 {
+            let (name, members) = world.members.iter().nth(rng.below(world.members.len())).unwrap();
+            let pick = members[rng.below(members.len())].clone();
+            world.leaders.insert(name.clone(), pick);
+        }
         let event = if roll < 550 && !world.outstanding.is_empty() {
             let id = world.outstanding.swap_remove(rng.below(world.outstanding.len()));
             world.delivered.push(id.clone());
             run.advance(rng.below(40_000) as u64);
-            Event::StepFinished { execution_id: id, outcome: random_outcome(&mut rng) }
+            let outcome = match world.cluster_execs.get(&id).cloned() {
+                Some((host, purpose)) => world.cluster_outcome(&mut rng, &host, purpose),
+                // Cluster members fail less, so that failovers meet them mid-way.
+                None if id.split('/').nth(1).is_some_and(|h| world.cluster_of.contains_key(h)) && rng.below(4) != 0 => {
+                    ok_installed()
+                }
+                None => random_outcome(&mut rng),
+            };
+            Event::StepFinished { execution_id: id, outcome }
         } else if roll < 600 && !world.delivered.is_empty() {
             let id = world.delivered[rng.below(world.delivered.len())].clone();
             Event::StepFinished { execution_id: id, outcome: random_outcome(&mut rng) }
@@ -143,6 +249,11 @@ fn drive(seed: u64) -> (Run, usize) {
         };
         let actions = run.ev(event);
         world.absorb(&actions);
+        for h in &host_names {
+            if let Some(state) = run.engine.host_state(h) {
+                run.seen.insert(state.as_str());
+            }
+        }
         if steps % 50 == 0 {
             run.assert_invariants();
         }
@@ -156,8 +267,12 @@ fn random_runs_keep_every_invariant() {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut promotions: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut seen_states: BTreeMap<&'static str, usize> = BTreeMap::new();
     for seed in 0..400 {
         let (run, _) = drive(seed);
+        for h in &run.seen {
+            *seen_states.entry(h).or_default() += 1;
+        }
         for a in run.log.iter().flat_map(|e| &e.actions) {
             if let Action::HostDone { state, .. } = a {
                 *states.entry(state.as_str()).or_default() += 1;
@@ -220,6 +335,13 @@ fn random_runs_keep_every_invariant() {
     }
     for reason in ["exit 1", "unsupported", "killed", "agent lost", "no result within timeout"] {
         assert!(reasons.contains_key(reason), "no host failed with {reason:?}: {reasons:?}");
+    }
+    // Clusters: leaders held back, switchovers that did not take, barriers.
+    for prefix in ["leader check: ", "switchover did not take effect", "stopped with its cluster"] {
+        assert!(reasons.keys().any(|r| r.starts_with(prefix)), "no host failed with {prefix:?}…: {reasons:?}");
+    }
+    for state in ["held", "leader_check", "switching_over", "at_barrier"] {
+        assert!(seen_states.get(state).copied().unwrap_or(0) > 0, "no host was ever {state}: {seen_states:?}");
     }
 }
 

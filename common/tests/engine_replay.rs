@@ -69,7 +69,11 @@ fn resume_actions_resend_in_flight_work_and_rearm_timers() {
             | HostState::Skipped
             | HostState::RollingBack { .. }
             | HostState::RolledBack
-            | HostState::RollbackFailed { .. } => {}
+            | HostState::RollbackFailed { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::Held { .. }
+            | HostState::AtBarrier { .. } => {}
         }
     }
     expected_timers.insert(Timer::LostDeadline { host: "a-2".into() });

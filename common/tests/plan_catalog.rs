@@ -30,7 +30,7 @@ fn catalogs() -> BTreeMap<String, Catalog> {
 fn host(id: &str, edition: &str, installed: &[(&str, &str)]) -> InventoryHost {
     let labels = [("role", "canopsis"), ("edition", edition), ("service_root", "/srv/demo")];
     let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    InventoryHost { id: id.to_string(), labels: map(&labels), installed: map(installed) }
+    InventoryHost { id: id.to_string(), labels: map(&labels), installed: map(installed), facts: Default::default() }
 }
 
 fn expand_with(plan: &str, inventory: &[InventoryHost]) -> Result<RolloutSpec, PlanError> {

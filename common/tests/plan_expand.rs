@@ -66,6 +66,7 @@ fn host(id: &str, labels: &[(&str, &str)], installed: Option<&str>) -> Inventory
         id: id.to_string(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         installed: installed.map(|v| ("demo-service".to_string(), v.to_string())).into_iter().collect(),
+        facts: Default::default(),
     }
 }
 

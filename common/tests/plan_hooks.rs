@@ -12,6 +12,7 @@ fn host(id: &str, labels: &[(&str, &str)]) -> InventoryHost {
         id: id.to_string(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         installed: Default::default(),
+        facts: Default::default(),
     }
 }
 

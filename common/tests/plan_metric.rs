@@ -15,6 +15,7 @@ fn inventory() -> Vec<InventoryHost> {
         id: "mq-1".into(),
         labels: [("role".to_string(), "mq".to_string()), ("port".to_string(), "15692".to_string())].into(),
         installed: Default::default(),
+        facts: Default::default(),
     }]
 }
 

@@ -17,6 +17,7 @@ fn host(id: &str, installed: &[(&str, &str)]) -> InventoryHost {
         id: id.to_string(),
         labels: BTreeMap::from([("role".to_string(), "db".to_string()), ("port".to_string(), "8080".to_string())]),
         installed: installed.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        facts: BTreeMap::new(),
     }
 }
 

@@ -12,6 +12,7 @@ fn host(id: &str, role: &str, tier: &str, installed: Option<&str>) -> InventoryH
         id: id.to_string(),
         labels: BTreeMap::from([("role".to_string(), role.to_string()), ("tier".to_string(), tier.to_string())]),
         installed: installed.map(|v| BTreeMap::from([("app".to_string(), v.to_string())])).unwrap_or_default(),
+        facts: BTreeMap::new(),
     }
 }
 

@@ -65,6 +65,19 @@ pub fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {
         created_unix_ms: s.created.0,
         updated_unix_ms: s.updated.0,
         target_version: s.target_version.clone(),
+        backups: s
+            .view
+            .backups
+            .iter()
+            .map(|b| pb::RolloutBackup {
+                host_id: b.host.clone(),
+                group: b.group.clone(),
+                step: b.step.clone(),
+                location: b.location.clone(),
+                size_bytes: b.size_bytes,
+                taken_unix_ms: b.at.0,
+            })
+            .collect(),
     }
 }
 
@@ -80,6 +93,7 @@ pub fn agent_to_wire(a: &AgentSnapshot) -> pb::AgentInfo {
             os: r.os.clone(),
             arch: r.arch.clone(),
             installed: r.installed.clone().into_iter().collect(),
+            custom: r.facts.clone().into_iter().collect(),
         }),
         last_seen_unix_ms: r.last_seen.0,
         protocol_version: r.protocol_version,

@@ -83,6 +83,7 @@ fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
         os: facts.os,
         arch: facts.arch,
         installed: facts.installed.into_iter().collect(),
+        facts: facts.custom.into_iter().collect(),
         replayed,
     })
 }
@@ -300,6 +301,20 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         self.store.put_join_token(&token, expires).map_err(to_status)?;
         self.store.flush().map_err(to_status)?;
         Ok(Response::new(pb::CreateJoinTokenResponse { token, expires_unix_ms: expires.0 }))
+    }
+
+    async fn step_times(&self, req: Request<pb::StepTimesRequest>) -> Result<Response<pb::StepTimesResponse>, Status> {
+        let plan = req.into_inner().plan_name;
+        let steps = crate::timings::measured(self.store.as_ref(), &plan)
+            .into_iter()
+            .map(|((group, step), m)| pb::StepTime {
+                group,
+                step,
+                median_ms: m.median.as_millis() as u64,
+                runs: m.runs,
+            })
+            .collect();
+        Ok(Response::new(pb::StepTimesResponse { steps }))
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`runtime`]: the single task that owns the engines, the agent sessions
 //!   and the timers, and group-commits events before acting on them.
 //! - [`store`]: the [`store::Store`] trait and its embedded sled implementation.
+//! - [`timings`]: measured step durations, for `convoy plan`'s estimates.
 //! - [`tls`]: the CA, certificates for enrolled agents, tokens.
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
 //! - [`error`]: the crate's error enum.
@@ -24,6 +25,7 @@ pub mod grpc;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod timings;
 pub mod tls;
 
 pub use error::CoordinatorError;

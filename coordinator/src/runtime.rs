@@ -86,6 +86,8 @@ pub struct AgentHello {
     pub os: String,
     pub arch: String,
     pub installed: BTreeMap<String, String>,
+    /// The facts the operator gave the agent (`--fact KEY=VALUE`).
+    pub facts: BTreeMap<String, String>,
     /// Results the agent finished while it was disconnected.
     pub replayed: Vec<(ExecutionId, StepOutcome)>,
 }
@@ -384,6 +386,7 @@ impl Actor {
                         Action::Schedule { .. } => self.actions.push((id.clone(), a)),
                         Action::Dispatch { .. }
                         | Action::DispatchRollback { .. }
+                        | Action::DispatchCluster { .. }
                         | Action::HostDone { .. }
                         | Action::Finished { .. } => {}
                     }
@@ -490,7 +493,8 @@ impl Actor {
     fn act(&mut self, rollout_id: &str, action: Action) {
         match action {
             Action::Dispatch { host, execution_id, step_index: _, step, resend }
-            | Action::DispatchRollback { host, execution_id, rollback_index: _, step, resend } => {
+            | Action::DispatchRollback { host, execution_id, rollback_index: _, step, resend }
+            | Action::DispatchCluster { host, execution_id, purpose: _, step, resend } => {
                 let Some(conn) = self.agents.get(&host) else {
                     tracing::debug!(%host, %execution_id, "no agent known; dispatch waits for it");
                     return;
@@ -671,6 +675,7 @@ impl Actor {
             arch: hello.arch.clone(),
             installed: hello.installed.clone(),
             last_seen: now,
+            facts: hello.facts.clone(),
         };
         if let Err(e) = self.store.put_agent(&record) {
             tracing::error!(%host, error = %e, "cannot store agent record");
@@ -702,6 +707,7 @@ impl Actor {
                         tracing::error!(%host, error = %e, "cannot store agent record");
                     }
                 }
+                crate::timings::record(self.store.as_ref(), &run.record, &run.engine, &execution_id, &outcome);
                 self.event(&rollout, Event::StepFinished { execution_id, outcome })
             }
             Some(owner) => {
@@ -726,20 +732,14 @@ impl Actor {
             .collect::<Result<BTreeMap<_, _>, plan::PlanError>>()?;
         let parsed = plan::parse_plan_with_catalogs(file, source, &catalogs)?;
         let inventory: Vec<InventoryHost> = {
-            let mut v: Vec<InventoryHost> = self
-                .agents
-                .values()
-                .map(|a| InventoryHost {
-                    id: a.record.id.clone(),
-                    labels: a.record.labels.clone(),
-                    installed: a.record.installed.clone(),
-                })
-                .collect();
+            let mut v: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
             v.sort_by(|a, b| a.id.cmp(&b.id));
             v
         };
-        let spec = plan::expand(&parsed, &inventory)?;
-        let summary = plan::summary_json(&spec);
+        let expansion = plan::expand_detailed(&parsed, &inventory)?;
+        let measured = crate::timings::measured(self.store.as_ref(), parsed.plan_name());
+        let summary = convoy_common::estimate::summary_json(&expansion, &measured);
+        let spec = expansion.spec;
         let dot = plan::to_dot(&spec);
         if dry_run {
             return Ok(Submitted { rollout_id: String::new(), summary, dot });

@@ -4,7 +4,9 @@
 //! install). What is stored: rollout records (the plan source and its
 //! expansion), each rollout's event log (`now` + event, in order; actions are
 //! not stored because replaying the events recomputes them), the agents ever
-//! seen (inventory survives restarts), and join tokens. Writes are buffered
+//! seen (inventory survives restarts), join tokens, and the recent durations
+//! of every step that succeeded (per plan name, group and step name, the last
+//! [`convoy_common::estimate::HISTORY`], for `convoy plan`'s estimates). Writes are buffered
 //! until [`Store::flush`]: the runtime appends a batch of events, flushes once
 //! (group commit) and only then carries out their actions.
 
@@ -46,6 +48,38 @@ pub struct AgentRecord {
     pub arch: String,
     pub installed: std::collections::BTreeMap<String, String>,
     pub last_seen: UnixMillis,
+    /// The facts the operator gave the agent (`--fact KEY=VALUE`).
+    #[serde(default)]
+    pub facts: std::collections::BTreeMap<String, String>,
+}
+
+impl AgentRecord {
+    /// The agent as the inventory plans expand against: its labels, installed
+    /// versions and facts (its custom facts, plus `hostname`, `os` and `arch`
+    /// when it reported them, which win over custom facts of the same name).
+    pub fn inventory_host(&self) -> convoy_common::model::InventoryHost {
+        let mut facts = self.facts.clone();
+        for (k, v) in [("hostname", &self.hostname), ("os", &self.os), ("arch", &self.arch)] {
+            if !v.is_empty() {
+                facts.insert(k.to_string(), v.clone());
+            }
+        }
+        convoy_common::model::InventoryHost {
+            id: self.id.clone(),
+            labels: self.labels.clone(),
+            installed: self.installed.clone(),
+            facts,
+        }
+    }
+}
+
+/// The recent durations of one step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTimes {
+    pub group: String,
+    pub step: String,
+    /// Milliseconds, oldest first, at most [`convoy_common::estimate::HISTORY`].
+    pub recent_ms: Vec<u64>,
 }
 
 /// The coordinator's storage seam.
@@ -60,6 +94,17 @@ pub trait Store: Send + Sync + 'static {
     fn put_join_token(&self, token: &str, expires: UnixMillis) -> Result<(), CoordinatorError>;
     /// Expiry of a join token, if it exists.
     fn join_token(&self, token: &str) -> Result<Option<UnixMillis>, CoordinatorError>;
+    /// Add one duration of a step of plan `plan`, keeping the last `keep`.
+    fn add_step_time(
+        &self,
+        plan: &str,
+        group: &str,
+        step: &str,
+        duration_ms: u64,
+        keep: usize,
+    ) -> Result<(), CoordinatorError>;
+    /// The recent durations of every step of plan `plan` that has some.
+    fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), CoordinatorError>;
 }
@@ -71,6 +116,7 @@ pub struct SledStore {
     events: sled::Tree,
     agents: sled::Tree,
     tokens: sled::Tree,
+    step_times: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -85,6 +131,11 @@ fn serr(op: &'static str) -> impl FnOnce(sled::Error) -> CoordinatorError {
 
 fn jerr(op: &'static str) -> impl FnOnce(serde_json::Error) -> CoordinatorError {
     move |e| CoordinatorError::Store { op, message: e.to_string() }
+}
+
+/// `plan \0 group \0 step`: a plan's steps are one prefix scan.
+fn step_time_key(plan: &str, group: &str, step: &str) -> Vec<u8> {
+    [plan.as_bytes(), b"\0", group.as_bytes(), b"\0", step.as_bytes()].concat()
 }
 
 fn event_key(rollout_id: &str, seq: u64) -> Vec<u8> {
@@ -108,6 +159,7 @@ impl SledStore {
             events: db.open_tree("events").map_err(serr("open events"))?,
             agents: db.open_tree("agents").map_err(serr("open agents"))?,
             tokens: db.open_tree("join_tokens").map_err(serr("open tokens"))?,
+            step_times: db.open_tree("step_times").map_err(serr("open step times"))?,
             db,
         })
     }
@@ -174,6 +226,38 @@ impl Store for SledStore {
         Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(|b| UnixMillis(u64::from_be_bytes(b))))
     }
 
+    fn add_step_time(
+        &self,
+        plan: &str,
+        group: &str,
+        step: &str,
+        duration_ms: u64,
+        keep: usize,
+    ) -> Result<(), CoordinatorError> {
+        let key = step_time_key(plan, group, step);
+        let mut times = match self.step_times.get(&key).map_err(serr("get step times"))? {
+            Some(v) => serde_json::from_slice(&v).map_err(jerr("decode step times"))?,
+            None => StepTimes { group: group.to_string(), step: step.to_string(), recent_ms: Vec::new() },
+        };
+        times.recent_ms.push(duration_ms);
+        let excess = times.recent_ms.len().saturating_sub(keep.max(1));
+        times.recent_ms.drain(..excess);
+        let v = serde_json::to_vec(&times).map_err(jerr("encode step times"))?;
+        self.step_times.insert(key, v).map_err(serr("put step times"))?;
+        Ok(())
+    }
+
+    fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError> {
+        let mut prefix = plan.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.step_times.scan_prefix(prefix) {
+            let (_, v) = kv.map_err(serr("read step times"))?;
+            out.push(serde_json::from_slice(&v).map_err(jerr("decode step times"))?);
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> Result<(), CoordinatorError> {
         self.db.flush().map_err(serr("flush"))?;
         Ok(())
@@ -214,5 +298,29 @@ mod tests {
         assert_eq!(s.events("r-ab").unwrap().len(), 1);
         assert_eq!(s.join_token("tok").unwrap(), Some(UnixMillis(99)));
         assert_eq!(s.join_token("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn step_times_keep_the_last_ones_per_plan_group_and_step_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            for ms in 1..=25 {
+                s.add_step_time("upgrade", "db", "install", ms, 20).unwrap();
+            }
+            s.add_step_time("upgrade", "api", "install", 7, 20).unwrap();
+            // A plan whose name extends another's must not mix with it.
+            s.add_step_time("upgrade-2", "db", "install", 99, 20).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut got = s.step_times("upgrade").unwrap();
+        got.sort_by(|a, b| a.group.cmp(&b.group));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], StepTimes { group: "api".into(), step: "install".into(), recent_ms: vec![7] });
+        assert_eq!(got[1].group, "db");
+        assert_eq!(got[1].recent_ms, (6..=25).collect::<Vec<u64>>(), "the 20 most recent, oldest first");
+        assert_eq!(s.step_times("upgrade-2").unwrap()[0].recent_ms, vec![99]);
+        assert!(s.step_times("nothing").unwrap().is_empty());
     }
 }

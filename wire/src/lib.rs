@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use convoy_common::metric::MetricFormat;
 use convoy_common::model::{
-    AptSpec, ArchiveRollbackSpec, ArchiveSpec, CheckPolicy, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec,
-    HttpCheckSpec, JsonExpect, MetricCheckSpec, MetricSource, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec,
-    ServiceAction, ServiceManager, ServiceSpec, StepKind, StepOutcome, StepSpec, StepStatus, TcpCheckSpec, Threshold,
+    AptSpec, ArchiveRollbackSpec, ArchiveSpec, BackupRecord, BackupSpec, CheckPolicy, DpkgSpec, ExecCheckSpec,
+    ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec, JsonExpect, MetricCheckSpec, MetricSource, PkgManager,
+    PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec, StepKind, StepOutcome, StepSpec,
+    StepStatus, TcpCheckSpec, Threshold,
 };
 use convoy_proto::v1 as pb;
 use pb::step_spec::Kind as PbKind;
@@ -158,6 +159,10 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
             })
         }
         Some(PbKind::MetricCheck(m)) => StepKind::MetricCheck(metric_from_proto(m)?),
+        Some(PbKind::Backup(b)) => {
+            let command = b.command.as_ref().ok_or_else(|| unconvertible("backup step carries no command"))?;
+            StepKind::Backup(BackupSpec { command: exec_from_proto(command)?, path: non_empty(&b.path) })
+        }
     };
     Ok(StepSpec { name: name.to_string(), timeout: Duration::from_millis(spec.timeout_ms), kind })
 }
@@ -332,6 +337,10 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             policy: Some(policy_to_proto(&f.policy)),
         }),
         StepKind::MetricCheck(m) => PbKind::MetricCheck(metric_to_proto(m)),
+        StepKind::Backup(b) => PbKind::Backup(pb::BackupStep {
+            command: Some(exec_to_proto(&b.command)),
+            path: b.path.clone().unwrap_or_default(),
+        }),
     };
     pb::StepSpec { timeout_ms: millis(step.timeout), kind: Some(kind) }
 }
@@ -432,6 +441,10 @@ pub fn outcome_to_result(execution_id: &str, outcome: &StepOutcome, replayed: bo
         installed_version,
         component,
         replayed,
+        backup: outcome
+            .backup
+            .as_ref()
+            .map(|b| pb::BackupRecord { location: b.location.clone(), size_bytes: b.size_bytes }),
     }
 }
 
@@ -457,6 +470,7 @@ pub fn result_to_outcome(result: &pb::StepResult) -> StepOutcome {
         stderr_tail: result.stderr_tail.clone(),
         duration_ms: result.duration_ms,
         installed,
+        backup: result.backup.as_ref().map(|b| BackupRecord { location: b.location.clone(), size_bytes: b.size_bytes }),
     }
 }
 
@@ -664,13 +678,20 @@ mod tests {
             StepKind::PkgRollback(PkgRollbackSpec { package: "x".into(), manager: PkgManager::Dnf, to_version: None }),
             StepKind::PkgRollback(PkgRollbackSpec { package: "x".into(), manager: PkgManager::Yum, to_version: None }),
             StepKind::PkgRollback(PkgRollbackSpec { package: "x".into(), manager: PkgManager::Rpm, to_version: None }),
+            StepKind::Backup(BackupSpec { command: exec(), path: Some("/var/backups/db.dump".into()) }),
+            StepKind::Backup(BackupSpec {
+                command: ExecSpec { command: "pg_dump-latest".into(), ..ExecSpec::default() },
+                path: None,
+            }),
         ]
     }
 
     #[test]
     fn every_kind_name_is_covered() {
         let names: std::collections::BTreeSet<&str> = all_kinds().iter().map(StepKind::kind_name).collect();
-        for n in ["apt", "dpkg", "rpm", "service", "pkg_rollback", "exec", "archive", "archive_rollback", "metric"] {
+        for n in
+            ["apt", "dpkg", "rpm", "service", "pkg_rollback", "exec", "archive", "archive_rollback", "metric", "backup"]
+        {
             assert!(names.contains(n), "{n} missing from all_kinds");
         }
     }
@@ -755,6 +776,8 @@ mod tests {
                 manager: "apt".into(),
                 ..Default::default()
             }),
+            PbKind::Backup(pb::BackupStep { command: None, path: "/b".into() }),
+            PbKind::Backup(pb::BackupStep { command: Some(pb::ExecStep::default()), path: String::new() }),
         ];
         for kind in bad {
             let spec = pb::StepSpec { timeout_ms: 0, kind: Some(kind.clone()) };
@@ -783,7 +806,11 @@ mod tests {
         o.stderr_tail = "b".into();
         o.duration_ms = 42;
         o.installed = Some(("app".into(), "2.0".into()));
-        for outcome in [o, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
+        let backup = StepOutcome {
+            backup: Some(BackupRecord { location: "/var/backups/db.dump".into(), size_bytes: 1 << 40 }),
+            ..StepOutcome::ok()
+        };
+        for outcome in [o, backup, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
             let r = outcome_to_result("id", &outcome, true);
             assert!(r.replayed);
             assert_eq!(r.execution_id, "id");

@@ -108,6 +108,7 @@ where
                     stderr_tail: seen.stderr_tail,
                     duration_ms: 0,
                     installed: None,
+                    backup: None,
                 };
             }
             Ok(Err(seen)) => {
@@ -149,6 +150,7 @@ where
         stderr_tail: last.stderr_tail,
         duration_ms: 0,
         installed: None,
+        backup: None,
     }
 }
 

@@ -231,5 +231,6 @@ pub(crate) async fn exec_step(spec: &ExecSpec, workdir: Option<PathBuf>, timeout
         stderr_tail: run.stderr_tail,
         duration_ms: 0,
         installed: None,
+        backup: None,
     }
 }

@@ -358,6 +358,7 @@ impl Ran {
             stderr_tail: self.run.stderr_tail.clone(),
             duration_ms: 0,
             installed: None,
+            backup: None,
         }
     }
 }

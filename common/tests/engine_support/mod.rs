@@ -108,6 +108,9 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
                 undo: (0..steps).map(|s| (s + 1 < steps).then(|| undo(s))).collect(),
                 rollback_steps: Vec::new(),
                 captures: Vec::new(),
+                migrations: Vec::new(),
+                leader_check: None,
+                switchover: Vec::new(),
             });
         }
         group_specs.push(GroupSpec {
@@ -118,6 +121,7 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
             canary: grp.canary,
             on_failure: grp.on_failure,
             hook: false,
+            cluster: None,
         });
     }
     RolloutSpec {
@@ -129,6 +133,7 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
         host_lost_timeout: LOST_TIMEOUT,
         max_failures: None,
         on_failure: OnFailure::Halt,
+        require_backup: false,
     }
 }
 
@@ -144,12 +149,14 @@ pub fn outcome(status: StepStatus, message: &str) -> StepOutcome {
 pub struct Run {
     pub engine: Engine,
     pub log: Vec<LogEntry>,
+    /// Host states seen after events, by name (filled by drivers that want it).
+    pub seen: std::collections::BTreeSet<&'static str>,
     pub now: u64,
 }
 
 impl Run {
     pub fn new(spec: RolloutSpec) -> Run {
-        Run { engine: Engine::new("r1", spec), log: Vec::new(), now: 1_000_000 }
+        Run { engine: Engine::new("r1", spec), log: Vec::new(), now: 1_000_000, seen: Default::default() }
     }
 
     pub fn now(&self) -> UnixMillis {
@@ -180,9 +187,12 @@ impl Run {
     /// Panics if it is not running.
     pub fn exec_of(&self, host: &str) -> String {
         match self.engine.host_state(host) {
-            Some(HostState::Running { execution_id, .. } | HostState::RollingBack { execution_id, .. }) => {
-                execution_id.clone()
-            }
+            Some(
+                HostState::Running { execution_id, .. }
+                | HostState::RollingBack { execution_id, .. }
+                | HostState::Probing { execution_id, .. }
+                | HostState::SwitchingOver { execution_id, .. },
+            ) => execution_id.clone(),
             other => panic!("host {host} is not running: {other:?}"),
         }
     }

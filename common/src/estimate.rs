@@ -1,0 +1,595 @@
+//! Estimated durations, for `convoy plan`.
+//!
+//! A step's estimate comes from, in this order:
+//! 1. its declared `estimate:` (a plan step or check, or a catalog step);
+//! 2. the median of its recent measured durations, when the coordinator has
+//!    seen it succeed before: the coordinator keeps the last [`HISTORY`]
+//!    durations of every (plan name, group, step name) and `convoy plan`
+//!    receives them as [`Measured`];
+//! 3. a default for its kind ([`default_duration`]), never above the step's
+//!    timeout.
+//!
+//! Each estimate says where it comes from ([`Source`]), and `convoy plan`
+//! prints it (`~2m (declared)`, `~14s (measured, 12 runs)`, `~10s (default)`).
+//!
+//! A host entry's estimate is the sum of its steps'. A group's follows its
+//! strategy ([`group_estimate`]): hosts go through a sliding window of
+//! `max_parallel`, each holding its slot for its steps plus the soak, in
+//! the group's order; canaries go first and the group waits for their
+//! promotion (`after: 5m` counts, a manual approval counts as nothing and is
+//! reported); in a `cluster` group each cluster runs its followers through
+//! the window and then its leader (the last member; leader checks and
+//! switchover steps are not counted), or, with `same_version`, every member
+//! at once, and the group takes as long as its slowest cluster. The rollout
+//! follows the DAG ([`rollout_estimate`]): a group starts when the last group
+//! it waits for ends, so groups on parallel branches overlap (the longer
+//! branch counts) and groups in sequence add up.
+//!
+//! Pure: no clock, no I/O.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::time::Duration;
+
+use crate::model::{GroupSpec, Promote, RolloutSpec, StepKind, StepSpec};
+use crate::plan::{Expansion, HostDetail};
+
+/// How many recent durations of a step the coordinator keeps (the median is
+/// taken over them).
+pub const HISTORY: usize = 20;
+
+/// Where an estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The step's `estimate:`.
+    Declared,
+    /// The median of the step's last `runs` successful runs.
+    Measured { runs: u32 },
+    /// The default for the step's kind.
+    Default,
+}
+
+impl Source {
+    /// `declared`, `measured` or `default`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Declared => "declared",
+            Source::Measured { .. } => "measured",
+            Source::Default => "default",
+        }
+    }
+
+    /// How `convoy plan` says it: `declared`, `measured, 14 runs`, `default`.
+    pub fn describe(self) -> String {
+        match self {
+            Source::Measured { runs: 1 } => "measured, 1 run".to_string(),
+            Source::Measured { runs } => format!("measured, {runs} runs"),
+            other => other.as_str().to_string(),
+        }
+    }
+}
+
+/// One step's estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepEstimate {
+    pub duration: Duration,
+    pub source: Source,
+}
+
+/// What the coordinator measured for one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeasuredStep {
+    /// The median of the recent runs ([`median`]).
+    pub median: Duration,
+    /// How many runs the median is taken over (at most [`HISTORY`]).
+    pub runs: u32,
+}
+
+/// Measured times of one plan's steps, by (group name, step name).
+pub type Measured = BTreeMap<(String, String), MeasuredStep>;
+
+/// The median of `samples` (the mean of the two middle values when there is
+/// an even number); `None` when there are none.
+pub fn median(samples: &[u64]) -> Option<u64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    let mid = s.len() / 2;
+    Some(if s.len() % 2 == 1 { s[mid] } else { s[mid - 1] / 2 + s[mid] / 2 + (s[mid - 1] % 2 + s[mid] % 2) / 2 })
+}
+
+/// The default estimate of a step of this kind, before the timeout cap.
+pub fn default_duration(kind: &StepKind) -> Duration {
+    let s = Duration::from_secs;
+    match kind {
+        StepKind::Exec(_) => s(10),
+        StepKind::Archive(_) => s(30),
+        StepKind::File(_) => s(1),
+        StepKind::ArchiveRollback(_) => s(5),
+        StepKind::Apt(_) | StepKind::Rpm(_) | StepKind::PkgRollback(_) => s(120),
+        StepKind::Dpkg(_) => s(60),
+        StepKind::Service(_) => s(15),
+        StepKind::Backup(_) => s(300),
+        // A check usually passes within a few polls, then must stay healthy.
+        StepKind::HttpCheck(c) => s(5) + c.policy.min_healthy,
+        StepKind::TcpCheck(c) => s(5) + c.policy.min_healthy,
+        StepKind::ExecCheck(c) => s(5) + c.policy.min_healthy,
+        StepKind::FileCheck(c) => s(5) + c.policy.min_healthy,
+        StepKind::MetricCheck(c) => s(5) + c.policy.min_healthy,
+    }
+}
+
+/// A step's estimate: declared, else measured, else the kind's default
+/// capped by the step's timeout.
+pub fn step_estimate(step: &StepSpec, declared: Option<Duration>, measured: Option<&MeasuredStep>) -> StepEstimate {
+    match (declared, measured) {
+        (Some(d), _) => StepEstimate { duration: d, source: Source::Declared },
+        (None, Some(m)) => StepEstimate { duration: m.median, source: Source::Measured { runs: m.runs } },
+        (None, None) => {
+            StepEstimate { duration: default_duration(&step.kind).min(step.timeout), source: Source::Default }
+        }
+    }
+}
+
+/// Every host entry's step estimates (`details` as [`Expansion::hosts`]).
+pub fn host_step_estimates(spec: &RolloutSpec, details: &[HostDetail], measured: &Measured) -> Vec<Vec<StepEstimate>> {
+    spec.hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let group = spec.groups.get(h.group).map(|g| g.name.as_str()).unwrap_or_default();
+            h.steps
+                .iter()
+                .enumerate()
+                .map(|(k, step)| {
+                    let declared = details.get(i).and_then(|d| d.declared.get(k).copied().flatten());
+                    let m = measured.get(&(group.to_string(), step.name.clone()));
+                    step_estimate(step, declared, m)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The estimate of one group, given every host entry's duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupEstimate {
+    /// When the group starts, from the start of the rollout.
+    pub start: Duration,
+    /// How long it runs.
+    pub duration: Duration,
+    /// It waits for `convoy approve` after its canaries (not counted).
+    pub manual_approval: bool,
+}
+
+impl GroupEstimate {
+    pub fn finish(&self) -> Duration {
+        self.start + self.duration
+    }
+}
+
+/// The estimate of a whole rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutEstimate {
+    /// One per [`RolloutSpec::groups`].
+    pub groups: Vec<GroupEstimate>,
+    /// When the last group ends.
+    pub total: Duration,
+}
+
+/// How long `durations` take through a sliding window of `width` slots, each
+/// host holding its slot for its duration plus `soak` (a host with nothing
+/// to do, `Duration::ZERO`, takes no slot time at all).
+fn window(durations: &[Duration], width: usize, soak: Duration) -> Duration {
+    let mut slots: BinaryHeap<Reverse<Duration>> = (0..width.max(1)).map(|_| Reverse(Duration::ZERO)).collect();
+    let mut end = Duration::ZERO;
+    for &d in durations {
+        let Reverse(free) = slots.pop().expect("at least one slot");
+        let busy = if d.is_zero() { Duration::ZERO } else { d + soak };
+        let done = free + busy;
+        end = end.max(done);
+        slots.push(Reverse(done));
+    }
+    end
+}
+
+/// How long group `g` of `spec` takes (see the module docs), and whether it
+/// waits for a manual approval. `host_durations` has one entry per
+/// [`RolloutSpec::hosts`] entry.
+pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration]) -> (Duration, bool) {
+    let Some(group) = spec.groups.get(g) else { return (Duration::ZERO, false) };
+    let of = |hosts: &[usize]| -> Vec<Duration> {
+        hosts.iter().map(|&h| host_durations.get(h).copied().unwrap_or_default()).collect()
+    };
+    let GroupSpec { strategy, .. } = group;
+    if let Some(cluster) = &group.cluster {
+        let longest = cluster
+            .clusters
+            .iter()
+            .map(|c| {
+                let d = of(&c.hosts);
+                if cluster.same_version {
+                    window(&d, d.len(), strategy.soak)
+                } else {
+                    let (leader, followers) = d.split_last().map(|(l, f)| (*l, f)).unwrap_or_default();
+                    window(followers, strategy.max_parallel, strategy.soak) + window(&[leader], 1, strategy.soak)
+                }
+            })
+            .max()
+            .unwrap_or_default();
+        return (longest, false);
+    }
+    let all = of(&group.hosts);
+    match group.canary {
+        Some(c) if c.hosts > 0 && c.hosts < all.len() => {
+            let (canaries, rest) = all.split_at(c.hosts);
+            let (wait, manual) = match c.promote {
+                Promote::After(d) => (d, false),
+                Promote::Manual => (Duration::ZERO, true),
+            };
+            (
+                window(canaries, strategy.max_parallel, strategy.soak)
+                    + wait
+                    + window(rest, strategy.max_parallel, strategy.soak),
+                manual,
+            )
+        }
+        _ => (window(&all, strategy.max_parallel, strategy.soak), false),
+    }
+}
+
+/// The rollout's estimate: every group after the last of the groups it
+/// waits for (see the module docs).
+pub fn rollout_estimate(spec: &RolloutSpec, host_durations: &[Duration]) -> RolloutEstimate {
+    let mut groups: Vec<GroupEstimate> = Vec::with_capacity(spec.groups.len());
+    // `groups` are in a topological order, but do not rely on it.
+    let mut done: HashMap<usize, GroupEstimate> = HashMap::new();
+    fn visit(
+        spec: &RolloutSpec,
+        g: usize,
+        host_durations: &[Duration],
+        done: &mut HashMap<usize, GroupEstimate>,
+        depth: usize,
+    ) -> GroupEstimate {
+        if let Some(e) = done.get(&g) {
+            return *e;
+        }
+        let start = if depth > spec.groups.len() {
+            Duration::ZERO // a cycle: plans refuse them, so never here
+        } else {
+            spec.groups[g]
+                .after
+                .iter()
+                .filter(|&&a| a < spec.groups.len())
+                .map(|&a| visit(spec, a, host_durations, done, depth + 1).finish())
+                .max()
+                .unwrap_or_default()
+        };
+        let (duration, manual_approval) = group_estimate(spec, g, host_durations);
+        let e = GroupEstimate { start, duration, manual_approval };
+        done.insert(g, e);
+        e
+    }
+    for g in 0..spec.groups.len() {
+        groups.push(visit(spec, g, host_durations, &mut done, 0));
+    }
+    let total = groups.iter().map(GroupEstimate::finish).max().unwrap_or_default();
+    RolloutEstimate { groups, total }
+}
+
+/// `1h 5m`, `6m 30s`, `45s`, `500ms`: a duration for people (seconds
+/// dropped from an hour up).
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return if d.is_zero() { "0s".to_string() } else { format!("{}ms", d.subsec_millis()) };
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn step_json(step: &StepSpec, e: &StepEstimate) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "name": step.name,
+        "kind": step.kind.kind_name(),
+        "estimate_ms": ms(e.duration),
+        "estimate": human_duration(e.duration),
+        "source": e.source.as_str(),
+    });
+    if let Source::Measured { runs } = e.source {
+        v["runs"] = runs.into();
+    }
+    v
+}
+
+/// [`crate::plan::summary_json`] plus what `convoy plan` shows about paths
+/// and durations:
+/// - per group, `paths`: its host entries grouped by identical release path
+///   and steps, each `{ hosts, path, hops: [{ from, to, skipped, downgrade,
+///   steps }], steps, estimate_ms, estimate }` (`path` is null and `hops`
+///   empty outside `release:` groups; `steps` are the steps after the path),
+///   every step `{ name, kind, estimate_ms, estimate, source, runs? }`;
+/// - per group, `estimate`: `{ start_ms, duration_ms, finish_ms, duration,
+///   manual_approval }`;
+/// - `estimate`: `{ total_ms, total, manual_approvals: [group], steps: {
+///   declared, measured, default } }` (each distinct group and step name
+///   counted once).
+pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
+    let spec = &x.spec;
+    let mut summary = crate::plan::summary_json(spec);
+    let estimates = host_step_estimates(spec, &x.hosts, measured);
+    let host_durations: Vec<Duration> = estimates.iter().map(|e| e.iter().map(|s| s.duration).sum()).collect();
+    let rollout = rollout_estimate(spec, &host_durations);
+    // Each (group, step name) once, whatever its number of hosts.
+    let mut sources: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for (h, e) in spec.hosts.iter().zip(&estimates) {
+        let group = spec.groups.get(h.group).map(|g| g.name.as_str()).unwrap_or_default();
+        for (step, e) in h.steps.iter().zip(e) {
+            sources.insert((group, step.name.as_str()), e.source.as_str());
+        }
+    }
+    let mut counts: BTreeMap<&str, usize> = [("declared", 0), ("measured", 0), ("default", 0)].into_iter().collect();
+    for source in sources.values() {
+        *counts.entry(source).or_default() += 1;
+    }
+
+    let no_detail = HostDetail::default();
+    for (gi, g) in spec.groups.iter().enumerate() {
+        // Host entries with the same path and steps share one entry.
+        let mut paths: Vec<(serde_json::Value, Vec<String>)> = Vec::new();
+        for &h in &g.hosts {
+            let plan = &spec.hosts[h];
+            let detail = x.hosts.get(h).unwrap_or(&no_detail);
+            let est = &estimates[h];
+            let steps: Vec<serde_json::Value> = plan.steps.iter().zip(est).map(|(s, e)| step_json(s, e)).collect();
+            let mut at = 0;
+            let hops: Vec<serde_json::Value> = detail
+                .path
+                .iter()
+                .flatten()
+                .map(|hop| {
+                    let end = (at + hop.steps).min(steps.len());
+                    let v = serde_json::json!({
+                        "from": hop.from,
+                        "to": hop.to,
+                        "skipped": hop.skipped,
+                        "downgrade": hop.downgrade,
+                        "steps": steps[at..end].to_vec(),
+                    });
+                    at = end;
+                    v
+                })
+                .collect();
+            let versions: Option<Vec<&str>> = detail.path.as_ref().map(|p| {
+                p.first().map(|f| f.from.as_str()).into_iter().chain(p.iter().map(|h| h.to.as_str())).collect()
+            });
+            let key = serde_json::json!({
+                "path": versions,
+                "hops": hops,
+                "steps": steps[at..].to_vec(),
+                "estimate_ms": ms(host_durations[h]),
+                "estimate": human_duration(host_durations[h]),
+            });
+            match paths.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, hosts)) => hosts.push(plan.host.clone()),
+                None => paths.push((key, vec![plan.host.clone()])),
+            }
+        }
+        let paths: Vec<serde_json::Value> = paths
+            .into_iter()
+            .map(|(mut v, hosts)| {
+                v["hosts"] = hosts.into();
+                v
+            })
+            .collect();
+        let e = rollout.groups[gi];
+        if let Some(out) = summary["groups"].get_mut(gi) {
+            out["paths"] = paths.into();
+            out["estimate"] = serde_json::json!({
+                "start_ms": ms(e.start),
+                "duration_ms": ms(e.duration),
+                "finish_ms": ms(e.finish()),
+                "duration": human_duration(e.duration),
+                "manual_approval": e.manual_approval,
+            });
+        }
+    }
+    summary["estimate"] = serde_json::json!({
+        "total_ms": ms(rollout.total),
+        "total": human_duration(rollout.total),
+        "manual_approvals": spec
+            .groups
+            .iter()
+            .zip(&rollout.groups)
+            .filter(|(_, e)| e.manual_approval)
+            .map(|(g, _)| g.name.clone())
+            .collect::<Vec<_>>(),
+        "steps": counts,
+    });
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CanarySpec, ClusterMembers, ClusterSpec, ExecSpec, FileSpec, HostPlan, OnFailure, Strategy};
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn host(group: usize) -> HostPlan {
+        HostPlan {
+            host: format!("h{group}"),
+            key: None,
+            group,
+            initial_version: None,
+            steps: Vec::new(),
+            undo: Vec::new(),
+            rollback_steps: Vec::new(),
+            captures: Vec::new(),
+            migrations: Vec::new(),
+            leader_check: None,
+            switchover: Vec::new(),
+        }
+    }
+
+    fn group(name: &str, after: &[usize], hosts: std::ops::Range<usize>, max_parallel: usize, soak: u64) -> GroupSpec {
+        GroupSpec {
+            name: name.into(),
+            after: after.to_vec(),
+            strategy: Strategy { max_parallel, max_failures: 0, soak: S(soak) },
+            hosts: hosts.collect(),
+            canary: None,
+            on_failure: OnFailure::Halt,
+            hook: false,
+            cluster: None,
+        }
+    }
+
+    fn spec(groups: Vec<GroupSpec>) -> RolloutSpec {
+        let n = groups.iter().flat_map(|g| g.hosts.iter()).max().map_or(0, |m| m + 1);
+        let mut hosts: Vec<HostPlan> = (0..n).map(|_| host(0)).collect();
+        for (gi, g) in groups.iter().enumerate() {
+            for &h in &g.hosts {
+                hosts[h].group = gi;
+                hosts[h].host = format!("{}-{h}", g.name);
+            }
+        }
+        RolloutSpec {
+            plan_name: "p".into(),
+            target_version: "2".into(),
+            component: None,
+            groups,
+            hosts,
+            host_lost_timeout: S(60),
+            max_failures: None,
+            on_failure: OnFailure::Halt,
+            require_backup: false,
+        }
+    }
+
+    #[test]
+    fn median_of_odd_even_and_none() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[7]), Some(7));
+        assert_eq!(median(&[9, 1, 5]), Some(5));
+        assert_eq!(median(&[4, 1, 3, 2]), Some(2)); // (2 + 3) / 2, rounded down
+        assert_eq!(median(&[u64::MAX, u64::MAX]), Some(u64::MAX), "no overflow");
+        assert_eq!(median(&[1000, 3000, 2000, 100_000]), Some(2500), "an outlier does not move it much");
+    }
+
+    #[test]
+    fn declared_beats_measured_beats_default_capped_by_timeout() {
+        let step = StepSpec { name: "x".into(), timeout: S(4), kind: StepKind::Exec(ExecSpec::default()) };
+        let m = MeasuredStep { median: S(14), runs: 12 };
+        assert_eq!(
+            step_estimate(&step, Some(S(90)), Some(&m)),
+            StepEstimate { duration: S(90), source: Source::Declared }
+        );
+        assert_eq!(
+            step_estimate(&step, None, Some(&m)),
+            StepEstimate { duration: S(14), source: Source::Measured { runs: 12 } }
+        );
+        // exec defaults to 10s, but this one is killed after 4s.
+        assert_eq!(step_estimate(&step, None, None), StepEstimate { duration: S(4), source: Source::Default });
+        let file = StepSpec {
+            name: "f".into(),
+            timeout: S(300),
+            kind: StepKind::File(FileSpec { path: "/x".into(), content: String::new() }),
+        };
+        assert_eq!(step_estimate(&file, None, None).duration, S(1));
+        assert_eq!(Source::Measured { runs: 14 }.describe(), "measured, 14 runs");
+        assert_eq!(Source::Declared.describe(), "declared");
+    }
+
+    #[test]
+    fn window_rolls_hosts_with_soak_and_parallel_takes_the_longest() {
+        let d = [S(10), S(10), S(10), S(10), S(10)];
+        assert_eq!(window(&d, 1, S(0)), S(50));
+        assert_eq!(window(&d, 1, S(5)), S(75), "every host soaks, the last one too");
+        assert_eq!(window(&d, 2, S(0)), S(30), "waves of 2: 2 + 2 + 1");
+        assert_eq!(window(&d, 10, S(0)), S(10));
+        // A sliding window, not waves: the short hosts fill the free slot.
+        assert_eq!(window(&[S(30), S(10), S(10), S(10)], 2, S(0)), S(30));
+        assert_eq!(window(&[S(0), S(0)], 1, S(60)), S(0), "nothing to do, no soak");
+        assert_eq!(window(&[], 3, S(5)), S(0));
+    }
+
+    #[test]
+    fn parallel_branches_take_the_max_and_sequences_add() {
+        // a -> (b | c) -> d: b is the longer branch.
+        let s = spec(vec![
+            group("a", &[], 0..2, 1, 0),  // 2 hosts one at a time
+            group("b", &[0], 2..6, 2, 0), // 4 hosts, 2 at a time
+            group("c", &[0], 6..7, 1, 0), // 1 host
+            group("d", &[1, 2], 7..8, 1, 0),
+        ]);
+        let d = vec![S(10); 8];
+        let e = rollout_estimate(&s, &d);
+        assert_eq!(e.groups[0], GroupEstimate { start: S(0), duration: S(20), manual_approval: false });
+        assert_eq!(e.groups[1].start, S(20));
+        assert_eq!(e.groups[1].duration, S(20));
+        assert_eq!(e.groups[2].finish(), S(30));
+        assert_eq!(e.groups[3].start, S(40), "d waits for the longer branch");
+        assert_eq!(e.total, S(50));
+        // Independent groups overlap entirely.
+        let s = spec(vec![group("x", &[], 0..1, 1, 0), group("y", &[], 1..2, 1, 0)]);
+        assert_eq!(rollout_estimate(&s, &[S(5), S(7)]).total, S(7));
+    }
+
+    #[test]
+    fn canaries_go_first_and_wait_for_promotion() {
+        let mut s = spec(vec![group("web", &[], 0..5, 2, 0)]);
+        let d = vec![S(10); 5];
+        assert_eq!(group_estimate(&s, 0, &d), (S(30), false));
+        s.groups[0].canary = Some(CanarySpec { hosts: 1, promote: Promote::After(S(60)) });
+        // 1 canary (10s), 60s wait, then 4 hosts 2 at a time (20s).
+        assert_eq!(group_estimate(&s, 0, &d), (S(90), false));
+        s.groups[0].canary = Some(CanarySpec { hosts: 1, promote: Promote::Manual });
+        assert_eq!(group_estimate(&s, 0, &d), (S(30), true));
+        let e = rollout_estimate(&s, &d);
+        assert!(e.groups[0].manual_approval);
+    }
+
+    #[test]
+    fn clusters_run_in_parallel_followers_then_leader() {
+        let mut s = spec(vec![group("db", &[], 0..5, 1, 0)]);
+        s.groups[0].cluster = Some(ClusterSpec {
+            label: "cluster".into(),
+            clusters: vec![
+                ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2] },
+                ClusterMembers { name: "mc2".into(), hosts: vec![3, 4] },
+            ],
+            same_version: false,
+        });
+        let d = vec![S(10); 5];
+        // mc1: 2 followers one at a time, then the leader: 30s; mc2: 20s.
+        assert_eq!(group_estimate(&s, 0, &d), (S(30), false));
+        if let Some(c) = s.groups[0].cluster.as_mut() {
+            c.same_version = true;
+        }
+        assert_eq!(group_estimate(&s, 0, &d), (S(10), false), "all members together");
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_duration(Duration::ZERO), "0s");
+        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(human_duration(S(45)), "45s");
+        assert_eq!(human_duration(S(120)), "2m");
+        assert_eq!(human_duration(S(390)), "6m 30s");
+        assert_eq!(human_duration(S(3600)), "1h");
+        assert_eq!(human_duration(S(3600 + 5 * 60 + 9)), "1h 5m");
+    }
+}

@@ -1,0 +1,436 @@
+//! The `cluster` strategy: followers first, the leader last, with the leader
+//! asked before every step and changing at every point a failover can hit;
+//! switchover; several clusters in parallel; `same_version` lock-step. Every
+//! test also holds the log to the invariants (see `invariants.rs`).
+
+mod engine_support;
+
+use convoy_common::engine::{Action, ClusterPurpose, HostState, RolloutState};
+use convoy_common::model::{
+    ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind,
+    StepOutcome, StepSpec, Strategy,
+};
+use engine_support::*;
+
+fn exec_check(name: &str, host: &str) -> StepSpec {
+    StepSpec {
+        name: name.to_string(),
+        timeout: STEP_TIMEOUT,
+        kind: StepKind::ExecCheck(ExecCheckSpec {
+            exec: ExecSpec { command: "is-leader".into(), args: vec![host.into()], ..ExecSpec::default() },
+            policy: Default::default(),
+        }),
+    }
+}
+
+/// One group `db` of clusters `mc1`, `mc2`… with `sizes[k]` members each
+/// (`mc1-0`, `mc1-1`…), every host with `steps` steps and a leader check
+/// (unless `same_version`), and a switchover step when asked.
+fn cluster_spec(
+    sizes: &[usize],
+    max_parallel: usize,
+    steps: usize,
+    same_version: bool,
+    switchover: bool,
+) -> RolloutSpec {
+    let mut hosts = Vec::new();
+    let mut clusters = Vec::new();
+    for (c, &n) in sizes.iter().enumerate() {
+        let name = format!("mc{}", c + 1);
+        let mut members = Vec::new();
+        for k in 0..n {
+            let host = format!("{name}-{k}");
+            members.push(hosts.len());
+            hosts.push(HostPlan {
+                host: host.clone(),
+                key: None,
+                group: 0,
+                initial_version: Some("1.0".into()),
+                steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
+                undo: (0..steps).map(|s| Some(undo(s))).collect(),
+                rollback_steps: Vec::new(),
+                captures: Vec::new(),
+                migrations: Vec::new(),
+                leader_check: (!same_version).then(|| exec_check("leader-check", &host)),
+                switchover: if switchover { vec![step("hand-over")] } else { Vec::new() },
+            });
+        }
+        clusters.push(ClusterMembers { name, hosts: members });
+    }
+    RolloutSpec {
+        plan_name: "cluster".into(),
+        target_version: "2.0".into(),
+        component: Some("app".into()),
+        groups: vec![GroupSpec {
+            name: "db".into(),
+            after: Vec::new(),
+            strategy: Strategy { max_parallel, max_failures: 0, soak: std::time::Duration::ZERO },
+            hosts: (0..hosts.len()).collect(),
+            canary: None,
+            on_failure: OnFailure::Halt,
+            hook: false,
+            cluster: Some(ClusterSpec { label: "cluster".into(), clusters, same_version }),
+        }],
+        hosts,
+        host_lost_timeout: LOST_TIMEOUT,
+        max_failures: None,
+        on_failure: OnFailure::Halt,
+        require_backup: false,
+    }
+}
+
+fn probing(run: &Run) -> Vec<String> {
+    hosts_in(run, |s| matches!(s, HostState::Probing { .. }))
+}
+
+fn running(run: &Run) -> Vec<String> {
+    hosts_in(run, |s| matches!(s, HostState::Running { .. }))
+}
+
+fn hosts_in(run: &Run, pred: impl Fn(&HostState) -> bool) -> Vec<String> {
+    let spec = run.engine.spec();
+    spec.hosts.iter().map(|h| h.host.clone()).filter(|h| pred(&run.state_of(h))).collect()
+}
+
+/// Answer `host`'s leader check: it passes when `host` is `leader`.
+fn answer(run: &mut Run, host: &str, leader: &str) -> Vec<Action> {
+    let outcome = if host == leader { StepOutcome::ok() } else { StepOutcome::failed("exit 1: not the leader") };
+    run.report(host, outcome)
+}
+
+/// Move the rollout on until nothing is outstanding: leader checks answered
+/// from `leader(cluster_of_host)`, steps and switchovers succeed. Returns the
+/// hosts in the order their upgrade succeeded.
+fn drive(run: &mut Run, leader: &mut dyn FnMut(&str, &Run) -> String) -> Vec<String> {
+    let mut order = Vec::new();
+    for _ in 0..1000 {
+        let mut moved = false;
+        for h in probing(run) {
+            let l = leader(&h, run);
+            let a = answer(run, &h, &l);
+            order.extend(done(&a).into_iter().filter(|(_, s)| *s == "succeeded").map(|(h, _)| h));
+            moved = true;
+        }
+        let busy = hosts_in(run, |s| matches!(s, HostState::Running { .. } | HostState::SwitchingOver { .. }));
+        for h in busy {
+            let a = run.ok(&h);
+            order.extend(done(&a).into_iter().filter(|(_, s)| *s == "succeeded").map(|(h, _)| h));
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    run.assert_invariants();
+    order
+}
+
+/// Step dispatches of `actions`, as `(host, step)`.
+fn steps_of(actions: &[Action]) -> Vec<(String, usize)> {
+    dispatched(actions)
+}
+
+fn checks_of(actions: &[Action]) -> Vec<(String, ClusterPurpose)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DispatchCluster { host, purpose, resend: false, .. } => Some((host.clone(), *purpose)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fixed(leader: &'static str) -> impl FnMut(&str, &Run) -> String {
+    move |_, _| leader.to_string()
+}
+
+#[test]
+fn followers_go_first_and_the_leader_last() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 2, false, false));
+    let a = run.start();
+    // Nothing runs before the first member's leader check answers.
+    assert!(steps_of(&a).is_empty());
+    assert_eq!(
+        checks_of(&a),
+        vec![("mc1-0".into(), ClusterPurpose::LeaderCheck { before: 0, after_switchover: false })]
+    );
+    let order = drive(&mut run, &mut fixed("mc1-0"));
+    assert_eq!(order, ["mc1-1", "mc1-2", "mc1-0"]);
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn the_leader_check_is_asked_before_every_step() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 3, false, false));
+    run.start();
+    drive(&mut run, &mut fixed("mc1-1"));
+    let checks = run
+        .log
+        .iter()
+        .flat_map(|e| checks_of(&e.actions))
+        .filter(|(h, _)| h == "mc1-0")
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>();
+    let befores: Vec<usize> = checks
+        .iter()
+        .map(|p| match p {
+            ClusterPurpose::LeaderCheck { before, .. } => *before,
+            ClusterPurpose::Switchover { .. } => usize::MAX,
+        })
+        .collect();
+    assert_eq!(befores, [0, 1, 2], "one leader check per step of the follower");
+    run.assert_final_invariants();
+}
+
+#[test]
+fn leader_changes_before_any_follower_started() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 1, false, false));
+    run.start();
+    // mc1-0 is the leader: it is sent back to wait, mc1-1 is asked next.
+    answer(&mut run, "mc1-0", "mc1-0");
+    assert_eq!(run.state_of("mc1-0"), HostState::Pending);
+    assert_eq!(probing(&run), ["mc1-1"]);
+    // Failover before any follower ran a step: mc1-2 (not upgraded) leads now.
+    let order = drive(&mut run, &mut fixed("mc1-2"));
+    assert_eq!(order, ["mc1-1", "mc1-0", "mc1-2"], "the new leader goes last, the old one is a follower now");
+    run.assert_final_invariants();
+}
+
+#[test]
+fn leader_fails_over_to_an_upgraded_follower_mid_way() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 1, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    // mc1-1 is upgraded; the leadership moves to it.
+    let order = drive(&mut run, &mut fixed("mc1-1"));
+    assert_eq!(order, ["mc1-2", "mc1-0"], "the old leader is upgraded as a follower");
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn leader_fails_over_to_a_pending_follower_mid_way() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 2, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    // Between mc1-1's two steps, mc1-2 (never upgraded) is elected.
+    let order = drive(&mut run, &mut fixed("mc1-2"));
+    assert_eq!(order, ["mc1-1", "mc1-0", "mc1-2"]);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_member_elected_mid_upgrade_is_held_until_the_others_are_done() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 2, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    // mc1-1 ran step 0 and is elected before its step 1: it waits, holding no slot.
+    let a = answer(&mut run, "mc1-1", "mc1-1");
+    assert_eq!(run.state_of("mc1-1"), HostState::Held { step: 1 });
+    assert!(steps_of(&a).is_empty());
+    assert_eq!(probing(&run), ["mc1-0"], "the old leader's mark is stale: it is asked again");
+    let order = drive(&mut run, &mut fixed("mc1-1"));
+    assert_eq!(order, ["mc1-0", "mc1-2", "mc1-1"]);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn switchover_hands_the_leadership_over_before_the_leader_is_upgraded() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, true));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    // Only the leader is left: it switches over first.
+    let a = answer(&mut run, "mc1-0", "mc1-0");
+    assert_eq!(checks_of(&a), vec![("mc1-0".into(), ClusterPurpose::Switchover { before: 0, index: 0 })]);
+    assert!(steps_of(&a).is_empty());
+    let a = run.ok("mc1-0");
+    assert_eq!(
+        checks_of(&a),
+        vec![("mc1-0".into(), ClusterPurpose::LeaderCheck { before: 0, after_switchover: true })]
+    );
+    // The switchover took: mc1-1 leads, mc1-0 is upgraded as a follower.
+    let a = answer(&mut run, "mc1-0", "mc1-1");
+    assert_eq!(steps_of(&a), hosts(&["mc1-0"]));
+    run.ok("mc1-0");
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_switchover_that_does_not_take_effect_fails_the_leader() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, true));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    answer(&mut run, "mc1-0", "mc1-0");
+    run.ok("mc1-0");
+    let a = answer(&mut run, "mc1-0", "mc1-0");
+    assert!(steps_of(&a).is_empty(), "the leader is not upgraded");
+    match run.state_of("mc1-0") {
+        HostState::Failed { reason, .. } => assert!(reason.contains("switchover did not take effect"), "{reason}"),
+        other => panic!("mc1-0 should have failed: {other:?}"),
+    }
+    assert_eq!(run.engine.state(), RolloutState::Failed);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn clusters_of_a_group_proceed_in_parallel_each_in_its_own_order() {
+    let mut run = Run::new(cluster_spec(&[3, 3], 1, 1, false, false));
+    let a = run.start();
+    let asked: Vec<String> = checks_of(&a).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(asked, ["mc1-0", "mc2-0"], "one member of each cluster at once");
+    let order =
+        drive(&mut run, &mut |h: &str, _: &Run| if h.starts_with("mc1") { "mc1-0" } else { "mc2-2" }.to_string());
+    let mc1: Vec<&String> = order.iter().filter(|h| h.starts_with("mc1")).collect();
+    let mc2: Vec<&String> = order.iter().filter(|h| h.starts_with("mc2")).collect();
+    assert_eq!(mc1, ["mc1-1", "mc1-2", "mc1-0"]);
+    assert_eq!(mc2, ["mc2-0", "mc2-1", "mc2-2"]);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn max_parallel_is_per_cluster_and_the_leader_waits_for_every_follower() {
+    let mut run = Run::new(cluster_spec(&[4], 2, 1, false, false));
+    run.start();
+    // Two followers at once; the leader (mc1-3) is asked only when both are done.
+    assert_eq!(probing(&run), ["mc1-0", "mc1-1"]);
+    answer(&mut run, "mc1-0", "mc1-3");
+    answer(&mut run, "mc1-1", "mc1-3");
+    assert_eq!(running(&run), ["mc1-0", "mc1-1"]);
+    run.ok("mc1-0");
+    assert_eq!(probing(&run), ["mc1-2"]);
+    let order = drive(&mut run, &mut fixed("mc1-3"));
+    assert_eq!(order.last().map(String::as_str), Some("mc1-3"));
+    run.assert_final_invariants();
+}
+
+#[test]
+fn members_that_all_claim_leadership_fail_instead_of_looping() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
+    run.start();
+    // Split brain: every member's check passes.
+    for _ in 0..20 {
+        let Some(h) = probing(&run).first().cloned() else { break };
+        answer(&mut run, &h, &h);
+    }
+    assert_eq!(run.engine.state(), RolloutState::Failed);
+    let reasons: Vec<String> = ["mc1-0", "mc1-1"]
+        .iter()
+        .filter_map(|h| match run.state_of(h) {
+            HostState::Failed { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("leadership keeps moving")), "{reasons:?}");
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_held_leader_finishes_its_steps_when_the_rollout_halts() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 2, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    answer(&mut run, "mc1-1", "mc1-1");
+    assert_eq!(run.state_of("mc1-1"), HostState::Held { step: 1 });
+    // mc1-0 is asked next and fails its step: the rollout halts.
+    answer(&mut run, "mc1-0", "mc1-1");
+    run.fail("mc1-0");
+    assert_eq!(run.engine.state(), RolloutState::Halting);
+    // The held host started: it goes on (its leader check no longer holds it back).
+    assert_eq!(probing(&run), ["mc1-1"]);
+    answer(&mut run, "mc1-1", "mc1-1");
+    let a = run.ok("mc1-1");
+    assert_eq!(finished(&a), Some(RolloutState::Failed));
+    assert_eq!(run.state_of("mc1-1"), HostState::Succeeded);
+    assert_eq!(run.state_of("mc1-2"), HostState::Skipped);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_leader_check_that_cannot_run_fails_the_host() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
+    run.start();
+    run.report("mc1-0", outcome(convoy_common::model::StepStatus::TimedOut, "killed after 10s"));
+    match run.state_of("mc1-0") {
+        HostState::Failed { reason, .. } => assert!(reason.starts_with("leader check: killed"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    run.assert_final_invariants();
+}
+
+#[test]
+fn same_version_runs_every_step_on_all_members_together() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 3, true, false));
+    let a = run.start();
+    assert_eq!(steps_of(&a), hosts(&["mc1-0", "mc1-1", "mc1-2"]), "stop all at once");
+    let a = run.ok("mc1-0");
+    assert!(steps_of(&a).is_empty());
+    assert_eq!(run.state_of("mc1-0"), HostState::AtBarrier { step: 1 });
+    run.ok("mc1-2");
+    let a = run.ok("mc1-1");
+    let next: Vec<(String, usize)> = ["mc1-0", "mc1-1", "mc1-2"].iter().map(|h| (h.to_string(), 1)).collect();
+    let mut got = steps_of(&a);
+    got.sort();
+    assert_eq!(got, next, "step 1 starts on every member once all finished step 0");
+    let order = drive(&mut run, &mut fixed(""));
+    assert_eq!(order.len(), 3);
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn same_version_stops_the_whole_cluster_when_a_member_fails() {
+    let mut spec = cluster_spec(&[3], 1, 3, true, false);
+    spec.groups[0].strategy.max_failures = 3;
+    let mut run = Run::new(spec);
+    run.start();
+    run.ok("mc1-0");
+    run.fail("mc1-1");
+    // mc1-0 waited at the barrier: it stops with its cluster.
+    match run.state_of("mc1-0") {
+        HostState::Failed { reason, .. } => assert!(reason.contains("member mc1-1 failed"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // mc1-2 was still running step 0: it stops when it reaches the barrier.
+    let a = run.ok("mc1-2");
+    assert!(steps_of(&a).is_empty());
+    assert!(matches!(run.state_of("mc1-2"), HostState::Failed { .. }));
+    assert_eq!(run.engine.state(), RolloutState::Succeeded, "within a budget of 3");
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_same_version_failure_rolls_every_member_back_under_rollback_host() {
+    let mut spec = cluster_spec(&[2], 1, 3, true, false);
+    spec.groups[0].on_failure = OnFailure::RollbackHost;
+    spec.groups[0].strategy.max_failures = 2;
+    let mut run = Run::new(spec);
+    run.start();
+    run.ok("mc1-0");
+    run.ok("mc1-1");
+    run.ok("mc1-0");
+    // mc1-0 waits at the barrier before step 2 when mc1-1 fails step 1.
+    run.fail("mc1-1");
+    let undos: Vec<usize> =
+        run.log.last().map(|e| rolled(&e.actions)).unwrap_or_default().iter().map(|(_, i)| *i).collect();
+    assert_eq!(undos, [0, 0], "both members start rolling back");
+    for h in ["mc1-0", "mc1-1"] {
+        run.complete_rollback(h);
+    }
+    assert_eq!(run.state_of("mc1-0"), HostState::RolledBack);
+    assert_eq!(run.state_of("mc1-1"), HostState::RolledBack);
+    run.assert_final_invariants();
+}

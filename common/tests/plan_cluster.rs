@@ -1,0 +1,192 @@
+//! `strategy: { type: cluster }` as plans write it: clusters from a label,
+//! the leader check and switchover rendered per host, `same_version`, and
+//! the errors (each naming its line and field).
+
+mod support;
+
+use convoy_common::model::{InventoryHost, RolloutSpec, StepKind};
+use convoy_common::plan::{PlanError, expand, parse_plan};
+use support::check_error;
+
+const FILE: &str = "cluster.yaml";
+
+fn host(id: &str, labels: &[(&str, &str)]) -> InventoryHost {
+    InventoryHost {
+        id: id.to_string(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    }
+}
+
+/// Two mediation-controller clusters of three, listed out of order.
+fn inventory() -> Vec<InventoryHost> {
+    let mut hosts = Vec::new();
+    for (id, cluster) in [("mc-5", "mc2"), ("mc-1", "mc1"), ("mc-4", "mc2"), ("mc-2", "mc1"), ("mc-6", "mc2")] {
+        hosts.push(host(id, &[("role", "mc"), ("cluster", cluster)]));
+    }
+    hosts.push(host("mc-3", &[("role", "mc"), ("cluster", "mc1")]));
+    hosts.push(host("gw-1", &[("role", "gw")]));
+    hosts
+}
+
+const PLAN: &str = r#"name: mediation
+version: "5.2.0"
+groups:
+  - name: controllers
+    select: { role: mc }
+    strategy:
+      type: cluster
+      by: cluster
+      max_parallel: 1
+      leader:
+        exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }
+        deadline: 5s
+      switchover:
+        - name: hand-over
+          exec: { command: /opt/mc/bin/switchover, args: ["--from", "{{host}}"] }
+    steps:
+      - name: upgrade
+        exec: { command: /opt/mc/bin/upgrade, args: ["{{version}}"] }
+  - name: gateways
+    select: { role: gw }
+    after: [controllers]
+    steps:
+      - exec: { command: "true" }
+"#;
+
+fn expand_ok(src: &str) -> RolloutSpec {
+    let plan = parse_plan(FILE, src).unwrap_or_else(|e| panic!("parse failed: {e}"));
+    expand(&plan, &inventory()).unwrap_or_else(|e| panic!("expand failed: {e}"))
+}
+
+fn err(src: &str) -> PlanError {
+    match parse_plan(FILE, src).and_then(|p| expand(&p, &inventory())) {
+        Ok(_) => panic!("expected an error for:\n{src}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn hosts_are_split_into_clusters_by_the_label() {
+    let spec = expand_ok(PLAN);
+    let g = &spec.groups[0];
+    let c = g.cluster.as_ref().expect("a cluster group");
+    assert_eq!(c.label, "cluster");
+    assert!(!c.same_version);
+    let clusters: Vec<(String, Vec<String>)> = c
+        .clusters
+        .iter()
+        .map(|m| (m.name.clone(), m.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect()))
+        .collect();
+    assert_eq!(
+        clusters,
+        vec![
+            ("mc1".to_string(), vec!["mc-1".to_string(), "mc-2".into(), "mc-3".into()]),
+            ("mc2".to_string(), vec!["mc-4".to_string(), "mc-5".into(), "mc-6".into()]),
+        ]
+    );
+    // The group's host list is the clusters, in order.
+    let all: Vec<usize> = c.clusters.iter().flat_map(|m| m.hosts.clone()).collect();
+    assert_eq!(g.hosts, all);
+    assert!(spec.groups[1].cluster.is_none());
+}
+
+#[test]
+fn the_leader_check_and_switchover_are_rendered_per_host() {
+    let spec = expand_ok(PLAN);
+    let mc4 = spec.hosts.iter().find(|h| h.host == "mc-4").unwrap();
+    let check = mc4.leader_check.as_ref().expect("a leader check");
+    match &check.kind {
+        StepKind::ExecCheck(e) => {
+            assert_eq!(e.exec.command, "/opt/mc/bin/is-master");
+            assert_eq!(e.exec.args, ["mc-4"]);
+            assert_eq!(e.policy.retries, 0, "asked once each time");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(mc4.switchover.len(), 1);
+    assert_eq!(mc4.switchover[0].name, "hand-over");
+    match &mc4.switchover[0].kind {
+        StepKind::Exec(e) => assert_eq!(e.args, ["--from", "mc-4"]),
+        other => panic!("{other:?}"),
+    }
+    let gw = spec.hosts.iter().find(|h| h.host == "gw-1").unwrap();
+    assert!(gw.leader_check.is_none() && gw.switchover.is_empty());
+}
+
+#[test]
+fn an_http_leader_check_is_accepted() {
+    let src = PLAN.replace(
+        r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+        r#"http: { url: "http://{{host}}:8080/role", status: 200, body_contains: master }"#,
+    );
+    let spec = expand_ok(&src);
+    match &spec.hosts[spec.groups[0].hosts[0]].leader_check.as_ref().unwrap().kind {
+        StepKind::HttpCheck(h) => assert_eq!(h.url, "http://mc-1:8080/role"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn same_version_needs_no_leader_check() {
+    let src = r#"name: mediation
+version: "5.2.0"
+groups:
+  - name: controllers
+    select: { role: mc }
+    strategy: { type: cluster, same_version: true }
+    steps:
+      - name: stop
+        exec: { command: "true" }
+      - name: upgrade
+        exec: { command: "true" }
+      - name: start
+        exec: { command: "true" }
+  - name: gateways
+    select: { role: gw }
+    steps:
+      - exec: { command: "true" }
+"#;
+    let spec = expand_ok(src);
+    let c = spec.groups[0].cluster.as_ref().unwrap();
+    assert!(c.same_version);
+    assert_eq!(c.clusters.len(), 2);
+    assert!(spec.hosts.iter().all(|h| h.leader_check.is_none()));
+}
+
+#[test]
+fn cluster_errors_name_their_line_and_field() {
+    let no_leader = PLAN.replace(
+        "      leader:\n        exec: { command: /opt/mc/bin/is-master, args: [\"{{host}}\"] }\n        deadline: 5s\n",
+        "",
+    );
+    check_error(&err(&no_leader), FILE, 6, "groups[0].strategy.leader", "needs a 'leader' check");
+
+    let retries = PLAN.replace("        deadline: 5s\n", "        retries: 3\n");
+    check_error(
+        &err(&retries),
+        FILE,
+        10,
+        "groups[0].strategy.leader",
+        "'retries' and 'min_healthy_time' are not allowed",
+    );
+
+    let by_on_rolling = PLAN.replace("      type: cluster\n", "      type: rolling\n");
+    check_error(&err(&by_on_rolling), FILE, 8, "groups[0].strategy.by", "only allowed with type: cluster");
+
+    let leader_and_same = PLAN.replace("      max_parallel: 1\n", "      same_version: true\n");
+    check_error(&err(&leader_and_same), FILE, 10, "groups[0].strategy.leader", "not allowed with same_version: true");
+
+    let canary = PLAN
+        .replace("    steps:\n      - name: upgrade", "    canary: { count: 1 }\n    steps:\n      - name: upgrade");
+    check_error(&err(&canary), FILE, 16, "groups[0].canary", "not allowed with type: cluster");
+
+    let other_label = PLAN.replace("      by: cluster\n", "      by: ring\n");
+    check_error(
+        &err(&other_label),
+        FILE,
+        8,
+        "groups[0].strategy.by",
+        "host mc-1 of group 'controllers' has no label 'ring'",
+    );
+}

@@ -1,0 +1,176 @@
+//! The `cluster` strategy end to end, in process (coordinator and agents
+//! over real gRPC with mTLS): two clusters of three upgrade in parallel,
+//! followers first and the leader last. The agents' driver plays the
+//! clustered product: `is-leader HOST` passes on the current leader,
+//! `switchover HOST` hands the leadership to an upgraded member, and in the
+//! second cluster a failover elects a not-yet-upgraded member mid-way.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convoy_agent::driver::Driver;
+use convoy_common::invariants;
+use convoy_common::model::{StepKind, StepOutcome, StepSpec};
+use convoy_tests::{Cluster, fast_runtime};
+
+const PLAN: &str = r#"
+name: mediation-controllers
+version: "5.2.0"
+groups:
+  - name: controllers
+    select: { role: mc }
+    strategy:
+      type: cluster
+      by: cluster
+      max_parallel: 1
+      leader:
+        exec: { command: is-leader, args: ["{{host}}"] }
+      switchover:
+        - name: hand-over
+          exec: { command: switchover, args: ["{{host}}"] }
+    steps:
+      - name: stop
+        exec: { command: stop, args: ["{{host}}"] }
+      - name: upgrade
+        exec: { command: upgrade, args: ["{{host}}", "{{version}}"] }
+      - name: start
+        exec: { command: start, args: ["{{host}}"] }
+"#;
+
+/// The clustered product as the agents see it.
+#[derive(Default)]
+struct Product {
+    /// Leader by cluster.
+    leaders: BTreeMap<String, String>,
+    /// Cluster by host.
+    cluster_of: BTreeMap<String, String>,
+    upgraded: Vec<String>,
+    /// Every command run, in order: (host, command).
+    log: Vec<(String, String)>,
+    /// When this host is upgraded, the leadership of its cluster moves to that one.
+    failover_after: BTreeMap<String, String>,
+}
+
+struct ProductDriver {
+    host: String,
+    product: Arc<Mutex<Product>>,
+}
+
+impl Driver for ProductDriver {
+    fn run<'a>(
+        &'a self,
+        _execution_id: &'a str,
+        step: &'a StepSpec,
+    ) -> Pin<Box<dyn std::future::Future<Output = StepOutcome> + Send + 'a>> {
+        Box::pin(async move {
+            let command = match &step.kind {
+                StepKind::Exec(e) => e.command.clone(),
+                StepKind::ExecCheck(c) => c.exec.command.clone(),
+                other => return StepOutcome::failed(format!("unexpected step kind {}", other.kind_name())),
+            };
+            // Each command takes a little while, so that clusters overlap.
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let mut p = self.product.lock().unwrap();
+            p.log.push((self.host.clone(), command.clone()));
+            let cluster = p.cluster_of[&self.host].clone();
+            match command.as_str() {
+                "is-leader" if p.leaders[&cluster] == self.host => StepOutcome::ok(),
+                "is-leader" => StepOutcome::failed("exit 1: not the leader"),
+                "switchover" => {
+                    let upgraded = p.upgraded.iter().find(|h| p.cluster_of[*h] == cluster && **h != self.host).cloned();
+                    match upgraded {
+                        Some(to) => {
+                            p.leaders.insert(cluster, to);
+                            StepOutcome::ok()
+                        }
+                        None => StepOutcome::failed("no upgraded member to hand over to"),
+                    }
+                }
+                "upgrade" => {
+                    p.upgraded.push(self.host.clone());
+                    if let Some(to) = p.failover_after.get(&self.host).cloned() {
+                        p.leaders.insert(cluster, to);
+                    }
+                    StepOutcome::ok()
+                }
+                _ => StepOutcome::ok(),
+            }
+        })
+    }
+
+    fn installed(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["exec".into()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_of_three_upgrade_in_parallel_leader_last() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    let product = Arc::new(Mutex::new(Product::default()));
+    {
+        let mut p = product.lock().unwrap();
+        for (host, cluster) in
+            [("a-1", "mc1"), ("a-2", "mc1"), ("a-3", "mc1"), ("b-1", "mc2"), ("b-2", "mc2"), ("b-3", "mc2")]
+        {
+            p.cluster_of.insert(host.into(), cluster.into());
+        }
+        p.leaders.insert("mc1".into(), "a-1".into());
+        p.leaders.insert("mc2".into(), "b-3".into());
+        // mc2 fails over to b-2, not upgraded yet, right after b-1 is upgraded.
+        p.failover_after.insert("b-1".into(), "b-2".into());
+    }
+    for (host, cluster) in
+        [("a-1", "mc1"), ("a-2", "mc1"), ("a-3", "mc1"), ("b-1", "mc2"), ("b-2", "mc2"), ("b-3", "mc2")]
+    {
+        let driver = Arc::new(ProductDriver { host: host.into(), product: product.clone() });
+        c.add_agent(host, &[("role", "mc"), ("cluster", cluster)], driver)?;
+    }
+    c.wait_agents(6, Duration::from_secs(30)).await?;
+
+    let id = c.submit(PLAN).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "succeeded", "{status:?}");
+
+    let p = product.lock().unwrap();
+    let log: Vec<(String, String)> = p.log.clone();
+    let at = |host: &str, cmd: &str| {
+        log.iter()
+            .rposition(|(h, c)| h == host && c == cmd)
+            .unwrap_or_else(|| panic!("{host} never ran {cmd}: {log:?}"))
+    };
+    // mc1: the leader a-1 is upgraded last, after handing the leadership over.
+    assert!(at("a-2", "upgrade") < at("a-1", "switchover") && at("a-3", "upgrade") < at("a-1", "switchover"));
+    assert!(at("a-1", "switchover") < at("a-1", "stop"), "the leader stops only after its switchover: {log:?}");
+    // mc2: b-3 led at first, b-2 took over mid-way: b-2 is upgraded last,
+    // and b-3, no longer the leader, as a follower without a switchover.
+    assert!(at("b-3", "upgrade") < at("b-2", "stop") && at("b-1", "upgrade") < at("b-2", "stop"), "{log:?}");
+    assert!(log.iter().filter(|(h, c)| h.starts_with("b-") && c == "switchover").count() == 1, "{log:?}");
+    assert!(at("b-2", "switchover") < at("b-2", "stop"));
+    // Every step of every host was preceded by its leader check.
+    for host in ["a-1", "a-2", "a-3", "b-1", "b-2", "b-3"] {
+        let mine: Vec<&str> = log.iter().filter(|(h, _)| h == host).map(|(_, c)| c.as_str()).collect();
+        for (k, cmd) in mine.iter().enumerate() {
+            if matches!(*cmd, "stop" | "upgrade" | "start") {
+                assert_eq!(mine[k - 1], "is-leader", "{host}: {mine:?}");
+            }
+        }
+    }
+    // The clusters ran side by side.
+    let first = |prefix: &str| log.iter().position(|(h, _)| h.starts_with(prefix)).unwrap();
+    let last = |prefix: &str| log.iter().rposition(|(h, _)| h.starts_with(prefix)).unwrap();
+    assert!(first("b-") < last("a-") && first("a-") < last("b-"), "clusters did not overlap: {log:?}");
+    drop(p);
+
+    let (spec, events) = c.event_log(&id).await?;
+    if let Err(v) = invariants::check_final(&spec, &events) {
+        panic!("invariants: {}", v.join("\n"));
+    }
+    c.shutdown().await;
+    Ok(())
+}
