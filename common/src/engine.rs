@@ -1222,40 +1222,32 @@ impl Engine {
         let h = &self.hosts[i];
         let plan: &HostPlan = &self.spec.hosts[i];
         let (exec, index, execution_id, _) = h.state.current()?;
-        let (step, purpose) = match exec {
-            Exec::Rollback => {
-                let step = &h.rollback[index];
-                return Some(Action::DispatchRollback {
-                    host: plan.host.clone(),
-                    execution_id: execution_id.clone(),
-                    rollback_index: index,
-                    // `dispatch_rollback` checked that it renders.
-                    step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
-                    resend,
-                });
-            }
-            Exec::Step => {
-                let step = &plan.steps[index];
-                return Some(Action::Dispatch {
-                    host: plan.host.clone(),
-                    execution_id: execution_id.clone(),
-                    step_index: index,
-                    // `dispatch` checked that it renders.
-                    step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
-                    resend,
-                });
-            }
-            Exec::LeaderCheck { after_switchover } => {
-                (plan.leader_check.as_ref()?, ClusterPurpose::LeaderCheck { before: index, after_switchover })
-            }
-            Exec::Switchover { before } => (&plan.switchover[index], ClusterPurpose::Switchover { before, index }),
+        let spec = match exec {
+            Exec::Step => &plan.steps[index],
+            Exec::Rollback => &h.rollback[index],
+            Exec::LeaderCheck { .. } => plan.leader_check.as_ref()?,
+            Exec::Switchover { .. } => &plan.switchover[index],
         };
-        Some(Action::DispatchCluster {
-            host: plan.host.clone(),
-            execution_id: execution_id.clone(),
-            purpose,
-            step: self.rendered(i, step).unwrap_or_else(|_| step.clone()),
-            resend,
+        // Every dispatch path checked that it renders before issuing it.
+        let step = self.rendered(i, spec).unwrap_or_else(|_| spec.clone());
+        let (host, execution_id) = (plan.host.clone(), execution_id.clone());
+        Some(match exec {
+            Exec::Step => Action::Dispatch { host, execution_id, step_index: index, step, resend },
+            Exec::Rollback => Action::DispatchRollback { host, execution_id, rollback_index: index, step, resend },
+            Exec::LeaderCheck { after_switchover } => Action::DispatchCluster {
+                host,
+                execution_id,
+                purpose: ClusterPurpose::LeaderCheck { before: index, after_switchover },
+                step,
+                resend,
+            },
+            Exec::Switchover { before } => Action::DispatchCluster {
+                host,
+                execution_id,
+                purpose: ClusterPurpose::Switchover { before, index },
+                step,
+                resend,
+            },
         })
     }
 
@@ -1914,6 +1906,18 @@ impl Engine {
         h.check_attempts[before] += 1;
         let execution_id =
             format!("{}/{}/lc{}/{}", self.rollout_id, self.spec.hosts[i].key(), before, h.check_attempts[before]);
+        if let Err(reason) = self.rendered(i, check) {
+            // As in `dispatch`: mark it in flight so failing it gives the slot back.
+            self.hosts[i].state = HostState::Probing {
+                step: before,
+                after_switchover,
+                execution_id: String::new(),
+                since: now,
+                lost_since: None,
+            };
+            self.host_failed(i, now, Some(before), format!("leader check: {reason}"), out);
+            return;
+        }
         self.issue(i, Exec::LeaderCheck { after_switchover }, before, execution_id, timeout, now, out);
     }
 

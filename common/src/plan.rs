@@ -1180,7 +1180,7 @@ fn check_captures(
                         "capture '{}' is already captured by the release path of this group ({}:{}: {})",
                         c.name,
                         pc.catalog.file,
-                        locate::line_of(&pc.catalog.source, &other.path.0),
+                        locate::line_of(&pc.catalog.source, &other.path.key("capture").0),
                         other.path
                     ),
                 ));

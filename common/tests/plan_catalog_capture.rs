@@ -61,7 +61,12 @@ fn catalogs(text: &str) -> BTreeMap<String, Catalog> {
 fn host(id: &str, version: &str, labels: &[(&str, &str)]) -> InventoryHost {
     let mut l: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     l.insert("role".into(), "app".into());
-    InventoryHost { id: id.into(), labels: l, installed: [("app".to_string(), version.to_string())].into(), ..Default::default() }
+    InventoryHost {
+        id: id.into(),
+        labels: l,
+        installed: [("app".to_string(), version.to_string())].into(),
+        ..Default::default()
+    }
 }
 
 fn parse(plan: &str, catalog: &str) -> Result<convoy_common::plan::Plan, PlanError> {
@@ -105,9 +110,10 @@ fn a_later_hop_and_the_group_use_what_an_earlier_hop_captured() {
 #[test]
 fn a_use_before_any_capture_in_catalog_order_names_the_catalog_line() {
     // 2.0 uses what only 3.0 captures.
-    let catalog = CATALOG
-        .replace("--replicas=0\"]", "--replicas={{captured.old}}\"]")
-        .replace("args: [\"{{version}}\"] }\n      post:", "args: [\"{{version}}\"] }\n          capture: { name: old, regex: '\\d+' }\n      post:");
+    let catalog = CATALOG.replace("--replicas=0\"]", "--replicas={{captured.old}}\"]").replace(
+        "args: [\"{{version}}\"] }\n      post:",
+        "args: [\"{{version}}\"] }\n          capture: { name: old, regex: '\\d+' }\n      post:",
+    );
     let e = parse(PLAN, &catalog).unwrap_err();
     check_error(
         &e,
@@ -128,9 +134,16 @@ fn a_capture_left_out_by_a_condition_is_refused_for_that_host() {
     let plan = parse(PLAN, &catalog).unwrap_or_else(|e| panic!("the plan itself is fine: {e}"));
     // A pro host records the value; a community host never does.
     expand(&plan, &[host("p-1", "1.0", &[("edition", "pro")])]).unwrap_or_else(|e| panic!("{e}"));
-    let e = expand(&plan, &[host("p-1", "1.0", &[("edition", "pro")]), host("c-1", "1.0", &[("edition", "community")])])
-        .unwrap_err();
-    check_error(&e, "app-catalog.yaml", 24, "releases[2].steps.post[0].exec.args[2]", "used before it is captured on host c-1");
+    let e =
+        expand(&plan, &[host("p-1", "1.0", &[("edition", "pro")]), host("c-1", "1.0", &[("edition", "community")])])
+            .unwrap_err();
+    check_error(
+        &e,
+        "app-catalog.yaml",
+        24,
+        "releases[2].steps.post[0].exec.args[2]",
+        "used before it is captured on host c-1",
+    );
     assert!(e.message.contains("group 'app'"), "{e}");
 }
 
@@ -143,7 +156,8 @@ fn a_host_starting_above_the_capturing_release_is_refused() {
 
 #[test]
 fn a_hook_before_the_group_may_capture_what_catalog_steps_use() {
-    let catalog = CATALOG.replace("capture: { name: replicas, json: spec.replicas }", "capture: { name: count, json: spec.replicas }");
+    let catalog = CATALOG
+        .replace("capture: { name: replicas, json: spec.replicas }", "capture: { name: count, json: spec.replicas }");
     let plan = format!(
         "{}hooks:\n  before:\n    on: ops-1\n    steps:\n      - name: record\n        exec: {{ command: get }}\n        capture: {{ name: replicas, regex: '\\d+' }}\n",
         PLAN
@@ -178,7 +192,13 @@ fn capture_names_may_not_clash_with_hooks_or_the_group() {
         "      - name: again\n        exec: { command: get }\n        capture: { name: replicas, regex: '\\d+' }\n      - name: report\n",
     );
     let e = parse(&twice, CATALOG).unwrap_err();
-    check_error(&e, "plan.yaml", 11, "groups[0].steps[0].capture.name", "already captured by the release path of this group (app-catalog.yaml:10");
+    check_error(
+        &e,
+        "plan.yaml",
+        11,
+        "groups[0].steps[0].capture.name",
+        "already captured by the release path of this group (app-catalog.yaml:10",
+    );
 }
 
 #[test]
