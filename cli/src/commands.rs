@@ -367,3 +367,94 @@ pub async fn join_token_cmd(target: &Target, ttl: u64) -> Result<(), CliError> {
     println!("{}", r.token);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CATALOG: &str = r#"product: app
+component: app
+releases:
+  - version: "1.0"
+  - version: "1.1"
+    steps:
+      upgrade:
+        - { name: install, estimate: 2m, exec: { command: install, args: ["{{version}}"] } }
+  - version: "2.0"
+    steps:
+      pre:
+        - { name: note, when: { facts: { os: rocky8 } }, exec: { command: "echo {{fact.os}}" } }
+      upgrade:
+        - { name: install, estimate: 2m, exec: { command: install, args: ["{{version}}"] } }
+"#;
+
+    const PLAN: &str = r#"name: app-upgrade
+version: "2.0"
+groups:
+  - name: app
+    select: { role: app }
+    release: { catalog: app }
+    strategy: { max_parallel: 10 }
+    checks:
+      - { name: up, tcp: { address: "127.0.0.1:80" } }
+"#;
+
+    fn inventory() -> String {
+        let mut text = String::new();
+        for i in 1..=200 {
+            text.push_str(&format!(
+                "- {{ id: a-{i:03}, labels: {{ role: app }}, installed: {{ app: \"1.0\" }}, facts: {{ os: rocky8 }} }}\n"
+            ));
+        }
+        text.push_str("- { id: b-1, labels: { role: app }, installed: { app: \"1.1\" } }\n");
+        text
+    }
+
+    fn text(measured: &Measured) -> String {
+        let c = parse_catalog("app.yaml", CATALOG).unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan::parse_plan_with_catalogs("plan.yaml", PLAN, &BTreeMap::from([("app".to_string(), c)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hosts = parse_inventory("inv.yaml", &inventory()).unwrap_or_else(|e| panic!("{e}"));
+        let x = plan::expand_detailed(&plan, &hosts).unwrap_or_else(|e| panic!("{e}"));
+        summary_text(&estimate::summary_json(&x, measured))
+    }
+
+    #[test]
+    fn inventory_files_carry_facts() {
+        let hosts = parse_inventory("inv.yaml", &inventory()).unwrap();
+        assert_eq!(hosts[0].facts.get("os").map(String::as_str), Some("rocky8"));
+        assert!(hosts[200].facts.is_empty());
+        let e = parse_inventory("inv.yaml", "- { id: x, fact: { a: b } }").unwrap_err();
+        assert!(e.to_string().contains("inv.yaml") && e.to_string().contains("unknown field `fact`"), "{e}");
+    }
+
+    #[test]
+    fn plan_text_shows_paths_grouped_with_hop_steps_and_estimates() {
+        let measured: Measured =
+            [(("app".to_string(), "up".to_string()), MeasuredStep { median: Duration::from_secs(14), runs: 12 })]
+                .into();
+        let out = text(&measured);
+        let lines: Vec<&str> = out.lines().collect();
+        let at = |prefix: &str| {
+            lines.iter().position(|l| l.trim_start().starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}:\n{out}"))
+        };
+        // 200 identical hosts: one entry, not 200.
+        let a = at("hosts a-001, a-002 (+198 more): 1.0 → 1.1 → 2.0, 4 steps, ~4m 24s per host");
+        assert_eq!(out.matches("a-150").count(), 1, "only in its batch line:\n{out}");
+        assert_eq!(lines[a + 1].trim(), "1.0 → 1.1");
+        assert!(lines[a + 2].trim_start().starts_with("install") && lines[a + 2].ends_with("~2m (declared)"), "{out}");
+        assert_eq!(lines[a + 3].trim(), "1.1 → 2.0");
+        assert!(lines[a + 4].trim_start().starts_with("note") && lines[a + 4].ends_with("~10s (default)"), "{out}");
+        assert!(lines[a + 6].contains("then the group's steps"), "{out}");
+        assert!(lines[a + 7].trim_start().starts_with("up") && lines[a + 7].ends_with("~14s (measured, 12 runs)"));
+        // b-1 starts at 1.1 and has no `os` fact: no note.
+        let b = at("host b-1: 1.1 → 2.0, 2 steps, ~2m 14s per host");
+        assert_eq!(lines[b + 1].trim(), "1.1 → 2.0");
+        assert!(lines[b + 2].trim_start().starts_with("install"), "{out}");
+        // 201 hosts, 10 at a time: 21 windows of the slowest host's 4m 24s at most.
+        assert!(out.contains("  estimate: ~1h 30m (from +0s to +1h 30m)"), "{out}");
+        assert!(out.ends_with(
+            "estimated duration: ~1h 30m (parallel branches overlap; step times: 2 declared, 1 measured, 1 default)\n"
+        ), "{out}");
+    }
+}

@@ -20,6 +20,9 @@ pub enum CliError {
     RolloutFailed { id: String, state: String },
     #[error("demo: {0}")]
     Demo(String),
+    /// An example (`convoy example`) whose rollouts or end state were not as expected. Exit code 1.
+    #[error("example: {0}")]
+    Example(String),
 }
 
 impl CliError {
@@ -30,7 +33,8 @@ impl CliError {
             | CliError::Connect { .. }
             | CliError::Rpc(_)
             | CliError::RolloutFailed { .. }
-            | CliError::Demo(_) => 1,
+            | CliError::Demo(_)
+            | CliError::Example(_) => 1,
         }
     }
 }

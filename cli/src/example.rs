@@ -12,10 +12,14 @@
 //!   release notes per version;
 //! - `bin/`: the product's command-line tools, simulated by small shell
 //!   scripts (`kubectl`, `helm`, `monqctl`, `rabbitmqctl`…) that keep their
-//!   state in files under the host's root. They are put first on the agents'
-//!   `PATH`, so the plans call `kubectl scale …` exactly as the procedure
-//!   says, and the agents run those steps with their real drivers (exec,
-//!   archive, file, checks, captures, hooks) — only the product is fake.
+//!   state in files under the host's root. They are copied to `DIR/bin`,
+//!   which comes first on the agents' `PATH`, so the plans call `kubectl
+//!   scale …` exactly as the procedure says, and the agents run those steps
+//!   with their real drivers (exec, archive, file, service, backup, checks,
+//!   captures, hooks) — only the product is simulated.
+//!
+//! Everything stays on 127.0.0.1 under one directory (a temporary one unless
+//! `--dir` is given), and what the plans started is stopped at the end.
 //!
 //! The runner starts a coordinator and one agent process per host (this
 //! binary re-executed, as `convoy demo` does) under one directory, applies
@@ -33,10 +37,11 @@
 //! ```
 //!
 //! and `DIR/shared/` (env `SIM_SHARED`) stands for what the hosts share
-//! (a cluster's configuration store, a broadcast board). Labels every host gets
-//! besides its own: `root`, `shared`, `convoy` (this binary, for
-//! `__demo-service`), `artifacts` (where the built archives are) and, for hosts declaring
-//! `port: true`, a free `port`. In label values, file contents and checks,
+//! (a cluster's configuration store, a broadcast board). Labels every host
+//! gets besides its own: `root`, `shared`, `convoy` (this binary, for
+//! `__demo-service`), `artifacts` (where the built archives are) and, for
+//! hosts declaring `port: true`, a free `port`. In label values, file
+//! contents and checks,
 //! `@ROOT@`, `@SHARED@`, `@PORT@`, `@ARTIFACTS@` and `@CONVOY@` are replaced
 //! by the host's values; in plans and catalogs `@SHA256:FILE@` is replaced by
 //! the sha256 of the built archive or artifact `FILE` (`NAME-VERSION`), the
@@ -204,7 +209,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 }
 
 fn fail(msg: impl Into<String>) -> CliError {
-    CliError::Demo(msg.into())
+    CliError::Example(msg.into())
 }
 
 /// The examples directory: the flag, `./examples`, or the source tree's.
@@ -213,7 +218,7 @@ fn examples_dir(flag: Option<&Path>) -> PathBuf {
         return d.to_path_buf();
     }
     let local = PathBuf::from("examples");
-    if local.join("canopsis").join("example.yaml").exists() {
+    if list(&local).is_ok_and(|names| !names.is_empty()) {
         return local;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples")
@@ -314,9 +319,8 @@ async fn run_in(dir: &Path, example_dir: &Path, name: &str, def: &ExampleDef) ->
         }
         std::fs::write(&p, content).map_err(io(&p))?;
     }
-    // The simulated product tools: the example's own, then the shared ones.
+    // The simulated product tools.
     copy_tools(&example_dir.join("bin"), &run.bin)?;
-    copy_tools(&example_dir.join("..").join("bin"), &run.bin)?;
 
     for a in &def.archives {
         let file = format!("{}-{}", a.component, a.version);
@@ -491,7 +495,7 @@ async fn drive(
     print!("{}", render_checks(&table));
     let _ = std::io::stdout().flush();
     if !failures.is_empty() {
-        return Err(fail(format!("example failed:\n  {}", failures.join("\n  "))));
+        return Err(fail(format!("not as expected:\n  {}", failures.join("\n  "))));
     }
     println!(
         "\nexample done: {} run(s), {} check(s) passed on {} hosts in {:.1}s",
@@ -526,8 +530,9 @@ fn check_all(
         } else {
             e.hosts.iter().filter_map(|id| run.hosts.iter().find(|h| &h.id == id)).collect()
         };
-        if hosts.len() != e.hosts.len() && !e.hosts.is_empty() || hosts.is_empty() {
-            failures.push(format!("check '{}': unknown host in {:?}", e.what, e.hosts));
+        let unknown: Vec<&String> = e.hosts.iter().filter(|id| !run.hosts.iter().any(|h| &h.id == *id)).collect();
+        if !unknown.is_empty() || hosts.is_empty() {
+            failures.push(format!("check '{}': no such host {unknown:?}", e.what));
             continue;
         }
         for h in hosts {

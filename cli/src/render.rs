@@ -242,6 +242,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_lists_stay_short() {
+        assert_eq!(host_list(&["a"]), "host a");
+        assert_eq!(host_list(&["a", "b", "c"]), "hosts a, b, c");
+        let many: Vec<String> = (1..=200).map(|i| format!("a-{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(host_list(&many), "hosts a-1, a-2 (+198 more)");
+    }
+
+    #[test]
+    fn plan_estimate_says_what_is_not_counted_and_is_empty_without_one() {
+        assert_eq!(plan_estimate(&serde_json::json!({ "groups": [] })), "", "an older coordinator's summary");
+        let s = serde_json::json!({ "estimate": {
+            "total": "12m", "manual_approvals": ["web"], "steps": { "declared": 1, "measured": 2, "default": 3 },
+        }});
+        assert_eq!(
+            plan_estimate(&s),
+            "estimated duration: ~12m (parallel branches overlap; step times: 1 declared, 2 measured, 3 default)\n  not counted: waiting for `convoy approve` in web\n"
+        );
+    }
+
+    #[test]
     fn bar_shows_done_and_failed_and_never_overflows() {
         assert_eq!(bar(5, 0, 10, 10), "[#####.....]");
         assert_eq!(bar(0, 1, 10, 10), "[x.........]");
