@@ -39,7 +39,13 @@
 //!   `exec_check-4`), so default names never collide; names must be unique
 //!   inside a group because status and logs refer to steps by name.
 //! - Templates are checked for syntax and known variables at parse time;
-//!   labels and installed components are looked up per host at expand time.
+//!   labels, installed components and facts (`{{fact.NAME}}`: what the
+//!   host's agent reports, or an inventory file's `facts:`) are looked up
+//!   per host at expand time; a host without one is an error naming it.
+//! - Any step or check may say `estimate: DURATION` (positive): how long it
+//!   usually takes, for `convoy plan`'s estimates ([`crate::estimate`]);
+//!   it changes nothing at run time. [`expand_detailed`] keeps it, with each
+//!   host's release path, beside the [`RolloutSpec`].
 //!   There is no escape for a literal `{{`.
 //! - Timeouts, check intervals, check deadlines and `host_lost_timeout` must
 //!   be positive; soak may be zero. A check's step timeout is its deadline
@@ -129,6 +135,13 @@
 //!   is a parse error at that string. Hook capture names are rollout-wide, so
 //!   two hooks may not capture the same name, nor may a group step capture a
 //!   name a hook captures; a group may not capture one name twice.
+//! - Release catalog steps capture and use captured values too (see
+//!   "Captured values" in [`crate::catalog`]): in catalog order at parse
+//!   time (the error names the catalog's file and line), then per host at
+//!   expansion, over the host's path followed by the group's steps, which
+//!   may use what the path captured. A catalog capture may not reuse a
+//!   hook's name, and a group step may not recapture a name its catalog
+//!   captures.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -2652,6 +2665,9 @@ fn catalog_steps<'p>(
     Ok((out, details))
 }
 
+/// A cluster group's hosts in order, and each cluster's name and size.
+type ClusterOrder<'h> = (Vec<&'h InventoryHost>, Vec<(String, usize)>);
+
 /// A `type: cluster` group's hosts ordered cluster by cluster (clusters by
 /// name, members by id), with each cluster's name and size. A host without
 /// the label is an error naming it.
@@ -2660,7 +2676,7 @@ fn clusters_of<'h>(
     g: &PlanGroup,
     c: &ClusterDef,
     members: Vec<&'h InventoryHost>,
-) -> Result<(Vec<&'h InventoryHost>, Vec<(String, usize)>), PlanError> {
+) -> Result<ClusterOrder<'h>, PlanError> {
     let mut by_cluster: BTreeMap<&str, Vec<&'h InventoryHost>> = BTreeMap::new();
     for h in members {
         let Some(name) = h.labels.get(&c.by) else {
@@ -2848,13 +2864,38 @@ fn render_step(
 /// window, so these are the batches of an undisturbed run, for display.
 pub fn batches(spec: &RolloutSpec, group: usize) -> Vec<Vec<String>> {
     let Some(g) = spec.groups.get(group) else { return Vec::new() };
-    let ids: Vec<String> = g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect();
-    ids.chunks(g.strategy.max_parallel.max(1)).map(<[String]>::to_vec).collect()
+    let name = |h: &usize| spec.hosts[*h].host.clone();
+    match &g.cluster {
+        // Every member of every cluster at once.
+        Some(c) if c.same_version => vec![g.hosts.iter().map(name).collect()],
+        // Clusters side by side, `max_parallel` members of each at a time;
+        // which member leads (and so goes last) is only known at run time.
+        Some(c) => {
+            let window = g.strategy.max_parallel.max(1);
+            let rounds = c.clusters.iter().map(|m| m.hosts.len().div_ceil(window)).max().unwrap_or(0);
+            (0..rounds)
+                .map(|r| {
+                    c.clusters.iter().flat_map(|m| m.hosts.iter().skip(r * window).take(window).map(name)).collect()
+                })
+                .collect()
+        }
+        None => {
+            let ids: Vec<String> = g.hosts.iter().map(name).collect();
+            ids.chunks(g.strategy.max_parallel.max(1)).map(<[String]>::to_vec).collect()
+        }
+    }
 }
 
-/// "parallel" when a group moves all its hosts at once, "rolling" otherwise.
+/// "cluster" for the cluster strategy, "parallel" when a group moves all
+/// its hosts at once, "rolling" otherwise.
 fn strategy_label(g: &GroupSpec) -> &'static str {
-    if g.hosts.len() > 1 && g.strategy.max_parallel >= g.hosts.len() { "parallel" } else { "rolling" }
+    if g.cluster.is_some() {
+        "cluster"
+    } else if g.hosts.len() > 1 && g.strategy.max_parallel >= g.hosts.len() {
+        "parallel"
+    } else {
+        "rolling"
+    }
 }
 
 fn dot_escape(s: &str) -> String {
@@ -2923,6 +2964,17 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                 },
                 "hosts": g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
                 "batches": batches(spec, i),
+                "clusters": g.cluster.as_ref().map(|c| serde_json::json!({
+                    "by": c.label,
+                    "same_version": c.same_version,
+                    "members": c
+                        .clusters
+                        .iter()
+                        .map(|m| (m.name.clone(), serde_json::json!(m.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>())))
+                        .collect::<serde_json::Map<String, serde_json::Value>>(),
+                    "leader_check": g.hosts.first().and_then(|&h| spec.hosts[h].leader_check.as_ref()).map(|s| s.name.clone()),
+                    "switchover": g.hosts.first().map(|&h| spec.hosts[h].switchover.iter().map(|s| s.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                })),
                 "steps": steps,
                 "on_failure": g.on_failure.as_str(),
                 "hook": g.hook,

@@ -5,7 +5,7 @@
 mod support;
 
 use convoy_common::model::{InventoryHost, RolloutSpec, StepKind};
-use convoy_common::plan::{PlanError, expand, parse_plan};
+use convoy_common::plan::{PlanError, expand, parse_plan, summary_json};
 use support::check_error;
 
 const FILE: &str = "cluster.yaml";
@@ -189,4 +189,28 @@ fn cluster_errors_name_their_line_and_field() {
         "groups[0].strategy.by",
         "host mc-1 of group 'controllers' has no label 'ring'",
     );
+}
+
+#[test]
+fn the_summary_shows_clusters_side_by_side() {
+    let spec = expand_ok(PLAN);
+    let json = summary_json(&spec);
+    let g = &json["groups"][0];
+    assert_eq!(g["strategy"]["type"], "cluster");
+    assert_eq!(g["clusters"]["by"], "cluster");
+    assert_eq!(g["clusters"]["members"]["mc2"], serde_json::json!(["mc-4", "mc-5", "mc-6"]));
+    assert_eq!(g["clusters"]["leader_check"], "leader-check");
+    assert_eq!(g["clusters"]["switchover"], serde_json::json!(["hand-over"]));
+    assert_eq!(
+        g["batches"],
+        serde_json::json!([["mc-1", "mc-4"], ["mc-2", "mc-5"], ["mc-3", "mc-6"]]),
+        "one member of each cluster at a time"
+    );
+    let same = PLAN
+        .replace("      leader:\n        exec: { command: /opt/mc/bin/is-master, args: [\"{{host}}\"] }\n        deadline: 5s\n", "")
+        .replace("      switchover:\n        - name: hand-over\n          exec: { command: /opt/mc/bin/switchover, args: [\"--from\", \"{{host}}\"] }\n", "")
+        .replace("      max_parallel: 1\n", "      same_version: true\n");
+    let json = summary_json(&expand_ok(&same));
+    assert_eq!(json["groups"][0]["batches"].as_array().map(Vec::len), Some(1), "all members together");
+    assert_eq!(json["groups"][0]["clusters"]["same_version"], true);
 }
