@@ -166,10 +166,7 @@ pub fn summary_text(s: &serde_json::Value) -> String {
             st["max_failures"],
             st["soak_ms"].as_u64().unwrap_or(0),
         );
-        for (i, b) in g["batches"].as_array().into_iter().flatten().enumerate() {
-            let names: Vec<&str> = b.as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
-            let _ = writeln!(out, "  batch {}: {}", i + 1, names.join(" "));
-        }
+        out.push_str(&render::batches(g["batches"].as_array().map(Vec::as_slice).unwrap_or_default()));
         out.push_str(&render::plan_paths(g));
     }
     out.push_str(&render::plan_estimate(s));
@@ -335,6 +332,7 @@ pub async fn agents_cmd(target: &Target, output: Output) -> Result<(), CliError>
                     serde_json::json!({
                         "host": a.agent_id, "connected": a.connected, "version": a.agent_version,
                         "labels": a.labels, "installed": a.facts.as_ref().map(|f| f.installed.clone()),
+                        "facts": a.facts.as_ref().map(agent_facts),
                     })
                 })
                 .collect();
@@ -342,6 +340,18 @@ pub async fn agents_cmd(target: &Target, output: Output) -> Result<(), CliError>
         }
     }
     Ok(())
+}
+
+/// An agent's facts as plans see them: its `--fact`s, then the hostname, OS
+/// and architecture it reported (these win).
+fn agent_facts(f: &pb::Facts) -> BTreeMap<String, String> {
+    let mut facts: BTreeMap<String, String> = f.custom.clone().into_iter().collect();
+    for (k, v) in [("hostname", &f.hostname), ("os", &f.os), ("arch", &f.arch)] {
+        if !v.is_empty() {
+            facts.insert(k.to_string(), v.clone());
+        }
+    }
+    facts
 }
 
 pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlAction) -> Result<(), CliError> {
@@ -420,6 +430,22 @@ groups:
     }
 
     #[test]
+    fn agent_facts_merge_custom_and_reported() {
+        let f = pb::Facts {
+            hostname: "h".into(),
+            os: String::new(),
+            arch: "x86_64".into(),
+            custom: [("edition".to_string(), "pro".to_string()), ("arch".to_string(), "fake".to_string())].into(),
+            ..Default::default()
+        };
+        let got = agent_facts(&f);
+        assert_eq!(got.get("edition").map(String::as_str), Some("pro"));
+        assert_eq!(got.get("arch").map(String::as_str), Some("x86_64"), "reported facts win");
+        assert_eq!(got.get("hostname").map(String::as_str), Some("h"));
+        assert!(!got.contains_key("os"), "an empty fact is not a fact");
+    }
+
+    #[test]
     fn inventory_files_carry_facts() {
         let hosts = parse_inventory("inv.yaml", &inventory()).unwrap();
         assert_eq!(hosts[0].facts.get("os").map(String::as_str), Some("rocky8"));
@@ -440,7 +466,8 @@ groups:
         };
         // 200 identical hosts: one entry, not 200.
         let a = at("hosts a-001, a-002 (+198 more): 1.0 → 1.1 → 2.0, 4 steps, ~4m 24s per host");
-        assert_eq!(out.matches("a-150").count(), 1, "only in its batch line:\n{out}");
+        assert_eq!(out.matches("a-150").count(), 0, "not listed at all:\n{out}");
+        assert!(out.lines().count() < 30, "{out}");
         assert_eq!(lines[a + 1].trim(), "1.0 → 1.1");
         assert!(lines[a + 2].trim_start().starts_with("install") && lines[a + 2].ends_with("~2m (declared)"), "{out}");
         assert_eq!(lines[a + 3].trim(), "1.1 → 2.0");

@@ -107,6 +107,32 @@ pub fn agents(list: &[pb::AgentInfo]) -> String {
     out
 }
 
+/// A group's batches, one line each, kept short on a large fleet: a batch
+/// of more than 8 hosts shows its first 3 and its last, and of more than 6
+/// batches the first 3 and the last 2 are shown.
+pub fn batches(list: &[serde_json::Value]) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, i: usize, b: &serde_json::Value| {
+        let names = strs(b);
+        let shown = match names.len() {
+            0..=8 => names.join(" "),
+            n => format!("{} … {} ({n} hosts)", names[..3].join(" "), names[n - 1]),
+        };
+        let _ = writeln!(out, "  batch {}: {shown}", i + 1);
+    };
+    let n = list.len();
+    for (i, b) in list.iter().enumerate() {
+        if n > 6 && (3..n - 2).contains(&i) {
+            if i == 3 {
+                let _ = writeln!(out, "  … {} more batches", n - 5);
+            }
+            continue;
+        }
+        line(&mut out, i, b);
+    }
+    out
+}
+
 /// `hosts a-1, a-2 (+198 more)`: a few names of a list, and how many more.
 pub fn host_list(hosts: &[&str]) -> String {
     let word = if hosts.len() == 1 { "host" } else { "hosts" };
@@ -240,6 +266,22 @@ pub fn plan_estimate(summary: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_stay_short_on_a_large_fleet() {
+        let hosts: Vec<String> = (1..=200).map(|i| format!("a-{i:03}")).collect();
+        let list: Vec<serde_json::Value> = hosts.chunks(20).map(|c| serde_json::json!(c)).collect();
+        let text = batches(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[0], "  batch 1: a-001 a-002 a-003 … a-020 (20 hosts)");
+        assert_eq!(lines[2], "  batch 3: a-041 a-042 a-043 … a-060 (20 hosts)");
+        assert_eq!(lines[3], "  … 5 more batches");
+        assert_eq!(lines[5], "  batch 10: a-181 a-182 a-183 … a-200 (20 hosts)");
+        // Small ones stay whole.
+        let small: Vec<serde_json::Value> = (1..=3).map(|i| serde_json::json!([format!("b-{i}")])).collect();
+        assert_eq!(batches(&small), "  batch 1: b-1\n  batch 2: b-2\n  batch 3: b-3\n");
+    }
 
     #[test]
     fn host_lists_stay_short() {

@@ -42,11 +42,11 @@
 //!   labels, installed components and facts (`{{fact.NAME}}`: what the
 //!   host's agent reports, or an inventory file's `facts:`) are looked up
 //!   per host at expand time; a host without one is an error naming it.
+//!   There is no escape for a literal `{{`.
 //! - Any step or check may say `estimate: DURATION` (positive): how long it
 //!   usually takes, for `convoy plan`'s estimates ([`crate::estimate`]);
 //!   it changes nothing at run time. [`expand_detailed`] keeps it, with each
 //!   host's release path, beside the [`RolloutSpec`].
-//!   There is no escape for a literal `{{`.
 //! - Timeouts, check intervals, check deadlines and `host_lost_timeout` must
 //!   be positive; soak may be zero. A check's step timeout is its deadline
 //!   plus 5s so the agent's own deadline handling always fires first.
@@ -2628,6 +2628,9 @@ fn check_backup_before(items: &[(Src<'_>, StepTemplate)], host: &str, group: &st
     Ok(())
 }
 
+/// Steps of a host's release path, each with the file it was written in.
+type PathSteps<'p> = Vec<(Src<'p>, StepTemplate)>;
+
 /// The steps of `host`'s path through the catalog `name` to the plan's
 /// version: per hop, the applicable steps in phase order, named
 /// `<hop>/<step>` ([`crate::catalog::Hop::qualified_name`]), each with the
@@ -2638,7 +2641,7 @@ fn catalog_steps<'p>(
     g: &PlanGroup,
     name: &str,
     host: &InventoryHost,
-) -> Result<(Vec<(Src<'p>, StepTemplate)>, Vec<HopDetail>), PlanError> {
+) -> Result<(PathSteps<'p>, Vec<HopDetail>), PlanError> {
     let rp = g.path.key("release");
     let pc = plan.catalogs.get(name).ok_or_else(|| src.err(&rp.key("catalog"), format!("unknown catalog '{name}'")))?;
     let hops = path_for_host(&pc.catalog, &HostContext::from_inventory(host), &pc.target)

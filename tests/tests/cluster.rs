@@ -137,8 +137,7 @@ async fn two_clusters_of_three_upgrade_in_parallel_leader_last() -> anyhow::Resu
     let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
     assert_eq!(status.state, "succeeded", "{status:?}");
 
-    let p = product.lock().unwrap();
-    let log: Vec<(String, String)> = p.log.clone();
+    let log: Vec<(String, String)> = product.lock().unwrap().log.clone();
     let at = |host: &str, cmd: &str| {
         log.iter()
             .rposition(|(h, c)| h == host && c == cmd)
@@ -165,7 +164,6 @@ async fn two_clusters_of_three_upgrade_in_parallel_leader_last() -> anyhow::Resu
     let first = |prefix: &str| log.iter().position(|(h, _)| h.starts_with(prefix)).unwrap();
     let last = |prefix: &str| log.iter().rposition(|(h, _)| h.starts_with(prefix)).unwrap();
     assert!(first("b-") < last("a-") && first("a-") < last("b-"), "clusters did not overlap: {log:?}");
-    drop(p);
 
     let (spec, events) = c.event_log(&id).await?;
     if let Err(v) = invariants::check_final(&spec, &events) {
