@@ -87,6 +87,10 @@ fn canopsis_multi_hop_per_edition_with_broadcast_and_backlog_gate() {
     let log = read(&r, "hosts/canopsis-1/root/canopsis/actions.log");
     let hops: Vec<&str> = log.lines().filter_map(|l| l.split("-> ").nth(1)).collect();
     assert_eq!(hops, ["3.39.0", "3.39.1", "3.40.0"]);
+    // Each hop's release is recorded as the host's version: the report shows it.
+    for h in ["canopsis-1", "canopsis-2", "canopsis-3", "canopsis-4"] {
+        assert_eq!(host(&s, h, "canopsis")["version"], "3.40.0", "{h}");
+    }
     let log = read(&r, "hosts/canopsis-3/root/canopsis/actions.log");
     assert!(!log.contains("3.39.0") && !log.contains("community"), "{log}");
     assert_eq!(read(&r, "shared/broadcast.log"), "create upgrade-3.40.0\ndelete upgrade-3.40.0\n");
@@ -132,6 +136,10 @@ fn exastro_replicas_recorded_scaled_down_and_restored() {
     let r = run_example("exastro");
     let s = rollout(&r, 1);
     assert_eq!(s["state"], "succeeded", "{s:#}");
+    // helm reports nothing: the step's `installs:` gives the version.
+    for h in ["exastro-dev", "exastro-stg", "exastro-prod"] {
+        assert_eq!(host(&s, h, "exastro")["version"], "2.1.0", "{h}");
+    }
     let prod = &host(&s, "exastro-prod", "exastro")["captured"];
     assert_eq!(
         (prod["RS_PA"].as_str(), prod["RS_AE"].as_str(), prod["RS_MC"].as_str()),

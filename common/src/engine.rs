@@ -1050,6 +1050,7 @@ impl Engine {
                 migrations: Vec::new(),
                 leader_check: None,
                 switchover: Vec::new(),
+                installs: Vec::new(),
             });
         }
         // Groups with something to undo, newest first (reverse topological order).
@@ -1395,7 +1396,8 @@ impl Engine {
             self.host_failed(i, now, Some(step), reason, out);
             return;
         }
-        self.record_installed(i, outcome.installed, None);
+        let declared = self.spec.hosts[i].installs(step);
+        self.record_installed(i, outcome.installed, declared);
         self.hosts[i].message = outcome.message;
         self.hosts[i].steps_ok = step + 1;
         if let Some(c) = self.cluster_rt(i) {

@@ -441,6 +441,7 @@ mod tests {
             migrations: Vec::new(),
             leader_check: None,
             switchover: Vec::new(),
+            installs: Vec::new(),
         }
     }
 

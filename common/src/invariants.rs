@@ -315,9 +315,14 @@ impl<'a> Checker<'a> {
                                 Some((_, Err(_))) => {}
                             }
                         }
+                        let declared = match phase {
+                            Phase::Upgrade => self.spec.hosts[h].installs(index),
+                            Phase::Rollback => None,
+                        };
                         let track = &mut self.hosts[h];
-                        // Versions count only from executions this rollout issued.
-                        if let Some((component, version)) = &outcome.installed
+                        // Versions count only from executions this rollout
+                        // issued, or what a step that succeeded declares.
+                        if let Some((component, version)) = outcome.installed.as_ref().or(declared.as_ref())
                             && self.spec.component.as_ref().is_none_or(|c| c == component)
                         {
                             track.installed = Some(version.clone());

@@ -245,12 +245,23 @@ pub struct HostPlan {
     /// leader check must then fail on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switchover: Vec<StepSpec>,
+    /// What each step installs, by step index (`None`: nothing declared; may
+    /// be shorter than `steps`): `(component, version)` the host runs once
+    /// the step succeeded, when the agent does not report it itself (an
+    /// `exec` step's `installs:`, the last step of a catalog hop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installs: Vec<Option<(String, String)>>,
 }
 
 impl HostPlan {
     /// The entry's key in the rollout: unique among [`RolloutSpec::hosts`].
     pub fn key(&self) -> &str {
         self.key.as_deref().unwrap_or(&self.host)
+    }
+
+    /// What step `step` installs, if it declares it.
+    pub fn installs(&self, step: usize) -> Option<(String, String)> {
+        self.installs.get(step).cloned().flatten()
     }
 
     /// The capture of step `step`, if it declares one.

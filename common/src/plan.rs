@@ -372,6 +372,9 @@ struct RawStep {
     migration: Option<bool>,
     /// How long the step usually takes (`90s`), for `convoy plan`'s estimate.
     estimate: Option<String>,
+    /// The version of the plan's `component` the host runs once this step
+    /// succeeded (templated), for steps whose driver cannot tell.
+    installs: Option<String>,
 }
 
 /// `backup: { command, args, env, workdir, path }`.
@@ -591,6 +594,10 @@ struct StepTemplate {
     migration: Option<FieldPath>,
     /// The step's declared `estimate:` (see [`crate::estimate`]).
     estimate: Option<Duration>,
+    /// `installs:`: (component, templated version) the host runs once the
+    /// step succeeded; the component `None` means the plan's. The last step
+    /// of a catalog hop installs the hop's release.
+    installs: Option<(Option<String>, String)>,
 }
 
 /// Which of a group's hosts are its canaries.
@@ -1769,6 +1776,19 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
     };
     let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
     t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
+    if let Some(v) = &raw.installs {
+        if v.trim().is_empty() {
+            return Err(src.err(&p.key("installs"), "must name a version (e.g. \"{{version}}\")"));
+        }
+        render(v, |var| match var {
+            Var::Captured(_) => Err("captured values cannot name what a step installs".to_string()),
+            Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) => {
+                Ok(String::new())
+            }
+        })
+        .map_err(|m| src.err(&p.key("installs"), m))?;
+        t.installs = Some((None, v.clone()));
+    }
     if raw.migration == Some(true) {
         t.migration = Some(p.key("migration"));
     }
@@ -2112,7 +2132,15 @@ fn finish_template(
     for (rel, s) in strings_mut(&mut spec) {
         render(s, |_| Ok(String::new())).map_err(|m| src.err(&p.join(&rel), m))?;
     }
-    Ok(StepTemplate { path: p.clone(), spec, undo: None, capture: None, migration: None, estimate: None })
+    Ok(StepTemplate {
+        path: p.clone(),
+        spec,
+        undo: None,
+        capture: None,
+        migration: None,
+        estimate: None,
+        installs: None,
+    })
 }
 
 /// Give unnamed steps their `<kind>-<position>` name and reject duplicates.
@@ -2499,6 +2527,24 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             if captures.iter().all(Option::is_none) {
                 captures.clear();
             }
+            let mut installs = Vec::with_capacity(items.len());
+            for (tsrc, t) in &items {
+                installs.push(match &t.installs {
+                    None => None,
+                    Some((component, version)) => {
+                        let ip = t.path.key("installs");
+                        let Some(component) = component.clone().or_else(|| plan.component.clone()) else {
+                            return Err(tsrc.err(&ip, "needs the plan's `component`: the version is that component's"));
+                        };
+                        let version = render(version, |var| lookup(var, h, &plan.version, &g.name))
+                            .map_err(|m| tsrc.err(&ip, format!("{m} (group '{}')", g.name)))?;
+                        Some((component, version))
+                    }
+                });
+            }
+            if installs.iter().all(Option::is_none) {
+                installs.clear();
+            }
             hosts.push(HostPlan {
                 host: h.id.clone(),
                 key: g.hook.then(|| format!("{}@{}", h.id, g.name)),
@@ -2511,6 +2557,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                 migrations,
                 leader_check,
                 switchover,
+                installs,
             });
         }
         backed_up[pos] = backup_upstream || backup_here;
@@ -2656,6 +2703,12 @@ fn catalog_steps<'p>(
             })?;
             t.spec.name = hop.qualified_name(cs);
             out.push((pc.src(), t));
+        }
+        // Once a hop's steps are done, the host runs the hop's release.
+        if let Some((_, last)) = out.get_mut(before..).and_then(<[_]>::last_mut)
+            && last.installs.is_none()
+        {
+            last.installs = Some((Some(pc.catalog.component.clone()), hop.to.to_string()));
         }
         details.push(HopDetail {
             from: hop.from.to_string(),

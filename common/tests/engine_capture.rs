@@ -165,6 +165,7 @@ fn hooked() -> convoy_common::model::RolloutSpec {
         migrations: Vec::new(),
         leader_check: None,
         switchover: Vec::new(),
+        installs: Vec::new(),
     });
     let a = s.groups.remove(0);
     s.groups = vec![

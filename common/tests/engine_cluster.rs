@@ -53,6 +53,7 @@ fn cluster_spec(
                 migrations: Vec::new(),
                 leader_check: (!same_version).then(|| exec_check("leader-check", &host)),
                 switchover: if switchover { vec![step("hand-over")] } else { Vec::new() },
+                installs: Vec::new(),
             });
         }
         clusters.push(ClusterMembers { name, hosts: members });

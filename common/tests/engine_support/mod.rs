@@ -111,6 +111,7 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
                 migrations: Vec::new(),
                 leader_check: None,
                 switchover: Vec::new(),
+                installs: Vec::new(),
             });
         }
         group_specs.push(GroupSpec {
