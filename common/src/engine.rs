@@ -1373,8 +1373,7 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         if !outcome.status.is_success() {
-            let reason =
-                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
+            let reason = failure_reason(outcome);
             self.host_failed(i, now, Some(step), reason, out);
             return;
         }
@@ -1431,8 +1430,7 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         if !outcome.status.is_success() {
-            let reason =
-                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
+            let reason = failure_reason(outcome);
             self.rollback_failed(i, Some(step), reason, out);
             return;
         }
@@ -1954,11 +1952,7 @@ impl Engine {
             StepStatus::Succeeded => true,
             StepStatus::Failed => false,
             StepStatus::Unsupported | StepStatus::TimedOut => {
-                let reason = if outcome.message.is_empty() {
-                    default_reason(outcome.status).to_string()
-                } else {
-                    outcome.message
-                };
+                let reason = failure_reason(outcome);
                 self.host_failed(i, now, Some(before), format!("leader check: {reason}"), out);
                 return;
             }
@@ -2063,8 +2057,7 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         if !outcome.status.is_success() {
-            let reason =
-                if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message };
+            let reason = failure_reason(outcome);
             let name = self.spec.hosts[i].switchover[index].name.clone();
             self.host_failed(i, now, Some(before), format!("switchover step {name}: {reason}"), out);
             return;
@@ -2729,6 +2722,11 @@ fn skip_cause(state: RolloutState) -> &'static str {
         | RolloutState::Aborting
         | RolloutState::RollingBack => "stopped",
     }
+}
+
+/// Why an execution failed: the agent's message, or a default for its status.
+fn failure_reason(outcome: StepOutcome) -> String {
+    if outcome.message.is_empty() { default_reason(outcome.status).to_string() } else { outcome.message }
 }
 
 fn default_reason(status: StepStatus) -> &'static str {

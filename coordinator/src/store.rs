@@ -125,6 +125,24 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// Every JSON value of `tree` whose key starts with `owner` and a 0 byte
+/// (keys are `owner \0 rest`), in key order.
+fn scan_json<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    owner: &str,
+    read: &'static str,
+    decode: &'static str,
+) -> Result<Vec<T>, CoordinatorError> {
+    let mut prefix = owner.as_bytes().to_vec();
+    prefix.push(0);
+    let mut out = Vec::new();
+    for kv in tree.scan_prefix(prefix) {
+        let (_, v) = kv.map_err(serr(read))?;
+        out.push(serde_json::from_slice(&v).map_err(jerr(decode))?);
+    }
+    Ok(out)
+}
+
 fn serr(op: &'static str) -> impl FnOnce(sled::Error) -> CoordinatorError {
     move |e| CoordinatorError::Store { op, message: e.to_string() }
 }
@@ -191,14 +209,7 @@ impl Store for SledStore {
     }
 
     fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError> {
-        let mut prefix = rollout_id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for kv in self.events.scan_prefix(prefix) {
-            let (_, v) = kv.map_err(serr("read events"))?;
-            out.push(serde_json::from_slice(&v).map_err(jerr("decode event"))?);
-        }
-        Ok(out)
+        scan_json(&self.events, rollout_id, "read events", "decode event")
     }
 
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError> {
@@ -248,14 +259,7 @@ impl Store for SledStore {
     }
 
     fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError> {
-        let mut prefix = plan.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for kv in self.step_times.scan_prefix(prefix) {
-            let (_, v) = kv.map_err(serr("read step times"))?;
-            out.push(serde_json::from_slice(&v).map_err(jerr("decode step times"))?);
-        }
-        Ok(out)
+        scan_json(&self.step_times, plan, "read step times", "decode step times")
     }
 
     fn flush(&self) -> Result<(), CoordinatorError> {
