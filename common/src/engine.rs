@@ -161,7 +161,9 @@
 //!   started in cluster order, the first one not marked leader; a member
 //!   marked leader only when nothing else of its cluster is in flight. More
 //!   than twice the cluster's size of leaders sent back with no step done in
-//!   between fails the host (several members claim the leadership). Once the
+//!   between fails the host (several members claim the leadership). A check
+//!   answered while the rollout is paused sends a member that has not
+//!   started back to `Pending` (it is asked again on resume). Once the
 //!   rollout stops starting hosts, held hosts go on (a started host finishes
 //!   its steps); a rollout that ends while paused fails them. In a
 //!   `same_version` cluster every member starts at once and runs each step in
@@ -1959,6 +1961,14 @@ impl Engine {
         };
         let host = self.spec.hosts[i].host.clone();
         let cluster = self.cluster_name(i).to_string();
+        if before == 0 && self.state == RolloutState::Paused {
+            // Asked before the pause: a host that has not started does not
+            // start now. Its answer still counts for the next pick.
+            self.hosts[i].role = if leader { Role::Leader } else { Role::Follower };
+            self.defer(i, 0);
+            self.hosts[i].message = "paused before its first step".to_string();
+            return;
+        }
         if !leader {
             self.hosts[i].role = Role::Follower;
             self.dispatch(i, before, now, out);

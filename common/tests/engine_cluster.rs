@@ -5,7 +5,7 @@
 
 mod engine_support;
 
-use convoy_common::engine::{Action, ClusterPurpose, HostState, RolloutState};
+use convoy_common::engine::{Action, ClusterPurpose, HostState, OperatorCommand, RolloutState};
 use convoy_common::model::{
     ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind,
     StepOutcome, StepSpec, Strategy,
@@ -433,5 +433,23 @@ fn a_same_version_failure_rolls_every_member_back_under_rollback_host() {
     }
     assert_eq!(run.state_of("mc1-0"), HostState::RolledBack);
     assert_eq!(run.state_of("mc1-1"), HostState::RolledBack);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_member_asked_before_a_pause_does_not_start_during_it() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
+    run.start();
+    run.op(OperatorCommand::Pause, "op");
+    let a = answer(&mut run, "mc1-0", "mc1-1");
+    assert!(steps_of(&a).is_empty(), "nothing starts while paused");
+    assert_eq!(run.state_of("mc1-0"), HostState::Pending);
+    let a = run.op(OperatorCommand::Resume, "op");
+    assert_eq!(
+        checks_of(&a),
+        vec![("mc1-0".into(), ClusterPurpose::LeaderCheck { before: 0, after_switchover: false })]
+    );
+    let order = drive(&mut run, &mut fixed("mc1-1"));
+    assert_eq!(order, ["mc1-0", "mc1-1"]);
     run.assert_final_invariants();
 }
