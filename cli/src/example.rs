@@ -75,6 +75,13 @@ pub struct ExampleArgs {
     /// source tree's examples/).
     #[arg(long, env = "CONVOY_EXAMPLES_DIR")]
     pub examples_dir: Option<PathBuf>,
+    /// Give up on a rollout that has not ended after this long (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub rollout_timeout: Duration,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    convoy_common::plan::parse_duration(s)
 }
 
 // ---------------------------------------------------------------------------
@@ -202,6 +209,8 @@ struct Run<'a> {
     exe: PathBuf,
     hosts: Vec<Host>,
     shas: BTreeMap<String, String>,
+    /// How long one rollout may take before the example gives up.
+    rollout_timeout: Duration,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
@@ -284,7 +293,7 @@ pub async fn run(args: ExampleArgs) -> Result<(), CliError> {
         (None, Some(t)) => t.path().to_path_buf(),
         (None, None) => unreachable!("a temporary directory exists when no --dir is given"),
     };
-    let result = run_in(&dir, &examples.join(&name), &name, &def).await;
+    let result = run_in(&dir, &examples.join(&name), &name, &def, args.rollout_timeout).await;
     if args.keep || args.dir.is_some() {
         if let Some(t) = tmp {
             let _ = t.keep();
@@ -294,7 +303,13 @@ pub async fn run(args: ExampleArgs) -> Result<(), CliError> {
     result
 }
 
-async fn run_in(dir: &Path, example_dir: &Path, name: &str, def: &ExampleDef) -> Result<(), CliError> {
+async fn run_in(
+    dir: &Path,
+    example_dir: &Path,
+    name: &str,
+    def: &ExampleDef,
+    rollout_timeout: Duration,
+) -> Result<(), CliError> {
     let started = Instant::now();
     println!("== example {name}: {}", def.title);
     println!("   reproduces {} (see examples/{name}/ and the README)", def.seed);
@@ -308,6 +323,7 @@ async fn run_in(dir: &Path, example_dir: &Path, name: &str, def: &ExampleDef) ->
         exe,
         hosts: Vec::new(),
         shas: BTreeMap::new(),
+        rollout_timeout,
     };
     for d in [&run.bin, &run.shared, &run.artifacts] {
         std::fs::create_dir_all(d).map_err(io(d))?;
@@ -468,7 +484,17 @@ async fn drive(
             .submit_plan(pb::SubmitPlanRequest { file_name: shown.clone(), plan_yaml: plan, dry_run: false, catalogs })
             .await?
             .into_inner();
-        let followed = follow(&mut client, &created.rollout_id, Output::Text).await;
+        let followed =
+            match tokio::time::timeout(run.rollout_timeout, follow(&mut client, &created.rollout_id, Output::Text))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(fail(format!(
+                    "rollout {} had not ended after {} (--rollout-timeout)",
+                    created.rollout_id,
+                    convoy_common::plan::format_duration(run.rollout_timeout)
+                ))),
+            };
         let status =
             client.get_rollout(pb::GetRolloutRequest { rollout_id: created.rollout_id.clone() }).await?.into_inner();
         let json_path = rollouts.join(format!("{}-{}.json", n + 1, status.plan_name));

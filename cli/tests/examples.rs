@@ -176,3 +176,21 @@ fn cleanroom_ordered_canaries_cluster_slave_first_then_all_at_once() {
     let together: Vec<&str> = lines[5..].iter().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(together, ["leave", "leave", "migrate", "join", "join"], "{events}");
 }
+
+#[test]
+fn an_example_gives_up_on_a_rollout_that_does_not_end_in_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["example", "exastro", "--rollout-timeout", "1ms", "--dir"])
+        .arg(tmp.path().join("run"))
+        .env("CONVOY_EXAMPLES_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        format!("{stdout}{stderr}").contains("had not ended after 1ms (--rollout-timeout)"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
