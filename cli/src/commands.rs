@@ -166,11 +166,38 @@ pub fn summary_text(s: &serde_json::Value) -> String {
             st["max_failures"],
             st["soak_ms"].as_u64().unwrap_or(0),
         );
+        out.push_str(&cluster_text(&g["clusters"]));
         out.push_str(&render::batches(g["batches"].as_array().map(Vec::as_slice).unwrap_or_default()));
         out.push_str(&render::plan_paths(g));
     }
     out.push_str(&render::plan_estimate(s));
     out
+}
+
+/// The `cluster` strategy of a group's summary, when it has one: the
+/// clusters and how each goes.
+fn cluster_text(c: &serde_json::Value) -> String {
+    let Some(members) = c["members"].as_object() else { return String::new() };
+    let clusters: Vec<String> = members
+        .iter()
+        .map(|(name, hosts)| {
+            let hosts: Vec<&str> = hosts.as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+            format!("{name} [{}]", hosts.join(" "))
+        })
+        .collect();
+    let order = if c["same_version"].as_bool() == Some(true) {
+        "all members of a cluster together, step by step (same_version)".to_string()
+    } else {
+        let switchover: Vec<&str> =
+            c["switchover"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+        let switchover =
+            if switchover.is_empty() { String::new() } else { format!(", switchover: {}", switchover.join(", ")) };
+        format!(
+            "followers first, the leader last (found by {} before every step{switchover}); which member leads is known only at run time",
+            c["leader_check"].as_str().unwrap_or("the leader check")
+        )
+    };
+    format!("  clusters by label '{}': {}\n  {order}\n", c["by"].as_str().unwrap_or("?"), clusters.join(", "))
 }
 
 /// An inventory file for offline `convoy plan`: a YAML list of hosts with
@@ -427,6 +454,39 @@ groups:
         let hosts = parse_inventory("inv.yaml", &inventory()).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&plan, &hosts).unwrap_or_else(|e| panic!("{e}"));
         summary_text(&estimate::summary_json(&x, measured))
+    }
+
+    #[test]
+    fn cluster_groups_say_how_their_clusters_go() {
+        let plan = r#"name: mc
+version: "5.2"
+groups:
+  - name: controllers
+    select: { role: mc }
+    strategy:
+      type: cluster
+      leader: { exec: { command: is-master } }
+      switchover: [{ name: hand-over, exec: { command: switchover } }]
+    steps: [{ exec: { command: "true" } }]
+"#;
+        let inv = "- { id: m-1, labels: { role: mc, cluster: c1 } }\n- { id: m-2, labels: { role: mc, cluster: c1 } }\n- { id: m-3, labels: { role: mc, cluster: c2 } }\n";
+        let hosts = parse_inventory("inv.yaml", inv).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan::parse_plan("plan.yaml", plan).unwrap_or_else(|e| panic!("{e}"));
+        let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
+        let text = summary_text(&estimate::summary_json(&x, &Measured::default()));
+        assert!(text.contains("  clusters by label 'cluster': c1 [m-1 m-2], c2 [m-3]\n"), "{text}");
+        assert!(
+            text.contains(
+                "followers first, the leader last (found by leader-check before every step, switchover: hand-over)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  batch 1: m-1 m-3\n  batch 2: m-2\n"), "{text}");
+        let same = plan.replace("      leader: { exec: { command: is-master } }\n      switchover: [{ name: hand-over, exec: { command: switchover } }]\n", "      same_version: true\n");
+        let p = plan::parse_plan("plan.yaml", &same).unwrap_or_else(|e| panic!("{e}"));
+        let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
+        let text = summary_text(&estimate::summary_json(&x, &Measured::default()));
+        assert!(text.contains("all members of a cluster together, step by step (same_version)"), "{text}");
     }
 
     #[test]
