@@ -453,3 +453,33 @@ fn a_member_asked_before_a_pause_does_not_start_during_it() {
     assert_eq!(order, ["mc1-0", "mc1-1"]);
     run.assert_final_invariants();
 }
+
+#[test]
+fn a_replay_resends_outstanding_leader_checks_and_keeps_held_hosts() {
+    let mut run = Run::new(cluster_spec(&[3, 2], 1, 2, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    // mc1-1 is elected mid-upgrade: held; mc1-0 and mc2-0 are being asked.
+    answer(&mut run, "mc1-1", "mc1-1");
+    assert_eq!(run.state_of("mc1-1"), HostState::Held { step: 1 });
+    let mut copy = convoy_common::engine::Engine::new("r1", run.engine.spec().clone());
+    for e in &run.log {
+        assert_eq!(copy.handle(e.now, e.event.clone()), e.actions);
+    }
+    assert_eq!(copy.view(), run.engine.view());
+    let resumed = copy.resume_actions(run.now());
+    let resent: Vec<(String, ClusterPurpose)> = resumed
+        .iter()
+        .filter_map(|a| match a {
+            Action::DispatchCluster { host, purpose, resend: true, .. } => Some((host.clone(), *purpose)),
+            _ => None,
+        })
+        .collect();
+    let check = ClusterPurpose::LeaderCheck { before: 0, after_switchover: false };
+    assert_eq!(resent, vec![("mc1-0".to_string(), check), ("mc2-0".to_string(), check)]);
+    assert!(steps_of(&resumed).is_empty() && resent.iter().all(|(h, _)| h != "mc1-1"), "a held host has nothing out");
+    let deadlines = scheduled(&resumed).len();
+    assert_eq!(deadlines, 2, "one step deadline per outstanding check");
+}
