@@ -1009,6 +1009,11 @@ impl Engine {
         self.executions.get(execution_id).map(|&i| &self.spec.hosts[i].host)
     }
 
+    /// The plan of the host entry with key `host` ([`HostPlan::key`]).
+    pub fn host_plan(&self, host: &str) -> Option<&HostPlan> {
+        self.by_name.get(host).map(|&i| &self.spec.hosts[i])
+    }
+
     /// State of the host entry with key `host` ([`HostPlan::key`]).
     pub fn host_state(&self, host: &str) -> Option<&HostState> {
         self.by_name.get(host).map(|&i| &self.hosts[i].state)

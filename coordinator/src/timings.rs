@@ -12,20 +12,25 @@
 
 use convoy_common::engine::{Engine, HostState};
 use convoy_common::estimate::{HISTORY, Measured, MeasuredStep, median};
-use convoy_common::model::{RolloutSpec, StepOutcome, StepStatus};
+use convoy_common::model::{StepOutcome, StepStatus};
 use std::time::Duration;
 
 use crate::store::{RolloutRecord, Store};
 
-/// The group and step name of a rollout's forward step execution
-/// (`rollout/host-key/STEP/attempt`, STEP a step index); `None` for
-/// rollback, leader-check and switchover executions, and unknown ids.
-pub fn forward_step<'s>(spec: &'s RolloutSpec, execution_id: &str) -> Option<(&'s str, &'s str)> {
-    let mut parts = execution_id.split('/');
-    let (_rollout, key, step) = (parts.next()?, parts.next()?, parts.next()?);
-    let step: usize = step.parse().ok()?;
-    let host = spec.hosts.iter().find(|h| h.key() == key)?;
-    let group = spec.groups.get(host.group)?;
+/// The group and step name of the forward step `execution_id`
+/// (`rollout/host-key/STEP/attempt`) when `engine` is waiting for that very
+/// execution; `None` for rollback, leader-check and switchover executions,
+/// results it no longer waits for, and unknown ids. Hash lookups only: it
+/// runs for every result.
+pub fn forward_step<'e>(engine: &'e Engine, execution_id: &str) -> Option<(&'e str, &'e str)> {
+    let key = execution_id.split('/').nth(1)?;
+    let Some(HostState::Running { step, execution_id: current, .. }) = engine.host_state(key) else { return None };
+    if current != execution_id {
+        return None;
+    }
+    let step = *step;
+    let host = engine.host_plan(key)?;
+    let group = engine.spec().groups.get(host.group)?;
     Some((group.name.as_str(), host.steps.get(step)?.name.as_str()))
 }
 
@@ -37,13 +42,7 @@ pub fn record(store: &dyn Store, rollout: &RolloutRecord, engine: &Engine, execu
     if outcome.status != StepStatus::Succeeded || rollout.plan_source.is_empty() {
         return;
     }
-    let key = execution_id.split('/').nth(1).unwrap_or_default();
-    let waiting =
-        matches!(engine.host_state(key), Some(HostState::Running { execution_id: e, .. }) if e == execution_id);
-    if !waiting {
-        return;
-    }
-    let Some((group, step)) = forward_step(&rollout.spec, execution_id) else { return };
+    let Some((group, step)) = forward_step(engine, execution_id) else { return };
     let plan = &rollout.spec.plan_name;
     if let Err(e) = store.add_step_time(plan, group, step, outcome.duration_ms, HISTORY) {
         tracing::warn!(%plan, %group, %step, error = %e, "cannot record the step's duration");
@@ -139,15 +138,20 @@ groups:
     }
 
     #[test]
-    fn forward_steps_are_found_by_execution_id() {
+    fn forward_steps_are_found_by_the_execution_the_engine_waits_for() {
+        use convoy_common::engine::{Action, Event};
         let r = rollout(PLAN);
-        assert_eq!(forward_step(&r.spec, "r1/a-1/1/1"), Some(("app", "restart")));
-        assert_eq!(forward_step(&r.spec, "r1/a-1@before/0/2"), Some(("before", "announce")));
-        assert_eq!(forward_step(&r.spec, "r1/a-1/rb0/1"), None, "a rollback step");
-        assert_eq!(forward_step(&r.spec, "r1/a-1/lc0/1"), None, "a leader check");
-        assert_eq!(forward_step(&r.spec, "r1/a-1/9/1"), None, "no such step");
-        assert_eq!(forward_step(&r.spec, "r1/ghost/0/1"), None);
-        assert_eq!(forward_step(&r.spec, "garbage"), None);
+        let mut engine = Engine::new(r.id.clone(), r.spec.clone());
+        let first = engine.handle(UnixMillis(1), Event::Started);
+        let Some(Action::Dispatch { execution_id, .. }) = first.first() else { panic!("{first:?}") };
+        assert_eq!(execution_id, "r1/a-1@before/0/1");
+        assert_eq!(forward_step(&engine, execution_id), Some(("before", "announce")));
+        assert_eq!(forward_step(&engine, "r1/a-1@before/0/2"), None, "not the attempt it waits for");
+        assert_eq!(forward_step(&engine, "r1/a-1@before/rb0/1"), None, "a rollback step");
+        assert_eq!(forward_step(&engine, "r1/a-1@before/lc0/1"), None, "a leader check");
+        assert_eq!(forward_step(&engine, "r1/a-1/0/1"), None, "not started yet");
+        assert_eq!(forward_step(&engine, "r1/ghost/0/1"), None);
+        assert_eq!(forward_step(&engine, "garbage"), None);
     }
 
     #[test]
