@@ -100,50 +100,101 @@ fn plan_validation_errors_exit_2_and_name_file_and_line() {
     assert!(err.contains("ghost"), "{err}");
 }
 
+/// A coordinator (initialised in `dir/coord`) and one agent process per
+/// `(id, labels)`, each with a `dir=<its own directory>` label; returns once
+/// all are connected.
+struct Fleet {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    log: PathBuf,
+    addr: String,
+    procs: Procs,
+}
+
+impl Fleet {
+    fn start(hosts: &[(&str, &[(&str, &str)])]) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("coord");
+        let log = dir.path().join("coordinator.log");
+        let init = Command::new(CONVOY).args(["__coordinator", "init", "--data-dir"]).arg(&data).output().unwrap();
+        assert!(init.status.success(), "{init:?}");
+        let stdout = String::from_utf8_lossy(&init.stdout);
+        let token = stdout
+            .lines()
+            .filter(|l| l.starts_with("join token"))
+            .find_map(|l| l.rsplit_once(": ").map(|(_, t)| t))
+            .expect("join token printed")
+            .trim()
+            .to_string();
+        let mut procs = Procs(Vec::new());
+        let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);
+        procs.0.push(coord);
+        for (id, labels) in hosts {
+            let hdir = dir.path().join(id);
+            std::fs::create_dir_all(&hdir).unwrap();
+            let mut cmd = Command::new(CONVOY);
+            cmd.arg("__agent")
+                .args(["--coordinator", &format!("https://{addr}"), "--join-token", &token, "--host-id", id])
+                .arg("--ca-file")
+                .arg(data.join("tls/ca.pem"))
+                .arg("--state-dir")
+                .arg(hdir.join("state"))
+                .args(["--label", &format!("dir={}", hdir.display())]);
+            for (k, v) in labels.iter() {
+                cmd.args(["--label", &format!("{k}={v}")]);
+            }
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap())
+                .spawn()
+                .unwrap();
+            procs.0.push(child);
+        }
+        let n = hosts.len();
+        wait_for("agents to connect", Duration::from_secs(60), || {
+            let out = convoy(&data, &["agents", "--output", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v.as_array()?.iter().filter(|a| a["connected"] == true).count() == n).then_some(())
+        });
+        Fleet { dir, data, log, addr, procs }
+    }
+
+    /// SIGKILL the coordinator and start it again on the same data and address.
+    fn kill_and_restart_coordinator(&mut self) {
+        let mut coord = self.procs.0.remove(0);
+        coord.kill().unwrap();
+        coord.wait().unwrap();
+        let (coord, _) = start_coordinator(&self.data, &self.addr, &self.log);
+        self.procs.0.insert(0, coord);
+    }
+
+    fn convoy(&self, args: &[&str]) -> Output {
+        convoy(&self.data, args)
+    }
+
+    /// Follow `rollout` to its end and return its final status.
+    fn finish(&self, rollout: &str) -> serde_json::Value {
+        let watched = self.convoy(&["watch", rollout]);
+        assert!(watched.status.success(), "{watched:?}\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        let status = self.convoy(&["status", rollout, "--output", "json"]);
+        serde_json::from_slice(&status.stdout).unwrap()
+    }
+}
+
 #[test]
 fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("coord");
-    let log = dir.path().join("coordinator.log");
-    let init = Command::new(CONVOY).args(["__coordinator", "init", "--data-dir"]).arg(&data).output().unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let stdout = String::from_utf8_lossy(&init.stdout);
-    let token = stdout
-        .lines()
-        .filter(|l| l.starts_with("join token"))
-        .find_map(|l| l.rsplit_once(": ").map(|(_, t)| t))
-        .expect("join token printed")
-        .trim()
-        .to_string();
+    let hosts: [(&str, &[(&str, &str)]); 5] = [
+        ("a-1", &[("tier", "a")]),
+        ("a-2", &[("tier", "a")]),
+        ("a-3", &[("tier", "a")]),
+        ("b-1", &[("tier", "b")]),
+        ("b-2", &[("tier", "b")]),
+    ];
+    let mut fleet = Fleet::start(&hosts);
+    let dir = fleet.dir.path().to_path_buf();
+    let data = fleet.data.clone();
 
-    let mut procs = Procs(Vec::new());
-    let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);
-    procs.0.push(coord);
-    let hosts = [("a-1", "a"), ("a-2", "a"), ("a-3", "a"), ("b-1", "b"), ("b-2", "b")];
-    for (id, tier) in hosts {
-        let hdir = dir.path().join(id);
-        std::fs::create_dir_all(&hdir).unwrap();
-        let child = Command::new(CONVOY)
-            .arg("__agent")
-            .args(["--coordinator", &format!("https://{addr}"), "--join-token", &token, "--host-id", id])
-            .arg("--ca-file")
-            .arg(data.join("tls/ca.pem"))
-            .arg("--state-dir")
-            .arg(hdir.join("state"))
-            .args(["--label", &format!("tier={tier}"), "--label", &format!("dir={}", hdir.display())])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        procs.0.push(child);
-    }
-    wait_for("5 agents", Duration::from_secs(60), || {
-        let out = convoy(&data, &["agents", "--output", "json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v.as_array()?.iter().filter(|a| a["connected"] == true).count() == 5).then_some(())
-    });
-
-    let plan = write_plan(dir.path());
+    let plan = write_plan(dir.as_path());
     let shown = convoy(&data, &["plan", plan.to_str().unwrap()]);
     assert!(shown.status.success(), "{shown:?}");
     let text = String::from_utf8_lossy(&shown.stdout);
@@ -154,20 +205,63 @@ fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
     let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
 
     // Kill the coordinator once the first host has run and the second is on its way.
-    wait_for("a-1 to run", Duration::from_secs(30), || std::fs::read_to_string(dir.path().join("a-1/runs")).ok());
-    let mut coord = procs.0.remove(0);
-    coord.kill().unwrap();
-    coord.wait().unwrap();
-    let (coord, _) = start_coordinator(&data, &addr, &log);
-    procs.0.insert(0, coord);
-
-    let watched = convoy(&data, &["watch", &rollout]);
-    assert!(watched.status.success(), "{watched:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-    let status = convoy(&data, &["status", &rollout, "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    wait_for("a-1 to run", Duration::from_secs(30), || std::fs::read_to_string(dir.as_path().join("a-1/runs")).ok());
+    fleet.kill_and_restart_coordinator();
+    let v = fleet.finish(&rollout);
     assert_eq!(v["state"], "succeeded", "{v}");
     for (id, _) in hosts {
-        let runs = std::fs::read_to_string(dir.path().join(id).join("runs")).unwrap();
+        let runs = std::fs::read_to_string(dir.as_path().join(id).join("runs")).unwrap();
         assert_eq!(runs.lines().count(), 1, "host {id} ran its step {} times", runs.lines().count());
     }
+}
+
+#[test]
+fn a_cluster_rollout_survives_a_coordinator_kill_and_keeps_the_leader_last() {
+    let labels: &[(&str, &str)] = &[("role", "mc"), ("cluster", "c1")];
+    let mut fleet = Fleet::start(&[("m-1", labels), ("m-2", labels), ("m-3", labels)]);
+    let shared = fleet.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("leader-c1"), "m-1\n").unwrap();
+    let plan = format!(
+        r#"name: cluster-restart
+version: "2.0.0"
+groups:
+  - name: mc
+    select: {{ role: mc }}
+    strategy:
+      type: cluster
+      leader:
+        exec: {{ command: sh, args: ["-c", 'test "$(cat {shared}/leader-c1)" = {{{{host}}}}'] }}
+      switchover:
+        - name: hand-over
+          exec: {{ command: sh, args: ["-c", 'head -n1 {shared}/upgraded-c1 > {shared}/leader-c1'] }}
+    steps:
+      - name: upgrade
+        timeout: 30s
+        exec:
+          command: sh
+          args: ["-c", 'echo {{{{host}}}} >> {shared}/order; echo {{{{version}}}} >> {{{{label.dir}}}}/runs; sleep 0.4; echo {{{{host}}}} >> {shared}/upgraded-c1']
+"#,
+        shared = shared.display()
+    );
+    let plan_path = fleet.dir.path().join("cluster.yaml");
+    std::fs::write(&plan_path, plan).unwrap();
+    let applied = fleet.convoy(&["apply", "--detach", plan_path.to_str().unwrap()]);
+    assert!(applied.status.success(), "{applied:?}");
+    let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
+
+    // Kill the coordinator while the first follower is upgrading.
+    wait_for("a follower to start", Duration::from_secs(30), || std::fs::read_to_string(shared.join("order")).ok());
+    fleet.kill_and_restart_coordinator();
+    let v = fleet.finish(&rollout);
+    assert_eq!(v["state"], "succeeded", "{v}");
+
+    for id in ["m-1", "m-2", "m-3"] {
+        let runs = std::fs::read_to_string(fleet.dir.path().join(id).join("runs")).unwrap();
+        assert_eq!(runs.lines().count(), 1, "host {id} was upgraded {} times", runs.lines().count());
+    }
+    let order = std::fs::read_to_string(shared.join("order")).unwrap();
+    assert_eq!(order.lines().last(), Some("m-1"), "the leader goes last: {order}");
+    let leader = std::fs::read_to_string(shared.join("leader-c1")).unwrap();
+    assert_ne!(leader.trim(), "m-1", "the switchover handed the leadership to an upgraded follower");
 }
