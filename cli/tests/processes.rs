@@ -2,7 +2,8 @@
 //! (`__coordinator`), agents (`__agent`) and operator CLI, talking gRPC over
 //! mTLS on loopback. The coordinator is killed with SIGKILL mid-rollout and
 //! restarted on the same data directory; the rollout must finish with no step
-//! run twice.
+//! run twice — for a rolling DAG and for a leader/follower cluster (whose
+//! leader must still go last, after its switchover).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
