@@ -18,8 +18,9 @@
 //! the group's order; canaries go first and the group waits for their
 //! promotion (`after: 5m` counts, a manual approval counts as nothing and is
 //! reported); in a `cluster` group each cluster runs its followers through
-//! the window and then its leader (the last member; leader checks and
-//! switchover steps are not counted), or, with `same_version`, every member
+//! the window and then its leader (the last member, whose time includes its
+//! switchover; every member's includes a leader check before each step:
+//! [`cluster_overhead`]), or, with `same_version`, every member
 //! at once, and the group takes as long as its slowest cluster. The rollout
 //! follows the DAG ([`rollout_estimate`]): a group starts when the last group
 //! it waits for ends, so groups on parallel branches overlap (the longer
@@ -314,6 +315,31 @@ fn step_json(step: &StepSpec, e: &StepEstimate) -> serde_json::Value {
     v
 }
 
+/// What the `cluster` strategy adds to each host entry's time: its leader
+/// check before every step, and for the member the estimate takes as the
+/// leader (its cluster's last) the switchover and the check after it. By
+/// default times (a check that polls once), never measured.
+pub fn cluster_overhead(spec: &RolloutSpec) -> Vec<Duration> {
+    let mut extra = vec![Duration::ZERO; spec.hosts.len()];
+    let leaders: std::collections::HashSet<usize> = spec
+        .groups
+        .iter()
+        .filter_map(|g| g.cluster.as_ref())
+        .filter(|c| !c.same_version)
+        .flat_map(|c| c.clusters.iter().filter_map(|m| m.hosts.last().copied()))
+        .collect();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        let Some(check) = &h.leader_check else { continue };
+        let check = step_estimate(check, None, None).duration;
+        extra[i] = check * h.steps.len() as u32;
+        if leaders.contains(&i) && !h.switchover.is_empty() {
+            let switchover: Duration = h.switchover.iter().map(|s| step_estimate(s, None, None).duration).sum();
+            extra[i] += switchover + check;
+        }
+    }
+    extra
+}
+
 /// [`crate::plan::summary_json`] plus what `convoy plan` shows about paths
 /// and durations:
 /// - per group, `paths`: its host entries grouped by identical release path
@@ -330,7 +356,12 @@ pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
     let spec = &x.spec;
     let mut summary = crate::plan::summary_json(spec);
     let estimates = host_step_estimates(spec, &x.hosts, measured);
-    let host_durations: Vec<Duration> = estimates.iter().map(|e| e.iter().map(|s| s.duration).sum()).collect();
+    let overhead = cluster_overhead(spec);
+    let host_durations: Vec<Duration> = estimates
+        .iter()
+        .zip(&overhead)
+        .map(|(e, extra)| e.iter().map(|s| s.duration).sum::<Duration>() + *extra)
+        .collect();
     let rollout = rollout_estimate(spec, &host_durations);
     // Each (group, step name) once, whatever its number of hosts.
     let mut sources: BTreeMap<(&str, &str), &str> = BTreeMap::new();
@@ -581,6 +612,45 @@ mod tests {
             c.same_version = true;
         }
         assert_eq!(group_estimate(&s, 0, &d), (S(10), false), "all members together");
+    }
+
+    #[test]
+    fn leader_checks_and_the_switchover_add_to_a_cluster_members_time() {
+        let mut s = spec(vec![group("db", &[], 0..2, 1, 0)]);
+        s.groups[0].cluster = Some(ClusterSpec {
+            label: "cluster".into(),
+            clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1] }],
+            same_version: false,
+        });
+        let exec = |name: &str| StepSpec {
+            name: name.into(),
+            timeout: S(600),
+            kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
+        };
+        let check = StepSpec {
+            name: "leader-check".into(),
+            timeout: S(600),
+            kind: StepKind::ExecCheck(crate::model::ExecCheckSpec {
+                exec: ExecSpec { command: "is-leader".into(), ..ExecSpec::default() },
+                policy: Default::default(),
+            }),
+        };
+        for h in &mut s.hosts {
+            h.steps = vec![exec("stop"), exec("upgrade"), exec("start")];
+            h.leader_check = Some(check.clone());
+            h.switchover = vec![exec("hand-over")];
+        }
+        let lc = step_estimate(&check, None, None).duration;
+        let sw = step_estimate(&exec("hand-over"), None, None).duration;
+        // The follower: a check before each of its 3 steps; the leader also
+        // switches over and is asked once more.
+        assert_eq!(cluster_overhead(&s), vec![lc * 3, lc * 3 + sw + lc]);
+        s.groups[0].cluster.as_mut().unwrap().same_version = true;
+        for h in &mut s.hosts {
+            h.leader_check = None;
+            h.switchover.clear();
+        }
+        assert_eq!(cluster_overhead(&s), vec![Duration::ZERO; 2]);
     }
 
     #[test]
