@@ -1051,13 +1051,7 @@ impl Engine {
                 group: h.group,
                 initial_version: h.installed.clone().or_else(|| plan.initial_version.clone()),
                 steps,
-                undo: Vec::new(),
-                rollback_steps: Vec::new(),
-                captures: Vec::new(),
-                migrations: Vec::new(),
-                leader_check: None,
-                switchover: Vec::new(),
-                installs: Vec::new(),
+                ..HostPlan::default()
             });
         }
         // Groups with something to undo, newest first (reverse topological order).
@@ -1992,23 +1986,10 @@ impl Engine {
                 self.hosts[j].role = Role::Unknown;
             }
         }
+        // Pending, held or in flight: whatever has not ended.
         let waiting: Vec<&str> = members
             .iter()
-            .filter(|&&j| j != i)
-            .filter(|&&j| match self.hosts[j].state {
-                HostState::Pending | HostState::Held { .. } => true,
-                HostState::Running { .. }
-                | HostState::Soaking { .. }
-                | HostState::Probing { .. }
-                | HostState::SwitchingOver { .. }
-                | HostState::AtBarrier { .. }
-                | HostState::RollingBack { .. } => true,
-                HostState::Succeeded
-                | HostState::Failed { .. }
-                | HostState::Skipped
-                | HostState::RolledBack
-                | HostState::RollbackFailed { .. } => false,
-            })
+            .filter(|&&j| j != i && !self.hosts[j].state.is_terminal())
             .map(|&j| self.spec.hosts[j].host.as_str())
             .collect();
         if !waiting.is_empty() && !self.is_stopping() {

@@ -460,20 +460,7 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn host(group: usize) -> HostPlan {
-        HostPlan {
-            host: format!("h{group}"),
-            key: None,
-            group,
-            initial_version: None,
-            steps: Vec::new(),
-            undo: Vec::new(),
-            rollback_steps: Vec::new(),
-            captures: Vec::new(),
-            migrations: Vec::new(),
-            leader_check: None,
-            switchover: Vec::new(),
-            installs: Vec::new(),
-        }
+        HostPlan { host: format!("h{group}"), group, ..HostPlan::default() }
     }
 
     fn group(name: &str, after: &[usize], hosts: std::ops::Range<usize>, max_parallel: usize, soak: u64) -> GroupSpec {

@@ -242,6 +242,25 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// The host entry a new dispatch (`what`: "execution", "rollback
+    /// execution", "cluster execution") goes to; a dispatch after `Finished`
+    /// or to an unknown entry is a violation (`None` for the latter).
+    fn dispatch_target(&mut self, n: usize, what: &str, host: &str, execution_id: &str) -> Option<usize> {
+        if let Some(state) = self.finished {
+            self.fail(format!(
+                "entry {n}: {what} {execution_id} was dispatched to host {host} after the rollout finished ({})",
+                state.as_str()
+            ));
+        }
+        let h = self.entry_of(host, execution_id);
+        if h.is_none() {
+            self.fail(format!(
+                "entry {n}: {what} {execution_id} was dispatched to host {host}, which is not in the spec"
+            ));
+        }
+        h
+    }
+
     /// A step as entry `h` should receive it: captured values substituted
     /// (`None` if one is missing: the engine must not dispatch it then).
     fn rendered(&self, h: usize, step: &StepSpec) -> Option<StepSpec> {
@@ -367,18 +386,7 @@ impl<'a> Checker<'a> {
         step: &StepSpec,
         resend: bool,
     ) {
-        if let Some(state) = self.finished {
-            self.fail(format!(
-                "entry {n}: execution {execution_id} was dispatched to host {host} after the rollout finished ({})",
-                state.as_str()
-            ));
-        }
-        let Some(h) = self.entry_of(host, execution_id) else {
-            self.fail(format!(
-                "entry {n}: execution {execution_id} was dispatched to host {host}, which is not in the spec"
-            ));
-            return;
-        };
+        let Some(h) = self.dispatch_target(n, "execution", host, execution_id) else { return };
         let group = self.group_name(h);
         match self.spec.hosts[h].steps.get(step_index).map(|s| self.rendered(h, s)) {
             Some(expected) if expected.as_ref() == Some(step) => {}
@@ -540,18 +548,7 @@ impl<'a> Checker<'a> {
         step: &StepSpec,
         resend: bool,
     ) {
-        if let Some(state) = self.finished {
-            self.fail(format!(
-                "entry {n}: cluster execution {execution_id} was dispatched to host {host} after the rollout finished ({})",
-                state.as_str()
-            ));
-        }
-        let Some(h) = self.entry_of(host, execution_id) else {
-            self.fail(format!(
-                "entry {n}: cluster execution {execution_id} was dispatched to host {host}, which is not in the spec"
-            ));
-            return;
-        };
+        let Some(h) = self.dispatch_target(n, "cluster execution", host, execution_id) else { return };
         let plan = &self.spec.hosts[h];
         let expected = match purpose {
             ClusterPurpose::LeaderCheck { .. } => plan.leader_check.as_ref(),
@@ -601,18 +598,7 @@ impl<'a> Checker<'a> {
         step: &StepSpec,
         resend: bool,
     ) {
-        if let Some(state) = self.finished {
-            self.fail(format!(
-                "entry {n}: rollback execution {execution_id} was dispatched to host {host} after the rollout finished ({})",
-                state.as_str()
-            ));
-        }
-        let Some(h) = self.entry_of(host, execution_id) else {
-            self.fail(format!(
-                "entry {n}: rollback execution {execution_id} was dispatched to host {host}, which is not in the spec"
-            ));
-            return;
-        };
+        let Some(h) = self.dispatch_target(n, "rollback execution", host, execution_id) else { return };
         let group = self.group_name(h);
         if resend {
             let current = self.hosts[h].rollback.as_ref().filter(|r| r.in_flight).map(|r| r.last_execution.clone());

@@ -205,7 +205,7 @@ pub struct Strategy {
 /// (the host id, or `host@hook-group` for a hook entry); the engine keys its
 /// state, timers, execution ids and `HostDone` by that key, and sends steps
 /// to [`HostPlan::host`], the agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct HostPlan {
     /// The agent that runs the steps.
     pub host: HostId,

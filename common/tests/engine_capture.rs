@@ -157,15 +157,9 @@ fn hooked() -> convoy_common::model::RolloutSpec {
         host: "a-0".into(),
         key: Some("a-0@before".into()),
         group: 0,
-        initial_version: None,
         steps: vec![exec("record", "get", &[]), exec("announce", "say", &["n={{captured.n}}"])],
-        undo: Vec::new(),
-        rollback_steps: Vec::new(),
         captures: vec![regex("n", r"\d+")],
-        migrations: Vec::new(),
-        leader_check: None,
-        switchover: Vec::new(),
-        installs: Vec::new(),
+        ..HostPlan::default()
     });
     let a = s.groups.remove(0);
     s.groups = vec![

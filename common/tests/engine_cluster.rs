@@ -42,18 +42,13 @@ fn cluster_spec(
             let host = format!("{name}-{k}");
             members.push(hosts.len());
             hosts.push(HostPlan {
-                host: host.clone(),
-                key: None,
-                group: 0,
                 initial_version: Some("1.0".into()),
                 steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
                 undo: (0..steps).map(|s| Some(undo(s))).collect(),
-                rollback_steps: Vec::new(),
-                captures: Vec::new(),
-                migrations: Vec::new(),
                 leader_check: (!same_version).then(|| exec_check("leader-check", &host)),
                 switchover: if switchover { vec![step("hand-over")] } else { Vec::new() },
-                installs: Vec::new(),
+                host,
+                ..HostPlan::default()
             });
         }
         clusters.push(ClusterMembers { name, hosts: members });

@@ -11,11 +11,7 @@ use support::check_error;
 const FILE: &str = "cluster.yaml";
 
 fn host(id: &str, labels: &[(&str, &str)]) -> InventoryHost {
-    InventoryHost {
-        id: id.to_string(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Default::default()
-    }
+    support::inventory_host(id, labels, &[])
 }
 
 /// Two mediation-controller clusters of three, listed out of order.

@@ -16,15 +16,7 @@ use support::check_error;
 const CANOPSIS: &str = include_str!("../../examples/catalogs/canopsis.yaml");
 
 fn host(id: &str, installed: &[(&str, &str)]) -> InventoryHost {
-    InventoryHost {
-        id: id.to_string(),
-        labels: [("role", "app"), ("edition", "community"), ("service_root", "/srv")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        installed: installed.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Default::default()
-    }
+    support::inventory_host(id, &[("role", "app"), ("edition", "community"), ("service_root", "/srv")], installed)
 }
 
 const PLAN: &str = r#"name: tool-upgrade

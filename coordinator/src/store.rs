@@ -135,8 +135,17 @@ fn scan_json<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, CoordinatorError> {
     let mut prefix = owner.as_bytes().to_vec();
     prefix.push(0);
+    decode_all(tree.scan_prefix(prefix), read, decode)
+}
+
+/// Every value of a sled iteration, decoded from JSON, in key order.
+fn decode_all<T: serde::de::DeserializeOwned>(
+    entries: sled::Iter,
+    read: &'static str,
+    decode: &'static str,
+) -> Result<Vec<T>, CoordinatorError> {
     let mut out = Vec::new();
-    for kv in tree.scan_prefix(prefix) {
+    for kv in entries {
         let (_, v) = kv.map_err(serr(read))?;
         out.push(serde_json::from_slice(&v).map_err(jerr(decode))?);
     }
@@ -191,12 +200,7 @@ impl Store for SledStore {
     }
 
     fn rollouts(&self) -> Result<Vec<RolloutRecord>, CoordinatorError> {
-        let mut out = Vec::new();
-        for kv in self.rollouts.iter() {
-            let (_, v) = kv.map_err(serr("read rollouts"))?;
-            out.push(serde_json::from_slice(&v).map_err(jerr("decode rollout"))?);
-        }
-        Ok(out)
+        decode_all(self.rollouts.iter(), "read rollouts", "decode rollout")
     }
 
     fn append_events(&self, rollout_id: &str, first_seq: u64, events: &[StoredEvent]) -> Result<(), CoordinatorError> {
@@ -219,12 +223,7 @@ impl Store for SledStore {
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, CoordinatorError> {
-        let mut out = Vec::new();
-        for kv in self.agents.iter() {
-            let (_, v) = kv.map_err(serr("read agents"))?;
-            out.push(serde_json::from_slice(&v).map_err(jerr("decode agent"))?);
-        }
-        Ok(out)
+        decode_all(self.agents.iter(), "read agents", "decode agent")
     }
 
     fn put_join_token(&self, token: &str, expires: UnixMillis) -> Result<(), CoordinatorError> {

@@ -100,18 +100,12 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
             members.push(hosts.len());
             hosts.push(HostPlan {
                 host: format!("{}-{k}", grp.name),
-                key: None,
                 group: gi,
                 initial_version: Some("1.0".to_string()),
                 steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
                 // Every step but the last (think: the final check) has an undo.
                 undo: (0..steps).map(|s| (s + 1 < steps).then(|| undo(s))).collect(),
-                rollback_steps: Vec::new(),
-                captures: Vec::new(),
-                migrations: Vec::new(),
-                leader_check: None,
-                switchover: Vec::new(),
-                installs: Vec::new(),
+                ..HostPlan::default()
             });
         }
         group_specs.push(GroupSpec {
