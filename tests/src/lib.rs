@@ -10,6 +10,9 @@
 //!   stopped and replays them through a fresh engine, giving the
 //!   `(now, event, actions)` log the invariant checker reads.
 //!
+//! - [`logs::LogCapture`]: the tracing output of the test's process, to assert
+//!   that a refusal was logged.
+//!
 //! Tests wait on conditions with deadlines, never on sleeps.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +38,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub mod docker;
+pub mod logs;
 
 /// One execution the fake driver ran.
 #[derive(Debug, Clone)]
