@@ -27,9 +27,15 @@ pub struct AgentArgs {
     #[arg(long, env = "CONVOY_CA_FILE", value_name = "PATH")]
     pub ca_file: PathBuf,
 
-    /// One-time join token, needed until the agent holds a certificate.
+    /// Join token, needed until the agent holds a certificate. Prefer
+    /// --join-token-file or the environment: a command line is readable by
+    /// every local user.
     #[arg(long, env = "CONVOY_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+
+    /// A file holding the join token (surrounding whitespace ignored).
+    #[arg(long, env = "CONVOY_JOIN_TOKEN_FILE", value_name = "PATH", conflicts_with = "join_token")]
+    pub join_token_file: Option<PathBuf>,
 
     /// This host's id (default: the hostname). Its certificate is bound to it.
     #[arg(long, env = "CONVOY_HOST_ID", value_name = "ID")]
@@ -87,7 +93,27 @@ impl AgentArgs {
             config.install_root = root;
         }
         config.server_name = self.server_name;
-        config.join_token = self.join_token.filter(|t| !t.is_empty());
+        config.join_token = match &self.join_token_file {
+            Some(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| AgentError::InvalidConfig {
+                    field: "join-token-file",
+                    message: format!("{}: {e}", path.display()),
+                })?;
+                // A token is 64 hex characters: refuse to slurp a big file.
+                if meta.len() > 4096 {
+                    return Err(AgentError::InvalidConfig {
+                        field: "join-token-file",
+                        message: format!("{}: {} bytes is too large for a token", path.display(), meta.len()),
+                    });
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| AgentError::InvalidConfig {
+                    field: "join-token-file",
+                    message: format!("{}: {e}", path.display()),
+                })?;
+                Some(text.trim().to_string()).filter(|t| !t.is_empty())
+            }
+            None => self.join_token.filter(|t| !t.is_empty()),
+        };
         config.labels = labels;
         config.facts = facts;
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);

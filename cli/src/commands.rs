@@ -398,10 +398,19 @@ pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlActi
     Ok(())
 }
 
-pub async fn join_token_cmd(target: &Target, ttl: u64) -> Result<(), CliError> {
+pub async fn join_token_cmd(target: &Target, ttl: u64, uses: u32, hosts: String) -> Result<(), CliError> {
     let mut c = connect(target).await?;
-    let r = c.create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: ttl }).await?.into_inner();
+    let r = c.create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: ttl, uses, hosts }).await?.into_inner();
     println!("{}", r.token);
+    let scope = if r.hosts.is_empty() { String::new() } else { format!(" by hosts matching '{}'", r.hosts) };
+    eprintln!("usable {} time(s){scope}, for {ttl}s; give it to agents in a file (--join-token-file)", r.uses);
+    Ok(())
+}
+
+pub async fn revoke_agent_cmd(target: &Target, host: &str) -> Result<(), CliError> {
+    let mut c = connect(target).await?;
+    let r = c.revoke_agent(pb::RevokeAgentRequest { host_id: host.to_string() }).await?.into_inner();
+    println!("revoked the certificate of {} (sha256 {}); the host may enrol again", r.host_id, r.fingerprint);
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use convoy_coordinator::enrolment::JoinScope;
 use convoy_proto::v1 as pb;
 
 use crate::client::{Client, Target, connect};
@@ -19,7 +20,8 @@ pub struct LocalFleet {
     pub exe: PathBuf,
     pub dir: PathBuf,
     pub target: Target,
-    pub join_token: String,
+    /// The file agents read their join token from.
+    pub join_token_file: PathBuf,
     pub ca_file: PathBuf,
     pub coordinator: Child,
     pub agents: Vec<Child>,
@@ -35,8 +37,14 @@ impl LocalFleet {
     pub fn start(dir: &Path, heartbeat_ms: u64, keep_logs: bool) -> Result<LocalFleet, CliError> {
         let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
         let data = dir.join("coordinator");
-        let init = convoy_coordinator::cli::init(&data, &[], Duration::from_secs(3600))
+        // One token for the whole local fleet, handed to agents in a file
+        // (never on their command lines).
+        let scope = JoinScope { uses: 10_000, hosts: None, ttl: Duration::from_secs(24 * 3600) };
+        let init = convoy_coordinator::cli::init(&data, &[], Some(scope))
             .map_err(|e| CliError::Demo(format!("init coordinator: {e}")))?;
+        let join_token_file = dir.join("join-token");
+        let token = init.join_token.clone().unwrap_or_default();
+        std::fs::write(&join_token_file, token).map_err(io(&join_token_file))?;
         let addr_file = data.join("coordinator.addr");
         let _ = std::fs::remove_file(&addr_file);
         let coordinator = Command::new(&exe)
@@ -59,7 +67,7 @@ impl LocalFleet {
                 token: init.operator_token.clone(),
                 server_name: convoy_coordinator::tls::DEFAULT_SERVER_NAME.to_string(),
             },
-            join_token: init.join_token,
+            join_token_file,
             ca_file: init.ca_file,
             coordinator,
             agents: Vec::new(),
@@ -95,7 +103,9 @@ impl LocalFleet {
         let state = self.dir.join("hosts").join(host_id).join("agent");
         let mut cmd = Command::new(&self.exe);
         cmd.arg("__agent")
-            .args(["--coordinator", &self.target.url, "--join-token", &self.join_token, "--host-id", host_id])
+            .args(["--coordinator", &self.target.url, "--host-id", host_id])
+            .arg("--join-token-file")
+            .arg(&self.join_token_file)
             .arg("--ca-file")
             .arg(&self.ca_file)
             .arg("--state-dir")

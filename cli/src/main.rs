@@ -77,10 +77,12 @@ enum Cmd {
     },
     /// Follow a running rollout until it ends.
     Watch { rollout: Option<String> },
-    /// List agents with their labels and installed versions.
+    /// List agents with their labels and installed versions; `agents revoke HOST` replaces a machine.
     Agents {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        #[command(subcommand)]
+        action: Option<AgentsCmd>,
     },
     /// Start nothing new; in-flight steps finish.
     Pause { rollout: String },
@@ -100,10 +102,17 @@ enum Cmd {
     /// Offline artifacts: load files agents fetch (`source: artifact:NAME@VERSION`), list them.
     #[command(subcommand)]
     Artifact(artifacts::ArtifactCmd),
-    /// Create a join token for enrolling agents.
+    /// Create a join token for enrolling agents (single-use, one hour, unless told otherwise).
     JoinToken {
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (at most 7 days).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
         ttl_seconds: u64,
+        /// How many agents may enrol with it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        uses: u32,
+        /// Only hosts whose id matches this glob may enrol with it (e.g. 'web-*').
+        #[arg(long)]
+        hosts: Option<String>,
     },
     /// Run a local demo fleet: a coordinator and 12 agents upgrading a real service.
     Demo(demo::DemoArgs),
@@ -117,6 +126,13 @@ enum Cmd {
     Agent(convoy_agent::cli::AgentArgs),
     #[command(name = "__demo-service", hide = true, subcommand)]
     DemoService(demo_service::DemoServiceCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentsCmd {
+    /// Revoke a host's certificate: its session ends, the certificate is
+    /// refused from now on, and the host id may enrol again (a new machine).
+    Revoke { host: String },
 }
 
 fn init_tracing(default: &str) {
@@ -162,7 +178,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let mut c = client::connect(&target()?).await?;
                 commands::follow(&mut c, rollout.as_deref().unwrap_or(""), Output::Text).await?
             }
-            Cmd::Agents { output } => commands::agents_cmd(&target()?, output).await?,
+            Cmd::Agents { output, action: None } => commands::agents_cmd(&target()?, output).await?,
+            Cmd::Agents { action: Some(AgentsCmd::Revoke { host }), .. } => {
+                commands::revoke_agent_cmd(&target()?, &host).await?
+            }
             Cmd::Pause { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Pause).await?,
             Cmd::Resume { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Resume).await?,
             Cmd::Abort { rollout, rollback } => {
@@ -172,7 +191,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
             Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
             Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
-            Cmd::JoinToken { ttl_seconds } => commands::join_token_cmd(&target()?, ttl_seconds).await?,
+            Cmd::JoinToken { ttl_seconds, uses, hosts } => {
+                commands::join_token_cmd(&target()?, ttl_seconds, uses, hosts.unwrap_or_default()).await?
+            }
             Cmd::Demo(args) => {
                 init_tracing("warn");
                 demo::run(args).await?

@@ -117,7 +117,11 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("coord");
         let log = dir.path().join("coordinator.log");
-        let init = Command::new(CONVOY).args(["__coordinator", "init", "--data-dir"]).arg(&data).output().unwrap();
+        let init = Command::new(CONVOY)
+            .args(["__coordinator", "init", "--join-token-uses", "100", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
         assert!(init.status.success(), "{init:?}");
         let stdout = String::from_utf8_lossy(&init.stdout);
         let token = stdout
@@ -135,7 +139,8 @@ impl Fleet {
             std::fs::create_dir_all(&hdir).unwrap();
             let mut cmd = Command::new(CONVOY);
             cmd.arg("__agent")
-                .args(["--coordinator", &format!("https://{addr}"), "--join-token", &token, "--host-id", id])
+                .args(["--coordinator", &format!("https://{addr}"), "--host-id", id])
+                .env("CONVOY_JOIN_TOKEN", &token)
                 .arg("--ca-file")
                 .arg(data.join("tls/ca.pem"))
                 .arg("--state-dir")

@@ -21,9 +21,10 @@
 //!   index is rewritten atomically, so a crash leaves the old index or the new
 //!   one. A blob without an index entry (a crash between the two) is harmless
 //!   and reused by the next upload of those bytes.
-//! - **Who may do what.** `Upload` and `List` need the operator token (the same
-//!   check as the operator API, [`crate::grpc::OperatorAuth`]); `Fetch` needs an
-//!   agent's client certificate (mTLS), like an agent session. Any enrolled
+//! - **Who may do what.** `Upload` needs an operator token and `List` a viewer
+//!   token (the same check as the operator API, [`crate::operators`]); `Fetch`
+//!   needs an agent's enrolled, unrevoked client certificate, checked like an
+//!   agent session ([`crate::enrolment::authenticate_agent`]). Any enrolled
 //!   agent may fetch any artifact.
 //! - **Fetch** streams [`CHUNK_SIZE`] chunks from a byte `offset`, so an agent
 //!   resumes a download cut short. It refuses, before sending anything, an
@@ -44,13 +45,13 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Interceptor;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::enrolment::authenticate_agent;
 use crate::error::CoordinatorError;
-use crate::grpc::{OperatorAuth, to_status};
+use crate::grpc::to_status;
+use crate::operators::{OperatorAuth, Role, check_role, peer_label};
 use crate::runtime::Clock;
-use crate::tls::certificate_common_name;
 
 /// Bytes per fetched chunk.
 pub const CHUNK_SIZE: usize = 256 * 1024;
@@ -343,15 +344,17 @@ pub struct ArtifactSvc {
     pub store: Arc<ArtifactStore>,
     /// The operator API's token check, applied to `Upload` and `List`.
     pub auth: OperatorAuth,
+    /// The enrolment records `Fetch` checks agents' certificates against.
+    pub enrolments: Arc<dyn crate::store::Store>,
     pub clock: Clock,
     /// Ends fetch streams when the server stops.
     pub shutdown: CancellationToken,
 }
 
 impl ArtifactSvc {
-    fn require_operator(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-        let probe = Request::from_parts(metadata.clone(), tonic::Extensions::default(), ());
-        self.auth.clone().call(probe).map(|_| ())
+    fn require<T>(&self, req: &Request<T>, needed: Role, what: &str) -> Result<(), Status> {
+        let caller = self.auth.check_metadata(req.metadata(), req.remote_addr())?;
+        check_role(caller, req.remote_addr(), needed, what).map(|_| ())
     }
 }
 
@@ -364,7 +367,7 @@ fn task_failed(e: tokio::task::JoinError) -> Status {
 #[tonic::async_trait]
 impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
     async fn upload(&self, req: Request<Streaming<pb::ArtifactChunk>>) -> Result<Response<pb::ArtifactInfo>, Status> {
-        self.require_operator(req.metadata())?;
+        self.require(&req, Role::Operator, "uploading an artifact")?;
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             to_status(CoordinatorError::BadRequest { field: "chunks".into(), message: "empty upload".into() })
@@ -397,7 +400,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
     }
 
     async fn list(&self, req: Request<pb::ListArtifactsRequest>) -> Result<Response<pb::ArtifactList>, Status> {
-        self.require_operator(req.metadata())?;
+        self.require(&req, Role::Viewer, "listing artifacts")?;
         let artifacts = self.store.list().iter().map(|r| r.to_wire(false)).collect();
         Ok(Response::new(pb::ArtifactList { artifacts }))
     }
@@ -405,14 +408,14 @@ impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
     type FetchStream = FetchStream;
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<FetchStream>, Status> {
-        let host = req
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| certificate_common_name(c)))
-            .ok_or_else(|| {
-                to_status(CoordinatorError::Unauthenticated {
-                    message: "fetching artifacts needs an agent's client certificate (enrol first)".into(),
-                })
-            })?;
+        let peer = peer_label(req.remote_addr());
+        let certs = req.peer_certs();
+        let host =
+            authenticate_agent(self.enrolments.as_ref(), self.clock.now(), certs.as_deref().map(|c| c.as_slice()))
+                .map_err(|e| {
+                    tracing::warn!(%peer, error = %e, "artifact fetch refused");
+                    to_status(e)
+                })?;
         let r = req.into_inner();
         let want = parse_sha("sha256", &r.sha256).map_err(to_status)?;
         let record = if r.name.is_empty() && r.version.is_empty() {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::enrolment::{HostPattern, JoinScope};
 use crate::error::CoordinatorError;
+use crate::operators::Role;
 use crate::runtime::RuntimeConfig;
 use crate::server::ServerConfig;
 
@@ -18,19 +20,59 @@ pub struct CoordinatorArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CoordinatorCommand {
-    /// Create the CA, the server certificate, the operator token and a join token.
+    /// Create the CA, the server certificate and the operator token `admin`
+    /// (and, if asked, a scoped join token).
     Init {
         #[arg(long, env = "CONVOY_DATA_DIR")]
         data_dir: PathBuf,
         /// Extra DNS names for the server certificate (repeatable).
         #[arg(long = "san")]
         server_names: Vec<String>,
-        /// Lifetime of the join token printed at the end, in seconds.
-        #[arg(long, default_value_t = 86400)]
+        /// Also print a join token good for this many enrolments (none by
+        /// default: make them with `convoy join-token`).
+        #[arg(long, default_value_t = 0)]
+        join_token_uses: u32,
+        /// Only hosts whose id matches this glob may enrol with that token.
+        #[arg(long)]
+        join_token_hosts: Option<String>,
+        /// Lifetime of that join token, in seconds (at most 7 days).
+        #[arg(long, default_value_t = 3600)]
         join_token_ttl: u64,
     },
+    /// Named operator tokens with a role (viewer, operator); works while the
+    /// coordinator runs.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Serve agents and operators.
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its sha256 is kept).
+    Create {
+        #[arg(long, env = "CONVOY_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// viewer (read only) or operator.
+        #[arg(long)]
+        role: Role,
+        /// Expire after this many days (default: never), at most 3650.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3650))]
+        ttl_days: Option<u64>,
+    },
+    /// List the tokens (names, roles, dates; never the secrets).
+    List {
+        #[arg(long, env = "CONVOY_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a token: it stops working on the next call.
+    Revoke {
+        #[arg(long, env = "CONVOY_DATA_DIR")]
+        data_dir: PathBuf,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,15 +119,22 @@ impl ServeArgs {
     }
 }
 
-/// `init`: PKI, operator token and a join token; returns what to tell the user.
+/// `init`: PKI and operator token, and a join token if `join` asks for one;
+/// returns what to tell the user.
 pub fn init(
     data_dir: &std::path::Path,
     server_names: &[String],
-    join_ttl: Duration,
+    join: Option<JoinScope>,
 ) -> Result<InitReport, CoordinatorError> {
     let out = crate::tls::init(data_dir, server_names)?;
-    let store = crate::server::open_store(data_dir)?;
-    let join_token = crate::grpc::issue_join_token(&store, crate::runtime::Clock::system().now(), join_ttl)?;
+    let now = crate::runtime::Clock::system().now();
+    crate::server::adopt_operator_token(data_dir, now)?;
+    // A short wait: a coordinator serving this directory holds the store.
+    let store = crate::store::SledStore::open_waiting(&crate::server::store_dir(data_dir), Duration::from_secs(1))?;
+    let join_token = match join {
+        Some(scope) => Some(crate::enrolment::issue_join_token(&store, now, scope, "init")?.0),
+        None => None,
+    };
     Ok(InitReport { ca_file: out.ca_file, operator_token: out.operator_token, join_token, existed: out.existed })
 }
 
@@ -93,22 +142,62 @@ pub fn init(
 pub struct InitReport {
     pub ca_file: PathBuf,
     pub operator_token: String,
-    pub join_token: String,
+    pub join_token: Option<String>,
     pub existed: bool,
+}
+
+fn millis_to_text(ms: u64) -> String {
+    format!("{}s after the epoch", ms / 1000)
 }
 
 /// What `convoy-coordinator` does for `args`; shared by the binary and the
 /// `convoy __coordinator` subcommand. Serving stops when `shutdown` is cancelled.
 pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::CancellationToken) -> Result<(), CoordinatorError> {
     match args.command {
-        CoordinatorCommand::Init { data_dir, server_names, join_token_ttl } => {
-            let r = init(&data_dir, &server_names, Duration::from_secs(join_token_ttl))?;
+        CoordinatorCommand::Init { data_dir, server_names, join_token_uses, join_token_hosts, join_token_ttl } => {
+            let join = match join_token_uses {
+                0 => None,
+                uses => Some(
+                    JoinScope {
+                        uses,
+                        hosts: join_token_hosts.as_deref().map(HostPattern::parse).transpose()?,
+                        ttl: Duration::from_secs(join_token_ttl),
+                    }
+                    .validate()?,
+                ),
+            };
+            let r = init(&data_dir, &server_names, join.clone())?;
             if r.existed {
                 println!("data directory {} was already initialised; kept its CA", data_dir.display());
             }
             println!("CA certificate: {}", r.ca_file.display());
             println!("operator token: {}", r.operator_token);
-            println!("join token (valid {join_token_ttl}s): {}", r.join_token);
+            println!("  (named admin, role operator; more with convoy-coordinator token create)");
+            match (r.join_token, join) {
+                (Some(t), Some(scope)) => {
+                    let hosts = scope.hosts.map(|h| format!(", hosts {h}")).unwrap_or_default();
+                    println!("join token ({} uses{hosts}, valid {}s): {t}", scope.uses, scope.ttl.as_secs());
+                }
+                _ => println!("join tokens: convoy join-token [--uses N] [--hosts 'web-*'] [--ttl-seconds S]"),
+            }
+        }
+        CoordinatorCommand::Token(TokenCommand::Create { data_dir, name, role, ttl_days }) => {
+            let now = crate::runtime::Clock::system().now();
+            let expires = ttl_days.map(|d| now.plus(Duration::from_secs(d * 86400)));
+            let secret = crate::operators::create(&data_dir, &name, role, now, expires)?;
+            println!("{secret}");
+            eprintln!("token '{name}' ({role}) created; it is shown once");
+        }
+        CoordinatorCommand::Token(TokenCommand::List { data_dir }) => {
+            println!("{:<20} {:<9} {:<28} EXPIRES", "NAME", "ROLE", "CREATED");
+            for t in crate::operators::list(&data_dir)? {
+                let expires = t.expires.map(|e| millis_to_text(e.0)).unwrap_or_else(|| "never".into());
+                println!("{:<20} {:<9} {:<28} {expires}", t.name, t.role.to_string(), millis_to_text(t.created.0));
+            }
+        }
+        CoordinatorCommand::Token(TokenCommand::Revoke { data_dir, name }) => {
+            crate::operators::revoke(&data_dir, &name)?;
+            println!("token '{name}' revoked");
         }
         CoordinatorCommand::Serve(serve) => {
             let addr_file = serve.addr_file.clone();

@@ -9,6 +9,8 @@ use convoy_common::plan::PlanError;
 pub enum CoordinatorError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: in use by another coordinator process (stop it first)", path.display())]
+    InUse { path: PathBuf },
     #[error("store: {op}: {message}")]
     Store { op: &'static str, message: String },
     #[error("tls: {what}: {message}")]
@@ -23,6 +25,8 @@ pub enum CoordinatorError {
     NoRollout,
     #[error("host {host}: {message}")]
     PermissionDenied { host: String, message: String },
+    #[error("{name}: {message}")]
+    Forbidden { name: String, message: String },
     #[error("unauthenticated: {message}")]
     Unauthenticated { message: String },
     #[error("rollout {id}: {message}")]

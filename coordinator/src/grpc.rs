@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_common::engine::OperatorCommand;
-use convoy_common::model::UnixMillis;
 use convoy_proto::v1 as pb;
 use pb::agent_message::Kind as Up;
 use tokio::sync::mpsc;
@@ -17,10 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
+use crate::enrolment::{self, HostPattern, JoinScope};
 use crate::error::CoordinatorError;
+use crate::operators::{Role, peer_label, require};
 use crate::runtime::{AgentHello, Clock, RuntimeHandle, ToAgent};
 use crate::store::Store;
-use crate::tls::{CertificateAuthority, certificate_common_name};
+use crate::tls::CertificateAuthority;
 
 /// The single place where domain errors become gRPC statuses.
 pub fn to_status(e: CoordinatorError) -> Status {
@@ -30,12 +31,15 @@ pub fn to_status(e: CoordinatorError) -> Status {
         CoordinatorError::UnknownRollout { .. }
         | CoordinatorError::NoRollout
         | CoordinatorError::UnknownArtifact { .. } => Status::not_found(msg),
-        CoordinatorError::PermissionDenied { .. } => Status::permission_denied(msg),
+        CoordinatorError::PermissionDenied { .. } | CoordinatorError::Forbidden { .. } => {
+            Status::permission_denied(msg)
+        }
         CoordinatorError::Unauthenticated { .. } => Status::unauthenticated(msg),
         CoordinatorError::Conflict { .. } | CoordinatorError::ArtifactRefused { .. } => {
             Status::failed_precondition(msg)
         }
         CoordinatorError::ShuttingDown => Status::unavailable(msg),
+        CoordinatorError::InUse { .. } => Status::unavailable(msg),
         CoordinatorError::Io { .. }
         | CoordinatorError::Store { .. }
         | CoordinatorError::Tls { .. }
@@ -59,6 +63,8 @@ pub struct AgentSvc {
     pub clock: Clock,
     pub heartbeat_interval: Duration,
     pub shutdown: CancellationToken,
+    /// Serialises enrolments (see [`enrolment::admit_enrolment`]).
+    pub enrol_lock: tokio::sync::Mutex<()>,
 }
 
 fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
@@ -93,36 +99,42 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, St
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentSvc {
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let peer = peer_label(req.remote_addr());
         let r = req.into_inner();
+        let refused = |e: CoordinatorError| {
+            tracing::warn!(host = %r.host_id, %peer, error = %e, "enrolment refused");
+            to_status(e)
+        };
         if !valid_host_id(&r.host_id) {
-            return Err(to_status(CoordinatorError::BadRequest {
+            return Err(refused(CoordinatorError::BadRequest {
                 field: "host_id".into(),
-                message: format!("'{}' is not a valid host id", r.host_id),
+                message: format!("'{}' is not a valid host id", r.host_id.escape_debug()),
             }));
         }
-        let expires = self.store.join_token(&r.join_token).map_err(to_status)?;
-        match expires {
-            Some(exp) if exp > self.clock.now() => {}
-            Some(_) => {
-                return Err(to_status(CoordinatorError::Unauthenticated { message: "join token expired".into() }));
-            }
-            None => return Err(to_status(CoordinatorError::Unauthenticated { message: "unknown join token".into() })),
-        }
-        let cert = self.ca.sign_agent(&r.host_id, &r.csr_pem).map_err(to_status)?;
-        tracing::info!(host = %r.host_id, "agent enrolled");
+        // Checking the token and the host, spending a use and recording the
+        // certificate are one step: two enrolments never race past a check.
+        let _one_at_a_time = self.enrol_lock.lock().await;
+        let now = self.clock.now();
+        enrolment::admit_enrolment(self.store.as_ref(), now, &r.join_token, &r.host_id).map_err(refused)?;
+        let cert = self.ca.sign_agent(&r.host_id, &r.csr_pem).map_err(refused)?;
+        let e = enrolment::record_enrolment(self.store.as_ref(), now, &r.host_id, &cert).map_err(refused)?;
+        tracing::info!(host = %r.host_id, %peer, fingerprint = %e.fingerprint, "agent enrolled");
         Ok(Response::new(pb::EnrollResponse { certificate_pem: cert, ca_pem: self.ca.ca_pem().to_string() }))
     }
 
     type SessionStream = SessionStream;
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
-        let certs = req.peer_certs().ok_or_else(|| {
-            to_status(CoordinatorError::Unauthenticated {
-                message: "a client certificate is required (enrol first)".into(),
-            })
-        })?;
-        let cert_host = certs.first().and_then(|c| certificate_common_name(c)).ok_or_else(|| {
-            to_status(CoordinatorError::Unauthenticated { message: "client certificate names no host".into() })
+        let peer = peer_label(req.remote_addr());
+        let certs = req.peer_certs();
+        let cert_host = enrolment::authenticate_agent(
+            self.store.as_ref(),
+            self.clock.now(),
+            certs.as_deref().map(|c| c.as_slice()),
+        )
+        .map_err(|e| {
+            tracing::warn!(%peer, error = %e, "agent session refused");
+            to_status(e)
         })?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
@@ -133,13 +145,19 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             _ => return Err(Status::invalid_argument("the first message of a session must be a hello")),
         };
         if hello.id != cert_host {
-            return Err(to_status(CoordinatorError::PermissionDenied {
+            let e = CoordinatorError::PermissionDenied {
                 host: cert_host,
                 message: format!("certificate is for this host, hello claims '{}'", hello.id),
-            }));
+            };
+            tracing::warn!(%peer, error = %e, "agent session refused");
+            return Err(to_status(e));
         }
         let host = hello.id.clone();
-        let (session, mut to_agent) = self.runtime.connect(hello).map_err(to_status)?;
+        let (session, mut to_agent) = self.runtime.connect(hello).await.map_err(|e| {
+            tracing::warn!(%host, %peer, error = %e, "agent session refused");
+            to_status(e)
+        })?;
+        tracing::info!(%host, %peer, session, "agent session open");
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(256);
         let welcome = pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
@@ -195,11 +213,6 @@ pub struct OperatorSvc {
     pub clock: Clock,
 }
 
-/// Who made an operator call (the CLI sends the user name), for the audit trail.
-fn caller<T>(req: &Request<T>) -> String {
-    req.metadata().get("x-convoy-user").and_then(|v| v.to_str().ok()).unwrap_or("operator").to_string()
-}
-
 fn rollout_arg(id: String) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
@@ -212,7 +225,10 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         &self,
         req: Request<pb::SubmitPlanRequest>,
     ) -> Result<Response<pb::SubmitPlanResponse>, Status> {
-        let by = caller(&req);
+        let r_dry = req.get_ref().dry_run;
+        // A dry run (`convoy plan`) creates nothing: viewers may ask for one.
+        let needed = if r_dry { Role::Viewer } else { Role::Operator };
+        let by = require(&req, needed, "submitting a plan")?.name;
         let r = req.into_inner();
         let file = if r.file_name.is_empty() { "plan.yaml".to_string() } else { r.file_name };
         let s = self
@@ -228,6 +244,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
     }
 
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        require(&req, Role::Viewer, "reading a rollout")?;
         let s = self.runtime.get(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
         Ok(Response::new(convert::rollout_to_wire(&s)))
     }
@@ -235,6 +252,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
     type WatchRolloutStream = WatchStream;
 
     async fn watch_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<WatchStream>, Status> {
+        require(&req, Role::Viewer, "watching a rollout")?;
         let mut rx = self.runtime.watch(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
         let (tx, out) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -254,22 +272,24 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
 
     async fn list_rollouts(
         &self,
-        _req: Request<pb::ListRolloutsRequest>,
+        req: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        require(&req, Role::Viewer, "listing rollouts")?;
         let list = self.runtime.list_rollouts().await.map_err(to_status)?;
         Ok(Response::new(pb::ListRolloutsResponse { rollouts: list.iter().map(convert::rollout_to_wire).collect() }))
     }
 
     async fn list_agents(
         &self,
-        _req: Request<pb::ListAgentsRequest>,
+        req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        require(&req, Role::Viewer, "listing agents")?;
         let list = self.runtime.list_agents().await.map_err(to_status)?;
         Ok(Response::new(pb::ListAgentsResponse { agents: list.iter().map(convert::agent_to_wire).collect() }))
     }
 
     async fn control(&self, req: Request<pb::ControlRequest>) -> Result<Response<pb::ControlResponse>, Status> {
-        let by = caller(&req);
+        let by = require(&req, Role::Operator, "controlling a rollout")?.name;
         let r = req.into_inner();
         let command = match pb::ControlAction::try_from(r.action) {
             Ok(pb::ControlAction::Pause) => OperatorCommand::Pause,
@@ -292,18 +312,44 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        let ttl = match req.into_inner().ttl_seconds {
-            0 => 3600,
-            n => n.min(7 * 24 * 3600),
+        let by = require(&req, Role::Operator, "creating a join token")?.name;
+        let r = req.into_inner();
+        let scope = JoinScope {
+            uses: if r.uses == 0 { 1 } else { r.uses },
+            hosts: if r.hosts.is_empty() { None } else { Some(HostPattern::parse(&r.hosts).map_err(to_status)?) },
+            ttl: if r.ttl_seconds == 0 {
+                enrolment::DEFAULT_JOIN_TTL
+            } else {
+                Duration::from_secs(r.ttl_seconds.min(u64::MAX / 1000))
+            },
         };
-        let token = crate::tls::random_token();
-        let expires = self.clock.now().plus(Duration::from_secs(ttl));
-        self.store.put_join_token(&token, expires).map_err(to_status)?;
-        self.store.flush().map_err(to_status)?;
-        Ok(Response::new(pb::CreateJoinTokenResponse { token, expires_unix_ms: expires.0 }))
+        let (token, record) =
+            enrolment::issue_join_token(self.store.as_ref(), self.clock.now(), scope, &by).map_err(to_status)?;
+        tracing::info!(%by, uses = record.uses_left, hosts = ?record.hosts, "join token created");
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token,
+            expires_unix_ms: record.expires.0,
+            uses: record.uses_left,
+            hosts: record.hosts.map(|h| h.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
+        let by = require(&req, Role::Operator, "revoking an agent")?.name;
+        let host = req.into_inner().host_id;
+        let e = enrolment::revoke(self.store.as_ref(), self.clock.now(), &host, &by).map_err(to_status)?;
+        // The live session, if any, ends now: the certificate is refused from
+        // here on, so it could not open another one.
+        self.runtime.revoke(&host).map_err(to_status)?;
+        tracing::warn!(%host, %by, fingerprint = %e.fingerprint, "agent certificate revoked");
+        Ok(Response::new(pb::RevokeAgentResponse { host_id: host, fingerprint: e.fingerprint }))
     }
 
     async fn step_times(&self, req: Request<pb::StepTimesRequest>) -> Result<Response<pb::StepTimesResponse>, Status> {
+        require(&req, Role::Viewer, "reading step times")?;
         let plan = req.into_inner().plan_name;
         let steps = crate::timings::measured(self.store.as_ref(), &plan)
             .into_iter()
@@ -316,33 +362,4 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
             .collect();
         Ok(Response::new(pb::StepTimesResponse { steps }))
     }
-}
-
-/// Checks the operator token on every operator call.
-#[derive(Clone)]
-pub struct OperatorAuth {
-    pub token: Arc<String>,
-}
-
-impl tonic::service::Interceptor for OperatorAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let got = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        let got = got.strip_prefix("Bearer ").unwrap_or("");
-        // Compare without an early exit so timing does not leak the token.
-        let want = self.token.as_bytes();
-        let same = got.len() == want.len() && got.bytes().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if same {
-            Ok(req)
-        } else {
-            Err(to_status(CoordinatorError::Unauthenticated { message: "operator token missing or wrong".into() }))
-        }
-    }
-}
-
-/// Store a join token valid for `ttl` from `now` (used by `init` and tests).
-pub fn issue_join_token(store: &dyn Store, now: UnixMillis, ttl: Duration) -> Result<String, CoordinatorError> {
-    let token = crate::tls::random_token();
-    store.put_join_token(&token, now.plus(ttl))?;
-    store.flush()?;
-    Ok(token)
 }

@@ -13,15 +13,21 @@
 //!   and the timers, and group-commits events before acting on them.
 //! - [`store`]: the [`store::Store`] trait and its embedded sled implementation.
 //! - [`timings`]: measured step durations, for `convoy plan`'s estimates.
-//! - [`tls`]: the CA, certificates for enrolled agents, tokens.
+//! - [`tls`]: the CA and certificates for enrolled agents.
+//! - [`enrolment`]: join tokens, the certificate each host id is bound to, and
+//!   the check every agent call passes.
+//! - [`operators`]: named operator tokens with roles, checked on every
+//!   operator call.
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
 //! - [`error`]: the crate's error enum.
 
 pub mod artifacts;
 pub mod cli;
 pub mod convert;
+pub mod enrolment;
 pub mod error;
 pub mod grpc;
+pub mod operators;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -134,6 +134,11 @@ enum Command {
         hello: AgentHello,
         session: u64,
         tx: mpsc::UnboundedSender<ToAgent>,
+        reply: Reply<()>,
+    },
+    /// The host's certificate was revoked: end its session.
+    Revoke {
+        host: HostId,
     },
     Heartbeat {
         host: HostId,
@@ -199,11 +204,20 @@ impl RuntimeHandle {
 
     /// Register an agent session; returns its session number and the stream
     /// of messages for the agent. The session ends when the receiver closes.
-    pub fn connect(&self, hello: AgentHello) -> Result<(u64, mpsc::UnboundedReceiver<ToAgent>), CoordinatorError> {
+    /// Refused while another session of the same host is live: a second
+    /// holder of a host's identity never takes over a working session.
+    pub async fn connect(
+        &self,
+        hello: AgentHello,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<ToAgent>), CoordinatorError> {
         let session = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.send(Command::Connect { hello, session, tx })?;
+        self.ask(|reply| Command::Connect { hello, session, tx, reply }).await?;
         Ok((session, rx))
+    }
+    /// End the session of a host whose certificate was revoked.
+    pub fn revoke(&self, host: &str) -> Result<(), CoordinatorError> {
+        self.send(Command::Revoke { host: host.to_string() })
     }
     pub fn heartbeat(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
         self.send(Command::Heartbeat { host: host.to_string(), session })
@@ -559,7 +573,25 @@ impl Actor {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { hello, session, tx } => self.connect(hello, session, tx),
+            Command::Connect { hello, session, tx, reply } => {
+                let live = self.agents.get(&hello.id).and_then(|a| a.session.as_ref()).filter(|(_, t)| !t.is_closed());
+                if let Some((current, _)) = live {
+                    let _ = reply.send(Err(CoordinatorError::PermissionDenied {
+                        host: hello.id.clone(),
+                        message: format!(
+                            "a session for this host is already live (session {current}); a second one is refused"
+                        ),
+                    }));
+                } else {
+                    self.connect(hello, session, tx);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Command::Revoke { host } => {
+                if self.agents.get(&host).is_some_and(|a| a.session.is_some()) {
+                    self.lose(&host);
+                }
+            }
             Command::Heartbeat { host, session } => {
                 let now = self.clock.now();
                 if let Some(a) = self.agents.get_mut(&host)

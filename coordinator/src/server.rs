@@ -14,7 +14,8 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::artifacts::{ArtifactStore, ArtifactSvc};
 use crate::error::CoordinatorError;
-use crate::grpc::{AgentSvc, OperatorAuth, OperatorSvc};
+use crate::grpc::{AgentSvc, OperatorSvc};
+use crate::operators::{self, OperatorAuth, Role};
 use crate::runtime::{self, Clock, RuntimeConfig};
 use crate::store::{SledStore, Store};
 use crate::tls::{CertificateAuthority, PkiPaths, operator_token_path};
@@ -50,9 +51,9 @@ pub async fn run(
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
     let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
-    let operator_token = read(&operator_token_path(&config.data_dir))?.trim().to_string();
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
     let clock = Clock::system();
+    adopt_operator_token(&config.data_dir, clock.now())?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
 
     // The runtime stops with the server; a child token so that stopping the
     // runtime never cancels the caller's token.
@@ -73,12 +74,14 @@ pub async fn run(
         clock,
         heartbeat_interval: config.runtime.heartbeat_interval,
         shutdown: stop.clone(),
+        enrol_lock: tokio::sync::Mutex::new(()),
     };
-    let operator_svc = OperatorSvc { runtime: handle, store, clock };
-    let auth = OperatorAuth { token: Arc::new(operator_token) };
+    let operator_svc = OperatorSvc { runtime: handle, store: store.clone(), clock };
+    let auth = OperatorAuth::new(&config.data_dir, clock);
     let artifact_svc = ArtifactSvc {
         store: Arc::new(ArtifactStore::open(&config.data_dir)?),
         auth: auth.clone(),
+        enrolments: store.clone(),
         clock,
         shutdown: stop.clone(),
     };
@@ -104,6 +107,18 @@ pub async fn run(
     stop.cancel();
     let _ = runtime_task.await;
     result
+}
+
+/// The token `init` wrote to `operator.token` is the operator token named
+/// `admin` (data directories from before named tokens get it added here).
+pub fn adopt_operator_token(data_dir: &Path, now: convoy_common::model::UnixMillis) -> Result<(), CoordinatorError> {
+    let path = operator_token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => operators::ensure(data_dir, "admin", Role::Operator, t.trim(), now),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CoordinatorError::Io { path, source }),
+    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

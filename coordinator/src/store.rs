@@ -4,18 +4,21 @@
 //! install). What is stored: rollout records (the plan source and its
 //! expansion), each rollout's event log (`now` + event, in order; actions are
 //! not stored because replaying the events recomputes them), the agents ever
-//! seen (inventory survives restarts), join tokens, and the recent durations
+//! seen (inventory survives restarts), join tokens (by their sha256), each
+//! host's enrolled certificate, and the recent durations
 //! of every step that succeeded (per plan name, group and step name, the last
 //! [`convoy_common::estimate::HISTORY`], for `convoy plan`'s estimates). Writes are buffered
 //! until [`Store::flush`]: the runtime appends a batch of events, flushes once
 //! (group commit) and only then carries out their actions.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use convoy_common::engine::Event;
 use convoy_common::model::{RolloutSpec, UnixMillis};
 use serde::{Deserialize, Serialize};
 
+use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
 
 /// A rollout as created: enough to rebuild its engine from the event log.
@@ -91,9 +94,13 @@ pub trait Store: Send + Sync + 'static {
     fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError>;
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError>;
     fn agents(&self) -> Result<Vec<AgentRecord>, CoordinatorError>;
-    fn put_join_token(&self, token: &str, expires: UnixMillis) -> Result<(), CoordinatorError>;
-    /// Expiry of a join token, if it exists.
-    fn join_token(&self, token: &str) -> Result<Option<UnixMillis>, CoordinatorError>;
+    /// Store a join token under the sha256 of the token; `None` deletes it.
+    fn put_join_token(&self, hash: &str, token: Option<&JoinTokenRecord>) -> Result<(), CoordinatorError>;
+    /// The join token stored under `hash`, if any.
+    fn join_token(&self, hash: &str) -> Result<Option<JoinTokenRecord>, CoordinatorError>;
+    /// Store the enrolment of a host (replacing the previous one).
+    fn put_enrolment(&self, enrolment: &Enrolment) -> Result<(), CoordinatorError>;
+    fn enrolment(&self, host: &str) -> Result<Option<Enrolment>, CoordinatorError>;
     /// Add one duration of a step of plan `plan`, keeping the last `keep`.
     fn add_step_time(
         &self,
@@ -116,6 +123,7 @@ pub struct SledStore {
     events: sled::Tree,
     agents: sled::Tree,
     tokens: sled::Tree,
+    enrolments: sled::Tree,
     step_times: sled::Tree,
 }
 
@@ -175,22 +183,51 @@ fn event_key(rollout_id: &str, seq: u64) -> Vec<u8> {
 
 impl SledStore {
     /// Open (or create) the store in `dir`. Only one process may hold it.
-    pub fn open(dir: &Path) -> Result<SledStore, CoordinatorError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| CoordinatorError::Store { op: "open", message: format!("{}: {e}", dir.display()) })?;
+    ///
+    /// sled releases its file lock when the last of its threads lets go of
+    /// the database, which happens some time after the handle is dropped: a
+    /// store reopened in the same process (a coordinator restarted in a test,
+    /// `init` right after a coordinator stopped) waits up to `wait` for the
+    /// lock instead of failing on a race. Another process holding it past
+    /// `wait` is [`CoordinatorError::InUse`].
+    pub fn open_waiting(dir: &Path, wait: Duration) -> Result<SledStore, CoordinatorError> {
+        let deadline = Instant::now() + wait;
+        let db = loop {
+            match sled::Config::new().path(dir).cache_capacity(64 * 1024 * 1024).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(CoordinatorError::InUse { path: dir.to_path_buf() });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(CoordinatorError::Store { op: "open", message: format!("{}: {e}", dir.display()) });
+                }
+            }
+        };
         Ok(SledStore {
             rollouts: db.open_tree("rollouts").map_err(serr("open rollouts"))?,
             events: db.open_tree("events").map_err(serr("open events"))?,
             agents: db.open_tree("agents").map_err(serr("open agents"))?,
-            tokens: db.open_tree("join_tokens").map_err(serr("open tokens"))?,
+            // Tokens before scoped join tokens were stored in the clear in
+            // `join_tokens`; they are not read any more (create new ones).
+            tokens: db.open_tree("join_tokens_v2").map_err(serr("open tokens"))?,
+            enrolments: db.open_tree("enrolments").map_err(serr("open enrolments"))?,
             step_times: db.open_tree("step_times").map_err(serr("open step times"))?,
             db,
         })
     }
+
+    /// [`Self::open_waiting`] with [`OPEN_WAIT`].
+    pub fn open(dir: &Path) -> Result<SledStore, CoordinatorError> {
+        Self::open_waiting(dir, OPEN_WAIT)
+    }
 }
+
+/// How long [`SledStore::open`] waits for a lock held by a handle that is
+/// being released.
+pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 
 impl Store for SledStore {
     fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError> {
@@ -226,14 +263,33 @@ impl Store for SledStore {
         decode_all(self.agents.iter(), "read agents", "decode agent")
     }
 
-    fn put_join_token(&self, token: &str, expires: UnixMillis) -> Result<(), CoordinatorError> {
-        self.tokens.insert(token.as_bytes(), &expires.0.to_be_bytes()).map_err(serr("put join token"))?;
+    fn put_join_token(&self, hash: &str, token: Option<&JoinTokenRecord>) -> Result<(), CoordinatorError> {
+        match token {
+            Some(t) => {
+                let v = serde_json::to_vec(t).map_err(jerr("encode join token"))?;
+                self.tokens.insert(hash.as_bytes(), v).map_err(serr("put join token"))?;
+            }
+            None => {
+                self.tokens.remove(hash.as_bytes()).map_err(serr("delete join token"))?;
+            }
+        }
         Ok(())
     }
 
-    fn join_token(&self, token: &str) -> Result<Option<UnixMillis>, CoordinatorError> {
-        let v = self.tokens.get(token.as_bytes()).map_err(serr("get join token"))?;
-        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(|b| UnixMillis(u64::from_be_bytes(b))))
+    fn join_token(&self, hash: &str) -> Result<Option<JoinTokenRecord>, CoordinatorError> {
+        let v = self.tokens.get(hash.as_bytes()).map_err(serr("get join token"))?;
+        v.map(|v| serde_json::from_slice(&v).map_err(jerr("decode join token"))).transpose()
+    }
+
+    fn put_enrolment(&self, enrolment: &Enrolment) -> Result<(), CoordinatorError> {
+        let v = serde_json::to_vec(enrolment).map_err(jerr("encode enrolment"))?;
+        self.enrolments.insert(enrolment.host.as_bytes(), v).map_err(serr("put enrolment"))?;
+        Ok(())
+    }
+
+    fn enrolment(&self, host: &str) -> Result<Option<Enrolment>, CoordinatorError> {
+        let v = self.enrolments.get(host.as_bytes()).map_err(serr("get enrolment"))?;
+        v.map(|v| serde_json::from_slice(&v).map_err(jerr("decode enrolment"))).transpose()
     }
 
     fn add_step_time(
@@ -275,6 +331,7 @@ mod tests {
     #[test]
     fn events_come_back_in_order_per_rollout_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
+        let token = JoinTokenRecord { expires: UnixMillis(99), uses_left: 2, hosts: None, created_by: "t".into() };
         {
             let s = SledStore::open(dir.path()).unwrap();
             let evs: Vec<StoredEvent> =
@@ -291,7 +348,7 @@ mod tests {
                 }],
             )
             .unwrap();
-            s.put_join_token("tok", UnixMillis(99)).unwrap();
+            s.put_join_token("tok", Some(&token)).unwrap();
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
@@ -299,8 +356,24 @@ mod tests {
         assert_eq!(got.len(), 300);
         assert!(got.windows(2).all(|w| w[0].now < w[1].now), "events out of order");
         assert_eq!(s.events("r-ab").unwrap().len(), 1);
-        assert_eq!(s.join_token("tok").unwrap(), Some(UnixMillis(99)));
+        assert_eq!(s.join_token("tok").unwrap(), Some(token));
         assert_eq!(s.join_token("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_held_elsewhere_is_in_use_and_a_released_one_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open_waiting(dir.path(), Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(err, CoordinatorError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(held);
+        // Reopened at once after the drop: waits for sled to let go instead
+        // of failing on the race.
+        for _ in 0..20 {
+            let s = SledStore::open(dir.path()).unwrap();
+            drop(s);
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn tls_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> CoordinatorError 
     move |e| CoordinatorError::Tls { what: what.to_string(), message: e.to_string() }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), CoordinatorError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), CoordinatorError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -175,6 +175,9 @@ impl CertificateAuthority {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err("agent params"))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, host_id);
+        // Marks a certificate that has an enrolment record (see
+        // crate::enrolment): one without it predates the records.
+        dn.push(DnType::OrganizationalUnitName, crate::enrolment::ENROLLED_MARK);
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

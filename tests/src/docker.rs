@@ -321,7 +321,7 @@ impl Fleet {
             ca_file: tempfile::NamedTempFile::new()?,
         };
         let serve = format!(
-            "convoy-coordinator init --data-dir {COORDINATOR_DATA} > {COORDINATOR_DATA}/init.txt && \
+            "convoy-coordinator init --join-token-uses 100 --data-dir {COORDINATOR_DATA} > {COORDINATOR_DATA}/init.txt && \
              exec convoy-coordinator serve --data-dir {COORDINATOR_DATA} --listen 0.0.0.0:7443 \
              --heartbeat-ms {} --missed-heartbeats {}",
             fleet.options.heartbeat_ms, fleet.options.missed_heartbeats

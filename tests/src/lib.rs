@@ -27,6 +27,7 @@ use convoy_agent::store::MemoryStore;
 use convoy_common::engine::Engine;
 use convoy_common::invariants::LogEntry;
 use convoy_common::model::{StepKind, StepOutcome, StepSpec};
+use convoy_coordinator::enrolment::JoinScope;
 use convoy_coordinator::runtime::RuntimeConfig;
 use convoy_coordinator::server::{ServerConfig, open_store};
 use convoy_coordinator::store::Store;
@@ -161,11 +162,14 @@ impl Cluster {
     pub async fn start(runtime: RuntimeConfig) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("coordinator");
-        let init = convoy_coordinator::cli::init(&data_dir, &[], Duration::from_secs(3600))?;
+        // One token for all the test's agents; tests of join-token scopes
+        // make their own.
+        let scope = JoinScope { uses: 1000, ..JoinScope::default() };
+        let init = convoy_coordinator::cli::init(&data_dir, &[], Some(scope))?;
         let mut c = Cluster {
             url: String::new(),
             ca_file: init.ca_file,
-            join_token: init.join_token,
+            join_token: init.join_token.context("init made no join token")?,
             operator_token: init.operator_token,
             data_dir,
             dir,

@@ -1,0 +1,334 @@
+//! Who an agent is: join tokens, enrolment, and the check every agent call
+//! passes.
+//!
+//! - **Join tokens** are scoped ([`JoinScope`]): a number of uses (one by
+//!   default), an optional host-id pattern (`web-*`) and a lifetime (one hour
+//!   by default, at most [`MAX_JOIN_TTL`]). Only their sha256 is stored, so a
+//!   copy of the store does not hand out tokens.
+//! - **Enrolment** binds a host id to one certificate: the coordinator records
+//!   the sha256 fingerprint of the certificate it signed ([`Enrolment`]). A host
+//!   id that is enrolled cannot enrol again; replacing a machine is an
+//!   operator action (`convoy agents revoke HOST`) that marks the record
+//!   revoked, after which the old certificate is refused and the host id may
+//!   enrol again.
+//! - **Every agent call** (a session, an artifact fetch) presents a client
+//!   certificate whose fingerprint must be the enrolled one
+//!   ([`authenticate_agent`]). Certificates signed before enrolment records
+//!   existed carry no [`ENROLLED_MARK`]; the first such certificate a host
+//!   presents is adopted (and logged), any other one is refused, so an upgrade
+//!   does not lock out a fleet.
+
+use std::time::Duration;
+
+use convoy_common::model::UnixMillis;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::CoordinatorError;
+use crate::store::Store;
+
+/// The longest a join token may live.
+pub const MAX_JOIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The default lifetime of a join token.
+pub const DEFAULT_JOIN_TTL: Duration = Duration::from_secs(3600);
+/// The most uses one join token may have.
+pub const MAX_JOIN_USES: u32 = 100_000;
+/// The organisational unit of certificates signed with an enrolment record.
+pub const ENROLLED_MARK: &str = "convoy-enrolled";
+
+/// The sha256 of a DER certificate (or of a token), hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A glob on host ids: `*` matches any run of characters, `?` one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<HostPattern, CoordinatorError> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*' | '?'));
+        if ok {
+            Ok(HostPattern(s.to_string()))
+        } else {
+            Err(CoordinatorError::BadRequest {
+                field: "hosts".into(),
+                message: format!("'{s}' is not a host-id pattern (letters, digits, '-', '_', '.', '*', '?')"),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Iterative glob match: linear in practice, no recursion to blow up.
+    pub fn matches(&self, host: &str) -> bool {
+        let (p, h): (Vec<char>, Vec<char>) = (self.0.chars().collect(), host.chars().collect());
+        let (mut pi, mut hi, mut star, mut mark) = (0, 0, None::<usize>, 0);
+        while hi < h.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == h[hi]) {
+                pi += 1;
+                hi += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some(pi);
+                mark = hi;
+                pi += 1;
+            } else if let Some(s) = star {
+                pi = s + 1;
+                mark += 1;
+                hi = mark;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a join token may do, as asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinScope {
+    pub uses: u32,
+    pub hosts: Option<HostPattern>,
+    pub ttl: Duration,
+}
+
+impl Default for JoinScope {
+    fn default() -> Self {
+        JoinScope { uses: 1, hosts: None, ttl: DEFAULT_JOIN_TTL }
+    }
+}
+
+impl JoinScope {
+    /// Checks the bounds: 1..=[`MAX_JOIN_USES`] uses, a lifetime up to
+    /// [`MAX_JOIN_TTL`].
+    pub fn validate(self) -> Result<JoinScope, CoordinatorError> {
+        if self.uses == 0 || self.uses > MAX_JOIN_USES {
+            return Err(CoordinatorError::BadRequest {
+                field: "uses".into(),
+                message: format!("{} is out of range 1..={MAX_JOIN_USES}", self.uses),
+            });
+        }
+        if self.ttl.is_zero() || self.ttl > MAX_JOIN_TTL {
+            return Err(CoordinatorError::BadRequest {
+                field: "ttl".into(),
+                message: format!("{}s is out of range 1..={}s", self.ttl.as_secs(), MAX_JOIN_TTL.as_secs()),
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// A stored join token (keyed by the token's sha256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub expires: UnixMillis,
+    pub uses_left: u32,
+    #[serde(default)]
+    pub hosts: Option<HostPattern>,
+    #[serde(default)]
+    pub created_by: String,
+}
+
+/// The certificate a host id is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub host: String,
+    /// sha256 of the certificate's DER, hex.
+    pub fingerprint: String,
+    pub enrolled: UnixMillis,
+    /// Set by `convoy agents revoke`: the certificate is refused and the host
+    /// id may enrol again.
+    #[serde(default)]
+    pub revoked: Option<Revocation>,
+}
+
+/// Who revoked an enrolment, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: UnixMillis,
+    pub by: String,
+}
+
+/// Create a join token with `scope`; returns the token (shown once).
+pub fn issue_join_token(
+    store: &dyn Store,
+    now: UnixMillis,
+    scope: JoinScope,
+    by: &str,
+) -> Result<(String, JoinTokenRecord), CoordinatorError> {
+    let scope = scope.validate()?;
+    let token = crate::tls::random_token();
+    let record = JoinTokenRecord {
+        expires: now.plus(scope.ttl),
+        uses_left: scope.uses,
+        hosts: scope.hosts,
+        created_by: by.to_string(),
+    };
+    store.put_join_token(&sha256_hex(token.as_bytes()), Some(&record))?;
+    store.flush()?;
+    Ok((token, record))
+}
+
+/// Spends one use of `token` for `host` if the token allows it and the host
+/// may enrol. The caller serialises enrolments (check and spend are one step).
+pub fn admit_enrolment(store: &dyn Store, now: UnixMillis, token: &str, host: &str) -> Result<(), CoordinatorError> {
+    let key = sha256_hex(token.as_bytes());
+    let refuse = |message: String| Err(CoordinatorError::Unauthenticated { message });
+    let Some(mut record) = store.join_token(&key)? else {
+        return refuse("unknown join token".into());
+    };
+    if record.expires <= now {
+        return refuse("join token expired".into());
+    }
+    if record.uses_left == 0 {
+        return refuse("join token used up".into());
+    }
+    if let Some(p) = &record.hosts
+        && !p.matches(host)
+    {
+        return Err(CoordinatorError::PermissionDenied {
+            host: host.to_string(),
+            message: format!("this join token is only for hosts matching '{p}'"),
+        });
+    }
+    if let Some(e) = store.enrolment(host)?
+        && e.revoked.is_none()
+    {
+        return Err(CoordinatorError::PermissionDenied {
+            host: host.to_string(),
+            message: "already enrolled; to replace the machine, revoke it first (convoy agents revoke HOST)".into(),
+        });
+    }
+    record.uses_left -= 1;
+    // Kept at zero uses until it expires, so a late user is told why.
+    store.put_join_token(&key, Some(&record))?;
+    Ok(())
+}
+
+/// Records the certificate signed for `host` (PEM) as its only valid one.
+pub fn record_enrolment(
+    store: &dyn Store,
+    now: UnixMillis,
+    host: &str,
+    certificate_pem: &str,
+) -> Result<Enrolment, CoordinatorError> {
+    let der = pem_to_der(certificate_pem)?;
+    let e = Enrolment { host: host.to_string(), fingerprint: sha256_hex(&der), enrolled: now, revoked: None };
+    store.put_enrolment(&e)?;
+    store.flush()?;
+    Ok(e)
+}
+
+/// Marks `host`'s enrolment revoked. Unknown hosts are an error.
+pub fn revoke(store: &dyn Store, now: UnixMillis, host: &str, by: &str) -> Result<Enrolment, CoordinatorError> {
+    let mut e = store.enrolment(host)?.ok_or_else(|| CoordinatorError::BadRequest {
+        field: "host_id".into(),
+        message: format!("host '{host}' is not enrolled"),
+    })?;
+    e.revoked = Some(Revocation { at: now, by: by.to_string() });
+    store.put_enrolment(&e)?;
+    store.flush()?;
+    Ok(e)
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, CoordinatorError> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| CoordinatorError::Tls { what: "signed certificate".into(), message: e.to_string() })?;
+    Ok(p.contents)
+}
+
+/// The host id a client certificate proves, once its fingerprint is checked
+/// against the enrolment record. `peer` is only for the refusal message.
+pub fn authenticate_agent(
+    store: &dyn Store,
+    now: UnixMillis,
+    certs: Option<&[impl AsRef<[u8]>]>,
+) -> Result<String, CoordinatorError> {
+    let unauth = |m: &str| CoordinatorError::Unauthenticated { message: m.to_string() };
+    let der = certs.and_then(|c| c.first()).ok_or_else(|| unauth("a client certificate is required (enrol first)"))?;
+    let der = der.as_ref();
+    let (host, marked) = certificate_identity(der).ok_or_else(|| unauth("client certificate names no host"))?;
+    let fingerprint = sha256_hex(der);
+    match store.enrolment(&host)? {
+        Some(e) if e.revoked.is_none() && e.fingerprint == fingerprint => Ok(host),
+        Some(e) if e.revoked.is_some() && e.fingerprint == fingerprint => {
+            Err(CoordinatorError::PermissionDenied { host, message: "certificate revoked".into() })
+        }
+        Some(_) => Err(CoordinatorError::PermissionDenied {
+            host,
+            message: "certificate replaced: not the one enrolled for this host".into(),
+        }),
+        None if !marked => {
+            // Signed before enrolment records existed: adopt the first one.
+            tracing::warn!(%host, %fingerprint, "adopting a certificate issued before enrolment records");
+            store.put_enrolment(&Enrolment { host: host.clone(), fingerprint, enrolled: now, revoked: None })?;
+            store.flush()?;
+            Ok(host)
+        }
+        None => Err(CoordinatorError::PermissionDenied { host, message: "no enrolment record for this host".into() }),
+    }
+}
+
+/// The host id (common name) of a DER certificate, and whether it carries
+/// [`ENROLLED_MARK`].
+pub fn certificate_identity(der: &[u8]) -> Option<(String, bool)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let marked = cert.subject().iter_organizational_unit().any(|ou| ou.as_str().ok() == Some(ENROLLED_MARK));
+    Some((cn, marked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns_match_globs() {
+        let p = HostPattern::parse("web-*").unwrap();
+        assert!(p.matches("web-1") && p.matches("web-") && !p.matches("db-1") && !p.matches("xweb-1"));
+        let q = HostPattern::parse("*-?.eu").unwrap();
+        assert!(q.matches("db-1.eu") && !q.matches("db-12.eu"));
+        assert!(HostPattern::parse("*").unwrap().matches("anything"));
+        assert!(HostPattern::parse("a/b").is_err() && HostPattern::parse("").is_err());
+        // Many stars on a long id stay quick (no exponential backtracking).
+        let many = HostPattern::parse(&"*a".repeat(60)).unwrap();
+        assert!(!many.matches(&"a".repeat(59)));
+    }
+
+    #[test]
+    fn an_expired_token_admits_no_one_and_a_refusal_spends_no_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let scope = JoinScope { uses: 1, hosts: Some(HostPattern::parse("web-*").unwrap()), ttl: DEFAULT_JOIN_TTL };
+        let (token, rec) = issue_join_token(&store, UnixMillis(1_000), scope, "t").unwrap();
+        assert!(admit_enrolment(&store, UnixMillis(2_000), &token, "db-1").is_err());
+        let late = rec.expires;
+        let err = admit_enrolment(&store, late, &token, "web-1").unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        admit_enrolment(&store, UnixMillis(2_000), &token, "web-1").unwrap();
+        let err = admit_enrolment(&store, UnixMillis(2_000), &token, "web-2").unwrap_err();
+        assert!(err.to_string().contains("used up"), "{err}");
+        // Only the digest is stored.
+        assert!(store.join_token(&token).unwrap().is_none());
+    }
+
+    #[test]
+    fn scopes_are_bounded() {
+        assert!(JoinScope { uses: 0, ..Default::default() }.validate().is_err());
+        assert!(JoinScope { uses: MAX_JOIN_USES + 1, ..Default::default() }.validate().is_err());
+        assert!(JoinScope { ttl: MAX_JOIN_TTL * 2, ..Default::default() }.validate().is_err());
+        assert!(JoinScope { ttl: Duration::ZERO, ..Default::default() }.validate().is_err());
+        assert!(JoinScope::default().validate().is_ok());
+    }
+}
