@@ -597,6 +597,7 @@ impl Src<'_> {
 
 /// Parse and validate a catalog (see the module docs). Returns the first error.
 pub fn parse_catalog(file: &str, source: &str) -> Result<Catalog, PlanError> {
+    let source = crate::limits::check_source(file, source)?;
     let src = Src { file, source };
     let raw: RawCatalog = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
     let root = FieldPath::default();

@@ -13,6 +13,8 @@
 //! - [`version`]: version parsing and ordering.
 //! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`.
 //! - [`invariants`]: checks every test layer runs over an event log.
+//! - [`limits`]: the bounds on plans and catalogs (size, nesting, counts,
+//!   durations), checked before the expensive work.
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod capture;
@@ -21,6 +23,7 @@ pub mod dag;
 pub mod engine;
 pub mod estimate;
 pub mod invariants;
+pub mod limits;
 pub mod metric;
 pub mod model;
 pub mod plan;

@@ -143,15 +143,16 @@
 //!   hook's name, and a group step may not recapture a name its catalog
 //!   captures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, CatalogStep, HostContext, Phase, path_for_host};
 use crate::version::Version;
-use crate::{capture, dag};
+use crate::{capture, dag, limits};
 
 use crate::metric::MetricFormat;
 use crate::model::{
@@ -551,13 +552,15 @@ impl Default for StrategyDef {
 impl StrategyDef {
     fn resolve(&self, hosts: usize) -> Strategy {
         let share = |p: u32| hosts * p as usize / 100;
+        // Never more than the group holds: nothing downstream sizes anything
+        // by a number a plan could make huge.
         let max_parallel = match (self.all_at_once, self.max_parallel) {
             (true, _) => hosts.max(1),
-            (false, Amount::Count(n)) => n,
+            (false, Amount::Count(n)) => n.min(hosts.max(1)),
             (false, Amount::Percent(p)) => share(p).max(1),
         };
         let max_failures = match self.max_failures {
-            Amount::Count(n) => n,
+            Amount::Count(n) => n.min(hosts),
             Amount::Percent(p) => share(p),
         };
         Strategy { max_parallel, max_failures, soak: self.soak }
@@ -747,6 +750,7 @@ pub fn parse_plan_with_catalogs(
     source: &str,
     catalogs: &BTreeMap<String, Catalog>,
 ) -> Result<Plan, PlanError> {
+    let source = crate::limits::check_source(file, source)?;
     let src = Src { file, source };
     let mut used_catalogs: BTreeMap<String, PlanCatalog> = BTreeMap::new();
     let raw: RawPlan = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
@@ -782,6 +786,11 @@ pub fn parse_plan_with_catalogs(
     let raw_groups = raw.groups.ok_or_else(|| src.err(&gpath, "missing required field 'groups'"))?;
     if raw_groups.is_empty() {
         return Err(src.err(&gpath, "a plan needs at least one group"));
+    }
+    if raw_groups.len() > limits::MAX_GROUPS {
+        return Err(
+            src.err(&gpath, format!("{} groups is more than the limit of {}", raw_groups.len(), limits::MAX_GROUPS))
+        );
     }
 
     // Names first, so that `after:` may refer to a group declared later.
@@ -1209,9 +1218,9 @@ fn check_captures(
     }
 
     // Hooks a group may read from: the hooks it (transitively) waits for.
-    let mut ancestors: Vec<Option<Vec<bool>>> = vec![None; groups.len()];
+    let from_hooks_of = hook_captures_before(groups);
     for (gi, g) in groups.iter().enumerate() {
-        let from_hooks = hook_captures_before(groups, gi, &mut ancestors);
+        let from_hooks: Vec<&str> = from_hooks_of[gi].iter().copied().collect();
         let mut from_path: Vec<&str> = Vec::new();
         if let Some(pc) = g.release.as_ref().and_then(|n| catalogs.get(n)) {
             check_catalog_captures(pc, &from_hooks, &g.name)?;
@@ -1271,33 +1280,43 @@ fn check_captures(
     Ok(())
 }
 
-/// Names captured by the hooks group `gi` waits for, directly or not
-/// (`memo`: each group's ancestors, filled as needed).
-fn hook_captures_before<'g>(groups: &'g [PlanGroup], gi: usize, memo: &mut Vec<Option<Vec<bool>>>) -> Vec<&'g str> {
-    fn walk(g: usize, groups: &[PlanGroup], memo: &mut Vec<Option<Vec<bool>>>) -> Vec<bool> {
-        if let Some(a) = &memo[g] {
-            return a.clone();
-        }
-        let mut a = vec![false; groups.len()];
+/// For every group, the names captured by the hooks it waits for, directly
+/// or not. Computed in dependency order with each set shared (`Rc`) by the
+/// groups that add nothing to it, so a long chain of groups costs memory
+/// linear in its length, not in its square; no recursion, so no depth limit.
+fn hook_captures_before(groups: &[PlanGroup]) -> Vec<Rc<BTreeSet<&str>>> {
+    let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
+    // Cycles were refused before captures are checked; an order is there.
+    let order = dag::topo_order(&after).unwrap_or_else(|_| (0..groups.len()).collect());
+    let empty = Rc::new(BTreeSet::new());
+    let mut avail: Vec<Rc<BTreeSet<&str>>> = vec![empty.clone(); groups.len()];
+    // What a group passes on to the groups after it.
+    let mut passes: Vec<Rc<BTreeSet<&str>>> = vec![empty; groups.len()];
+    for g in order {
+        let mut set: Option<Rc<BTreeSet<&str>>> = None;
         for &d in &groups[g].after {
-            a[d] = true;
-            for (k, yes) in walk(d, groups, memo).into_iter().enumerate() {
-                a[k] |= yes;
-            }
+            let from = &passes[d];
+            set = Some(match set {
+                None => from.clone(),
+                Some(cur) if from.is_subset(&cur) => cur,
+                Some(cur) if cur.is_subset(from) => from.clone(),
+                Some(cur) => Rc::new(cur.union(from).copied().collect()),
+            });
         }
-        memo[g] = Some(a.clone());
-        a
+        let set = set.unwrap_or_else(|| avail[g].clone());
+        let own: Vec<&str> = if groups[g].hook {
+            groups[g].steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())).collect()
+        } else {
+            Vec::new()
+        };
+        passes[g] = if own.iter().all(|n| set.contains(n)) {
+            set.clone()
+        } else {
+            Rc::new(set.iter().copied().chain(own).collect())
+        };
+        avail[g] = set;
     }
-    if memo.len() != groups.len() {
-        *memo = vec![None; groups.len()];
-    }
-    let before = walk(gi, groups, memo);
-    groups
-        .iter()
-        .enumerate()
-        .filter(|(k, h)| h.hook && before[*k])
-        .flat_map(|(_, h)| h.steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())))
-        .collect()
+    avail
 }
 
 /// Every `{{captured.NAME}}` of a catalog's steps must be captured by an
@@ -1637,6 +1656,7 @@ fn parse_amount(s: &str, min: usize) -> Result<Amount, String> {
             return Err(shape());
         }
         match s.parse::<usize>() {
+            Ok(n) if n > limits::MAX_COUNT => Err(format!("{n} is more than the limit of {}", limits::MAX_COUNT)),
             Ok(n) if n >= min => Ok(Amount::Count(n)),
             Ok(_) => Err(format!("must be at least {min}")),
             Err(_) => Err(format!("invalid value '{s}': too large")),
@@ -1653,7 +1673,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad()).and_then(bounded);
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -1675,7 +1695,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total = total.checked_add(part).ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
-    Ok(total)
+    bounded(total)
+}
+
+/// Every duration a plan or catalog holds is at most [`limits::MAX_DURATION`],
+/// so sums of them (deadlines, estimates, timers) cannot overflow.
+fn bounded(d: Duration) -> Result<Duration, String> {
+    if d > limits::MAX_DURATION {
+        Err(format!("{} is longer than the limit of {}", format_duration(d), format_duration(limits::MAX_DURATION)))
+    } else {
+        Ok(d)
+    }
 }
 
 /// The shortest spelling [`parse_duration`] reads back: `0s`, `250ms`, `1h30m`, `1s500ms`.
@@ -1711,6 +1741,9 @@ fn templates<R>(
     one: fn(Src<'_>, &R, &FieldPath) -> Result<StepTemplate, PlanError>,
 ) -> Result<Option<Vec<StepTemplate>>, PlanError> {
     let Some(list) = list else { return Ok(None) };
+    if list.len() > limits::MAX_STEPS {
+        return Err(src.err(path, format!("{} entries is more than the limit of {}", list.len(), limits::MAX_STEPS)));
+    }
     list.iter().enumerate().map(|(i, r)| one(src, r, &path.idx(i))).collect::<Result<Vec<_>, _>>().map(Some)
 }
 
@@ -1871,7 +1904,14 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         None => defaults.min_healthy,
     };
     let policy = CheckPolicy {
-        retries: raw.retries.unwrap_or(defaults.retries),
+        retries: match raw.retries {
+            Some(r) if r > limits::MAX_RETRIES => {
+                return Err(
+                    src.err(&p.key("retries"), format!("{r} is more than the limit of {}", limits::MAX_RETRIES))
+                );
+            }
+            r => r.unwrap_or(defaults.retries),
+        },
         interval: match &raw.interval {
             Some(s) => positive_duration(src, s, &p.key("interval"))?,
             None => defaults.interval,
@@ -2449,7 +2489,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
     let mut groups = Vec::with_capacity(plan.groups.len());
     let mut hosts = Vec::new();
     let mut details = Vec::new();
-    let mut hook_memo = Vec::new();
+    let mut hook_captures: Option<Vec<Rc<BTreeSet<&str>>>> = None;
     // By position: a backup step runs in this group or in one it waits for.
     let mut backed_up = vec![false; plan.groups.len()];
     for (pos, &decl) in plan.order.iter().enumerate() {
@@ -2463,7 +2503,9 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         let backup_upstream = g.after.iter().any(|&d| backed_up[position[d]]);
         let mut backup_here = false;
         let from_hooks = match g.release {
-            Some(_) => hook_captures_before(&plan.groups, decl, &mut hook_memo),
+            Some(_) => {
+                hook_captures.get_or_insert_with(|| hook_captures_before(&plan.groups))[decl].iter().copied().collect()
+            }
             None => Vec::new(),
         };
         for h in members {
@@ -3336,8 +3378,11 @@ groups:
         assert_eq!((s.max_parallel, s.max_failures), (2, 1));
         let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(3);
         assert_eq!((s.max_parallel, s.max_failures), (1, 0));
+        // A window wider than the group is the group.
         let s = def(Amount::Count(4), Amount::Count(2)).resolve(3);
-        assert_eq!((s.max_parallel, s.max_failures), (4, 2));
+        assert_eq!((s.max_parallel, s.max_failures), (3, 2));
+        let s = def(Amount::Count(100_000_000_000), Amount::Count(100_000_000_000)).resolve(2);
+        assert_eq!((s.max_parallel, s.max_failures), (2, 2));
         let s = StrategyDef { all_at_once: true, ..StrategyDef::default() }.resolve(7);
         assert_eq!(s.max_parallel, 7);
     }

@@ -48,8 +48,13 @@ impl Clock {
     pub fn now(&self) -> UnixMillis {
         UnixMillis(self.base_unix + self.base.elapsed().as_millis() as u64)
     }
+    /// The instant of `at`; a time too far away to represent is a year out
+    /// (plans bound their durations; this keeps a bad one from panicking).
     fn instant_at(&self, at: UnixMillis) -> tokio::time::Instant {
-        self.base + Duration::from_millis(at.0.saturating_sub(self.base_unix))
+        let offset = Duration::from_millis(at.0.saturating_sub(self.base_unix));
+        self.base
+            .checked_add(offset)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600))
     }
 }
 
