@@ -35,6 +35,12 @@ pub enum CoordinatorError {
     UnknownArtifact { what: String },
     #[error("artifact {what}: {message}")]
     ArtifactRefused { what: String, message: String },
+    #[error("{file}: planning took longer than {limit:?}; the plan is too large or too complex")]
+    PlanTooSlow { file: String, limit: std::time::Duration },
+    #[error("internal error while {what}: {message}")]
+    Internal { what: String, message: String },
+    #[error("the coordinator's runtime stopped unexpectedly: {0}")]
+    RuntimeDied(String),
     #[error("coordinator is shutting down")]
     ShuttingDown,
     #[error("bind {addr}: {source}")]

@@ -39,6 +39,8 @@ pub fn to_status(e: CoordinatorError) -> Status {
             Status::failed_precondition(msg)
         }
         CoordinatorError::ShuttingDown => Status::unavailable(msg),
+        CoordinatorError::PlanTooSlow { .. } => Status::resource_exhausted(msg),
+        CoordinatorError::Internal { .. } | CoordinatorError::RuntimeDied(_) => Status::internal(msg),
         CoordinatorError::InUse { .. } => Status::unavailable(msg),
         CoordinatorError::Io { .. }
         | CoordinatorError::Store { .. }

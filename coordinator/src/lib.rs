@@ -9,6 +9,8 @@
 //! - [`grpc`]: thin tonic services (agent sessions, enrolment, operator API);
 //!   domain errors become `tonic::Status` in one place.
 //! - [`convert`]: domain <-> wire types, at the edge only.
+//! - [`planning`]: plans parsed, validated and expanded on blocking
+//!   threads under a time limit, never in the runtime task.
 //! - [`runtime`]: the single task that owns the engines, the agent sessions
 //!   and the timers, and group-commits events before acting on them.
 //! - [`store`]: the [`store::Store`] trait and its embedded sled implementation.
@@ -28,6 +30,7 @@ pub mod enrolment;
 pub mod error;
 pub mod grpc;
 pub mod operators;
+pub mod planning;
 pub mod runtime;
 pub mod server;
 pub mod store;

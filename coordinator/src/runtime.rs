@@ -18,14 +18,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_common::catalog::parse_catalog;
 use convoy_common::engine::{Action, Engine, Event, ExecutionId, OperatorCommand, RolloutView, Timer};
 use convoy_common::model::{HostId, InventoryHost, StepOutcome, StepSpec, UnixMillis};
-use convoy_common::plan;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CoordinatorError;
+use crate::planning::Planned;
 use crate::store::{AgentRecord, RolloutRecord, Store, StoredEvent};
 
 /// Wall-clock milliseconds that advance with tokio's clock (so a paused
@@ -67,6 +66,8 @@ pub struct RuntimeConfig {
     pub agent_timeout: Duration,
     /// Most commands handled in one batch (one flush).
     pub max_batch: usize,
+    /// How long parsing, validating and expanding one plan may take.
+    pub plan_time_limit: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +76,7 @@ impl Default for RuntimeConfig {
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(6),
             max_batch: 4096,
+            plan_time_limit: Duration::from_secs(10),
         }
     }
 }
@@ -159,11 +161,13 @@ enum Command {
         host: HostId,
         session: u64,
     },
-    Submit {
-        file: String,
-        source: String,
-        catalogs: BTreeMap<String, String>,
-        dry_run: bool,
+    /// The live inventory, for a plan expanded outside the actor.
+    Inventory {
+        reply: Reply<Vec<InventoryHost>>,
+    },
+    /// Create a rollout from a spec validated outside the actor.
+    Create {
+        planned: Box<Planned>,
         by: String,
         reply: Reply<Submitted>,
     },
@@ -194,6 +198,8 @@ enum Command {
 pub struct RuntimeHandle {
     tx: mpsc::UnboundedSender<Command>,
     next_session: Arc<std::sync::atomic::AtomicU64>,
+    planner: crate::planning::Planner,
+    store: Arc<dyn Store>,
 }
 
 impl RuntimeHandle {
@@ -239,6 +245,10 @@ impl RuntimeHandle {
     pub fn disconnect(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
         self.send(Command::Disconnect { host: host.to_string(), session })
     }
+    /// Parse, validate and expand a plan (outside the runtime task, under
+    /// [`RuntimeConfig::plan_time_limit`]) and, unless `dry_run`, start it.
+    /// The runtime task only ever receives a validated spec, so no plan can
+    /// stall agents' heartbeats or other operators.
     pub async fn submit(
         &self,
         file: &str,
@@ -247,8 +257,14 @@ impl RuntimeHandle {
         dry_run: bool,
         by: &str,
     ) -> Result<Submitted, CoordinatorError> {
-        let (file, source, by) = (file.to_string(), source.to_string(), by.to_string());
-        self.ask(|reply| Command::Submit { file, source, catalogs, dry_run, by, reply }).await
+        let inventory = self.ask(|reply| Command::Inventory { reply }).await?;
+        let request = crate::planning::PlanRequest { file: file.to_string(), source: source.to_string(), catalogs };
+        let planned = self.planner.plan(request, inventory, self.store.clone()).await?;
+        if dry_run {
+            return Ok(Submitted { rollout_id: String::new(), summary: planned.summary, dot: planned.dot });
+        }
+        let by = by.to_string();
+        self.ask(|reply| Command::Create { planned: Box::new(planned), by, reply }).await
     }
     pub async fn control(
         &self,
@@ -350,7 +366,12 @@ pub fn spawn(
     };
     actor.recover()?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = RuntimeHandle { tx, next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)) };
+    let handle = RuntimeHandle {
+        tx,
+        next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        planner: crate::planning::Planner::new(actor.config.plan_time_limit),
+        store: actor.store.clone(),
+    };
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((handle, join))
 }
@@ -622,14 +643,19 @@ impl Actor {
                     self.lose(&host);
                 }
             }
-            Command::Submit { file, source, catalogs, dry_run, by, reply } => {
-                let r = self.submit(&file, &source, &catalogs, dry_run, &by);
-                match r {
-                    Ok(s) if !dry_run => self.after_commit.push(Box::new(move |_| {
-                        let _ = reply.send(Ok(s));
+            Command::Inventory { reply } => {
+                let mut v: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
+                v.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = reply.send(Ok(v));
+            }
+            Command::Create { planned, by, reply } => {
+                let Planned { spec, file, source, summary, dot } = *planned;
+                match self.create(spec, &file, &source, &by) {
+                    Ok(id) => self.after_commit.push(Box::new(move |_| {
+                        let _ = reply.send(Ok(Submitted { rollout_id: id, summary, dot }));
                     })),
-                    other => {
-                        let _ = reply.send(other);
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
@@ -752,37 +778,6 @@ impl Actor {
             }
             None => tracing::debug!(%host, %execution_id, "result for no in-flight execution ignored"),
         }
-    }
-
-    fn submit(
-        &mut self,
-        file: &str,
-        source: &str,
-        catalogs: &BTreeMap<String, String>,
-        dry_run: bool,
-        by: &str,
-    ) -> Result<Submitted, CoordinatorError> {
-        // Catalogs are named `catalog:NAME` in errors unless the CLI sent a file name.
-        let catalogs = catalogs
-            .iter()
-            .map(|(name, text)| Ok((name.clone(), parse_catalog(&format!("catalog:{name}"), text)?)))
-            .collect::<Result<BTreeMap<_, _>, plan::PlanError>>()?;
-        let parsed = plan::parse_plan_with_catalogs(file, source, &catalogs)?;
-        let inventory: Vec<InventoryHost> = {
-            let mut v: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
-            v.sort_by(|a, b| a.id.cmp(&b.id));
-            v
-        };
-        let expansion = plan::expand_detailed(&parsed, &inventory)?;
-        let measured = crate::timings::measured(self.store.as_ref(), parsed.plan_name());
-        let summary = convoy_common::estimate::summary_json(&expansion, &measured);
-        let spec = expansion.spec;
-        let dot = plan::to_dot(&spec);
-        if dry_run {
-            return Ok(Submitted { rollout_id: String::new(), summary, dot });
-        }
-        let id = self.create(spec, file, source, by)?;
-        Ok(Submitted { rollout_id: id, summary, dot })
     }
 
     /// Store a new rollout for `spec`, start its engine and return its id.

@@ -60,6 +60,25 @@ pub async fn run(
     let stop = shutdown.child_token();
     let (handle, runtime_task) = runtime::spawn(store.clone(), config.runtime.clone(), clock, stop.clone())?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
+    // Watches the runtime task: if it ends while the server has not been
+    // asked to stop (a panic in it), serving stops too.
+    let died = CancellationToken::new();
+    let monitor = {
+        let (died, stop) = (died.clone(), stop.clone());
+        tokio::spawn(async move {
+            let ended = runtime_task.await;
+            if stop.is_cancelled() {
+                return None;
+            }
+            let why = match ended {
+                Ok(()) => "it returned".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(%why, "the runtime task stopped unexpectedly; stopping the coordinator");
+            died.cancel();
+            Some(why)
+        })
+    };
 
     let tls = ServerTlsConfig::new()
         .identity(identity)
@@ -95,8 +114,12 @@ pub async fn run(
         .add_service(ArtifactServiceServer::new(artifact_svc))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
             let stop = stop.clone();
+            let died = died.clone();
             async move {
-                shutdown.cancelled().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = died.cancelled() => {}
+                }
                 // End sessions and watches first so graceful shutdown does not
                 // wait on streams that never end by themselves.
                 stop.cancel();
@@ -105,8 +128,14 @@ pub async fn run(
         .await
         .map_err(|e| CoordinatorError::Transport(e.to_string()));
     stop.cancel();
-    let _ = runtime_task.await;
-    result
+    let why = monitor.await.unwrap_or_else(|e| Some(e.to_string()));
+    // A runtime that stopped by itself is an error even if serving ended
+    // cleanly: the process must exit non-zero so a supervisor restarts it
+    // (it recovers every rollout from its log).
+    match why {
+        Some(why) => Err(CoordinatorError::RuntimeDied(why)),
+        None => result,
+    }
 }
 
 /// The token `init` wrote to `operator.token` is the operator token named

@@ -86,7 +86,7 @@ pub struct StepTimes {
 }
 
 /// The coordinator's storage seam.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError>;
     fn rollouts(&self) -> Result<Vec<RolloutRecord>, CoordinatorError>;
     /// Append `events` to a rollout's log starting at sequence `first_seq`.

@@ -1,0 +1,113 @@
+//! Turning a submitted plan into a validated rollout spec, away from the
+//! runtime task.
+//!
+//! Parsing, validation, expansion against the inventory and the estimate
+//! run on a blocking thread under a time limit, at most [`WORKERS`] at a
+//! time; the runtime task then only receives the result
+//! ([`crate::runtime::RuntimeHandle::submit`]). A slow or hostile plan
+//! therefore costs its caller a timeout, never the agents' heartbeats or
+//! other operators' calls. A panic while planning is contained to that
+//! request (reported as an internal error and logged). The bounds of the plan
+//! itself are `convoy_common::limits`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_common::catalog::parse_catalog;
+use convoy_common::model::{InventoryHost, RolloutSpec};
+use convoy_common::plan;
+use tokio::sync::Semaphore;
+
+use crate::error::CoordinatorError;
+use crate::store::Store;
+
+/// How many plans are worked on at once.
+pub const WORKERS: usize = 2;
+
+/// A plan as submitted.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub file: String,
+    pub source: String,
+    /// Catalog name -> YAML text.
+    pub catalogs: BTreeMap<String, String>,
+}
+
+/// A validated, expanded plan, ready to start.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub spec: RolloutSpec,
+    pub file: String,
+    pub source: String,
+    pub summary: serde_json::Value,
+    pub dot: String,
+}
+
+/// Runs plans on blocking threads, a few at a time, each under a limit.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    limit: Duration,
+    slots: Arc<Semaphore>,
+}
+
+impl Planner {
+    pub fn new(limit: Duration) -> Planner {
+        Planner { limit, slots: Arc::new(Semaphore::new(WORKERS)) }
+    }
+
+    /// Plans `request` against `inventory`; waiting for a slot counts
+    /// against the same limit.
+    pub async fn plan(
+        &self,
+        request: PlanRequest,
+        inventory: Vec<InventoryHost>,
+        store: Arc<dyn Store>,
+    ) -> Result<Planned, CoordinatorError> {
+        let file = request.file.clone();
+        let too_slow = || CoordinatorError::PlanTooSlow { file: file.clone(), limit: self.limit };
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| too_slow())?
+            .map_err(|_| CoordinatorError::ShuttingDown)?;
+        let work = tokio::task::spawn_blocking(move || {
+            // The slot is held until the work ends, even past the caller's
+            // timeout, so abandoned plans cannot pile up threads.
+            let _permit = permit;
+            plan_now(request, &inventory, store.as_ref())
+        });
+        match tokio::time::timeout_at(deadline, work).await {
+            Err(_) => {
+                tracing::warn!(%file, limit = ?self.limit, "plan refused: took too long");
+                Err(too_slow())
+            }
+            Ok(Err(join)) => {
+                tracing::error!(%file, error = %join, "planning failed unexpectedly");
+                Err(CoordinatorError::Internal { what: format!("planning {file}"), message: join.to_string() })
+            }
+            Ok(Ok(result)) => result,
+        }
+    }
+}
+
+/// The work itself, synchronous.
+pub fn plan_now(
+    request: PlanRequest,
+    inventory: &[InventoryHost],
+    store: &dyn Store,
+) -> Result<Planned, CoordinatorError> {
+    let PlanRequest { file, source, catalogs } = request;
+    // Catalogs are named `catalog:NAME` in errors unless the CLI sent a file name.
+    let catalogs = catalogs
+        .iter()
+        .map(|(name, text)| Ok((name.clone(), parse_catalog(&format!("catalog:{name}"), text)?)))
+        .collect::<Result<BTreeMap<_, _>, plan::PlanError>>()?;
+    let parsed = plan::parse_plan_with_catalogs(&file, &source, &catalogs)?;
+    let expansion = plan::expand_detailed(&parsed, inventory)?;
+    let measured = crate::timings::measured(store, parsed.plan_name());
+    let summary = convoy_common::estimate::summary_json(&expansion, &measured);
+    let spec = expansion.spec;
+    let dot = plan::to_dot(&spec);
+    Ok(Planned { spec, file, source, summary, dot })
+}
