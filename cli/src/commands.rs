@@ -15,8 +15,32 @@ use crate::client::{Client, Target, connect};
 use crate::error::CliError;
 use crate::render;
 
+/// Reads a plan, catalog or inventory the operator named. Anything wrong
+/// with it is bad input (exit 2), said in one line: missing, unreadable, too
+/// large, or not UTF-8 text.
 fn read_plan(file: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(file).map_err(|source| CliError::Io { path: file.to_path_buf(), source })
+    let bad = |why: String| CliError::Invalid(format!("{}: {why}", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| bad(io_reason(&e)))?;
+    if meta.len() > convoy_common::limits::MAX_SOURCE_BYTES as u64 {
+        return Err(bad(format!(
+            "{} bytes is larger than the limit of {} bytes",
+            meta.len(),
+            convoy_common::limits::MAX_SOURCE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(file).map_err(|e| bad(io_reason(&e)))?;
+    String::from_utf8(bytes).map_err(|e| {
+        bad(format!("not UTF-8 text (invalid byte at offset {}); save it as UTF-8", e.utf8_error().valid_up_to()))
+    })
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory, not a file".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// The `--catalog NAME=PATH` flags: each catalog's source (sent to the
@@ -231,15 +255,17 @@ fn parse_inventory(file: &str, text: &str) -> Result<Vec<InventoryHost>, CliErro
 pub async fn apply_cmd(
     file: &Path,
     catalogs: &[String],
-    target: &Target,
+    target: impl FnOnce() -> Result<Target, CliError>,
     detach: bool,
     output: Output,
 ) -> Result<(), CliError> {
     let name = file.display().to_string();
+    // The plan is checked before the connection settings: a typo in a path
+    // is the first thing to hear about.
     let source = read_plan(file)?;
     let (sources, catalogs) = read_catalogs(catalogs)?;
     plan::parse_plan_with_catalogs(&name, &source, &catalogs).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let mut c = connect(target).await?;
+    let mut c = connect(&target()?).await?;
     let r = c
         .submit_plan(pb::SubmitPlanRequest { file_name: name, plan_yaml: source, dry_run: false, catalogs: sources })
         .await?

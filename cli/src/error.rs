@@ -9,7 +9,8 @@ pub enum CliError {
     Invalid(String),
     #[error("{0}")]
     Usage(String),
-    #[error("{path}: {source}")]
+    // The cause is the error's source: `{:#}` prints it once after the path.
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("cannot reach the coordinator at {url}: {message}")]
     Connect { url: String, message: String },

@@ -171,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, configured, output, format).await?
             }
             Cmd::Apply { file, catalogs, detach, output } => {
-                commands::apply_cmd(&file, &catalogs, &target()?, detach, output).await?
+                commands::apply_cmd(&file, &catalogs, target, detach, output).await?
             }
             Cmd::Status { rollout, output } => commands::status_cmd(&target()?, rollout, output).await?,
             Cmd::Watch { rollout } => {
