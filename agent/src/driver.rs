@@ -269,5 +269,5 @@ impl Driver for LocalDriver {
 
 /// Builds a [`StepSpec`] (for tests and callers assembling steps by hand).
 pub fn step(name: &str, timeout: Duration, kind: StepKind) -> StepSpec {
-    StepSpec { name: name.to_string(), timeout, kind }
+    StepSpec { name: name.to_string(), timeout, kind, rerun_safe: false }
 }

@@ -16,7 +16,9 @@
 //!   this host (commands, verified archive installs, files, health checks).
 //! - [`fetch`]: offline artifacts: `artifact:NAME@VERSION` sources fetched from
 //!   the coordinator in resumable chunks, verified, and kept in a small cache.
-//! - [`store`]: the durable local record of finished executions.
+//! - [`store`]: the durable local record of started and finished executions.
+//! - [`orphans`]: finding the processes of an execution an earlier run of
+//!   the agent started, by the tag in their environment.
 //! - [`facts`]: hostname, OS and arch reported in Hello.
 //! - [`error`]: [`AgentError`], the one error type.
 //!
@@ -32,6 +34,7 @@ pub mod facts;
 pub mod fetch;
 mod fsutil;
 pub mod grpc;
+pub mod orphans;
 pub mod session;
 pub mod store;
 pub mod tls;

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use convoy_common::model::StepOutcome;
+use convoy_common::model::{StepOutcome, StepSpec};
 use convoy_proto::v1::agent_message::Kind as UpKind;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
 use convoy_proto::v1::coordinator_message::Kind as DownKind;
@@ -60,6 +60,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 // ------------------------------------------------------------------ executor
 
+/// Runs a step with the driver in its own task (so a panicking driver is
+/// reported, not lost), its commands tagged with the execution id.
+async fn run_driver(id: &str, step: &StepSpec, driver: Arc<dyn Driver>) -> StepOutcome {
+    let (run_id, step) = (id.to_string(), step.clone());
+    let work = crate::orphans::EXECUTION_ID.scope(run_id.clone(), async move { driver.run(&run_id, &step).await });
+    let mut work = AbortOnDrop(tokio::spawn(work));
+    match (&mut work.0).await {
+        Ok(outcome) => outcome,
+        Err(e) => StepOutcome::failed(format!("the agent's driver failed: {e}")),
+    }
+}
+
+/// The message of an execution whose outcome the agent cannot know.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown: the agent restarted while the step ran";
+
+/// An execution an earlier run of this agent started and never finished:
+/// its processes, if still running, are waited for (at most the step's
+/// timeout); then it runs again if the step is `rerun_safe`, and otherwise
+/// fails as [`OUTCOME_UNKNOWN`]. It is never run twice side by side.
+async fn recover_interrupted(id: &str, step: &StepSpec, driver: Arc<dyn Driver>) -> StepOutcome {
+    let (found, ended) = crate::orphans::wait_gone(id, step.timeout).await;
+    tracing::warn!(execution_id = %id, step = %step.name, still_running = found, ended, rerun_safe = step.rerun_safe,
+        "execution interrupted by an agent restart");
+    if !ended {
+        return StepOutcome::failed(format!(
+            "{OUTCOME_UNKNOWN}; {found} of its processes were still running after the step's timeout and were left alone"
+        ));
+    }
+    if step.rerun_safe {
+        return run_driver(id, step, driver).await;
+    }
+    let detail = match found {
+        0 => "it was no longer running".to_string(),
+        n => format!("the agent waited for its {n} running process(es) to end; their exit status is not known"),
+    };
+    StepOutcome::failed(format!(
+        "{OUTCOME_UNKNOWN} ({detail}); it is not run again (mark the step rerun_safe to allow that)"
+    ))
+}
+
 /// What to do with a RunStep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -67,8 +107,13 @@ pub enum Admission {
     Replay(StepOutcome),
     /// Running now: its result will be sent when it finishes.
     AlreadyRunning,
-    /// Unknown: run it (the id is now marked running).
+    /// Unknown: run it (the id is now marked running; the caller records it
+    /// as started with [`Executor::mark_started`] before running it).
     Start,
+    /// Started by an earlier run of this agent, which ended before the step
+    /// did: its outcome is unknown. The id is now marked running; it runs
+    /// again only if its step is `rerun_safe`.
+    Interrupted,
 }
 
 #[derive(Debug, Default)]
@@ -110,8 +155,19 @@ impl Executor {
         if let Some(outcome) = self.store.get(execution_id)? {
             return Ok(Admission::Replay(outcome));
         }
+        if self.store.was_started(execution_id)? {
+            state.running.insert(execution_id.to_string());
+            return Ok(Admission::Interrupted);
+        }
         state.running.insert(execution_id.to_string());
         Ok(Admission::Start)
+    }
+
+    /// Records, durably, that an admitted execution is about to run; called
+    /// right before anything is spawned, so a crash from then on leaves a
+    /// record that stops the step from starting a second time.
+    pub fn mark_started(&self, execution_id: &str) -> Result<(), AgentError> {
+        self.store.mark_started(execution_id)
     }
 
     /// Records the outcome of a started execution durably, then unmarks it.
@@ -357,7 +413,7 @@ impl Agent {
             Ok(Admission::AlreadyRunning) => {
                 tracing::debug!(execution_id = %id, "execution already running");
             }
-            Ok(Admission::Start) => match grpc::step_from_run_step(&run) {
+            Ok(admission @ (Admission::Start | Admission::Interrupted)) => match grpc::step_from_run_step(&run) {
                 Err(why) => {
                     tracing::warn!(execution_id = %id, step = %run.step_name, "unsupported step: {why}");
                     self.executor.abandon(&id);
@@ -368,13 +424,19 @@ impl Agent {
                     let driver = self.driver.clone();
                     let executor = self.executor.clone();
                     let outbox = self.outbox.clone();
+                    let interrupted = admission == Admission::Interrupted;
                     tasks.spawn(async move {
                         let run_id = id.clone();
-                        // Its own task, so a panicking driver is reported, not lost.
-                        let mut work = AbortOnDrop(tokio::spawn(async move { driver.run(&run_id, &step).await }));
-                        let mut outcome = match (&mut work.0).await {
-                            Ok(outcome) => outcome,
-                            Err(e) => StepOutcome::failed(format!("the agent's driver failed: {e}")),
+                        let mut outcome = if interrupted {
+                            recover_interrupted(&run_id, &step, driver).await
+                        } else {
+                            let (exec, mark_id) = (executor.clone(), run_id.clone());
+                            match tokio::task::spawn_blocking(move || exec.mark_started(&mark_id)).await {
+                                Ok(Ok(())) => run_driver(&run_id, &step, driver).await,
+                                // Without the record a crash could run it twice: do not start it.
+                                Ok(Err(e)) => StepOutcome::failed(format!("not started: {e}")),
+                                Err(e) => StepOutcome::failed(format!("not started: {e}")),
+                            }
                         };
                         let (exec, rec_id, rec) = (executor.clone(), id.clone(), outcome.clone());
                         let stored =
@@ -594,6 +656,29 @@ mod tests {
         fn put(&self, id: &str, _: &StepOutcome) -> Result<(), AgentError> {
             Err(AgentError::Store { path: "/x".into(), execution_id: id.into(), message: "disk full".into() })
         }
+        fn mark_started(&self, _: &str) -> Result<(), AgentError> {
+            Ok(())
+        }
+        fn was_started(&self, _: &str) -> Result<bool, AgentError> {
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn an_execution_started_by_an_earlier_agent_is_interrupted_not_started() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The agent that started it dies before recording an outcome.
+            let ex = Executor::new(Arc::new(crate::store::FileStore::open(dir.path()).unwrap()));
+            assert_eq!(ex.admit("r1/h/s/1").unwrap(), Admission::Start);
+            ex.mark_started("r1/h/s/1").unwrap();
+        }
+        let ex = Executor::new(Arc::new(crate::store::FileStore::open(dir.path()).unwrap()));
+        assert_eq!(ex.admit("r1/h/s/1").unwrap(), Admission::Interrupted);
+        assert_eq!(ex.admit("r1/h/s/1").unwrap(), Admission::AlreadyRunning);
+        ex.finish("r1/h/s/1", &StepOutcome::failed(OUTCOME_UNKNOWN)).unwrap();
+        assert!(matches!(ex.admit("r1/h/s/1").unwrap(), Admission::Replay(o) if o.message == OUTCOME_UNKNOWN));
+        assert_eq!(ex.admit("r1/h/s/2").unwrap(), Admission::Start);
     }
 
     #[test]

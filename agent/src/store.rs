@@ -1,4 +1,9 @@
-//! The agent's local record of finished executions.
+//! The agent's local record of started and finished executions.
+//!
+//! Before a step is started, a "started" marker is written durably; after it
+//! ends, its outcome. An execution with a marker and no outcome was
+//! interrupted by an agent restart: it is never started again unless its
+//! step is `rerun_safe` (see `crate::session`).
 //!
 //! Every step execution has a unique id. The agent records the outcome of an
 //! execution here, durably, *before* it reports the result; a repeated id is
@@ -32,6 +37,11 @@ pub trait ExecutionStore: Send + Sync + 'static {
     fn get(&self, execution_id: &str) -> Result<Option<StepOutcome>, AgentError>;
     /// Records the outcome of `execution_id` durably.
     fn put(&self, execution_id: &str, outcome: &StepOutcome) -> Result<(), AgentError>;
+    /// Records, durably, that `execution_id` is about to start: from here on
+    /// it is never started again unless its step says it is safe to.
+    fn mark_started(&self, execution_id: &str) -> Result<(), AgentError>;
+    /// Whether `execution_id` was started (by this agent or an earlier run of it).
+    fn was_started(&self, execution_id: &str) -> Result<bool, AgentError>;
 }
 
 /// On-disk shape of one record.
@@ -66,6 +76,11 @@ impl FileStore {
     pub fn path_of(&self, execution_id: &str) -> PathBuf {
         let digest = Sha256::digest(execution_id.as_bytes());
         self.dir.join(format!("{}.json", hex::encode(digest)))
+    }
+
+    /// The "started" marker of `execution_id`.
+    pub fn started_path_of(&self, execution_id: &str) -> PathBuf {
+        self.path_of(execution_id).with_extension("started")
     }
 
     fn store_err(&self, path: &Path, execution_id: &str, message: impl ToString) -> AgentError {
@@ -108,12 +123,35 @@ impl ExecutionStore for FileStore {
         let bytes = serde_json::to_vec_pretty(&record).map_err(|e| self.store_err(&path, execution_id, e))?;
         fsutil::write_atomic(&path, &bytes, None).map_err(|e| self.store_err(&path, execution_id, e))
     }
+
+    fn mark_started(&self, execution_id: &str) -> Result<(), AgentError> {
+        let path = self.started_path_of(execution_id);
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let bytes = serde_json::to_vec(
+            &serde_json::json!({ "execution_id": execution_id, "started_unix_ms": started_unix_ms }),
+        )
+        .map_err(|e| self.store_err(&path, execution_id, e))?;
+        fsutil::write_atomic(&path, &bytes, None).map_err(|e| self.store_err(&path, execution_id, e))
+    }
+
+    fn was_started(&self, execution_id: &str) -> Result<bool, AgentError> {
+        let path = self.started_path_of(execution_id);
+        match std::fs::metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.store_err(&path, execution_id, e)),
+        }
+    }
 }
 
 /// An in-memory store, for tests and embedders that need no durability.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<String, StepOutcome>>,
+    started: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MemoryStore {
@@ -129,6 +167,13 @@ impl ExecutionStore for MemoryStore {
     fn put(&self, execution_id: &str, outcome: &StepOutcome) -> Result<(), AgentError> {
         self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(execution_id.to_string(), outcome.clone());
         Ok(())
+    }
+    fn mark_started(&self, execution_id: &str) -> Result<(), AgentError> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).insert(execution_id.to_string());
+        Ok(())
+    }
+    fn was_started(&self, execution_id: &str) -> Result<bool, AgentError> {
+        Ok(self.started.lock().unwrap_or_else(|p| p.into_inner()).contains(execution_id))
     }
 }
 

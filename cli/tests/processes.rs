@@ -109,7 +109,10 @@ struct Fleet {
     data: PathBuf,
     log: PathBuf,
     addr: String,
+    /// The coordinator first, then one agent per host, in `hosts` order.
     procs: Procs,
+    hosts: Vec<(String, Vec<(String, String)>)>,
+    token: String,
 }
 
 impl Fleet {
@@ -134,35 +137,61 @@ impl Fleet {
         let mut procs = Procs(Vec::new());
         let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);
         procs.0.push(coord);
-        for (id, labels) in hosts {
-            let hdir = dir.path().join(id);
-            std::fs::create_dir_all(&hdir).unwrap();
-            let mut cmd = Command::new(CONVOY);
-            cmd.arg("__agent")
-                .args(["--coordinator", &format!("https://{addr}"), "--host-id", id])
-                .env("CONVOY_JOIN_TOKEN", &token)
-                .arg("--ca-file")
-                .arg(data.join("tls/ca.pem"))
-                .arg("--state-dir")
-                .arg(hdir.join("state"))
-                .args(["--label", &format!("dir={}", hdir.display())]);
-            for (k, v) in labels.iter() {
-                cmd.args(["--label", &format!("{k}={v}")]);
-            }
-            let child = cmd
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap())
-                .spawn()
-                .unwrap();
-            procs.0.push(child);
+        let mut fleet = Fleet {
+            dir,
+            data,
+            log,
+            addr,
+            procs,
+            hosts: hosts
+                .iter()
+                .map(|(id, l)| (id.to_string(), l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+                .collect(),
+            token,
+        };
+        for i in 0..hosts.len() {
+            let child = fleet.spawn_agent(i);
+            fleet.procs.0.push(child);
         }
-        let n = hosts.len();
+        fleet.wait_connected(hosts.len());
+        fleet
+    }
+
+    fn wait_connected(&self, n: usize) {
         wait_for("agents to connect", Duration::from_secs(60), || {
-            let out = convoy(&data, &["agents", "--output", "json"]);
+            let out = convoy(&self.data, &["agents", "--output", "json"]);
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             (v.as_array()?.iter().filter(|a| a["connected"] == true).count() == n).then_some(())
         });
-        Fleet { dir, data, log, addr, procs }
+    }
+
+    /// Start the agent of host `i` (its state directory survives restarts).
+    fn spawn_agent(&self, i: usize) -> Child {
+        let (id, labels) = &self.hosts[i];
+        let hdir = self.dir.path().join(id);
+        std::fs::create_dir_all(&hdir).unwrap();
+        let mut cmd = Command::new(CONVOY);
+        cmd.arg("__agent")
+            .args(["--coordinator", &format!("https://{}", self.addr), "--host-id", id])
+            .env("CONVOY_JOIN_TOKEN", &self.token)
+            .arg("--ca-file")
+            .arg(self.data.join("tls/ca.pem"))
+            .arg("--state-dir")
+            .arg(hdir.join("state"))
+            .args(["--label", &format!("dir={}", hdir.display())]);
+        for (k, v) in labels {
+            cmd.args(["--label", &format!("{k}={v}")]);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{id}.log")));
+        cmd.stdout(Stdio::null()).stderr(log.unwrap()).spawn().unwrap()
+    }
+
+    /// SIGKILL the agent of host `i` (its step's processes live on) and start it again.
+    fn kill_and_restart_agent(&mut self, i: usize) {
+        let agent = &mut self.procs.0[i + 1];
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+        self.procs.0[i + 1] = self.spawn_agent(i);
     }
 
     /// SIGKILL the coordinator and start it again on the same data and address.
@@ -270,4 +299,115 @@ groups:
     assert_eq!(order.lines().last(), Some("m-1"), "the leader goes last: {order}");
     let leader = std::fs::read_to_string(shared.join("leader-c1")).unwrap();
     assert_ne!(leader.trim(), "m-1", "the switchover handed the leadership to an upgraded follower");
+}
+
+/// The lines of a marker file (`start ID PID` / `end ID PID`).
+fn marker_lines(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Every execution started at most once, unless `rerun` allows a second
+/// start, and never two runs of one execution side by side.
+fn check_once(lines: &[(String, String)], rerun: bool) {
+    let mut running: std::collections::BTreeSet<&str> = Default::default();
+    let mut starts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (what, id) in lines {
+        match what.as_str() {
+            "start" => {
+                assert!(running.insert(id), "execution {id} ran twice side by side: {lines:?}");
+                *starts.entry(id).or_default() += 1;
+            }
+            "end" => {
+                running.remove(id.as_str());
+            }
+            _ => {}
+        }
+    }
+    for (id, n) in starts {
+        assert!(n == 1 || rerun, "execution {id} started {n} times: {lines:?}");
+    }
+}
+
+fn marked_step_plan(name: &str, sleep: &str, rerun_safe: bool, steps: usize) -> String {
+    let mut plan = format!(
+        "name: {name}\nversion: \"2.0.0\"\nmax_failures: \"100%\"\ngroups:\n  - name: all\n    select: {{ role: w }}\n    strategy: {{ max_parallel: \"100%\", max_failures: \"100%\" }}\n    steps:\n"
+    );
+    for k in 0..steps {
+        plan.push_str(&format!(
+            "      - name: work-{k}\n        timeout: 30s\n        rerun_safe: {rerun_safe}\n        exec:\n          command: sh\n          args: [\"-c\", 'echo start $CONVOY_EXECUTION_ID >> {{{{label.dir}}}}/marker; sleep {sleep}; echo end $CONVOY_EXECUTION_ID >> {{{{label.dir}}}}/marker']\n"
+        ));
+    }
+    plan
+}
+
+#[test]
+fn an_agent_killed_mid_step_waits_for_it_and_never_runs_it_twice() {
+    let hosts: [(&str, &[(&str, &str)]); 2] = [("w-1", &[("role", "w")]), ("w-2", &[("role", "w")])];
+    let mut fleet = Fleet::start(&hosts);
+    let dir = fleet.dir.path().to_path_buf();
+    // w-1's step is not safe to re-run (the default); w-2's is.
+    for (i, (plan_name, rerun)) in [("once", false), ("rerun", true)].into_iter().enumerate() {
+        let plan = dir.join(format!("{plan_name}.yaml"));
+        let text =
+            marked_step_plan(plan_name, "1.5", rerun, 1).replace("role: w", &format!("role: w, host: w-{}", i + 1));
+        std::fs::write(&plan, text).unwrap();
+        let applied = fleet.convoy(&["apply", "--detach", plan.to_str().unwrap()]);
+        assert!(applied.status.success(), "{applied:?}");
+        let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
+        let marker = dir.join(format!("w-{}", i + 1)).join("marker");
+        wait_for("the step to start", Duration::from_secs(30), || std::fs::read_to_string(&marker).ok());
+        fleet.kill_and_restart_agent(i);
+        let v = fleet.finish(&rollout);
+        let lines = marker_lines(&marker);
+        check_once(&lines, rerun);
+        let log = std::fs::read_to_string(dir.join(format!("w-{}.log", i + 1))).unwrap_or_default();
+        assert!(log.contains("execution interrupted by an agent restart"), "{log}");
+        if rerun {
+            assert_eq!(v["hosts"][0]["state"], "succeeded", "{v}");
+            assert_eq!(lines.iter().filter(|(w, _)| w == "start").count(), 2, "{lines:?}");
+        } else {
+            // The first run was waited for (it ended), then reported unknown.
+            assert_eq!(lines.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>(), ["start", "end"], "{lines:?}");
+            assert_eq!(v["hosts"][0]["state"], "failed", "{v}");
+            assert!(v["hosts"][0]["message"].as_str().unwrap().contains("outcome unknown"), "{v}");
+        }
+    }
+}
+
+#[test]
+fn agents_killed_at_random_points_never_run_an_execution_twice() {
+    let hosts: [(&str, &[(&str, &str)]); 3] =
+        [("r-1", &[("role", "w")]), ("r-2", &[("role", "w")]), ("r-3", &[("role", "w")])];
+    let mut fleet = Fleet::start(&hosts);
+    let dir = fleet.dir.path().to_path_buf();
+    let mut kills = 0;
+    for seed in 1..=3u64 {
+        let plan = dir.join(format!("random-{seed}.yaml"));
+        std::fs::write(&plan, marked_step_plan(&format!("random-{seed}"), "0.3", false, 3)).unwrap();
+        let applied = fleet.convoy(&["apply", "--detach", plan.to_str().unwrap()]);
+        assert!(applied.status.success(), "{applied:?}");
+        let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
+        // A small LCG picks which agent dies and when (0-600 ms apart).
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        for _ in 0..3 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            std::thread::sleep(Duration::from_millis((x >> 33) % 600));
+            fleet.kill_and_restart_agent(((x >> 20) % 3) as usize);
+            kills += 1;
+        }
+        let v = fleet.finish(&rollout);
+        assert!(matches!(v["state"].as_str(), Some("succeeded" | "failed")), "{v}");
+        for (id, _) in hosts {
+            check_once(&marker_lines(&dir.join(id).join("marker")), false);
+        }
+        fleet.wait_connected(3);
+    }
+    println!("agent kills: {kills}, no execution ran twice");
 }

@@ -510,7 +510,8 @@ mod tests {
 
     #[test]
     fn declared_beats_measured_beats_default_capped_by_timeout() {
-        let step = StepSpec { name: "x".into(), timeout: S(4), kind: StepKind::Exec(ExecSpec::default()) };
+        let step =
+            StepSpec { name: "x".into(), timeout: S(4), kind: StepKind::Exec(ExecSpec::default()), rerun_safe: false };
         let m = MeasuredStep { median: S(14), runs: 12 };
         assert_eq!(
             step_estimate(&step, Some(S(90)), Some(&m)),
@@ -526,6 +527,7 @@ mod tests {
             name: "f".into(),
             timeout: S(300),
             kind: StepKind::File(FileSpec { path: "/x".into(), content: String::new() }),
+            rerun_safe: false,
         };
         assert_eq!(step_estimate(&file, None, None).duration, S(1));
         assert_eq!(Source::Measured { runs: 14 }.describe(), "measured, 14 runs");
@@ -613,6 +615,7 @@ mod tests {
             name: name.into(),
             timeout: S(600),
             kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
+            rerun_safe: false,
         };
         let check = StepSpec {
             name: "leader-check".into(),
@@ -621,6 +624,7 @@ mod tests {
                 exec: ExecSpec { command: "is-leader".into(), ..ExecSpec::default() },
                 policy: Default::default(),
             }),
+            rerun_safe: false,
         };
         for h in &mut s.hosts {
             h.steps = vec![exec("stop"), exec("upgrade"), exec("start")];

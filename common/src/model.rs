@@ -304,6 +304,11 @@ pub struct StepSpec {
     /// The agent kills the step after this long.
     pub timeout: Duration,
     pub kind: StepKind,
+    /// The step may run again when the agent cannot tell how an earlier run
+    /// of the same execution ended (it restarted while the step ran). Off by
+    /// default: such an execution is reported "outcome unknown" instead.
+    #[serde(default)]
+    pub rerun_safe: bool,
 }
 
 /// What a step does on the host.

@@ -373,6 +373,9 @@ struct RawStep {
     migration: Option<bool>,
     /// How long the step usually takes (`90s`), for `convoy plan`'s estimate.
     estimate: Option<String>,
+    /// May run again if the agent restarted while it ran (default false).
+    #[serde(default)]
+    rerun_safe: bool,
     /// The version of the plan's `component` the host runs once this step
     /// succeeded (templated), for steps whose driver cannot tell.
     installs: Option<String>,
@@ -1807,7 +1810,8 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
         Some(s) => positive_duration(src, s, &p.key("timeout"))?,
         None => DEFAULT_STEP_TIMEOUT,
     };
-    let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
+    let spec = StepSpec { name: String::new(), timeout, kind, rerun_safe: raw.rerun_safe };
+    let mut t = finish_template(src, raw.name.as_deref(), p, spec)?;
     t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
     if let Some(v) = &raw.installs {
         if v.trim().is_empty() {
@@ -1954,7 +1958,12 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         (None, None, None, None) => unreachable!("one_kind found a kind"),
     };
     let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
-    let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
+    let mut t = finish_template(
+        src,
+        raw.name.as_deref(),
+        p,
+        StepSpec { name: String::new(), timeout, kind, rerun_safe: false },
+    )?;
     t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
     Ok(t)
 }
@@ -2870,7 +2879,7 @@ fn undo_step(
             | StepKind::Backup(_),
         ) => return Ok(None),
     };
-    Ok(Some(StepSpec { name: undo_name(&step.name), timeout: step.timeout, kind }))
+    Ok(Some(StepSpec { name: undo_name(&step.name), timeout: step.timeout, kind, rerun_safe: false }))
 }
 
 /// The implicit undo of a package step: back to the version the inventory

@@ -18,6 +18,7 @@ fn backup_step(name: &str) -> StepSpec {
             command: ExecSpec { command: "pg_dumpall".to_string(), ..ExecSpec::default() },
             path: Some("/var/backups/db.dump".to_string()),
         }),
+        rerun_safe: false,
     }
 }
 

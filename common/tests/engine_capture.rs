@@ -20,6 +20,7 @@ fn exec(name: &str, command: &str, args: &[&str]) -> StepSpec {
             args: args.iter().map(|a| a.to_string()).collect(),
             ..ExecSpec::default()
         }),
+        rerun_safe: false,
     }
 }
 

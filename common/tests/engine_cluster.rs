@@ -20,6 +20,7 @@ fn exec_check(name: &str, host: &str) -> StepSpec {
             exec: ExecSpec { command: "is-leader".into(), args: vec![host.into()], ..ExecSpec::default() },
             policy: Default::default(),
         }),
+        rerun_safe: false,
     }
 }
 

@@ -89,6 +89,7 @@ fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: boo
                 exec: ExecSpec { command: "is-leader".into(), args: vec![host], ..ExecSpec::default() },
                 policy: Default::default(),
             }),
+            rerun_safe: false,
         });
         if switchover {
             s.hosts[h].switchover = vec![step("hand-over")];

@@ -164,7 +164,12 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Unco
             StepKind::Backup(BackupSpec { command: exec_from_proto(command)?, path: non_empty(&b.path) })
         }
     };
-    Ok(StepSpec { name: name.to_string(), timeout: Duration::from_millis(spec.timeout_ms), kind })
+    Ok(StepSpec {
+        name: name.to_string(),
+        timeout: Duration::from_millis(spec.timeout_ms),
+        kind,
+        rerun_safe: spec.rerun_safe,
+    })
 }
 
 fn nonempty_fields(kind: &str, fields: &[(&str, &String)]) -> Result<(), Unconvertible> {
@@ -342,7 +347,7 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             path: b.path.clone().unwrap_or_default(),
         }),
     };
-    pb::StepSpec { timeout_ms: millis(step.timeout), kind: Some(kind) }
+    pb::StepSpec { timeout_ms: millis(step.timeout), kind: Some(kind), rerun_safe: step.rerun_safe }
 }
 
 fn exec_to_proto(e: &ExecSpec) -> pb::ExecStep {
@@ -699,7 +704,7 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         for kind in all_kinds() {
-            let step = StepSpec { name: "s".into(), timeout: Duration::from_millis(1500), kind };
+            let step = StepSpec { name: "s".into(), timeout: Duration::from_millis(1500), kind, rerun_safe: false };
             let wire = step_to_proto(&step);
             let run = pb::RunStep {
                 execution_id: "e1".into(),
@@ -716,7 +721,7 @@ mod tests {
         let run = pb::RunStep {
             execution_id: "e1".into(),
             step_name: "future".into(),
-            step: Some(pb::StepSpec { timeout_ms: 10, kind: None }),
+            step: Some(pb::StepSpec { timeout_ms: 10, kind: None, rerun_safe: false }),
             ..Default::default()
         };
         let err = step_from_run_step(&run).unwrap_err();
@@ -780,7 +785,7 @@ mod tests {
             PbKind::Backup(pb::BackupStep { command: Some(pb::ExecStep::default()), path: String::new() }),
         ];
         for kind in bad {
-            let spec = pb::StepSpec { timeout_ms: 0, kind: Some(kind.clone()) };
+            let spec = pb::StepSpec { timeout_ms: 0, kind: Some(kind.clone()), rerun_safe: false };
             assert!(step_from_proto("s", &spec).is_err(), "{kind:?} accepted");
         }
     }
@@ -790,6 +795,7 @@ mod tests {
         let spec = pb::StepSpec {
             timeout_ms: 0,
             kind: Some(PbKind::HttpCheck(pb::HttpCheck { url: "http://h/".into(), ..Default::default() })),
+            rerun_safe: false,
         };
         let step = step_from_proto("s", &spec).unwrap();
         let StepKind::HttpCheck(h) = step.kind else { panic!() };

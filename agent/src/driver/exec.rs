@@ -154,6 +154,7 @@ pub(crate) async fn run_command(spec: &ExecSpec, workdir: Option<PathBuf>, limit
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    crate::orphans::tag(&mut cmd);
     if let Some(dir) = workdir {
         cmd.current_dir(dir);
     }

@@ -79,6 +79,7 @@ pub fn undo(s: usize) -> StepSpec {
             args: vec![s.to_string()],
             ..ExecSpec::default()
         }),
+        rerun_safe: false,
     }
 }
 
@@ -87,6 +88,7 @@ pub fn step(name: &str) -> StepSpec {
         name: name.to_string(),
         timeout: STEP_TIMEOUT,
         kind: StepKind::Exec(ExecSpec { command: "true".to_string(), ..ExecSpec::default() }),
+        rerun_safe: false,
     }
 }
 
