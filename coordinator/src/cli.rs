@@ -89,16 +89,25 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVOY_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
     /// Agents silent for this many heartbeat intervals are lost.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub missed_heartbeats: u32,
+    /// A TLS handshake not finished after this many seconds is dropped.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub handshake_timeout_s: u64,
+    /// At most this many connections at once (default: the open-file limit less 256).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_connections: Option<u64>,
+    /// Seconds a plan may take to parse, validate and expand.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub plan_time_limit_s: u64,
 }
 
 impl ServeArgs {
     pub fn into_config(self) -> Result<ServerConfig, CoordinatorError> {
-        if self.heartbeat_ms < 10 {
+        if !(10..=600_000).contains(&self.heartbeat_ms) {
             return Err(CoordinatorError::BadRequest {
                 field: "--heartbeat-ms".into(),
-                message: "must be at least 10".into(),
+                message: "must be between 10 and 600000".into(),
             });
         }
         if self.missed_heartbeats == 0 {
@@ -113,6 +122,12 @@ impl ServeArgs {
             runtime: RuntimeConfig {
                 heartbeat_interval: hb,
                 agent_timeout: hb * self.missed_heartbeats,
+                plan_time_limit: Duration::from_secs(self.plan_time_limit_s),
+                ..Default::default()
+            },
+            connections: crate::connections::Limits {
+                handshake_timeout: Duration::from_secs(self.handshake_timeout_s),
+                max_connections: self.max_connections.map(|n| n as usize),
                 ..Default::default()
             },
         })

@@ -8,6 +8,8 @@
 //!   mTLS until the shutdown token is cancelled.
 //! - [`grpc`]: thin tonic services (agent sessions, enrolment, operator API);
 //!   domain errors become `tonic::Status` in one place.
+//! - [`connections`]: the connection cap, handshake timeout, keepalive and
+//!   open-file limit.
 //! - [`convert`]: domain <-> wire types, at the edge only.
 //! - [`planning`]: plans parsed, validated and expanded on blocking
 //!   threads under a time limit, never in the runtime task.
@@ -25,6 +27,7 @@
 
 pub mod artifacts;
 pub mod cli;
+pub mod connections;
 pub mod convert;
 pub mod enrolment;
 pub mod error;

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use convoy_proto::v1::agent_service_server::AgentServiceServer;
 use convoy_proto::v1::artifact_service_server::ArtifactServiceServer;
 use convoy_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -25,6 +25,7 @@ use crate::tls::{CertificateAuthority, PkiPaths, operator_token_path};
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub runtime: RuntimeConfig,
+    pub connections: crate::connections::Limits,
 }
 
 /// Where the embedded store lives under a data directory.
@@ -85,7 +86,11 @@ pub async fn run(
         .client_ca_root(Certificate::from_pem(ca.ca_pem()))
         // Enrolment happens before an agent has a certificate; the session
         // handler refuses callers without one.
-        .client_auth_optional(true);
+        .client_auth_optional(true)
+        .timeout(config.connections.handshake_timeout);
+    let fds = crate::connections::raise_fd_limit();
+    let cap = crate::connections::effective_cap(&config.connections, fds);
+    let limits = config.connections;
     let agent_svc = AgentSvc {
         runtime: handle.clone(),
         store: store.clone(),
@@ -106,13 +111,17 @@ pub async fn run(
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
+    tracing::info!(max_connections = cap, handshake_timeout = ?limits.handshake_timeout, "connection limits");
     let result = Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
         .tls_config(tls)
         .map_err(|e| CoordinatorError::Tls { what: "server config".into(), message: e.to_string() })?
         .add_service(AgentServiceServer::new(agent_svc))
         .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth))
         .add_service(ArtifactServiceServer::new(artifact_svc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+        .serve_with_incoming_shutdown(crate::connections::CappedIncoming::new(listener, cap), {
             let stop = stop.clone();
             let died = died.clone();
             async move {

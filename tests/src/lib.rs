@@ -131,6 +131,8 @@ pub struct Cluster {
     /// Shared record of every execution by every fake driver.
     pub runs: Arc<Mutex<Vec<Run>>>,
     pub fail_hosts: Arc<Mutex<BTreeSet<String>>>,
+    /// The connection limits the coordinator is (re)started with.
+    pub connections: convoy_coordinator::connections::Limits,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     agents: BTreeMap<String, AgentTask>,
 }
@@ -160,6 +162,14 @@ pub fn fast_runtime() -> RuntimeConfig {
 impl Cluster {
     /// Initialise a data dir and start a coordinator on 127.0.0.1:0.
     pub async fn start(runtime: RuntimeConfig) -> anyhow::Result<Cluster> {
+        Cluster::start_with(runtime, Default::default()).await
+    }
+
+    /// [`Cluster::start`] with these connection limits.
+    pub async fn start_with(
+        runtime: RuntimeConfig,
+        connections: convoy_coordinator::connections::Limits,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("coordinator");
         // One token for all the test's agents; tests of join-token scopes
@@ -175,6 +185,7 @@ impl Cluster {
             dir,
             runs: Arc::default(),
             fail_hosts: Arc::default(),
+            connections,
             coordinator: None,
             agents: BTreeMap::new(),
         };
@@ -187,7 +198,7 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         self.url = format!("https://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
-        let config = ServerConfig { data_dir: self.data_dir.clone(), runtime };
+        let config = ServerConfig { data_dir: self.data_dir.clone(), runtime, connections: self.connections };
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = convoy_coordinator::server::run(listener, config, s).await {

@@ -1,0 +1,191 @@
+//! What a connection may cost the coordinator: how many it holds, how long
+//! a TLS handshake may take, and how long a silent peer is kept.
+//!
+//! - **Handshake timeout**: a peer that has not finished its TLS handshake
+//!   within [`Limits::handshake_timeout`] is dropped (tonic's acceptor).
+//! - **Keepalive**: HTTP/2 pings every [`Limits::keepalive_interval`]; a peer
+//!   that does not answer within [`Limits::keepalive_timeout`] is dropped, so
+//!   a connection that finished its handshake and then went silent does not
+//!   stay forever. TCP keepalive covers vanished hosts.
+//! - **Connection cap**: at most [`Limits::max_connections`] at once; past it
+//!   a new connection is closed at once (and the refusal logged, at most once
+//!   a second) instead of waiting in the kernel's backlog. The cap defaults to
+//!   the open-file limit less [`FD_HEADROOM`], so the store, artifacts and
+//!   logs always have descriptors left.
+//! - **Open files**: at start the soft `RLIMIT_NOFILE` is raised to the hard
+//!   limit (the usual soft 1,024 runs out at a few hundred agents).
+//!
+//! The cap is shared by agents and operators: a flood of connections from
+//! one place can still crowd operators out until the handshake timeout
+//! frees the slots. A separate operator listener is not there yet.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::Stream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Descriptors kept for everything that is not a connection.
+pub const FD_HEADROOM: usize = 256;
+
+/// Connection limits, validated by the binary's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// `None`: from the open-file limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connections: None,
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit now
+/// in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (soft, hard) = (lim.current, lim.maximum);
+    if let (Some(s), hard) = (soft, hard)
+        && hard.is_none_or(|h| h > s)
+    {
+        let target = hard.unwrap_or(1 << 20);
+        let raised = rustix::process::Rlimit { current: Some(target), maximum: hard };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(from = s, to = target, "raised the open-file limit");
+                return target;
+            }
+            Err(e) => tracing::warn!(soft = s, error = %e, "could not raise the open-file limit"),
+        }
+    }
+    soft.unwrap_or(1 << 20)
+}
+
+/// The cap for `limits` given the open-file limit `fds`.
+pub fn effective_cap(limits: &Limits, fds: u64) -> usize {
+    limits.max_connections.unwrap_or_else(|| (fds as usize).saturating_sub(FD_HEADROOM).max(16))
+}
+
+/// A TCP connection counted against the cap until it is dropped.
+#[derive(Debug)]
+pub struct Counted {
+    inner: TcpStream,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connected for Counted {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepted connections, at most `cap` alive at once.
+pub struct CappedIncoming {
+    listener: TcpListener,
+    live: Arc<AtomicUsize>,
+    cap: usize,
+    last_refusal_log: Option<std::time::Instant>,
+    /// After an accept error (out of descriptors), wait before the next try.
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CappedIncoming {
+    pub fn new(listener: TcpListener, cap: usize) -> CappedIncoming {
+        CappedIncoming { listener, live: Arc::default(), cap, last_refusal_log: None, backoff: None }
+    }
+
+    /// Connections alive now.
+    pub fn live(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
+    }
+}
+
+impl Stream for CappedIncoming {
+    type Item = io::Result<Counted>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(b) = self.backoff.as_mut() {
+                if b.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.backoff = None;
+            }
+            let (stream, peer) = match self.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Out of descriptors and the like: keep serving (tonic would
+                // stop on this error) and try again a little later.
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!(error = %e, "accept failed; retrying in 50ms");
+                    self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+                    continue;
+                }
+                Poll::Ready(Ok(accepted)) => accepted,
+            };
+            if self.live.load(Ordering::Relaxed) >= self.cap {
+                let now = std::time::Instant::now();
+                if self.last_refusal_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    self.last_refusal_log = Some(now);
+                    tracing::warn!(%peer, cap = self.cap, "connection refused: the connection cap is reached");
+                }
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.live.fetch_add(1, Ordering::Relaxed);
+            return Poll::Ready(Some(Ok(Counted { inner: stream, live: self.live.clone() })));
+        }
+    }
+}
