@@ -150,6 +150,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, CatalogStep, HostContext, Phase, path_for_host};
+use crate::limits::{self, MAX_DURATION, MAX_RETRIES, PlanLimits};
 use crate::version::Version;
 use crate::{capture, dag};
 
@@ -550,14 +551,17 @@ impl Default for StrategyDef {
 
 impl StrategyDef {
     fn resolve(&self, hosts: usize) -> Strategy {
-        let share = |p: u32| hosts * p as usize / 100;
+        let share = |p: u32| hosts.saturating_mul(p as usize) / 100;
+        // Clamped to the group's size: nothing may be sized by a number the
+        // plan chose, and a window wider than the group changes nothing.
         let max_parallel = match (self.all_at_once, self.max_parallel) {
-            (true, _) => hosts.max(1),
-            (false, Amount::Count(n)) => n,
-            (false, Amount::Percent(p)) => share(p).max(1),
-        };
+            (true, _) => hosts,
+            (false, Amount::Count(n)) => n.min(hosts),
+            (false, Amount::Percent(p)) => share(p),
+        }
+        .max(1);
         let max_failures = match self.max_failures {
-            Amount::Count(n) => n,
+            Amount::Count(n) => n.min(hosts),
             Amount::Percent(p) => share(p),
         };
         Strategy { max_parallel, max_failures, soak: self.soak }
@@ -707,6 +711,8 @@ pub struct Plan {
     order: Vec<usize>,
     /// Release catalogs used by groups (`release: { catalog: NAME }`), by name.
     catalogs: BTreeMap<String, PlanCatalog>,
+    /// The limits it was parsed under, for [`expand`].
+    limits: PlanLimits,
 }
 
 impl Plan {
@@ -747,9 +753,25 @@ pub fn parse_plan_with_catalogs(
     source: &str,
     catalogs: &BTreeMap<String, Catalog>,
 ) -> Result<Plan, PlanError> {
+    parse_plan_with_limits(file, source, catalogs, &PlanLimits::default())
+}
+
+/// [`parse_plan_with_catalogs`] under `limits` (see [`crate::limits`]): the
+/// text's size and nesting are checked before it is parsed, the number of
+/// groups and of steps per group before they are validated, and `limits`
+/// stays with the plan for [`expand`] (hosts).
+pub fn parse_plan_with_limits(
+    file: &str,
+    source: &str,
+    catalogs: &BTreeMap<String, Catalog>,
+    limits: &PlanLimits,
+) -> Result<Plan, PlanError> {
+    let source = limits::strip_bom(source);
+    limits::check_text(file, source, limits)?;
     let src = Src { file, source };
     let mut used_catalogs: BTreeMap<String, PlanCatalog> = BTreeMap::new();
     let raw: RawPlan = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
+    check_counts(src, &raw, limits)?;
     let root = FieldPath::default();
 
     let name = required(src, raw.name, &root.key("name"))?;
@@ -908,7 +930,59 @@ pub fn parse_plan_with_catalogs(
         groups,
         order,
         catalogs: used_catalogs,
+        limits: *limits,
     })
+}
+
+/// Refuse more groups than `limits.max_groups`, a group, hook or defaults
+/// block with more steps than `limits.max_steps`, or a group listing more
+/// hosts than `limits.max_hosts`, before any of them is validated.
+fn check_counts(src: Src<'_>, raw: &RawPlan, limits: &PlanLimits) -> Result<(), PlanError> {
+    let groups = raw.groups.as_ref().map_or(0, Vec::len);
+    if groups > limits.max_groups {
+        let p = FieldPath::default().key("groups");
+        return Err(src.err(&p, format!("{groups} groups, more than the limit of {}", limits.max_groups)));
+    }
+    let too_many = |p: FieldPath, n: usize, what: &str, limit: usize| -> Result<(), PlanError> {
+        if n > limit { Err(src.err(&p, format!("{n} {what}, more than the limit of {limit}"))) } else { Ok(()) }
+    };
+    let steps = |p: &FieldPath, lists: [(&str, usize); 3]| -> Result<(), PlanError> {
+        let total: usize = lists.iter().map(|(_, n)| n).sum();
+        let (first, _) = lists.iter().find(|(_, n)| *n > 0).copied().unwrap_or(("steps", 0));
+        too_many(p.key(first), total, "steps and checks", limits.max_steps)
+    };
+    let hooks = |p: &FieldPath, h: Option<&RawHooks>| -> Result<(), PlanError> {
+        for (name, hook) in [("before", h.and_then(|h| h.before.as_ref())), ("after", h.and_then(|h| h.after.as_ref()))] {
+            if let Some(hook) = hook {
+                let (st, ch) = (hook.steps.as_ref().map_or(0, Vec::len), hook.checks.as_ref().map_or(0, Vec::len));
+                steps(&p.key("hooks").key(name), [("steps", st), ("checks", ch), ("", 0)])?;
+            }
+        }
+        Ok(())
+    };
+    let root = FieldPath::default();
+    hooks(&root, raw.hooks.as_ref())?;
+    let len = |l: &Option<Vec<RawStep>>| l.as_ref().map_or(0, Vec::len);
+    let checks = |l: &Option<Vec<RawCheck>>| l.as_ref().map_or(0, Vec::len);
+    let strategy = |p: &FieldPath, s: Option<&RawStrategy>| -> Result<(), PlanError> {
+        let n = s.and_then(|s| s.switchover.as_ref()).map_or(0, Vec::len);
+        too_many(p.key("strategy").key("switchover"), n, "switchover steps", limits.max_steps)
+    };
+    if let Some(d) = &raw.defaults {
+        let dp = root.key("defaults");
+        steps(&dp, [("steps", len(&d.steps)), ("checks", checks(&d.checks)), ("", 0)])?;
+        too_many(dp.key("rollback_steps"), len(&d.rollback_steps), "rollback steps", limits.max_steps)?;
+        strategy(&dp, d.strategy.as_ref())?;
+    }
+    for (i, g) in raw.groups.iter().flatten().enumerate() {
+        let gp = root.key("groups").idx(i);
+        steps(&gp, [("steps", len(&g.steps)), ("checks", checks(&g.checks)), ("", 0)])?;
+        too_many(gp.key("rollback_steps"), len(&g.rollback_steps), "rollback steps", limits.max_steps)?;
+        too_many(gp.key("hosts"), g.hosts.as_ref().map_or(0, Vec::len), "hosts", limits.max_hosts)?;
+        strategy(&gp, g.strategy.as_ref())?;
+        hooks(&gp, g.hooks.as_ref())?;
+    }
+    Ok(())
 }
 
 /// Parse every step of `catalog` as a plan step or check, and check that
@@ -1653,7 +1727,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+        let d = text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad())?;
+        return at_most_max(s, d);
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -1675,7 +1750,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total = total.checked_add(part).ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
-    Ok(total)
+    at_most_max(s, total)
+}
+
+fn at_most_max(s: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration '{}' is longer than the maximum of {}", s.trim(), format_duration(MAX_DURATION)));
+    }
+    Ok(d)
 }
 
 /// The shortest spelling [`parse_duration`] reads back: `0s`, `250ms`, `1h30m`, `1s500ms`.
@@ -1756,9 +1838,14 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
             if !sha256.contains("{{") {
                 check_sha256(&sha256).map_err(|m| src.err(&kp.key("sha256"), m))?;
             }
+            let name = |field: &str, value: &Option<String>| -> Result<String, PlanError> {
+                let value = required(src, value.clone(), &kp.key(field))?;
+                check_archive_name(&value).map_err(|m| src.err(&kp.key(field), m))?;
+                Ok(value)
+            };
             StepKind::Archive(ArchiveSpec {
-                component: required(src, a.component.clone(), &kp.key("component"))?,
-                version: required(src, a.version.clone(), &kp.key("version"))?,
+                component: name("component", &a.component)?,
+                version: name("version", &a.version)?,
                 source: required(src, a.source.clone(), &kp.key("source"))?,
                 sha256: sha256.to_ascii_lowercase(),
                 install_root: a.install_root.clone(),
@@ -1870,8 +1957,12 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         }
         None => defaults.min_healthy,
     };
+    let retries = raw.retries.unwrap_or(defaults.retries);
+    if retries > MAX_RETRIES {
+        return Err(src.err(&p.key("retries"), format!("{retries} retries, more than the limit of {MAX_RETRIES}")));
+    }
     let policy = CheckPolicy {
-        retries: raw.retries.unwrap_or(defaults.retries),
+        retries,
         interval: match &raw.interval {
             Some(s) => positive_duration(src, s, &p.key("interval"))?,
             None => defaults.interval,
@@ -1913,7 +2004,7 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         }),
         (None, None, None, None) => unreachable!("one_kind found a kind"),
     };
-    let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
+    let timeout = policy.deadline.saturating_add(CHECK_TIMEOUT_MARGIN);
     let mut t = finish_template(src, raw.name.as_deref(), p, StepSpec { name: String::new(), timeout, kind })?;
     t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
     Ok(t)
@@ -2105,6 +2196,30 @@ fn exec_spec(src: Src<'_>, e: &RawExec, p: &FieldPath) -> Result<ExecSpec, PlanE
         env: e.env.clone().unwrap_or_default(),
         workdir: e.workdir.clone(),
     })
+}
+
+/// An archive's `component` and `version` name directories on the host
+/// (`install_root/component/version`): a plain name, as the agent requires,
+/// refused here so that `convoy plan` catches it. Templates are checked
+/// again once rendered.
+fn check_archive_name(value: &str) -> Result<(), String> {
+    let bad = if value.trim().is_empty() {
+        Some("must not be empty")
+    } else if value.contains("..") {
+        Some("must not contain '..'")
+    } else if value.contains('/') || value.contains('\\') {
+        Some("must not contain '/' or '\\'")
+    } else if value.starts_with('.') {
+        Some("must not start with '.'")
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(format!("invalid name {value:?}: {why} (it names a directory on the host)")),
+        None => Ok(()),
+    }
 }
 
 fn check_sha256(s: &str) -> Result<(), String> {
@@ -2439,6 +2554,12 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             }
             owner.insert(&h.id, i);
         }
+        if owner.len() > plan.limits.max_hosts {
+            return Err(src.err(
+                &field,
+                format!("the rollout would cover more than the limit of {} hosts", plan.limits.max_hosts),
+            ));
+        }
         members.push(hosts);
     }
 
@@ -2604,7 +2725,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         host_lost_timeout: plan.host_lost_timeout,
         max_failures: plan.max_failures.map(|a| match a {
             Amount::Count(n) => n,
-            Amount::Percent(p) => total * p as usize / 100,
+            Amount::Percent(p) => total.saturating_mul(p as usize) / 100,
         }),
         on_failure: plan.on_failure,
         require_backup: plan.require_backup,
@@ -2768,7 +2889,7 @@ fn pick_canaries<'h>(
     let n = members.len();
     let (ordered, hosts) = match &def.pick {
         CanaryPick::Count(c) => (members.to_vec(), (*c).min(n)),
-        CanaryPick::Percent(p) => (members.to_vec(), (n * *p as usize / 100).max(1).min(n)),
+        CanaryPick::Percent(p) => (members.to_vec(), (n.saturating_mul(*p as usize) / 100).max(1).min(n)),
         CanaryPick::Select(sel) => {
             let (mut first, rest): (Vec<_>, Vec<_>) = members.iter().partition(|h| selects(sel, h));
             if first.is_empty() {
@@ -2888,6 +3009,11 @@ fn render_step(
             src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
         })?;
         a.sha256.make_ascii_lowercase();
+        for (field, value) in [("component", &a.component), ("version", &a.version)] {
+            check_archive_name(value).map_err(|m| {
+                src.err(&t.path.key("archive").key(field), format!("{m} for host {id} (group '{group}')"))
+            })?;
+        }
     }
     // Templated package fields are checked once rendered.
     let (kind, words, sha): (&str, Vec<(&str, &str)>, Option<&mut String>) = match &mut spec.kind {
