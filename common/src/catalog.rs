@@ -137,6 +137,7 @@ use serde_norway::Value;
 
 // Field paths, sources, their errors and line numbers work exactly as in plans.
 use crate::model::InventoryHost;
+use crate::limits::PlanLimits;
 use crate::plan::PlanError;
 use crate::plan::{FieldPath, Src, locate};
 use crate::version::Version;
@@ -597,6 +598,14 @@ impl Src<'_> {
 
 /// Parse and validate a catalog (see the module docs). Returns the first error.
 pub fn parse_catalog(file: &str, source: &str) -> Result<Catalog, PlanError> {
+    parse_catalog_with_limits(file, source, &PlanLimits::default())
+}
+
+/// [`parse_catalog`] under `limits`: the text's size and nesting are checked
+/// before it is parsed (see [`crate::limits`]).
+pub fn parse_catalog_with_limits(file: &str, source: &str, limits: &PlanLimits) -> Result<Catalog, PlanError> {
+    let source = crate::limits::strip_bom(source);
+    crate::limits::check_text(file, source, limits)?;
     let src = Src { file, source };
     let raw: RawCatalog = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
     let root = FieldPath::default();

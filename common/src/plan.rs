@@ -1022,7 +1022,14 @@ fn plan_catalog(
 /// One catalog step through the plan's step (or check) grammar.
 fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanError> {
     let p = field_path_of(&cs.field);
-    let bad = |e: serde_norway::Error| csrc.err(&p, plain_type_names(&strip_marks(&e.to_string())));
+    let bad = |e: serde_norway::Error| {
+        let message = plain_type_names(&strip_marks(&e.to_string()));
+        // A value carries no positions: find the misspelt key in the step to
+        // name its field and line, as a plan step's error does.
+        let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).map(|(n, _)| n);
+        let at = unknown.and_then(|name| key_path(&cs.raw, name)).map_or_else(|| p.clone(), |rel| p.join(&rel));
+        csrc.err(&at, message)
+    };
     let mut t = if cs.phase.is_check() {
         let raw: RawCheck = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
         check(csrc, &raw, &p)?
@@ -1037,6 +1044,29 @@ fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanErr
         t.migration = Some(p);
     }
     Ok(t)
+}
+
+/// The path, inside `value`, of the first mapping key spelled `name`
+/// (depth first, in document order).
+fn key_path(value: &serde_norway::Value, name: &str) -> Option<FieldPath> {
+    use serde_norway::Value;
+    match value {
+        Value::Mapping(map) => {
+            if map.keys().any(|k| k.as_str() == Some(name)) {
+                return Some(FieldPath::default().key(name));
+            }
+            map.iter().find_map(|(k, v)| {
+                let k = k.as_str()?;
+                key_path(v, name).map(|rest| FieldPath::default().key(k).join(&rest))
+            })
+        }
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| key_path(v, name).map(|rest| FieldPath::default().idx(i).join(&rest))),
+        Value::Tagged(t) => key_path(&t.value, name),
+        _ => None,
+    }
 }
 
 /// A catalog field path (`releases[1].steps.migrate[0]`) as a [`FieldPath`].
@@ -1283,9 +1313,10 @@ fn check_captures(
     }
 
     // Hooks a group may read from: the hooks it (transitively) waits for.
-    let mut ancestors: Vec<Option<Vec<bool>>> = vec![None; groups.len()];
+    let mut walk = AncestorWalk::new(groups.len());
+    let any_hook_capture = groups.iter().any(|g| g.hook && g.steps.iter().any(|t| t.capture.is_some()));
     for (gi, g) in groups.iter().enumerate() {
-        let from_hooks = hook_captures_before(groups, gi, &mut ancestors);
+        let from_hooks = if any_hook_capture { hook_captures_before(groups, gi, &mut walk) } else { Vec::new() };
         let mut from_path: Vec<&str> = Vec::new();
         if let Some(pc) = g.release.as_ref().and_then(|n| catalogs.get(n)) {
             check_catalog_captures(pc, &from_hooks, &g.name)?;
@@ -1345,33 +1376,42 @@ fn check_captures(
     Ok(())
 }
 
-/// Names captured by the hooks group `gi` waits for, directly or not
-/// (`memo`: each group's ancestors, filled as needed).
-fn hook_captures_before<'g>(groups: &'g [PlanGroup], gi: usize, memo: &mut Vec<Option<Vec<bool>>>) -> Vec<&'g str> {
-    fn walk(g: usize, groups: &[PlanGroup], memo: &mut Vec<Option<Vec<bool>>>) -> Vec<bool> {
-        if let Some(a) = &memo[g] {
-            return a.clone();
-        }
-        let mut a = vec![false; groups.len()];
-        for &d in &groups[g].after {
-            a[d] = true;
-            for (k, yes) in walk(d, groups, memo).into_iter().enumerate() {
-                a[k] |= yes;
-            }
-        }
-        memo[g] = Some(a.clone());
-        a
+/// Reusable scratch space for walking a group's ancestors: memory linear in
+/// the number of groups, whatever the shape of the DAG (a table of every
+/// group's ancestors would be quadratic).
+struct AncestorWalk {
+    /// `seen[g] == round` when `g` was reached in the current walk.
+    seen: Vec<u64>,
+    round: u64,
+    stack: Vec<usize>,
+}
+
+impl AncestorWalk {
+    fn new(n: usize) -> AncestorWalk {
+        AncestorWalk { seen: vec![0; n], round: 0, stack: Vec::new() }
     }
-    if memo.len() != groups.len() {
-        *memo = vec![None; groups.len()];
+}
+
+/// Names captured by the hooks group `gi` waits for, directly or not: one
+/// iterative walk up its `after` edges (no recursion, so a long chain of
+/// groups cannot overflow the stack).
+fn hook_captures_before<'g>(groups: &'g [PlanGroup], gi: usize, walk: &mut AncestorWalk) -> Vec<&'g str> {
+    walk.round += 1;
+    let round = walk.round;
+    let mut names = Vec::new();
+    walk.stack.clear();
+    walk.stack.extend(groups[gi].after.iter().copied());
+    while let Some(g) = walk.stack.pop() {
+        if walk.seen[g] == round {
+            continue;
+        }
+        walk.seen[g] = round;
+        if groups[g].hook {
+            names.extend(groups[g].steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())));
+        }
+        walk.stack.extend(groups[g].after.iter().copied().filter(|&d| walk.seen[d] != round));
     }
-    let before = walk(gi, groups, memo);
-    groups
-        .iter()
-        .enumerate()
-        .filter(|(k, h)| h.hook && before[*k])
-        .flat_map(|(_, h)| h.steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())))
-        .collect()
+    names
 }
 
 /// Every `{{captured.NAME}}` of a catalog's steps must be captured by an
@@ -2570,7 +2610,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
     let mut groups = Vec::with_capacity(plan.groups.len());
     let mut hosts = Vec::new();
     let mut details = Vec::new();
-    let mut hook_memo = Vec::new();
+    let mut hook_memo = AncestorWalk::new(plan.groups.len());
     // By position: a backup step runs in this group or in one it waits for.
     let mut backed_up = vec![false; plan.groups.len()];
     for (pos, &decl) in plan.order.iter().enumerate() {
@@ -3462,8 +3502,12 @@ groups:
         assert_eq!((s.max_parallel, s.max_failures), (2, 1));
         let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(3);
         assert_eq!((s.max_parallel, s.max_failures), (1, 0));
+        // A window wider than the group is clamped to it: nothing is sized
+        // by the plan's number.
         let s = def(Amount::Count(4), Amount::Count(2)).resolve(3);
-        assert_eq!((s.max_parallel, s.max_failures), (4, 2));
+        assert_eq!((s.max_parallel, s.max_failures), (3, 2));
+        let s = def(Amount::Count(100_000_000_000), Amount::Count(usize::MAX)).resolve(2);
+        assert_eq!((s.max_parallel, s.max_failures), (2, 2));
         let s = StrategyDef { all_at_once: true, ..StrategyDef::default() }.resolve(7);
         assert_eq!(s.max_parallel, 7);
     }
