@@ -1022,19 +1022,20 @@ fn plan_catalog(
 /// One catalog step through the plan's step (or check) grammar.
 fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanError> {
     let p = field_path_of(&cs.field);
+    // Through YAML text, as a plan step is read: a catalog's `timeout: 30`
+    // must read as the plan's does (a value would refuse the integer), and
+    // serde's error then names the field, which is located in the catalog.
+    let text = serde_norway::to_string(&cs.raw).map_err(|e| csrc.err(&p, e.to_string()))?;
     let bad = |e: serde_norway::Error| {
-        let message = plain_type_names(&strip_marks(&e.to_string()));
-        // A value carries no positions: find the misspelt key in the step to
-        // name its field and line, as a plan step's error does.
-        let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).map(|(n, _)| n);
-        let at = unknown.and_then(|name| key_path(&cs.raw, name)).map_or_else(|| p.clone(), |rel| p.join(&rel));
-        csrc.err(&at, message)
+        let e = yaml_error("", &e);
+        let at = if e.field == "(yaml)" { p.clone() } else { p.join(&field_path_of(&e.field)) };
+        csrc.err(&at, e.message)
     };
     let mut t = if cs.phase.is_check() {
-        let raw: RawCheck = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
+        let raw: RawCheck = serde_norway::from_str(&text).map_err(bad)?;
         check(csrc, &raw, &p)?
     } else {
-        let raw: RawStep = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
+        let raw: RawStep = serde_norway::from_str(&text).map_err(bad)?;
         step(csrc, &raw, &p)?
     };
     // Captured values are checked with the plan's hooks (`check_captures`)
@@ -1044,29 +1045,6 @@ fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanErr
         t.migration = Some(p);
     }
     Ok(t)
-}
-
-/// The path, inside `value`, of the first mapping key spelled `name`
-/// (depth first, in document order).
-fn key_path(value: &serde_norway::Value, name: &str) -> Option<FieldPath> {
-    use serde_norway::Value;
-    match value {
-        Value::Mapping(map) => {
-            if map.keys().any(|k| k.as_str() == Some(name)) {
-                return Some(FieldPath::default().key(name));
-            }
-            map.iter().find_map(|(k, v)| {
-                let k = k.as_str()?;
-                key_path(v, name).map(|rest| FieldPath::default().key(k).join(&rest))
-            })
-        }
-        Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| key_path(v, name).map(|rest| FieldPath::default().idx(i).join(&rest))),
-        Value::Tagged(t) => key_path(&t.value, name),
-        _ => None,
-    }
 }
 
 /// A catalog field path (`releases[1].steps.migrate[0]`) as a [`FieldPath`].
@@ -1313,13 +1291,20 @@ fn check_captures(
     }
 
     // Hooks a group may read from: the hooks it (transitively) waits for.
-    let mut walk = AncestorWalk::new(groups.len());
+    // Walked only for a group that reads a value its own steps do not
+    // capture, so most plans never walk at all.
+    let walk = std::cell::RefCell::new(AncestorWalk::new(groups.len()));
     let any_hook_capture = groups.iter().any(|g| g.hook && g.steps.iter().any(|t| t.capture.is_some()));
     for (gi, g) in groups.iter().enumerate() {
-        let from_hooks = if any_hook_capture { hook_captures_before(groups, gi, &mut walk) } else { Vec::new() };
+        let hooks_cell = std::cell::OnceCell::new();
+        let from_hooks = || -> &Vec<&str> {
+            hooks_cell.get_or_init(|| {
+                if any_hook_capture { hook_captures_before(groups, gi, &mut walk.borrow_mut()) } else { Vec::new() }
+            })
+        };
         let mut from_path: Vec<&str> = Vec::new();
         if let Some(pc) = g.release.as_ref().and_then(|n| catalogs.get(n)) {
-            check_catalog_captures(pc, &from_hooks, &g.name)?;
+            check_catalog_captures(pc, from_hooks(), &g.name)?;
             from_path = pc.ordered_steps().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())).collect();
         }
         let captured_by = |upto: usize| -> Vec<&str> {
@@ -1331,7 +1316,7 @@ fn check_captures(
         };
         let check = |path: FieldPath, text: &str, own: &[&str]| -> Result<(), PlanError> {
             for name in capture::references(text) {
-                if !own.contains(&name) && !from_hooks.contains(&name) {
+                if !own.contains(&name) && !from_hooks().contains(&name) {
                     return Err(src.err(
                         &path,
                         format!(
