@@ -136,8 +136,8 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 // Field paths, sources, their errors and line numbers work exactly as in plans.
-use crate::model::InventoryHost;
 use crate::limits::PlanLimits;
+use crate::model::InventoryHost;
 use crate::plan::PlanError;
 use crate::plan::{FieldPath, Src, locate};
 use crate::version::Version;

@@ -217,8 +217,11 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
                     window(&d, d.len(), strategy.soak)
                 } else {
                     let (leader, followers) = d.split_last().map(|(l, f)| (*l, f)).unwrap_or_default();
-                    window(followers, strategy.max_parallel, strategy.soak)
-                        .saturating_add(window(&[leader], 1, strategy.soak))
+                    window(followers, strategy.max_parallel, strategy.soak).saturating_add(window(
+                        &[leader],
+                        1,
+                        strategy.soak,
+                    ))
                 }
             })
             .max()
@@ -234,9 +237,11 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
                 Promote::Manual => (Duration::ZERO, true),
             };
             (
-                window(canaries, strategy.max_parallel, strategy.soak)
-                    .saturating_add(wait)
-                    .saturating_add(window(rest, strategy.max_parallel, strategy.soak)),
+                window(canaries, strategy.max_parallel, strategy.soak).saturating_add(wait).saturating_add(window(
+                    rest,
+                    strategy.max_parallel,
+                    strategy.soak,
+                )),
                 manual,
             )
         }

@@ -40,7 +40,13 @@ pub struct PlanLimits {
 
 impl Default for PlanLimits {
     fn default() -> Self {
-        PlanLimits { max_bytes: 4 * 1024 * 1024, max_depth: 64, max_groups: 100_000, max_hosts: 100_000, max_steps: 1000 }
+        PlanLimits {
+            max_bytes: 4 * 1024 * 1024,
+            max_depth: 64,
+            max_groups: 100_000,
+            max_hosts: 100_000,
+            max_steps: 1000,
+        }
     }
 }
 

@@ -952,7 +952,8 @@ fn check_counts(src: Src<'_>, raw: &RawPlan, limits: &PlanLimits) -> Result<(), 
         too_many(p.key(first), total, "steps and checks", limits.max_steps)
     };
     let hooks = |p: &FieldPath, h: Option<&RawHooks>| -> Result<(), PlanError> {
-        for (name, hook) in [("before", h.and_then(|h| h.before.as_ref())), ("after", h.and_then(|h| h.after.as_ref()))] {
+        for (name, hook) in [("before", h.and_then(|h| h.before.as_ref())), ("after", h.and_then(|h| h.after.as_ref()))]
+        {
             if let Some(hook) = hook {
                 let (st, ch) = (hook.steps.as_ref().map_or(0, Vec::len), hook.checks.as_ref().map_or(0, Vec::len));
                 steps(&p.key("hooks").key(name), [("steps", st), ("checks", ch), ("", 0)])?;

@@ -81,8 +81,9 @@ fn a_rollout_with_the_longest_durations_runs_to_the_end() {
     let mut engine = Engine::new("r1", long_spec(MAX_DURATION, MAX_DURATION));
     let (log, scheduled) = drive(&mut engine, 1_000_000);
     assert_eq!(engine.state(), RolloutState::Succeeded, "{}", engine.view().message);
-    assert!(scheduled.iter().any(|(t, at)| matches!(t, Timer::PromoteCanaries { .. })
-        && at.0 >= 1_000_000 + MAX_DURATION.as_millis() as u64));
+    assert!(scheduled.iter().any(
+        |(t, at)| matches!(t, Timer::PromoteCanaries { .. }) && at.0 >= 1_000_000 + MAX_DURATION.as_millis() as u64
+    ));
     if let Err(v) = invariants::check(engine.spec(), &log) {
         panic!("{}", v.join("\n"));
     }

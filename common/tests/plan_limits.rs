@@ -169,8 +169,7 @@ fn archive_names_with_paths_are_refused_at_plan_time() {
     let e = expand(&plan, &[bad, support::inventory_host("h2", &[("v", "1.2")], &[])]).unwrap_err();
     support::check_error(&e, FILE, 17, "groups[0].steps[0].archive.version", "for host h1");
     let good = |id: &str| support::inventory_host(id, &[("v", "1.2")], &[]);
-    let spec = expand(&plan, &[good("h1"), good("h2")])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = expand(&plan, &[good("h1"), good("h2")]).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(&spec.hosts[0].steps[0].kind, StepKind::Archive(a) if a.version == "1.2"));
 }
 
@@ -223,7 +222,8 @@ fn deep_nesting_is_refused_before_parsing() {
 fn group_step_and_host_counts_are_limited() {
     let limits = PlanLimits { max_groups: 1, max_steps: 1, max_hosts: 1, ..PlanLimits::default() };
     let catalogs = BTreeMap::new();
-    let two_groups = BASE.replace("groups:\n", "groups:\n  - name: db\n    hosts: [h3]\n    steps: [{ exec: { command: x } }]\n");
+    let two_groups =
+        BASE.replace("groups:\n", "groups:\n  - name: db\n    hosts: [h3]\n    steps: [{ exec: { command: x } }]\n");
     let e = parse_plan_with_limits(FILE, &two_groups, &catalogs, &limits).unwrap_err();
     support::check_error(&e, FILE, 4, "groups", "2 groups, more than the limit of 1");
     let e = parse_plan_with_limits(FILE, BASE, &catalogs, &limits).unwrap_err();
@@ -240,7 +240,8 @@ fn group_step_and_host_counts_are_limited() {
 
 /// A plan of `n` groups in one chain, each with one host.
 fn chain_plan(n: usize) -> (String, Vec<InventoryHost>) {
-    let mut src = String::from("name: many\nversion: \"2\"\ndefaults:\n  steps: [{ exec: { command: \"true\" } }]\ngroups:\n");
+    let mut src =
+        String::from("name: many\nversion: \"2\"\ndefaults:\n  steps: [{ exec: { command: \"true\" } }]\ngroups:\n");
     for i in 0..n {
         if i == 0 {
             src.push_str(&format!("  - {{ name: g{i}, hosts: [h{i}] }}\n"));
@@ -309,11 +310,18 @@ fn a_misspelt_catalog_step_field_is_named_at_its_line() {
     let plan = "name: p\nversion: 2.0.0\ngroups:\n  - name: a\n    hosts: [h1]\n    release: { catalog: app }\n";
     let e = parse_plan_with_catalogs(FILE, plan, &catalogs).unwrap_err();
     support::check_error(&e, "catalogs/x.yaml", 11, "releases[1].steps.upgrade[0].timout", "unknown field `timout`");
-    let nested = CATALOG.replace("            command: \"true\"\n          timout: 10s\n", "            comand: \"true\"\n");
+    let nested =
+        CATALOG.replace("            command: \"true\"\n          timout: 10s\n", "            comand: \"true\"\n");
     let catalog = parse_catalog("catalogs/x.yaml", &nested).unwrap_or_else(|e| panic!("{e}"));
     let catalogs = BTreeMap::from([("app".to_string(), catalog)]);
     let e = parse_plan_with_catalogs(FILE, plan, &catalogs).unwrap_err();
-    support::check_error(&e, "catalogs/x.yaml", 10, "releases[1].steps.upgrade[0].exec.comand", "unknown field `comand`");
+    support::check_error(
+        &e,
+        "catalogs/x.yaml",
+        10,
+        "releases[1].steps.upgrade[0].exec.comand",
+        "unknown field `comand`",
+    );
 }
 
 #[test]
