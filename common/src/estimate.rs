@@ -293,8 +293,9 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// Milliseconds, saturating (a cast would wrap past 2^64 ms).
 fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn step_json(step: &StepSpec, e: &StepEstimate) -> serde_json::Value {

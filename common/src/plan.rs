@@ -3168,7 +3168,7 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                     "max_parallel": g.strategy.max_parallel,
                     "max_failures": g.strategy.max_failures,
                     "soak": format_duration(g.strategy.soak),
-                    "soak_ms": g.strategy.soak.as_millis() as u64,
+                    "soak_ms": u64::try_from(g.strategy.soak.as_millis()).unwrap_or(u64::MAX),
                 },
                 "hosts": g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
                 "batches": batches(spec, i),
