@@ -3236,7 +3236,10 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
 /// key) the deepest line found so far is the answer, and line 1 when nothing
 /// matched (a missing top-level key).
 pub(crate) mod locate {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
     use std::ops::Range;
+    use std::rc::Rc;
 
     use super::Seg;
 
@@ -3294,51 +3297,102 @@ pub(crate) mod locate {
         (rest == ":" || rest.starts_with(": ")).then_some(key)
     }
 
-    fn find_key(tokens: &[Token<'_>], range: Range<usize>, key: &str) -> Option<(usize, Range<usize>)> {
-        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
-        if first.dash {
-            return None;
-        }
-        let col = first.col;
-        let t =
-            range.clone().find(|&t| !tokens[t].dash && tokens[t].col == col && key_of(tokens[t].text) == Some(key))?;
-        // A sequence may sit at its key's own column (`key:` then `- item`).
-        let end = (t + 1..range.end)
-            .find(|&u| if tokens[u].dash { tokens[u].col < col } else { tokens[u].col <= col })
-            .unwrap_or(range.end);
-        Some((t, t + 1..end))
-    }
-
-    fn find_item(tokens: &[Token<'_>], range: Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
-        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
-        if !first.dash {
-            return None;
-        }
-        let col = first.col;
-        let t = range.clone().filter(|&t| tokens[t].dash && tokens[t].col == col).nth(index)?;
-        let end = (t + 1..range.end).find(|&u| tokens[u].col <= col).unwrap_or(range.end);
-        Some((t, t + 1..end))
-    }
-
     /// The 1-based line of `path` in `source` (see the module docs).
     pub(crate) fn line_of(source: &str, path: &[Seg]) -> usize {
-        let tokens = tokenize(source);
-        let mut range = 0..tokens.len();
-        let mut line = 1;
-        for seg in path {
-            let found = match seg {
-                Seg::Key(k) => find_key(&tokens, range.clone(), k),
-                Seg::Index(i) => find_item(&tokens, range.clone(), *i),
-            };
-            match found {
-                Some((t, inner)) => {
-                    line = tokens[t].line;
-                    range = inner;
-                }
-                None => break,
-            }
+        Locator::new(source).line_of(path)
+    }
+
+    /// [`line_of`] for many paths of one document: the text is tokenized
+    /// once, and each value's items and extent are found once, so locating
+    /// every step of a large catalog stays linear in its size (times the
+    /// nesting depth) instead of rescanning the whole text for each.
+    pub(crate) struct Locator<'a> {
+        tokens: Vec<Token<'a>>,
+        /// Per range: the tokens at its first token's column and kind.
+        children: RefCell<HashMap<(usize, usize), Rc<Vec<usize>>>>,
+        /// Per token: the end of its value's extent.
+        ends: RefCell<HashMap<usize, usize>>,
+    }
+
+    impl<'a> Locator<'a> {
+        pub(crate) fn new(source: &'a str) -> Locator<'a> {
+            Locator { tokens: tokenize(source), children: Default::default(), ends: Default::default() }
         }
-        line
+
+        fn children(&self, range: &Range<usize>) -> Rc<Vec<usize>> {
+            let key = (range.start, range.end);
+            if let Some(c) = self.children.borrow().get(&key) {
+                return Rc::clone(c);
+            }
+            let first = &self.tokens[range.start];
+            let (col, dash) = (first.col, first.dash);
+            let c: Rc<Vec<usize>> = Rc::new(
+                range.clone().filter(|&t| self.tokens[t].col == col && self.tokens[t].dash == dash).collect(),
+            );
+            self.children.borrow_mut().insert(key, Rc::clone(&c));
+            c
+        }
+
+        /// The end of token `t`'s value within `range`: the first later
+        /// token that is not deeper (`key_seq`: a sequence may sit at its
+        /// key's own column).
+        fn end(&self, t: usize, range: &Range<usize>) -> usize {
+            if let Some(&e) = self.ends.borrow().get(&t) {
+                return e;
+            }
+            let tok = &self.tokens[t];
+            let col = tok.col;
+            let end = (t + 1..range.end)
+                .find(|&u| {
+                    let u = &self.tokens[u];
+                    match (tok.dash, u.dash) {
+                        (false, true) => u.col < col,
+                        _ => u.col <= col,
+                    }
+                })
+                .unwrap_or(range.end);
+            self.ends.borrow_mut().insert(t, end);
+            end
+        }
+
+        fn find_key(&self, range: Range<usize>, key: &str) -> Option<(usize, Range<usize>)> {
+            let first = self.tokens.get(range.start).filter(|_| !range.is_empty())?;
+            if first.dash {
+                return None;
+            }
+            let kids = self.children(&range);
+            let t = kids.iter().copied().find(|&t| key_of(self.tokens[t].text) == Some(key))?;
+            Some((t, t + 1..self.end(t, &range)))
+        }
+
+        fn find_item(&self, range: Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
+            let first = self.tokens.get(range.start).filter(|_| !range.is_empty())?;
+            if !first.dash {
+                return None;
+            }
+            let t = *self.children(&range).get(index)?;
+            Some((t, t + 1..self.end(t, &range)))
+        }
+
+        /// The 1-based line of `path` (see the module docs).
+        pub(crate) fn line_of(&self, path: &[Seg]) -> usize {
+            let mut range = 0..self.tokens.len();
+            let mut line = 1;
+            for seg in path {
+                let found = match seg {
+                    Seg::Key(k) => self.find_key(range.clone(), k),
+                    Seg::Index(i) => self.find_item(range.clone(), *i),
+                };
+                match found {
+                    Some((t, inner)) => {
+                        line = self.tokens[t].line;
+                        range = inner;
+                    }
+                    None => break,
+                }
+            }
+            line
+        }
     }
 
     #[cfg(test)]

@@ -334,3 +334,28 @@ fn durations_in_catalog_steps_are_bounded_too() {
     support::check_error(&e, "catalogs/x.yaml", 11, "releases[1].steps.upgrade[0].timeout", "longer than the maximum");
     assert_eq!(MAX_DURATION, Duration::from_secs(720 * 3600));
 }
+
+#[test]
+fn a_large_catalog_locates_every_step_in_one_pass() {
+    // 20,000 releases (1.5 MB): locating each step by rescanning the whole
+    // text took over five minutes.
+    let mut src = String::from("product: app\ncomponent: app\nreleases:\n");
+    for i in 0..20_000 {
+        src.push_str(&format!("  - version: 1.0.{i}\n    steps:\n      upgrade: [{{ exec: {{ command: x }} }}]\n"));
+    }
+    let catalog = parse_catalog("c.yaml", &src).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(catalog.releases.len(), 20_000);
+    let last = &catalog.releases[19_999];
+    assert_eq!(last.line, 3 + 3 * 19_999 + 1);
+    assert_eq!(last.steps[0].line, last.line + 2);
+}
+
+#[test]
+fn catalog_steps_per_release_are_limited() {
+    let mut src = String::from("product: app\ncomponent: app\nreleases:\n  - version: 1.0.0\n    steps:\n      upgrade:\n");
+    for _ in 0..1001 {
+        src.push_str("        - exec: { command: x }\n");
+    }
+    let e = parse_catalog("c.yaml", &src).unwrap_err();
+    support::check_error(&e, "c.yaml", 5, "releases[0].steps", "1001 steps, more than the limit of 1000");
+}
