@@ -2515,6 +2515,29 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
     for h in inventory {
         by_id.entry(h.id.as_str()).or_insert(h);
     }
+    // Hosts by label, so that each selector looks only at the hosts having
+    // its rarest label instead of the whole inventory (which, once per
+    // group, was groups x hosts).
+    let mut by_label: HashMap<(&str, &str), Vec<&InventoryHost>> = HashMap::new();
+    for h in by_id.values() {
+        for (k, v) in &h.labels {
+            by_label.entry((k.as_str(), v.as_str())).or_default().push(h);
+        }
+    }
+    let matching = |sel: &BTreeMap<String, String>| -> Vec<&InventoryHost> {
+        // `host: ID` (see `selects`) names one host; otherwise the rarest label.
+        if let Some(id) = sel.get("host") {
+            return by_id.get(id.as_str()).copied().filter(|h| selects(sel, h)).into_iter().collect();
+        }
+        let rarest = sel
+            .iter()
+            .map(|(k, v)| by_label.get(&(k.as_str(), v.as_str())).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|l| l.len());
+        match rarest {
+            Some(candidates) => candidates.iter().copied().filter(|h| selects(sel, h)).collect(),
+            None => by_id.values().copied().collect(),
+        }
+    };
 
     // Membership is decided in declaration order so that "matched by two
     // groups" blames the group written second.
@@ -2529,21 +2552,19 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                         src.err(&g.path.key("on"), format!("unknown host '{id}': not in the inventory"))
                     })?,
                     HookOn::Select(sel) => {
-                        by_id.values().copied().filter(|h| selects(sel, h)).min_by(|a, b| a.id.cmp(&b.id)).ok_or_else(
-                            || {
-                                src.err(
-                                    &g.path.key("on").key("select"),
-                                    format!("selector {} matches no host", show_selector(sel)),
-                                )
-                            },
-                        )?
+                        matching(sel).into_iter().min_by(|a, b| a.id.cmp(&b.id)).ok_or_else(|| {
+                            src.err(
+                                &g.path.key("on").key("select"),
+                                format!("selector {} matches no host", show_selector(sel)),
+                            )
+                        })?
                     }
                 };
                 members.push(vec![host]);
                 continue;
             }
             Selection::Labels(sel) => {
-                let mut hosts: Vec<&InventoryHost> = by_id.values().copied().filter(|h| selects(sel, h)).collect();
+                let mut hosts: Vec<&InventoryHost> = matching(sel);
                 hosts.sort_by(|a, b| a.id.cmp(&b.id));
                 if hosts.is_empty() {
                     return Err(
@@ -3326,9 +3347,8 @@ pub(crate) mod locate {
             }
             let first = &self.tokens[range.start];
             let (col, dash) = (first.col, first.dash);
-            let c: Rc<Vec<usize>> = Rc::new(
-                range.clone().filter(|&t| self.tokens[t].col == col && self.tokens[t].dash == dash).collect(),
-            );
+            let c: Rc<Vec<usize>> =
+                Rc::new(range.clone().filter(|&t| self.tokens[t].col == col && self.tokens[t].dash == dash).collect());
             self.children.borrow_mut().insert(key, Rc::clone(&c));
             c
         }

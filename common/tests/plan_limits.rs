@@ -352,10 +352,32 @@ fn a_large_catalog_locates_every_step_in_one_pass() {
 
 #[test]
 fn catalog_steps_per_release_are_limited() {
-    let mut src = String::from("product: app\ncomponent: app\nreleases:\n  - version: 1.0.0\n    steps:\n      upgrade:\n");
+    let mut src =
+        String::from("product: app\ncomponent: app\nreleases:\n  - version: 1.0.0\n    steps:\n      upgrade:\n");
     for _ in 0..1001 {
         src.push_str("        - exec: { command: x }\n");
     }
     let e = parse_catalog("c.yaml", &src).unwrap_err();
     support::check_error(&e, "c.yaml", 5, "releases[0].steps", "1001 steps, more than the limit of 1000");
+}
+
+#[test]
+fn many_selector_groups_look_only_at_matching_hosts() {
+    // Each selector used to scan the whole inventory: groups x hosts.
+    let n = 20_000;
+    let mut src = String::from("name: many\nversion: \"2\"\ndefaults:\n  steps: [{ exec: { command: x } }]\ngroups:\n");
+    for i in 0..n {
+        src.push_str(&format!("  - {{ name: g{i}, select: {{ role: web, n: \"{i}\" }} }}\n"));
+    }
+    src.push_str("  - { name: one, select: { host: extra } }\n");
+    let mut hosts: Vec<InventoryHost> = (0..n)
+        .map(|i| support::inventory_host(&format!("h{i}"), &[("role", "web"), ("n", &i.to_string())], &[]))
+        .collect();
+    hosts.push(host("extra"));
+    let plan = parse_plan(FILE, &src).unwrap_or_else(|e| panic!("{e}"));
+    let spec = expand(&plan, &hosts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.groups.len(), n + 1);
+    let last = &spec.groups[n - 1];
+    assert_eq!(spec.hosts[last.hosts[0]].host, format!("h{}", n - 1));
+    assert_eq!(spec.hosts[spec.groups[n].hosts[0]].host, "extra");
 }
