@@ -3323,6 +3323,9 @@ pub(crate) mod locate {
         Locator::new(source).line_of(path)
     }
 
+    /// The tokens directly inside a range (see [`Locator`]).
+    type Children = Rc<Vec<usize>>;
+
     /// [`line_of`] for many paths of one document: the text is tokenized
     /// once, and each value's items and extent are found once, so locating
     /// every step of a large catalog stays linear in its size (times the
@@ -3330,7 +3333,7 @@ pub(crate) mod locate {
     pub(crate) struct Locator<'a> {
         tokens: Vec<Token<'a>>,
         /// Per range: the tokens at its first token's column and kind.
-        children: RefCell<HashMap<(usize, usize), Rc<Vec<usize>>>>,
+        children: RefCell<HashMap<(usize, usize), Children>>,
         /// Per token: the end of its value's extent.
         ends: RefCell<HashMap<usize, usize>>,
     }
