@@ -21,12 +21,9 @@ use crate::render;
 fn read_plan(file: &Path) -> Result<String, CliError> {
     let bad = |why: String| CliError::Invalid(format!("{}: {why}", file.display()));
     let meta = std::fs::metadata(file).map_err(|e| bad(io_reason(&e)))?;
-    if meta.len() > convoy_common::limits::MAX_SOURCE_BYTES as u64 {
-        return Err(bad(format!(
-            "{} bytes is larger than the limit of {} bytes",
-            meta.len(),
-            convoy_common::limits::MAX_SOURCE_BYTES
-        )));
+    let max = convoy_common::limits::PlanLimits::default().max_bytes;
+    if meta.len() > max as u64 {
+        return Err(bad(format!("{} bytes is larger than the limit of {max} bytes", meta.len())));
     }
     let bytes = std::fs::read(file).map_err(|e| bad(io_reason(&e)))?;
     String::from_utf8(bytes).map_err(|e| {

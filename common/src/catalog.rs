@@ -136,6 +136,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 // Field paths, sources, their errors and line numbers work exactly as in plans.
+use crate::limits::PlanLimits;
 use crate::model::InventoryHost;
 use crate::plan::PlanError;
 use crate::plan::{FieldPath, Src, locate};
@@ -577,10 +578,6 @@ impl RawPhases {
 }
 
 impl Src<'_> {
-    fn line(&self, path: &FieldPath) -> usize {
-        locate::line_of(self.source, &path.0)
-    }
-
     fn required(&self, value: Option<String>, path: &FieldPath) -> Result<String, PlanError> {
         match value {
             Some(v) if !v.trim().is_empty() => Ok(v),
@@ -597,8 +594,17 @@ impl Src<'_> {
 
 /// Parse and validate a catalog (see the module docs). Returns the first error.
 pub fn parse_catalog(file: &str, source: &str) -> Result<Catalog, PlanError> {
-    let source = crate::limits::check_source(file, source)?;
+    parse_catalog_with_limits(file, source, &PlanLimits::default())
+}
+
+/// [`parse_catalog`] under `limits`: the text's size and nesting are checked
+/// before it is parsed (see [`crate::limits`]).
+pub fn parse_catalog_with_limits(file: &str, source: &str, limits: &PlanLimits) -> Result<Catalog, PlanError> {
+    let source = crate::limits::strip_bom(source);
+    crate::limits::check_text(file, source, limits)?;
     let src = Src { file, source };
+    // One locator for every release and step: see `locate::Locator`.
+    let locator = locate::Locator::new(source);
     let raw: RawCatalog = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
     let root = FieldPath::default();
     let product = src.required(raw.product, &root.key("product"))?;
@@ -646,8 +652,9 @@ pub fn parse_catalog(file: &str, source: &str) -> Result<Catalog, PlanError> {
             Some(w) => vec![condition(src, w, &p.key("when"))?],
             None => Vec::new(),
         };
-        let steps = phases(src, r.steps.as_ref(), &p.key("steps"), version.as_str(), &release_when)?;
-        releases.push(Release { version, skippable, notes: r.notes, steps, line: src.line(&p) });
+        check_step_count(src, r.steps.as_ref(), &p.key("steps"), limits)?;
+        let steps = phases(src, &locator, r.steps.as_ref(), &p.key("steps"), version.as_str(), &release_when)?;
+        releases.push(Release { version, skippable, notes: r.notes, steps, line: locator.line_of(&p.0) });
     }
 
     let dpath = root.key("downgrades");
@@ -671,16 +678,33 @@ pub fn parse_catalog(file: &str, source: &str) -> Result<Catalog, PlanError> {
         if let Some(j) = downgrades.iter().position(|e| e.from == from && e.to == to) {
             return Err(src.err(&p, format!("duplicate downgrade {from} -> {to} (also downgrades[{j}])")));
         }
-        let steps = phases(src, d.steps.as_ref(), &p.key("steps"), to.as_str(), &[])?;
-        downgrades.push(Downgrade { from, to, steps, line: src.line(&p) });
+        check_step_count(src, d.steps.as_ref(), &p.key("steps"), limits)?;
+        let steps = phases(src, &locator, d.steps.as_ref(), &p.key("steps"), to.as_str(), &[])?;
+        downgrades.push(Downgrade { from, to, steps, line: locator.line_of(&p.0) });
     }
 
     Ok(Catalog { file: file.to_string(), source: source.to_string(), product, component, releases, downgrades })
 }
 
+/// Refuse a release or downgrade with more steps than `limits.max_steps`,
+/// before they are validated (names are compared pairwise).
+fn check_step_count(
+    src: Src<'_>,
+    raw: Option<&RawPhases>,
+    p: &FieldPath,
+    limits: &PlanLimits,
+) -> Result<(), PlanError> {
+    let n: usize = raw.map_or(0, |r| Phase::ALL.iter().map(|&ph| r.get(ph).len()).sum());
+    if n > limits.max_steps {
+        return Err(src.err(p, format!("{n} steps, more than the limit of {}", limits.max_steps)));
+    }
+    Ok(())
+}
+
 /// The steps of every phase, in phase order.
 fn phases(
     src: Src<'_>,
+    locator: &locate::Locator<'_>,
     raw: Option<&RawPhases>,
     p: &FieldPath,
     version: &str,
@@ -712,7 +736,7 @@ fn phases(
             }
             let mut raw = Value::Mapping(map);
             substitute_version(&mut raw, version);
-            steps.push(CatalogStep { phase, name, when, raw, field: sp.to_string(), line: src.line(&sp) });
+            steps.push(CatalogStep { phase, name, when, raw, field: sp.to_string(), line: locator.line_of(&sp.0) });
         }
     }
     Ok(steps)

@@ -29,7 +29,7 @@
 //! Pure: no clock, no I/O.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use crate::model::{GroupSpec, Promote, RolloutSpec, StepKind, StepSpec};
@@ -114,11 +114,11 @@ pub fn default_duration(kind: &StepKind) -> Duration {
         StepKind::Service(_) => s(15),
         StepKind::Backup(_) => s(300),
         // A check usually passes within a few polls, then must stay healthy.
-        StepKind::HttpCheck(c) => s(5) + c.policy.min_healthy,
-        StepKind::TcpCheck(c) => s(5) + c.policy.min_healthy,
-        StepKind::ExecCheck(c) => s(5) + c.policy.min_healthy,
-        StepKind::FileCheck(c) => s(5) + c.policy.min_healthy,
-        StepKind::MetricCheck(c) => s(5) + c.policy.min_healthy,
+        StepKind::HttpCheck(c) => s(5).saturating_add(c.policy.min_healthy),
+        StepKind::TcpCheck(c) => s(5).saturating_add(c.policy.min_healthy),
+        StepKind::ExecCheck(c) => s(5).saturating_add(c.policy.min_healthy),
+        StepKind::FileCheck(c) => s(5).saturating_add(c.policy.min_healthy),
+        StepKind::MetricCheck(c) => s(5).saturating_add(c.policy.min_healthy),
     }
 }
 
@@ -155,7 +155,7 @@ pub fn host_step_estimates(spec: &RolloutSpec, details: &[HostDetail], measured:
 }
 
 /// The estimate of one group, given every host entry's duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GroupEstimate {
     /// When the group starts, from the start of the rollout.
     pub start: Duration,
@@ -167,7 +167,7 @@ pub struct GroupEstimate {
 
 impl GroupEstimate {
     pub fn finish(&self) -> Duration {
-        self.start + self.duration
+        self.start.saturating_add(self.duration)
     }
 }
 
@@ -184,12 +184,14 @@ pub struct RolloutEstimate {
 /// host holding its slot for its duration plus `soak` (a host with nothing
 /// to do, `Duration::ZERO`, takes no slot time at all).
 fn window(durations: &[Duration], width: usize, soak: Duration) -> Duration {
-    let mut slots: BinaryHeap<Reverse<Duration>> = (0..width.max(1)).map(|_| Reverse(Duration::ZERO)).collect();
+    // Never more slots than hosts: `width` comes from the plan.
+    let width = width.clamp(1, durations.len().max(1));
+    let mut slots: BinaryHeap<Reverse<Duration>> = (0..width).map(|_| Reverse(Duration::ZERO)).collect();
     let mut end = Duration::ZERO;
     for &d in durations {
         let Reverse(free) = slots.pop().expect("at least one slot");
-        let busy = if d.is_zero() { Duration::ZERO } else { d + soak };
-        let done = free + busy;
+        let busy = if d.is_zero() { Duration::ZERO } else { d.saturating_add(soak) };
+        let done = free.saturating_add(busy);
         end = end.max(done);
         slots.push(Reverse(done));
     }
@@ -215,7 +217,11 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
                     window(&d, d.len(), strategy.soak)
                 } else {
                     let (leader, followers) = d.split_last().map(|(l, f)| (*l, f)).unwrap_or_default();
-                    window(followers, strategy.max_parallel, strategy.soak) + window(&[leader], 1, strategy.soak)
+                    window(followers, strategy.max_parallel, strategy.soak).saturating_add(window(
+                        &[leader],
+                        1,
+                        strategy.soak,
+                    ))
                 }
             })
             .max()
@@ -231,9 +237,11 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
                 Promote::Manual => (Duration::ZERO, true),
             };
             (
-                window(canaries, strategy.max_parallel, strategy.soak)
-                    + wait
-                    + window(rest, strategy.max_parallel, strategy.soak),
+                window(canaries, strategy.max_parallel, strategy.soak).saturating_add(wait).saturating_add(window(
+                    rest,
+                    strategy.max_parallel,
+                    strategy.soak,
+                )),
                 manual,
             )
         }
@@ -244,40 +252,28 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
 /// The rollout's estimate: every group after the last of the groups it
 /// waits for (see the module docs).
 pub fn rollout_estimate(spec: &RolloutSpec, host_durations: &[Duration]) -> RolloutEstimate {
-    let mut groups: Vec<GroupEstimate> = Vec::with_capacity(spec.groups.len());
-    // `groups` are in a topological order, but do not rely on it.
-    let mut done: HashMap<usize, GroupEstimate> = HashMap::new();
-    fn visit(
-        spec: &RolloutSpec,
-        g: usize,
-        host_durations: &[Duration],
-        done: &mut HashMap<usize, GroupEstimate>,
-        depth: usize,
-    ) -> GroupEstimate {
-        if let Some(e) = done.get(&g) {
-            return *e;
-        }
-        let start = if depth > spec.groups.len() {
-            Duration::ZERO // a cycle: plans refuse them, so never here
-        } else {
-            spec.groups[g]
-                .after
-                .iter()
-                .filter(|&&a| a < spec.groups.len())
-                .map(|&a| visit(spec, a, host_durations, done, depth + 1).finish())
-                .max()
-                .unwrap_or_default()
-        };
+    let n = spec.groups.len();
+    // `groups` are in a topological order, but do not rely on it: order them
+    // here (iteratively, so a long chain of groups cannot overflow the stack).
+    let after: Vec<Vec<usize>> =
+        spec.groups.iter().map(|g| g.after.iter().copied().filter(|&a| a < n).collect()).collect();
+    let order = crate::dag::topo_order(&after).unwrap_or_else(|_| (0..n).collect());
+    let mut done: Vec<Option<GroupEstimate>> = vec![None; n];
+    for g in order {
+        // A dependency not yet estimated can only come from a cycle, which
+        // plans refuse: it counts as starting at zero.
+        let start = after[g].iter().filter_map(|&a| done[a].map(|e| e.finish())).max().unwrap_or_default();
         let (duration, manual_approval) = group_estimate(spec, g, host_durations);
-        let e = GroupEstimate { start, duration, manual_approval };
-        done.insert(g, e);
-        e
+        done[g] = Some(GroupEstimate { start, duration, manual_approval });
     }
-    for g in 0..spec.groups.len() {
-        groups.push(visit(spec, g, host_durations, &mut done, 0));
-    }
+    let groups: Vec<GroupEstimate> = done.into_iter().map(Option::unwrap_or_default).collect();
     let total = groups.iter().map(GroupEstimate::finish).max().unwrap_or_default();
     RolloutEstimate { groups, total }
+}
+
+/// A sum of durations that saturates instead of panicking.
+fn sum(durations: impl Iterator<Item = Duration>) -> Duration {
+    durations.fold(Duration::ZERO, Duration::saturating_add)
 }
 
 /// `1h 5m`, `6m 30s`, `45s`, `500ms`: a duration for people (seconds
@@ -297,8 +293,9 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// Milliseconds, saturating (a cast would wrap past 2^64 ms).
 fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn step_json(step: &StepSpec, e: &StepEstimate) -> serde_json::Value {
@@ -331,10 +328,10 @@ pub fn cluster_overhead(spec: &RolloutSpec) -> Vec<Duration> {
     for (i, h) in spec.hosts.iter().enumerate() {
         let Some(check) = &h.leader_check else { continue };
         let check = step_estimate(check, None, None).duration;
-        extra[i] = check * h.steps.len() as u32;
+        extra[i] = check.saturating_mul(u32::try_from(h.steps.len()).unwrap_or(u32::MAX));
         if leaders.contains(&i) && !h.switchover.is_empty() {
-            let switchover: Duration = h.switchover.iter().map(|s| step_estimate(s, None, None).duration).sum();
-            extra[i] += switchover + check;
+            let switchover = sum(h.switchover.iter().map(|s| step_estimate(s, None, None).duration));
+            extra[i] = extra[i].saturating_add(switchover).saturating_add(check);
         }
     }
     extra
@@ -360,7 +357,7 @@ pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
     let host_durations: Vec<Duration> = estimates
         .iter()
         .zip(&overhead)
-        .map(|(e, extra)| e.iter().map(|s| s.duration).sum::<Duration>() + *extra)
+        .map(|(e, extra)| sum(e.iter().map(|s| s.duration)).saturating_add(*extra))
         .collect();
     let rollout = rollout_estimate(spec, &host_durations);
     // Each (group, step name) once, whatever its number of hosts.

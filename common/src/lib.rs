@@ -8,6 +8,8 @@
 //! - [`catalog`]: release catalogs (YAML, one per product) and the multi-hop
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
+//! - [`limits`]: bounds on plans (bytes, nesting, groups, hosts, steps,
+//!   durations and numbers), checked before the work they bound.
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`estimate`]: estimated durations of steps, groups and rollouts (`convoy plan`).
 //! - [`version`]: version parsing and ordering.

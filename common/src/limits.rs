@@ -1,137 +1,213 @@
-//! The bounds every plan and catalog is held to, checked before the
-//! expensive work so that no input can exhaust memory, overflow arithmetic
-//! or stall whoever parses it.
+//! Bounds on what a plan may ask for, and the cheap checks that enforce the
+//! structural ones before any expensive work (see `docs/plan-limits.md`).
 //!
-//! The text is checked first ([`check_source`]): its size and how deeply its
-//! YAML nests, by a linear scan that never builds a tree, so a hostile
-//! document is refused before the YAML parser sees it. Numbers and durations
-//! are bounded where they are parsed (`plan::parse_duration`, amounts,
-//! retries), and counts (groups, steps, hosts) where they are built. The
-//! values are documented in `docs/plan-limits.md`.
+//! A plan comes from outside and is handled by a long-running coordinator, so
+//! nothing in it may make parsing, validation, expansion or the engine panic,
+//! stall or allocate without bound. Two kinds of bounds:
+//! - fixed bounds on every number and duration ([`MAX_DURATION`],
+//!   [`MAX_RETRIES`]), far above any real rollout's needs, low enough that
+//!   sums of them can never overflow;
+//! - structural limits ([`PlanLimits`]: bytes, nesting, groups, hosts, steps)
+//!   that a coordinator may tune. Bytes and nesting are checked on the raw
+//!   text, before the YAML parser sees it: a deeply nested document is what
+//!   makes the parser slow, so it must be refused without parsing it.
 
 use std::time::Duration;
 
 use crate::plan::PlanError;
 
-/// The largest plan or catalog accepted, in bytes.
-pub const MAX_SOURCE_BYTES: usize = 4 * 1024 * 1024;
-/// How deeply a document's mappings and sequences may nest.
-pub const MAX_NESTING: usize = 64;
-/// The most groups a plan may have (hooks included).
-pub const MAX_GROUPS: usize = 10_000;
-/// The most steps (or checks) one list may have.
-pub const MAX_STEPS: usize = 1_000;
-/// The most hosts a plan may expand to.
-pub const MAX_HOSTS: usize = 100_000;
-/// The longest duration any field may hold (30 days).
+/// The longest duration any plan or catalog field may give (30 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The largest count a field may hold (`max_parallel`, `retries`, ...).
-pub const MAX_COUNT: usize = 1_000_000;
-/// The most retries a check may have.
-pub const MAX_RETRIES: u32 = 100_000;
 
-fn too_big(file: &str, message: String) -> PlanError {
-    PlanError { file: file.to_string(), line: None, field: "(document)".into(), message }
+/// The most retries a check may declare.
+pub const MAX_RETRIES: u32 = 1000;
+
+/// Structural limits on a plan, checked with clear errors before the work
+/// they bound. The defaults are generous for real fleets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Size of the plan text (and of each catalog), in bytes.
+    pub max_bytes: usize,
+    /// YAML nesting depth (mappings and sequences inside one another).
+    pub max_depth: usize,
+    /// Groups the plan declares (hook groups not counted).
+    pub max_groups: usize,
+    /// Hosts a rollout may cover (and hosts a group may list).
+    pub max_hosts: usize,
+    /// Steps plus checks of one group (or one hook, or one catalog release).
+    pub max_steps: usize,
 }
 
-/// Checks a plan or catalog text before it is parsed, and returns it without
-/// a UTF-8 byte-order mark (editors on some systems write one).
-pub fn check_source<'a>(file: &str, source: &'a str) -> Result<&'a str, PlanError> {
-    if source.len() > MAX_SOURCE_BYTES {
-        return Err(too_big(
+impl Default for PlanLimits {
+    fn default() -> Self {
+        PlanLimits {
+            max_bytes: 4 * 1024 * 1024,
+            max_depth: 64,
+            max_groups: 100_000,
+            max_hosts: 100_000,
+            max_steps: 1000,
+        }
+    }
+}
+
+fn error(file: &str, line: usize, field: &str, message: String) -> PlanError {
+    PlanError { file: file.to_string(), line: Some(line), field: field.to_string(), message }
+}
+
+/// The plan's bytes as text: at most `limits.max_bytes` long, UTF-8, a
+/// leading byte-order mark dropped. Errors name the line of the first bad byte.
+pub fn decode<'a>(file: &str, bytes: &'a [u8], limits: &PlanLimits) -> Result<&'a str, PlanError> {
+    check_size(file, bytes.len(), limits)?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+        error(file, line, "(encoding)", format!("not UTF-8: invalid byte 0x{:02x} at offset {at}", bytes[at]))
+    })?;
+    Ok(strip_bom(text))
+}
+
+/// `text` without a leading UTF-8 byte-order mark.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+fn check_size(file: &str, len: usize, limits: &PlanLimits) -> Result<(), PlanError> {
+    if len > limits.max_bytes {
+        return Err(error(
             file,
-            format!("{} bytes is larger than the limit of {} bytes", source.len(), MAX_SOURCE_BYTES),
+            1,
+            "(size)",
+            format!("the file is {len} bytes, more than the limit of {} bytes", limits.max_bytes),
         ));
     }
-    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-    if let Some((line, depth)) = too_deep(source) {
-        return Err(PlanError {
-            file: file.to_string(),
-            line: Some(line),
-            field: "(document)".into(),
-            message: format!("nested {depth} levels deep; at most {MAX_NESTING} are allowed"),
-        });
-    }
-    Ok(source)
+    Ok(())
 }
 
-/// The first line whose nesting passes [`MAX_NESTING`], and its depth. It
-/// counts block indentation levels, `- ` sequence entries that open on one
-/// line, and flow brackets, skipping quoted text and comments; it may
-/// overcount a little, never undercount by much, and it is linear.
-fn too_deep(source: &str) -> Option<(usize, usize)> {
+/// Refuse text over `limits.max_bytes` or nested deeper than
+/// `limits.max_depth`, in one linear pass over the text.
+///
+/// The depth is an upper bound of what the YAML parser would build: each
+/// indentation level deeper than the enclosing one, each `- ` starting a
+/// sequence inside a line, and each open `[`/`{` (outside quotes and
+/// comments) counts one. Block scalar bodies (`|`, `>`) are skipped.
+pub fn check_text(file: &str, text: &str, limits: &PlanLimits) -> Result<(), PlanError> {
+    check_size(file, text.len(), limits)?;
     let mut indents: Vec<usize> = Vec::new();
-    let mut flow = 0usize;
-    for (i, line) in source.lines().enumerate() {
-        let body = line.trim_start_matches(' ');
-        if body.is_empty() || body.starts_with('#') {
+    let mut flow: usize = 0;
+    // The indentation a block scalar's body must exceed, while in one.
+    let mut block_scalar: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let content = line.trim_start_matches([' ', '\t']);
+        let indent = line.len() - content.len();
+        if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        let indent = line.len() - body.len();
+        if let Some(parent) = block_scalar {
+            if indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
         if flow == 0 {
             while indents.last().is_some_and(|&top| top >= indent) {
                 indents.pop();
             }
             indents.push(indent);
         }
-        let mut dashes = 0;
-        let mut rest = body;
-        while let Some(r) = rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
-            dashes += 1;
-            rest = r.trim_start_matches(' ');
+        let mut depth = indents.len();
+        let mut rest = content;
+        while flow == 0 && (rest == "-" || rest.starts_with("- ")) {
+            depth += 1;
+            rest = rest[1..].trim_start_matches(' ');
         }
-        let mut quote: Option<char> = None;
-        for c in rest.chars() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '"' | '\'') => quote = Some(c),
-                (None, '#') => break,
-                (None, '[' | '{') => {
-                    flow += 1;
-                    let depth = indents.len() + dashes + flow;
-                    if depth > MAX_NESTING {
-                        return Some((i + 1, depth));
-                    }
-                }
-                (None, ']' | '}') => flow = flow.saturating_sub(1),
-                (None, _) => {}
-            }
+        let (opened, ends_block_scalar) = scan_flow(rest, &mut flow);
+        depth += opened.max(flow);
+        if depth > limits.max_depth {
+            return Err(error(
+                file,
+                n + 1,
+                "(yaml)",
+                format!("nested more than {} levels deep (the limit of the plan format)", limits.max_depth),
+            ));
         }
-        let depth = indents.len() + dashes + flow;
-        if depth > MAX_NESTING {
-            return Some((i + 1, depth));
+        if ends_block_scalar {
+            block_scalar = Some(indent);
         }
     }
-    None
+    Ok(())
+}
+
+/// Update the flow depth `flow` over one line's content (quotes and comments
+/// skipped); returns the deepest flow depth reached on the line and whether
+/// the line ends with a block scalar indicator (`key: |`, `- >-`).
+fn scan_flow(content: &str, flow: &mut usize) -> (usize, bool) {
+    let mut deepest = *flow;
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    let mut end = content.len();
+    for (i, c) in content.char_indices() {
+        match (quote, c) {
+            (Some('\''), '\'') | (Some('"'), '"') => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') if matches!(prev, ' ' | '[' | '{' | ',' | ':') => quote = Some(c),
+            (None, '#') if prev == ' ' || i == 0 => {
+                end = i;
+                break;
+            }
+            (None, '[' | '{') => {
+                *flow += 1;
+                deepest = deepest.max(*flow);
+            }
+            (None, ']' | '}') => *flow = flow.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    let tail = content[..end].trim_end();
+    let indicator = tail.rsplit([' ', '\t']).next().unwrap_or("");
+    let is_block = quote.is_none()
+        && *flow == 0
+        && (tail.len() > indicator.len() || tail == indicator)
+        && indicator.starts_with(['|', '>'])
+        && indicator[1..].chars().all(|c| matches!(c, '-' | '+' | '1'..='9'));
+    (deepest, is_block)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ordinary_documents_pass_and_keep_their_text() {
-        let doc = "name: a\ngroups:\n  - name: g\n    steps:\n      - exec: { command: x, args: [\"[{\", '{{'] }\n";
-        assert_eq!(check_source("p.yaml", doc), Ok(doc));
-        assert_eq!(check_source("p.yaml", &format!("\u{feff}{doc}")), Ok(doc), "a BOM is dropped");
+    fn depth_ok(text: &str, max: usize) -> bool {
+        check_text("p.yaml", text, &PlanLimits { max_depth: max, ..PlanLimits::default() }).is_ok()
     }
 
     #[test]
-    fn deep_flow_block_and_dash_nesting_are_refused_with_a_line() {
-        let flow = format!("name: a\nx: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-        let err = check_source("p.yaml", &flow).unwrap_err();
-        assert_eq!(err.line, Some(2), "{err}");
-        assert!(err.message.contains("nested"), "{err}");
-        let block: String = (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
-        assert!(check_source("p.yaml", &block).is_err());
-        let dashes = format!("x:\n  {}1\n", "- ".repeat(200));
-        assert!(check_source("p.yaml", &dashes).is_err());
+    fn block_nesting_counts_levels() {
+        let doc = "a:\n  b:\n    c: 1\n";
+        assert!(depth_ok(doc, 3));
+        assert!(!depth_ok(doc, 2));
     }
 
     #[test]
-    fn oversized_documents_are_refused_before_anything_else() {
-        let big = "a".repeat(MAX_SOURCE_BYTES + 1);
-        assert!(check_source("p.yaml", &big).unwrap_err().message.contains("larger than the limit"));
+    fn inline_dashes_and_flow_count() {
+        assert!(!depth_ok("- - - - x\n", 3));
+        assert!(depth_ok("- - x\n", 3));
+        assert!(!depth_ok("a: [[[[1]]]]\n", 4));
+        assert!(depth_ok("a: [[1], [2]]\n", 3));
+    }
+
+    #[test]
+    fn quotes_comments_and_block_scalars_are_not_nesting() {
+        assert!(depth_ok("a: \"[[[[[[\"\nb: '{{{{{{' # [[[[[[\n", 2));
+        let doc = "a: |\n  if [ x ]; then {\n        deeply\n            indented\nb: 1\n";
+        assert!(depth_ok(doc, 1));
+    }
+
+    #[test]
+    fn bom_and_utf8() {
+        let limits = PlanLimits::default();
+        assert_eq!(decode("p", "\u{feff}a: 1".as_bytes(), &limits), Ok("a: 1"));
+        let e = decode("p", b"a: 1\nb: \xff\n", &limits).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "(encoding)"));
     }
 }

@@ -20,7 +20,8 @@ pub struct UnixMillis(pub u64);
 impl UnixMillis {
     /// `self + d`, saturating.
     pub fn plus(self, d: Duration) -> UnixMillis {
-        UnixMillis(self.0.saturating_add(d.as_millis() as u64))
+        // `as u64` would wrap a duration of more than 584 million years.
+        UnixMillis(self.0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
     /// Milliseconds elapsed from `earlier` to `self` (0 if `earlier` is later).
     pub fn since(self, earlier: UnixMillis) -> u64 {

@@ -143,16 +143,16 @@
 //!   hook's name, and a group step may not recapture a name its catalog
 //!   captures.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, CatalogStep, HostContext, Phase, path_for_host};
+use crate::limits::{self, MAX_DURATION, MAX_RETRIES, PlanLimits};
 use crate::version::Version;
-use crate::{capture, dag, limits};
+use crate::{capture, dag};
 
 use crate::metric::MetricFormat;
 use crate::model::{
@@ -554,14 +554,15 @@ impl Default for StrategyDef {
 
 impl StrategyDef {
     fn resolve(&self, hosts: usize) -> Strategy {
-        let share = |p: u32| hosts * p as usize / 100;
-        // Never more than the group holds: nothing downstream sizes anything
-        // by a number a plan could make huge.
+        let share = |p: u32| hosts.saturating_mul(p as usize) / 100;
+        // Clamped to the group's size: nothing may be sized by a number the
+        // plan chose, and a window wider than the group changes nothing.
         let max_parallel = match (self.all_at_once, self.max_parallel) {
-            (true, _) => hosts.max(1),
-            (false, Amount::Count(n)) => n.min(hosts.max(1)),
-            (false, Amount::Percent(p)) => share(p).max(1),
-        };
+            (true, _) => hosts,
+            (false, Amount::Count(n)) => n.min(hosts),
+            (false, Amount::Percent(p)) => share(p),
+        }
+        .max(1);
         let max_failures = match self.max_failures {
             Amount::Count(n) => n.min(hosts),
             Amount::Percent(p) => share(p),
@@ -713,6 +714,8 @@ pub struct Plan {
     order: Vec<usize>,
     /// Release catalogs used by groups (`release: { catalog: NAME }`), by name.
     catalogs: BTreeMap<String, PlanCatalog>,
+    /// The limits it was parsed under, for [`expand`].
+    limits: PlanLimits,
 }
 
 impl Plan {
@@ -753,10 +756,25 @@ pub fn parse_plan_with_catalogs(
     source: &str,
     catalogs: &BTreeMap<String, Catalog>,
 ) -> Result<Plan, PlanError> {
-    let source = crate::limits::check_source(file, source)?;
+    parse_plan_with_limits(file, source, catalogs, &PlanLimits::default())
+}
+
+/// [`parse_plan_with_catalogs`] under `limits` (see [`crate::limits`]): the
+/// text's size and nesting are checked before it is parsed, the number of
+/// groups and of steps per group before they are validated, and `limits`
+/// stays with the plan for [`expand`] (hosts).
+pub fn parse_plan_with_limits(
+    file: &str,
+    source: &str,
+    catalogs: &BTreeMap<String, Catalog>,
+    limits: &PlanLimits,
+) -> Result<Plan, PlanError> {
+    let source = limits::strip_bom(source);
+    limits::check_text(file, source, limits)?;
     let src = Src { file, source };
     let mut used_catalogs: BTreeMap<String, PlanCatalog> = BTreeMap::new();
     let raw: RawPlan = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
+    check_counts(src, &raw, limits)?;
     let root = FieldPath::default();
 
     let name = required(src, raw.name, &root.key("name"))?;
@@ -789,11 +807,6 @@ pub fn parse_plan_with_catalogs(
     let raw_groups = raw.groups.ok_or_else(|| src.err(&gpath, "missing required field 'groups'"))?;
     if raw_groups.is_empty() {
         return Err(src.err(&gpath, "a plan needs at least one group"));
-    }
-    if raw_groups.len() > limits::MAX_GROUPS {
-        return Err(
-            src.err(&gpath, format!("{} groups is more than the limit of {}", raw_groups.len(), limits::MAX_GROUPS))
-        );
     }
 
     // Names first, so that `after:` may refer to a group declared later.
@@ -920,7 +933,60 @@ pub fn parse_plan_with_catalogs(
         groups,
         order,
         catalogs: used_catalogs,
+        limits: *limits,
     })
+}
+
+/// Refuse more groups than `limits.max_groups`, a group, hook or defaults
+/// block with more steps than `limits.max_steps`, or a group listing more
+/// hosts than `limits.max_hosts`, before any of them is validated.
+fn check_counts(src: Src<'_>, raw: &RawPlan, limits: &PlanLimits) -> Result<(), PlanError> {
+    let groups = raw.groups.as_ref().map_or(0, Vec::len);
+    if groups > limits.max_groups {
+        let p = FieldPath::default().key("groups");
+        return Err(src.err(&p, format!("{groups} groups, more than the limit of {}", limits.max_groups)));
+    }
+    let too_many = |p: FieldPath, n: usize, what: &str, limit: usize| -> Result<(), PlanError> {
+        if n > limit { Err(src.err(&p, format!("{n} {what}, more than the limit of {limit}"))) } else { Ok(()) }
+    };
+    let steps = |p: &FieldPath, lists: [(&str, usize); 3]| -> Result<(), PlanError> {
+        let total: usize = lists.iter().map(|(_, n)| n).sum();
+        let (first, _) = lists.iter().find(|(_, n)| *n > 0).copied().unwrap_or(("steps", 0));
+        too_many(p.key(first), total, "steps and checks", limits.max_steps)
+    };
+    let hooks = |p: &FieldPath, h: Option<&RawHooks>| -> Result<(), PlanError> {
+        for (name, hook) in [("before", h.and_then(|h| h.before.as_ref())), ("after", h.and_then(|h| h.after.as_ref()))]
+        {
+            if let Some(hook) = hook {
+                let (st, ch) = (hook.steps.as_ref().map_or(0, Vec::len), hook.checks.as_ref().map_or(0, Vec::len));
+                steps(&p.key("hooks").key(name), [("steps", st), ("checks", ch), ("", 0)])?;
+            }
+        }
+        Ok(())
+    };
+    let root = FieldPath::default();
+    hooks(&root, raw.hooks.as_ref())?;
+    let len = |l: &Option<Vec<RawStep>>| l.as_ref().map_or(0, Vec::len);
+    let checks = |l: &Option<Vec<RawCheck>>| l.as_ref().map_or(0, Vec::len);
+    let strategy = |p: &FieldPath, s: Option<&RawStrategy>| -> Result<(), PlanError> {
+        let n = s.and_then(|s| s.switchover.as_ref()).map_or(0, Vec::len);
+        too_many(p.key("strategy").key("switchover"), n, "switchover steps", limits.max_steps)
+    };
+    if let Some(d) = &raw.defaults {
+        let dp = root.key("defaults");
+        steps(&dp, [("steps", len(&d.steps)), ("checks", checks(&d.checks)), ("", 0)])?;
+        too_many(dp.key("rollback_steps"), len(&d.rollback_steps), "rollback steps", limits.max_steps)?;
+        strategy(&dp, d.strategy.as_ref())?;
+    }
+    for (i, g) in raw.groups.iter().flatten().enumerate() {
+        let gp = root.key("groups").idx(i);
+        steps(&gp, [("steps", len(&g.steps)), ("checks", checks(&g.checks)), ("", 0)])?;
+        too_many(gp.key("rollback_steps"), len(&g.rollback_steps), "rollback steps", limits.max_steps)?;
+        too_many(gp.key("hosts"), g.hosts.as_ref().map_or(0, Vec::len), "hosts", limits.max_hosts)?;
+        strategy(&gp, g.strategy.as_ref())?;
+        hooks(&gp, g.hooks.as_ref())?;
+    }
+    Ok(())
 }
 
 /// Parse every step of `catalog` as a plan step or check, and check that
@@ -960,12 +1026,20 @@ fn plan_catalog(
 /// One catalog step through the plan's step (or check) grammar.
 fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanError> {
     let p = field_path_of(&cs.field);
-    let bad = |e: serde_norway::Error| csrc.err(&p, plain_type_names(&strip_marks(&e.to_string())));
+    // Through YAML text, as a plan step is read: a catalog's `timeout: 30`
+    // must read as the plan's does (a value would refuse the integer), and
+    // serde's error then names the field, which is located in the catalog.
+    let text = serde_norway::to_string(&cs.raw).map_err(|e| csrc.err(&p, e.to_string()))?;
+    let bad = |e: serde_norway::Error| {
+        let e = yaml_error("", &e);
+        let at = if e.field == "(yaml)" { p.clone() } else { p.join(&field_path_of(&e.field)) };
+        csrc.err(&at, e.message)
+    };
     let mut t = if cs.phase.is_check() {
-        let raw: RawCheck = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
+        let raw: RawCheck = serde_norway::from_str(&text).map_err(bad)?;
         check(csrc, &raw, &p)?
     } else {
-        let raw: RawStep = serde_norway::from_value(cs.raw.clone()).map_err(bad)?;
+        let raw: RawStep = serde_norway::from_str(&text).map_err(bad)?;
         step(csrc, &raw, &p)?
     };
     // Captured values are checked with the plan's hooks (`check_captures`)
@@ -1221,12 +1295,20 @@ fn check_captures(
     }
 
     // Hooks a group may read from: the hooks it (transitively) waits for.
-    let from_hooks_of = hook_captures_before(groups);
+    // Walked only for a group that reads a value its own steps do not
+    // capture, so most plans never walk at all.
+    let walk = std::cell::RefCell::new(AncestorWalk::new(groups.len()));
+    let any_hook_capture = groups.iter().any(|g| g.hook && g.steps.iter().any(|t| t.capture.is_some()));
     for (gi, g) in groups.iter().enumerate() {
-        let from_hooks: Vec<&str> = from_hooks_of[gi].iter().copied().collect();
+        let hooks_cell = std::cell::OnceCell::new();
+        let from_hooks = || -> &Vec<&str> {
+            hooks_cell.get_or_init(|| {
+                if any_hook_capture { hook_captures_before(groups, gi, &mut walk.borrow_mut()) } else { Vec::new() }
+            })
+        };
         let mut from_path: Vec<&str> = Vec::new();
         if let Some(pc) = g.release.as_ref().and_then(|n| catalogs.get(n)) {
-            check_catalog_captures(pc, &from_hooks, &g.name)?;
+            check_catalog_captures(pc, from_hooks(), &g.name)?;
             from_path = pc.ordered_steps().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())).collect();
         }
         let captured_by = |upto: usize| -> Vec<&str> {
@@ -1238,7 +1320,7 @@ fn check_captures(
         };
         let check = |path: FieldPath, text: &str, own: &[&str]| -> Result<(), PlanError> {
             for name in capture::references(text) {
-                if !own.contains(&name) && !from_hooks.contains(&name) {
+                if !own.contains(&name) && !from_hooks().contains(&name) {
                     return Err(src.err(
                         &path,
                         format!(
@@ -1283,43 +1365,42 @@ fn check_captures(
     Ok(())
 }
 
-/// For every group, the names captured by the hooks it waits for, directly
-/// or not. Computed in dependency order with each set shared (`Rc`) by the
-/// groups that add nothing to it, so a long chain of groups costs memory
-/// linear in its length, not in its square; no recursion, so no depth limit.
-fn hook_captures_before(groups: &[PlanGroup]) -> Vec<Rc<BTreeSet<&str>>> {
-    let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
-    // Cycles were refused before captures are checked; an order is there.
-    let order = dag::topo_order(&after).unwrap_or_else(|_| (0..groups.len()).collect());
-    let empty = Rc::new(BTreeSet::new());
-    let mut avail: Vec<Rc<BTreeSet<&str>>> = vec![empty.clone(); groups.len()];
-    // What a group passes on to the groups after it.
-    let mut passes: Vec<Rc<BTreeSet<&str>>> = vec![empty; groups.len()];
-    for g in order {
-        let mut set: Option<Rc<BTreeSet<&str>>> = None;
-        for &d in &groups[g].after {
-            let from = &passes[d];
-            set = Some(match set {
-                None => from.clone(),
-                Some(cur) if from.is_subset(&cur) => cur,
-                Some(cur) if cur.is_subset(from) => from.clone(),
-                Some(cur) => Rc::new(cur.union(from).copied().collect()),
-            });
-        }
-        let set = set.unwrap_or_else(|| avail[g].clone());
-        let own: Vec<&str> = if groups[g].hook {
-            groups[g].steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())).collect()
-        } else {
-            Vec::new()
-        };
-        passes[g] = if own.iter().all(|n| set.contains(n)) {
-            set.clone()
-        } else {
-            Rc::new(set.iter().copied().chain(own).collect())
-        };
-        avail[g] = set;
+/// Reusable scratch space for walking a group's ancestors: memory linear in
+/// the number of groups, whatever the shape of the DAG (a table of every
+/// group's ancestors would be quadratic).
+struct AncestorWalk {
+    /// `seen[g] == round` when `g` was reached in the current walk.
+    seen: Vec<u64>,
+    round: u64,
+    stack: Vec<usize>,
+}
+
+impl AncestorWalk {
+    fn new(n: usize) -> AncestorWalk {
+        AncestorWalk { seen: vec![0; n], round: 0, stack: Vec::new() }
     }
-    avail
+}
+
+/// Names captured by the hooks group `gi` waits for, directly or not: one
+/// iterative walk up its `after` edges (no recursion, so a long chain of
+/// groups cannot overflow the stack).
+fn hook_captures_before<'g>(groups: &'g [PlanGroup], gi: usize, walk: &mut AncestorWalk) -> Vec<&'g str> {
+    walk.round += 1;
+    let round = walk.round;
+    let mut names = Vec::new();
+    walk.stack.clear();
+    walk.stack.extend(groups[gi].after.iter().copied());
+    while let Some(g) = walk.stack.pop() {
+        if walk.seen[g] == round {
+            continue;
+        }
+        walk.seen[g] = round;
+        if groups[g].hook {
+            names.extend(groups[g].steps.iter().filter_map(|t| t.capture.as_ref().map(|c| c.name.as_str())));
+        }
+        walk.stack.extend(groups[g].after.iter().copied().filter(|&d| walk.seen[d] != round));
+    }
+    names
 }
 
 /// Every `{{captured.NAME}}` of a catalog's steps must be captured by an
@@ -1659,7 +1740,6 @@ fn parse_amount(s: &str, min: usize) -> Result<Amount, String> {
             return Err(shape());
         }
         match s.parse::<usize>() {
-            Ok(n) if n > limits::MAX_COUNT => Err(format!("{n} is more than the limit of {}", limits::MAX_COUNT)),
             Ok(n) if n >= min => Ok(Amount::Count(n)),
             Ok(_) => Err(format!("must be at least {min}")),
             Err(_) => Err(format!("invalid value '{s}': too large")),
@@ -1676,7 +1756,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad()).and_then(bounded);
+        let d = text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad())?;
+        return at_most_max(s, d);
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -1698,17 +1779,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total = total.checked_add(part).ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
-    bounded(total)
+    at_most_max(s, total)
 }
 
-/// Every duration a plan or catalog holds is at most [`limits::MAX_DURATION`],
-/// so sums of them (deadlines, estimates, timers) cannot overflow.
-fn bounded(d: Duration) -> Result<Duration, String> {
-    if d > limits::MAX_DURATION {
-        Err(format!("{} is longer than the limit of {}", format_duration(d), format_duration(limits::MAX_DURATION)))
-    } else {
-        Ok(d)
+fn at_most_max(s: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration '{}' is longer than the maximum of {}", s.trim(), format_duration(MAX_DURATION)));
     }
+    Ok(d)
 }
 
 /// The shortest spelling [`parse_duration`] reads back: `0s`, `250ms`, `1h30m`, `1s500ms`.
@@ -1744,9 +1822,6 @@ fn templates<R>(
     one: fn(Src<'_>, &R, &FieldPath) -> Result<StepTemplate, PlanError>,
 ) -> Result<Option<Vec<StepTemplate>>, PlanError> {
     let Some(list) = list else { return Ok(None) };
-    if list.len() > limits::MAX_STEPS {
-        return Err(src.err(path, format!("{} entries is more than the limit of {}", list.len(), limits::MAX_STEPS)));
-    }
     list.iter().enumerate().map(|(i, r)| one(src, r, &path.idx(i))).collect::<Result<Vec<_>, _>>().map(Some)
 }
 
@@ -1792,9 +1867,14 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
             if !sha256.contains("{{") {
                 check_sha256(&sha256).map_err(|m| src.err(&kp.key("sha256"), m))?;
             }
+            let name = |field: &str, value: &Option<String>| -> Result<String, PlanError> {
+                let value = required(src, value.clone(), &kp.key(field))?;
+                check_archive_name(&value).map_err(|m| src.err(&kp.key(field), m))?;
+                Ok(value)
+            };
             StepKind::Archive(ArchiveSpec {
-                component: required(src, a.component.clone(), &kp.key("component"))?,
-                version: required(src, a.version.clone(), &kp.key("version"))?,
+                component: name("component", &a.component)?,
+                version: name("version", &a.version)?,
                 source: required(src, a.source.clone(), &kp.key("source"))?,
                 sha256: sha256.to_ascii_lowercase(),
                 install_root: a.install_root.clone(),
@@ -1907,15 +1987,12 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         }
         None => defaults.min_healthy,
     };
+    let retries = raw.retries.unwrap_or(defaults.retries);
+    if retries > MAX_RETRIES {
+        return Err(src.err(&p.key("retries"), format!("{retries} retries, more than the limit of {MAX_RETRIES}")));
+    }
     let policy = CheckPolicy {
-        retries: match raw.retries {
-            Some(r) if r > limits::MAX_RETRIES => {
-                return Err(
-                    src.err(&p.key("retries"), format!("{r} is more than the limit of {}", limits::MAX_RETRIES))
-                );
-            }
-            r => r.unwrap_or(defaults.retries),
-        },
+        retries,
         interval: match &raw.interval {
             Some(s) => positive_duration(src, s, &p.key("interval"))?,
             None => defaults.interval,
@@ -1957,7 +2034,7 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
         }),
         (None, None, None, None) => unreachable!("one_kind found a kind"),
     };
-    let timeout = policy.deadline + CHECK_TIMEOUT_MARGIN;
+    let timeout = policy.deadline.saturating_add(CHECK_TIMEOUT_MARGIN);
     let mut t = finish_template(
         src,
         raw.name.as_deref(),
@@ -2154,6 +2231,30 @@ fn exec_spec(src: Src<'_>, e: &RawExec, p: &FieldPath) -> Result<ExecSpec, PlanE
         env: e.env.clone().unwrap_or_default(),
         workdir: e.workdir.clone(),
     })
+}
+
+/// An archive's `component` and `version` name directories on the host
+/// (`install_root/component/version`): a plain name, as the agent requires,
+/// refused here so that `convoy plan` catches it. Templates are checked
+/// again once rendered.
+fn check_archive_name(value: &str) -> Result<(), String> {
+    let bad = if value.trim().is_empty() {
+        Some("must not be empty")
+    } else if value.contains("..") {
+        Some("must not contain '..'")
+    } else if value.contains('/') || value.contains('\\') {
+        Some("must not contain '/' or '\\'")
+    } else if value.starts_with('.') {
+        Some("must not start with '.'")
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(format!("invalid name {value:?}: {why} (it names a directory on the host)")),
+        None => Ok(()),
+    }
 }
 
 fn check_sha256(s: &str) -> Result<(), String> {
@@ -2423,6 +2524,29 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
     for h in inventory {
         by_id.entry(h.id.as_str()).or_insert(h);
     }
+    // Hosts by label, so that each selector looks only at the hosts having
+    // its rarest label instead of the whole inventory (which, once per
+    // group, was groups x hosts).
+    let mut by_label: HashMap<(&str, &str), Vec<&InventoryHost>> = HashMap::new();
+    for h in by_id.values() {
+        for (k, v) in &h.labels {
+            by_label.entry((k.as_str(), v.as_str())).or_default().push(h);
+        }
+    }
+    let matching = |sel: &BTreeMap<String, String>| -> Vec<&InventoryHost> {
+        // `host: ID` (see `selects`) names one host; otherwise the rarest label.
+        if let Some(id) = sel.get("host") {
+            return by_id.get(id.as_str()).copied().filter(|h| selects(sel, h)).into_iter().collect();
+        }
+        let rarest = sel
+            .iter()
+            .map(|(k, v)| by_label.get(&(k.as_str(), v.as_str())).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|l| l.len());
+        match rarest {
+            Some(candidates) => candidates.iter().copied().filter(|h| selects(sel, h)).collect(),
+            None => by_id.values().copied().collect(),
+        }
+    };
 
     // Membership is decided in declaration order so that "matched by two
     // groups" blames the group written second.
@@ -2437,21 +2561,19 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                         src.err(&g.path.key("on"), format!("unknown host '{id}': not in the inventory"))
                     })?,
                     HookOn::Select(sel) => {
-                        by_id.values().copied().filter(|h| selects(sel, h)).min_by(|a, b| a.id.cmp(&b.id)).ok_or_else(
-                            || {
-                                src.err(
-                                    &g.path.key("on").key("select"),
-                                    format!("selector {} matches no host", show_selector(sel)),
-                                )
-                            },
-                        )?
+                        matching(sel).into_iter().min_by(|a, b| a.id.cmp(&b.id)).ok_or_else(|| {
+                            src.err(
+                                &g.path.key("on").key("select"),
+                                format!("selector {} matches no host", show_selector(sel)),
+                            )
+                        })?
                     }
                 };
                 members.push(vec![host]);
                 continue;
             }
             Selection::Labels(sel) => {
-                let mut hosts: Vec<&InventoryHost> = by_id.values().copied().filter(|h| selects(sel, h)).collect();
+                let mut hosts: Vec<&InventoryHost> = matching(sel);
                 hosts.sort_by(|a, b| a.id.cmp(&b.id));
                 if hosts.is_empty() {
                     return Err(
@@ -2488,6 +2610,12 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             }
             owner.insert(&h.id, i);
         }
+        if owner.len() > plan.limits.max_hosts {
+            return Err(src.err(
+                &field,
+                format!("the rollout would cover more than the limit of {} hosts", plan.limits.max_hosts),
+            ));
+        }
         members.push(hosts);
     }
 
@@ -2498,7 +2626,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
     let mut groups = Vec::with_capacity(plan.groups.len());
     let mut hosts = Vec::new();
     let mut details = Vec::new();
-    let mut hook_captures: Option<Vec<Rc<BTreeSet<&str>>>> = None;
+    let mut hook_memo = AncestorWalk::new(plan.groups.len());
     // By position: a backup step runs in this group or in one it waits for.
     let mut backed_up = vec![false; plan.groups.len()];
     for (pos, &decl) in plan.order.iter().enumerate() {
@@ -2512,9 +2640,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         let backup_upstream = g.after.iter().any(|&d| backed_up[position[d]]);
         let mut backup_here = false;
         let from_hooks = match g.release {
-            Some(_) => {
-                hook_captures.get_or_insert_with(|| hook_captures_before(&plan.groups))[decl].iter().copied().collect()
-            }
+            Some(_) => hook_captures_before(&plan.groups, decl, &mut hook_memo),
             None => Vec::new(),
         };
         for h in members {
@@ -2655,7 +2781,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         host_lost_timeout: plan.host_lost_timeout,
         max_failures: plan.max_failures.map(|a| match a {
             Amount::Count(n) => n,
-            Amount::Percent(p) => total * p as usize / 100,
+            Amount::Percent(p) => total.saturating_mul(p as usize) / 100,
         }),
         on_failure: plan.on_failure,
         require_backup: plan.require_backup,
@@ -2819,7 +2945,7 @@ fn pick_canaries<'h>(
     let n = members.len();
     let (ordered, hosts) = match &def.pick {
         CanaryPick::Count(c) => (members.to_vec(), (*c).min(n)),
-        CanaryPick::Percent(p) => (members.to_vec(), (n * *p as usize / 100).max(1).min(n)),
+        CanaryPick::Percent(p) => (members.to_vec(), (n.saturating_mul(*p as usize) / 100).max(1).min(n)),
         CanaryPick::Select(sel) => {
             let (mut first, rest): (Vec<_>, Vec<_>) = members.iter().partition(|h| selects(sel, h));
             if first.is_empty() {
@@ -2939,6 +3065,11 @@ fn render_step(
             src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
         })?;
         a.sha256.make_ascii_lowercase();
+        for (field, value) in [("component", &a.component), ("version", &a.version)] {
+            check_archive_name(value).map_err(|m| {
+                src.err(&t.path.key("archive").key(field), format!("{m} for host {id} (group '{group}')"))
+            })?;
+        }
     }
     // Templated package fields are checked once rendered.
     let (kind, words, sha): (&str, Vec<(&str, &str)>, Option<&mut String>) = match &mut spec.kind {
@@ -3067,7 +3198,7 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                     "max_parallel": g.strategy.max_parallel,
                     "max_failures": g.strategy.max_failures,
                     "soak": format_duration(g.strategy.soak),
-                    "soak_ms": g.strategy.soak.as_millis() as u64,
+                    "soak_ms": u64::try_from(g.strategy.soak.as_millis()).unwrap_or(u64::MAX),
                 },
                 "hosts": g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
                 "batches": batches(spec, i),
@@ -3135,7 +3266,10 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
 /// key) the deepest line found so far is the answer, and line 1 when nothing
 /// matched (a missing top-level key).
 pub(crate) mod locate {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
     use std::ops::Range;
+    use std::rc::Rc;
 
     use super::Seg;
 
@@ -3193,51 +3327,104 @@ pub(crate) mod locate {
         (rest == ":" || rest.starts_with(": ")).then_some(key)
     }
 
-    fn find_key(tokens: &[Token<'_>], range: Range<usize>, key: &str) -> Option<(usize, Range<usize>)> {
-        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
-        if first.dash {
-            return None;
-        }
-        let col = first.col;
-        let t =
-            range.clone().find(|&t| !tokens[t].dash && tokens[t].col == col && key_of(tokens[t].text) == Some(key))?;
-        // A sequence may sit at its key's own column (`key:` then `- item`).
-        let end = (t + 1..range.end)
-            .find(|&u| if tokens[u].dash { tokens[u].col < col } else { tokens[u].col <= col })
-            .unwrap_or(range.end);
-        Some((t, t + 1..end))
-    }
-
-    fn find_item(tokens: &[Token<'_>], range: Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
-        let first = tokens.get(range.start).filter(|_| !range.is_empty())?;
-        if !first.dash {
-            return None;
-        }
-        let col = first.col;
-        let t = range.clone().filter(|&t| tokens[t].dash && tokens[t].col == col).nth(index)?;
-        let end = (t + 1..range.end).find(|&u| tokens[u].col <= col).unwrap_or(range.end);
-        Some((t, t + 1..end))
-    }
-
     /// The 1-based line of `path` in `source` (see the module docs).
     pub(crate) fn line_of(source: &str, path: &[Seg]) -> usize {
-        let tokens = tokenize(source);
-        let mut range = 0..tokens.len();
-        let mut line = 1;
-        for seg in path {
-            let found = match seg {
-                Seg::Key(k) => find_key(&tokens, range.clone(), k),
-                Seg::Index(i) => find_item(&tokens, range.clone(), *i),
-            };
-            match found {
-                Some((t, inner)) => {
-                    line = tokens[t].line;
-                    range = inner;
-                }
-                None => break,
-            }
+        Locator::new(source).line_of(path)
+    }
+
+    /// The tokens directly inside a range (see [`Locator`]).
+    type Children = Rc<Vec<usize>>;
+
+    /// [`line_of`] for many paths of one document: the text is tokenized
+    /// once, and each value's items and extent are found once, so locating
+    /// every step of a large catalog stays linear in its size (times the
+    /// nesting depth) instead of rescanning the whole text for each.
+    pub(crate) struct Locator<'a> {
+        tokens: Vec<Token<'a>>,
+        /// Per range: the tokens at its first token's column and kind.
+        children: RefCell<HashMap<(usize, usize), Children>>,
+        /// Per token: the end of its value's extent.
+        ends: RefCell<HashMap<usize, usize>>,
+    }
+
+    impl<'a> Locator<'a> {
+        pub(crate) fn new(source: &'a str) -> Locator<'a> {
+            Locator { tokens: tokenize(source), children: Default::default(), ends: Default::default() }
         }
-        line
+
+        fn children(&self, range: &Range<usize>) -> Rc<Vec<usize>> {
+            let key = (range.start, range.end);
+            if let Some(c) = self.children.borrow().get(&key) {
+                return Rc::clone(c);
+            }
+            let first = &self.tokens[range.start];
+            let (col, dash) = (first.col, first.dash);
+            let c: Rc<Vec<usize>> =
+                Rc::new(range.clone().filter(|&t| self.tokens[t].col == col && self.tokens[t].dash == dash).collect());
+            self.children.borrow_mut().insert(key, Rc::clone(&c));
+            c
+        }
+
+        /// The end of token `t`'s value within `range`: the first later
+        /// token that is not deeper (`key_seq`: a sequence may sit at its
+        /// key's own column).
+        fn end(&self, t: usize, range: &Range<usize>) -> usize {
+            if let Some(&e) = self.ends.borrow().get(&t) {
+                return e;
+            }
+            let tok = &self.tokens[t];
+            let col = tok.col;
+            let end = (t + 1..range.end)
+                .find(|&u| {
+                    let u = &self.tokens[u];
+                    match (tok.dash, u.dash) {
+                        (false, true) => u.col < col,
+                        _ => u.col <= col,
+                    }
+                })
+                .unwrap_or(range.end);
+            self.ends.borrow_mut().insert(t, end);
+            end
+        }
+
+        fn find_key(&self, range: Range<usize>, key: &str) -> Option<(usize, Range<usize>)> {
+            let first = self.tokens.get(range.start).filter(|_| !range.is_empty())?;
+            if first.dash {
+                return None;
+            }
+            let kids = self.children(&range);
+            let t = kids.iter().copied().find(|&t| key_of(self.tokens[t].text) == Some(key))?;
+            Some((t, t + 1..self.end(t, &range)))
+        }
+
+        fn find_item(&self, range: Range<usize>, index: usize) -> Option<(usize, Range<usize>)> {
+            let first = self.tokens.get(range.start).filter(|_| !range.is_empty())?;
+            if !first.dash {
+                return None;
+            }
+            let t = *self.children(&range).get(index)?;
+            Some((t, t + 1..self.end(t, &range)))
+        }
+
+        /// The 1-based line of `path` (see the module docs).
+        pub(crate) fn line_of(&self, path: &[Seg]) -> usize {
+            let mut range = 0..self.tokens.len();
+            let mut line = 1;
+            for seg in path {
+                let found = match seg {
+                    Seg::Key(k) => self.find_key(range.clone(), k),
+                    Seg::Index(i) => self.find_item(range.clone(), *i),
+                };
+                match found {
+                    Some((t, inner)) => {
+                        line = self.tokens[t].line;
+                        range = inner;
+                    }
+                    None => break,
+                }
+            }
+            line
+        }
     }
 
     #[cfg(test)]
@@ -3387,10 +3574,11 @@ groups:
         assert_eq!((s.max_parallel, s.max_failures), (2, 1));
         let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(3);
         assert_eq!((s.max_parallel, s.max_failures), (1, 0));
-        // A window wider than the group is the group.
+        // A window wider than the group is clamped to it: nothing is sized
+        // by the plan's number.
         let s = def(Amount::Count(4), Amount::Count(2)).resolve(3);
         assert_eq!((s.max_parallel, s.max_failures), (3, 2));
-        let s = def(Amount::Count(100_000_000_000), Amount::Count(100_000_000_000)).resolve(2);
+        let s = def(Amount::Count(100_000_000_000), Amount::Count(usize::MAX)).resolve(2);
         assert_eq!((s.max_parallel, s.max_failures), (2, 2));
         let s = StrategyDef { all_at_once: true, ..StrategyDef::default() }.resolve(7);
         assert_eq!(s.max_parallel, 7);

@@ -6,6 +6,7 @@ use convoy_common::plan::PlanError;
 /// `e` names `file`, `line` and `field`, its message contains `message`, and
 /// it prints as `file:line: field: ...`.
 #[track_caller]
+#[allow(dead_code)]
 pub fn check_error(e: &PlanError, file: &str, line: usize, field: &str, message: &str) {
     let shown = e.to_string();
     assert_eq!(e.file, file, "{shown}");
