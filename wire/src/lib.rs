@@ -445,6 +445,7 @@ pub fn outcome_to_result(execution_id: &str, outcome: &StepOutcome, replayed: bo
             .backup
             .as_ref()
             .map(|b| pb::BackupRecord { location: b.location.clone(), size_bytes: b.size_bytes }),
+        http_status: outcome.http_status.map_or(0, u32::from),
     }
 }
 
@@ -471,6 +472,8 @@ pub fn result_to_outcome(result: &pb::StepResult) -> StepOutcome {
         duration_ms: result.duration_ms,
         installed,
         backup: result.backup.as_ref().map(|b| BackupRecord { location: b.location.clone(), size_bytes: b.size_bytes }),
+        // Anything but a real status (0 included) is no status.
+        http_status: u16::try_from(result.http_status).ok().filter(|s| (100..=599).contains(s)),
     }
 }
 

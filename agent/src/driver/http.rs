@@ -23,6 +23,18 @@ pub const MAX_RESPONSE: usize = 1 << 20;
 /// Characters of body quoted in messages.
 const BODY_SHOWN: usize = 200;
 
+/// Bytes of body kept (its end) in the outcome's `stdout_tail`.
+const BODY_KEPT: usize = 4096;
+
+/// The last `max` bytes of `s` at most, cut on a character boundary.
+fn tail(s: &str, max: usize) -> String {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
 /// A parsed `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HttpUrl {
@@ -194,6 +206,13 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
     };
     let seen =
         format!("{}: status {}, body {:?}", spec.url, response.status, truncate(response.body.trim(), BODY_SHOWN));
+    // A leader check reads the member's role from the status and the body.
+    let answer = |detail: String| Observed {
+        detail,
+        http_status: Some(response.status),
+        stdout_tail: tail(&response.body, BODY_KEPT),
+        ..Observed::default()
+    };
     let status_ok = response.status == spec.expect_status;
     let body_ok = spec.body_contains.as_deref().is_none_or(|needle| response.body.contains(needle));
     // The JSON field is read with the same path rules as captures.
@@ -207,7 +226,7 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
     });
     let json_ok = !matches!(json_seen, Some(Err(_)));
     if status_ok && body_ok && json_ok {
-        Ok(Observed::detail(format!("{}: status {}", spec.url, response.status)))
+        Ok(answer(format!("{}: status {}", spec.url, response.status)))
     } else {
         let mut detail = seen;
         if !status_ok {
@@ -219,7 +238,7 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
         if let Some(Err(why)) = json_seen {
             detail.push_str(&why);
         }
-        Err(Observed::detail(detail))
+        Err(answer(detail))
     }
 }
 
