@@ -149,9 +149,20 @@
 //!   are split into clusters that proceed in parallel, each with its own
 //!   window of `strategy.max_parallel`. In a leader/follower cluster every
 //!   step of a member is preceded by its leader check
-//!   ([`Action::DispatchCluster`], ids `rollout/KEY/lcSTEP/attempt`;
-//!   success means "leader", failure "follower", a timeout or an
-//!   unsupported check fails the host). A follower runs the step. A leader
+//!   ([`Action::DispatchCluster`], ids `rollout/KEY/lcSTEP/attempt`),
+//!   whose outcome reads as leader, follower or unknown
+//!   ([`crate::model::LeaderAnswer::of`] with the host's
+//!   [`HostPlan::leader_answers`]; a spec without them, stored before the
+//!   three answers, reads success as leader and failure as follower). An
+//!   unknown answer runs nothing: the host keeps its slot in
+//!   [`HostState::LeaderUnknown`] and is asked again after the check's
+//!   interval ([`Timer::LeaderRecheck`]) until its deadline, counted from
+//!   the first ask, then fails at that step without it being sent (an
+//!   unsupported check fails it at once). A follower runs the step, unless
+//!   no member of its cluster ever answered "leader" and no other member
+//!   can still answer (all ended or on their last step): then it fails
+//!   untouched ("no member claims the leadership"). A switchover step's
+//!   capture is kept like a step's, for the later switchover steps. A leader
 //!   clears every other member's leader mark (a cluster has one leader) and,
 //!   while any other member is pending or in flight and the rollout is not
 //!   stopping, gives its slot back: to `Pending` (and out of the started
@@ -186,8 +197,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture;
 use crate::model::{
-    BackupRecord, GroupSpec, HostId, HostPlan, LeaderAnswer, LeaderAnswers, OnFailure, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec,
-    StepStatus, UnixMillis,
+    BackupRecord, GroupSpec, HostId, HostPlan, LeaderAnswer, LeaderAnswers, OnFailure, Promote, RolloutSpec, StepKind,
+    StepOutcome, StepSpec, StepStatus, UnixMillis,
 };
 
 /// Time added to a step's own timeout before the engine gives up waiting for
@@ -1948,14 +1959,7 @@ impl Engine {
 
     /// Ask host `i`'s leader check before its step `before` (again, after
     /// an unknown answer, while `asked_since` is set).
-    fn ask_leader(
-        &mut self,
-        i: usize,
-        before: usize,
-        after_switchover: bool,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
+    fn ask_leader(&mut self, i: usize, before: usize, after_switchover: bool, now: UnixMillis, out: &mut Vec<Action>) {
         let Some(check) = self.spec.hosts[i].leader_check.as_ref() else {
             self.dispatch(i, before, now, out);
             return;

@@ -49,8 +49,12 @@
 //!   members of a leader/follower cluster (every member of a `same_version`
 //!   one) have an execution outstanding at once (dispatched, not answered).
 //!   In a leader/follower cluster every step is dispatched in answer to the
-//!   host's leader check for that step (and its earlier steps succeeded);
-//!   when that check passed (the host leads), every other member of the
+//!   host's leader check for that step answering "leader" or "follower"
+//!   (never "unknown"; answers read with the spec's `leader_answers`), and
+//!   its earlier steps succeeded; a host failed after an unknown answer
+//!   before step N was never dispatched step N; a cluster whose members all
+//!   succeeded had one of them answer "leader" at some point (three-answer
+//!   checks). When that check said "leader", every other member of the
 //!   cluster has ended its upgrade, unless the rollout may be stopping (a
 //!   host failed, or an operator paused, aborted or rolled back). In a
 //!   `same_version` cluster, no member is dispatched step N+1 before every
@@ -1043,7 +1047,8 @@ impl<'a> Checker<'a> {
         for c in self.spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
             let three_answers = c.hosts.iter().all(|&h| self.spec.hosts[h].leader_answers.is_some());
             let all_ok = c.hosts.iter().all(|&h| self.hosts[h].done == Some(HostState::Succeeded));
-            if three_answers && all_ok && !c.hosts.is_empty() && !c.hosts.iter().any(|&h| self.hosts[h].claimed_leader) {
+            if three_answers && all_ok && !c.hosts.is_empty() && !c.hosts.iter().any(|&h| self.hosts[h].claimed_leader)
+            {
                 self.fail(format!("cluster {}: every member succeeded but none ever claimed the leadership", c.name));
             }
         }

@@ -236,8 +236,8 @@ pub struct HostPlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<usize>,
     /// In a leader/follower cluster: the check that tells whether this host
-    /// is its cluster's leader right now (it passes on the leader and fails
-    /// on a follower), asked before every step.
+    /// is its cluster's leader right now, asked before every step; its
+    /// outcome is read with [`HostPlan::leader_answers`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_check: Option<StepSpec>,
     /// In a leader/follower cluster: steps that hand the leadership over to

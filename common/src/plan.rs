@@ -157,9 +157,9 @@ use crate::metric::MetricFormat;
 use crate::model::{
     AptSpec, ArchiveRollbackSpec, ArchiveSpec, BackupSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy,
     ClusterMembers, ClusterSpec, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan,
-    HttpCheckSpec, InventoryHost, JsonExpect, LeaderAnswers, MetricCheckSpec, MetricSource, OnFailure, PkgManager, PkgRollbackSpec,
-    Promote, RoleMatch, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec,
-    Strategy, TcpCheckSpec, Threshold,
+    HttpCheckSpec, InventoryHost, JsonExpect, LeaderAnswers, MetricCheckSpec, MetricSource, OnFailure, PkgManager,
+    PkgRollbackSpec, Promote, RoleMatch, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
+    StepKind, StepSpec, Strategy, TcpCheckSpec, Threshold,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -1340,7 +1340,9 @@ fn check_cluster_captures(
         if let Some(cp) = &t.capture {
             let np = t.path.key("capture").key("name");
             if earlier.contains(&cp.name.as_str()) {
-                return Err(src.err(&np, format!("capture '{}' is already captured by an earlier switchover step", cp.name)));
+                return Err(
+                    src.err(&np, format!("capture '{}' is already captured by an earlier switchover step", cp.name))
+                );
             }
             if group_captures.contains(&cp.name.as_str()) || from_hooks.contains(&cp.name.as_str()) {
                 return Err(src.err(
@@ -1739,10 +1741,8 @@ fn leader_answers(src: Src<'_>, l: &RawCheck, lp: &FieldPath) -> Result<LeaderAn
             return Err(src.err(&fp.key("output_contains"), "must not be empty"));
         }
         if raw.exit_code.is_none() && raw.status.is_none() && raw.output_contains.is_none() {
-            return Err(src.err(
-                &fp,
-                format!("give '{}', 'output_contains' or both", if exec { "exit_code" } else { "status" }),
-            ));
+            return Err(src
+                .err(&fp, format!("give '{}', 'output_contains' or both", if exec { "exit_code" } else { "status" })));
         }
         Ok(RoleMatch { exit_code: raw.exit_code, status: raw.status, output_contains: raw.output_contains.clone() })
     };
@@ -2038,7 +2038,8 @@ fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, Pl
 /// `leader_when` and `follower_when` (read by [`leader_answers`]).
 fn check_inner(src: Src<'_>, raw: &RawCheck, p: &FieldPath, leader: bool) -> Result<StepTemplate, PlanError> {
     if !leader {
-        for (field, set) in [("leader_when", raw.leader_when.is_some()), ("follower_when", raw.follower_when.is_some())] {
+        for (field, set) in [("leader_when", raw.leader_when.is_some()), ("follower_when", raw.follower_when.is_some())]
+        {
             if set {
                 return Err(src.err(&p.key(field), "only allowed in a cluster strategy's 'leader' check"));
             }

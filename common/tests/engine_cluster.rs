@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use convoy_common::engine::{Action, ClusterPurpose, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::model::{
-    CaptureFrom, CaptureSpec, ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, GroupSpec, HostPlan,
-    LeaderAnswers, OnFailure, RoleMatch, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, Strategy,
+    CaptureFrom, CaptureSpec, ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, GroupSpec, HostPlan, LeaderAnswers,
+    OnFailure, RoleMatch, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, Strategy,
 };
 use engine_support::*;
 
@@ -597,10 +597,8 @@ fn a_switchover_step_uses_what_the_previous_one_captured() {
             e.args = vec!["--to".into(), "{{captured.candidate}}".into()];
         }
         h.switchover = vec![pick, hand];
-        h.switchover_captures = vec![Some(CaptureSpec {
-            name: "candidate".into(),
-            from: CaptureFrom::Regex(r"candidate=(\S+)".into()),
-        })];
+        h.switchover_captures =
+            vec![Some(CaptureSpec { name: "candidate".into(), from: CaptureFrom::Regex(r"candidate=(\S+)".into()) })];
     }
     let mut run = Run::new(spec);
     run.start();

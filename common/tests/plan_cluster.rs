@@ -115,11 +115,12 @@ fn the_leader_check_and_switchover_are_rendered_per_host() {
 
 #[test]
 fn an_http_leader_check_is_accepted() {
-    let src = PLAN.replace(
-        r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
-        r#"http: { url: "http://{{host}}:8080/role", status: 200, body_contains: master }"#,
-    )
-    .replace("follower_when: { exit_code: 1 }", "follower_when: { output_contains: slave }");
+    let src = PLAN
+        .replace(
+            r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+            r#"http: { url: "http://{{host}}:8080/role", status: 200, body_contains: master }"#,
+        )
+        .replace("follower_when: { exit_code: 1 }", "follower_when: { output_contains: slave }");
     let spec = expand_ok(&src);
     let h = &spec.hosts[spec.groups[0].hosts[0]];
     match &h.leader_check.as_ref().unwrap().kind {
@@ -168,7 +169,13 @@ fn the_leader_check_has_three_answers() {
 #[test]
 fn leader_check_answer_errors_name_their_line_and_field() {
     let missing = PLAN.replace("        follower_when: { exit_code: 1 }\n", "");
-    check_error(&err(&missing), FILE, 10, "groups[0].strategy.leader.follower_when", "A failing check no longer means 'follower'");
+    check_error(
+        &err(&missing),
+        FILE,
+        10,
+        "groups[0].strategy.leader.follower_when",
+        "A failing check no longer means 'follower'",
+    );
 
     let same = PLAN.replace("follower_when: { exit_code: 1 }", "follower_when: { exit_code: 0 }");
     check_error(&err(&same), FILE, 12, "groups[0].strategy.leader.follower_when", "can be the same");
@@ -183,16 +190,31 @@ fn leader_check_answer_errors_name_their_line_and_field() {
     check_error(&err(&http), FILE, 12, "groups[0].strategy.leader.follower_when.exit_code", "use 'status'");
 
     let empty = PLAN.replace("follower_when: { exit_code: 1 }", "follower_when: {}");
-    check_error(&err(&empty), FILE, 12, "groups[0].strategy.leader.follower_when", "give 'exit_code', 'output_contains' or both");
+    check_error(
+        &err(&empty),
+        FILE,
+        12,
+        "groups[0].strategy.leader.follower_when",
+        "give 'exit_code', 'output_contains' or both",
+    );
 
-    let tcp = PLAN.replace(r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#, r#"tcp: { address: "{{host}}:5432" }"#);
+    let tcp = PLAN.replace(
+        r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+        r#"tcp: { address: "{{host}}:5432" }"#,
+    );
     check_error(&err(&tcp), FILE, 11, "groups[0].strategy.leader.tcp", "use 'exec'");
 
     let elsewhere = PLAN.replace(
         "      - exec: { command: \"true\" }\n",
         "      - exec: { command: \"true\" }\n    checks:\n      - exec: { command: \"true\" }\n        follower_when: { exit_code: 1 }\n",
     );
-    check_error(&err(&elsewhere), FILE, 27, "groups[1].checks[0].follower_when", "only allowed in a cluster strategy's 'leader' check");
+    check_error(
+        &err(&elsewhere),
+        FILE,
+        27,
+        "groups[1].checks[0].follower_when",
+        "only allowed in a cluster strategy's 'leader' check",
+    );
 }
 
 const SWITCHOVER_CAPTURE: &str = r#"      switchover:
@@ -238,7 +260,13 @@ fn switchover_captures_are_refused_where_they_cannot_be_available() {
         "exec: { command: /opt/mc/bin/pick-candidate }",
         "exec: { command: /opt/mc/bin/pick-candidate, args: [\"{{captured.candidate}}\"] }",
     );
-    check_error(&err(&src), FILE, 16, "groups[0].strategy.switchover[0].exec.args[0]", "nor by an earlier switchover step");
+    check_error(
+        &err(&src),
+        FILE,
+        16,
+        "groups[0].strategy.switchover[0].exec.args[0]",
+        "nor by an earlier switchover step",
+    );
 
     // The leader check is asked before the first step: a step's value is not there yet.
     let src = PLAN

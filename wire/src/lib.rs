@@ -813,12 +813,16 @@ mod tests {
             backup: Some(BackupRecord { location: "/var/backups/db.dump".into(), size_bytes: 1 << 40 }),
             ..StepOutcome::ok()
         };
-        for outcome in [o, backup, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
+        let http = StepOutcome { http_status: Some(503), stdout_tail: "replica".into(), ..StepOutcome::failed("503") };
+        for outcome in [o, backup, http, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
             let r = outcome_to_result("id", &outcome, true);
             assert!(r.replayed);
             assert_eq!(r.execution_id, "id");
             assert_eq!(result_to_outcome(&r), outcome);
         }
+        // A status no HTTP server sends reads as none.
+        let bogus = pb::StepResult { http_status: 70_000, ..outcome_to_result("i", &StepOutcome::ok(), false) };
+        assert_eq!(result_to_outcome(&bogus).http_status, None);
         for s in [StepStatus::Succeeded, StepStatus::Failed, StepStatus::Unsupported, StepStatus::TimedOut] {
             let o = StepOutcome { status: s, ..StepOutcome::ok() };
             assert_eq!(result_to_outcome(&outcome_to_result("i", &o, false)).status, s);

@@ -261,6 +261,33 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_answer_reports_its_status_and_body_for_leader_checks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await.unwrap();
+            conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\n\r\nrole=replica")
+                .await
+                .unwrap();
+        });
+        let spec = HttpCheckSpec {
+            url: format!("http://{addr}/primary"),
+            expect_status: 200,
+            body_contains: None,
+            json: None,
+            policy: Default::default(),
+        };
+        let url = parse_url(&spec.url).unwrap();
+        let seen = http_attempt(&spec, &url, Duration::from_secs(10)).await.expect_err("503 is not 200");
+        assert_eq!(seen.http_status, Some(503));
+        assert_eq!(seen.stdout_tail, "role=replica");
+        server.await.unwrap();
+        assert_eq!(tail("aé", 1), "", "cut on a character boundary");
+    }
+
     #[test]
     fn chunked() {
         assert_eq!(dechunk(b"2\r\nok\r\n3;x=1\r\n!!!\r\n0\r\n\r\n").unwrap(), b"ok!!!");
