@@ -2142,7 +2142,7 @@ impl Engine {
     /// but `i` still can: every other member ended, or runs its last step.
     fn nobody_leads(&self, i: usize) -> bool {
         let claimed = self.hosts[i].cluster.and_then(|c| self.groups[self.hosts[i].group].clusters.get(c));
-        if claimed.is_none_or(|c| c.leader_claimed) || self.is_stopping() {
+        if claimed.is_none_or(|c| c.leader_claimed) {
             return false;
         }
         self.members(i).iter().filter(|&&j| j != i).all(|&j| match self.hosts[j].state {
