@@ -497,7 +497,7 @@ groups:
     select: { role: mc }
     strategy:
       type: cluster
-      leader: { exec: { command: is-master } }
+      leader: { exec: { command: is-master }, follower_when: { exit_code: 1 } }
       switchover: [{ name: hand-over, exec: { command: switchover } }]
     steps: [{ exec: { command: "true" } }]
 "#;
@@ -514,7 +514,7 @@ groups:
             "{text}"
         );
         assert!(text.contains("  batch 1: m-1 m-3\n  batch 2: m-2\n"), "{text}");
-        let same = plan.replace("      leader: { exec: { command: is-master } }\n      switchover: [{ name: hand-over, exec: { command: switchover } }]\n", "      same_version: true\n");
+        let same = plan.replace("      leader: { exec: { command: is-master }, follower_when: { exit_code: 1 } }\n      switchover: [{ name: hand-over, exec: { command: switchover } }]\n", "      same_version: true\n");
         let p = plan::parse_plan("plan.yaml", &same).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
         let text = summary_text(&estimate::summary_json(&x, &Measured::default()));

@@ -267,6 +267,7 @@ groups:
       type: cluster
       leader:
         exec: {{ command: sh, args: ["-c", 'test "$(cat {shared}/leader-c1)" = {{{{host}}}}'] }}
+        follower_when: {{ exit_code: 1 }}
       switchover:
         - name: hand-over
           exec: {{ command: sh, args: ["-c", 'head -n1 {shared}/upgraded-c1 > {shared}/leader-c1'] }}

@@ -149,9 +149,20 @@
 //!   are split into clusters that proceed in parallel, each with its own
 //!   window of `strategy.max_parallel`. In a leader/follower cluster every
 //!   step of a member is preceded by its leader check
-//!   ([`Action::DispatchCluster`], ids `rollout/KEY/lcSTEP/attempt`;
-//!   success means "leader", failure "follower", a timeout or an
-//!   unsupported check fails the host). A follower runs the step. A leader
+//!   ([`Action::DispatchCluster`], ids `rollout/KEY/lcSTEP/attempt`),
+//!   whose outcome reads as leader, follower or unknown
+//!   ([`crate::model::LeaderAnswer::of`] with the host's
+//!   [`HostPlan::leader_answers`]; a spec without them, stored before the
+//!   three answers, reads success as leader and failure as follower). An
+//!   unknown answer runs nothing: the host keeps its slot in
+//!   [`HostState::LeaderUnknown`] and is asked again after the check's
+//!   interval ([`Timer::LeaderRecheck`]) until its deadline, counted from
+//!   the first ask, then fails at that step without it being sent (an
+//!   unsupported check fails it at once). A follower runs the step, unless
+//!   no member of its cluster ever answered "leader" and no other member
+//!   can still answer (all ended or on their last step): then it fails
+//!   untouched ("no member claims the leadership"). A switchover step's
+//!   capture is kept like a step's, for the later switchover steps. A leader
 //!   clears every other member's leader mark (a cluster has one leader) and,
 //!   while any other member is pending or in flight and the rollout is not
 //!   stopping, gives its slot back: to `Pending` (and out of the started
@@ -186,8 +197,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture;
 use crate::model::{
-    BackupRecord, GroupSpec, HostId, HostPlan, OnFailure, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec,
-    StepStatus, UnixMillis,
+    BackupRecord, GroupSpec, HostId, HostPlan, LeaderAnswer, LeaderAnswers, OnFailure, Promote, RolloutSpec, StepKind,
+    StepOutcome, StepSpec, StepStatus, UnixMillis,
 };
 
 /// Time added to a step's own timeout before the engine gives up waiting for
@@ -247,6 +258,9 @@ pub enum Timer {
     /// The soak after a group's canaries passed is over: the group goes on
     /// with its other hosts (`promote: { after }`).
     PromoteCanaries { group: String },
+    /// A cluster member in [`HostState::LeaderUnknown`] asks its leader
+    /// check again.
+    LeaderRecheck { host: HostId },
 }
 
 /// Something the runtime must do, returned by [`Engine::handle`].
@@ -456,6 +470,12 @@ pub enum HostState {
     /// pending; it gave up its slot and goes on (leader check first) once
     /// they are done, or once the rollout stops starting hosts.
     Held { step: usize },
+    /// `cluster` strategy: the host's leader check before its step `step`
+    /// (after its switchover when `after_switchover`) could not tell its
+    /// role. It keeps its slot, nothing runs on it, and the check is asked
+    /// again at `retry_at` ([`Timer::LeaderRecheck`]); past the check's
+    /// deadline the host fails instead.
+    LeaderUnknown { step: usize, after_switchover: bool, retry_at: UnixMillis },
     /// `cluster` strategy with `same_version`: the host finished step
     /// `step - 1` and keeps its slot until every member of its cluster
     /// finished it too; then they all start step `step`.
@@ -480,6 +500,7 @@ impl HostState {
             | HostState::Probing { .. }
             | HostState::SwitchingOver { .. }
             | HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. } => false,
         }
     }
@@ -497,6 +518,7 @@ impl HostState {
             HostState::Probing { .. } => "leader_check",
             HostState::SwitchingOver { .. } => "switching_over",
             HostState::Held { .. } => "held",
+            HostState::LeaderUnknown { .. } => "leader_unknown",
             HostState::AtBarrier { .. } => "at_barrier",
         }
     }
@@ -509,6 +531,7 @@ impl HostState {
             | HostState::RollingBack { .. }
             | HostState::Probing { .. }
             | HostState::SwitchingOver { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. } => true,
             HostState::Held { .. }
             | HostState::Pending
@@ -537,6 +560,7 @@ impl HostState {
                 Some((Exec::Switchover { before: *step }, *index, execution_id, *lost_since))
             }
             HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. }
             | HostState::Pending
             | HostState::Soaking { .. }
@@ -729,6 +753,10 @@ struct HostRt {
     switchover_attempts: Vec<u32>,
     /// Its switchover ran: it runs at most once.
     switched_over: bool,
+    /// When the leader check now being asked was first asked (unknown
+    /// answers are asked again until its deadline, counted from here), and
+    /// how many answers were unknown since.
+    asked_since: Option<(UnixMillis, u32)>,
 }
 
 /// What the engine keeps per group.
@@ -772,6 +800,8 @@ struct ClusterRt {
     deferrals: usize,
     /// `same_version`: the first member that failed, and its reason.
     failed_member: Option<String>,
+    /// Some member's leader check answered "leader" during this rollout.
+    leader_claimed: bool,
 }
 
 impl Engine {
@@ -801,6 +831,7 @@ impl Engine {
                 check_attempts: if h.leader_check.is_some() { vec![0; h.steps.len()] } else { Vec::new() },
                 switchover_attempts: vec![0; h.switchover.len()],
                 switched_over: false,
+                asked_since: None,
             })
             .collect();
         let mut groups: Vec<GroupRt> = spec
@@ -983,6 +1014,12 @@ impl Engine {
                 HostState::Soaking { until } => {
                     out.push(Action::Schedule { at: *until, timer: Timer::SoakOver { host: host.key().to_string() } });
                 }
+                HostState::LeaderUnknown { retry_at, .. } => {
+                    out.push(Action::Schedule {
+                        at: *retry_at,
+                        timer: Timer::LeaderRecheck { host: host.key().to_string() },
+                    });
+                }
                 HostState::Held { .. }
                 | HostState::AtBarrier { .. }
                 | HostState::Pending
@@ -1140,6 +1177,7 @@ impl Engine {
                     | HostState::Probing { .. }
                     | HostState::SwitchingOver { .. }
                     | HostState::Held { .. }
+                    | HostState::LeaderUnknown { .. }
                     | HostState::AtBarrier { .. } => v.running += 1,
                     HostState::Succeeded => v.done += 1,
                     HostState::Failed { .. } => v.failed += 1,
@@ -1161,7 +1199,9 @@ impl Engine {
                 current_step: match &h.state {
                     HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
                     HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
-                    HostState::Probing { step, .. } => Some(format!("leader check before {}", spec.steps[*step].name)),
+                    HostState::Probing { step, .. } | HostState::LeaderUnknown { step, .. } => {
+                        Some(format!("leader check before {}", spec.steps[*step].name))
+                    }
                     HostState::SwitchingOver { index, .. } => Some(spec.switchover[*index].name.clone()),
                     HostState::Held { step } | HostState::AtBarrier { step } => {
                         Some(format!("waiting before {}", spec.steps[*step].name))
@@ -1298,6 +1338,7 @@ impl Engine {
                 h.lost_deadline = None;
             }
             HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. }
             | HostState::Pending
             | HostState::Soaking { .. }
@@ -1335,6 +1376,7 @@ impl Engine {
                 out.push(Action::Schedule { at, timer: Timer::LostDeadline { host: self.key(i) } });
             }
             HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. }
             | HostState::Pending
             | HostState::Soaking { .. }
@@ -1563,6 +1605,7 @@ impl Engine {
                     HostState::Probing { .. }
                     | HostState::SwitchingOver { .. }
                     | HostState::Held { .. }
+                    | HostState::LeaderUnknown { .. }
                     | HostState::AtBarrier { .. }
                     | HostState::Pending
                     | HostState::Running { .. }
@@ -1599,6 +1642,29 @@ impl Engine {
                     Some(_) | None => return,
                 }
                 self.execution_failed(i, now, exec, index, "agent lost".to_string(), out);
+                i
+            }
+            Timer::LeaderRecheck { host } => {
+                let Some(i) = self.host_index(host) else { return };
+                match self.hosts[i].state {
+                    HostState::LeaderUnknown { step, after_switchover, retry_at } if now >= retry_at => {
+                        self.ask_leader(i, step, after_switchover, now, out);
+                    }
+                    HostState::LeaderUnknown { .. }
+                    | HostState::Probing { .. }
+                    | HostState::SwitchingOver { .. }
+                    | HostState::Held { .. }
+                    | HostState::AtBarrier { .. }
+                    | HostState::Pending
+                    | HostState::Running { .. }
+                    | HostState::Soaking { .. }
+                    | HostState::Succeeded
+                    | HostState::Failed { .. }
+                    | HostState::Skipped
+                    | HostState::RollingBack { .. }
+                    | HostState::RolledBack
+                    | HostState::RollbackFailed { .. } => return,
+                }
                 i
             }
             Timer::PromoteCanaries { group } => {
@@ -1884,26 +1950,23 @@ impl Engine {
     /// leader/follower cluster its leader check is asked first.
     fn next_step(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
         if self.hosts[i].cluster.is_some() && self.spec.hosts[i].leader_check.is_some() && !self.same_version(i) {
-            self.dispatch_leader_check(i, step, false, now, out);
+            self.hosts[i].asked_since = None;
+            self.ask_leader(i, step, false, now, out);
         } else {
             self.dispatch(i, step, now, out);
         }
     }
 
-    fn dispatch_leader_check(
-        &mut self,
-        i: usize,
-        before: usize,
-        after_switchover: bool,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
+    /// Ask host `i`'s leader check before its step `before` (again, after
+    /// an unknown answer, while `asked_since` is set).
+    fn ask_leader(&mut self, i: usize, before: usize, after_switchover: bool, now: UnixMillis, out: &mut Vec<Action>) {
         let Some(check) = self.spec.hosts[i].leader_check.as_ref() else {
             self.dispatch(i, before, now, out);
             return;
         };
         let timeout = check.timeout;
         let h = &mut self.hosts[i];
+        h.asked_since.get_or_insert((now, 0));
         h.check_attempts[before] += 1;
         let execution_id =
             format!("{}/{}/lc{}/{}", self.rollout_id, self.spec.hosts[i].key(), before, h.check_attempts[before]);
@@ -1949,17 +2012,21 @@ impl Engine {
         outcome: StepOutcome,
         out: &mut Vec<Action>,
     ) {
-        let leader = match outcome.status {
-            StepStatus::Succeeded => true,
-            StepStatus::Failed => false,
-            StepStatus::Unsupported | StepStatus::TimedOut => {
-                let reason = failure_reason(outcome);
-                self.host_failed(i, now, Some(before), format!("leader check: {reason}"), out);
+        let answers = self.spec.hosts[i].leader_answers.clone();
+        let leader = match LeaderAnswer::of(answers.as_ref(), &outcome) {
+            LeaderAnswer::Leader => true,
+            LeaderAnswer::Follower => false,
+            LeaderAnswer::Unknown => {
+                self.leader_unknown(i, before, after_switchover, answers.as_ref(), outcome, now, out);
                 return;
             }
         };
+        self.hosts[i].asked_since = None;
         let host = self.spec.hosts[i].host.clone();
         let cluster = self.cluster_name(i).to_string();
+        if leader && let Some(c) = self.cluster_rt(i) {
+            c.leader_claimed = true;
+        }
         if before == 0 && self.state == RolloutState::Paused {
             // Asked before the pause: a host that has not started does not
             // start now. Its answer still counts for the next pick.
@@ -1970,6 +2037,15 @@ impl Engine {
         }
         if !leader {
             self.hosts[i].role = Role::Follower;
+            if answers.is_some() && !after_switchover && self.nobody_leads(i) {
+                let reason = format!(
+                    "cluster {cluster}: no member claims the leadership: every other member has ended or answered \
+                     'follower' and {host} answers 'follower' too; it is not upgraded (a cluster has one leader: \
+                     check the leader check's answers, and that the leader is in this group)"
+                );
+                self.host_failed(i, now, Some(before), reason, out);
+                return;
+            }
             self.dispatch(i, before, now, out);
             return;
         }
@@ -2021,6 +2097,72 @@ impl Engine {
         self.dispatch(i, before, now, out);
     }
 
+    /// Host `i`'s leader check could not tell (unknown): asked again after
+    /// the check's interval while its deadline allows, else the host fails
+    /// without running its step. A legacy spec (no [`LeaderAnswers`]) or an
+    /// agent that cannot run the check fails it at once.
+    #[allow(clippy::too_many_arguments)]
+    fn leader_unknown(
+        &mut self,
+        i: usize,
+        before: usize,
+        after_switchover: bool,
+        answers: Option<&LeaderAnswers>,
+        outcome: StepOutcome,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let unsupported = outcome.status == StepStatus::Unsupported;
+        let reason = failure_reason(outcome);
+        let (since, unknown) = self.hosts[i].asked_since.unwrap_or((now, 0));
+        let unknown = unknown.saturating_add(1);
+        let Some(a) = answers.filter(|_| !unsupported) else {
+            self.host_failed(i, now, Some(before), format!("leader check: {reason}"), out);
+            return;
+        };
+        let retry_at = now.plus(a.interval);
+        if retry_at >= since.plus(a.deadline) {
+            self.hosts[i].asked_since = None;
+            let s = if unknown == 1 { "" } else { "s" };
+            let reason = format!(
+                "leader check: could not tell leader from follower within {:?} ({unknown} unknown answer{s}); \
+                 not touched; last answer: {reason}",
+                a.deadline
+            );
+            self.host_failed(i, now, Some(before), reason, out);
+            return;
+        }
+        self.hosts[i].asked_since = Some((since, unknown));
+        self.hosts[i].state = HostState::LeaderUnknown { step: before, after_switchover, retry_at };
+        self.hosts[i].message = format!("leader check could not tell ({reason}); asking again");
+        out.push(Action::Schedule { at: retry_at, timer: Timer::LeaderRecheck { host: self.key(i) } });
+    }
+
+    /// No member of host `i`'s cluster has claimed the leadership, and none
+    /// but `i` still can: every other member ended, or runs its last step.
+    fn nobody_leads(&self, i: usize) -> bool {
+        let claimed = self.hosts[i].cluster.and_then(|c| self.groups[self.hosts[i].group].clusters.get(c));
+        if claimed.is_none_or(|c| c.leader_claimed) {
+            return false;
+        }
+        self.members(i).iter().filter(|&&j| j != i).all(|&j| match self.hosts[j].state {
+            HostState::Running { step, .. } => step + 1 >= self.spec.hosts[j].steps.len(),
+            HostState::Soaking { .. }
+            | HostState::Succeeded
+            | HostState::Failed { .. }
+            | HostState::Skipped
+            | HostState::RollingBack { .. }
+            | HostState::RolledBack
+            | HostState::RollbackFailed { .. }
+            | HostState::AtBarrier { .. } => true,
+            HostState::Pending
+            | HostState::Probing { .. }
+            | HostState::LeaderUnknown { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::Held { .. } => false,
+        })
+    }
+
     /// Leader `i` gives up its slot until the other members are done: back
     /// to pending (out of the started hosts) when it ran no step yet, held
     /// otherwise.
@@ -2052,16 +2194,29 @@ impl Engine {
         outcome: StepOutcome,
         out: &mut Vec<Action>,
     ) {
+        let name = self.spec.hosts[i].switchover[index].name.clone();
         if !outcome.status.is_success() {
             let reason = failure_reason(outcome);
-            let name = self.spec.hosts[i].switchover[index].name.clone();
             self.host_failed(i, now, Some(before), format!("switchover step {name}: {reason}"), out);
             return;
+        }
+        // Its value is for the later switchover steps (the plan allows no other use).
+        if let Some(c) = self.spec.hosts[i].switchover_capture(index) {
+            match capture::extract(c, &outcome.stdout_tail) {
+                Ok(value) => {
+                    self.hosts[i].captured.insert(c.name.clone(), value);
+                }
+                Err(reason) => {
+                    self.host_failed(i, now, Some(before), format!("switchover step {name}: {reason}"), out);
+                    return;
+                }
+            }
         }
         if index + 1 < self.spec.hosts[i].switchover.len() {
             self.dispatch_switchover(i, before, index + 1, now, out);
         } else {
-            self.dispatch_leader_check(i, before, true, now, out);
+            self.hosts[i].asked_since = None;
+            self.ask_leader(i, before, true, now, out);
         }
     }
 
@@ -2087,6 +2242,7 @@ impl Engine {
                 | HostState::Probing { .. }
                 | HostState::SwitchingOver { .. }
                 | HostState::Held { .. }
+                | HostState::LeaderUnknown { .. }
                 | HostState::Failed { .. }
                 | HostState::Skipped
                 | HostState::RollingBack { .. }
@@ -2148,6 +2304,7 @@ impl Engine {
                         HostState::Running { .. }
                         | HostState::Soaking { .. }
                         | HostState::Probing { .. }
+                        | HostState::LeaderUnknown { .. }
                         | HostState::SwitchingOver { .. }
                         | HostState::AtBarrier { .. }
                         | HostState::Succeeded
@@ -2188,6 +2345,7 @@ impl Engine {
             HostState::Running { .. }
             | HostState::Soaking { .. }
             | HostState::Probing { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::SwitchingOver { .. }
             | HostState::AtBarrier { .. }
             | HostState::Succeeded
@@ -2584,6 +2742,7 @@ impl Engine {
                 | HostState::Probing { .. }
                 | HostState::SwitchingOver { .. }
                 | HostState::Held { .. }
+                | HostState::LeaderUnknown { .. }
                 | HostState::AtBarrier { .. } => break,
                 HostState::Succeeded | HostState::Failed { .. } => {
                     self.begin_rollback(i, now, why.clone(), out);

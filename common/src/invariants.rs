@@ -49,8 +49,12 @@
 //!   members of a leader/follower cluster (every member of a `same_version`
 //!   one) have an execution outstanding at once (dispatched, not answered).
 //!   In a leader/follower cluster every step is dispatched in answer to the
-//!   host's leader check for that step (and its earlier steps succeeded);
-//!   when that check passed (the host leads), every other member of the
+//!   host's leader check for that step answering "leader" or "follower"
+//!   (never "unknown"; answers read with the spec's `leader_answers`), and
+//!   its earlier steps succeeded; a host failed after an unknown answer
+//!   before step N was never dispatched step N; a cluster whose members all
+//!   succeeded had one of them answer "leader" at some point (three-answer
+//!   checks). When that check said "leader", every other member of the
 //!   cluster has ended its upgrade, unless the rollout may be stopping (a
 //!   host failed, or an operator paused, aborted or rolled back). In a
 //!   `same_version` cluster, no member is dispatched step N+1 before every
@@ -66,7 +70,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture;
 use crate::engine::{Action, ClusterPurpose, Event, HostState, OperatorCommand, RolloutState};
-use crate::model::{Promote, RolloutSpec, StepSpec, UnixMillis};
+use crate::model::{LeaderAnswer, Promote, RolloutSpec, StepSpec, UnixMillis};
 
 /// One handled event and the actions the engine returned for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +113,10 @@ struct HostTrack {
     /// The execution dispatched last and not answered yet (steps and
     /// cluster steps).
     outstanding: Option<String>,
-    /// Its last answered leader check: (before step, passed).
-    leader_answer: Option<(usize, bool)>,
+    /// Its last answered leader check: (before step, what it said).
+    leader_answer: Option<(usize, LeaderAnswer)>,
+    /// One of its leader checks answered "leader".
+    claimed_leader: bool,
     /// The event that answered it (its entry number).
     leader_answer_entry: Option<usize>,
     /// A leader check or switchover step was dispatched to it.
@@ -280,9 +286,22 @@ impl<'a> Checker<'a> {
                     && self.hosts[h].outstanding.as_deref() == Some(execution_id.as_str())
                 {
                     self.hosts[h].outstanding = None;
-                    if let ClusterPurpose::LeaderCheck { before, .. } = purpose {
-                        self.hosts[h].leader_answer = Some((before, outcome.status.is_success()));
-                        self.hosts[h].leader_answer_entry = Some(n);
+                    match purpose {
+                        ClusterPurpose::LeaderCheck { before, .. } => {
+                            let answer = LeaderAnswer::of(self.spec.hosts[h].leader_answers.as_ref(), outcome);
+                            self.hosts[h].leader_answer = Some((before, answer));
+                            self.hosts[h].leader_answer_entry = Some(n);
+                            self.hosts[h].claimed_leader |= answer == LeaderAnswer::Leader;
+                        }
+                        // A switchover step's capture is for the next switchover steps.
+                        ClusterPurpose::Switchover { index, .. } => {
+                            if let Some(c) = self.spec.hosts[h].switchover_capture(index)
+                                && outcome.status.is_success()
+                                && let Ok(value) = capture::extract(c, &outcome.stdout_tail)
+                            {
+                                self.hosts[h].captured.insert(c.name.clone(), value);
+                            }
+                        }
                     }
                 } else if let Some(&(h, _, _)) = self.executions.get(execution_id)
                     && self.hosts[h].outstanding.as_deref() == Some(execution_id.as_str())
@@ -499,7 +518,14 @@ impl<'a> Checker<'a> {
             return;
         }
         match self.hosts[h].leader_answer {
-            Some((before, _)) if before == step && self.hosts[h].leader_answer_entry == Some(n) => {}
+            Some((before, LeaderAnswer::Leader | LeaderAnswer::Follower))
+                if before == step && self.hosts[h].leader_answer_entry == Some(n) => {}
+            Some((before, LeaderAnswer::Unknown)) if before == step && self.hosts[h].leader_answer_entry == Some(n) => {
+                self.fail(format!(
+                    "entry {n}: host {host} was dispatched step {step} in answer to a leader check that could not tell"
+                ));
+                return;
+            }
             Some(_) | None => {
                 self.fail(format!(
                     "entry {n}: host {host} was dispatched step {step} not in answer to its leader check for that step"
@@ -507,7 +533,7 @@ impl<'a> Checker<'a> {
                 return;
             }
         }
-        if self.hosts[h].leader_answer == Some((step, true)) && !self.stopping_seen {
+        if self.hosts[h].leader_answer == Some((step, LeaderAnswer::Leader)) && !self.stopping_seen {
             let pending: Vec<&str> = members
                 .iter()
                 .filter(|&&m| m != h && self.hosts[m].done.is_none())
@@ -809,6 +835,7 @@ impl<'a> Checker<'a> {
             | HostState::Probing { .. }
             | HostState::SwitchingOver { .. }
             | HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. } => {}
         }
         if let HostState::Failed { .. } = state {
@@ -833,6 +860,7 @@ impl<'a> Checker<'a> {
             | HostState::Probing { .. }
             | HostState::SwitchingOver { .. }
             | HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. }
             | HostState::RolledBack
             | HostState::RollbackFailed { .. } => {
@@ -866,6 +894,14 @@ impl<'a> Checker<'a> {
             HostState::Failed { .. } => {
                 if !dispatched && !self.hosts[h].cluster_dispatched {
                     self.fail(format!("entry {n}: host {host} (group {group}) failed without ever being dispatched"));
+                }
+                // Failed by a leader check that could not tell: untouched from that step on.
+                if let Some((before, LeaderAnswer::Unknown)) = self.hosts[h].leader_answer
+                    && self.hosts[h].last_step.is_some_and(|last| last >= before)
+                {
+                    self.fail(format!(
+                        "entry {n}: host {host} (group {group}) failed by an unknown leader check before step {before}, but step {before} was dispatched"
+                    ));
                 }
             }
         }
@@ -1005,6 +1041,16 @@ impl<'a> Checker<'a> {
     fn final_checks(&mut self) {
         if self.finished.is_none() {
             self.fail("the rollout never finished".to_string());
+        }
+        // A leader/follower cluster (three-answer leader check) whose members
+        // all succeeded had a member claim the leadership.
+        for c in self.spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
+            let three_answers = c.hosts.iter().all(|&h| self.spec.hosts[h].leader_answers.is_some());
+            let all_ok = c.hosts.iter().all(|&h| self.hosts[h].done == Some(HostState::Succeeded));
+            if three_answers && all_ok && !c.hosts.is_empty() && !c.hosts.iter().any(|&h| self.hosts[h].claimed_leader)
+            {
+                self.fail(format!("cluster {}: every member succeeded but none ever claimed the leadership", c.name));
+            }
         }
         for h in 0..self.hosts.len() {
             let host = &self.spec.hosts[h].host;

@@ -237,8 +237,8 @@ pub struct HostPlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<usize>,
     /// In a leader/follower cluster: the check that tells whether this host
-    /// is its cluster's leader right now (it passes on the leader and fails
-    /// on a follower), asked before every step.
+    /// is its cluster's leader right now, asked before every step; its
+    /// outcome is read with [`HostPlan::leader_answers`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_check: Option<StepSpec>,
     /// In a leader/follower cluster: steps that hand the leadership over to
@@ -246,6 +246,16 @@ pub struct HostPlan {
     /// leader check must then fail on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switchover: Vec<StepSpec>,
+    /// What each switchover step captures, by switchover index (`None`:
+    /// nothing; may be shorter than `switchover`). Later switchover steps
+    /// may use the value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switchover_captures: Vec<Option<CaptureSpec>>,
+    /// How the leader check's answer is read: leader, follower or unknown.
+    /// `None` only in specs stored before the three answers existed: there
+    /// a passing check means leader and a failing one follower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_answers: Option<LeaderAnswers>,
     /// What each step installs, by step index (`None`: nothing declared; may
     /// be shorter than `steps`): `(component, version)` the host runs once
     /// the step succeeded, when the agent does not report it itself (an
@@ -270,11 +280,92 @@ impl HostPlan {
         self.captures.get(step).and_then(Option::as_ref)
     }
 
+    /// The capture of switchover step `index`, if it declares one.
+    pub fn switchover_capture(&self, index: usize) -> Option<&CaptureSpec> {
+        self.switchover_captures.get(index).and_then(Option::as_ref)
+    }
+
     /// What rolling this host back runs when its first `succeeded` steps
     /// succeeded: their undos in reverse order, then the rollback steps.
     pub fn rollback_plan(&self, succeeded: usize) -> Vec<StepSpec> {
         let undos = self.undo.iter().take(succeeded).rev().flatten().cloned();
         undos.chain(self.rollback_steps.iter().cloned()).collect()
+    }
+}
+
+/// How a leader check's outcome is read. An answer is `leader` when it
+/// matches [`LeaderAnswers::leader`], `follower` when it matches
+/// [`LeaderAnswers::follower`], and unknown otherwise (or when it matches
+/// both): the engine asks again every `interval` until `deadline` (counted
+/// from the first ask), then fails the host without running its step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderAnswers {
+    pub leader: RoleMatch,
+    pub follower: RoleMatch,
+    pub interval: Duration,
+    pub deadline: Duration,
+}
+
+/// One answer of a leader check. Every condition given must hold; with
+/// neither `exit_code` nor `status`, the check itself must pass (an exec
+/// check exits 0, an http check gets its expected status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RoleMatch {
+    /// Exec checks: the command's exit code.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Http checks: the response status.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Text the command's standard output (exec) or the body (http) contains.
+    #[serde(default)]
+    pub output_contains: Option<String>,
+}
+
+impl RoleMatch {
+    /// Does `outcome` (a leader check's) give this answer?
+    pub fn matches(&self, outcome: &StepOutcome) -> bool {
+        let code_ok = match (self.exit_code, self.status) {
+            (None, None) => outcome.status == StepStatus::Succeeded,
+            (code, status) => {
+                code.is_none_or(|c| outcome.exit_code == Some(c))
+                    && status.is_none_or(|s| outcome.http_status == Some(s))
+            }
+        };
+        let text_ok = self.output_contains.as_deref().is_none_or(|t| outcome.stdout_tail.contains(t));
+        code_ok && text_ok && matches!(outcome.status, StepStatus::Succeeded | StepStatus::Failed)
+    }
+}
+
+/// What a leader check said about a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaderAnswer {
+    /// The member leads its cluster now.
+    Leader,
+    /// The member follows.
+    Follower,
+    /// The check could not tell (unreachable product, command error,
+    /// timeout, an answer matching neither or both).
+    Unknown,
+}
+
+impl LeaderAnswer {
+    /// Read a leader check's `outcome` as `answers` says (the legacy rule,
+    /// passing = leader and failing = follower, when `answers` is `None`).
+    pub fn of(answers: Option<&LeaderAnswers>, outcome: &StepOutcome) -> LeaderAnswer {
+        match (answers, outcome.status) {
+            (_, StepStatus::Unsupported | StepStatus::TimedOut) => LeaderAnswer::Unknown,
+            (None, StepStatus::Succeeded) => LeaderAnswer::Leader,
+            (None, StepStatus::Failed) => LeaderAnswer::Follower,
+            (Some(a), StepStatus::Succeeded | StepStatus::Failed) => {
+                match (a.leader.matches(outcome), a.follower.matches(outcome)) {
+                    (true, false) => LeaderAnswer::Leader,
+                    (false, true) => LeaderAnswer::Follower,
+                    (true, true) | (false, false) => LeaderAnswer::Unknown,
+                }
+            }
+        }
     }
 }
 
@@ -799,6 +890,9 @@ pub struct StepOutcome {
     /// What a `backup` step took, when it succeeded.
     #[serde(default)]
     pub backup: Option<BackupRecord>,
+    /// Http checks: the status of the last response (for leader checks).
+    #[serde(default)]
+    pub http_status: Option<u16>,
 }
 
 impl StepOutcome {
@@ -813,6 +907,7 @@ impl StepOutcome {
             duration_ms: 0,
             installed: None,
             backup: None,
+            http_status: None,
         }
     }
     /// A failed outcome with `message`.

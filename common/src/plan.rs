@@ -158,9 +158,9 @@ use crate::metric::MetricFormat;
 use crate::model::{
     AptSpec, ArchiveRollbackSpec, ArchiveSpec, BackupSpec, CanarySpec, CaptureFrom, CaptureSpec, CheckPolicy,
     ClusterMembers, ClusterSpec, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, GroupSpec, HostPlan,
-    HttpCheckSpec, InventoryHost, JsonExpect, MetricCheckSpec, MetricSource, OnFailure, PkgManager, PkgRollbackSpec,
-    Promote, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec,
-    Strategy, TcpCheckSpec, Threshold,
+    HttpCheckSpec, InventoryHost, JsonExpect, LeaderAnswers, MetricCheckSpec, MetricSource, OnFailure, PkgManager,
+    PkgRollbackSpec, Promote, RoleMatch, RolloutSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
+    StepKind, StepSpec, Strategy, TcpCheckSpec, Threshold,
 };
 
 /// A plan error that names the file, the line (when known) and the field.
@@ -476,6 +476,19 @@ struct RawCheck {
     metric: Option<RawMetric>,
     /// How long the check usually takes to pass, for `convoy plan`'s estimate.
     estimate: Option<String>,
+    /// A cluster's leader check only: the leader's answer (default: the check passes).
+    leader_when: Option<RawRoleMatch>,
+    /// A cluster's leader check only: the follower's answer (required).
+    follower_when: Option<RawRoleMatch>,
+}
+
+/// `leader_when:` / `follower_when:` of a leader check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoleMatch {
+    exit_code: Option<i32>,
+    status: Option<u16>,
+    output_contains: Option<String>,
 }
 
 /// `metric:` — exactly one of `url`/`command`; `prometheus` (with optional
@@ -652,6 +665,8 @@ struct ClusterDef {
     by: String,
     same_version: bool,
     leader: Option<StepTemplate>,
+    /// How the leader check's answers read (with `leader`).
+    answers: Option<LeaderAnswers>,
     switchover: Vec<StepTemplate>,
 }
 
@@ -1332,6 +1347,9 @@ fn check_captures(
             }
             Ok(())
         };
+        if let Some(c) = &g.cluster {
+            check_cluster_captures(src, g, c, from_hooks(), &captured_by(g.steps.len()))?;
+        }
         for (k, t) in g.steps.iter().enumerate() {
             let mut spec = t.spec.clone();
             for (rel, text) in strings_mut(&mut spec) {
@@ -1359,6 +1377,96 @@ fn check_captures(
                     continue;
                 }
                 check(t.path.join(&rel), text, &captured_by(g.steps.len()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Captures of a cluster's leader check and switchover steps. The leader
+/// check is asked before a member's first step: it may use hooks' values
+/// only. Switchover steps run on the leader alone, before whichever step it
+/// reached: they may use hooks' values and earlier switchover steps'. A
+/// switchover capture is for later switchover steps only (followers never
+/// switch over), so group steps may not use it; its name is unique in the
+/// group.
+fn check_cluster_captures(
+    src: Src<'_>,
+    g: &PlanGroup,
+    c: &ClusterDef,
+    from_hooks: &[&str],
+    group_captures: &[&str],
+) -> Result<(), PlanError> {
+    let switchover_names: Vec<(&str, &FieldPath)> =
+        c.switchover.iter().filter_map(|t| t.capture.as_ref().map(|cp| (cp.name.as_str(), &t.path))).collect();
+    let check = |t: &StepTemplate, own: &[&str], what: &str| -> Result<(), PlanError> {
+        let mut spec = t.spec.clone();
+        for (rel, text) in strings_mut(&mut spec) {
+            let path = t.path.join(&rel);
+            for name in capture::references(text) {
+                if own.contains(&name) || from_hooks.contains(&name) {
+                    continue;
+                }
+                let why = if group_captures.contains(&name) {
+                    format!(
+                        "'{{{{captured.{name}}}}}' is captured by a step of group '{}', which may not have run yet when {what} runs; {what} may use hooks' values{}",
+                        g.name,
+                        if what == "a switchover step" { " and earlier switchover steps'" } else { "" }
+                    )
+                } else {
+                    format!(
+                        "'{{{{captured.{name}}}}}' is not captured by a hook that runs before group '{}'{}",
+                        g.name,
+                        if what == "a switchover step" { " nor by an earlier switchover step" } else { "" }
+                    )
+                };
+                return Err(src.err(&path, why));
+            }
+        }
+        Ok(())
+    };
+    if let Some(t) = &c.leader {
+        check(t, &[], "the leader check")?;
+    }
+    let mut earlier: Vec<&str> = Vec::new();
+    for t in &c.switchover {
+        check(t, &earlier, "a switchover step")?;
+        if let Some(cp) = &t.capture {
+            let np = t.path.key("capture").key("name");
+            if earlier.contains(&cp.name.as_str()) {
+                return Err(
+                    src.err(&np, format!("capture '{}' is already captured by an earlier switchover step", cp.name))
+                );
+            }
+            if group_captures.contains(&cp.name.as_str()) || from_hooks.contains(&cp.name.as_str()) {
+                return Err(src.err(
+                    &np,
+                    format!("capture '{}' is already captured by a step of group '{}' or a hook", cp.name, g.name),
+                ));
+            }
+            earlier.push(&cp.name);
+        }
+    }
+    // Group steps, undos and rollback steps run on followers too, which never switch over.
+    for t in g.steps.iter().chain(&g.rollback_steps) {
+        let mut spec = t.spec.clone();
+        let undo = t.undo.clone();
+        let mut texts: Vec<(FieldPath, String)> =
+            strings_mut(&mut spec).into_iter().map(|(rel, text)| (t.path.join(&rel), text.clone())).collect();
+        if let Some(mut u) = undo {
+            texts.extend(exec_strings_mut(t.path.key("rollback"), &mut u).into_iter().map(|(p, x)| (p, x.clone())));
+        }
+        for (path, text) in texts {
+            for name in capture::references(&text) {
+                if let Some((_, at)) = switchover_names.iter().find(|(n, _)| *n == name) {
+                    return Err(src.err(
+                        &path,
+                        format!(
+                            "'{{{{captured.{name}}}}}' is captured by the switchover step {at}, which runs on the leader only: \
+                             only later switchover steps may use it"
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -1657,7 +1765,7 @@ fn cluster_def(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<Option<
         None => "cluster".to_string(),
     };
     let same_version = raw.same_version.unwrap_or(false);
-    let leader = match &raw.leader {
+    let (leader, answers) = match &raw.leader {
         Some(_) if same_version => {
             return Err(src.err(
                 &p.key("leader"),
@@ -1669,21 +1777,22 @@ fn cluster_def(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<Option<
             if l.retries.is_some_and(|r| r > 0) || l.min_healthy_time.is_some() {
                 return Err(src.err(
                     &lp,
-                    "a leader check is asked once each time (it passes on the leader, fails on a follower): \
-                     'retries' and 'min_healthy_time' are not allowed",
+                    "a leader check is asked once each time (an unknown answer is asked again every 'interval' \
+                     until 'deadline'): 'retries' and 'min_healthy_time' are not allowed",
                 ));
             }
-            let mut t = check(src, l, &lp)?;
+            let mut t = check_inner(src, l, &lp, true)?;
             if t.spec.name.is_empty() {
                 t.spec.name = "leader-check".to_string();
             }
-            Some(t)
+            let answers = leader_answers(src, l, &lp)?;
+            (Some(t), Some(answers))
         }
-        None if same_version => None,
+        None if same_version => (None, None),
         None => {
             return Err(src.err(
                 &p.key("leader"),
-                "type: cluster needs a 'leader' check (exec or http) that passes on the leader, \
+                "type: cluster needs a 'leader' check (exec or http) with its 'follower_when' answer, \
                  or same_version: true",
             ));
         }
@@ -1697,7 +1806,99 @@ fn cluster_def(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<Option<
         }
         (None, _) => Vec::new(),
     };
-    Ok(Some(ClusterDef { path: p.clone(), by, same_version, leader, switchover }))
+    Ok(Some(ClusterDef { path: p.clone(), by, same_version, leader, answers, switchover }))
+}
+
+/// Default pause between two asks of a leader check that could not tell.
+const LEADER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The three answers of a cluster's leader check written at `lp` (see
+/// [`LeaderAnswers`]).
+fn leader_answers(src: Src<'_>, l: &RawCheck, lp: &FieldPath) -> Result<LeaderAnswers, PlanError> {
+    let exec = l.exec.is_some();
+    if !exec && l.http.is_none() {
+        let kind = [("tcp", l.tcp.is_some()), ("file", l.file.is_some()), ("metric", l.metric.is_some())]
+            .into_iter()
+            .find(|(_, set)| *set)
+            .map_or("check", |(k, _)| k);
+        return Err(src.err(
+            &lp.key(kind),
+            "a leader check asks a member its role: use 'exec' (exit code, output) or 'http' (status, body)",
+        ));
+    }
+    let role = |raw: &RawRoleMatch, field: &str| -> Result<RoleMatch, PlanError> {
+        let fp = lp.key(field);
+        match (exec, raw.exit_code, raw.status) {
+            (false, Some(_), _) => {
+                return Err(src.err(&fp.key("exit_code"), "an http leader check has no exit code: use 'status'"));
+            }
+            (true, _, Some(_)) => {
+                return Err(src.err(&fp.key("status"), "an exec leader check has no HTTP status: use 'exit_code'"));
+            }
+            (false, None, Some(st)) if !(100..=599).contains(&st) => {
+                return Err(src.err(&fp.key("status"), format!("invalid HTTP status {st}")));
+            }
+            _ => {}
+        }
+        if raw.output_contains.as_deref().is_some_and(str::is_empty) {
+            return Err(src.err(&fp.key("output_contains"), "must not be empty"));
+        }
+        if raw.exit_code.is_none() && raw.status.is_none() && raw.output_contains.is_none() {
+            return Err(src
+                .err(&fp, format!("give '{}', 'output_contains' or both", if exec { "exit_code" } else { "status" })));
+        }
+        Ok(RoleMatch { exit_code: raw.exit_code, status: raw.status, output_contains: raw.output_contains.clone() })
+    };
+    let Some(raw_follower) = &l.follower_when else {
+        return Err(src.err(
+            &lp.key("follower_when"),
+            "a leader check needs 'follower_when': how a follower answers (e.g. follower_when: { exit_code: 1 }, \
+             or { output_contains: slave }). A failing check no longer means 'follower': an answer that is \
+             neither 'leader_when' (default: the check passes) nor 'follower_when' is unknown, asked again \
+             until 'deadline', then the host fails untouched",
+        ));
+    };
+    let follower = role(raw_follower, "follower_when")?;
+    let leader = match &l.leader_when {
+        Some(r) => role(r, "leader_when")?,
+        None => RoleMatch::default(),
+    };
+    // What each answer needs of the code and the text, to refuse answers
+    // that one outcome could give both.
+    let expected_status = l.http.as_ref().and_then(|h| h.status).unwrap_or(200);
+    let code = |m: &RoleMatch| match (m.exit_code, m.status) {
+        (Some(c), _) => i64::from(c),
+        (None, Some(st)) => i64::from(st),
+        (None, None) if exec => 0,
+        (None, None) => i64::from(expected_status),
+    };
+    let text = |m: &RoleMatch, own: bool| -> Option<String> {
+        m.output_contains
+            .clone()
+            .or_else(|| if own { l.http.as_ref().and_then(|h| h.body_contains.clone()) } else { None })
+    };
+    let leader_default = l.leader_when.is_none();
+    let (lt, ft) = (text(&leader, leader_default), text(&follower, false));
+    let apart = code(&leader) != code(&follower) || matches!((&lt, &ft), (Some(a), Some(b)) if a != b);
+    if !apart {
+        let field = if leader_default { "follower_when" } else { "leader_when" };
+        return Err(src.err(
+            &lp.key(field),
+            "the leader's and the follower's answers can be the same (same exit code or status, and no \
+             different output_contains on both): one answer could not be told apart; give 'leader_when' and \
+             'follower_when' different codes, or a different output_contains each",
+        ));
+    }
+    let interval = match &l.interval {
+        Some(s) => positive_duration(src, s, &lp.key("interval"))?,
+        None => LEADER_INTERVAL,
+    };
+    let deadline = match (&l.deadline, &l.healthy_deadline) {
+        (Some(s), _) => positive_duration(src, s, &lp.key("deadline"))?,
+        (None, Some(s)) => positive_duration(src, s, &lp.key("healthy_deadline"))?,
+        (None, None) => CheckPolicy::default().deadline,
+    };
+    Ok(LeaderAnswers { leader, follower, interval, deadline })
 }
 
 fn strategy(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result<StrategyDef, PlanError> {
@@ -1947,6 +2148,20 @@ fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, Plan
 }
 
 fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, PlanError> {
+    check_inner(src, raw, p, false)
+}
+
+/// [`check`]; `leader`: a cluster's leader check, which alone may have
+/// `leader_when` and `follower_when` (read by [`leader_answers`]).
+fn check_inner(src: Src<'_>, raw: &RawCheck, p: &FieldPath, leader: bool) -> Result<StepTemplate, PlanError> {
+    if !leader {
+        for (field, set) in [("leader_when", raw.leader_when.is_some()), ("follower_when", raw.follower_when.is_some())]
+        {
+            if set {
+                return Err(src.err(&p.key(field), "only allowed in a cluster strategy's 'leader' check"));
+            }
+        }
+    }
     let kind = one_kind(
         src,
         &[
@@ -2700,6 +2915,11 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                 .flat_map(|c| c.switchover.iter())
                 .map(|t| render_step(src, t, h, &plan.version, &g.name))
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut switchover_captures: Vec<Option<CaptureSpec>> =
+                g.cluster.iter().flat_map(|c| c.switchover.iter()).map(|t| t.capture.clone()).collect();
+            if switchover_captures.iter().all(Option::is_none) {
+                switchover_captures.clear();
+            }
             let mut captures: Vec<Option<CaptureSpec>> = items.iter().map(|(_, t)| t.capture.clone()).collect();
             if captures.iter().all(Option::is_none) {
                 captures.clear();
@@ -2734,6 +2954,8 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                 migrations,
                 leader_check,
                 switchover,
+                switchover_captures,
+                leader_answers: g.cluster.as_ref().and_then(|c| c.answers.clone()),
                 installs,
             });
         }

@@ -5,10 +5,12 @@
 
 mod engine_support;
 
-use convoy_common::engine::{Action, ClusterPurpose, HostState, OperatorCommand, RolloutState};
+use std::time::Duration;
+
+use convoy_common::engine::{Action, ClusterPurpose, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::model::{
-    ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind,
-    StepOutcome, StepSpec, Strategy,
+    CaptureFrom, CaptureSpec, ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, GroupSpec, HostPlan, LeaderAnswers,
+    OnFailure, RoleMatch, RolloutSpec, StepKind, StepOutcome, StepSpec, StepStatus, Strategy,
 };
 use engine_support::*;
 
@@ -22,6 +24,26 @@ fn exec_check(name: &str, host: &str) -> StepSpec {
         }),
         rerun_safe: false,
     }
+}
+
+/// Exit 0: leader; exit 1: follower; anything else: unknown, asked again
+/// every second for ten seconds.
+fn answers() -> LeaderAnswers {
+    LeaderAnswers {
+        leader: RoleMatch::default(),
+        follower: RoleMatch { exit_code: Some(1), ..RoleMatch::default() },
+        interval: Duration::from_secs(1),
+        deadline: Duration::from_secs(10),
+    }
+}
+
+fn follower_outcome() -> StepOutcome {
+    StepOutcome { exit_code: Some(1), ..StepOutcome::failed("exit 1: not the leader") }
+}
+
+/// What a leader check that cannot reach the product says: exit 2.
+fn unknown_outcome() -> StepOutcome {
+    StepOutcome { exit_code: Some(2), ..StepOutcome::failed("exit 2: connection refused") }
 }
 
 /// One group `db` of clusters `mc1`, `mc2`… with `sizes[k]` members each
@@ -47,6 +69,7 @@ fn cluster_spec(
                 steps: (0..steps).map(|s| step(&format!("step{s}"))).collect(),
                 undo: (0..steps).map(|s| Some(undo(s))).collect(),
                 leader_check: (!same_version).then(|| exec_check("leader-check", &host)),
+                leader_answers: (!same_version).then(answers),
                 switchover: if switchover { vec![step("hand-over")] } else { Vec::new() },
                 host,
                 ..HostPlan::default()
@@ -91,7 +114,7 @@ fn hosts_in(run: &Run, pred: impl Fn(&HostState) -> bool) -> Vec<String> {
 
 /// Answer `host`'s leader check: it passes when `host` is `leader`.
 fn answer(run: &mut Run, host: &str, leader: &str) -> Vec<Action> {
-    let outcome = if host == leader { StepOutcome::ok() } else { StepOutcome::failed("exit 1: not the leader") };
+    let outcome = if host == leader { StepOutcome::ok() } else { follower_outcome() };
     run.report(host, outcome)
 }
 
@@ -357,14 +380,253 @@ fn a_held_leader_finishes_its_steps_when_the_rollout_halts() {
 }
 
 #[test]
-fn a_leader_check_that_cannot_run_fails_the_host() {
+fn a_leader_check_the_agent_cannot_run_fails_the_host_at_once() {
     let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
     run.start();
-    run.report("mc1-0", outcome(convoy_common::model::StepStatus::TimedOut, "killed after 10s"));
+    let a = run.report("mc1-0", outcome(StepStatus::Unsupported, "unknown step kind"));
+    assert!(steps_of(&a).is_empty());
     match run.state_of("mc1-0") {
-        HostState::Failed { reason, .. } => assert!(reason.starts_with("leader check: killed"), "{reason}"),
+        HostState::Failed { reason, .. } => assert!(reason.starts_with("leader check: unknown step kind"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    run.assert_invariants();
+}
+
+fn failed_reason(run: &Run, host: &str) -> String {
+    match run.state_of(host) {
+        HostState::Failed { reason, .. } => reason,
+        other => panic!("{host} should have failed: {other:?}"),
+    }
+}
+
+/// Fire `host`'s recheck timer once its time has come.
+fn recheck(run: &mut Run, host: &str) -> Vec<Action> {
+    let HostState::LeaderUnknown { retry_at, .. } = run.state_of(host) else {
+        panic!("{host} is not waiting to be asked again: {:?}", run.state_of(host))
+    };
+    let wait = retry_at.0.saturating_sub(run.now().0);
+    run.advance(wait);
+    run.timer(Timer::LeaderRecheck { host: host.to_string() })
+}
+
+#[test]
+fn an_unknown_answer_is_asked_again_then_fails_the_host_untouched() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 1, false, false));
+    run.start();
+    let first_asked = run.now();
+    let mut asks = 1;
+    let mut touched = Vec::new();
+    // The primary does not answer: every ask says exit 2.
+    loop {
+        let a = run.report("mc1-0", unknown_outcome());
+        touched.extend(steps_of(&a));
+        match run.state_of("mc1-0") {
+            HostState::LeaderUnknown { step: 0, after_switchover: false, retry_at } => {
+                assert_eq!(scheduled(&a), vec![(retry_at, Timer::LeaderRecheck { host: "mc1-0".into() })]);
+                assert_eq!(retry_at.0, run.now().0 + 1000, "asked again after the interval");
+                // It keeps its slot: nobody else starts meanwhile.
+                assert!(probing(&run).is_empty() && running(&run).is_empty());
+            }
+            HostState::Failed { .. } => break,
+            other => panic!("{other:?}"),
+        }
+        let a = recheck(&mut run, "mc1-0");
+        assert_eq!(
+            checks_of(&a),
+            vec![("mc1-0".into(), ClusterPurpose::LeaderCheck { before: 0, after_switchover: false })]
+        );
+        asks += 1;
+        assert!(asks < 50, "never gave up");
+    }
+    assert!(touched.is_empty(), "no step ran on a host whose role was unknown: {touched:?}");
+    assert!(run.now().0 - first_asked.0 <= 10_000, "gave up within the check's deadline");
+    assert!(asks >= 9, "asked every second for ten seconds, not {asks} times");
+    let reason = failed_reason(&run, "mc1-0");
+    assert!(reason.contains("could not tell leader from follower"), "{reason}");
+    assert!(reason.contains("connection refused"), "{reason}");
+    // Budget 0: the rollout halts and nothing else was touched.
+    assert_eq!(run.engine.state(), RolloutState::Failed);
+    let all_steps: Vec<(String, usize)> = run.log.iter().flat_map(|e| steps_of(&e.actions)).collect();
+    assert!(all_steps.is_empty(), "{all_steps:?}");
+    run.assert_final_invariants();
+}
+
+#[test]
+fn an_unknown_answer_then_leader_waits_then_leads() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
+    run.start();
+    let a = run.report("mc1-0", unknown_outcome());
+    assert!(steps_of(&a).is_empty());
+    recheck(&mut run, "mc1-0");
+    // Now it answers: it is the leader, so it waits and mc1-1 goes first.
+    answer(&mut run, "mc1-0", "mc1-0");
+    assert_eq!(run.state_of("mc1-0"), HostState::Pending);
+    let order = drive(&mut run, &mut fixed("mc1-0"));
+    assert_eq!(order, ["mc1-1", "mc1-0"]);
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn an_unknown_answer_mid_upgrade_fails_the_host_before_its_next_step() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 2, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-1");
+    run.ok("mc1-0");
+    // Before step 1 the check stops answering (timeouts, then exit 2).
+    run.report("mc1-0", outcome(StepStatus::TimedOut, "killed after 10s"));
+    for _ in 0..100 {
+        if !matches!(run.state_of("mc1-0"), HostState::LeaderUnknown { .. }) {
+            break;
+        }
+        recheck(&mut run, "mc1-0");
+        run.report("mc1-0", unknown_outcome());
+    }
+    assert!(matches!(run.state_of("mc1-0"), HostState::Failed { step: Some(1), .. }), "{:?}", run.state_of("mc1-0"));
+    let steps: Vec<(String, usize)> = run.log.iter().flat_map(|e| steps_of(&e.actions)).collect();
+    assert_eq!(steps, hosts(&["mc1-0"]), "step 1 never ran");
+    run.assert_invariants();
+}
+
+#[test]
+fn an_unknown_answer_survives_a_replay() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
+    run.start();
+    run.report("mc1-0", unknown_outcome());
+    let mut copy = convoy_common::engine::Engine::new("r1", run.engine.spec().clone());
+    for e in &run.log {
+        assert_eq!(copy.handle(e.now, e.event.clone()), e.actions);
+    }
+    let resumed = copy.resume_actions(run.now());
+    let HostState::LeaderUnknown { retry_at, .. } = run.state_of("mc1-0") else { panic!() };
+    assert_eq!(scheduled(&resumed), vec![(retry_at, Timer::LeaderRecheck { host: "mc1-0".into() })]);
+}
+
+#[test]
+fn no_member_claiming_the_leadership_fails_the_last_member() {
+    let mut run = Run::new(cluster_spec(&[3], 1, 1, false, false));
+    run.start();
+    // Every member answers "follower" (a check that never finds the leader).
+    let order = drive(&mut run, &mut fixed("nobody"));
+    assert_eq!(order, ["mc1-0", "mc1-1"], "the last member is not upgraded");
+    let reason = failed_reason(&run, "mc1-2");
+    assert!(reason.contains("no member claims the leadership"), "{reason}");
+    let steps: Vec<(String, usize)> = run.log.iter().flat_map(|e| steps_of(&e.actions)).collect();
+    assert!(!steps.iter().any(|(h, _)| h == "mc1-2"));
+    assert_ne!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn no_member_claiming_the_leadership_is_caught_with_members_in_parallel() {
+    let mut run = Run::new(cluster_spec(&[2], 2, 1, false, false));
+    run.start();
+    assert_eq!(probing(&run), ["mc1-0", "mc1-1"]);
+    answer(&mut run, "mc1-0", "nobody");
+    let a = answer(&mut run, "mc1-1", "nobody");
+    assert!(steps_of(&a).is_empty(), "the second follower is the last: nobody leads");
+    assert!(failed_reason(&run, "mc1-1").contains("no member claims the leadership"));
+    run.ok("mc1-0");
+    assert_eq!(run.engine.state(), RolloutState::Failed);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_leader_found_earlier_lets_the_last_member_follow() {
+    // The leadership moved to an upgraded member: the last one is a follower.
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, false));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    let order = drive(&mut run, &mut fixed("mc1-1"));
+    assert_eq!(order, ["mc1-0"]);
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_leader_check_that_always_fails_no_longer_upgrades_the_leader_first() {
+    // Before: a failing check meant "follower", so mc1-0 (the real primary,
+    // whose check errors) was upgraded first and nobody switched over.
+    let mut run = Run::new(cluster_spec(&[3], 1, 1, false, true));
+    run.start();
+    for _ in 0..200 {
+        let Some(h) = probing(&run).first().cloned() else {
+            let Some(h) = hosts_in(&run, |s| matches!(s, HostState::LeaderUnknown { .. })).first().cloned() else {
+                break;
+            };
+            recheck(&mut run, &h);
+            continue;
+        };
+        run.report(&h, StepOutcome { exit_code: Some(127), ..StepOutcome::failed("command not found") });
+    }
+    let steps: Vec<(String, usize)> = run.log.iter().flat_map(|e| steps_of(&e.actions)).collect();
+    assert!(steps.is_empty(), "no member is upgraded on a check that cannot tell: {steps:?}");
+    assert!(failed_reason(&run, "mc1-0").contains("could not tell"));
+    assert_eq!(run.engine.state(), RolloutState::Failed);
+    run.assert_final_invariants();
+}
+
+#[test]
+fn a_spec_stored_before_the_three_answers_reads_checks_as_before() {
+    // Replays of old rollouts must decide what they decided then.
+    let mut spec = cluster_spec(&[2], 1, 1, false, false);
+    for h in &mut spec.hosts {
+        h.leader_answers = None;
+    }
+    let mut run = Run::new(spec);
+    run.start();
+    run.report("mc1-0", StepOutcome::failed("exit 1"));
+    assert!(matches!(run.state_of("mc1-0"), HostState::Running { .. }), "a failing check meant follower");
+    run.ok("mc1-0");
+    run.report("mc1-1", StepOutcome::failed("exit 1"));
+    run.ok("mc1-1");
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+}
+
+#[test]
+fn a_switchover_step_uses_what_the_previous_one_captured() {
+    let mut spec = cluster_spec(&[2], 1, 1, false, true);
+    for h in &mut spec.hosts {
+        let mut pick = step("pick");
+        if let StepKind::Exec(e) = &mut pick.kind {
+            e.command = "pick-candidate".into();
+        }
+        let mut hand = step("hand-over");
+        if let StepKind::Exec(e) = &mut hand.kind {
+            e.args = vec!["--to".into(), "{{captured.candidate}}".into()];
+        }
+        h.switchover = vec![pick, hand];
+        h.switchover_captures =
+            vec![Some(CaptureSpec { name: "candidate".into(), from: CaptureFrom::Regex(r"candidate=(\S+)".into()) })];
+    }
+    let mut run = Run::new(spec);
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    answer(&mut run, "mc1-0", "mc1-0");
+    let a = run.report("mc1-0", StepOutcome { stdout_tail: "candidate=mc1-1\n".into(), ..StepOutcome::ok() });
+    let sent: Vec<&StepSpec> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::DispatchCluster { purpose: ClusterPurpose::Switchover { index: 1, .. }, step, .. } => Some(step),
+            _ => None,
+        })
+        .collect();
+    match sent.as_slice() {
+        [s] => match &s.kind {
+            StepKind::Exec(e) => assert_eq!(e.args, ["--to", "mc1-1"]),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("the second switchover step was not sent: {other:?} ({:?})", run.state_of("mc1-0")),
+    }
+    run.ok("mc1-0");
+    answer(&mut run, "mc1-0", "mc1-1");
+    run.ok("mc1-0");
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    assert_eq!(run.engine.view().hosts[0].captured.get("candidate").map(String::as_str), Some("mc1-1"));
     run.assert_final_invariants();
 }
 

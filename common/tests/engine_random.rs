@@ -6,12 +6,13 @@
 mod engine_support;
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use convoy_common::engine::{Action, ClusterPurpose, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::invariants;
 use convoy_common::model::{
-    ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, OnFailure, RolloutSpec, StepKind, StepOutcome, StepSpec,
-    StepStatus, UnixMillis,
+    ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, LeaderAnswers, OnFailure, RoleMatch, RolloutSpec, StepKind,
+    StepOutcome, StepSpec, StepStatus, UnixMillis,
 };
 use engine_support::*;
 
@@ -91,6 +92,13 @@ fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: boo
             }),
             rerun_safe: false,
         });
+        // Exit 0 leads, exit 1 follows, anything else cannot tell.
+        s.hosts[h].leader_answers = Some(LeaderAnswers {
+            leader: RoleMatch::default(),
+            follower: RoleMatch { exit_code: Some(1), ..RoleMatch::default() },
+            interval: Duration::from_secs(5),
+            deadline: Duration::from_secs(60),
+        });
         if switchover {
             s.hosts[h].switchover = vec![step("hand-over")];
         }
@@ -148,10 +156,14 @@ impl World {
                 if rng.below(50) == 0 {
                     return outcome(StepStatus::TimedOut, "killed");
                 }
+                // The product does not answer now and then: unknown, asked again.
+                if rng.below(8) == 0 {
+                    return StepOutcome { exit_code: Some(2), ..StepOutcome::failed("connection refused") };
+                }
                 if self.leaders.get(&cluster).map(String::as_str) == Some(host) {
                     StepOutcome::ok()
                 } else {
-                    StepOutcome::failed("not the leader")
+                    StepOutcome { exit_code: Some(1), ..StepOutcome::failed("not the leader") }
                 }
             }
             ClusterPurpose::Switchover { .. } => {
@@ -341,7 +353,7 @@ fn random_runs_keep_every_invariant() {
     for prefix in ["leader check: ", "switchover did not take effect", "stopped with its cluster"] {
         assert!(reasons.keys().any(|r| r.starts_with(prefix)), "no host failed with {prefix:?}…: {reasons:?}");
     }
-    for state in ["held", "leader_check", "switching_over", "at_barrier"] {
+    for state in ["held", "leader_check", "leader_unknown", "switching_over", "at_barrier"] {
         assert!(seen_states.get(state).copied().unwrap_or(0) > 0, "no host was ever {state}: {seen_states:?}");
     }
 }

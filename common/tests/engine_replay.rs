@@ -73,6 +73,7 @@ fn resume_actions_resend_in_flight_work_and_rearm_timers() {
             | HostState::Probing { .. }
             | HostState::SwitchingOver { .. }
             | HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
             | HostState::AtBarrier { .. } => {}
         }
     }

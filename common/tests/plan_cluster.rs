@@ -4,7 +4,9 @@
 
 mod support;
 
-use convoy_common::model::{InventoryHost, RolloutSpec, StepKind};
+use std::time::Duration;
+
+use convoy_common::model::{InventoryHost, LeaderAnswer, RoleMatch, RolloutSpec, StepKind, StepOutcome, StepStatus};
 use convoy_common::plan::{PlanError, expand, parse_plan, summary_json};
 use support::check_error;
 
@@ -36,6 +38,7 @@ groups:
       max_parallel: 1
       leader:
         exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }
+        follower_when: { exit_code: 1 }
         deadline: 5s
       switchover:
         - name: hand-over
@@ -112,15 +115,170 @@ fn the_leader_check_and_switchover_are_rendered_per_host() {
 
 #[test]
 fn an_http_leader_check_is_accepted() {
-    let src = PLAN.replace(
-        r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
-        r#"http: { url: "http://{{host}}:8080/role", status: 200, body_contains: master }"#,
-    );
+    let src = PLAN
+        .replace(
+            r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+            r#"http: { url: "http://{{host}}:8080/role", status: 200, body_contains: master }"#,
+        )
+        .replace("follower_when: { exit_code: 1 }", "follower_when: { output_contains: slave }");
     let spec = expand_ok(&src);
-    match &spec.hosts[spec.groups[0].hosts[0]].leader_check.as_ref().unwrap().kind {
+    let h = &spec.hosts[spec.groups[0].hosts[0]];
+    match &h.leader_check.as_ref().unwrap().kind {
         StepKind::HttpCheck(h) => assert_eq!(h.url, "http://mc-1:8080/role"),
         other => panic!("{other:?}"),
     }
+    let answers = h.leader_answers.as_ref().expect("answers");
+    assert_eq!(answers.follower.output_contains.as_deref(), Some("slave"));
+    assert_eq!(answers.leader, RoleMatch::default(), "the leader's answer is the check passing");
+}
+
+#[test]
+fn the_leader_check_has_three_answers() {
+    let spec = expand_ok(PLAN);
+    let mc1 = spec.hosts.iter().find(|h| h.host == "mc-1").unwrap();
+    let a = mc1.leader_answers.as_ref().expect("the plan says how answers read");
+    assert_eq!(a.follower, RoleMatch { exit_code: Some(1), ..RoleMatch::default() });
+    assert_eq!(a.leader, RoleMatch::default());
+    assert_eq!(a.deadline, Duration::from_secs(5));
+    assert_eq!(a.interval, Duration::from_secs(1), "default interval between asks");
+    // Exit 0 leads, exit 1 follows, anything else cannot tell.
+    let exit = |code: Option<i32>| {
+        let status = if code == Some(0) { StepStatus::Succeeded } else { StepStatus::Failed };
+        StepOutcome { status, exit_code: code, ..StepOutcome::failed("") }
+    };
+    assert_eq!(LeaderAnswer::of(Some(a), &exit(Some(0))), LeaderAnswer::Leader);
+    assert_eq!(LeaderAnswer::of(Some(a), &exit(Some(1))), LeaderAnswer::Follower);
+    assert_eq!(LeaderAnswer::of(Some(a), &exit(Some(2))), LeaderAnswer::Unknown);
+    assert_eq!(LeaderAnswer::of(Some(a), &exit(None)), LeaderAnswer::Unknown, "command not found");
+    let timed_out = StepOutcome { status: StepStatus::TimedOut, ..exit(Some(1)) };
+    assert_eq!(LeaderAnswer::of(Some(a), &timed_out), LeaderAnswer::Unknown);
+
+    let by_output = PLAN.replace(
+        "follower_when: { exit_code: 1 }",
+        "leader_when: { output_contains: master }\n        follower_when: { output_contains: slave }",
+    );
+    let spec = expand_ok(&by_output);
+    let a = spec.hosts[0].leader_answers.clone().unwrap();
+    let said = |text: &str| StepOutcome { stdout_tail: text.into(), ..StepOutcome::ok() };
+    assert_eq!(LeaderAnswer::of(Some(&a), &said("role: master")), LeaderAnswer::Leader);
+    assert_eq!(LeaderAnswer::of(Some(&a), &said("role: slave")), LeaderAnswer::Follower);
+    assert_eq!(LeaderAnswer::of(Some(&a), &said("Could not connect")), LeaderAnswer::Unknown);
+    assert_eq!(LeaderAnswer::of(Some(&a), &said("master slave")), LeaderAnswer::Unknown, "both: cannot tell");
+}
+
+#[test]
+fn leader_check_answer_errors_name_their_line_and_field() {
+    let missing = PLAN.replace("        follower_when: { exit_code: 1 }\n", "");
+    check_error(
+        &err(&missing),
+        FILE,
+        10,
+        "groups[0].strategy.leader.follower_when",
+        "A failing check no longer means 'follower'",
+    );
+
+    let same = PLAN.replace("follower_when: { exit_code: 1 }", "follower_when: { exit_code: 0 }");
+    check_error(&err(&same), FILE, 12, "groups[0].strategy.leader.follower_when", "can be the same");
+
+    let status_on_exec = PLAN.replace("follower_when: { exit_code: 1 }", "follower_when: { status: 503 }");
+    check_error(&err(&status_on_exec), FILE, 12, "groups[0].strategy.leader.follower_when.status", "use 'exit_code'");
+
+    let http = PLAN.replace(
+        r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+        r#"http: { url: "http://{{host}}:8080/role" }"#,
+    );
+    check_error(&err(&http), FILE, 12, "groups[0].strategy.leader.follower_when.exit_code", "use 'status'");
+
+    let empty = PLAN.replace("follower_when: { exit_code: 1 }", "follower_when: {}");
+    check_error(
+        &err(&empty),
+        FILE,
+        12,
+        "groups[0].strategy.leader.follower_when",
+        "give 'exit_code', 'output_contains' or both",
+    );
+
+    let tcp = PLAN.replace(
+        r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+        r#"tcp: { address: "{{host}}:5432" }"#,
+    );
+    check_error(&err(&tcp), FILE, 11, "groups[0].strategy.leader.tcp", "use 'exec'");
+
+    let elsewhere = PLAN.replace(
+        "      - exec: { command: \"true\" }\n",
+        "      - exec: { command: \"true\" }\n    checks:\n      - exec: { command: \"true\" }\n        follower_when: { exit_code: 1 }\n",
+    );
+    check_error(
+        &err(&elsewhere),
+        FILE,
+        27,
+        "groups[1].checks[0].follower_when",
+        "only allowed in a cluster strategy's 'leader' check",
+    );
+}
+
+const SWITCHOVER_CAPTURE: &str = r#"      switchover:
+        - name: pick
+          exec: { command: /opt/mc/bin/pick-candidate }
+          capture: { name: candidate, regex: 'candidate=(\S+)' }
+        - name: hand-over
+          exec: { command: /opt/mc/bin/switchover, args: ["--to", "{{captured.candidate}}"] }
+"#;
+
+fn with_switchover_capture() -> String {
+    PLAN.replace(
+        "      switchover:\n        - name: hand-over\n          exec: { command: /opt/mc/bin/switchover, args: [\"--from\", \"{{host}}\"] }\n",
+        SWITCHOVER_CAPTURE,
+    )
+}
+
+#[test]
+fn a_switchover_step_may_use_what_an_earlier_one_captured() {
+    let src = with_switchover_capture();
+    let spec = expand_ok(&src);
+    let mc1 = spec.hosts.iter().find(|h| h.host == "mc-1").unwrap();
+    assert_eq!(mc1.switchover.len(), 2);
+    assert_eq!(mc1.switchover_capture(0).map(|c| c.name.as_str()), Some("candidate"));
+    assert!(mc1.switchover_capture(1).is_none());
+    match &mc1.switchover[1].kind {
+        StepKind::Exec(e) => assert_eq!(e.args, ["--to", "{{captured.candidate}}"], "filled in at run time"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn switchover_captures_are_refused_where_they_cannot_be_available() {
+    // A group step runs on followers too, which never switch over.
+    let src = with_switchover_capture().replace(
+        "exec: { command: /opt/mc/bin/upgrade, args: [\"{{version}}\"] }",
+        "exec: { command: /opt/mc/bin/upgrade, args: [\"{{captured.candidate}}\"] }",
+    );
+    check_error(&err(&src), FILE, 22, "groups[0].steps[0].exec.args[0]", "runs on the leader only");
+
+    // Used before it is captured.
+    let src = with_switchover_capture().replace(
+        "exec: { command: /opt/mc/bin/pick-candidate }",
+        "exec: { command: /opt/mc/bin/pick-candidate, args: [\"{{captured.candidate}}\"] }",
+    );
+    check_error(
+        &err(&src),
+        FILE,
+        16,
+        "groups[0].strategy.switchover[0].exec.args[0]",
+        "nor by an earlier switchover step",
+    );
+
+    // The leader check is asked before the first step: a step's value is not there yet.
+    let src = PLAN
+        .replace(
+            r#"exec: { command: /opt/mc/bin/is-master, args: ["{{host}}"] }"#,
+            r#"exec: { command: /opt/mc/bin/is-master, args: ["{{captured.build}}"] }"#,
+        )
+        .replace(
+            "exec: { command: /opt/mc/bin/upgrade, args: [\"{{version}}\"] }",
+            "exec: { command: /opt/mc/bin/upgrade }\n        capture: { name: build, regex: 'b=(\\d+)' }",
+        );
+    check_error(&err(&src), FILE, 11, "groups[0].strategy.leader.exec.args[0]", "may not have run yet");
 }
 
 #[test]
@@ -153,7 +311,7 @@ groups:
 #[test]
 fn cluster_errors_name_their_line_and_field() {
     let no_leader = PLAN.replace(
-        "      leader:\n        exec: { command: /opt/mc/bin/is-master, args: [\"{{host}}\"] }\n        deadline: 5s\n",
+        "      leader:\n        exec: { command: /opt/mc/bin/is-master, args: [\"{{host}}\"] }\n        follower_when: { exit_code: 1 }\n        deadline: 5s\n",
         "",
     );
     check_error(&err(&no_leader), FILE, 6, "groups[0].strategy.leader", "needs a 'leader' check");
@@ -175,7 +333,7 @@ fn cluster_errors_name_their_line_and_field() {
 
     let canary = PLAN
         .replace("    steps:\n      - name: upgrade", "    canary: { count: 1 }\n    steps:\n      - name: upgrade");
-    check_error(&err(&canary), FILE, 16, "groups[0].canary", "not allowed with type: cluster");
+    check_error(&err(&canary), FILE, 17, "groups[0].canary", "not allowed with type: cluster");
 
     let other_label = PLAN.replace("      by: cluster\n", "      by: ring\n");
     check_error(
@@ -203,7 +361,7 @@ fn the_summary_shows_clusters_side_by_side() {
         "one member of each cluster at a time"
     );
     let same = PLAN
-        .replace("      leader:\n        exec: { command: /opt/mc/bin/is-master, args: [\"{{host}}\"] }\n        deadline: 5s\n", "")
+        .replace("      leader:\n        exec: { command: /opt/mc/bin/is-master, args: [\"{{host}}\"] }\n        follower_when: { exit_code: 1 }\n        deadline: 5s\n", "")
         .replace("      switchover:\n        - name: hand-over\n          exec: { command: /opt/mc/bin/switchover, args: [\"--from\", \"{{host}}\"] }\n", "")
         .replace("      max_parallel: 1\n", "      same_version: true\n");
     let json = summary_json(&expand_ok(&same));

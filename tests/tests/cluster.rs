@@ -27,6 +27,9 @@ groups:
       max_parallel: 1
       leader:
         exec: { command: is-leader, args: ["{{host}}"] }
+        follower_when: { exit_code: 1 }
+        interval: 100ms
+        deadline: 2s
       switchover:
         - name: hand-over
           exec: { command: switchover, args: ["{{host}}"] }
@@ -51,6 +54,8 @@ struct Product {
     log: Vec<(String, String)>,
     /// When this host is upgraded, the leadership of its cluster moves to that one.
     failover_after: BTreeMap<String, String>,
+    /// Hosts whose product does not answer: their leader check exits 2.
+    unreachable: Vec<String>,
 }
 
 struct ProductDriver {
@@ -76,8 +81,11 @@ impl Driver for ProductDriver {
             p.log.push((self.host.clone(), command.clone()));
             let cluster = p.cluster_of[&self.host].clone();
             match command.as_str() {
+                "is-leader" if p.unreachable.contains(&self.host) => {
+                    StepOutcome { exit_code: Some(2), ..StepOutcome::failed("exit 2: connection refused") }
+                }
                 "is-leader" if p.leaders[&cluster] == self.host => StepOutcome::ok(),
-                "is-leader" => StepOutcome::failed("exit 1: not the leader"),
+                "is-leader" => StepOutcome { exit_code: Some(1), ..StepOutcome::failed("exit 1: not the leader") },
                 "switchover" => {
                     let upgraded = p.upgraded.iter().find(|h| p.cluster_of[*h] == cluster && **h != self.host).cloned();
                     match upgraded {
@@ -164,6 +172,52 @@ async fn two_clusters_of_three_upgrade_in_parallel_leader_last() -> anyhow::Resu
     let first = |prefix: &str| log.iter().position(|(h, _)| h.starts_with(prefix)).unwrap();
     let last = |prefix: &str| log.iter().rposition(|(h, _)| h.starts_with(prefix)).unwrap();
     assert!(first("b-") < last("a-") && first("a-") < last("b-"), "clusters did not overlap: {log:?}");
+
+    let (spec, events) = c.event_log(&id).await?;
+    if let Err(v) = invariants::check_final(&spec, &events) {
+        panic!("invariants: {}", v.join("\n"));
+    }
+    c.shutdown().await;
+    Ok(())
+}
+
+/// The leader a-3 does not answer its leader check (exit 2): before, a
+/// failing check meant "follower" and a-3 was upgraded without a
+/// switchover. Now its role is unknown: asked again until the check's
+/// deadline, then a-3 fails without any step run on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_leader_is_not_taken_for_a_follower() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    let product = Arc::new(Mutex::new(Product::default()));
+    {
+        let mut p = product.lock().unwrap();
+        for host in ["a-1", "a-2", "a-3"] {
+            p.cluster_of.insert(host.into(), "mc1".into());
+        }
+        p.leaders.insert("mc1".into(), "a-3".into());
+        p.unreachable.push("a-3".into());
+    }
+    for host in ["a-1", "a-2", "a-3"] {
+        let driver = Arc::new(ProductDriver { host: host.into(), product: product.clone() });
+        c.add_agent(host, &[("role", "mc"), ("cluster", "mc1")], driver)?;
+    }
+    c.wait_agents(3, Duration::from_secs(30)).await?;
+
+    let id = c.submit(PLAN).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "failed", "{status:?}");
+    let a3 = status.hosts.iter().find(|h| h.host_id == "a-3").expect("a-3 in the status");
+    assert_eq!(a3.state, "failed", "{a3:?}");
+    assert!(a3.message.contains("could not tell leader from follower"), "{a3:?}");
+
+    let log: Vec<(String, String)> = product.lock().unwrap().log.clone();
+    let a3_ran: Vec<&str> = log.iter().filter(|(h, _)| h == "a-3").map(|(_, c)| c.as_str()).collect();
+    assert!(a3_ran.len() > 1, "a-3 was asked again: {a3_ran:?}");
+    assert!(a3_ran.iter().all(|c| *c == "is-leader"), "nothing but its leader check ran on a-3: {a3_ran:?}");
+    // The followers went on.
+    for host in ["a-1", "a-2"] {
+        assert!(log.iter().any(|(h, c)| h == host && c == "upgrade"), "{host} not upgraded: {log:?}");
+    }
 
     let (spec, events) = c.event_log(&id).await?;
     if let Err(v) = invariants::check_final(&spec, &events) {

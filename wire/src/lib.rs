@@ -450,6 +450,7 @@ pub fn outcome_to_result(execution_id: &str, outcome: &StepOutcome, replayed: bo
             .backup
             .as_ref()
             .map(|b| pb::BackupRecord { location: b.location.clone(), size_bytes: b.size_bytes }),
+        http_status: outcome.http_status.map_or(0, u32::from),
     }
 }
 
@@ -476,6 +477,8 @@ pub fn result_to_outcome(result: &pb::StepResult) -> StepOutcome {
         duration_ms: result.duration_ms,
         installed,
         backup: result.backup.as_ref().map(|b| BackupRecord { location: b.location.clone(), size_bytes: b.size_bytes }),
+        // Anything but a real status (0 included) is no status.
+        http_status: u16::try_from(result.http_status).ok().filter(|s| (100..=599).contains(s)),
     }
 }
 
@@ -816,12 +819,16 @@ mod tests {
             backup: Some(BackupRecord { location: "/var/backups/db.dump".into(), size_bytes: 1 << 40 }),
             ..StepOutcome::ok()
         };
-        for outcome in [o, backup, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
+        let http = StepOutcome { http_status: Some(503), stdout_tail: "replica".into(), ..StepOutcome::failed("503") };
+        for outcome in [o, backup, http, StepOutcome::ok(), unsupported_outcome(&unconvertible("x"))] {
             let r = outcome_to_result("id", &outcome, true);
             assert!(r.replayed);
             assert_eq!(r.execution_id, "id");
             assert_eq!(result_to_outcome(&r), outcome);
         }
+        // A status no HTTP server sends reads as none.
+        let bogus = pb::StepResult { http_status: 70_000, ..outcome_to_result("i", &StepOutcome::ok(), false) };
+        assert_eq!(result_to_outcome(&bogus).http_status, None);
         for s in [StepStatus::Succeeded, StepStatus::Failed, StepStatus::Unsupported, StepStatus::TimedOut] {
             let o = StepOutcome { status: s, ..StepOutcome::ok() };
             assert_eq!(result_to_outcome(&outcome_to_result("i", &o, false)).status, s);

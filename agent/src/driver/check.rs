@@ -33,6 +33,8 @@ pub(crate) struct Observed {
     pub exit_code: Option<i32>,
     pub stdout_tail: String,
     pub stderr_tail: String,
+    /// Http checks: the response's status, when one came.
+    pub http_status: Option<u16>,
 }
 
 impl Observed {
@@ -109,6 +111,7 @@ where
                     duration_ms: 0,
                     installed: None,
                     backup: None,
+                    http_status: seen.http_status,
                 };
             }
             Ok(Err(seen)) => {
@@ -151,6 +154,7 @@ where
         duration_ms: 0,
         installed: None,
         backup: None,
+        http_status: last.http_status,
     }
 }
 
@@ -191,6 +195,7 @@ pub(crate) async fn exec_attempt(
         exit_code: run.exit_code(),
         stdout_tail: run.stdout_tail.clone(),
         stderr_tail: run.stderr_tail.clone(),
+        http_status: None,
     };
     if run.success() { Ok(seen) } else { Err(seen) }
 }

@@ -233,5 +233,6 @@ pub(crate) async fn exec_step(spec: &ExecSpec, workdir: Option<PathBuf>, timeout
         duration_ms: 0,
         installed: None,
         backup: None,
+        http_status: None,
     }
 }

@@ -23,6 +23,18 @@ pub const MAX_RESPONSE: usize = 1 << 20;
 /// Characters of body quoted in messages.
 const BODY_SHOWN: usize = 200;
 
+/// Bytes of body kept (its end) in the outcome's `stdout_tail`.
+const BODY_KEPT: usize = 4096;
+
+/// The last `max` bytes of `s` at most, cut on a character boundary.
+fn tail(s: &str, max: usize) -> String {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
 /// A parsed `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HttpUrl {
@@ -194,6 +206,13 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
     };
     let seen =
         format!("{}: status {}, body {:?}", spec.url, response.status, truncate(response.body.trim(), BODY_SHOWN));
+    // A leader check reads the member's role from the status and the body.
+    let answer = |detail: String| Observed {
+        detail,
+        http_status: Some(response.status),
+        stdout_tail: tail(&response.body, BODY_KEPT),
+        ..Observed::default()
+    };
     let status_ok = response.status == spec.expect_status;
     let body_ok = spec.body_contains.as_deref().is_none_or(|needle| response.body.contains(needle));
     // The JSON field is read with the same path rules as captures.
@@ -207,7 +226,7 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
     });
     let json_ok = !matches!(json_seen, Some(Err(_)));
     if status_ok && body_ok && json_ok {
-        Ok(Observed::detail(format!("{}: status {}", spec.url, response.status)))
+        Ok(answer(format!("{}: status {}", spec.url, response.status)))
     } else {
         let mut detail = seen;
         if !status_ok {
@@ -219,7 +238,7 @@ pub(crate) async fn http_attempt(spec: &HttpCheckSpec, url: &HttpUrl, budget: Du
         if let Some(Err(why)) = json_seen {
             detail.push_str(&why);
         }
-        Err(Observed::detail(detail))
+        Err(answer(detail))
     }
 }
 
@@ -240,6 +259,33 @@ mod tests {
         for bad in ["https://h/", "http://", "http://h:0/", "http://h:x/", "http://u@h/", "ftp://h"] {
             assert!(parse_url(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_reports_its_status_and_body_for_leader_checks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await.unwrap();
+            conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\n\r\nrole=replica")
+                .await
+                .unwrap();
+        });
+        let spec = HttpCheckSpec {
+            url: format!("http://{addr}/primary"),
+            expect_status: 200,
+            body_contains: None,
+            json: None,
+            policy: Default::default(),
+        };
+        let url = parse_url(&spec.url).unwrap();
+        let seen = http_attempt(&spec, &url, Duration::from_secs(10)).await.expect_err("503 is not 200");
+        assert_eq!(seen.http_status, Some(503));
+        assert_eq!(seen.stdout_tail, "role=replica");
+        server.await.unwrap();
+        assert_eq!(tail("aé", 1), "", "cut on a character boundary");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub(crate) async fn metric_attempt(
                     exit_code: run.exit_code(),
                     stdout_tail: run.stdout_tail,
                     stderr_tail: run.stderr_tail,
+                    http_status: None,
                 });
             }
             (run.stdout_tail, shown)

@@ -359,6 +359,7 @@ impl Ran {
             duration_ms: 0,
             installed: None,
             backup: None,
+            http_status: None,
         }
     }
 }
