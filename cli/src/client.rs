@@ -94,10 +94,14 @@ impl tonic::service::Interceptor for Auth {
 
 pub type Client = OperatorServiceClient<InterceptedService<Channel, Auth>>;
 
+/// The largest answer the CLI accepts from the coordinator.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
 /// Connect (with a timeout) and return an authenticated operator client.
 pub async fn connect(t: &Target) -> Result<Client, CliError> {
     let (channel, auth) = authenticated_channel(t).await?;
-    Ok(OperatorServiceClient::with_interceptor(channel, auth))
+    // Status answers are capped per host; this leaves room for 100,000 of them.
+    Ok(OperatorServiceClient::with_interceptor(channel, auth).max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
 /// Connect (with a timeout); the channel and the interceptor that adds the

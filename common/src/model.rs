@@ -914,6 +914,44 @@ impl StepOutcome {
     pub fn failed(message: impl Into<String>) -> StepOutcome {
         StepOutcome { status: StepStatus::Failed, exit_code: None, message: message.into(), ..StepOutcome::ok() }
     }
+
+    /// The outcome with every text field at most its cap
+    /// ([`OUTCOME_MESSAGE_CAP`], [`OUTCOME_OUTPUT_CAP`]), keeping the end of
+    /// each (where errors are) and saying what was cut. The agent trims
+    /// before it sends and the coordinator again when it receives, so no
+    /// peer can make a result, the event log or a status answer large.
+    pub fn capped(mut self) -> StepOutcome {
+        self.message = keep_tail(self.message, OUTCOME_MESSAGE_CAP);
+        self.stdout_tail = keep_tail(self.stdout_tail, OUTCOME_OUTPUT_CAP);
+        self.stderr_tail = keep_tail(self.stderr_tail, OUTCOME_OUTPUT_CAP);
+        if let Some((c, v)) = &mut self.installed {
+            *c = keep_tail(std::mem::take(c), 256);
+            *v = keep_tail(std::mem::take(v), 256);
+        }
+        if let Some(b) = &mut self.backup {
+            b.location = keep_tail(std::mem::take(&mut b.location), 4096);
+        }
+        self
+    }
+}
+
+/// Most bytes of a result's message.
+pub const OUTCOME_MESSAGE_CAP: usize = 8 * 1024;
+/// Most bytes of a result's stdout (and of its stderr) tail.
+pub const OUTCOME_OUTPUT_CAP: usize = 16 * 1024;
+
+/// `text` if it fits in `cap` bytes, else a marker and its last bytes (cut
+/// at a character boundary).
+pub fn keep_tail(text: String, cap: usize) -> String {
+    if text.len() <= cap {
+        return text;
+    }
+    let marker = format!("[{} bytes cut] ", text.len() - cap);
+    let mut start = text.len() - cap.saturating_sub(marker.len());
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{marker}{}", &text[start..])
 }
 
 /// Terminal status of one execution.

@@ -1,7 +1,10 @@
 //! Domain <-> wire conversions, at the transport edge only.
 
 use convoy_common::engine::HostState;
-use convoy_common::model::StepOutcome;
+use convoy_common::model::{StepOutcome, keep_tail};
+
+/// Most bytes of a host's message or of one captured value in a status answer.
+pub const STATUS_MESSAGE_CAP: usize = 1024;
 use convoy_proto::v1 as pb;
 
 use crate::error::CoordinatorError;
@@ -17,7 +20,7 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
     match pb::StepStatus::try_from(r.status) {
         Ok(
             pb::StepStatus::Succeeded | pb::StepStatus::Failed | pb::StepStatus::Unsupported | pb::StepStatus::TimedOut,
-        ) => Ok((r.execution_id.clone(), convoy_wire::result_to_outcome(&r))),
+        ) => Ok((r.execution_id.clone(), convoy_wire::result_to_outcome(&r).capped())),
         Ok(pb::StepStatus::Unspecified) | Err(_) => Err(CoordinatorError::BadRequest {
             field: "step_result.status".into(),
             message: format!("unknown status {} for {}", r.status, r.execution_id),
@@ -54,11 +57,20 @@ pub fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {
                 state: h.state.as_str().to_string(),
                 version: h.version.clone().unwrap_or_default(),
                 current_step: h.current_step.clone().unwrap_or_default(),
-                message: match &h.state {
-                    HostState::Failed { reason, .. } if h.message.is_empty() => reason.clone(),
-                    _ => h.message.clone(),
-                },
-                captured: h.captured.clone().into_iter().collect(),
+                // Per host a few KiB at most, so a status answer stays well
+                // under the message limit at any fleet size.
+                message: keep_tail(
+                    match &h.state {
+                        HostState::Failed { reason, .. } if h.message.is_empty() => reason.clone(),
+                        _ => h.message.clone(),
+                    },
+                    STATUS_MESSAGE_CAP,
+                ),
+                captured: h
+                    .captured
+                    .iter()
+                    .map(|(k, v)| (k.clone(), keep_tail(v.clone(), STATUS_MESSAGE_CAP)))
+                    .collect(),
             })
             .collect(),
         message: s.view.message.clone(),

@@ -433,6 +433,8 @@ pub fn status_to_proto(status: StepStatus) -> pb::StepStatus {
 
 /// The `StepResult` reporting `outcome` for `execution_id`.
 pub fn outcome_to_result(execution_id: &str, outcome: &StepOutcome, replayed: bool) -> pb::StepResult {
+    // What an agent sends is capped at the source (the coordinator caps again).
+    let outcome = &outcome.clone().capped();
     let (component, installed_version) = outcome.installed.clone().unwrap_or_default();
     pb::StepResult {
         execution_id: execution_id.to_string(),

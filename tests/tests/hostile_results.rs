@@ -1,0 +1,85 @@
+//! A misbehaving agent answers with results of several megabytes: the
+//! coordinator caps them on receipt, and status answers stay small at any
+//! fleet size.
+
+use std::time::Duration;
+
+use convoy_agent::config::AgentConfig;
+use convoy_proto::v1 as pb;
+use convoy_proto::v1::agent_service_client::AgentServiceClient;
+use convoy_tests::{Cluster, fast_runtime};
+use prost::Message;
+
+const PLAN: &str = r#"
+name: big
+version: "2.0.0"
+max_failures: "100%"
+groups:
+  - name: web
+    select: { role: web }
+    strategy: { max_parallel: "100%", max_failures: "100%" }
+    steps:
+      - exec: { command: echo, args: [hi] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_megabyte_results_are_capped_and_status_stays_small() -> anyhow::Result<()> {
+    let c = Cluster::start(fast_runtime()).await?;
+    let mut streams = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..8 {
+        let host = format!("web-{i}");
+        let mut cfg = AgentConfig::new(c.url.clone(), c.ca_file.clone(), &host, c.dir.path().join("raw").join(&host));
+        cfg.join_token = Some(c.join_token.clone());
+        let identity = convoy_agent::enroll::ensure_identity(&cfg).await?;
+        let ca = convoy_agent::tls::read_ca(&cfg.ca_file)?;
+        let ch = convoy_agent::tls::connect(&cfg, convoy_agent::tls::client_tls(&cfg, &ca, Some(&identity))).await?;
+        let mut client = AgentServiceClient::new(ch);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(pb::AgentMessage {
+            kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
+                agent_id: host.clone(),
+                protocol_version: convoy_proto::PROTOCOL_VERSION,
+                labels: [("role".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            })),
+        })
+        .await?;
+        let stream = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        streams.push(stream);
+        senders.push(tx);
+    }
+    c.wait_agents(8, Duration::from_secs(20)).await?;
+    let id = c.submit(PLAN).await?;
+    // Every "agent" answers its step with ~3.9 MB of message and output (under the 4 MB message limit).
+    let big = "x".repeat(1_300_000);
+    for (stream, tx) in streams.iter_mut().zip(&senders) {
+        let run = loop {
+            let m = tokio::time::timeout(Duration::from_secs(20), stream.message()).await??.expect("open");
+            if let Some(pb::coordinator_message::Kind::RunStep(r)) = m.kind {
+                break r;
+            }
+        };
+        let result = pb::StepResult {
+            execution_id: run.execution_id,
+            status: pb::StepStatus::Failed as i32,
+            message: big.clone(),
+            stdout_tail: big.clone(),
+            stderr_tail: big.clone(),
+            ..Default::default()
+        };
+        tx.send(pb::AgentMessage { kind: Some(pb::agent_message::Kind::StepResult(result)) }).await?;
+    }
+    let s = c.wait_finished(&id, Duration::from_secs(30)).await?;
+    assert_eq!(s.hosts.len(), 8);
+    for h in &s.hosts {
+        assert_eq!(h.state, "failed");
+        assert!(h.message.len() <= 2048, "host message of {} bytes", h.message.len());
+        assert!(h.message.contains("bytes cut"), "the cut is said");
+    }
+    let size = s.encoded_len();
+    assert!(size < 64 * 1024, "status answer of {size} bytes");
+    println!("status answer for 8 hosts with 3.9 MB results each: {size} bytes");
+    c.shutdown().await;
+    Ok(())
+}
