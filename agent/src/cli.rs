@@ -68,6 +68,12 @@ pub struct AgentArgs {
     /// Heartbeat period in milliseconds, unless the coordinator sets one.
     #[arg(long, env = "CONVOY_HEARTBEAT_MS", value_name = "MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
+
+    /// An archive step refuses an archive that unpacks to more than this many bytes.
+    #[arg(long, env = "CONVOY_MAX_UNPACKED_BYTES", value_name = "BYTES",
+          default_value_t = crate::config::DEFAULT_MAX_UNPACKED_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_unpacked_bytes: u64,
 }
 
 impl AgentArgs {
@@ -117,6 +123,7 @@ impl AgentArgs {
         config.labels = labels;
         config.facts = facts;
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        config.max_unpacked_bytes = self.max_unpacked_bytes;
         config.validate()?;
         Ok(config)
     }

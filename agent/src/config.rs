@@ -45,7 +45,13 @@ pub struct AgentConfig {
     pub reconnect_max: Duration,
     /// Bound on establishing a connection, and on waiting for Welcome.
     pub connect_timeout: Duration,
+    /// An archive step refuses an archive whose entries add up to more than
+    /// this many bytes unpacked (`--max-unpacked-bytes`).
+    pub max_unpacked_bytes: u64,
 }
+
+/// Default of [`AgentConfig::max_unpacked_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 4 << 30;
 
 impl AgentConfig {
     /// A config with the documented defaults; `install_root` is `<state_dir>/install`.
@@ -70,6 +76,7 @@ impl AgentConfig {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
         }
     }
 
@@ -81,6 +88,9 @@ impl AgentConfig {
         }
         if self.host_id.trim().is_empty() {
             return Err(invalid("host id", "must not be empty"));
+        }
+        if self.max_unpacked_bytes == 0 {
+            return Err(invalid("max unpacked bytes", "must be positive"));
         }
         if self.host_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("host id", format!("{:?} contains whitespace", self.host_id)));

@@ -87,11 +87,23 @@ pub struct LocalDriver {
     install_root: PathBuf,
     /// Resolves `artifact:NAME@VERSION` sources (see [`crate::fetch`]).
     pub(crate) artifacts: Option<Arc<dyn ArtifactSource>>,
+    /// Archives unpacking to more than this many bytes are refused.
+    max_unpacked_bytes: u64,
 }
 
 impl LocalDriver {
     pub fn new(install_root: impl Into<PathBuf>) -> LocalDriver {
-        LocalDriver { install_root: install_root.into(), artifacts: None }
+        LocalDriver {
+            install_root: install_root.into(),
+            artifacts: None,
+            max_unpacked_bytes: crate::config::DEFAULT_MAX_UNPACKED_BYTES,
+        }
+    }
+
+    /// Archives that unpack to more than `bytes` are refused.
+    pub fn with_max_unpacked_bytes(mut self, bytes: u64) -> LocalDriver {
+        self.max_unpacked_bytes = bytes;
+        self
     }
 
     /// Where `artifact:NAME@VERSION` sources come from (the coordinator).
@@ -178,10 +190,11 @@ impl LocalDriver {
             if p.is_absolute() { p.to_path_buf() } else { root.join(p) }
         };
         let job_spec = spec.clone();
+        let limit = self.max_unpacked_bytes;
         let deadline = deadline.map(Instant::into_std);
         // Unpacking is blocking I/O; it watches the deadline itself, so the
         // step is never reported as timed out while it is still switching.
-        let job = tokio::task::spawn_blocking(move || archive::install(&job_spec, &root, &source, deadline));
+        let job = tokio::task::spawn_blocking(move || archive::install(&job_spec, &root, &source, deadline, limit));
         match job.await {
             Ok(Ok(done)) => StepOutcome {
                 message: done.message,

@@ -637,7 +637,9 @@ pub async fn run_local(config: AgentConfig, shutdown: CancellationToken) -> Resu
     config.validate()?;
     let store = FileStore::open(config.executions_dir())?;
     let artifacts = Arc::new(crate::fetch::CoordinatorArtifacts::new(config.clone()));
-    let driver = LocalDriver::new(config.install_root.clone()).with_artifacts(artifacts);
+    let driver = LocalDriver::new(config.install_root.clone())
+        .with_artifacts(artifacts)
+        .with_max_unpacked_bytes(config.max_unpacked_bytes);
     run(config, Arc::new(driver), Arc::new(store), shutdown).await
 }
 

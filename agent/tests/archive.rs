@@ -204,3 +204,22 @@ async fn rollback_switches_current_back_and_a_first_install_is_undone() {
     assert!(fs::symlink_metadata(tmp.path().join("fresh/app/current")).is_err(), "current removed");
     assert!(fresh.installed().is_empty());
 }
+
+#[tokio::test]
+async fn an_archive_unpacking_past_the_limit_is_refused_naming_it_and_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    // 1 MiB of zeros compresses to about a kilobyte: the limit is on what it unpacks to.
+    let big = "\0".repeat(1 << 20);
+    let (a, s) = build(tmp.path(), "bomb.tar.gz", &[Entry::File("a", &big), Entry::File("b", &big)]);
+    assert!(fs::metadata(&a).unwrap().len() < 64 * 1024);
+    let limited = LocalDriver::new(&root).with_max_unpacked_bytes(1 << 20);
+    let out = install(&limited, spec("1", &a, &s)).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    assert!(out.message.contains("bomb.tar.gz") && out.message.contains("1048576"), "{}", out.message);
+    assert!(out.message.contains("--max-unpacked-bytes"), "{}", out.message);
+    assert!(!root.join("app/releases/1").exists() && !root.join("app/current").exists());
+    // Under the default limit the same archive installs.
+    let out = install(&LocalDriver::new(&root), spec("1", &a, &s)).await;
+    assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+}

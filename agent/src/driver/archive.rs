@@ -152,8 +152,12 @@ fn below_symlink(path: &Path, symlinks: &HashSet<PathBuf>) -> bool {
 }
 
 /// Unpacks `source` into `dest`, refusing escaping entries; returns the
-/// sha256 of all the bytes read.
-fn unpack(source: &Path, dest: &Path, deadline: Option<Instant>) -> Result<String> {
+/// sha256 of all the bytes read. Refuses an archive whose entries add up to
+/// more than `max_unpacked` bytes (each entry counts its size plus one
+/// 512-byte header, so millions of empty files count too) before writing the
+/// entry that crosses the limit.
+fn unpack(source: &Path, dest: &Path, deadline: Option<Instant>, max_unpacked: u64) -> Result<String> {
+    let mut unpacked_bytes: u64 = 0;
     let file = File::open(source).map_err(io_fail(format!("open archive {}", source.display())))?;
     let hashing = Hashing { inner: BufReader::with_capacity(1 << 16, file), hasher: Sha256::new(), deadline };
     let mut archive = tar::Archive::new(GzDecoder::new(hashing));
@@ -203,6 +207,15 @@ fn unpack(source: &Path, dest: &Path, deadline: Option<Instant>) -> Result<Strin
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => continue,
             other => return Err(refuse(format!("entry {:?} has unsupported type {other:?}", raw_path))),
         }
+        let size = entry.header().size().unwrap_or(u64::MAX).max(entry.size());
+        unpacked_bytes = unpacked_bytes.saturating_add(size).saturating_add(512);
+        if unpacked_bytes > max_unpacked {
+            return Err(refuse(format!(
+                "it unpacks to more than {max_unpacked} bytes (the agent's --max-unpacked-bytes limit; \
+                 entry {:?} crosses it)",
+                raw_path
+            )));
+        }
         let unpacked =
             entry.unpack_in(dest).map_err(|e| timed_out_or(e, format!("unpacking {:?} from {shown}", raw_path)))?;
         if !unpacked {
@@ -242,7 +255,13 @@ pub(crate) struct Installed {
 }
 
 /// Installs `spec` under `root` (already resolved). Blocking.
-pub(crate) fn install(spec: &ArchiveSpec, root: &Path, source: &Path, deadline: Option<Instant>) -> Result<Installed> {
+pub(crate) fn install(
+    spec: &ArchiveSpec,
+    root: &Path,
+    source: &Path,
+    deadline: Option<Instant>,
+    max_unpacked: u64,
+) -> Result<Installed> {
     check_name("component", &spec.component)?;
     check_name("version", &spec.version)?;
     let expected = spec.sha256.trim().to_ascii_lowercase();
@@ -284,7 +303,7 @@ pub(crate) fn install(spec: &ArchiveSpec, root: &Path, source: &Path, deadline: 
         let suffix: u64 = rand::rng().random();
         let tmp = releases.join(format!(".{}.tmp-{suffix:016x}", spec.version));
         fs::create_dir(&tmp).map_err(io_fail(format!("create {}", tmp.display())))?;
-        let result = unpack(source, &tmp, deadline).and_then(|digest| {
+        let result = unpack(source, &tmp, deadline, max_unpacked).and_then(|digest| {
             if digest != expected {
                 return Err(Fail::Failed(format!(
                     "{} changed while it was being unpacked (sha256 now {digest}); nothing installed",
