@@ -141,6 +141,23 @@ fn sync_dir(dir: &Path) -> Result<(), CoordinatorError> {
 pub struct ArtifactStore {
     root: PathBuf,
     index: Mutex<Vec<ArtifactRecord>>,
+    quota: ArtifactQuota,
+}
+
+/// How much the artifact store may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactQuota {
+    /// The largest one artifact may be.
+    pub max_artifact_bytes: u64,
+    /// The most all artifacts together may take (content shared by several
+    /// names counts once).
+    pub max_total_bytes: u64,
+}
+
+impl Default for ArtifactQuota {
+    fn default() -> Self {
+        ArtifactQuota { max_artifact_bytes: 8 << 30, max_total_bytes: 64 << 30 }
+    }
 }
 
 /// `<data_dir>/artifacts`.
@@ -149,8 +166,13 @@ pub fn artifacts_dir(data_dir: &Path) -> PathBuf {
 }
 
 impl ArtifactStore {
-    /// Opens (creating) the store under `data_dir` and clears unfinished uploads.
+    /// Opens (creating) the store under `data_dir` with the default quota.
     pub fn open(data_dir: &Path) -> Result<ArtifactStore, CoordinatorError> {
+        Self::open_with(data_dir, ArtifactQuota::default())
+    }
+
+    /// Opens (creating) the store under `data_dir` and clears unfinished uploads.
+    pub fn open_with(data_dir: &Path, quota: ArtifactQuota) -> Result<ArtifactStore, CoordinatorError> {
         let root = artifacts_dir(data_dir);
         for d in [root.join("sha256"), root.join("tmp")] {
             std::fs::create_dir_all(&d).map_err(io_err(&d))?;
@@ -172,7 +194,7 @@ impl ArtifactStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(CoordinatorError::Io { path: index_path, source: e }),
         };
-        Ok(ArtifactStore { root, index: Mutex::new(index) })
+        Ok(ArtifactStore { root, index: Mutex::new(index), quota })
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<ArtifactRecord>> {
@@ -203,12 +225,34 @@ impl ArtifactStore {
         self.lock().iter().find(|r| r.sha256 == sha256).cloned()
     }
 
-    /// A new temporary file for an upload.
-    pub async fn begin_upload(&self) -> Result<Upload, CoordinatorError> {
+    /// Bytes the stored contents take (each content once).
+    pub fn used_bytes(&self) -> u64 {
+        let index = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        index.iter().filter(|r| seen.insert(r.sha256.as_str())).map(|r| r.size).sum()
+    }
+
+    /// A new temporary file for the upload of `what`, refused as it grows
+    /// past the per-artifact limit or the room left in the quota.
+    pub async fn begin_upload(&self, what: &str) -> Result<Upload, CoordinatorError> {
+        let room = self.quota.max_total_bytes.saturating_sub(self.used_bytes());
+        let (limit, why) = if room < self.quota.max_artifact_bytes {
+            (room, format!("the artifact store has {room} bytes left of its {} byte quota", self.quota.max_total_bytes))
+        } else {
+            let max = self.quota.max_artifact_bytes;
+            (max, format!("an artifact may be at most {max} bytes (--artifact-max-bytes)"))
+        };
         let path = self.root.join("tmp").join(format!("upload-{}", crate::tls::random_token()));
         let file =
             tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await.map_err(io_err(&path))?;
-        Ok(Upload { staged: Staged { path, sha256: String::new(), size: 0 }, file, hasher: Sha256::new() })
+        Ok(Upload {
+            staged: Staged { path, sha256: String::new(), size: 0 },
+            file,
+            hasher: Sha256::new(),
+            limit,
+            what: what.to_string(),
+            why,
+        })
     }
 
     fn write_index(&self, records: &[ArtifactRecord]) -> Result<(), CoordinatorError> {
@@ -265,6 +309,20 @@ impl ArtifactStore {
             return Err(refused_other_content(existing, &staged.sha256));
         }
         let blob = self.blob_path(&staged.sha256);
+        // Uploads running side by side each fit alone: the total is checked
+        // again here, under the index lock.
+        let mut seen = std::collections::HashSet::new();
+        let used: u64 = index.iter().filter(|r| seen.insert(r.sha256.as_str())).map(|r| r.size).sum();
+        if !seen.contains(staged.sha256.as_str()) && used.saturating_add(staged.size) > self.quota.max_total_bytes {
+            return Err(CoordinatorError::ArtifactRefused {
+                what,
+                message: format!(
+                    "the artifact store would hold {} bytes, more than its {} byte quota (--artifact-quota-bytes)",
+                    used.saturating_add(staged.size),
+                    self.quota.max_total_bytes
+                ),
+            });
+        }
         if !blob.exists() {
             std::fs::rename(&staged.path, &blob).map_err(io_err(&blob))?;
             // Read-only from now on: content-addressed files never change.
@@ -318,10 +376,19 @@ pub struct Upload {
     staged: Staged,
     file: tokio::fs::File,
     hasher: Sha256,
+    limit: u64,
+    what: String,
+    why: String,
 }
 
 impl Upload {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), CoordinatorError> {
+        if self.staged.size.saturating_add(data.len() as u64) > self.limit {
+            return Err(CoordinatorError::ArtifactRefused {
+                what: self.what.clone(),
+                message: format!("too large: {}", self.why),
+            });
+        }
         self.file.write_all(data).await.map_err(io_err(&self.staged.path))?;
         self.hasher.update(data);
         self.staged.size += data.len() as u64;
@@ -382,7 +449,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
         {
             return Err(to_status(refused_other_content(&existing, want)));
         }
-        let mut upload = self.store.begin_upload().await.map_err(to_status)?;
+        let mut upload = self.store.begin_upload(&format!("{name}@{version}")).await.map_err(to_status)?;
         upload.write(&first.data).await.map_err(to_status)?;
         while let Some(chunk) = inbound.message().await? {
             upload.write(&chunk.data).await.map_err(to_status)?;
@@ -509,11 +576,30 @@ mod tests {
     }
 
     async fn stage(store: &ArtifactStore, data: &[u8]) -> Staged {
-        let mut up = store.begin_upload().await.unwrap();
+        let mut up = store.begin_upload("test@1").await.unwrap();
         for part in data.chunks(3) {
             up.write(part).await.unwrap();
         }
         up.finish().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn uploads_past_the_artifact_limit_or_the_quota_are_refused_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = ArtifactQuota { max_artifact_bytes: 10, max_total_bytes: 15 };
+        let store = ArtifactStore::open_with(dir.path(), quota).unwrap();
+        let mut up = store.begin_upload("big@1").await.unwrap();
+        let err = up.write(&[0u8; 11]).await.unwrap_err().to_string();
+        assert!(err.contains("big@1") && err.contains("at most 10 bytes"), "{err}");
+        let first = stage(&store, b"0123456789").await;
+        store.commit("a", "1", None, first, 1).unwrap();
+        // 5 bytes left: the next upload may not grow past them.
+        let mut up = store.begin_upload("b@1").await.unwrap();
+        let err = up.write(b"abcdef").await.unwrap_err().to_string();
+        assert!(err.contains("left of its 15 byte quota"), "{err}");
+        drop(up);
+        assert_eq!(store.used_bytes(), 10);
+        assert_eq!(std::fs::read_dir(dir.path().join("artifacts/tmp")).unwrap().count(), 0, "nothing left behind");
     }
 
     #[tokio::test]

@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// At most this many connections at once (default: the open-file limit less 256).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub max_connections: Option<u64>,
+    /// The largest artifact `convoy artifact add` may load, in bytes.
+    #[arg(long, default_value_t = 8 << 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub artifact_max_bytes: u64,
+    /// The most all artifacts together may take, in bytes.
+    #[arg(long, default_value_t = 64 << 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub artifact_quota_bytes: u64,
     /// Seconds a plan may take to parse, validate and expand.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub plan_time_limit_s: u64,
@@ -129,6 +135,10 @@ impl ServeArgs {
                 handshake_timeout: Duration::from_secs(self.handshake_timeout_s),
                 max_connections: self.max_connections.map(|n| n as usize),
                 ..Default::default()
+            },
+            artifacts: crate::artifacts::ArtifactQuota {
+                max_artifact_bytes: self.artifact_max_bytes,
+                max_total_bytes: self.artifact_quota_bytes,
             },
         })
     }

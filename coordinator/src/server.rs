@@ -26,6 +26,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub runtime: RuntimeConfig,
     pub connections: crate::connections::Limits,
+    pub artifacts: crate::artifacts::ArtifactQuota,
 }
 
 /// Where the embedded store lives under a data directory.
@@ -103,7 +104,7 @@ pub async fn run(
     let operator_svc = OperatorSvc { runtime: handle, store: store.clone(), clock };
     let auth = OperatorAuth::new(&config.data_dir, clock);
     let artifact_svc = ArtifactSvc {
-        store: Arc::new(ArtifactStore::open(&config.data_dir)?),
+        store: Arc::new(ArtifactStore::open_with(&config.data_dir, config.artifacts)?),
         auth: auth.clone(),
         enrolments: store.clone(),
         clock,

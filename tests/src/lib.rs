@@ -198,7 +198,12 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         self.url = format!("https://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
-        let config = ServerConfig { data_dir: self.data_dir.clone(), runtime, connections: self.connections };
+        let config = ServerConfig {
+            data_dir: self.data_dir.clone(),
+            runtime,
+            connections: self.connections,
+            artifacts: Default::default(),
+        };
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = convoy_coordinator::server::run(listener, config, s).await {
