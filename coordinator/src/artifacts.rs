@@ -588,9 +588,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let quota = ArtifactQuota { max_artifact_bytes: 10, max_total_bytes: 15 };
         let store = ArtifactStore::open_with(dir.path(), quota).unwrap();
-        let mut up = store.begin_upload("big@1").await.unwrap();
-        let err = up.write(&[0u8; 11]).await.unwrap_err().to_string();
+        let mut big = store.begin_upload("big@1").await.unwrap();
+        let err = big.write(&[0u8; 11]).await.unwrap_err().to_string();
         assert!(err.contains("big@1") && err.contains("at most 10 bytes"), "{err}");
+        drop(big);
         let first = stage(&store, b"0123456789").await;
         store.commit("a", "1", None, first, 1).unwrap();
         // 5 bytes left: the next upload may not grow past them.
