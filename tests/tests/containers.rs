@@ -397,21 +397,24 @@ async fn restart_and_wait_session(fleet: &Fleet, host: &str) -> anyhow::Result<(
     fleet.wait_connected(&[host.to_string()], Duration::from_secs(30)).await
 }
 
-/// One collector group in `hosts` order, one host at a time, through apt.
-fn collector_plan(name: &str, version: &str, hosts: &[&str]) -> String {
+/// One collector group in `hosts` order, one host at a time, through apt;
+/// `rerun_safe` marks the apt steps safe to run again after an agent restart.
+fn collector_plan(name: &str, version: &str, hosts: &[&str], rerun_safe: bool) -> String {
+    let steps = install_steps_and_checks("collector")
+        .replace("        timeout: 180s\n", &format!("        timeout: 180s\n        rerun_safe: {rerun_safe}\n"));
     format!(
-        "name: {name}\nversion: \"{version}\"\nhost_lost_timeout: 120s\ngroups:\n  - name: collector\n    hosts: [{}]\n    strategy: {{ max_parallel: 1, max_failures: 0 }}\n{}",
+        "name: {name}\nversion: \"{version}\"\nhost_lost_timeout: 120s\ngroups:\n  - name: collector\n    hosts: [{}]\n    strategy: {{ max_parallel: 1, max_failures: 0 }}\n{steps}",
         hosts.join(", "),
-        install_steps_and_checks("collector")
     )
 }
 
 /// `docker restart` a host while dpkg is configuring its upgrade (its
 /// postinst is held up by a slow `policy-rc.d`, so the package is
 /// half-configured when the container goes down). The agent comes back, the
-/// coordinator resends the execution, the agent (which never finished it)
-/// runs it again, the apt driver finds the package half-configured and runs
-/// `dpkg --configure -a` first, and the host ends on 2.0.0.
+/// coordinator resends the execution, and the agent (which never finished
+/// it) runs it again because the plan says an apt upgrade to a pinned
+/// version is `rerun_safe`: the apt driver finds the package half-configured
+/// and runs `dpkg --configure -a` first, and the host ends on 2.0.0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_restarted_mid_apt_upgrade_recovers_with_configure_pending() -> anyhow::Result<()> {
     let test = "host_restarted_mid_apt_upgrade_recovers_with_configure_pending";
@@ -423,7 +426,8 @@ async fn host_restarted_mid_apt_upgrade_recovers_with_configure_pending() -> any
     let pkg = "convoy-demo-collector";
     let victim = "collector-2";
 
-    let id = fleet.submit("install-v1.yaml", &collector_plan("install-v1", "1.0.0", &["collector-1", victim])).await?;
+    let id =
+        fleet.submit("install-v1.yaml", &collector_plan("install-v1", "1.0.0", &["collector-1", victim], true)).await?;
     assert_all_succeeded(&fleet.wait_finished(&id, Duration::from_secs(300)).await?, hosts.len());
 
     // The victim's postinst waits in policy-rc.d, once, long enough to restart it.
@@ -432,7 +436,7 @@ async fn host_restarted_mid_apt_upgrade_recovers_with_configure_pending() -> any
         "printf '#!/bin/sh\\nif [ ! -e /var/tmp/convoy-slow-once ]; then touch /var/tmp/convoy-slow-once; sleep 60; fi\\nexit 0\\n' \
          > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d",
     )?;
-    let id = fleet.submit("upgrade.yaml", &collector_plan("upgrade", "2.0.0", &[victim, "collector-1"])).await?;
+    let id = fleet.submit("upgrade.yaml", &collector_plan("upgrade", "2.0.0", &[victim, "collector-1"], true)).await?;
     convoy_tests::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
         fleet.sh(victim, "test -e /var/tmp/convoy-slow-once && echo yes").ok().filter(|o| o.trim() == "yes")
     })?;
@@ -549,5 +553,52 @@ groups:
         t.elapsed().as_secs_f64(),
         finished.len()
     );
+    Ok(())
+}
+
+/// The same restart in the middle of an apt upgrade, with the step not
+/// declared `rerun_safe` (the default): the agent that comes back never runs
+/// it a second time. It reports "outcome unknown", the package is left as
+/// the interrupted run left it, and the rollout stops within its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apt_step_interrupted_by_a_restart_is_not_run_twice() -> anyhow::Result<()> {
+    let test = "an_apt_step_interrupted_by_a_restart_is_not_run_twice";
+    let Some(image) = image_or_skip(test) else { return Ok(()) };
+    let hosts: &[(&str, &str)] = &[("collector-1", "collector")];
+    let options = FleetOptions { heartbeat_ms: 300, missed_heartbeats: 3 };
+    let fleet = start_fleet("once-apt", &image, hosts, options).await?;
+    let pkg = "convoy-demo-collector";
+    let victim = "collector-1";
+    let id = fleet.submit("install-v1.yaml", &collector_plan("install-v1", "1.0.0", &[victim], false)).await?;
+    assert_all_succeeded(&fleet.wait_finished(&id, Duration::from_secs(300)).await?, hosts.len());
+    fleet.sh(
+        victim,
+        "printf '#!/bin/sh\\nif [ ! -e /var/tmp/convoy-slow-once ]; then touch /var/tmp/convoy-slow-once; sleep 60; fi\\nexit 0\\n' \
+         > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d",
+    )?;
+    let id = fleet.submit("upgrade.yaml", &collector_plan("upgrade", "2.0.0", &[victim], false)).await?;
+    convoy_tests::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
+        fleet.sh(victim, "test -e /var/tmp/convoy-slow-once && echo yes").ok().filter(|o| o.trim() == "yes")
+    })?;
+    restart_and_wait_session(&fleet, victim).await?;
+
+    let status = fleet.wait_finished(&id, Duration::from_secs(300)).await?;
+    assert_eq!(status.state, "failed", "{status:#?}");
+    let host = &status.hosts[0];
+    assert_eq!(host.state, "failed", "{host:?}");
+    assert!(host.message.contains("outcome unknown"), "{host:?}");
+    // apt did not run again: nothing configured the package after the restart.
+    let state = fleet.sh(victim, &format!("dpkg-query -W -f='${{Status}} ${{Version}}' {pkg}"))?;
+    assert_eq!(state.trim(), "install ok half-configured 2.0.0", "apt ran again after the restart");
+
+    let (spec, log) = stored_log(&fleet, &id)?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    let finished = log
+        .iter()
+        .filter(
+            |e| matches!(&e.event, Event::StepFinished { outcome, .. } if outcome.message.contains("outcome unknown")),
+        )
+        .count();
+    assert_eq!(finished, 1, "one execution, finished once, as unknown");
     Ok(())
 }
