@@ -12,37 +12,22 @@ use convoy_coordinator::store::Store;
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
 use convoy_tests::logs::LogCapture;
-use convoy_tests::{Cluster, connect_operator, fast_runtime, wait_until};
+use convoy_tests::{Cluster, connect_operator, fast_runtime, raw_agent_client, raw_agent_config, wait_until};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
 fn agent_config(c: &Cluster, host: &str, state: &str, token: &str) -> AgentConfig {
-    let mut cfg = AgentConfig::new(c.url.clone(), c.ca_file.clone(), host, c.dir.path().join("raw").join(state));
-    cfg.join_token = Some(token.to_string());
-    cfg
+    raw_agent_config(c, host, state, token)
 }
 
-/// A client holding the certificate enrolled under state dir `state`.
 async fn client_for(cfg: &AgentConfig) -> anyhow::Result<AgentServiceClient<tonic::transport::Channel>> {
-    let identity = convoy_agent::enroll::ensure_identity(cfg).await?;
-    let ca = convoy_agent::tls::read_ca(&cfg.ca_file)?;
-    let tls = convoy_agent::tls::client_tls(cfg, &ca, Some(&identity));
-    let channel = convoy_agent::tls::connect(cfg, tls).await?;
-    Ok(AgentServiceClient::new(channel))
+    raw_agent_client(cfg).await
 }
 
 fn hello(id: &str) -> pb::AgentMessage {
-    pb::AgentMessage {
-        kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
-            agent_id: id.into(),
-            agent_version: "test".into(),
-            protocol_version: convoy_proto::PROTOCOL_VERSION,
-            labels: [("role".to_string(), "web".to_string())].into(),
-            ..Default::default()
-        })),
-    }
+    convoy_tests::hello(id, &[("role", "web")])
 }
 
 async fn open_session(

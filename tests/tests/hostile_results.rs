@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use convoy_agent::config::AgentConfig;
 use convoy_proto::v1 as pb;
-use convoy_proto::v1::agent_service_client::AgentServiceClient;
 use convoy_tests::{Cluster, fast_runtime};
 use prost::Message;
 
@@ -29,22 +27,10 @@ async fn multi_megabyte_results_are_capped_and_status_stays_small() -> anyhow::R
     let mut senders = Vec::new();
     for i in 0..8 {
         let host = format!("web-{i}");
-        let mut cfg = AgentConfig::new(c.url.clone(), c.ca_file.clone(), &host, c.dir.path().join("raw").join(&host));
-        cfg.join_token = Some(c.join_token.clone());
-        let identity = convoy_agent::enroll::ensure_identity(&cfg).await?;
-        let ca = convoy_agent::tls::read_ca(&cfg.ca_file)?;
-        let ch = convoy_agent::tls::connect(&cfg, convoy_agent::tls::client_tls(&cfg, &ca, Some(&identity))).await?;
-        let mut client = AgentServiceClient::new(ch);
+        let mut client =
+            convoy_tests::raw_agent_client(&convoy_tests::raw_agent_config(&c, &host, &host, &c.join_token)).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tx.send(pb::AgentMessage {
-            kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
-                agent_id: host.clone(),
-                protocol_version: convoy_proto::PROTOCOL_VERSION,
-                labels: [("role".to_string(), "web".to_string())].into(),
-                ..Default::default()
-            })),
-        })
-        .await?;
+        tx.send(convoy_tests::hello(&host, &[("role", "web")])).await?;
         let stream = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
         streams.push(stream);
         senders.push(tx);

@@ -13,30 +13,16 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 fn agent_config(c: &Cluster, host: &str) -> AgentConfig {
-    let mut cfg = AgentConfig::new(c.url.clone(), c.ca_file.clone(), host, c.dir.path().join("raw").join(host));
-    cfg.join_token = Some(c.join_token.clone());
-    cfg
+    convoy_tests::raw_agent_config(c, host, host, &c.join_token)
 }
 
 /// A client holding an enrolled certificate for `host`.
 async fn enrolled_client(c: &Cluster, host: &str) -> anyhow::Result<AgentServiceClient<tonic::transport::Channel>> {
-    let cfg = agent_config(c, host);
-    let identity = convoy_agent::enroll::ensure_identity(&cfg).await?;
-    let ca = convoy_agent::tls::read_ca(&cfg.ca_file)?;
-    let tls = convoy_agent::tls::client_tls(&cfg, &ca, Some(&identity));
-    let channel = convoy_agent::tls::connect(&cfg, tls).await?;
-    Ok(AgentServiceClient::new(channel))
+    convoy_tests::raw_agent_client(&agent_config(c, host)).await
 }
 
 fn hello(id: &str) -> pb::AgentMessage {
-    pb::AgentMessage {
-        kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
-            agent_id: id.into(),
-            agent_version: "test".into(),
-            protocol_version: convoy_proto::PROTOCOL_VERSION,
-            ..Default::default()
-        })),
-    }
+    convoy_tests::hello(id, &[])
 }
 
 async fn open_session(
