@@ -430,6 +430,30 @@ pub async fn join_token_cmd(target: &Target, ttl: u64, uses: u32, hosts: String)
     Ok(())
 }
 
+pub async fn logs_cmd(target: &Target, rollout: &str, host: &str) -> Result<(), CliError> {
+    let mut c = connect(target).await?;
+    let rollout_id = if rollout == "latest" { String::new() } else { rollout.to_string() };
+    let r = c.host_outputs(pb::HostOutputsRequest { rollout_id, host_id: host.to_string() }).await?.into_inner();
+    if r.outputs.is_empty() {
+        println!("rollout {}: no recorded result for host {host}", r.rollout_id);
+    }
+    for o in &r.outputs {
+        let status = pb::StepStatus::try_from(o.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+        println!(
+            "== {} {} exit {}",
+            o.execution_id,
+            status.trim_start_matches("STEP_STATUS_").to_lowercase(),
+            o.exit_code
+        );
+        for (what, text) in [("message", &o.message), ("stdout", &o.stdout_tail), ("stderr", &o.stderr_tail)] {
+            if !text.is_empty() {
+                println!("-- {what}\n{}", text.trim_end());
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn revoke_agent_cmd(target: &Target, host: &str) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let r = c.revoke_agent(pb::RevokeAgentRequest { host_id: host.to_string() }).await?.into_inner();

@@ -77,6 +77,12 @@ enum Cmd {
     },
     /// Follow a running rollout until it ends.
     Watch { rollout: Option<String> },
+    /// The recorded results of one host's steps in a rollout, with their output.
+    Logs {
+        /// The rollout (`latest` for the newest one).
+        rollout: String,
+        host: String,
+    },
     /// List agents with their labels and installed versions; `agents revoke HOST` replaces a machine.
     Agents {
         #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -178,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let mut c = client::connect(&target()?).await?;
                 commands::follow(&mut c, rollout.as_deref().unwrap_or(""), Output::Text).await?
             }
+            Cmd::Logs { rollout, host } => commands::logs_cmd(&target()?, &rollout, &host).await?,
             Cmd::Agents { output, action: None } => commands::agents_cmd(&target()?, output).await?,
             Cmd::Agents { action: Some(AgentsCmd::Revoke { host }), .. } => {
                 commands::revoke_agent_cmd(&target()?, &host).await?

@@ -1046,6 +1046,18 @@ impl Engine {
         self.executions.get(execution_id).map(|&i| &self.spec.hosts[i].host)
     }
 
+    /// The execution ids this rollout issued to agent `host`, in id order.
+    pub fn executions_of(&self, host: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .executions
+            .iter()
+            .filter(|(_, i)| self.spec.hosts[**i].host == host)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The plan of the host entry with key `host` ([`HostPlan::key`]).
     pub fn host_plan(&self, host: &str) -> Option<&HostPlan> {
         self.by_name.get(host).map(|&i| &self.spec.hosts[i])

@@ -28,6 +28,24 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
     }
 }
 
+/// One recorded result of a host, as `HostOutputs` returns it.
+pub fn host_output_to_wire(
+    execution_id: &str,
+    o: &StepOutcome,
+    finished: convoy_common::model::UnixMillis,
+) -> pb::HostOutput {
+    let r = convoy_wire::outcome_to_result(execution_id, o, false);
+    pb::HostOutput {
+        execution_id: execution_id.to_string(),
+        status: r.status,
+        exit_code: r.exit_code,
+        message: r.message,
+        stdout_tail: r.stdout_tail,
+        stderr_tail: r.stderr_tail,
+        finished_unix_ms: finished.0,
+    }
+}
+
 pub fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {
     pb::RolloutStatus {
         rollout_id: s.id.clone(),

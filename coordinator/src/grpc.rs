@@ -350,6 +350,37 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         Ok(Response::new(pb::RevokeAgentResponse { host_id: host, fingerprint: e.fingerprint }))
     }
 
+    async fn host_outputs(
+        &self,
+        req: Request<pb::HostOutputsRequest>,
+    ) -> Result<Response<pb::HostOutputsResponse>, Status> {
+        require(&req, Role::Viewer, "reading a host's outputs")?;
+        let r = req.into_inner();
+        let (rollout_id, ids) =
+            self.runtime.executions_of(rollout_arg(r.rollout_id), &r.host_id).await.map_err(to_status)?;
+        // The log is read off the runtime task: a long one costs this call only.
+        let (store, id) = (self.store.clone(), rollout_id.clone());
+        let events = tokio::task::spawn_blocking(move || store.events(&id))
+            .await
+            .map_err(|e| {
+                to_status(CoordinatorError::Internal { what: "reading the event log".into(), message: e.to_string() })
+            })?
+            .map_err(to_status)?;
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let outputs = events
+            .into_iter()
+            .filter_map(|e| match e.event {
+                convoy_common::engine::Event::StepFinished { execution_id, outcome }
+                    if wanted.contains(execution_id.as_str()) =>
+                {
+                    Some(convert::host_output_to_wire(&execution_id, &outcome, e.now))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(pb::HostOutputsResponse { rollout_id, outputs }))
+    }
+
     async fn step_times(&self, req: Request<pb::StepTimesRequest>) -> Result<Response<pb::StepTimesResponse>, Status> {
         require(&req, Role::Viewer, "reading step times")?;
         let plan = req.into_inner().plan_name;

@@ -147,6 +147,12 @@ enum Command {
     Revoke {
         host: HostId,
     },
+    /// The execution ids a rollout (resolved) issued to a host.
+    ExecutionsOf {
+        rollout_id: Option<String>,
+        host: HostId,
+        reply: Reply<(String, Vec<String>)>,
+    },
     Heartbeat {
         host: HostId,
         session: u64,
@@ -225,6 +231,15 @@ impl RuntimeHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         self.ask(|reply| Command::Connect { hello, session, tx, reply }).await?;
         Ok((session, rx))
+    }
+    /// The rollout (the latest if `None`) and the execution ids it issued to `host`.
+    pub async fn executions_of(
+        &self,
+        rollout_id: Option<String>,
+        host: &str,
+    ) -> Result<(String, Vec<String>), CoordinatorError> {
+        let host = host.to_string();
+        self.ask(|reply| Command::ExecutionsOf { rollout_id, host, reply }).await
     }
     /// End the session of a host whose certificate was revoked.
     pub fn revoke(&self, host: &str) -> Result<(), CoordinatorError> {
@@ -612,6 +627,15 @@ impl Actor {
                     self.connect(hello, session, tx);
                     let _ = reply.send(Ok(()));
                 }
+            }
+            Command::ExecutionsOf { rollout_id, host, reply } => {
+                let r = self.resolve(rollout_id).and_then(|id| {
+                    let run =
+                        self.rollouts.get(&id).ok_or_else(|| CoordinatorError::UnknownRollout { id: id.clone() })?;
+                    let ids = run.engine.executions_of(&host);
+                    Ok((id, ids))
+                });
+                let _ = reply.send(r);
             }
             Command::Revoke { host } => {
                 if self.agents.get(&host).is_some_and(|a| a.session.is_some()) {

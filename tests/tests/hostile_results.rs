@@ -66,6 +66,16 @@ async fn multi_megabyte_results_are_capped_and_status_stays_small() -> anyhow::R
     let size = s.encoded_len();
     assert!(size < 64 * 1024, "status answer of {size} bytes");
     println!("status answer for 8 hosts with 3.9 MB results each: {size} bytes");
+    // The output as received (capped, far more than the status shows) is
+    // retrievable per host.
+    let mut op = c.operator().await?;
+    let out =
+        op.host_outputs(pb::HostOutputsRequest { rollout_id: id.clone(), host_id: "web-3".into() }).await?.into_inner();
+    assert_eq!(out.outputs.len(), 1, "{:?}", out.outputs.len());
+    let o = &out.outputs[0];
+    assert!(o.execution_id.contains("web-3"));
+    assert!(o.stdout_tail.len() > 8 * 1024 && o.stdout_tail.len() <= 17 * 1024, "{}", o.stdout_tail.len());
+    assert!(o.stdout_tail.starts_with("[") && o.stdout_tail.ends_with("xxxx"));
     c.shutdown().await;
     Ok(())
 }
