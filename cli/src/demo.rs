@@ -70,13 +70,6 @@ pub fn build_archive(path: &Path, version: &str, broken: bool) -> Result<String,
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-fn free_port() -> Result<u16, CliError> {
-    // The demo only: a port is picked here and bound a moment later by the
-    // service. Tests never do this.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
-}
-
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let tmp = match &args.dir {
@@ -127,7 +120,7 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
             let install = dir.join("hosts").join(&id).join("install");
             let service_root = install.join("demo-service");
             std::fs::create_dir_all(&service_root).map_err(io(&service_root))?;
-            let port = free_port()?;
+            let port = crate::fleet::free_port()?;
             let labels: Vec<(String, String)> = [
                 ("role", role.to_string()),
                 ("fleet", "demo".to_string()),
@@ -175,7 +168,9 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
     println!("\n== every service's /health, asked directly");
     let mut bad = Vec::new();
     for (id, port) in &hosts {
-        let body = http_get(*port).unwrap_or_else(|e| format!("error: {e}"));
+        let body = crate::fleet::http_get(&format!("http://127.0.0.1:{port}/health"))
+            .map(|(_, body)| body)
+            .unwrap_or_else(|e| format!("error: {e}"));
         println!("  {id:<16} 127.0.0.1:{port:<5}  {}", body.trim());
         if !body.contains("\"version\":\"2.0.0\"") {
             bad.push(id.clone());
@@ -226,7 +221,9 @@ async fn bad_release_step(
         .collect();
     let mut wrong = Vec::new();
     for (id, port) in hosts {
-        let body = http_get(*port).unwrap_or_else(|e| format!("error: {e}"));
+        let body = crate::fleet::http_get(&format!("http://127.0.0.1:{port}/health"))
+            .map(|(_, body)| body)
+            .unwrap_or_else(|e| format!("error: {e}"));
         if !body.contains("\"version\":\"2.0.0\"") || !body.contains("\"ok\"") {
             wrong.push(format!("{id}: {}", body.trim()));
         }
@@ -261,14 +258,4 @@ async fn submit_and_follow(client: &mut crate::client::Client, name: &str, plan:
         .await?
         .into_inner();
     follow(client, &r.rollout_id, Output::Text).await
-}
-
-fn http_get(port: u16) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out))
 }

@@ -359,7 +359,7 @@ async fn run_in(
         let root = host_dir.join("root");
         let install = root.join("opt");
         std::fs::create_dir_all(&install).map_err(io(&install))?;
-        let port = if h.port { Some(free_port()?) } else { None };
+        let port = if h.port { Some(crate::fleet::free_port()?) } else { None };
         let host = Host { id: h.id.clone(), root: root.clone(), port };
         for (component, version) in &h.installed {
             seed_install(&install, component, version)?;
@@ -749,26 +749,8 @@ fn pack_dir(src: &Path, out: &Path) -> Result<String, CliError> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-fn free_port() -> Result<u16, CliError> {
-    // As in the demo: a port picked here is bound a moment later by the
-    // host's service. The tests only ever bind port 0 themselves.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
-}
-
-/// A plain HTTP GET (the checks' own view, not the agent's): the body.
+/// A plain HTTP GET (the checks' own view, not the agent's): the body of a 200.
 fn http_get(url: &str) -> Result<String, String> {
-    use std::io::Read;
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http:// URL: {url}"))?;
-    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(authority).map_err(|e| format!("{url}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
-    // One write: the demo service reads the request with a single read.
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| format!("{url}: {e}"))?;
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head.lines().next().unwrap_or("");
-    if status.contains(" 200 ") { Ok(body.to_string()) } else { Err(format!("{status}: {body}")) }
+    let (status, body) = crate::fleet::http_get(url)?;
+    if status.contains(" 200 ") { Ok(body) } else { Err(format!("{status}: {body}")) }
 }
