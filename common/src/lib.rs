@@ -13,10 +13,11 @@
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`estimate`]: estimated durations of steps, groups and rollouts (`convoy plan`).
 //! - [`version`]: version parsing and ordering.
-//! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`.
+//! - [`engine`]: the rollout state machine, `handle(now, event) -> actions`
+//!   (its module docs list its rooms: events, states, window, budgets, ...).
+//! - [`view`]: read-only summaries of a rollout for status displays.
+//! - [`undo`]: planning a rollback rollout from a finished one.
 //! - [`invariants`]: checks every test layer runs over an event log.
-//! - [`limits`]: the bounds on plans and catalogs (size, nesting, counts,
-//!   durations), checked before the expensive work.
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod capture;
@@ -29,4 +30,6 @@ pub mod limits;
 pub mod metric;
 pub mod model;
 pub mod plan;
+pub mod undo;
 pub mod version;
+pub mod view;

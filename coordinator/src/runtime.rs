@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_common::engine::{Action, Engine, Event, ExecutionId, OperatorCommand, RolloutView, Timer};
+use convoy_common::engine::{Action, Engine, Event, ExecutionId, OperatorCommand, Timer};
 use convoy_common::model::{HostId, InventoryHost, StepOutcome, StepSpec, UnixMillis};
+use convoy_common::view::RolloutView;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -876,8 +877,8 @@ impl Actor {
             });
         }
         let run = self.rollouts.get(id).ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })?;
-        let spec =
-            run.engine.undo_spec().map_err(|message| CoordinatorError::Conflict { id: id.to_string(), message })?;
+        let spec = convoy_common::undo::undo_spec(&run.engine)
+            .map_err(|message| CoordinatorError::Conflict { id: id.to_string(), message })?;
         self.create(spec, &file, "", by)
     }
 }

@@ -1,0 +1,186 @@
+//! The engine seen from outside: read-only summaries of a rollout for status displays.
+
+use crate::engine::Engine;
+use crate::engine::state::{GroupState, HostState, RolloutState};
+use crate::model::{HostId, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A read-only summary for status displays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub state: RolloutState,
+    pub message: String,
+    pub groups: Vec<GroupView>,
+    pub hosts: Vec<HostView>,
+    /// Backups the rollout's `backup` steps took, in the order they succeeded.
+    #[serde(default)]
+    pub backups: Vec<BackupView>,
+}
+
+/// A backup a `backup` step took (from its [`StepOutcome::backup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    /// The agent that took it.
+    pub host: HostId,
+    /// The host entry's key ([`HostPlan::key`]).
+    pub key: String,
+    pub group: String,
+    /// The step's name.
+    pub step: String,
+    /// Where the backup is on the host.
+    pub location: String,
+    pub size_bytes: u64,
+    /// When its result was handled.
+    pub at: UnixMillis,
+}
+
+/// Host counts of one group. Every host is counted exactly once:
+/// `done + running + failed + rolled_back + pending == total`, with skipped
+/// hosts counted in `pending` (they are the hosts that never ran).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    pub state: GroupState,
+    /// Hosts that succeeded (and were not rolled back).
+    pub done: usize,
+    /// Hosts running a step, soaking or rolling back.
+    pub running: usize,
+    /// Hosts that failed (and were not rolled back).
+    pub failed: usize,
+    /// Hosts whose rollback ended, rolled back or failed.
+    #[serde(default)]
+    pub rolled_back: usize,
+    /// Hosts not started yet, or skipped.
+    pub pending: usize,
+    pub total: usize,
+    /// How many of the group's first hosts are canaries (0: no canary phase).
+    #[serde(default)]
+    pub canaries: usize,
+    /// When a group in `CanarySoak` promotes itself.
+    #[serde(default)]
+    pub promote_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    pub host: HostId,
+    pub group: String,
+    pub state: HostState,
+    /// Installed version of the rollout's component (last reported).
+    pub version: Option<String>,
+    /// Name of the step (or rollback step) running now, if any.
+    pub current_step: Option<String>,
+    /// Why the host failed or was rolled back, or the last step's message.
+    pub message: String,
+    /// The entry's key ([`HostPlan::key`]): the host id, or `host@group`
+    /// for a host running a hook.
+    #[serde(default)]
+    pub key: String,
+    /// Values this entry's steps captured, by name.
+    #[serde(default)]
+    pub captured: BTreeMap<String, String>,
+}
+
+impl Engine {
+    /// A summary for status displays.
+    pub fn view(&self) -> RolloutView {
+        let mut groups: Vec<GroupView> = self
+            .spec
+            .groups
+            .iter()
+            .zip(&self.groups)
+            .map(|(spec, g)| GroupView {
+                name: spec.name.clone(),
+                state: g.state,
+                done: 0,
+                running: 0,
+                failed: 0,
+                rolled_back: 0,
+                pending: 0,
+                total: spec.hosts.len(),
+                canaries: g.canaries,
+                promote_at: match g.state {
+                    GroupState::CanarySoak => g.promote_at,
+                    GroupState::Waiting
+                    | GroupState::Canary
+                    | GroupState::AwaitingApproval
+                    | GroupState::Running
+                    | GroupState::Succeeded
+                    | GroupState::Failed
+                    | GroupState::Skipped
+                    | GroupState::RollingBack
+                    | GroupState::RolledBack
+                    | GroupState::RollbackFailed => None,
+                },
+            })
+            .collect();
+        for (gi, spec) in self.spec.groups.iter().enumerate() {
+            for &i in &spec.hosts {
+                let v = &mut groups[gi];
+                match self.hosts[i].state {
+                    HostState::Pending | HostState::Skipped => v.pending += 1,
+                    HostState::Running { .. }
+                    | HostState::Soaking { .. }
+                    | HostState::RollingBack { .. }
+                    | HostState::Probing { .. }
+                    | HostState::SwitchingOver { .. }
+                    | HostState::Held { .. }
+                    | HostState::LeaderUnknown { .. }
+                    | HostState::AtBarrier { .. } => v.running += 1,
+                    HostState::Succeeded => v.done += 1,
+                    HostState::Failed { .. } => v.failed += 1,
+                    HostState::RolledBack | HostState::RollbackFailed { .. } => v.rolled_back += 1,
+                }
+            }
+        }
+        let hosts = self
+            .spec
+            .hosts
+            .iter()
+            .zip(&self.hosts)
+            .enumerate()
+            .map(|(i, (spec, h))| HostView {
+                host: spec.host.clone(),
+                group: self.spec.groups.get(h.group).map_or_else(String::new, |g| g.name.clone()),
+                state: h.state.clone(),
+                version: self.version_of(i).map(str::to_string),
+                current_step: match &h.state {
+                    HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
+                    HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
+                    HostState::Probing { step, .. } | HostState::LeaderUnknown { step, .. } => {
+                        Some(format!("leader check before {}", spec.steps[*step].name))
+                    }
+                    HostState::SwitchingOver { index, .. } => Some(spec.switchover[*index].name.clone()),
+                    HostState::Held { step } | HostState::AtBarrier { step } => {
+                        Some(format!("waiting before {}", spec.steps[*step].name))
+                    }
+                    HostState::Pending
+                    | HostState::Soaking { .. }
+                    | HostState::Succeeded
+                    | HostState::Failed { .. }
+                    | HostState::Skipped
+                    | HostState::RolledBack
+                    | HostState::RollbackFailed { .. } => None,
+                },
+                message: h.message.clone(),
+                key: spec.key().to_string(),
+                captured: h.captured.clone(),
+            })
+            .collect();
+        let backups = self
+            .backups
+            .iter()
+            .map(|(i, step, record, at)| BackupView {
+                host: self.spec.hosts[*i].host.clone(),
+                key: self.key(*i),
+                group: self.spec.groups.get(self.hosts[*i].group).map_or_else(String::new, |g| g.name.clone()),
+                step: self.spec.hosts[*i].steps[*step].name.clone(),
+                location: record.location.clone(),
+                size_bytes: record.size_bytes,
+                at: *at,
+            })
+            .collect();
+        RolloutView { state: self.state, message: self.message.clone(), groups, hosts, backups }
+    }
+}
