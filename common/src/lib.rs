@@ -29,4 +29,5 @@ pub mod limits;
 pub mod metric;
 pub mod model;
 pub mod plan;
+mod step_strings;
 pub mod version;
