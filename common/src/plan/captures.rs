@@ -1,10 +1,12 @@
-//! TODO doc captures
+//! Where `{{captured.NAME}}` may be used (see "Captured values" in
+//! [`crate::plan`]): capture names and references checked at parse time
+//! over groups, hooks and catalogs, and per host at expansion over a
+//! host's release path.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::capture;
-
-use crate::step_strings::{exec_strings_mut, step_strings_mut};
+use crate::step_strings::{exec_strings_mut, kind_strings_mut, step_strings_mut};
 
 use super::catalogs::PlanCatalog;
 use super::errors::{FieldPath, PlanError, Src};
@@ -13,7 +15,7 @@ use super::strategies::ClusterDef;
 use super::validated::{PlanGroup, StepTemplate};
 
 /// Check capture names and every `{{captured.NAME}}` reference (see
-/// "Captured values" in the module docs). `groups` have their final `after`;
+/// "Captured values" in [`crate::plan`]). `groups` have their final `after`;
 /// `catalogs` are the release catalogs the groups use, whose steps are
 /// checked in catalog order (see "Captured values" in [`crate::catalog`]).
 pub(super) fn check_captures(
@@ -150,11 +152,8 @@ pub(super) fn check_captures(
             }
         }
         for t in &g.rollback_steps {
-            let mut spec = t.spec.clone();
-            for (rel, text) in step_strings_mut(&mut spec) {
-                if rel == FieldPath::default().key("name") {
-                    continue;
-                }
+            let mut kind = t.spec.kind.clone();
+            for (rel, text) in kind_strings_mut(&mut kind) {
                 check(t.path.join(&rel), text, &captured_by(g.steps.len()))?;
             }
         }
@@ -309,13 +308,11 @@ fn check_catalog_captures(pc: &PlanCatalog, from_hooks: &[&str], group: &str) ->
             let mut undo = t.undo.clone();
             // The undo runs only after its step succeeded: it may read that step's capture.
             let strings =
-                step_strings_mut(&mut spec)
-                    .into_iter()
-                    .filter(|(rel, _)| *rel != FieldPath::default().key("name"))
-                    .map(|(rel, s)| (t.path.join(&rel), s, false))
-                    .chain(undo.iter_mut().flat_map(|u| {
+                kind_strings_mut(&mut spec.kind).into_iter().map(|(rel, s)| (t.path.join(&rel), s, false)).chain(
+                    undo.iter_mut().flat_map(|u| {
                         exec_strings_mut(t.path.key("rollback"), u).into_iter().map(|(p, s)| (p, s, true))
-                    }));
+                    }),
+                );
             for (path, text, own) in strings {
                 if let Some(name) = capture::references(text).into_iter().find(|n| !known(n, own)) {
                     let scope = if downgrades { "downgrade edge" } else { "release" };
@@ -350,14 +347,10 @@ pub(super) fn check_path_captures(
     for (tsrc, t) in items {
         let mut spec = t.spec.clone();
         let mut undo = t.undo.clone();
-        let strings = step_strings_mut(&mut spec)
-            .into_iter()
-            .filter(|(rel, _)| *rel != FieldPath::default().key("name"))
-            .map(|(rel, s)| (t.path.join(&rel), s, false))
-            .chain(
-                undo.iter_mut()
-                    .flat_map(|u| exec_strings_mut(t.path.key("rollback"), u).into_iter().map(|(p, s)| (p, s, true))),
-            );
+        let strings = kind_strings_mut(&mut spec.kind).into_iter().map(|(rel, s)| (t.path.join(&rel), s, false)).chain(
+            undo.iter_mut()
+                .flat_map(|u| exec_strings_mut(t.path.key("rollback"), u).into_iter().map(|(p, s)| (p, s, true))),
+        );
         for (path, text, own) in strings {
             for name in capture::references(text) {
                 let by_self = own && t.capture.as_ref().is_some_and(|c| c.name == name);

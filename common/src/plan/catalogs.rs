@@ -1,15 +1,16 @@
-//! TODO doc catalogs
+//! Release catalogs in a plan: each step of a catalog the plan uses, read
+//! once through the plan's step and check grammar, and a host's path
+//! through a catalog as steps at expansion.
 
 use std::collections::HashMap;
 
 use crate::catalog::{Catalog, CatalogStep, HostContext, Phase, path_for_host};
-use crate::version::Version;
-
 use crate::model::InventoryHost;
+use crate::version::Version;
 
 use super::checks::check;
 use super::errors::{FieldPath, PlanError, Src, yaml_error};
-use super::expand::HopDetail;
+use super::expansion::HopDetail;
 use super::raw::{RawCheck, RawStep};
 use super::steps::step;
 use super::validated::{Plan, PlanGroup, StepTemplate};

@@ -1,9 +1,9 @@
-//! TODO doc checks
+//! One check as written (`http`, `tcp`, `exec`, `file`, `metric`) into a
+//! [`StepTemplate`], and the answers of a cluster's leader check.
 
 use std::time::Duration;
 
 use crate::limits::MAX_RETRIES;
-
 use crate::metric::MetricFormat;
 use crate::model::{
     CheckPolicy, ExecCheckSpec, FileCheckSpec, HttpCheckSpec, JsonExpect, LeaderAnswers, MetricCheckSpec, MetricSource,
@@ -18,98 +18,6 @@ use super::validated::StepTemplate;
 
 /// Margin between a check's deadline and the step timeout the agent enforces.
 const CHECK_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
-
-/// Default pause between two asks of a leader check that could not tell.
-const LEADER_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The three answers of a cluster's leader check written at `lp` (see
-/// [`LeaderAnswers`]).
-pub(super) fn leader_answers(src: Src<'_>, l: &RawCheck, lp: &FieldPath) -> Result<LeaderAnswers, PlanError> {
-    let exec = l.exec.is_some();
-    if !exec && l.http.is_none() {
-        let kind = [("tcp", l.tcp.is_some()), ("file", l.file.is_some()), ("metric", l.metric.is_some())]
-            .into_iter()
-            .find(|(_, set)| *set)
-            .map_or("check", |(k, _)| k);
-        return Err(src.err(
-            &lp.key(kind),
-            "a leader check asks a member its role: use 'exec' (exit code, output) or 'http' (status, body)",
-        ));
-    }
-    let role = |raw: &RawRoleMatch, field: &str| -> Result<RoleMatch, PlanError> {
-        let fp = lp.key(field);
-        match (exec, raw.exit_code, raw.status) {
-            (false, Some(_), _) => {
-                return Err(src.err(&fp.key("exit_code"), "an http leader check has no exit code: use 'status'"));
-            }
-            (true, _, Some(_)) => {
-                return Err(src.err(&fp.key("status"), "an exec leader check has no HTTP status: use 'exit_code'"));
-            }
-            (false, None, Some(st)) if !(100..=599).contains(&st) => {
-                return Err(src.err(&fp.key("status"), format!("invalid HTTP status {st}")));
-            }
-            _ => {}
-        }
-        if raw.output_contains.as_deref().is_some_and(str::is_empty) {
-            return Err(src.err(&fp.key("output_contains"), "must not be empty"));
-        }
-        if raw.exit_code.is_none() && raw.status.is_none() && raw.output_contains.is_none() {
-            return Err(src
-                .err(&fp, format!("give '{}', 'output_contains' or both", if exec { "exit_code" } else { "status" })));
-        }
-        Ok(RoleMatch { exit_code: raw.exit_code, status: raw.status, output_contains: raw.output_contains.clone() })
-    };
-    let Some(raw_follower) = &l.follower_when else {
-        return Err(src.err(
-            &lp.key("follower_when"),
-            "a leader check needs 'follower_when': how a follower answers (e.g. follower_when: { exit_code: 1 }, \
-             or { output_contains: slave }). A failing check no longer means 'follower': an answer that is \
-             neither 'leader_when' (default: the check passes) nor 'follower_when' is unknown, asked again \
-             until 'deadline', then the host fails untouched",
-        ));
-    };
-    let follower = role(raw_follower, "follower_when")?;
-    let leader = match &l.leader_when {
-        Some(r) => role(r, "leader_when")?,
-        None => RoleMatch::default(),
-    };
-    // What each answer needs of the code and the text, to refuse answers
-    // that one outcome could give both.
-    let expected_status = l.http.as_ref().and_then(|h| h.status).unwrap_or(200);
-    let code = |m: &RoleMatch| match (m.exit_code, m.status) {
-        (Some(c), _) => i64::from(c),
-        (None, Some(st)) => i64::from(st),
-        (None, None) if exec => 0,
-        (None, None) => i64::from(expected_status),
-    };
-    let text = |m: &RoleMatch, own: bool| -> Option<String> {
-        m.output_contains
-            .clone()
-            .or_else(|| if own { l.http.as_ref().and_then(|h| h.body_contains.clone()) } else { None })
-    };
-    let leader_default = l.leader_when.is_none();
-    let (lt, ft) = (text(&leader, leader_default), text(&follower, false));
-    let apart = code(&leader) != code(&follower) || matches!((&lt, &ft), (Some(a), Some(b)) if a != b);
-    if !apart {
-        let field = if leader_default { "follower_when" } else { "leader_when" };
-        return Err(src.err(
-            &lp.key(field),
-            "the leader's and the follower's answers can be the same (same exit code or status, and no \
-             different output_contains on both): one answer could not be told apart; give 'leader_when' and \
-             'follower_when' different codes, or a different output_contains each",
-        ));
-    }
-    let interval = match &l.interval {
-        Some(s) => positive_duration(src, s, &lp.key("interval"))?,
-        None => LEADER_INTERVAL,
-    };
-    let deadline = match (&l.deadline, &l.healthy_deadline) {
-        (Some(s), _) => positive_duration(src, s, &lp.key("deadline"))?,
-        (None, Some(s)) => positive_duration(src, s, &lp.key("healthy_deadline"))?,
-        (None, None) => CheckPolicy::default().deadline,
-    };
-    Ok(LeaderAnswers { leader, follower, interval, deadline })
-}
 
 pub(super) fn check(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<StepTemplate, PlanError> {
     check_inner(src, raw, p, false)
@@ -265,4 +173,96 @@ fn metric_check(src: Src<'_>, m: &RawMetric, kp: &FieldPath, policy: CheckPolicy
         return Err(src.err(&kp.key("above"), format!("no value is above {} and below {}", a.0, b.0)));
     }
     Ok(StepKind::MetricCheck(MetricCheckSpec { source, format, below, above, policy }))
+}
+
+/// Default pause between two asks of a leader check that could not tell.
+const LEADER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The three answers of a cluster's leader check written at `lp` (see
+/// [`LeaderAnswers`]).
+pub(super) fn leader_answers(src: Src<'_>, l: &RawCheck, lp: &FieldPath) -> Result<LeaderAnswers, PlanError> {
+    let exec = l.exec.is_some();
+    if !exec && l.http.is_none() {
+        let kind = [("tcp", l.tcp.is_some()), ("file", l.file.is_some()), ("metric", l.metric.is_some())]
+            .into_iter()
+            .find(|(_, set)| *set)
+            .map_or("check", |(k, _)| k);
+        return Err(src.err(
+            &lp.key(kind),
+            "a leader check asks a member its role: use 'exec' (exit code, output) or 'http' (status, body)",
+        ));
+    }
+    let role = |raw: &RawRoleMatch, field: &str| -> Result<RoleMatch, PlanError> {
+        let fp = lp.key(field);
+        match (exec, raw.exit_code, raw.status) {
+            (false, Some(_), _) => {
+                return Err(src.err(&fp.key("exit_code"), "an http leader check has no exit code: use 'status'"));
+            }
+            (true, _, Some(_)) => {
+                return Err(src.err(&fp.key("status"), "an exec leader check has no HTTP status: use 'exit_code'"));
+            }
+            (false, None, Some(st)) if !(100..=599).contains(&st) => {
+                return Err(src.err(&fp.key("status"), format!("invalid HTTP status {st}")));
+            }
+            _ => {}
+        }
+        if raw.output_contains.as_deref().is_some_and(str::is_empty) {
+            return Err(src.err(&fp.key("output_contains"), "must not be empty"));
+        }
+        if raw.exit_code.is_none() && raw.status.is_none() && raw.output_contains.is_none() {
+            return Err(src
+                .err(&fp, format!("give '{}', 'output_contains' or both", if exec { "exit_code" } else { "status" })));
+        }
+        Ok(RoleMatch { exit_code: raw.exit_code, status: raw.status, output_contains: raw.output_contains.clone() })
+    };
+    let Some(raw_follower) = &l.follower_when else {
+        return Err(src.err(
+            &lp.key("follower_when"),
+            "a leader check needs 'follower_when': how a follower answers (e.g. follower_when: { exit_code: 1 }, \
+             or { output_contains: slave }). A failing check no longer means 'follower': an answer that is \
+             neither 'leader_when' (default: the check passes) nor 'follower_when' is unknown, asked again \
+             until 'deadline', then the host fails untouched",
+        ));
+    };
+    let follower = role(raw_follower, "follower_when")?;
+    let leader = match &l.leader_when {
+        Some(r) => role(r, "leader_when")?,
+        None => RoleMatch::default(),
+    };
+    // What each answer needs of the code and the text, to refuse answers
+    // that one outcome could give both.
+    let expected_status = l.http.as_ref().and_then(|h| h.status).unwrap_or(200);
+    let code = |m: &RoleMatch| match (m.exit_code, m.status) {
+        (Some(c), _) => i64::from(c),
+        (None, Some(st)) => i64::from(st),
+        (None, None) if exec => 0,
+        (None, None) => i64::from(expected_status),
+    };
+    let text = |m: &RoleMatch, own: bool| -> Option<String> {
+        m.output_contains
+            .clone()
+            .or_else(|| if own { l.http.as_ref().and_then(|h| h.body_contains.clone()) } else { None })
+    };
+    let leader_default = l.leader_when.is_none();
+    let (lt, ft) = (text(&leader, leader_default), text(&follower, false));
+    let apart = code(&leader) != code(&follower) || matches!((&lt, &ft), (Some(a), Some(b)) if a != b);
+    if !apart {
+        let field = if leader_default { "follower_when" } else { "leader_when" };
+        return Err(src.err(
+            &lp.key(field),
+            "the leader's and the follower's answers can be the same (same exit code or status, and no \
+             different output_contains on both): one answer could not be told apart; give 'leader_when' and \
+             'follower_when' different codes, or a different output_contains each",
+        ));
+    }
+    let interval = match &l.interval {
+        Some(s) => positive_duration(src, s, &lp.key("interval"))?,
+        None => LEADER_INTERVAL,
+    };
+    let deadline = match (&l.deadline, &l.healthy_deadline) {
+        (Some(s), _) => positive_duration(src, s, &lp.key("deadline"))?,
+        (None, Some(s)) => positive_duration(src, s, &lp.key("healthy_deadline"))?,
+        (None, None) => CheckPolicy::default().deadline,
+    };
+    Ok(LeaderAnswers { leader, follower, interval, deadline })
 }

@@ -1,4 +1,6 @@
-//! TODO doc duration
+//! Durations as a plan writes them (`250ms`, `1h30m`, a bare number of
+//! seconds): parsing, the shortest spelling, and the positive ones fields
+//! require.
 
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
-//! TODO doc errors
+//! Plan errors and where they point: [`PlanError`] (file, line, field,
+//! message), the field paths it names, the file being read ([`Src`]) and
+//! serde_norway's own messages split into field and message.
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
-//! TODO doc hooks
+//! Hooks (see "Hooks" in [`crate::plan`]): each becomes a one-host group,
+//! wired into the group DAG around the groups it belongs to.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +13,7 @@ use super::strategies::StrategyDef;
 use super::validated::{HookOn, PlanGroup, Selection};
 
 /// Add the hook groups to `groups` (user groups, `after` as declaration
-/// indices) and wire them into the DAG (see "Hooks" in the module docs).
+/// indices) and wire them into the DAG (see "Hooks" in [`crate::plan`]).
 /// The result is in display order: `before`, then each group preceded by
 /// its `.before` and followed by its `.after`, then `after`; every `after`
 /// list is in the new indices.

@@ -143,14 +143,14 @@
 //!   hook's name, and a group step may not recapture a name its catalog
 //!   captures.
 //!
-//! The modules, in the order a plan goes through them:
+//! The submodules:
 //! - `errors`: [`PlanError`] and where it points (field paths, the file
 //!   being read, serde's messages split into field and message).
-//! - [`locate`]: the line of a field path in block-style YAML.
+//! - `locate`: the line of a field path in block-style YAML.
 //! - `raw`: the document as written (serde types, unknown fields refused).
 //! - `parse`: [`parse_plan`] and friends, the entry of static validation.
 //! - `steps`: one step (exec, archive, file, package, service, backup),
-//!   its defaults and names.
+//!   and what steps and checks share (lists, kinds, names, template syntax).
 //! - `checks`: one check (http, tcp, exec, file, metric) and a cluster's
 //!   leader check.
 //! - `strategies`: strategies, amounts, canaries and `type: cluster`.
@@ -160,18 +160,23 @@
 //!   and a host's path through one.
 //! - `validated`: the validated plan ([`Plan`]) between parsing and expansion.
 //! - `template`: template variables and their rendering per host.
-//! - `expand`: [`expand`] against an inventory (members, canaries,
+//! - `expansion`: [`expand`] against an inventory (members, canaries,
 //!   clusters, undos).
 //! - `summary`: views of an expanded rollout ([`batches`], [`to_dot`],
 //!   [`summary_json`]).
 //! - `duration`: [`parse_duration`] and [`format_duration`].
+//!
+//! [`RolloutSpec`]: crate::model::RolloutSpec
+//! [`StepKind::kind_name`]: crate::model::StepKind::kind_name
+//! [`HostPlan::migrations`]: crate::model::HostPlan::migrations
+//! [`HostPlan::key`]: crate::model::HostPlan::key
 
 mod captures;
 mod catalogs;
 mod checks;
 mod duration;
 mod errors;
-mod expand;
+mod expansion;
 mod hooks;
 pub(crate) mod locate;
 mod parse;
@@ -188,7 +193,7 @@ mod tests;
 pub use duration::{format_duration, parse_duration};
 pub use errors::PlanError;
 pub(crate) use errors::{FieldPath, Src};
-pub use expand::{Expansion, HopDetail, HostDetail, expand, expand_detailed};
+pub use expansion::{Expansion, HopDetail, HostDetail, expand, expand_detailed};
 pub use parse::{parse_plan, parse_plan_with_catalogs, parse_plan_with_limits};
 pub use summary::{batches, summary_json, to_dot};
 pub use validated::Plan;

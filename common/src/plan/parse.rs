@@ -1,4 +1,5 @@
-//! TODO doc parse
+//! The entry of static validation: [`parse_plan`] and its variants read a
+//! plan's text into a [`Plan`], group by group, before any host is involved.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -43,7 +44,7 @@ pub fn parse_plan_with_catalogs(
 /// [`parse_plan_with_catalogs`] under `limits` (see [`crate::limits`]): the
 /// text's size and nesting are checked before it is parsed, the number of
 /// groups and of steps per group before they are validated, and `limits`
-/// stays with the plan for [`expand`] (hosts).
+/// stays with the plan for [`expand`](super::expand) (hosts).
 pub fn parse_plan_with_limits(
     file: &str,
     source: &str,

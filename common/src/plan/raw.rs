@@ -1,4 +1,10 @@
-//! TODO doc raw
+//! The plan document as written: the serde types a YAML plan is read into.
+//!
+//! Every mapping refuses unknown fields (a typo such as `max_paralel` must
+//! not be silently ignored). Scalars that accept several spellings
+//! (durations, counts or percentages) are read as text and validated by
+//! hand, so that the errors can say what was expected; serde_norway hands
+//! any scalar's text to a `String`.
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,10 @@
-//! TODO doc steps
+//! One step as written (`exec`, `archive`, `file`, `apt`, `dpkg`, `rpm`,
+//! `service`, `backup`) into a [`StepTemplate`], with the shared pieces of
+//! steps and checks: lists, kinds, names, template syntax and estimates.
 
 use std::time::Duration;
 
 use crate::capture;
-
 use crate::model::{
     AptSpec, ArchiveSpec, BackupSpec, CaptureFrom, CaptureSpec, DpkgSpec, ExecSpec, FileSpec, RpmManager, RpmSpec,
     ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec,
@@ -17,42 +18,6 @@ use super::template::{Var, render};
 use super::validated::StepTemplate;
 
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Name a group's rollback steps (`rollback-<kind>-<n>` when unnamed) and
-/// reject a rollback step that declares its own rollback or reuses a name a
-/// rollback already has (`rollback-<step>` is the undo of `<step>`).
-pub(super) fn name_rollback_steps(
-    src: Src<'_>,
-    mut list: Vec<StepTemplate>,
-    steps: &[StepTemplate],
-) -> Result<Vec<StepTemplate>, PlanError> {
-    for (i, t) in list.iter_mut().enumerate() {
-        if t.undo.is_some() {
-            return Err(src.err(&t.path.key("rollback"), "a rollback step cannot have a rollback of its own"));
-        }
-        if t.spec.name.is_empty() {
-            t.spec.name = format!("rollback-{}-{}", t.spec.kind.kind_name(), i + 1);
-        }
-    }
-    for (i, t) in list.iter().enumerate() {
-        let undo_name = steps.iter().find(|s| undo_name(&s.spec.name) == t.spec.name);
-        let earlier = list[..i].iter().find(|o| o.spec.name == t.spec.name);
-        if let Some(other) =
-            earlier.map(|o| o.path.to_string()).or(undo_name.map(|s| format!("the undo of {}", s.path)))
-        {
-            return Err(src.err(
-                &t.path.key("name"),
-                format!("duplicate rollback step name '{}' in the group (also {other})", t.spec.name),
-            ));
-        }
-    }
-    Ok(list)
-}
-
-/// The name of the undo of step `name`.
-pub(super) fn undo_name(name: &str) -> String {
-    format!("rollback-{name}")
-}
 
 /// Validate a list of steps or checks; `None` when the list is absent (so the
 /// caller can fall back to defaults), `Some(vec![])` when written empty.
@@ -418,4 +383,40 @@ pub(super) fn name_steps(src: Src<'_>, mut steps: Vec<StepTemplate>) -> Result<V
         }
     }
     Ok(steps)
+}
+
+/// Name a group's rollback steps (`rollback-<kind>-<n>` when unnamed) and
+/// reject a rollback step that declares its own rollback or reuses a name a
+/// rollback already has (`rollback-<step>` is the undo of `<step>`).
+pub(super) fn name_rollback_steps(
+    src: Src<'_>,
+    mut list: Vec<StepTemplate>,
+    steps: &[StepTemplate],
+) -> Result<Vec<StepTemplate>, PlanError> {
+    for (i, t) in list.iter_mut().enumerate() {
+        if t.undo.is_some() {
+            return Err(src.err(&t.path.key("rollback"), "a rollback step cannot have a rollback of its own"));
+        }
+        if t.spec.name.is_empty() {
+            t.spec.name = format!("rollback-{}-{}", t.spec.kind.kind_name(), i + 1);
+        }
+    }
+    for (i, t) in list.iter().enumerate() {
+        let undo_name = steps.iter().find(|s| undo_name(&s.spec.name) == t.spec.name);
+        let earlier = list[..i].iter().find(|o| o.spec.name == t.spec.name);
+        if let Some(other) =
+            earlier.map(|o| o.path.to_string()).or(undo_name.map(|s| format!("the undo of {}", s.path)))
+        {
+            return Err(src.err(
+                &t.path.key("name"),
+                format!("duplicate rollback step name '{}' in the group (also {other})", t.spec.name),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+/// The name of the undo of step `name`.
+pub(super) fn undo_name(name: &str) -> String {
+    format!("rollback-{name}")
 }

@@ -1,4 +1,6 @@
-//! TODO doc strategies
+//! How a group moves through its hosts: strategies (`max_parallel`,
+//! `max_failures`, `soak`) with their counts and percentages, canaries, and
+//! the `type: cluster` strategy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! TODO doc summary
+//! Views of an expanded rollout for `convoy plan`: batches, a Graphviz
+//! graph and a JSON summary.
 
 use crate::model::{GroupSpec, Promote, RolloutSpec};
 

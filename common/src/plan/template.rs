@@ -1,7 +1,7 @@
-//! TODO doc template
+//! Template variables (`{{host}}`, `{{label.KEY}}`, ...): their syntax,
+//! their values for a host, and a step rendered for a host.
 
 use crate::capture;
-
 use crate::model::{InventoryHost, StepKind, StepSpec};
 use crate::step_strings::step_strings_mut;
 
@@ -113,7 +113,18 @@ pub(super) fn render_step(
         StepKind::Rpm(r) => {
             ("rpm", vec![("package", r.package.as_str()), ("version", r.version.as_str())], r.sha256.as_mut())
         }
-        _ => ("", Vec::new(), None),
+        StepKind::Exec(_)
+        | StepKind::Archive(_)
+        | StepKind::File(_)
+        | StepKind::HttpCheck(_)
+        | StepKind::TcpCheck(_)
+        | StepKind::ExecCheck(_)
+        | StepKind::FileCheck(_)
+        | StepKind::MetricCheck(_)
+        | StepKind::ArchiveRollback(_)
+        | StepKind::Service(_)
+        | StepKind::PkgRollback(_)
+        | StepKind::Backup(_) => ("", Vec::new(), None),
     };
     for (field, v) in words {
         check_pkg_word(field, v)

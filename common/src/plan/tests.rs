@@ -1,4 +1,5 @@
-//! TODO doc tests
+//! Unit tests of the plan's building blocks: field paths and the locator,
+//! durations, amounts, strategies, templates and serde messages.
 
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
-//! TODO doc validated
+//! The validated plan: what [`parse_plan`](super::parse_plan) returns and
+//! [`expand`](super::expand) reads, with every step still templated.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::limits::PlanLimits;
-
 use crate::model::{CaptureSpec, ExecSpec, OnFailure, StepSpec};
 
 use super::catalogs::PlanCatalog;
@@ -61,7 +61,7 @@ pub(super) struct PlanGroup {
     pub(super) steps: Vec<StepTemplate>,
     /// Run after the steps' undos when a host is rolled back.
     pub(super) rollback_steps: Vec<StepTemplate>,
-    /// A synthetic group running a hook (see "Hooks" in the module docs).
+    /// A synthetic group running a hook (see "Hooks" in [`crate::plan`]).
     pub(super) hook: bool,
     /// The name of the release catalog whose path each host runs before
     /// `steps` (a key of [`Plan::catalogs`]).
@@ -95,7 +95,7 @@ pub struct Plan {
     pub(super) order: Vec<usize>,
     /// Release catalogs used by groups (`release: { catalog: NAME }`), by name.
     pub(super) catalogs: BTreeMap<String, PlanCatalog>,
-    /// The limits it was parsed under, for [`expand`].
+    /// The limits it was parsed under, for [`expand`](super::expand).
     pub(super) limits: PlanLimits,
 }
 

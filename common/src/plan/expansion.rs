@@ -1,4 +1,6 @@
-//! TODO doc expand
+//! Expansion: a [`Plan`] matched against an inventory into the
+//! [`RolloutSpec`] the engine runs (members, canaries, clusters, rendered
+//! steps and their undos).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
