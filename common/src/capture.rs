@@ -27,7 +27,8 @@
 //!   expanded (see [`crate::plan`]); the engine fails a step whose value is
 //!   missing anyway, rather than send a half-rendered command.
 
-use crate::model::{CaptureFrom, CaptureSpec, MetricSource, StepKind, StepSpec};
+use crate::model::{CaptureFrom, CaptureSpec, StepSpec};
+use crate::step_strings::kind_strings_mut;
 
 /// The prefix of a captured-value template variable.
 pub const PREFIX: &str = "captured.";
@@ -150,94 +151,17 @@ pub fn render<'v>(template: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> R
     Ok(out)
 }
 
-/// Every string of a step that may hold a captured value (all but the name).
-pub fn step_strings_mut(step: &mut StepSpec) -> Vec<&mut String> {
-    let mut out: Vec<&mut String> = Vec::new();
-    fn exec<'a>(e: &'a mut crate::model::ExecSpec, out: &mut Vec<&'a mut String>) {
-        out.push(&mut e.command);
-        out.extend(e.args.iter_mut());
-        out.extend(e.env.values_mut());
-        out.extend(e.workdir.as_mut());
-    }
-    match &mut step.kind {
-        StepKind::Exec(e) => exec(e, &mut out),
-        StepKind::ExecCheck(c) => exec(&mut c.exec, &mut out),
-        StepKind::Archive(a) => {
-            out.push(&mut a.component);
-            out.push(&mut a.version);
-            out.push(&mut a.source);
-            out.push(&mut a.sha256);
-            out.extend(a.install_root.as_mut());
-        }
-        StepKind::File(f) => {
-            out.push(&mut f.path);
-            out.push(&mut f.content);
-        }
-        StepKind::HttpCheck(h) => {
-            out.push(&mut h.url);
-            out.extend(h.body_contains.as_mut());
-            out.extend(h.json.as_mut().map(|j| &mut j.equals));
-        }
-        StepKind::TcpCheck(t) => out.push(&mut t.address),
-        StepKind::MetricCheck(m) => match &mut m.source {
-            MetricSource::Http { url } => out.push(url),
-            MetricSource::Command(e) => exec(e, &mut out),
-        },
-        StepKind::FileCheck(f) => {
-            out.push(&mut f.path);
-            out.extend(f.contains.as_mut());
-        }
-        StepKind::ArchiveRollback(a) => {
-            out.push(&mut a.component);
-            out.extend(a.to_version.as_mut());
-            out.extend(a.install_root.as_mut());
-        }
-        StepKind::Apt(a) => {
-            out.push(&mut a.package);
-            out.push(&mut a.version);
-        }
-        StepKind::Dpkg(d) => {
-            out.push(&mut d.package);
-            out.push(&mut d.version);
-            out.push(&mut d.source);
-            out.push(&mut d.sha256);
-        }
-        StepKind::Rpm(r) => {
-            out.push(&mut r.package);
-            out.push(&mut r.version);
-            out.extend(r.source.as_mut());
-            out.extend(r.sha256.as_mut());
-        }
-        StepKind::Service(sv) => {
-            out.push(&mut sv.name);
-            if let Some(c) = sv.command.as_mut() {
-                exec(c, &mut out);
-            }
-            out.extend(sv.pidfile.as_mut());
-            out.extend(sv.log.as_mut());
-        }
-        StepKind::PkgRollback(p) => {
-            out.push(&mut p.package);
-            out.extend(p.to_version.as_mut());
-        }
-        StepKind::Backup(b) => {
-            exec(&mut b.command, &mut out);
-            out.extend(b.path.as_mut());
-        }
-    }
-    out
-}
-
 /// True when some string of `step` refers to a captured value.
 pub fn step_uses_captures(step: &StepSpec) -> bool {
     let mut copy = step.clone();
-    step_strings_mut(&mut copy).into_iter().any(|s| !references(s).is_empty())
+    kind_strings_mut(&mut copy.kind).into_iter().any(|(_, s)| !references(s).is_empty())
 }
 
 /// `step` with every `{{captured.NAME}}` substituted.
 pub fn render_step<'v>(step: &StepSpec, lookup: impl Fn(&str) -> Option<&'v str>) -> Result<StepSpec, String> {
     let mut out = step.clone();
-    for s in step_strings_mut(&mut out) {
+    // Every string but the name, which a captured value may not be in.
+    for (_, s) in kind_strings_mut(&mut out.kind) {
         if s.contains("{{") {
             *s = render(s, &lookup)?;
         }

@@ -8,6 +8,8 @@
 //! - [`catalog`]: release catalogs (YAML, one per product) and the multi-hop
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
+//! - `step_strings`: every templated string of a step, walked in one place
+//!   for the plan's templates and the engine's captured values.
 //! - [`limits`]: bounds on plans (bytes, nesting, groups, hosts, steps,
 //!   durations and numbers), checked before the work they bound.
 //! - [`dag`]: dependency ordering and cycle detection over groups.
@@ -30,6 +32,7 @@ pub mod limits;
 pub mod metric;
 pub mod model;
 pub mod plan;
+mod step_strings;
 pub mod undo;
 pub mod version;
 pub mod view;

@@ -1,0 +1,301 @@
+//! The plan document as written: the serde types a YAML plan is read into.
+//!
+//! Every mapping refuses unknown fields (a typo such as `max_paralel` must
+//! not be silently ignored). Scalars that accept several spellings
+//! (durations, counts or percentages) are read as text and validated by
+//! hand, so that the errors can say what was expected; serde_norway hands
+//! any scalar's text to a `String`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::model::OnFailure;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlan {
+    pub(super) name: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) component: Option<String>,
+    pub(super) host_lost_timeout: Option<String>,
+    pub(super) max_failures: Option<String>,
+    pub(super) on_failure: Option<OnFailure>,
+    pub(super) require_backup: Option<bool>,
+    pub(super) hooks: Option<RawHooks>,
+    pub(super) defaults: Option<RawDefaults>,
+    pub(super) groups: Option<Vec<RawGroup>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHooks {
+    pub(super) before: Option<RawHook>,
+    pub(super) after: Option<RawHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    /// A host id, or `{ select: { LABEL: VALUE } }`; read by hand.
+    pub(super) on: Option<serde_norway::Value>,
+    pub(super) steps: Option<Vec<RawStep>>,
+    pub(super) checks: Option<Vec<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCapture {
+    pub(super) name: Option<String>,
+    pub(super) regex: Option<String>,
+    pub(super) json: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub(super) strategy: Option<RawStrategy>,
+    pub(super) steps: Option<Vec<RawStep>>,
+    pub(super) checks: Option<Vec<RawCheck>>,
+    pub(super) rollback_steps: Option<Vec<RawStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub(super) name: Option<String>,
+    pub(super) select: Option<BTreeMap<String, String>>,
+    pub(super) hosts: Option<Vec<String>>,
+    pub(super) after: Option<Vec<String>>,
+    pub(super) strategy: Option<RawStrategy>,
+    pub(super) canary: Option<RawCanary>,
+    pub(super) on_failure: Option<OnFailure>,
+    pub(super) hooks: Option<RawHooks>,
+    pub(super) steps: Option<Vec<RawStep>>,
+    pub(super) checks: Option<Vec<RawCheck>>,
+    pub(super) rollback_steps: Option<Vec<RawStep>>,
+    pub(super) release: Option<RawGroupRelease>,
+}
+
+/// `release: { catalog: NAME }` on a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroupRelease {
+    pub(super) catalog: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCanary {
+    pub(super) count: Option<String>,
+    pub(super) percent: Option<String>,
+    pub(super) select: Option<BTreeMap<String, String>>,
+    /// `manual` or `{ after: DURATION }`, read by hand for a clear error.
+    pub(super) promote: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StrategyType {
+    Rolling,
+    Parallel,
+    Cluster,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStrategy {
+    #[serde(rename = "type")]
+    pub(super) kind: Option<StrategyType>,
+    pub(super) max_parallel: Option<String>,
+    pub(super) max_failures: Option<String>,
+    pub(super) soak: Option<String>,
+    /// `type: cluster`: the label naming a host's cluster (default `cluster`).
+    pub(super) by: Option<String>,
+    /// `type: cluster`: the check that passes on the leader.
+    pub(super) leader: Option<RawCheck>,
+    /// `type: cluster`: steps handing the leadership over, run on the leader.
+    pub(super) switchover: Option<Vec<RawStep>>,
+    /// `type: cluster`: every member of a cluster together, step by step.
+    pub(super) same_version: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    pub(super) name: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) exec: Option<RawExec>,
+    pub(super) archive: Option<RawArchive>,
+    pub(super) file: Option<RawFile>,
+    pub(super) apt: Option<RawApt>,
+    pub(super) dpkg: Option<RawDpkg>,
+    pub(super) rpm: Option<RawRpm>,
+    pub(super) service: Option<RawService>,
+    pub(super) backup: Option<RawBackup>,
+    pub(super) rollback: Option<RawExec>,
+    pub(super) capture: Option<RawCapture>,
+    pub(super) migration: Option<bool>,
+    /// How long the step usually takes (`90s`), for `convoy plan`'s estimate.
+    pub(super) estimate: Option<String>,
+    /// May run again if the agent restarted while it ran (default false).
+    #[serde(default)]
+    pub(super) rerun_safe: bool,
+    /// The version of the plan's `component` the host runs once this step
+    /// succeeded (templated), for steps whose driver cannot tell.
+    pub(super) installs: Option<String>,
+}
+
+/// `backup: { command, args, env, workdir, path }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackup {
+    pub(super) command: Option<String>,
+    pub(super) args: Option<Vec<String>>,
+    pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) workdir: Option<String>,
+    pub(super) path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExec {
+    pub(super) command: Option<String>,
+    pub(super) args: Option<Vec<String>>,
+    pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) workdir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawArchive {
+    pub(super) component: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) sha256: Option<String>,
+    pub(super) install_root: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApt {
+    pub(super) package: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) hold: Option<bool>,
+    pub(super) allow_downgrade: Option<bool>,
+    pub(super) update: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDpkg {
+    pub(super) package: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRpm {
+    pub(super) package: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) manager: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) sha256: Option<String>,
+    pub(super) allow_downgrade: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub(super) name: Option<String>,
+    pub(super) action: Option<String>,
+    pub(super) manager: Option<String>,
+    pub(super) command: Option<RawExec>,
+    pub(super) pidfile: Option<String>,
+    pub(super) log: Option<String>,
+    pub(super) stop_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub(super) path: Option<String>,
+    pub(super) content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    pub(super) name: Option<String>,
+    pub(super) retries: Option<u32>,
+    pub(super) interval: Option<String>,
+    pub(super) deadline: Option<String>,
+    pub(super) healthy_deadline: Option<String>,
+    pub(super) min_healthy_time: Option<String>,
+    pub(super) http: Option<RawHttp>,
+    pub(super) tcp: Option<RawTcp>,
+    pub(super) exec: Option<RawExec>,
+    pub(super) file: Option<RawFileCheck>,
+    pub(super) metric: Option<RawMetric>,
+    /// How long the check usually takes to pass, for `convoy plan`'s estimate.
+    pub(super) estimate: Option<String>,
+    /// A cluster's leader check only: the leader's answer (default: the check passes).
+    pub(super) leader_when: Option<RawRoleMatch>,
+    /// A cluster's leader check only: the follower's answer (required).
+    pub(super) follower_when: Option<RawRoleMatch>,
+}
+
+/// `leader_when:` / `follower_when:` of a leader check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoleMatch {
+    pub(super) exit_code: Option<i32>,
+    pub(super) status: Option<u16>,
+    pub(super) output_contains: Option<String>,
+}
+
+/// `metric:` — exactly one of `url`/`command`; `prometheus` (with optional
+/// `labels`) or `json`, or neither for a plain number; `below` and/or `above`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetric {
+    pub(super) url: Option<String>,
+    pub(super) command: Option<RawExec>,
+    pub(super) prometheus: Option<String>,
+    #[serde(default)]
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) json: Option<String>,
+    pub(super) below: Option<f64>,
+    pub(super) above: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) url: Option<String>,
+    pub(super) status: Option<u16>,
+    pub(super) body_contains: Option<String>,
+    pub(super) json: Option<RawJsonExpect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJsonExpect {
+    pub(super) path: Option<String>,
+    pub(super) equals: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTcp {
+    pub(super) address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFileCheck {
+    pub(super) path: Option<String>,
+    pub(super) contains: Option<String>,
+}

@@ -1,0 +1,422 @@
+//! One step as written (`exec`, `archive`, `file`, `apt`, `dpkg`, `rpm`,
+//! `service`, `backup`) into a [`StepTemplate`], with the shared pieces of
+//! steps and checks: lists, kinds, names, template syntax and estimates.
+
+use std::time::Duration;
+
+use crate::capture;
+use crate::model::{
+    AptSpec, ArchiveSpec, BackupSpec, CaptureFrom, CaptureSpec, DpkgSpec, ExecSpec, FileSpec, RpmManager, RpmSpec,
+    ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec,
+};
+use crate::step_strings::{exec_strings_mut, step_strings_mut};
+
+use super::duration::{parse_duration, positive_duration};
+use super::errors::{FieldPath, PlanError, Src, required};
+use super::raw::{RawBackup, RawExec, RawStep};
+use super::template::{Var, render};
+use super::validated::StepTemplate;
+
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Validate a list of steps or checks; `None` when the list is absent (so the
+/// caller can fall back to defaults), `Some(vec![])` when written empty.
+pub(super) fn templates<R>(
+    src: Src<'_>,
+    list: Option<&[R]>,
+    path: &FieldPath,
+    one: fn(Src<'_>, &R, &FieldPath) -> Result<StepTemplate, PlanError>,
+) -> Result<Option<Vec<StepTemplate>>, PlanError> {
+    let Some(list) = list else { return Ok(None) };
+    list.iter().enumerate().map(|(i, r)| one(src, r, &path.idx(i))).collect::<Result<Vec<_>, _>>().map(Some)
+}
+
+/// The single kind key of a step or check, or an error naming what is wrong.
+pub(super) fn one_kind<'k>(
+    src: Src<'_>,
+    present: &[(&'k str, bool)],
+    p: &FieldPath,
+    what: &str,
+) -> Result<&'k str, PlanError> {
+    let kinds: Vec<&str> = present.iter().filter(|(_, set)| *set).map(|(k, _)| *k).collect();
+    let all: Vec<&str> = present.iter().map(|(k, _)| *k).collect();
+    match kinds.as_slice() {
+        [one] => Ok(one),
+        [] => Err(src.err(p, format!("{what} has no kind: give exactly one of {}", all.join(", ")))),
+        [first, second, ..] => Err(src.err(
+            &p.key(second),
+            format!("{what} has more than one kind ('{first}' and '{second}'): give exactly one"),
+        )),
+    }
+}
+
+pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTemplate, PlanError> {
+    let kind = one_kind(
+        src,
+        &[
+            ("exec", raw.exec.is_some()),
+            ("archive", raw.archive.is_some()),
+            ("file", raw.file.is_some()),
+            ("apt", raw.apt.is_some()),
+            ("dpkg", raw.dpkg.is_some()),
+            ("rpm", raw.rpm.is_some()),
+            ("service", raw.service.is_some()),
+            ("backup", raw.backup.is_some()),
+        ],
+        p,
+        "step",
+    )?;
+    let kp = p.key(kind);
+    let kind = match (&raw.exec, &raw.archive, &raw.file) {
+        _ if raw.apt.is_some() || raw.dpkg.is_some() || raw.rpm.is_some() || raw.service.is_some() => {
+            pkg_step(src, raw, &kp)?
+        }
+        _ if raw.backup.is_some() => backup_step(src, raw.backup.as_ref().expect("checked"), &kp)?,
+        (Some(e), _, _) => StepKind::Exec(exec_spec(src, e, &kp)?),
+        (_, Some(a), _) => {
+            let sha256 = required(src, a.sha256.clone(), &kp.key("sha256"))?;
+            if !sha256.contains("{{") {
+                check_sha256(&sha256).map_err(|m| src.err(&kp.key("sha256"), m))?;
+            }
+            let name = |field: &str, value: &Option<String>| -> Result<String, PlanError> {
+                let value = required(src, value.clone(), &kp.key(field))?;
+                check_archive_name(&value).map_err(|m| src.err(&kp.key(field), m))?;
+                Ok(value)
+            };
+            StepKind::Archive(ArchiveSpec {
+                component: name("component", &a.component)?,
+                version: name("version", &a.version)?,
+                source: required(src, a.source.clone(), &kp.key("source"))?,
+                sha256: sha256.to_ascii_lowercase(),
+                install_root: a.install_root.clone(),
+            })
+        }
+        (_, _, Some(f)) => StepKind::File(FileSpec {
+            path: required(src, f.path.clone(), &kp.key("path"))?,
+            content: f.content.clone().unwrap_or_default(),
+        }),
+        (None, None, None) => unreachable!("one_kind found a kind"),
+    };
+    let timeout = match &raw.timeout {
+        Some(s) => positive_duration(src, s, &p.key("timeout"))?,
+        None => DEFAULT_STEP_TIMEOUT,
+    };
+    let spec = StepSpec { name: String::new(), timeout, kind, rerun_safe: raw.rerun_safe };
+    let mut t = finish_template(src, raw.name.as_deref(), p, spec)?;
+    t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
+    if let Some(v) = &raw.installs {
+        if v.trim().is_empty() {
+            return Err(src.err(&p.key("installs"), "must name a version (e.g. \"{{version}}\")"));
+        }
+        render(v, |var| match var {
+            Var::Captured(_) => Err("captured values cannot name what a step installs".to_string()),
+            Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) => {
+                Ok(String::new())
+            }
+        })
+        .map_err(|m| src.err(&p.key("installs"), m))?;
+        t.installs = Some((None, v.clone()));
+    }
+    if raw.migration == Some(true) {
+        t.migration = Some(p.key("migration"));
+    }
+    if let Some(r) = &raw.rollback {
+        let rp = p.key("rollback");
+        let mut undo = exec_spec(src, r, &rp)?;
+        for (rel, s) in exec_strings_mut(rp, &mut undo) {
+            render(s, |_| Ok(String::new())).map_err(|m| src.err(&rel, m))?;
+        }
+        t.undo = Some(undo);
+    }
+    if let Some(c) = &raw.capture {
+        let cp = p.key("capture");
+        if !matches!(t.spec.kind, StepKind::Exec(_)) {
+            return Err(src.err(&cp, "only exec steps can capture (a capture reads the command's standard output)"));
+        }
+        let name = required(src, c.name.clone(), &cp.key("name"))?;
+        if let Some(bad) = name.chars().find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-'))) {
+            return Err(src.err(
+                &cp.key("name"),
+                format!("invalid capture name '{name}': {bad:?} is not allowed (use A-Z a-z 0-9 _ -)"),
+            ));
+        }
+        let from = match (&c.regex, &c.json) {
+            (Some(_), Some(_)) => return Err(src.err(&cp.key("json"), "give either 'regex' or 'json', not both")),
+            (None, None) => return Err(src.err(&cp, "a capture needs 'regex' or 'json'")),
+            (Some(r), None) => {
+                capture::check_regex(r).map_err(|m| src.err(&cp.key("regex"), m))?;
+                CaptureFrom::Regex(r.clone())
+            }
+            (None, Some(j)) => {
+                capture::check_json_path(j).map_err(|m| src.err(&cp.key("json"), m))?;
+                CaptureFrom::Json(j.clone())
+            }
+        };
+        t.capture = Some(CaptureSpec { name, from });
+    }
+    Ok(t)
+}
+
+/// A step's or check's `estimate:` (a positive duration), if it has one.
+pub(super) fn estimate(src: Src<'_>, raw: Option<&str>, p: &FieldPath) -> Result<Option<Duration>, PlanError> {
+    raw.map(|s| positive_duration(src, s, &p.key("estimate"))).transpose()
+}
+
+/// The kind of an `apt`, `dpkg`, `rpm` or `service` step written at `kp`.
+fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, PlanError> {
+    let name = |value: Option<String>, field: &str| -> Result<String, PlanError> {
+        let v = required(src, value, &kp.key(field))?;
+        if !v.contains("{{") {
+            check_pkg_word(field, &v).map_err(|m| src.err(&kp.key(field), m))?;
+        }
+        Ok(v)
+    };
+    let sha = |value: String| -> Result<String, PlanError> {
+        if !value.contains("{{") {
+            check_sha256(&value).map_err(|m| src.err(&kp.key("sha256"), m))?;
+        }
+        Ok(value.to_ascii_lowercase())
+    };
+    if let Some(a) = &raw.apt {
+        return Ok(StepKind::Apt(AptSpec {
+            package: name(a.package.clone(), "package")?,
+            version: name(a.version.clone(), "version")?,
+            hold: a.hold,
+            allow_downgrade: a.allow_downgrade.unwrap_or(false),
+            update: a.update.unwrap_or(false),
+        }));
+    }
+    if let Some(d) = &raw.dpkg {
+        return Ok(StepKind::Dpkg(DpkgSpec {
+            package: name(d.package.clone(), "package")?,
+            version: name(d.version.clone(), "version")?,
+            source: required(src, d.source.clone(), &kp.key("source"))?,
+            sha256: sha(required(src, d.sha256.clone(), &kp.key("sha256"))?)?,
+        }));
+    }
+    if let Some(r) = &raw.rpm {
+        let manager = match r.manager.as_deref() {
+            None | Some("dnf") => RpmManager::Dnf,
+            Some("yum") => RpmManager::Yum,
+            Some("rpm") => RpmManager::Rpm,
+            Some(other) => {
+                return Err(src.err(&kp.key("manager"), format!("unknown manager '{other}': expected dnf, yum or rpm")));
+            }
+        };
+        match (&r.source, &r.sha256) {
+            (None, _) if manager == RpmManager::Rpm => {
+                return Err(src.err(&kp.key("source"), "manager rpm installs a staged file: 'source' is required"));
+            }
+            (Some(_), None) => return Err(src.err(&kp.key("sha256"), "a 'source' needs its 'sha256'")),
+            (None, Some(_)) => return Err(src.err(&kp.key("sha256"), "'sha256' without a 'source'")),
+            _ => {}
+        }
+        return Ok(StepKind::Rpm(RpmSpec {
+            package: name(r.package.clone(), "package")?,
+            version: name(r.version.clone(), "version")?,
+            manager,
+            source: r.source.clone(),
+            sha256: r.sha256.clone().map(sha).transpose()?,
+            allow_downgrade: r.allow_downgrade.unwrap_or(false),
+        }));
+    }
+    let Some(sv) = &raw.service else { unreachable!("pkg_step is called for package and service steps only") };
+    let action = match required(src, sv.action.clone(), &kp.key("action"))?.as_str() {
+        "start" => ServiceAction::Start,
+        "stop" => ServiceAction::Stop,
+        "restart" => ServiceAction::Restart,
+        "status" => ServiceAction::Status,
+        other => {
+            return Err(src
+                .err(&kp.key("action"), format!("unknown action '{other}': expected start, stop, restart or status")));
+        }
+    };
+    let manager = match sv.manager.as_deref() {
+        None | Some("auto") => ServiceManager::Auto,
+        Some("systemd") => ServiceManager::Systemd,
+        Some("supervised") => ServiceManager::Supervised,
+        Some(other) => {
+            return Err(
+                src.err(&kp.key("manager"), format!("unknown manager '{other}': expected auto, systemd or supervised"))
+            );
+        }
+    };
+    let command = sv.command.as_ref().map(|c| exec_spec(src, c, &kp.key("command"))).transpose()?;
+    if manager == ServiceManager::Supervised
+        && command.is_none()
+        && matches!(action, ServiceAction::Start | ServiceAction::Restart)
+    {
+        return Err(
+            src.err(&kp.key("command"), format!("a supervised service needs a 'command' to {}", action.as_str()))
+        );
+    }
+    let svc_name = required(src, sv.name.clone(), &kp.key("name"))?;
+    if svc_name.trim().is_empty() || svc_name.contains('/') || svc_name.starts_with('-') {
+        return Err(src.err(&kp.key("name"), format!("invalid service name '{svc_name}': must be a plain name")));
+    }
+    Ok(StepKind::Service(ServiceSpec {
+        name: svc_name,
+        action,
+        manager,
+        command,
+        pidfile: sv.pidfile.clone(),
+        log: sv.log.clone(),
+        stop_grace: sv
+            .stop_grace
+            .as_deref()
+            .map(|g| parse_duration(g).map_err(|m| src.err(&kp.key("stop_grace"), m)))
+            .transpose()?,
+    }))
+}
+
+/// The kind of a `backup` step written at `kp`.
+fn backup_step(src: Src<'_>, b: &RawBackup, kp: &FieldPath) -> Result<StepKind, PlanError> {
+    let path = match &b.path {
+        Some(p) if p.trim().is_empty() => return Err(src.err(&kp.key("path"), "must not be empty")),
+        p => p.clone(),
+    };
+    Ok(StepKind::Backup(BackupSpec {
+        command: ExecSpec {
+            command: required(src, b.command.clone(), &kp.key("command"))?,
+            args: b.args.clone().unwrap_or_default(),
+            env: b.env.clone().unwrap_or_default(),
+            workdir: b.workdir.clone(),
+        },
+        path,
+    }))
+}
+
+/// A package name or version the agent would accept as an argument.
+pub(super) fn check_pkg_word(field: &str, v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || v.starts_with('-')
+        || v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '=')
+    {
+        Err(format!("invalid {field} '{v}': must not start with '-' nor contain spaces, '/' or '='"))
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn exec_spec(src: Src<'_>, e: &RawExec, p: &FieldPath) -> Result<ExecSpec, PlanError> {
+    Ok(ExecSpec {
+        command: required(src, e.command.clone(), &p.key("command"))?,
+        args: e.args.clone().unwrap_or_default(),
+        env: e.env.clone().unwrap_or_default(),
+        workdir: e.workdir.clone(),
+    })
+}
+
+/// An archive's `component` and `version` name directories on the host
+/// (`install_root/component/version`): a plain name, as the agent requires,
+/// refused here so that `convoy plan` catches it. Templates are checked
+/// again once rendered.
+pub(super) fn check_archive_name(value: &str) -> Result<(), String> {
+    let bad = if value.trim().is_empty() {
+        Some("must not be empty")
+    } else if value.contains("..") {
+        Some("must not contain '..'")
+    } else if value.contains('/') || value.contains('\\') {
+        Some("must not contain '/' or '\\'")
+    } else if value.starts_with('.') {
+        Some("must not start with '.'")
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(format!("invalid name {value:?}: {why} (it names a directory on the host)")),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("sha256 must be 64 hexadecimal characters, got '{s}'"))
+    }
+}
+
+/// Set the explicit name (empty means "unnamed", filled in by [`name_steps`])
+/// and check the syntax of every template in the step.
+pub(super) fn finish_template(
+    src: Src<'_>,
+    name: Option<&str>,
+    p: &FieldPath,
+    mut spec: StepSpec,
+) -> Result<StepTemplate, PlanError> {
+    if let Some(n) = name {
+        if n.trim().is_empty() {
+            return Err(src.err(&p.key("name"), "must not be empty"));
+        }
+        spec.name = n.to_string();
+    }
+    for (rel, s) in step_strings_mut(&mut spec) {
+        render(s, |_| Ok(String::new())).map_err(|m| src.err(&p.join(&rel), m))?;
+    }
+    Ok(StepTemplate {
+        path: p.clone(),
+        spec,
+        undo: None,
+        capture: None,
+        migration: None,
+        estimate: None,
+        installs: None,
+    })
+}
+
+/// Give unnamed steps their `<kind>-<position>` name and reject duplicates.
+pub(super) fn name_steps(src: Src<'_>, mut steps: Vec<StepTemplate>) -> Result<Vec<StepTemplate>, PlanError> {
+    for (i, t) in steps.iter_mut().enumerate() {
+        if t.spec.name.is_empty() {
+            t.spec.name = format!("{}-{}", t.spec.kind.kind_name(), i + 1);
+        }
+    }
+    for (i, t) in steps.iter().enumerate() {
+        if let Some(first) = steps[..i].iter().find(|o| o.spec.name == t.spec.name) {
+            return Err(src.err(
+                &t.path.key("name"),
+                format!("duplicate step name '{}' in the group (also {})", t.spec.name, first.path),
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+/// Name a group's rollback steps (`rollback-<kind>-<n>` when unnamed) and
+/// reject a rollback step that declares its own rollback or reuses a name a
+/// rollback already has (`rollback-<step>` is the undo of `<step>`).
+pub(super) fn name_rollback_steps(
+    src: Src<'_>,
+    mut list: Vec<StepTemplate>,
+    steps: &[StepTemplate],
+) -> Result<Vec<StepTemplate>, PlanError> {
+    for (i, t) in list.iter_mut().enumerate() {
+        if t.undo.is_some() {
+            return Err(src.err(&t.path.key("rollback"), "a rollback step cannot have a rollback of its own"));
+        }
+        if t.spec.name.is_empty() {
+            t.spec.name = format!("rollback-{}-{}", t.spec.kind.kind_name(), i + 1);
+        }
+    }
+    for (i, t) in list.iter().enumerate() {
+        let undo_name = steps.iter().find(|s| undo_name(&s.spec.name) == t.spec.name);
+        let earlier = list[..i].iter().find(|o| o.spec.name == t.spec.name);
+        if let Some(other) =
+            earlier.map(|o| o.path.to_string()).or(undo_name.map(|s| format!("the undo of {}", s.path)))
+        {
+            return Err(src.err(
+                &t.path.key("name"),
+                format!("duplicate rollback step name '{}' in the group (also {other})", t.spec.name),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+/// The name of the undo of step `name`.
+pub(super) fn undo_name(name: &str) -> String {
+    format!("rollback-{name}")
+}

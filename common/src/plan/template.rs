@@ -1,0 +1,139 @@
+//! Template variables (`{{host}}`, `{{label.KEY}}`, ...): their syntax,
+//! their values for a host, and a step rendered for a host.
+
+use crate::capture;
+use crate::model::{InventoryHost, StepKind, StepSpec};
+use crate::step_strings::step_strings_mut;
+
+use super::errors::{PlanError, Src};
+use super::steps::{check_archive_name, check_pkg_word, check_sha256};
+use super::validated::StepTemplate;
+
+/// A template variable: `{{host}}`, `{{version}}`, `{{group}}`,
+/// `{{label.KEY}}`, `{{installed.COMPONENT}}`, `{{fact.NAME}}` or
+/// `{{captured.NAME}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Var<'a> {
+    Host,
+    Version,
+    Group,
+    Label(&'a str),
+    Installed(&'a str),
+    /// A fact of the host ([`InventoryHost::facts`]).
+    Fact(&'a str),
+    /// Filled by the engine when it dispatches the step, not at expansion.
+    Captured(&'a str),
+}
+
+pub(super) fn parse_var(inner: &str) -> Result<Var<'_>, String> {
+    let unknown = || {
+        format!(
+            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT, fact.NAME or captured.NAME"
+        )
+    };
+    match inner {
+        "host" => Ok(Var::Host),
+        "version" => Ok(Var::Version),
+        "group" => Ok(Var::Group),
+        _ => match inner.split_once('.') {
+            Some(("label", key)) if !key.is_empty() => Ok(Var::Label(key)),
+            Some(("installed", c)) if !c.is_empty() => Ok(Var::Installed(c)),
+            Some(("fact", f)) if !f.is_empty() => Ok(Var::Fact(f)),
+            Some(("captured", c)) if !c.is_empty() => Ok(Var::Captured(c)),
+            _ => Err(unknown()),
+        },
+    }
+}
+
+/// Substitute every `{{ var }}` in `template` with `lookup(var)`.
+pub(super) fn render(
+    template: &str,
+    mut lookup: impl FnMut(Var<'_>) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let inside = &rest[start + 2..];
+        let end = inside.find("}}").ok_or_else(|| format!("unterminated '{{{{' in '{template}'"))?;
+        out.push_str(&lookup(parse_var(inside[..end].trim())?)?);
+        rest = &inside[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The value of a template variable for `host`.
+pub(super) fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &str) -> Result<String, String> {
+    let id = &host.id;
+    match var {
+        Var::Host => Ok(id.clone()),
+        Var::Version => Ok(version.to_string()),
+        Var::Group => Ok(group.to_string()),
+        Var::Label(k) => host.labels.get(k).cloned().ok_or_else(|| format!("host {id} has no label '{k}'")),
+        Var::Installed(c) => {
+            host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
+        }
+        Var::Fact(f) => host.facts.get(f).cloned().ok_or_else(|| format!("host {id} has no fact '{f}'")),
+        // Kept for the engine, which substitutes it at dispatch.
+        Var::Captured(c) => Ok(format!("{{{{{}{c}}}}}", capture::PREFIX)),
+    }
+}
+
+pub(super) fn render_step(
+    src: Src<'_>,
+    t: &StepTemplate,
+    host: &InventoryHost,
+    version: &str,
+    group: &str,
+) -> Result<StepSpec, PlanError> {
+    let mut spec = t.spec.clone();
+    let id = &host.id;
+    for (rel, s) in step_strings_mut(&mut spec) {
+        *s = render(s, |var| lookup(var, host, version, group))
+            .map_err(|m| src.err(&t.path.join(&rel), format!("{m} (group '{group}')")))?;
+    }
+    if let StepKind::Archive(a) = &mut spec.kind {
+        check_sha256(&a.sha256).map_err(|m| {
+            src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
+        })?;
+        a.sha256.make_ascii_lowercase();
+        for (field, value) in [("component", &a.component), ("version", &a.version)] {
+            check_archive_name(value).map_err(|m| {
+                src.err(&t.path.key("archive").key(field), format!("{m} for host {id} (group '{group}')"))
+            })?;
+        }
+    }
+    // Templated package fields are checked once rendered.
+    let (kind, words, sha): (&str, Vec<(&str, &str)>, Option<&mut String>) = match &mut spec.kind {
+        StepKind::Apt(a) => ("apt", vec![("package", a.package.as_str()), ("version", a.version.as_str())], None),
+        StepKind::Dpkg(d) => {
+            ("dpkg", vec![("package", d.package.as_str()), ("version", d.version.as_str())], Some(&mut d.sha256))
+        }
+        StepKind::Rpm(r) => {
+            ("rpm", vec![("package", r.package.as_str()), ("version", r.version.as_str())], r.sha256.as_mut())
+        }
+        StepKind::Exec(_)
+        | StepKind::Archive(_)
+        | StepKind::File(_)
+        | StepKind::HttpCheck(_)
+        | StepKind::TcpCheck(_)
+        | StepKind::ExecCheck(_)
+        | StepKind::FileCheck(_)
+        | StepKind::MetricCheck(_)
+        | StepKind::ArchiveRollback(_)
+        | StepKind::Service(_)
+        | StepKind::PkgRollback(_)
+        | StepKind::Backup(_) => ("", Vec::new(), None),
+    };
+    for (field, v) in words {
+        check_pkg_word(field, v)
+            .map_err(|m| src.err(&t.path.key(kind).key(field), format!("{m} for host {id} (group '{group}')")))?;
+    }
+    if let Some(sha) = sha {
+        check_sha256(sha)
+            .map_err(|m| src.err(&t.path.key(kind).key("sha256"), format!("{m} for host {id} (group '{group}')")))?;
+        sha.make_ascii_lowercase();
+    }
+    Ok(spec)
+}
