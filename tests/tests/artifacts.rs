@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use convoy_agent::fetch::{ArtifactRef, Cache, FetchOptions};
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::artifact_service_client::ArtifactServiceClient;
-use convoy_tests::{Cluster, fast_runtime};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};

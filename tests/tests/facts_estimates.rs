@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convoy_agent::store::MemoryStore;
+use convoy_fleet::inprocess::{Cluster, FakeDriver, fast_runtime};
 use convoy_proto::v1 as pb;
-use convoy_tests::{Cluster, FakeDriver, fast_runtime};
 use tokio_util::sync::CancellationToken;
 
 const PLAN: &str = r#"
