@@ -18,6 +18,13 @@ pub type Operator = OperatorServiceClient<InterceptedService<Channel, Bearer>>;
 #[derive(Clone)]
 pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
+impl Bearer {
+    /// Sends `authorization: Bearer <token>`.
+    pub fn new(token: &str) -> Result<Bearer, FleetError> {
+        Ok(Bearer(format!("Bearer {token}").parse()?))
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         req.metadata_mut().insert("authorization", self.0.clone());
@@ -38,8 +45,7 @@ pub async fn connect_operator(url: &str, ca_pem: &str, token: &str) -> Result<Op
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    let bearer = Bearer(format!("Bearer {token}").parse()?);
-    Ok(OperatorServiceClient::with_interceptor(channel, bearer))
+    Ok(OperatorServiceClient::with_interceptor(channel, Bearer::new(token)?))
 }
 
 /// Poll the coordinator's agent list until `ready(list)` holds; returns that
