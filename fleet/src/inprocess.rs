@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use convoy_agent::config::AgentConfig;
 use convoy_agent::driver::Driver;
 use convoy_agent::store::MemoryStore;
 use convoy_common::invariants::LogEntry;
@@ -209,21 +210,35 @@ impl Cluster {
         self.add_agent(id, labels, driver)
     }
 
+    /// Start an in-process agent with this driver.
     pub fn add_agent(&mut self, id: &str, labels: &[(&str, &str)], driver: Arc<dyn Driver>) -> Result<(), FleetError> {
+        self.start_agent(self.agent_config(id, labels), driver)
+    }
+
+    /// The configuration [`Cluster::add_agent`] gives agent `id`: enrolling
+    /// with the cluster's join token, its state in `<dir>/agents/<id>`, quick
+    /// heartbeats and reconnects. Change it and hand it to [`Cluster::start_agent`].
+    pub fn agent_config(&self, id: &str, labels: &[(&str, &str)]) -> AgentConfig {
         let state = self.dir.path().join("agents").join(id);
-        let mut config = convoy_agent::config::AgentConfig::new(self.url.clone(), self.ca_file.clone(), id, state);
+        let mut config = AgentConfig::new(self.url.clone(), self.ca_file.clone(), id, state);
         config.join_token = Some(self.join_token.clone());
         config.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         config.heartbeat_interval = Duration::from_millis(100);
         config.reconnect_min = Duration::from_millis(20);
         config.reconnect_max = Duration::from_millis(200);
+        config
+    }
+
+    /// Start an in-process agent with this configuration and driver.
+    pub fn start_agent(&mut self, config: AgentConfig, driver: Arc<dyn Driver>) -> Result<(), FleetError> {
+        let id = config.host_id.clone();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         let store = Arc::new(MemoryStore::default());
         let task = tokio::spawn(async move {
             let _ = convoy_agent::session::run(config, driver, store, s).await;
         });
-        self.agents.insert(id.to_string(), AgentTask { shutdown, task });
+        self.agents.insert(id, AgentTask { shutdown, task });
         Ok(())
     }
 
@@ -231,11 +246,11 @@ impl Cluster {
     /// under `<dir>/agents/<id>/install` and fetching `artifact:` sources from
     /// this coordinator into `<dir>/agents/<id>/cache`. Returns its state dir.
     pub fn add_local_agent(&mut self, id: &str, labels: &[(&str, &str)]) -> Result<PathBuf, FleetError> {
-        let state = self.dir.path().join("agents").join(id);
-        let config = convoy_agent::config::AgentConfig::new(self.url.clone(), self.ca_file.clone(), id, state.clone());
+        let config = self.agent_config(id, labels);
+        let state = config.state_dir.clone();
         let fetcher = Arc::new(convoy_agent::fetch::CoordinatorArtifacts::new(config.clone()));
         let driver = convoy_agent::LocalDriver::new(config.install_root.clone()).with_artifacts(fetcher);
-        self.add_agent(id, labels, Arc::new(driver))?;
+        self.start_agent(config, Arc::new(driver))?;
         Ok(state)
     }
 
