@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use convoy_proto::v1 as pb;
 
+use crate::client::{Target, connect};
 use crate::error::CliError;
-use crate::fleet::{LocalFleet, process_usage};
+use convoy_fleet::processes::{AgentSpec, LocalFleet, process_usage};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -67,20 +68,20 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let n = args.hosts.max(6);
     let cold_start = Instant::now();
-    let mut fleet = LocalFleet::start(&dir, 1000, false)?;
+    let mut fleet = LocalFleet::start_this_binary(&dir, 1000, false)?;
     let mut host_dirs = Vec::new();
     for (tier, count) in tiers(n) {
         for i in 1..=count {
             let id = format!("{tier}-{i}");
             let hdir = dir.join("hosts").join(&id);
             std::fs::create_dir_all(&hdir).map_err(io(&hdir))?;
-            let labels = vec![("tier".to_string(), tier.to_string()), ("dir".to_string(), hdir.display().to_string())];
-            fleet.spawn_agent(&id, &labels, &hdir.join("install"))?;
+            let labels = [("tier", tier.to_string()), ("dir", hdir.display().to_string())];
+            fleet.spawn_agent(AgentSpec::new(&id, labels).install_root(hdir.join("install")))?;
             host_dirs.push(hdir);
         }
     }
-    let mut client = fleet.client().await?;
-    fleet.wait_connected(&mut client, host_dirs.len(), Duration::from_secs(300)).await?;
+    let mut client = connect(&Target::from(&fleet)).await?;
+    fleet.wait_connected(host_dirs.len(), Duration::from_secs(300)).await?;
     let connected_s = cold_start.elapsed().as_secs_f64();
     let cold_rollout = rollout(&mut client, "2").await?;
     let cold = cold_start.elapsed().as_secs_f64();

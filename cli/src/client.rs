@@ -40,6 +40,18 @@ pub struct Target {
     pub server_name: String,
 }
 
+/// The coordinator of a local fleet (the demo's, an example's, the benchmark's).
+impl From<&convoy_fleet::processes::LocalFleet> for Target {
+    fn from(fleet: &convoy_fleet::processes::LocalFleet) -> Target {
+        Target {
+            url: fleet.url.clone(),
+            ca_pem: fleet.ca_pem.clone(),
+            token: fleet.operator_token.clone(),
+            server_name: convoy_coordinator::tls::DEFAULT_SERVER_NAME.to_string(),
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|source| CliError::Io { path: path.to_path_buf(), source })
 }

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::client::{Target, connect};
 use crate::commands::{Output, follow, summary_text};
 use crate::error::CliError;
-use crate::fleet::LocalFleet;
+use convoy_fleet::net::{free_port, http_get};
+use convoy_fleet::processes::{AgentSpec, LocalFleet};
 use convoy_proto::v1 as pb;
 
 pub const INSTALL_PLAN: &str = include_str!("../../examples/demo/install-v1.yaml");
@@ -110,8 +112,8 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
         p
     };
 
-    let mut fleet = LocalFleet::start(dir, 500, true)?;
-    println!("coordinator listening on {} (logs in {})", fleet.target.url, dir.join("logs").display());
+    let mut fleet = LocalFleet::start_this_binary(dir, 500, true)?;
+    println!("coordinator listening on {} (logs in {})", fleet.url, dir.join("logs").display());
     let exe = fleet.exe.display().to_string();
     let mut hosts = Vec::new();
     for (role, n) in FLEET {
@@ -120,25 +122,23 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
             let install = dir.join("hosts").join(&id).join("install");
             let service_root = install.join("demo-service");
             std::fs::create_dir_all(&service_root).map_err(io(&service_root))?;
-            let port = crate::fleet::free_port()?;
-            let labels: Vec<(String, String)> = [
+            let port = free_port()?;
+            let labels = [
                 ("role", role.to_string()),
                 ("fleet", "demo".to_string()),
                 ("port", port.to_string()),
                 ("service_root", service_root.display().to_string()),
                 ("artifacts", artifacts.display().to_string()),
                 ("convoy", exe.clone()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            fleet.spawn_agent(&id, &labels, &install)?;
-            fleet.service_roots.push(service_root);
+            ];
+            fleet.spawn_agent(AgentSpec::new(&id, labels).install_root(&install))?;
+            let convoy = fleet.exe.clone();
+            fleet.at_teardown(move || stop_demo_service(&convoy, &service_root));
             hosts.push((id, port));
         }
     }
-    let mut client = fleet.client().await?;
-    fleet.wait_connected(&mut client, hosts.len(), Duration::from_secs(60)).await?;
+    let mut client = connect(&Target::from(&fleet)).await?;
+    fleet.wait_connected(hosts.len(), Duration::from_secs(60)).await?;
     println!("{} agents connected after {:.1}s", hosts.len(), started.elapsed().as_secs_f64());
 
     // Step 1: version 1.0.0 everywhere.
@@ -168,7 +168,7 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
     println!("\n== every service's /health, asked directly");
     let mut bad = Vec::new();
     for (id, port) in &hosts {
-        let body = crate::fleet::http_get(&format!("http://127.0.0.1:{port}/health"))
+        let body = http_get(&format!("http://127.0.0.1:{port}/health"))
             .map(|(_, body)| body)
             .unwrap_or_else(|e| format!("error: {e}"));
         println!("  {id:<16} 127.0.0.1:{port:<5}  {}", body.trim());
@@ -190,6 +190,17 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
     let _ = std::io::stdout().flush();
     drop(fleet);
     Ok(())
+}
+
+/// Stop the demo service under `root` (`convoy __demo-service stop`), when
+/// the fleet is torn down.
+fn stop_demo_service(convoy: &Path, root: &Path) {
+    let _ = std::process::Command::new(convoy)
+        .args(["__demo-service", "stop", "--root"])
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// Try the broken 3.0.0: the canary must fail, be rolled back to 2.0.0, and
@@ -221,7 +232,7 @@ async fn bad_release_step(
         .collect();
     let mut wrong = Vec::new();
     for (id, port) in hosts {
-        let body = crate::fleet::http_get(&format!("http://127.0.0.1:{port}/health"))
+        let body = http_get(&format!("http://127.0.0.1:{port}/health"))
             .map(|(_, body)| body)
             .unwrap_or_else(|e| format!("error: {e}"));
         if !body.contains("\"version\":\"2.0.0\"") || !body.contains("\"ok\"") {

@@ -40,6 +40,18 @@ impl CliError {
     }
 }
 
+/// The local fleets of the demo, the examples and the benchmark fail as the
+/// demo does, except for I/O and coordinator answers, which keep their kind.
+impl From<convoy_fleet::FleetError> for CliError {
+    fn from(e: convoy_fleet::FleetError) -> Self {
+        match e {
+            convoy_fleet::FleetError::Io { path, source } => CliError::Io { path, source },
+            convoy_fleet::FleetError::Rpc(s) => s.into(),
+            other => CliError::Demo(other.to_string()),
+        }
+    }
+}
+
 impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> Self {
         match s.code() {

@@ -55,9 +55,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::client::{Target, connect};
 use crate::commands::{Output, follow, status_json, summary_text};
 use crate::error::CliError;
-use crate::fleet::LocalFleet;
+use convoy_fleet::processes::{AgentSpec, LocalFleet};
 use convoy_proto::v1 as pb;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -352,14 +353,14 @@ async fn run_in(
         packed.push((a, out));
     }
 
-    let mut fleet = LocalFleet::start(dir, 300, true)?;
+    let mut fleet = LocalFleet::start_this_binary(dir, 300, true)?;
     let path_var = format!("{}:{}", run.bin.display(), std::env::var("PATH").unwrap_or_default());
     for h in &def.hosts {
         let host_dir = dir.join("hosts").join(&h.id);
         let root = host_dir.join("root");
         let install = root.join("opt");
         std::fs::create_dir_all(&install).map_err(io(&install))?;
-        let port = if h.port { Some(crate::fleet::free_port()?) } else { None };
+        let port = if h.port { Some(convoy_fleet::net::free_port()?) } else { None };
         let host = Host { id: h.id.clone(), root: root.clone(), port };
         for (component, version) in &h.installed {
             seed_install(&install, component, version)?;
@@ -380,9 +381,8 @@ async fn run_in(
         if let Some(p) = port {
             labels.insert("port".into(), p.to_string());
         }
-        let labels: Vec<(String, String)> = labels.into_iter().collect();
         let env = run.host_env(&host, &path_var);
-        fleet.spawn_agent_env(&h.id, &labels, &install, &env)?;
+        fleet.spawn_agent(AgentSpec::new(&h.id, labels).install_root(&install).env(env))?;
         run.hosts.push(host);
     }
     let result = drive(&mut run, &mut fleet, def, &packed, started).await;
@@ -435,18 +435,19 @@ async fn drive(
     packed: &[(&ArtifactDef, PathBuf)],
     started: Instant,
 ) -> Result<(), CliError> {
-    let mut client = fleet.client().await?;
-    fleet.wait_connected(&mut client, def.hosts.len(), Duration::from_secs(60)).await?;
+    let target = Target::from(&*fleet);
+    let mut client = connect(&target).await?;
+    fleet.wait_connected(def.hosts.len(), Duration::from_secs(60)).await?;
     println!(
         "   {} agents connected after {:.1}s (coordinator {}, logs in {})",
         def.hosts.len(),
         started.elapsed().as_secs_f64(),
-        fleet.target.url,
+        fleet.url,
         run.dir.join("logs").display()
     );
     for (a, file) in packed {
         println!("\n== convoy artifact add {} --name {} --version {}", rel(run, file), a.name, a.version);
-        crate::artifacts::add(file, Some(a.name.clone()), Some(a.version.clone()), &fleet.target, Output::Text).await?;
+        crate::artifacts::add(file, Some(a.name.clone()), Some(a.version.clone()), &target, Output::Text).await?;
     }
     let rollouts = run.dir.join("rollouts");
     std::fs::create_dir_all(&rollouts).map_err(io(&rollouts))?;
@@ -751,6 +752,6 @@ fn pack_dir(src: &Path, out: &Path) -> Result<String, CliError> {
 
 /// A plain HTTP GET (the checks' own view, not the agent's): the body of a 200.
 fn http_get(url: &str) -> Result<String, String> {
-    let (status, body) = crate::fleet::http_get(url)?;
+    let (status, body) = convoy_fleet::net::http_get(url).map_err(|e| e.to_string())?;
     if status.contains(" 200 ") { Ok(body) } else { Err(format!("{status}: {body}")) }
 }

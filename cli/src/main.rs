@@ -17,7 +17,6 @@ mod demo;
 mod demo_service;
 mod error;
 mod example;
-mod fleet;
 mod render;
 
 use std::path::PathBuf;

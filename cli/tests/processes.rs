@@ -6,53 +6,20 @@
 //! leader must still go last, after its switchover).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use convoy_fleet::processes::{AgentSpec, LocalFleet};
+use convoy_fleet::wait::poll;
 
 const CONVOY: &str = env!("CARGO_BIN_EXE_convoy");
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn convoy(data: &Path, args: &[&str]) -> Output {
     Command::new(CONVOY).arg("--data-dir").arg(data).args(args).output().expect("run convoy")
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start_coordinator(data: &Path, listen: &str, log: &Path) -> (Child, String) {
-    let addr_file = data.join("coordinator.addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let child = Command::new(CONVOY)
-        .args(["__coordinator", "serve", "--listen", listen, "--heartbeat-ms", "200", "--data-dir"])
-        .arg(data)
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-        .spawn()
-        .unwrap();
-    let addr = wait_for("coordinator address", Duration::from_secs(30), || {
-        std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty())
-    });
-    (child, addr)
+fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, what, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn write_plan(dir: &Path) -> PathBuf {
@@ -101,123 +68,71 @@ fn plan_validation_errors_exit_2_and_name_file_and_line() {
     assert!(err.contains("ghost"), "{err}");
 }
 
-/// A coordinator (initialised in `dir/coord`) and one agent process per
-/// `(id, labels)`, each with a `dir=<its own directory>` label; returns once
-/// all are connected.
+/// A local fleet of this binary's processes (coordinator heartbeat 200 ms)
+/// with one agent per `(id, labels)`, each with a `dir=<its host directory>`
+/// label; returns once all are connected.
 struct Fleet {
-    dir: tempfile::TempDir,
-    data: PathBuf,
-    log: PathBuf,
-    addr: String,
-    /// The coordinator first, then one agent per host, in `hosts` order.
-    procs: Procs,
-    hosts: Vec<(String, Vec<(String, String)>)>,
-    token: String,
+    /// Dropped first: the processes stop before their directory goes.
+    fleet: LocalFleet,
+    tmp: tempfile::TempDir,
 }
 
 impl Fleet {
-    fn start(hosts: &[(&str, &[(&str, &str)])]) -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("coord");
-        let log = dir.path().join("coordinator.log");
-        let init = Command::new(CONVOY)
-            .args(["__coordinator", "init", "--join-token-uses", "100", "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(init.status.success(), "{init:?}");
-        let stdout = String::from_utf8_lossy(&init.stdout);
-        let token = stdout
-            .lines()
-            .filter(|l| l.starts_with("join token"))
-            .find_map(|l| l.rsplit_once(": ").map(|(_, t)| t))
-            .expect("join token printed")
-            .trim()
-            .to_string();
-        let mut procs = Procs(Vec::new());
-        let (coord, addr) = start_coordinator(&data, "127.0.0.1:0", &log);
-        procs.0.push(coord);
-        let mut fleet = Fleet {
-            dir,
-            data,
-            log,
-            addr,
-            procs,
-            hosts: hosts
-                .iter()
-                .map(|(id, l)| (id.to_string(), l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
-                .collect(),
-            token,
-        };
-        for i in 0..hosts.len() {
-            let child = fleet.spawn_agent(i);
-            fleet.procs.0.push(child);
+    async fn start(hosts: &[(&str, &[(&str, &str)])]) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fleet = LocalFleet::start(Path::new(CONVOY), tmp.path(), 200, true).unwrap();
+        for (id, labels) in hosts {
+            let hdir = fleet.host_dir(id);
+            std::fs::create_dir_all(&hdir).unwrap();
+            let dir = [("dir", hdir.display().to_string())];
+            let labels = dir.into_iter().chain(labels.iter().map(|(k, v)| (*k, v.to_string())));
+            fleet.spawn_agent(AgentSpec::new(id, labels)).unwrap();
         }
-        fleet.wait_connected(hosts.len());
+        let fleet = Fleet { fleet, tmp };
+        fleet.wait_connected(hosts.len()).await;
         fleet
     }
 
-    fn wait_connected(&self, n: usize) {
-        wait_for("agents to connect", Duration::from_secs(60), || {
-            let out = convoy(&self.data, &["agents", "--output", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            (v.as_array()?.iter().filter(|a| a["connected"] == true).count() == n).then_some(())
-        });
+    /// The fleet's directory (hosts are under `hosts/`).
+    fn dir(&self) -> &Path {
+        self.tmp.path()
     }
 
-    /// Start the agent of host `i` (its state directory survives restarts).
-    fn spawn_agent(&self, i: usize) -> Child {
-        let (id, labels) = &self.hosts[i];
-        let hdir = self.dir.path().join(id);
-        std::fs::create_dir_all(&hdir).unwrap();
-        let mut cmd = Command::new(CONVOY);
-        cmd.arg("__agent")
-            .args(["--coordinator", &format!("https://{}", self.addr), "--host-id", id])
-            .env("CONVOY_JOIN_TOKEN", &self.token)
-            .arg("--ca-file")
-            .arg(self.data.join("tls/ca.pem"))
-            .arg("--state-dir")
-            .arg(hdir.join("state"))
-            .args(["--label", &format!("dir={}", hdir.display())]);
-        for (k, v) in labels {
-            cmd.args(["--label", &format!("{k}={v}")]);
-        }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{id}.log")));
-        cmd.stdout(Stdio::null()).stderr(log.unwrap()).spawn().unwrap()
+    /// Host `id`'s directory: its `dir` label.
+    fn host_dir(&self, id: &str) -> PathBuf {
+        self.fleet.host_dir(id)
     }
 
-    /// SIGKILL the agent of host `i` (its step's processes live on) and start it again.
-    fn kill_and_restart_agent(&mut self, i: usize) {
-        let agent = &mut self.procs.0[i + 1];
-        agent.kill().unwrap();
-        agent.wait().unwrap();
-        self.procs.0[i + 1] = self.spawn_agent(i);
+    async fn wait_connected(&self, n: usize) {
+        self.fleet.wait_connected(n, Duration::from_secs(60)).await.unwrap();
+    }
+
+    /// SIGKILL the agent of host `id` (its step's processes live on) and start it again.
+    fn kill_and_restart_agent(&mut self, id: &str) {
+        self.fleet.kill_and_restart_agent(id).unwrap();
     }
 
     /// SIGKILL the coordinator and start it again on the same data and address.
     fn kill_and_restart_coordinator(&mut self) {
-        let mut coord = self.procs.0.remove(0);
-        coord.kill().unwrap();
-        coord.wait().unwrap();
-        let (coord, _) = start_coordinator(&self.data, &self.addr, &self.log);
-        self.procs.0.insert(0, coord);
+        self.fleet.kill_and_restart_coordinator().unwrap();
     }
 
     fn convoy(&self, args: &[&str]) -> Output {
-        convoy(&self.data, args)
+        convoy(&self.fleet.data_dir, args)
     }
 
     /// Follow `rollout` to its end and return its final status.
     fn finish(&self, rollout: &str) -> serde_json::Value {
         let watched = self.convoy(&["watch", rollout]);
-        assert!(watched.status.success(), "{watched:?}\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        let log = || std::fs::read_to_string(self.fleet.coordinator_log()).unwrap_or_default();
+        assert!(watched.status.success(), "{watched:?}\n{}", log());
         let status = self.convoy(&["status", rollout, "--output", "json"]);
         serde_json::from_slice(&status.stdout).unwrap()
     }
 }
 
-#[test]
-fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
+#[tokio::test]
+async fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
     let hosts: [(&str, &[(&str, &str)]); 5] = [
         ("a-1", &[("tier", "a")]),
         ("a-2", &[("tier", "a")]),
@@ -225,9 +140,9 @@ fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
         ("b-1", &[("tier", "b")]),
         ("b-2", &[("tier", "b")]),
     ];
-    let mut fleet = Fleet::start(&hosts);
-    let dir = fleet.dir.path().to_path_buf();
-    let data = fleet.data.clone();
+    let mut fleet = Fleet::start(&hosts).await;
+    let dir = fleet.dir().to_path_buf();
+    let data = fleet.fleet.data_dir.clone();
 
     let plan = write_plan(dir.as_path());
     let shown = convoy(&data, &["plan", plan.to_str().unwrap()]);
@@ -240,21 +155,22 @@ fn coordinator_killed_mid_rollout_resumes_and_runs_nothing_twice() {
     let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
 
     // Kill the coordinator once the first host has run and the second is on its way.
-    wait_for("a-1 to run", Duration::from_secs(30), || std::fs::read_to_string(dir.as_path().join("a-1/runs")).ok());
+    let a1_runs = fleet.host_dir("a-1").join("runs");
+    wait_for("a-1 to run", Duration::from_secs(30), || std::fs::read_to_string(&a1_runs).ok());
     fleet.kill_and_restart_coordinator();
     let v = fleet.finish(&rollout);
     assert_eq!(v["state"], "succeeded", "{v}");
     for (id, _) in hosts {
-        let runs = std::fs::read_to_string(dir.as_path().join(id).join("runs")).unwrap();
+        let runs = std::fs::read_to_string(fleet.host_dir(id).join("runs")).unwrap();
         assert_eq!(runs.lines().count(), 1, "host {id} ran its step {} times", runs.lines().count());
     }
 }
 
-#[test]
-fn a_cluster_rollout_survives_a_coordinator_kill_and_keeps_the_leader_last() {
+#[tokio::test]
+async fn a_cluster_rollout_survives_a_coordinator_kill_and_keeps_the_leader_last() {
     let labels: &[(&str, &str)] = &[("role", "mc"), ("cluster", "c1")];
-    let mut fleet = Fleet::start(&[("m-1", labels), ("m-2", labels), ("m-3", labels)]);
-    let shared = fleet.dir.path().join("shared");
+    let mut fleet = Fleet::start(&[("m-1", labels), ("m-2", labels), ("m-3", labels)]).await;
+    let shared = fleet.dir().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::write(shared.join("leader-c1"), "m-1\n").unwrap();
     let plan = format!(
@@ -280,7 +196,7 @@ groups:
 "#,
         shared = shared.display()
     );
-    let plan_path = fleet.dir.path().join("cluster.yaml");
+    let plan_path = fleet.dir().join("cluster.yaml");
     std::fs::write(&plan_path, plan).unwrap();
     let applied = fleet.convoy(&["apply", "--detach", plan_path.to_str().unwrap()]);
     assert!(applied.status.success(), "{applied:?}");
@@ -293,7 +209,7 @@ groups:
     assert_eq!(v["state"], "succeeded", "{v}");
 
     for id in ["m-1", "m-2", "m-3"] {
-        let runs = std::fs::read_to_string(fleet.dir.path().join(id).join("runs")).unwrap();
+        let runs = std::fs::read_to_string(fleet.host_dir(id).join("runs")).unwrap();
         assert_eq!(runs.lines().count(), 1, "host {id} was upgraded {} times", runs.lines().count());
     }
     let order = std::fs::read_to_string(shared.join("order")).unwrap();
@@ -348,11 +264,11 @@ fn marked_step_plan(name: &str, sleep: &str, rerun_safe: bool, steps: usize) -> 
     plan
 }
 
-#[test]
-fn an_agent_killed_mid_step_waits_for_it_and_never_runs_it_twice() {
+#[tokio::test]
+async fn an_agent_killed_mid_step_waits_for_it_and_never_runs_it_twice() {
     let hosts: [(&str, &[(&str, &str)]); 2] = [("w-1", &[("role", "w")]), ("w-2", &[("role", "w")])];
-    let mut fleet = Fleet::start(&hosts);
-    let dir = fleet.dir.path().to_path_buf();
+    let mut fleet = Fleet::start(&hosts).await;
+    let dir = fleet.dir().to_path_buf();
     // w-1's step is not safe to re-run (the default); w-2's is.
     for (i, (plan_name, rerun)) in [("once", false), ("rerun", true)].into_iter().enumerate() {
         let plan = dir.join(format!("{plan_name}.yaml"));
@@ -362,13 +278,14 @@ fn an_agent_killed_mid_step_waits_for_it_and_never_runs_it_twice() {
         let applied = fleet.convoy(&["apply", "--detach", plan.to_str().unwrap()]);
         assert!(applied.status.success(), "{applied:?}");
         let rollout = String::from_utf8_lossy(&applied.stdout).trim().to_string();
-        let marker = dir.join(format!("w-{}", i + 1)).join("marker");
+        let host = format!("w-{}", i + 1);
+        let marker = fleet.host_dir(&host).join("marker");
         wait_for("the step to start", Duration::from_secs(30), || std::fs::read_to_string(&marker).ok());
-        fleet.kill_and_restart_agent(i);
+        fleet.kill_and_restart_agent(&host);
         let v = fleet.finish(&rollout);
         let lines = marker_lines(&marker);
         check_once(&lines, rerun);
-        let log = std::fs::read_to_string(dir.join(format!("w-{}.log", i + 1))).unwrap_or_default();
+        let log = std::fs::read_to_string(fleet.fleet.agent_log(&host)).unwrap_or_default();
         assert!(log.contains("execution interrupted by an agent restart"), "{log}");
         if rerun {
             assert_eq!(v["hosts"][0]["state"], "succeeded", "{v}");
@@ -382,12 +299,12 @@ fn an_agent_killed_mid_step_waits_for_it_and_never_runs_it_twice() {
     }
 }
 
-#[test]
-fn agents_killed_at_random_points_never_run_an_execution_twice() {
+#[tokio::test]
+async fn agents_killed_at_random_points_never_run_an_execution_twice() {
     let hosts: [(&str, &[(&str, &str)]); 3] =
         [("r-1", &[("role", "w")]), ("r-2", &[("role", "w")]), ("r-3", &[("role", "w")])];
-    let mut fleet = Fleet::start(&hosts);
-    let dir = fleet.dir.path().to_path_buf();
+    let mut fleet = Fleet::start(&hosts).await;
+    let dir = fleet.dir().to_path_buf();
     let mut kills = 0;
     for seed in 1..=3u64 {
         let plan = dir.join(format!("random-{seed}.yaml"));
@@ -400,15 +317,15 @@ fn agents_killed_at_random_points_never_run_an_execution_twice() {
         for _ in 0..3 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             std::thread::sleep(Duration::from_millis((x >> 33) % 600));
-            fleet.kill_and_restart_agent(((x >> 20) % 3) as usize);
+            fleet.kill_and_restart_agent(hosts[((x >> 20) % 3) as usize].0);
             kills += 1;
         }
         let v = fleet.finish(&rollout);
         assert!(matches!(v["state"].as_str(), Some("succeeded" | "failed")), "{v}");
         for (id, _) in hosts {
-            check_once(&marker_lines(&dir.join(id).join("marker")), false);
+            check_once(&marker_lines(&fleet.host_dir(id).join("marker")), false);
         }
-        fleet.wait_connected(3);
+        fleet.wait_connected(3).await;
     }
     println!("agent kills: {kills}, no execution ran twice");
 }

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use convoy_agent::fetch::{ArtifactRef, Cache, FetchOptions};
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
+use convoy_fleet::operator::Bearer;
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::artifact_service_client::ArtifactServiceClient;
-use convoy_tests::{Cluster, fast_runtime};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -49,22 +50,10 @@ async fn channel(c: &Cluster, identity: Option<&Path>) -> anyhow::Result<Channel
     Ok(Channel::from_shared(c.url.clone())?.tls_config(tls)?.connect().await?)
 }
 
-/// Sends `authorization: Bearer <token>`.
-#[derive(Clone)]
-struct Token(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-type Artifacts = ArtifactServiceClient<tonic::service::interceptor::InterceptedService<Channel, Token>>;
+type Artifacts = ArtifactServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 async fn operator_artifacts(c: &Cluster, token: &str) -> anyhow::Result<Artifacts> {
-    let token = Token(format!("Bearer {token}").parse()?);
-    Ok(ArtifactServiceClient::with_interceptor(channel(c, None).await?, token))
+    Ok(ArtifactServiceClient::with_interceptor(channel(c, None).await?, Bearer::new(token)?))
 }
 
 /// Uploads `data` in chunks of 100 000 bytes.

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use convoy_common::invariants;
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_proto::v1 as pb;
-use convoy_tests::{Cluster, fast_runtime};
 
 /// The plan, with its backups under `backups` and the migration touching `marker`.
 fn plan(backups: &Path, marker: &Path, bytes: usize) -> String {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use convoy_agent::driver::Driver;
 use convoy_common::invariants;
 use convoy_common::model::{StepKind, StepOutcome, StepSpec};
-use convoy_tests::{Cluster, fast_runtime};
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 
 const PLAN: &str = r#"
 name: mediation-controllers

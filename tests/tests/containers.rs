@@ -1,4 +1,4 @@
-//! Layer 4: hosts in their own containers (see `convoy_tests::docker`).
+//! Layer 4: hosts in their own containers (see `convoy_fleet::docker`).
 //!
 //! A coordinator container and agent containers on a private Docker network,
 //! each with its own hostname, address, filesystem and dpkg database, running
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use convoy_common::engine::{Action, Event, HostState, RolloutState};
 use convoy_common::invariants;
-use convoy_tests::docker::{Fleet, FleetOptions, image_or_skip};
+use convoy_fleet::docker::{Fleet, FleetOptions, image_or_skip};
 
 /// The fleet of the issue: 2 db, 3 collectors, 3 polling, 2 API hosts.
 const FLEET: &[(&str, &str)] = &[
@@ -139,7 +139,7 @@ fn stored_log(
     fleet.stop_coordinator()?;
     let dir = tempfile::tempdir()?;
     let data = fleet.copy_coordinator_data(dir.path())?;
-    convoy_tests::event_log(&data, rollout)
+    Ok(convoy_fleet::replay::event_log(&data, rollout)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -391,10 +391,10 @@ async fn restart_and_wait_session(fleet: &Fleet, host: &str) -> anyhow::Result<(
     let sessions = |logs: String| logs.matches("session established").count();
     let before = sessions(fleet.logs(host));
     fleet.restart(host, Duration::from_secs(1))?;
-    convoy_tests::docker::poll(Duration::from_secs(60), "a new agent session", || {
+    convoy_fleet::docker::poll(Duration::from_secs(60), "a new agent session", || {
         (sessions(fleet.logs(host)) > before).then_some(())
     })?;
-    fleet.wait_connected(&[host.to_string()], Duration::from_secs(30)).await
+    Ok(fleet.wait_connected(&[host.to_string()], Duration::from_secs(30)).await?)
 }
 
 /// One collector group in `hosts` order, one host at a time, through apt;
@@ -437,7 +437,7 @@ async fn host_restarted_mid_apt_upgrade_recovers_with_configure_pending() -> any
          > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d",
     )?;
     let id = fleet.submit("upgrade.yaml", &collector_plan("upgrade", "2.0.0", &[victim, "collector-1"], true)).await?;
-    convoy_tests::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
+    convoy_fleet::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
         fleet.sh(victim, "test -e /var/tmp/convoy-slow-once && echo yes").ok().filter(|o| o.trim() == "yes")
     })?;
     let state = fleet.sh(victim, &format!("dpkg-query -W -f='${{Status}} ${{Version}}' {pkg}"))?;
@@ -513,7 +513,7 @@ groups:
         timeout: 120s
 "#;
     let id = fleet.submit("netcut.yaml", plan).await?;
-    convoy_tests::docker::poll(Duration::from_secs(60), "the step to start", || {
+    convoy_fleet::docker::poll(Duration::from_secs(60), "the step to start", || {
         fleet.sh(host, "cat /var/tmp/convoy-runs.txt 2>/dev/null").ok().filter(|o| o.contains("run"))
     })?;
     fleet.disconnect(host)?;
@@ -577,7 +577,7 @@ async fn an_apt_step_interrupted_by_a_restart_is_not_run_twice() -> anyhow::Resu
          > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d",
     )?;
     let id = fleet.submit("upgrade.yaml", &collector_plan("upgrade", "2.0.0", &[victim], false)).await?;
-    convoy_tests::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
+    convoy_fleet::docker::poll(Duration::from_secs(120), "the victim's postinst to start", || {
         fleet.sh(victim, "test -e /var/tmp/convoy-slow-once && echo yes").ok().filter(|o| o.trim() == "yes")
     })?;
     restart_and_wait_session(&fleet, victim).await?;

@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convoy_agent::store::MemoryStore;
+use convoy_fleet::inprocess::{Cluster, FakeDriver, fast_runtime};
 use convoy_proto::v1 as pb;
-use convoy_tests::{Cluster, FakeDriver, fast_runtime};
-use tokio_util::sync::CancellationToken;
 
 const PLAN: &str = r#"
 name: edition-upgrade
@@ -26,15 +24,10 @@ groups:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_facts_reach_plans_and_step_times_reach_estimates() -> anyhow::Result<()> {
-    let c = Cluster::start(fast_runtime()).await?;
-    let shutdown = CancellationToken::new();
+    let mut c = Cluster::start(fast_runtime()).await?;
     for (id, edition) in [("app-1", "pro"), ("app-2", "community")] {
-        let state = c.dir.path().join("agents").join(id);
-        let mut config = convoy_agent::config::AgentConfig::new(c.url.clone(), c.ca_file.clone(), id, state);
-        config.join_token = Some(c.join_token.clone());
-        config.labels = BTreeMap::from([("role".to_string(), "app".to_string())]);
+        let mut config = c.agent_config(id, &[("role", "app")]);
         config.facts = BTreeMap::from([("edition".to_string(), edition.to_string())]);
-        config.heartbeat_interval = Duration::from_millis(100);
         let driver = Arc::new(FakeDriver {
             host: id.to_string(),
             runs: c.runs.clone(),
@@ -42,10 +35,7 @@ async fn agent_facts_reach_plans_and_step_times_reach_estimates() -> anyhow::Res
             installed: Mutex::new(BTreeMap::new()),
             ..Default::default()
         });
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = convoy_agent::session::run(config, driver, Arc::new(MemoryStore::default()), s).await;
-        });
+        c.start_agent(config, driver)?;
     }
     c.wait_agents(2, Duration::from_secs(30)).await?;
 
@@ -93,7 +83,6 @@ async fn agent_facts_reach_plans_and_step_times_reach_estimates() -> anyhow::Res
     assert_eq!(step["estimate_ms"], t.median_ms);
     assert_eq!(summary["groups"][0]["paths"][0]["hosts"], serde_json::json!(["app-1", "app-2"]));
 
-    shutdown.cancel();
     c.shutdown().await;
     Ok(())
 }

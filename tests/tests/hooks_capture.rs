@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use convoy_common::invariants;
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_proto::v1 as pb;
-use convoy_tests::{Cluster, fast_runtime};
 
 const PLAN: &str = r#"
 name: exastro-upgrade

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use convoy_coordinator::connections::Limits;
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
+use convoy_fleet::logs::LogCapture;
+use convoy_fleet::wait::wait_until;
 use convoy_proto::v1 as pb;
-use convoy_tests::logs::LogCapture;
-use convoy_tests::{Cluster, fast_runtime, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -9,10 +9,13 @@ use std::time::Duration;
 use convoy_agent::config::AgentConfig;
 use convoy_coordinator::operators::{self, Role};
 use convoy_coordinator::store::Store;
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
+use convoy_fleet::logs::LogCapture;
+use convoy_fleet::operator::connect_operator;
+use convoy_fleet::wait::wait_until;
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
-use convoy_tests::logs::LogCapture;
-use convoy_tests::{Cluster, connect_operator, fast_runtime, raw_agent_client, raw_agent_config, wait_until};
+use convoy_tests::{raw_agent_client, raw_agent_config};
 use tokio_stream::StreamExt;
 use tonic::Code;
 

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
+use convoy_fleet::logs::LogCapture;
 use convoy_proto::v1 as pb;
-use convoy_tests::logs::LogCapture;
-use convoy_tests::{Cluster, fast_runtime};
 use tonic::Code;
 
 fn rss_kib() -> u64 {

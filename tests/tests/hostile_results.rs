@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_proto::v1 as pb;
-use convoy_tests::{Cluster, fast_runtime};
 use prost::Message;
 
 const PLAN: &str = r#"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use convoy_common::engine::{Action, Event};
 use convoy_common::invariants;
-use convoy_tests::{Cluster, fast_runtime};
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 
 const DAG_PLAN: &str = r#"
 name: three-groups
@@ -162,7 +162,7 @@ groups:
 "#;
     let id = c.submit(plan).await?;
     // slow-1 is working on its 30s step; take its agent away.
-    convoy_tests::wait_until(Duration::from_secs(10), "slow-1 to start", || {
+    convoy_fleet::wait::wait_until(Duration::from_secs(10), "slow-1 to start", || {
         let started = c.runs.lock().unwrap().iter().any(|r| r.host == "slow-1");
         std::future::ready(started.then_some(()))
     })

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use convoy_agent::config::AgentConfig;
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
-use convoy_tests::{Cluster, fast_runtime};
 use tokio_stream::StreamExt;
 use tonic::Code;
 

@@ -1,5 +1,5 @@
-//! A fleet of real hosts as Docker containers, for the layer-4 tests
-//! (`tests/tests/containers.rs`).
+//! The Docker flavour: a fleet of real hosts as Docker containers, for the
+//! layer-4 tests (`tests/tests/containers.rs`).
 //!
 //! Shells out to the `docker` CLI (no extra crates). The images come from
 //! `tests/containers/build-image.sh` (a debootstrapped Debian base plus the
@@ -28,10 +28,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use convoy_proto::v1 as pb;
 
-use crate::{Operator, connect_operator, wait_until};
+use crate::FleetError;
+use crate::operator::{self, Operator, connect_operator};
+use crate::wait::{poll_every, wait_until};
 
 /// Label put on every container and network a fleet creates.
 const PID_LABEL: &str = "convoy.test.pid";
@@ -55,14 +56,14 @@ impl Output {
 }
 
 /// Run a command with a deadline; on timeout it is killed and an error returned.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Output> {
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, FleetError> {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("spawning {what}"))?;
+        .map_err(|e| FleetError::Docker(format!("spawning {what}: {e}")))?;
     // Drain the pipes on threads so a chatty command cannot block on a full pipe.
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
@@ -78,13 +79,13 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<
     });
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.try_wait().map_err(|e| FleetError::Docker(format!("waiting for {what}: {e}")))? {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("timed out after {timeout:?}: {what}");
+            return Err(FleetError::Docker(format!("timed out after {timeout:?}: {what}")));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -94,15 +95,21 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<
 }
 
 /// `docker ARGS`, with a timeout; the output whatever the exit code.
-pub fn docker_raw(args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+pub fn docker_raw(args: &[&str], timeout: Duration) -> Result<Output, FleetError> {
     run_with_timeout(Command::new("docker").args(args), timeout)
 }
 
 /// `docker ARGS`, which must succeed; returns its trimmed stdout.
-pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+pub fn docker(args: &[&str]) -> Result<String, FleetError> {
     let out = docker_raw(args, Duration::from_secs(120))?;
     if !out.ok() {
-        bail!("docker {} failed ({:?}): {}{}", args.join(" "), out.code, out.stderr.trim(), out.stdout.trim());
+        return Err(FleetError::Docker(format!(
+            "docker {} failed ({:?}): {}{}",
+            args.join(" "),
+            out.code,
+            out.stderr.trim(),
+            out.stdout.trim()
+        )));
     }
     Ok(out.stdout.trim().to_string())
 }
@@ -216,18 +223,10 @@ pub fn image_or_skip(test: &str) -> Option<String> {
     }
 }
 
-/// Poll `f` every 100ms until it returns `Some`, or fail after `timeout`.
-pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Poll `f` every 100ms (each call is typically a `docker exec`) until it
+/// returns `Some`, or fail after `timeout`.
+pub fn poll<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> Result<T, FleetError> {
+    poll_every(Duration::from_millis(100), timeout, what, f)
 }
 
 /// Timing knobs of a fleet.
@@ -295,7 +294,7 @@ fn remove_leftovers() {
 impl Fleet {
     /// Create the network and start the coordinator; returns once it serves
     /// and its CA, operator token and join token have been read.
-    pub async fn start(test: &str, image: &str, options: FleetOptions) -> anyhow::Result<Fleet> {
+    pub async fn start(test: &str, image: &str, options: FleetOptions) -> Result<Fleet, FleetError> {
         static N: AtomicUsize = AtomicUsize::new(0);
         remove_leftovers();
         let slug: String = test
@@ -318,7 +317,7 @@ impl Fleet {
             operator_token: String::new(),
             join_token: String::new(),
             agents: BTreeMap::new(),
-            ca_file: tempfile::NamedTempFile::new()?,
+            ca_file: tempfile::NamedTempFile::new().map_err(FleetError::io(std::env::temp_dir()))?,
         };
         let serve = format!(
             "convoy-coordinator init --join-token-uses 100 --data-dir {COORDINATOR_DATA} > {COORDINATOR_DATA}/init.txt && \
@@ -353,7 +352,7 @@ impl Fleet {
             let out = fleet.exec("coordinator", &["cat", &format!("{COORDINATOR_DATA}/init.txt")]).ok()?;
             out.stdout.contains("join token").then_some(out.stdout)
         })
-        .with_context(|| fleet.logs_of(&fleet.coordinator))?;
+        .map_err(|e| fleet.with_logs(e, &fleet.coordinator))?;
         for line in init.lines() {
             if let Some(t) = line.strip_prefix("operator token: ") {
                 fleet.operator_token = t.trim().to_string();
@@ -364,34 +363,37 @@ impl Fleet {
             }
         }
         if fleet.operator_token.is_empty() || fleet.join_token.is_empty() {
-            bail!("could not read the tokens from init's output:\n{init}");
+            return Err(FleetError::Docker(format!("could not read the tokens from init's output:\n{init}")));
         }
         fleet.ca_pem = fleet.sh("coordinator", &format!("cat {COORDINATOR_DATA}/tls/ca.pem"))?;
-        std::fs::write(fleet.ca_file.path(), &fleet.ca_pem)?;
+        std::fs::write(fleet.ca_file.path(), &fleet.ca_pem).map_err(FleetError::io(fleet.ca_file.path()))?;
         fleet.refresh_url()?;
-        let url = fleet.url.clone();
-        let (ca, token) = (fleet.ca_pem.clone(), fleet.operator_token.clone());
-        wait_until(Duration::from_secs(60), "the coordinator to answer operators", || {
-            let (url, ca, token) = (url.clone(), ca.clone(), token.clone());
-            async move {
-                let mut op = connect_operator(&url, &ca, &token).await.ok()?;
-                op.list_agents(pb::ListAgentsRequest {}).await.ok().map(|_| ())
-            }
-        })
-        .await
-        .with_context(|| fleet.logs_of(&fleet.coordinator))?;
+        fleet
+            .wait_serving("the coordinator to answer operators")
+            .await
+            .map_err(|e| fleet.with_logs(e, &fleet.coordinator))?;
         Ok(fleet)
     }
 
+    /// Wait until the coordinator at [`Fleet::url`] answers an operator call.
+    async fn wait_serving(&self, what: &str) -> Result<(), FleetError> {
+        let (url, ca, token) = (&self.url, &self.ca_pem, &self.operator_token);
+        wait_until(Duration::from_secs(60), what, || async move {
+            let mut op = connect_operator(url, ca, token).await.ok()?;
+            op.list_agents(pb::ListAgentsRequest {}).await.ok().map(|_| ())
+        })
+        .await
+    }
+
     /// Re-read the published port (it changes when the coordinator restarts).
-    pub fn refresh_url(&mut self) -> anyhow::Result<()> {
+    pub fn refresh_url(&mut self) -> Result<(), FleetError> {
         let ports = poll(Duration::from_secs(30), "the coordinator's published port", || {
             docker(&["port", &self.coordinator, "7443/tcp"]).ok().filter(|s| !s.is_empty())
         })?;
         let addr = ports
             .lines()
             .find(|l| l.starts_with("127.0.0.1:"))
-            .with_context(|| format!("no 127.0.0.1 port in {ports:?}"))?;
+            .ok_or_else(|| FleetError::Docker(format!("no 127.0.0.1 port in {ports:?}")))?;
         self.url = format!("https://{}", addr.trim());
         Ok(())
     }
@@ -410,7 +412,7 @@ impl Fleet {
     }
 
     /// Start an agent container: hostname and host id `host`, these labels.
-    pub fn add_agent(&mut self, host: &str, labels: &[(&str, &str)]) -> anyhow::Result<()> {
+    pub fn add_agent(&mut self, host: &str, labels: &[(&str, &str)]) -> Result<(), FleetError> {
         let container = format!("{}-{host}", self.name);
         let pid_label = format!("{PID_LABEL}={}", std::process::id());
         let join = format!("CONVOY_JOIN_TOKEN={}", self.join_token);
@@ -455,79 +457,51 @@ impl Fleet {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&args)?;
         self.agents.insert(host.to_string(), container.clone());
-        let ca = self.ca_file.path().to_str().context("temp path")?.to_string();
+        let ca = self.ca_file.path().display().to_string();
         docker(&["cp", &ca, &format!("{container}:{AGENT_CA}")])?;
         docker(&["start", &container])?;
         Ok(())
     }
 
-    pub async fn operator(&self) -> anyhow::Result<Operator> {
+    pub async fn operator(&self) -> Result<Operator, FleetError> {
         connect_operator(&self.url, &self.ca_pem, &self.operator_token).await
     }
 
     /// The agents the coordinator knows.
-    pub async fn agents(&self) -> anyhow::Result<Vec<pb::AgentInfo>> {
+    pub async fn agents(&self) -> Result<Vec<pb::AgentInfo>, FleetError> {
         Ok(self.operator().await?.list_agents(pb::ListAgentsRequest {}).await?.into_inner().agents)
     }
 
     /// Wait until these hosts are all connected.
-    pub async fn wait_connected(&self, hosts: &[String], timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_connected(&self, hosts: &[String], timeout: Duration) -> Result<(), FleetError> {
         let op = self.operator().await?;
-        let r = wait_until(timeout, "agents to connect", || {
-            let mut op = op.clone();
-            async move {
-                let list = op.list_agents(pb::ListAgentsRequest {}).await.ok()?.into_inner().agents;
-                hosts.iter().all(|h| list.iter().any(|a| &a.agent_id == h && a.connected)).then_some(())
-            }
-        })
-        .await;
-        if r.is_err() {
-            let list = self.agents().await.unwrap_or_default();
-            let connected: Vec<_> = list.iter().filter(|a| a.connected).map(|a| a.agent_id.clone()).collect();
-            let missing: Vec<_> = hosts.iter().filter(|h| !connected.contains(h)).collect();
-            let logs: Vec<String> = missing.iter().take(2).map(|h| self.logs(h)).collect();
-            bail!("agents not connected after {timeout:?}: {missing:?}\n{}", logs.join("\n"));
+        let all = |list: &[pb::AgentInfo]| hosts.iter().all(|h| list.iter().any(|a| &a.agent_id == h && a.connected));
+        if operator::wait_agents(&op, timeout, "agents to connect", all).await.is_ok() {
+            return Ok(());
         }
-        Ok(())
+        let list = self.agents().await.unwrap_or_default();
+        let connected: Vec<_> = list.iter().filter(|a| a.connected).map(|a| a.agent_id.clone()).collect();
+        let missing: Vec<_> = hosts.iter().filter(|h| !connected.contains(h)).collect();
+        let logs: Vec<String> = missing.iter().take(2).map(|h| self.logs(h)).collect();
+        Err(FleetError::NotReady(format!("agents not connected after {timeout:?}: {missing:?}\n{}", logs.join("\n"))))
     }
 
     /// Wait until the coordinator reports this host disconnected.
-    pub async fn wait_disconnected(&self, host: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_disconnected(&self, host: &str, timeout: Duration) -> Result<(), FleetError> {
         let op = self.operator().await?;
-        wait_until(timeout, "agent to be seen as gone", || {
-            let mut op = op.clone();
-            async move {
-                let list = op.list_agents(pb::ListAgentsRequest {}).await.ok()?.into_inner().agents;
-                list.iter().any(|a| a.agent_id == host && !a.connected).then_some(())
-            }
-        })
-        .await
+        let gone = |list: &[pb::AgentInfo]| list.iter().any(|a| a.agent_id == host && !a.connected);
+        operator::wait_agents(&op, timeout, "agent to be seen as gone", gone).await.map(drop)
     }
 
     /// Submit a plan; returns the rollout id.
-    pub async fn submit(&self, file_name: &str, yaml: &str) -> anyhow::Result<String> {
-        let r = self
-            .operator()
-            .await?
-            .submit_plan(pb::SubmitPlanRequest {
-                catalogs: Default::default(),
-                file_name: file_name.into(),
-                plan_yaml: yaml.into(),
-                dry_run: false,
-            })
+    pub async fn submit(&self, file_name: &str, yaml: &str) -> Result<String, FleetError> {
+        operator::submit(&self.operator().await?, file_name, yaml)
             .await
-            .map_err(|s| anyhow::anyhow!("submit {file_name}: {}", s.message()))?
-            .into_inner();
-        Ok(r.rollout_id)
+            .map_err(|s| FleetError::NotReady(format!("submit {file_name}: {}", s.message())))
     }
 
-    pub async fn status(&self, rollout: &str) -> anyhow::Result<pb::RolloutStatus> {
-        Ok(self
-            .operator()
-            .await?
-            .get_rollout(pb::GetRolloutRequest { rollout_id: rollout.to_string() })
-            .await?
-            .into_inner())
+    pub async fn status(&self, rollout: &str) -> Result<pb::RolloutStatus, FleetError> {
+        operator::status(&self.operator().await?, rollout).await
     }
 
     /// Poll the rollout until `done(status)` holds.
@@ -537,37 +511,27 @@ impl Fleet {
         timeout: Duration,
         what: &str,
         done: impl Fn(&pb::RolloutStatus) -> bool,
-    ) -> anyhow::Result<pb::RolloutStatus> {
+    ) -> Result<pb::RolloutStatus, FleetError> {
         let op = self.operator().await?;
-        let r = wait_until(timeout, what, || {
-            let mut op = op.clone();
-            let done = &done;
-            async move {
-                let s =
-                    op.get_rollout(pb::GetRolloutRequest { rollout_id: rollout.to_string() }).await.ok()?.into_inner();
-                done(&s).then_some(s)
-            }
-        })
-        .await;
-        match r {
+        match operator::wait_rollout(&op, rollout, timeout, what, done).await {
             Ok(s) => Ok(s),
             Err(e) => {
                 let s = self.status(rollout).await.ok();
-                bail!("{e:#}; last status: {s:#?}\ncoordinator log tail:\n{}", self.logs("coordinator"))
+                Err(FleetError::NotReady(format!(
+                    "{e}; last status: {s:#?}\ncoordinator log tail:\n{}",
+                    self.logs("coordinator")
+                )))
             }
         }
     }
 
-    /// Wait for a terminal state (succeeded, failed or aborted).
-    pub async fn wait_finished(&self, rollout: &str, timeout: Duration) -> anyhow::Result<pb::RolloutStatus> {
-        self.wait_status(rollout, timeout, "the rollout to finish", |s| {
-            matches!(s.state.as_str(), "succeeded" | "failed" | "aborted" | "rolled_back")
-        })
-        .await
+    /// Wait for a terminal state (succeeded, failed, aborted or rolled back).
+    pub async fn wait_finished(&self, rollout: &str, timeout: Duration) -> Result<pb::RolloutStatus, FleetError> {
+        self.wait_status(rollout, timeout, "the rollout to finish", operator::finished).await
     }
 
     /// Run a command in a host's container (`docker exec`), whatever its exit code.
-    pub fn exec(&self, host: &str, cmd: &[&str]) -> anyhow::Result<Output> {
+    pub fn exec(&self, host: &str, cmd: &[&str]) -> Result<Output, FleetError> {
         let container = self.container(host);
         let mut args = vec!["exec", container.as_str()];
         args.extend_from_slice(cmd);
@@ -575,80 +539,82 @@ impl Fleet {
     }
 
     /// `sh -c SCRIPT` in a host's container; must succeed; its stdout.
-    pub fn sh(&self, host: &str, script: &str) -> anyhow::Result<String> {
+    pub fn sh(&self, host: &str, script: &str) -> Result<String, FleetError> {
         let out = self.exec(host, &["sh", "-c", script])?;
         if !out.ok() {
-            bail!("on {host}: `{script}` exited {:?}: {}{}", out.code, out.stderr.trim(), out.stdout.trim());
+            return Err(FleetError::Docker(format!(
+                "on {host}: `{script}` exited {:?}: {}{}",
+                out.code,
+                out.stderr.trim(),
+                out.stdout.trim()
+            )));
         }
         Ok(out.stdout)
     }
 
     /// The installed version of a Debian package on a host, if installed.
-    pub fn dpkg_version(&self, host: &str, package: &str) -> anyhow::Result<Option<String>> {
+    pub fn dpkg_version(&self, host: &str, package: &str) -> Result<Option<String>, FleetError> {
         let out = self.exec(host, &["dpkg-query", "-W", "-f=${Status} ${Version}", package])?;
         let text = out.stdout.trim();
         Ok(text.strip_prefix("install ok installed ").map(str::to_string))
     }
 
     /// GET http://127.0.0.1:PORT/health inside a host (the services listen there).
-    pub fn health(&self, host: &str, port: u16) -> anyhow::Result<String> {
+    pub fn health(&self, host: &str, port: u16) -> Result<String, FleetError> {
         self.sh(host, &format!("busybox wget -q -O - http://127.0.0.1:{port}/health"))
     }
 
     /// `docker stop` (SIGTERM, then SIGKILL after `grace`).
-    pub fn stop(&self, host: &str, grace: Duration) -> anyhow::Result<()> {
+    pub fn stop(&self, host: &str, grace: Duration) -> Result<(), FleetError> {
         docker(&["stop", "-t", &grace.as_secs().to_string(), &self.container(host)]).map(drop)
     }
 
     /// `docker kill` (SIGKILL): the host vanishes without closing anything.
-    pub fn kill(&self, host: &str) -> anyhow::Result<()> {
+    pub fn kill(&self, host: &str) -> Result<(), FleetError> {
         docker(&["kill", &self.container(host)]).map(drop)
     }
 
-    pub fn start_container(&self, host: &str) -> anyhow::Result<()> {
+    pub fn start_container(&self, host: &str) -> Result<(), FleetError> {
         docker(&["start", &self.container(host)]).map(drop)
     }
 
-    pub fn restart(&self, host: &str, grace: Duration) -> anyhow::Result<()> {
+    pub fn restart(&self, host: &str, grace: Duration) -> Result<(), FleetError> {
         docker(&["restart", "-t", &grace.as_secs().to_string(), &self.container(host)]).map(drop)
     }
 
     /// Cut a host off the fleet's network (its processes keep running).
-    pub fn disconnect(&self, host: &str) -> anyhow::Result<()> {
+    pub fn disconnect(&self, host: &str) -> Result<(), FleetError> {
         docker(&["network", "disconnect", &self.network, &self.container(host)]).map(drop)
     }
 
     /// Reconnect a host cut off by [`Fleet::disconnect`], under the same alias.
-    pub fn reconnect(&self, host: &str) -> anyhow::Result<()> {
+    pub fn reconnect(&self, host: &str) -> Result<(), FleetError> {
         docker(&["network", "connect", "--alias", host, &self.network, &self.container(host)]).map(drop)
     }
 
     /// Stop the coordinator's container (SIGTERM: it closes its store).
-    pub fn stop_coordinator(&self) -> anyhow::Result<()> {
+    pub fn stop_coordinator(&self) -> Result<(), FleetError> {
         docker(&["stop", "-t", "20", &self.coordinator]).map(drop)
     }
 
     /// Start the coordinator's container again (same data) and re-read its port.
-    pub async fn start_coordinator(&mut self) -> anyhow::Result<()> {
+    pub async fn start_coordinator(&mut self) -> Result<(), FleetError> {
         docker(&["start", &self.coordinator])?;
         self.refresh_url()?;
-        let (url, ca, token) = (self.url.clone(), self.ca_pem.clone(), self.operator_token.clone());
-        wait_until(Duration::from_secs(60), "the restarted coordinator", || {
-            let (url, ca, token) = (url.clone(), ca.clone(), token.clone());
-            async move {
-                let mut op = connect_operator(&url, &ca, &token).await.ok()?;
-                op.list_agents(pb::ListAgentsRequest {}).await.ok().map(|_| ())
-            }
-        })
-        .await
+        self.wait_serving("the restarted coordinator").await
     }
 
     /// Copy the coordinator's data directory out (stop the coordinator
     /// first: the sled store is single-process). Returns `dest/convoy`.
-    pub fn copy_coordinator_data(&self, dest: &Path) -> anyhow::Result<PathBuf> {
-        let d = dest.to_str().context("path")?;
-        docker(&["cp", &format!("{}:{COORDINATOR_DATA}", self.coordinator), d])?;
+    pub fn copy_coordinator_data(&self, dest: &Path) -> Result<PathBuf, FleetError> {
+        let d = dest.display().to_string();
+        docker(&["cp", &format!("{}:{COORDINATOR_DATA}", self.coordinator), &d])?;
         Ok(dest.join("convoy"))
+    }
+
+    /// `e`, followed by the last lines `container` logged.
+    fn with_logs(&self, e: FleetError, container: &str) -> FleetError {
+        FleetError::NotReady(format!("{e}\n{}", self.logs_of(container)))
     }
 
     fn logs_of(&self, container: &str) -> String {

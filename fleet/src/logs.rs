@@ -1,5 +1,6 @@
-//! Captures the `tracing` output of an in-process coordinator and agents so a
-//! test can assert that a refusal was logged (with who and from where).
+//! Captures the `tracing` output of this process (an in-process coordinator
+//! and agents, see [`crate::inprocess`]) so a test can assert that a refusal
+//! was logged (with who and from where).
 //!
 //! nextest runs every test in its own process, so the global subscriber this
 //! installs belongs to one test. Wait on a line with [`LogCapture::wait_for`]
@@ -8,6 +9,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use crate::FleetError;
+use crate::wait::wait_until;
 
 /// Everything logged since [`LogCapture::install`], as text lines.
 #[derive(Clone, Debug, Default)]
@@ -60,16 +64,10 @@ impl LogCapture {
     }
 
     /// Waits until a line contains every one of `needles`, and returns it.
-    pub async fn wait_for(&self, needles: &[&str], timeout: Duration) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.lines_with(needles).into_iter().next() {
-                return Ok(line);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("no log line with {needles:?} within {timeout:?}; the log was:\n{}", self.text());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    pub async fn wait_for(&self, needles: &[&str], timeout: Duration) -> Result<String, FleetError> {
+        let what = format!("a log line with {needles:?}");
+        wait_until(timeout, &what, || async { self.lines_with(needles).into_iter().next() })
+            .await
+            .map_err(|e| FleetError::NotReady(format!("{e}; the log was:\n{}", self.text())))
     }
 }
