@@ -492,6 +492,7 @@ mod tests {
             max_failures: None,
             on_failure: OnFailure::Halt,
             require_backup: false,
+            rollback_of: None,
         }
     }
 

@@ -69,7 +69,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::capture;
-use crate::engine::{Action, ClusterPurpose, Event, HostState, OperatorCommand, RolloutState};
+use crate::engine::{Action, ClusterPurpose, Event, ExecutionId, HostState, OperatorCommand, RolloutState};
 use crate::model::{LeaderAnswer, Promote, RolloutSpec, StepSpec, UnixMillis};
 
 /// One handled event and the actions the engine returned for it.
@@ -98,7 +98,7 @@ struct HostTrack {
     /// Step index of the last new execution, if any was dispatched.
     last_step: Option<usize>,
     /// Id of the last new execution.
-    last_execution: Option<String>,
+    last_execution: Option<ExecutionId>,
     in_flight: bool,
     /// How the upgrade ended (`Succeeded`, `Failed` or `Skipped`).
     done: Option<HostState>,
@@ -112,7 +112,7 @@ struct HostTrack {
     captured: BTreeMap<String, String>,
     /// The execution dispatched last and not answered yet (steps and
     /// cluster steps).
-    outstanding: Option<String>,
+    outstanding: Option<ExecutionId>,
     /// Its last answered leader check: (before step, what it said).
     leader_answer: Option<(usize, LeaderAnswer)>,
     /// One of its leader checks answered "leader".
@@ -123,12 +123,12 @@ struct HostTrack {
     cluster_dispatched: bool,
 }
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct RollbackTrack {
     /// What the rollback must run, from the steps that succeeded.
     expected: Vec<StepSpec>,
     last_index: usize,
-    last_execution: String,
+    last_execution: ExecutionId,
     in_flight: bool,
     ended: Option<HostState>,
 }
@@ -161,11 +161,11 @@ struct Checker<'a> {
     /// Entry of the last operator `Approve`.
     last_approve: Option<usize>,
     /// Execution id -> (host, phase, step or rollback index).
-    executions: HashMap<String, (usize, Phase, usize)>,
+    executions: HashMap<ExecutionId, (usize, Phase, usize)>,
     finished: Option<RolloutState>,
     violations: Vec<String>,
     /// Leader checks and switchover steps: execution id -> (host, purpose).
-    cluster_execs: HashMap<String, (usize, ClusterPurpose)>,
+    cluster_execs: HashMap<ExecutionId, (usize, ClusterPurpose)>,
     /// Per host: its cluster's members (empty outside `cluster` groups).
     cluster_of: Vec<Vec<usize>>,
     /// A host failed or an operator paused, aborted or rolled back: the
@@ -240,18 +240,18 @@ impl<'a> Checker<'a> {
     /// The host entry a dispatch to agent `host` is for: the agent's only
     /// entry, or the one whose key the execution id carries
     /// (`rollout/KEY/step/attempt`).
-    fn entry_of(&self, host: &str, execution_id: &str) -> Option<usize> {
+    fn entry_of(&self, host: &str, execution_id: &ExecutionId) -> Option<usize> {
         let entries = self.by_agent.get(host)?;
         match entries.as_slice() {
             [one] => Some(*one),
-            many => many.iter().copied().find(|&i| execution_id.contains(&format!("/{}/", self.spec.hosts[i].key()))),
+            many => many.iter().copied().find(|&i| execution_id.entry() == self.spec.hosts[i].key()),
         }
     }
 
     /// The host entry a new dispatch (`what`: "execution", "rollback
     /// execution", "cluster execution") goes to; a dispatch after `Finished`
     /// or to an unknown entry is a violation (`None` for the latter).
-    fn dispatch_target(&mut self, n: usize, what: &str, host: &str, execution_id: &str) -> Option<usize> {
+    fn dispatch_target(&mut self, n: usize, what: &str, host: &str, execution_id: &ExecutionId) -> Option<usize> {
         if let Some(state) = self.finished {
             self.fail(format!(
                 "entry {n}: {what} {execution_id} was dispatched to host {host} after the rollout finished ({})",
@@ -283,7 +283,7 @@ impl<'a> Checker<'a> {
         match &entry.event {
             Event::StepFinished { execution_id, outcome } => {
                 if let Some(&(h, purpose)) = self.cluster_execs.get(execution_id)
-                    && self.hosts[h].outstanding.as_deref() == Some(execution_id.as_str())
+                    && self.hosts[h].outstanding.as_ref() == Some(execution_id)
                 {
                     self.hosts[h].outstanding = None;
                     match purpose {
@@ -304,7 +304,7 @@ impl<'a> Checker<'a> {
                         }
                     }
                 } else if let Some(&(h, _, _)) = self.executions.get(execution_id)
-                    && self.hosts[h].outstanding.as_deref() == Some(execution_id.as_str())
+                    && self.hosts[h].outstanding.as_ref() == Some(execution_id)
                 {
                     self.hosts[h].outstanding = None;
                 }
@@ -327,9 +327,7 @@ impl<'a> Checker<'a> {
                     let track = &mut self.hosts[h];
                     // Only the host's current execution moves it on, as in the engine.
                     let current = match phase {
-                        Phase::Upgrade => {
-                            track.in_flight && track.last_execution.as_deref() == Some(execution_id.as_str())
-                        }
+                        Phase::Upgrade => track.in_flight && track.last_execution.as_ref() == Some(execution_id),
                         Phase::Rollback => {
                             track.rollback.as_ref().is_some_and(|r| r.in_flight && r.last_execution == *execution_id)
                         }
@@ -390,6 +388,21 @@ impl<'a> Checker<'a> {
                 Action::Schedule { .. } => {}
                 Action::HostDone { host, state } => self.host_done(n, entry.now, host, state),
                 Action::Finished { state } => self.finished(n, *state),
+                Action::StepSucceeded { group, step, .. } => {
+                    let answered = match &entry.event {
+                        Event::StepFinished { outcome, .. } => outcome.status.is_success(),
+                        Event::Started
+                        | Event::AgentConnected { .. }
+                        | Event::AgentLost { .. }
+                        | Event::TimerFired { .. }
+                        | Event::Operator { .. } => false,
+                    };
+                    if !answered {
+                        self.fail(format!(
+                            "entry {n}: step {step} of group {group} was reported succeeded without a successful result"
+                        ));
+                    }
+                }
             }
         }
     }
@@ -400,7 +413,7 @@ impl<'a> Checker<'a> {
         n: usize,
         entry: &LogEntry,
         host: &str,
-        execution_id: &str,
+        execution_id: &ExecutionId,
         step_index: usize,
         step: &StepSpec,
         resend: bool,
@@ -433,7 +446,7 @@ impl<'a> Checker<'a> {
                         self.fail(format!(
                             "entry {n}: execution {execution_id} was re-sent to host {host} (group {group}), which is not in flight"
                         ));
-                    } else if self.hosts[h].last_execution.as_deref() != Some(execution_id) {
+                    } else if self.hosts[h].last_execution.as_ref() != Some(execution_id) {
                         self.fail(format!(
                             "entry {n}: execution {execution_id} was re-sent to host {host} (group {group}), which has moved on to a later execution"
                         ));
@@ -442,7 +455,7 @@ impl<'a> Checker<'a> {
             }
             return;
         }
-        if self.executions.insert(execution_id.to_string(), (h, Phase::Upgrade, step_index)).is_some() {
+        if self.executions.insert(execution_id.clone(), (h, Phase::Upgrade, step_index)).is_some() {
             self.fail(format!(
                 "entry {n}: execution {execution_id} was dispatched to host {host} (group {group}) a second time without resend"
             ));
@@ -464,15 +477,16 @@ impl<'a> Checker<'a> {
                 self.start(n, entry.now, h);
             }
             Some(last) => {
-                let previous = self.hosts[h].last_execution.clone().unwrap_or_default();
+                let previous = self.hosts[h].last_execution.clone();
                 // A cluster member goes on in answer to its leader check, or
                 // to the last member reaching the barrier (checked above),
                 // once its previous step succeeded.
                 let by_check = !self.cluster_of[h].is_empty() && self.hosts[h].steps_ok == step_index;
                 if step_index == last + 1 {
-                    if !by_check && !answers(&entry.event, &previous) {
+                    if !by_check && !previous.as_ref().is_some_and(|p| answers(&entry.event, p)) {
                         self.fail(format!(
-                            "entry {n}: host {host} (group {group}) was dispatched step {step_index} without a successful result for {previous}"
+                            "entry {n}: host {host} (group {group}) was dispatched step {step_index} without a successful result for {}",
+                            previous.as_ref().map(ToString::to_string).unwrap_or_default()
                         ));
                     }
                 } else if step_index != last {
@@ -488,11 +502,11 @@ impl<'a> Checker<'a> {
             }
         }
         self.hosts[h].last_step = Some(step_index);
-        self.hosts[h].last_execution = Some(execution_id.to_string());
+        self.hosts[h].last_execution = Some(execution_id.clone());
     }
 
     /// The `cluster` rules for a new dispatch of step `step` to host `h`.
-    fn cluster_step_rules(&mut self, n: usize, h: usize, step: usize, execution_id: &str) {
+    fn cluster_step_rules(&mut self, n: usize, h: usize, step: usize, execution_id: &ExecutionId) {
         let members = self.cluster_of[h].clone();
         if members.is_empty() {
             return;
@@ -549,8 +563,8 @@ impl<'a> Checker<'a> {
     }
 
     /// Host `h` has a new execution outstanding: check its cluster's window.
-    fn outstanding(&mut self, n: usize, h: usize, execution_id: &str) {
-        self.hosts[h].outstanding = Some(execution_id.to_string());
+    fn outstanding(&mut self, n: usize, h: usize, execution_id: &ExecutionId) {
+        self.hosts[h].outstanding = Some(execution_id.clone());
         let Some(g) = self.group_of[h] else { return };
         let Some(c) = self.spec.groups[g].cluster.as_ref() else { return };
         let members = &self.cluster_of[h];
@@ -569,7 +583,7 @@ impl<'a> Checker<'a> {
         &mut self,
         n: usize,
         host: &str,
-        execution_id: &str,
+        execution_id: &ExecutionId,
         purpose: ClusterPurpose,
         step: &StepSpec,
         resend: bool,
@@ -598,7 +612,7 @@ impl<'a> Checker<'a> {
             }
             return;
         }
-        if self.cluster_execs.insert(execution_id.to_string(), (h, purpose)).is_some() {
+        if self.cluster_execs.insert(execution_id.clone(), (h, purpose)).is_some() {
             self.fail(format!(
                 "entry {n}: cluster execution {execution_id} was dispatched a second time without resend"
             ));
@@ -619,7 +633,7 @@ impl<'a> Checker<'a> {
         n: usize,
         event: &Event,
         host: &str,
-        execution_id: &str,
+        execution_id: &ExecutionId,
         index: usize,
         step: &StepSpec,
         resend: bool,
@@ -634,14 +648,14 @@ impl<'a> Checker<'a> {
                     "entry {n}: rollback execution {execution_id} was re-sent to host {host} (group {group}) as rollback step {index}, but was not dispatched as that"
                 )),
             }
-            if current.as_deref() != Some(execution_id) {
+            if current.as_ref() != Some(execution_id) {
                 self.fail(format!(
                     "entry {n}: rollback execution {execution_id} was re-sent to host {host} (group {group}), which is not rolling back on it"
                 ));
             }
             return;
         }
-        if self.executions.insert(execution_id.to_string(), (h, Phase::Rollback, index)).is_some() {
+        if self.executions.insert(execution_id.clone(), (h, Phase::Rollback, index)).is_some() {
             self.fail(format!(
                 "entry {n}: execution {execution_id} was dispatched to host {host} (group {group}) a second time without resend"
             ));
@@ -669,7 +683,7 @@ impl<'a> Checker<'a> {
                 self.hosts[h].rollback = Some(RollbackTrack {
                     expected,
                     last_index: index,
-                    last_execution: execution_id.to_string(),
+                    last_execution: execution_id.clone(),
                     in_flight: true,
                     ended: None,
                 });
@@ -691,7 +705,7 @@ impl<'a> Checker<'a> {
                 }
                 let track = self.hosts[h].rollback.as_mut().expect("checked above");
                 track.last_index = index;
-                track.last_execution = execution_id.to_string();
+                track.last_execution = execution_id.clone();
             }
         }
         let expected = self.hosts[h].rollback.as_ref().and_then(|r| r.expected.get(index)).map(|e| self.rendered(h, e));
@@ -1077,7 +1091,7 @@ impl<'a> Checker<'a> {
 }
 
 /// True when `event` is the successful result of `execution_id`.
-fn answers(event: &Event, execution_id: &str) -> bool {
+fn answers(event: &Event, execution_id: &ExecutionId) -> bool {
     match event {
         Event::StepFinished { execution_id: finished, outcome } => {
             finished == execution_id && outcome.status.is_success()

@@ -71,6 +71,10 @@ pub struct RolloutSpec {
     /// [`crate::engine`]).
     #[serde(default)]
     pub require_backup: bool,
+    /// Set on a rollout `convoy rollback` made to undo a finished one: the
+    /// id of that rollout.
+    #[serde(default)]
+    pub rollback_of: Option<String>,
 }
 
 /// What the engine does when hosts fail (see the engine's module docs).

@@ -56,6 +56,7 @@ pub fn undo_spec(engine: &Engine) -> Result<RolloutSpec, String> {
         max_failures: None,
         on_failure: OnFailure::Halt,
         require_backup: false,
+        rollback_of: Some(engine.rollout_id.clone()),
     };
     for &g in &kept {
         let old = &engine.spec.groups[g];

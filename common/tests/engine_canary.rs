@@ -211,7 +211,7 @@ fn the_checker_catches_a_host_started_before_its_canaries_were_promoted() {
         event: Event::TimerFired { timer: Timer::PromoteCanaries { group: "a".into() } },
         actions: vec![Action::Dispatch {
             host: "a-1".into(),
-            execution_id: "r1/a-1/0/1".into(),
+            execution_id: "r1/a-1/0/1".parse().unwrap(),
             step_index: 0,
             step: step("step0"),
             resend: false,

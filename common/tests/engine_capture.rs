@@ -185,14 +185,14 @@ fn a_hook_entry_shares_its_agent_with_a_group_entry() {
     let a = run.start();
     // The hook runs first, sent to the agent, under its own key.
     let Action::Dispatch { host, execution_id, .. } = &a[0] else { panic!("{a:?}") };
-    assert_eq!((host.as_str(), execution_id.as_str()), ("a-0", "r1/a-0@before/0/1"));
+    assert_eq!((host.as_str(), execution_id.to_string().as_str()), ("a-0", "r1/a-0@before/0/1"));
     assert_eq!(run.engine.execution_host(execution_id).map(String::as_str), Some("a-0"));
     assert_eq!(run.state_of("a-0"), HostState::Pending);
 
     // Losing the agent affects the running hook entry; reconnecting re-sends it.
     run.ev(Event::AgentLost { host: "a-0".into() });
     let a = run.ev(Event::AgentConnected { host: "a-0".into() });
-    assert_eq!(resent(&a), vec![("a-0".to_string(), "r1/a-0@before/0/1".to_string())]);
+    assert_eq!(resent(&a), vec![("a-0".to_string(), "r1/a-0@before/0/1".parse().unwrap())]);
 
     let a = run.report("a-0@before", stdout("found 12 replicas"));
     assert_eq!(dispatched_args(&a), ["n=12"]);

@@ -96,6 +96,7 @@ fn cluster_spec(
         max_failures: None,
         on_failure: OnFailure::Halt,
         require_backup: false,
+        rollback_of: None,
     }
 }
 

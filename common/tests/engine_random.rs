@@ -8,7 +8,9 @@ mod engine_support;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use convoy_common::engine::{Action, ClusterPurpose, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
+use convoy_common::engine::{
+    Action, ClusterPurpose, Engine, Event, ExecutionId, HostState, OperatorCommand, RolloutState, Timer,
+};
 use convoy_common::invariants;
 use convoy_common::model::{
     ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, LeaderAnswers, OnFailure, RoleMatch, RolloutSpec, StepKind,
@@ -108,12 +110,12 @@ fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: boo
 /// What a fake runtime knows: results not yet delivered, timers armed.
 #[derive(Default)]
 struct World {
-    outstanding: Vec<String>,
-    delivered: Vec<String>,
+    outstanding: Vec<ExecutionId>,
+    delivered: Vec<ExecutionId>,
     timers: BTreeMap<(UnixMillis, u64), Timer>,
     seq: u64,
     /// Leader checks and switchover steps sent, by execution id.
-    cluster_execs: HashMap<String, (String, ClusterPurpose)>,
+    cluster_execs: HashMap<ExecutionId, (String, ClusterPurpose)>,
     /// The leader of each cluster, by cluster name.
     leaders: BTreeMap<String, String>,
     /// Each clustered host's cluster, and every cluster's members.
@@ -140,7 +142,7 @@ impl World {
                     self.seq += 1;
                     self.timers.insert((*at, self.seq), timer.clone());
                 }
-                Action::HostDone { .. } | Action::Finished { .. } => {}
+                Action::HostDone { .. } | Action::Finished { .. } | Action::StepSucceeded { .. } => {}
             }
         }
     }
@@ -227,9 +229,7 @@ fn drive(seed: u64) -> (Run, usize) {
             let outcome = match world.cluster_execs.get(&id).cloned() {
                 Some((host, purpose)) => world.cluster_outcome(&mut rng, &host, purpose),
                 // Cluster members fail less, so that failovers meet them mid-way.
-                None if id.split('/').nth(1).is_some_and(|h| world.cluster_of.contains_key(h)) && rng.below(4) != 0 => {
-                    ok_installed()
-                }
+                None if world.cluster_of.contains_key(id.entry()) && rng.below(4) != 0 => ok_installed(),
                 None => random_outcome(&mut rng),
             };
             Event::StepFinished { execution_id: id, outcome }
@@ -365,7 +365,7 @@ fn large_fleet_is_handled_quickly() {
     let mut engine = Engine::new("big", s);
     let mut queue = std::collections::VecDeque::new();
     let mut now = 0;
-    let absorb = |actions: Vec<Action>, queue: &mut std::collections::VecDeque<String>| {
+    let absorb = |actions: Vec<Action>, queue: &mut std::collections::VecDeque<ExecutionId>| {
         for a in actions {
             if let Action::Dispatch { execution_id, .. } = a {
                 queue.push_back(execution_id);

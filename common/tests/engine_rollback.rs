@@ -353,7 +353,7 @@ fn a_replayed_engine_resends_rollback_executions() {
 fn rollback_action(host: &str, id: &str, index: usize, s: usize) -> Action {
     Action::DispatchRollback {
         host: host.into(),
-        execution_id: id.into(),
+        execution_id: id.parse().unwrap(),
         rollback_index: index,
         step: undo(s),
         resend: false,
@@ -408,7 +408,7 @@ fn the_checker_holds_rollbacks_to_their_rules() {
         done.clone(),
         Action::Dispatch {
             host: "a-1".into(),
-            execution_id: "r1/a-1/0/1".into(),
+            execution_id: "r1/a-1/0/1".parse().unwrap(),
             step_index: 0,
             step: step("step0"),
             resend: false,

@@ -44,19 +44,19 @@ fn dispatch_carries_execution_id_and_step_deadline() {
         vec![
             Action::Dispatch {
                 host: "a-0".into(),
-                execution_id: "r1/a-0/0/1".into(),
+                execution_id: "r1/a-0/0/1".parse().unwrap(),
                 step_index: 0,
                 step: step("step0"),
                 resend: false,
             },
             Action::Schedule {
                 at: now.plus(STEP_TIMEOUT + Duration::from_secs(30)),
-                timer: Timer::StepDeadline { execution_id: "r1/a-0/0/1".into() },
+                timer: Timer::StepDeadline { execution_id: "r1/a-0/0/1".parse().unwrap() },
             },
         ]
     );
-    assert_eq!(run.engine.execution_host("r1/a-0/0/1").map(String::as_str), Some("a-0"));
-    assert_eq!(run.engine.execution_host("r1/a-0/1/1"), None);
+    assert_eq!(run.engine.execution_host(&"r1/a-0/0/1".parse().unwrap()).map(String::as_str), Some("a-0"));
+    assert_eq!(run.engine.execution_host(&"r1/a-0/1/1".parse().unwrap()), None);
     let view = run.engine.view();
     assert_eq!(view.hosts[0].current_step.as_deref(), Some("step0"));
 }
@@ -242,9 +242,10 @@ fn duplicate_stale_and_unknown_results_are_ignored() {
     let dup = run.ev(Event::StepFinished { execution_id: first.clone(), outcome: StepOutcome::failed("late") });
     assert!(dup.is_empty());
     assert_eq!(run.engine.view(), before, "a stale result changes nothing");
-    let unknown = run.ev(Event::StepFinished { execution_id: "r1/a-0/7/1".into(), outcome: StepOutcome::ok() });
+    let unknown =
+        run.ev(Event::StepFinished { execution_id: "r1/a-0/7/1".parse().unwrap(), outcome: StepOutcome::ok() });
     assert!(unknown.is_empty());
-    let other = run.ev(Event::StepFinished { execution_id: "r2/a-0/1/1".into(), outcome: StepOutcome::ok() });
+    let other = run.ev(Event::StepFinished { execution_id: "r2/a-0/1/1".parse().unwrap(), outcome: StepOutcome::ok() });
     assert!(other.is_empty());
     let second = run.exec_of("a-0");
     run.ok("a-0");
@@ -261,7 +262,7 @@ fn step_deadline_fails_only_the_current_execution() {
     let first = run.exec_of("a-0");
     run.ok("a-0");
     assert!(run.timer(Timer::StepDeadline { execution_id: first }).is_empty(), "stale deadline");
-    assert!(run.timer(Timer::StepDeadline { execution_id: "nope".into() }).is_empty());
+    assert!(run.timer(Timer::StepDeadline { execution_id: "r1/nope/0/1".parse().unwrap() }).is_empty());
     let current = run.exec_of("a-0");
     let a = run.advance(90_000).timer(Timer::StepDeadline { execution_id: current.clone() });
     assert_eq!(run.state_of("a-0"), HostState::Failed { step: Some(1), reason: "no result within timeout".into() });
@@ -611,4 +612,31 @@ fn hosts_finishing_while_stopping_skip_their_soak() {
     assert_eq!(run.state_of("a-1"), HostState::Succeeded);
     assert_eq!(finished(&a), Some(RolloutState::Failed));
     run.assert_final_invariants();
+}
+
+/// What the runtime records for `convoy plan`'s estimates comes with the
+/// actions: once per forward step that succeeded, never for a failure or a
+/// result delivered twice.
+#[test]
+fn a_succeeded_forward_step_is_reported_once_with_its_duration() {
+    let timed = |a: &[Action]| -> Vec<(String, String, u64)> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::StepSucceeded { group, step, duration_ms } => Some((group.clone(), step.clone(), *duration_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut run = Run::new(spec(&[g("a", 2, 1).budget(1)], 2));
+    run.start();
+    let first = run.exec_of("a-0");
+    let a = run.report("a-0", StepOutcome { duration_ms: 1_234, ..StepOutcome::ok() });
+    assert_eq!(timed(&a), vec![("a".to_string(), "step0".to_string(), 1_234)]);
+    // The same result again (after a reconnection) is not counted again.
+    let again = run.ev(Event::StepFinished { execution_id: first, outcome: StepOutcome::ok() });
+    assert!(timed(&again).is_empty(), "{again:?}");
+    // A failure is not a duration to learn from.
+    let a = run.report("a-0", StepOutcome { duration_ms: 99, ..StepOutcome::failed("no") });
+    assert!(timed(&a).is_empty(), "{a:?}");
+    run.assert_invariants();
 }

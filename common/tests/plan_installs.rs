@@ -39,7 +39,8 @@ fn run_to_end(spec: RolloutSpec) -> BTreeMap<String, Option<String>> {
     let mut engine = Engine::new("r1", spec);
     let mut now = 1_000;
     let mut pending = Vec::new();
-    let absorb = |actions: Vec<convoy_common::engine::Action>, pending: &mut Vec<String>| {
+    let absorb = |actions: Vec<convoy_common::engine::Action>,
+                  pending: &mut Vec<convoy_common::engine::ExecutionId>| {
         for a in actions {
             if let convoy_common::engine::Action::Dispatch { execution_id, .. } = a {
                 pending.push(execution_id);

@@ -1,6 +1,6 @@
 //! Domain <-> wire conversions, at the transport edge only.
 
-use convoy_common::engine::HostState;
+use convoy_common::engine::{ExecutionId, HostState};
 use convoy_common::model::{StepOutcome, keep_tail};
 
 /// Most bytes of a host's message or of one captured value in a status answer.
@@ -11,16 +11,16 @@ use crate::error::CoordinatorError;
 use crate::runtime::{AgentSnapshot, RolloutSnapshot};
 
 /// An agent's result as a domain outcome; refuses results without an id or status.
-pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), CoordinatorError> {
-    if r.execution_id.is_empty() {
-        return Err(CoordinatorError::BadRequest { field: "step_result.execution_id".into(), message: "empty".into() });
-    }
+pub fn result_from_wire(r: pb::StepResult) -> Result<(ExecutionId, StepOutcome), CoordinatorError> {
+    let id: ExecutionId = r.execution_id.parse().map_err(|e: convoy_common::engine::BadExecutionId| {
+        CoordinatorError::BadRequest { field: "step_result.execution_id".into(), message: e.to_string() }
+    })?;
     // The shared conversion reads an unknown status as a failure; the
     // coordinator refuses it instead, so a garbled result never decides.
     match pb::StepStatus::try_from(r.status) {
         Ok(
             pb::StepStatus::Succeeded | pb::StepStatus::Failed | pb::StepStatus::Unsupported | pb::StepStatus::TimedOut,
-        ) => Ok((r.execution_id.clone(), convoy_wire::result_to_outcome(&r).capped())),
+        ) => Ok((id, convoy_wire::result_to_outcome(&r).capped())),
         Ok(pb::StepStatus::Unspecified) | Err(_) => Err(CoordinatorError::BadRequest {
             field: "step_result.status".into(),
             message: format!("unknown status {} for {}", r.status, r.execution_id),
@@ -30,11 +30,11 @@ pub fn result_from_wire(r: pb::StepResult) -> Result<(String, StepOutcome), Coor
 
 /// One recorded result of a host, as `HostOutputs` returns it.
 pub fn host_output_to_wire(
-    execution_id: &str,
+    execution_id: &ExecutionId,
     o: &StepOutcome,
     finished: convoy_common::model::UnixMillis,
 ) -> pb::HostOutput {
-    let r = convoy_wire::outcome_to_result(execution_id, o, false);
+    let r = convoy_wire::outcome_to_result(&execution_id.to_string(), o, false);
     pb::HostOutput {
         execution_id: execution_id.to_string(),
         status: r.status,

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_common::engine::OperatorCommand;
+use convoy_common::engine::{ExecutionId, OperatorCommand};
 use convoy_proto::v1 as pb;
 use pb::agent_message::Kind as Up;
 use tokio::sync::mpsc;
@@ -180,7 +180,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                         let Some(ToAgent::RunStep { execution_id, rollout_id, step }) = msg else { break };
                         let m = pb::CoordinatorMessage {
                             kind: Some(pb::coordinator_message::Kind::RunStep(pb::RunStep {
-                                execution_id,
+                                execution_id: execution_id.to_string(),
                                 rollout_id,
                                 step_name: step.name.clone(),
                                 step: Some(convoy_wire::step_to_proto(&step)),
@@ -366,12 +366,12 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
                 to_status(CoordinatorError::Internal { what: "reading the event log".into(), message: e.to_string() })
             })?
             .map_err(to_status)?;
-        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let wanted: std::collections::HashSet<&ExecutionId> = ids.iter().collect();
         let outputs = events
             .into_iter()
             .filter_map(|e| match e.event {
                 convoy_common::engine::Event::StepFinished { execution_id, outcome }
-                    if wanted.contains(execution_id.as_str()) =>
+                    if wanted.contains(&execution_id) =>
                 {
                     Some(convert::host_output_to_wire(&execution_id, &outcome, e.now))
                 }

@@ -152,7 +152,7 @@ enum Command {
     ExecutionsOf {
         rollout_id: Option<String>,
         host: HostId,
-        reply: Reply<(String, Vec<String>)>,
+        reply: Reply<(String, Vec<ExecutionId>)>,
     },
     Heartbeat {
         host: HostId,
@@ -238,7 +238,7 @@ impl RuntimeHandle {
         &self,
         rollout_id: Option<String>,
         host: &str,
-    ) -> Result<(String, Vec<String>), CoordinatorError> {
+    ) -> Result<(String, Vec<ExecutionId>), CoordinatorError> {
         let host = host.to_string();
         self.ask(|reply| Command::ExecutionsOf { rollout_id, host, reply }).await
     }
@@ -444,7 +444,8 @@ impl Actor {
                         | Action::DispatchRollback { .. }
                         | Action::DispatchCluster { .. }
                         | Action::HostDone { .. }
-                        | Action::Finished { .. } => {}
+                        | Action::Finished { .. }
+                        | Action::StepSucceeded { .. } => {}
                     }
                 }
                 for host in hosts {
@@ -563,6 +564,11 @@ impl Actor {
             Action::Schedule { at, timer } => {
                 self.timer_seq += 1;
                 self.timers.insert((at, self.timer_seq), (rollout_id.to_string(), timer));
+            }
+            Action::StepSucceeded { group, step, duration_ms } => {
+                if let Some(run) = self.rollouts.get(rollout_id) {
+                    crate::timings::record(self.store.as_ref(), &run.record.spec, &group, &step, duration_ms);
+                }
             }
             Action::HostDone { host, state } => {
                 tracing::info!(rollout = rollout_id, %host, state = state.as_str(), "host done");
@@ -779,8 +785,7 @@ impl Actor {
     }
 
     fn result(&mut self, host: &str, execution_id: ExecutionId, outcome: StepOutcome) {
-        // Execution ids are `rollout/host/step/attempt`.
-        let Some(rollout) = execution_id.split('/').next().map(str::to_string) else { return };
+        let rollout = execution_id.rollout().to_string();
         let Some(run) = self.rollouts.get(&rollout) else {
             tracing::warn!(%host, %execution_id, "result for an unknown rollout ignored");
             return;
@@ -795,7 +800,6 @@ impl Actor {
                         tracing::error!(%host, error = %e, "cannot store agent record");
                     }
                 }
-                crate::timings::record(self.store.as_ref(), &run.record, &run.engine, &execution_id, &outcome);
                 self.event(&rollout, Event::StepFinished { execution_id, outcome })
             }
             Some(owner) => {
@@ -869,8 +873,7 @@ impl Actor {
     /// `convoy rollback` on a rollout that has ended: a new rollout that
     /// undoes what it upgraded (a running rollout rolls back in place).
     fn rollback_finished(&mut self, id: &str, by: &str) -> Result<String, CoordinatorError> {
-        let file = format!("rollback of {id}");
-        if let Some(done) = self.rollouts.values().find(|r| r.record.file == file) {
+        if let Some(done) = self.rollouts.values().find(|r| r.record.spec.rollback_of.as_deref() == Some(id)) {
             return Err(CoordinatorError::Conflict {
                 id: id.to_string(),
                 message: format!("already rolled back by rollout {}", done.record.id),
@@ -879,7 +882,7 @@ impl Actor {
         let run = self.rollouts.get(id).ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })?;
         let spec = convoy_common::undo::undo_spec(&run.engine)
             .map_err(|message| CoordinatorError::Conflict { id: id.to_string(), message })?;
-        self.create(spec, &file, "", by)
+        self.create(spec, &format!("rollback of {id}"), "", by)
     }
 }
 

@@ -21,7 +21,7 @@ proptest! {
         if let Ok(r) = pb::StepResult::decode(bytes.as_slice())
             && let Ok((id, outcome)) = convoy_coordinator::convert::result_from_wire(r)
         {
-            prop_assert!(!id.is_empty());
+            prop_assert!(!id.rollout().is_empty() && !id.entry().is_empty());
             prop_assert!(outcome.message.len() <= cap_of(32, OUTCOME_MESSAGE_CAP));
             prop_assert!(outcome.stdout_tail.len() <= cap_of(32, OUTCOME_OUTPUT_CAP));
         }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use convoy_common::engine::{Action, Event, HostState, RolloutState};
+use convoy_common::engine::{Action, Event, ExecutionId, HostState, RolloutState};
 use convoy_common::invariants;
 use convoy_fleet::docker::{Fleet, FleetOptions, image_or_skip};
 
@@ -456,12 +456,12 @@ async fn host_restarted_mid_apt_upgrade_recovers_with_configure_pending() -> any
     // half-configured and ran `dpkg --configure -a`.
     let (spec, log) = stored_log(&fleet, &id)?;
     invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
-    let apt_exec: Vec<&str> = log
+    let apt_exec: Vec<&ExecutionId> = log
         .iter()
         .flat_map(|e| &e.actions)
         .filter_map(|a| match a {
             Action::Dispatch { host, execution_id, step, .. } if host == victim && step.kind.kind_name() == "apt" => {
-                Some(execution_id.as_str())
+                Some(execution_id)
             }
             _ => None,
         })
@@ -540,7 +540,7 @@ groups:
     for dup in &finished[1..] {
         assert!(dup.actions.is_empty(), "a duplicate result was acted on: {dup:?}");
     }
-    let ids: std::collections::BTreeSet<String> = finished
+    let ids: std::collections::BTreeSet<ExecutionId> = finished
         .iter()
         .filter_map(|e| match &e.event {
             Event::StepFinished { execution_id, .. } => Some(execution_id.clone()),

@@ -3,6 +3,7 @@
 use crate::capture;
 use crate::engine::Engine;
 use crate::engine::events::{Action, Timer};
+use crate::engine::execution_id::ExecutionPart;
 use crate::engine::results::failure_reason;
 use crate::engine::state::{Exec, HostState, Role, RolloutState};
 use crate::engine::tracking::ClusterRt;
@@ -56,14 +57,14 @@ impl Engine {
         let h = &mut self.hosts[i];
         h.asked_since.get_or_insert((now, 0));
         h.check_attempts[before] += 1;
-        let execution_id =
-            format!("{}/{}/lc{}/{}", self.rollout_id, self.spec.hosts[i].key(), before, h.check_attempts[before]);
+        let attempt = h.check_attempts[before];
+        let execution_id = self.execution_id(i, ExecutionPart::LeaderCheck(before), attempt);
         if let Err(reason) = self.rendered(i, check) {
             // As in `dispatch`: mark it in flight so failing it gives the slot back.
             self.hosts[i].state = HostState::Probing {
                 step: before,
                 after_switchover,
-                execution_id: String::new(),
+                execution_id: execution_id.clone(),
                 since: now,
                 lost_since: None,
             };
@@ -84,8 +85,8 @@ impl Engine {
         let timeout = self.spec.hosts[i].switchover[index].timeout;
         let h = &mut self.hosts[i];
         h.switchover_attempts[index] += 1;
-        let execution_id =
-            format!("{}/{}/sw{}/{}", self.rollout_id, self.spec.hosts[i].key(), index, h.switchover_attempts[index]);
+        let attempt = h.switchover_attempts[index];
+        let execution_id = self.execution_id(i, ExecutionPart::Switchover(index), attempt);
         if let Err(reason) = self.rendered(i, &self.spec.hosts[i].switchover[index]) {
             self.host_failed(i, now, Some(before), reason, out);
             return;

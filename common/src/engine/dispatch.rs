@@ -2,12 +2,18 @@
 
 use crate::capture;
 use crate::engine::Engine;
-use crate::engine::events::{Action, ClusterPurpose, ExecutionId, STEP_GRACE, Timer};
+use crate::engine::events::{Action, ClusterPurpose, STEP_GRACE, Timer};
+use crate::engine::execution_id::{ExecutionId, ExecutionPart};
 use crate::engine::state::{Exec, HostState};
 use crate::model::{HostPlan, StepSpec, UnixMillis};
 use std::time::Duration;
 
 impl Engine {
+    /// The id of attempt `attempt` of `part` of host entry `i`.
+    pub(crate) fn execution_id(&self, i: usize, part: ExecutionPart, attempt: u32) -> ExecutionId {
+        ExecutionId::new(&self.rollout_id, self.spec.hosts[i].key(), part, attempt)
+    }
+
     /// The value of `{{captured.NAME}}` for host entry `i`: its own capture,
     /// else a hook's.
     pub(crate) fn captured_value(&self, i: usize, name: &str) -> Option<&str> {
@@ -57,7 +63,8 @@ impl Engine {
     pub(crate) fn dispatch(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
         let h = &mut self.hosts[i];
         h.attempts[step] += 1;
-        let execution_id = format!("{}/{}/{}/{}", self.rollout_id, self.spec.hosts[i].key(), step, h.attempts[step]);
+        let attempt = h.attempts[step];
+        let execution_id = self.execution_id(i, ExecutionPart::Step(step), attempt);
         let timeout = self.spec.hosts[i].steps[step].timeout;
         let ready = self.rendered(i, &self.spec.hosts[i].steps[step]).and_then(|_| self.backup_guard(i, step));
         if let Err(reason) = ready {
@@ -65,7 +72,7 @@ impl Engine {
             // captured value, a migration with no backup before it). The host
             // holds its slot; mark it running so failing it gives the slot back.
             self.hosts[i].state =
-                HostState::Running { step, execution_id: String::new(), since: now, lost_since: None };
+                HostState::Running { step, execution_id: execution_id.clone(), since: now, lost_since: None };
             self.host_failed(i, now, Some(step), reason, out);
             return;
         }
@@ -76,14 +83,14 @@ impl Engine {
     pub(crate) fn dispatch_rollback(&mut self, i: usize, step: usize, now: UnixMillis, out: &mut Vec<Action>) {
         let h = &mut self.hosts[i];
         h.rollback_attempts[step] += 1;
-        let execution_id =
-            format!("{}/{}/rb{}/{}", self.rollout_id, self.spec.hosts[i].key(), step, h.rollback_attempts[step]);
-        let timeout = h.rollback[step].timeout;
+        let attempt = h.rollback_attempts[step];
+        let execution_id = self.execution_id(i, ExecutionPart::Rollback(step), attempt);
+        let timeout = self.hosts[i].rollback[step].timeout;
         if let Err(reason) = self.rendered(i, &self.hosts[i].rollback[step]) {
             // A captured value its rollback needs was never captured (the
             // capturing step did not succeed).
             self.hosts[i].state =
-                HostState::RollingBack { step, execution_id: String::new(), since: now, lost_since: None };
+                HostState::RollingBack { step, execution_id: execution_id.clone(), since: now, lost_since: None };
             self.rollback_failed(i, Some(step), reason, out);
             return;
         }

@@ -1,5 +1,6 @@
 //! What goes into and out of the engine: events, operator commands, timers, actions and execution ids.
 
+use crate::engine::execution_id::ExecutionId;
 use crate::engine::state::{HostState, RolloutState};
 use crate::model::{HostId, StepOutcome, StepSpec, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -8,8 +9,6 @@ use std::time::Duration;
 /// Time added to a step's own timeout before the engine gives up waiting for
 /// its result: the agent kills the step at its timeout and still has to report.
 pub const STEP_GRACE: Duration = Duration::from_secs(30);
-/// Unique id of one execution of one step on one host.
-pub type ExecutionId = String;
 
 /// Something that happened, fed to [`Engine::handle`]. Every event is stored
 /// before its actions are carried out, with the `now` it was handled at.
@@ -90,6 +89,12 @@ pub enum Action {
     HostDone { host: HostId, state: HostState },
     /// The rollout reached a terminal state; nothing more will be dispatched.
     Finished { state: RolloutState },
+    /// A forward step of group `group` (not a rollback, leader-check or
+    /// switchover step) succeeded in `duration_ms` as the agent measured it.
+    /// Emitted once per execution, as its result is accepted: a runtime may
+    /// keep it for estimates (a replay recomputes it, so replayed actions
+    /// must not be recorded again).
+    StepSucceeded { group: String, step: String, duration_ms: u64 },
 }
 
 /// Why a [`Action::DispatchCluster`] is sent.

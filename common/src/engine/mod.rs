@@ -216,6 +216,7 @@ pub mod budget;
 pub mod cluster;
 pub mod dispatch;
 pub mod events;
+pub mod execution_id;
 pub mod finish;
 pub mod operator;
 pub mod results;
@@ -225,7 +226,8 @@ pub mod timers;
 pub mod tracking;
 pub mod window;
 
-pub use events::{Action, ClusterPurpose, Event, ExecutionId, OperatorCommand, STEP_GRACE, Timer};
+pub use events::{Action, ClusterPurpose, Event, OperatorCommand, STEP_GRACE, Timer};
+pub use execution_id::{BadExecutionId, ExecutionId, ExecutionPart};
 pub use state::{GroupState, HostState, RolloutState};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -517,13 +519,13 @@ impl Engine {
     }
 
     /// The host (agent id) an execution id belongs to, if this rollout issued it.
-    pub fn execution_host(&self, execution_id: &str) -> Option<&HostId> {
+    pub fn execution_host(&self, execution_id: &ExecutionId) -> Option<&HostId> {
         self.executions.get(execution_id).map(|&i| &self.spec.hosts[i].host)
     }
 
     /// The execution ids this rollout issued to agent `host`, in id order.
-    pub fn executions_of(&self, host: &str) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    pub fn executions_of(&self, host: &str) -> Vec<ExecutionId> {
+        let mut ids: Vec<ExecutionId> = self
             .executions
             .iter()
             .filter(|(_, i)| self.spec.hosts[**i].host == host)

@@ -3,6 +3,7 @@
 use crate::capture;
 use crate::engine::Engine;
 use crate::engine::events::{Action, Timer};
+use crate::engine::execution_id::ExecutionId;
 use crate::engine::state::{Exec, HostState};
 use crate::model::{StepKind, StepOutcome, StepStatus, UnixMillis};
 use std::collections::VecDeque;
@@ -11,7 +12,7 @@ impl Engine {
     pub(crate) fn on_step_finished(
         &mut self,
         now: UnixMillis,
-        execution_id: &str,
+        execution_id: &ExecutionId,
         outcome: StepOutcome,
         out: &mut Vec<Action>,
     ) {
@@ -46,6 +47,11 @@ impl Engine {
             self.host_failed(i, now, Some(step), reason, out);
             return;
         }
+        out.push(Action::StepSucceeded {
+            group: self.spec.groups.get(self.hosts[i].group).map_or_else(String::new, |g| g.name.clone()),
+            step: self.spec.hosts[i].steps[step].name.clone(),
+            duration_ms: outcome.duration_ms,
+        });
         if let Some(c) = self.spec.hosts[i].capture(step) {
             match capture::extract(c, &outcome.stdout_tail) {
                 Ok(value) => {

@@ -1,6 +1,6 @@
 //! The states a rollout, a group and a host go through, as the engine reports them.
 
-use crate::engine::events::ExecutionId;
+use crate::engine::execution_id::ExecutionId;
 use crate::model::UnixMillis;
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use convoy_common::engine::{Action, Engine, Event, HostState, OperatorCommand, RolloutState, Timer};
+use convoy_common::engine::{Action, Engine, Event, ExecutionId, HostState, OperatorCommand, RolloutState, Timer};
 use convoy_common::invariants::{self, LogEntry};
 use convoy_common::model::{
     CanarySpec, ExecSpec, GroupSpec, HostPlan, OnFailure, Promote, RolloutSpec, StepKind, StepOutcome, StepSpec,
@@ -131,6 +131,7 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
         max_failures: None,
         on_failure: OnFailure::Halt,
         require_backup: false,
+        rollback_of: None,
     }
 }
 
@@ -182,7 +183,7 @@ impl Run {
 
     /// The execution host is running now (a step or a rollback step).
     /// Panics if it is not running.
-    pub fn exec_of(&self, host: &str) -> String {
+    pub fn exec_of(&self, host: &str) -> ExecutionId {
         match self.engine.host_state(host) {
             Some(
                 HostState::Running { execution_id, .. }
@@ -274,7 +275,7 @@ pub fn rolled(actions: &[Action]) -> Vec<(String, usize)> {
         .collect()
 }
 
-pub fn resent(actions: &[Action]) -> Vec<(String, String)> {
+pub fn resent(actions: &[Action]) -> Vec<(String, ExecutionId)> {
     actions
         .iter()
         .filter_map(|a| {
