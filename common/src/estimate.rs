@@ -206,22 +206,19 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
     let of = |hosts: &[usize]| -> Vec<Duration> {
         hosts.iter().map(|&h| host_durations.get(h).copied().unwrap_or_default()).collect()
     };
-    let GroupSpec { strategy, .. } = group;
-    if let Some(cluster) = &group.cluster {
+    let soak = group.soak;
+    if let Some(cluster) = group.cluster() {
+        let max_parallel = group.steady_window();
         let longest = cluster
             .clusters
             .iter()
             .map(|c| {
                 let d = of(&c.hosts);
                 if cluster.same_version {
-                    window(&d, d.len(), strategy.soak)
+                    window(&d, d.len(), soak)
                 } else {
                     let (leader, followers) = d.split_last().map(|(l, f)| (*l, f)).unwrap_or_default();
-                    window(followers, strategy.max_parallel, strategy.soak).saturating_add(window(
-                        &[leader],
-                        1,
-                        strategy.soak,
-                    ))
+                    window(followers, max_parallel, soak).saturating_add(window(&[leader], 1, soak))
                 }
             })
             .max()
@@ -236,16 +233,36 @@ pub fn group_estimate(spec: &RolloutSpec, g: usize, host_durations: &[Duration])
                 Promote::After(d) => (d, false),
                 Promote::Manual => (Duration::ZERO, true),
             };
-            (
-                window(canaries, strategy.max_parallel, strategy.soak).saturating_add(wait).saturating_add(window(
-                    rest,
-                    strategy.max_parallel,
-                    strategy.soak,
-                )),
-                manual,
-            )
+            (ramped(canaries, group, 0).saturating_add(wait).saturating_add(ramped(rest, group, c.hosts)), manual)
         }
-        _ => (window(&all, strategy.max_parallel, strategy.soak), false),
+        _ => (ramped(&all, group, 0), false),
+    }
+}
+
+/// How long hosts `d` take through `group`'s window, the first of them
+/// being at `offset` in the group's order: each ramp stage is a batch that
+/// waits for the one before, then the steady window slides.
+fn ramped(d: &[Duration], group: &GroupSpec, offset: usize) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut at = 0;
+    while at < d.len() {
+        let w = group.window_at(offset + at);
+        // From the first host of the last stage on, the window slides.
+        let end = if is_ramp_stage(group, offset + at) { (at + w.size).min(d.len()) } else { d.len() };
+        total = total.saturating_add(window(&d[at..end], w.size, group.soak));
+        at = end;
+    }
+    total
+}
+
+/// The host at `position` is in a ramp stage (before the steady window).
+fn is_ramp_stage(group: &GroupSpec, position: usize) -> bool {
+    match &group.strategy {
+        crate::model::Strategy::Rolling { window } => {
+            let ramp: usize = window.stages.iter().rev().skip(1).map(|s| (*s).max(1)).sum();
+            position < ramp
+        }
+        crate::model::Strategy::Parallel | crate::model::Strategy::Cluster { .. } => false,
     }
 }
 
@@ -321,7 +338,7 @@ pub fn cluster_overhead(spec: &RolloutSpec) -> Vec<Duration> {
     let leaders: std::collections::HashSet<usize> = spec
         .groups
         .iter()
-        .filter_map(|g| g.cluster.as_ref())
+        .filter_map(|g| g.cluster())
         .filter(|c| !c.same_version)
         .flat_map(|c| c.clusters.iter().filter_map(|m| m.hosts.last().copied()))
         .collect();
@@ -464,12 +481,13 @@ mod tests {
         GroupSpec {
             name: name.into(),
             after: after.to_vec(),
-            strategy: Strategy { max_parallel, max_failures: 0, soak: S(soak) },
+            strategy: Strategy::rolling(max_parallel),
+            max_failures: 0,
+            soak: S(soak),
             hosts: hosts.collect(),
             canary: None,
             on_failure: OnFailure::Halt,
             hook: false,
-            cluster: None,
         }
     }
 
@@ -584,18 +602,22 @@ mod tests {
     #[test]
     fn clusters_run_in_parallel_followers_then_leader() {
         let mut s = spec(vec![group("db", &[], 0..5, 1, 0)]);
-        s.groups[0].cluster = Some(ClusterSpec {
-            label: "cluster".into(),
-            clusters: vec![
-                ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2] },
-                ClusterMembers { name: "mc2".into(), hosts: vec![3, 4] },
-            ],
-            same_version: false,
-        });
+        let max_parallel = s.groups[0].steady_window();
+        s.groups[0].strategy = Strategy::Cluster {
+            max_parallel,
+            cluster: ClusterSpec {
+                label: "cluster".into(),
+                clusters: vec![
+                    ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2] },
+                    ClusterMembers { name: "mc2".into(), hosts: vec![3, 4] },
+                ],
+                same_version: false,
+            },
+        };
         let d = vec![S(10); 5];
         // mc1: 2 followers one at a time, then the leader: 30s; mc2: 20s.
         assert_eq!(group_estimate(&s, 0, &d), (S(30), false));
-        if let Some(c) = s.groups[0].cluster.as_mut() {
+        if let Some(c) = s.groups[0].cluster_mut() {
             c.same_version = true;
         }
         assert_eq!(group_estimate(&s, 0, &d), (S(10), false), "all members together");
@@ -604,11 +626,15 @@ mod tests {
     #[test]
     fn leader_checks_and_the_switchover_add_to_a_cluster_members_time() {
         let mut s = spec(vec![group("db", &[], 0..2, 1, 0)]);
-        s.groups[0].cluster = Some(ClusterSpec {
-            label: "cluster".into(),
-            clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1] }],
-            same_version: false,
-        });
+        let max_parallel = s.groups[0].steady_window();
+        s.groups[0].strategy = Strategy::Cluster {
+            max_parallel,
+            cluster: ClusterSpec {
+                label: "cluster".into(),
+                clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1] }],
+                same_version: false,
+            },
+        };
         let exec = |name: &str| StepSpec {
             name: name.into(),
             timeout: S(600),
@@ -634,7 +660,7 @@ mod tests {
         // The follower: a check before each of its 3 steps; the leader also
         // switches over and is asked once more.
         assert_eq!(cluster_overhead(&s), vec![lc * 3, lc * 3 + sw + lc]);
-        s.groups[0].cluster.as_mut().unwrap().same_version = true;
+        s.groups[0].cluster_mut().unwrap().same_version = true;
         for h in &mut s.hosts {
             h.leader_check = None;
             h.switchover.clear();

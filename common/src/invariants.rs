@@ -216,7 +216,7 @@ impl<'a> Checker<'a> {
             cluster_execs: HashMap::new(),
             cluster_of: {
                 let mut of = vec![Vec::new(); spec.hosts.len()];
-                for c in spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
+                for c in spec.groups.iter().filter_map(|g| g.cluster()).flat_map(|c| c.clusters.iter()) {
                     for &h in &c.hosts {
                         if let Some(slot) = of.get_mut(h) {
                             *slot = c.hosts.clone();
@@ -513,7 +513,7 @@ impl<'a> Checker<'a> {
         }
         let host = self.spec.hosts[h].host.clone();
         let g = self.group_of[h];
-        let same_version = g.and_then(|g| self.spec.groups[g].cluster.as_ref()).is_some_and(|c| c.same_version);
+        let same_version = g.and_then(|g| self.spec.groups[g].cluster()).is_some_and(|c| c.same_version);
         self.outstanding(n, h, execution_id);
         if same_version {
             for &m in &members {
@@ -566,9 +566,9 @@ impl<'a> Checker<'a> {
     fn outstanding(&mut self, n: usize, h: usize, execution_id: &ExecutionId) {
         self.hosts[h].outstanding = Some(execution_id.clone());
         let Some(g) = self.group_of[h] else { return };
-        let Some(c) = self.spec.groups[g].cluster.as_ref() else { return };
+        let Some(c) = self.spec.groups[g].cluster() else { return };
         let members = &self.cluster_of[h];
-        let limit = if c.same_version { members.len() } else { self.spec.groups[g].strategy.max_parallel.max(1) };
+        let limit = if c.same_version { members.len() } else { self.spec.groups[g].steady_window() };
         let busy = members.iter().filter(|&&m| self.hosts[m].outstanding.is_some()).count();
         if busy > limit {
             self.fail(format!(
@@ -754,10 +754,10 @@ impl<'a> Checker<'a> {
         let group = &self.spec.groups[g];
         self.group_in_flight[g] += 1;
         // A cluster group's window is per cluster: see `cluster_step_rules`.
-        if group.cluster.is_none() && self.group_in_flight[g] > group.strategy.max_parallel.max(1) {
+        if group.cluster().is_none() && self.group_in_flight[g] > group.widest_window() {
             self.fail(format!(
                 "entry {n}: host {} started its {what} while group {} had {} hosts in flight, more than max_parallel {}",
-                self.spec.hosts[h].host, group.name, self.group_in_flight[g], group.strategy.max_parallel
+                self.spec.hosts[h].host, group.name, self.group_in_flight[g], group.widest_window()
             ));
         }
     }
@@ -795,7 +795,7 @@ impl<'a> Checker<'a> {
                     dep_group.name,
                     not_done.join(", ")
                 ));
-            } else if failed > dep_group.strategy.max_failures || skipped > 0 {
+            } else if failed > dep_group.max_failures || skipped > 0 {
                 self.fail(format!(
                     "entry {n}: host {host} of group {} started although group {} did not succeed ({failed} failed, {skipped} skipped)",
                     group.name, dep_group.name
@@ -1036,10 +1036,10 @@ impl<'a> Checker<'a> {
                 .iter()
                 .filter(|&&h| matches!(self.hosts.get(h).and_then(|t| t.done.as_ref()), Some(HostState::Failed { .. })))
                 .count();
-            if failed > group.strategy.max_failures {
+            if failed > group.max_failures {
                 self.fail(format!(
                     "entry {n}: the rollout succeeded but group {} had {failed} failed hosts, more than its budget of {}",
-                    group.name, group.strategy.max_failures
+                    group.name, group.max_failures
                 ));
             }
         }
@@ -1058,7 +1058,7 @@ impl<'a> Checker<'a> {
         }
         // A leader/follower cluster (three-answer leader check) whose members
         // all succeeded had a member claim the leadership.
-        for c in self.spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
+        for c in self.spec.groups.iter().filter_map(|g| g.cluster()).flat_map(|c| c.clusters.iter()) {
             let three_answers = c.hosts.iter().all(|&h| self.spec.hosts[h].leader_answers.is_some());
             let all_ok = c.hosts.iter().all(|&h| self.hosts[h].done == Some(HostState::Succeeded));
             if three_answers && all_ok && !c.hosts.is_empty() && !c.hosts.iter().any(|&h| self.hosts[h].claimed_leader)

@@ -2,7 +2,7 @@
 //! undo of what it upgraded, as a new [`RolloutSpec`].
 
 use crate::engine::Engine;
-use crate::model::{GroupSpec, HostPlan, OnFailure, RolloutSpec};
+use crate::model::{GroupSpec, HostPlan, OnFailure, RolloutSpec, Strategy};
 use std::collections::BTreeMap;
 
 /// A new rollout that undoes what this one upgraded, for `convoy rollback`
@@ -20,7 +20,7 @@ pub fn undo_spec(engine: &Engine) -> Result<RolloutSpec, String> {
     let mut plans: Vec<Vec<HostPlan>> = vec![Vec::new(); engine.spec.groups.len()];
     for (i, h) in engine.hosts.iter().enumerate() {
         let plan = &engine.spec.hosts[i];
-        if engine.spec.groups[h.group].hook || h.rollback_considered || h.steps_ok == 0 {
+        if engine.spec.groups[h.group].hook || h.rollback_considered || h.steps_ok <= plan.pre_checks {
             continue;
         }
         let steps = plan
@@ -72,12 +72,15 @@ pub fn undo_spec(engine: &Engine) -> Result<RolloutSpec, String> {
         spec.groups.push(GroupSpec {
             name: old.name.clone(),
             after,
-            strategy: old.strategy,
+            // Clusters are not undone in leader order: their hosts roll
+            // back through the group's steady window.
+            strategy: Strategy::rolling(old.steady_window()),
+            max_failures: old.max_failures,
+            soak: old.soak,
             hosts,
             canary: None,
             on_failure: OnFailure::Halt,
             hook: false,
-            cluster: None,
         });
     }
     Ok(spec)

@@ -167,12 +167,13 @@ fn hooked() -> convoy_common::model::RolloutSpec {
         GroupSpec {
             name: "before".into(),
             after: Vec::new(),
-            strategy: Strategy { max_parallel: 1, max_failures: 0, soak: std::time::Duration::ZERO },
+            strategy: Strategy::rolling(1),
+            max_failures: 0,
+            soak: std::time::Duration::ZERO,
             hosts: vec![1],
             canary: None,
             on_failure: OnFailure::Halt,
             hook: true,
-            cluster: None,
         },
         GroupSpec { after: vec![0], ..a },
     ];

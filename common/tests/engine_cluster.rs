@@ -84,12 +84,16 @@ fn cluster_spec(
         groups: vec![GroupSpec {
             name: "db".into(),
             after: Vec::new(),
-            strategy: Strategy { max_parallel, max_failures: 0, soak: std::time::Duration::ZERO },
+            strategy: Strategy::Cluster {
+                max_parallel,
+                cluster: ClusterSpec { label: "cluster".into(), clusters, same_version },
+            },
+            max_failures: 0,
+            soak: std::time::Duration::ZERO,
             hosts: (0..hosts.len()).collect(),
             canary: None,
             on_failure: OnFailure::Halt,
             hook: false,
-            cluster: Some(ClusterSpec { label: "cluster".into(), clusters, same_version }),
         }],
         hosts,
         host_lost_timeout: LOST_TIMEOUT,
@@ -654,7 +658,7 @@ fn same_version_runs_every_step_on_all_members_together() {
 #[test]
 fn same_version_stops_the_whole_cluster_when_a_member_fails() {
     let mut spec = cluster_spec(&[3], 1, 3, true, false);
-    spec.groups[0].strategy.max_failures = 3;
+    spec.groups[0].max_failures = 3;
     let mut run = Run::new(spec);
     run.start();
     run.ok("mc1-0");
@@ -676,7 +680,7 @@ fn same_version_stops_the_whole_cluster_when_a_member_fails() {
 fn a_same_version_failure_rolls_every_member_back_under_rollback_host() {
     let mut spec = cluster_spec(&[2], 1, 3, true, false);
     spec.groups[0].on_failure = OnFailure::RollbackHost;
-    spec.groups[0].strategy.max_failures = 2;
+    spec.groups[0].max_failures = 2;
     let mut run = Run::new(spec);
     run.start();
     run.ok("mc1-0");

@@ -62,7 +62,7 @@ fn drive(engine: &mut Engine, mut now: u64) -> (Vec<LogEntry>, Vec<(Timer, UnixM
 fn long_spec(d: Duration, wait: Duration) -> convoy_common::model::RolloutSpec {
     let mut s = spec(&[g("a", 3, 2).canary(1), g("b", 2, 5).after(&[0])], 2);
     for grp in &mut s.groups {
-        grp.strategy.soak = d;
+        grp.soak = d;
         if let Some(c) = &mut grp.canary {
             c.promote = Promote::After(wait);
         }

@@ -14,7 +14,7 @@ use convoy_common::engine::{
 use convoy_common::invariants;
 use convoy_common::model::{
     ClusterMembers, ClusterSpec, ExecCheckSpec, ExecSpec, LeaderAnswers, OnFailure, RoleMatch, RolloutSpec, StepKind,
-    StepOutcome, StepSpec, StepStatus, UnixMillis,
+    StepOutcome, StepSpec, StepStatus, Strategy, UnixMillis,
 };
 use engine_support::*;
 
@@ -61,6 +61,15 @@ fn dag(rng: &mut Rng, varied: bool) -> RolloutSpec {
         s.max_failures = Some(rng.below(4));
         s.on_failure = MODES[rng.below(4)];
     }
+    // A third of the varied seeds ramp `web`'s window, and gate its
+    // hosts with a pre-check (their first step).
+    if varied && rng.below(3) == 0 {
+        let stages = (0..1 + rng.below(3)).map(|_| 1 + rng.below(3)).collect();
+        s.groups[2].strategy = Strategy::Rolling { window: convoy_common::model::Window { stages } };
+        for &h in &s.groups[2].hosts.clone() {
+            s.hosts[h].pre_checks = 1;
+        }
+    }
     // Half the seeds make `app` a `cluster` group of two clusters.
     if rng.below(2) == 0 {
         clusterize(&mut s, 1, rng.below(4) == 0, rng.below(2) == 0);
@@ -79,7 +88,9 @@ fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: boo
         ClusterMembers { name: "c2".into(), hosts: hosts[half..].to_vec() },
     ];
     s.groups[g].canary = None;
-    s.groups[g].cluster = Some(ClusterSpec { label: "cluster".into(), clusters, same_version });
+    let max_parallel = s.groups[g].steady_window();
+    s.groups[g].strategy =
+        Strategy::Cluster { max_parallel, cluster: ClusterSpec { label: "cluster".into(), clusters, same_version } };
     if same_version {
         return;
     }
@@ -199,7 +210,7 @@ fn drive(seed: u64) -> (Run, usize) {
     let spec = dag(&mut rng, varied);
     let host_names: Vec<String> = spec.hosts.iter().map(|h| h.host.clone()).collect();
     let mut world = World::default();
-    for c in spec.groups.iter().filter_map(|g| g.cluster.as_ref()).flat_map(|c| c.clusters.iter()) {
+    for c in spec.groups.iter().filter_map(|g| g.cluster()).flat_map(|c| c.clusters.iter()) {
         let names: Vec<String> = c.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect();
         for n in &names {
             world.cluster_of.insert(n.clone(), c.name.clone());

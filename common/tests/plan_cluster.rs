@@ -69,7 +69,7 @@ fn err(src: &str) -> PlanError {
 fn hosts_are_split_into_clusters_by_the_label() {
     let spec = expand_ok(PLAN);
     let g = &spec.groups[0];
-    let c = g.cluster.as_ref().expect("a cluster group");
+    let c = g.cluster().expect("a cluster group");
     assert_eq!(c.label, "cluster");
     assert!(!c.same_version);
     let clusters: Vec<(String, Vec<String>)> = c
@@ -87,7 +87,7 @@ fn hosts_are_split_into_clusters_by_the_label() {
     // The group's host list is the clusters, in order.
     let all: Vec<usize> = c.clusters.iter().flat_map(|m| m.hosts.clone()).collect();
     assert_eq!(g.hosts, all);
-    assert!(spec.groups[1].cluster.is_none());
+    assert!(spec.groups[1].cluster().is_none());
 }
 
 #[test]
@@ -302,7 +302,7 @@ groups:
       - exec: { command: "true" }
 "#;
     let spec = expand_ok(src);
-    let c = spec.groups[0].cluster.as_ref().unwrap();
+    let c = spec.groups[0].cluster().unwrap();
     assert!(c.same_version);
     assert_eq!(c.clusters.len(), 2);
     assert!(spec.hosts.iter().all(|h| h.leader_check.is_none()));

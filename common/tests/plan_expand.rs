@@ -154,15 +154,15 @@ fn initial_versions_come_from_the_component() {
 #[test]
 fn percentages_are_resolved_per_group() {
     let spec = spec();
-    let s = |g: usize| spec.groups[g].strategy;
+    let s = |g: usize| &spec.groups[g];
     // database: explicit 1, default failures 0, no soak.
-    assert_eq!((s(0).max_parallel, s(0).max_failures, s(0).soak), (1, 0, Duration::ZERO));
+    assert_eq!((s(0).steady_window(), s(0).max_failures, s(0).soak), (1, 0, Duration::ZERO));
     // collectors inherit 25% of 5 = 1.25 -> 1.
-    assert_eq!((s(1).max_parallel, s(1).max_failures), (1, 0));
+    assert_eq!((s(1).steady_window(), s(1).max_failures), (1, 0));
     // notifiers: parallel means all of them.
-    assert_eq!((s(2).max_parallel, s(2).max_failures), (2, 1));
+    assert_eq!((s(2).steady_window(), s(2).max_failures), (2, 1));
     // api: 50% of 3 = 1.5 -> 1; 10% of 3 = 0.3 -> 0; soak 2s.
-    assert_eq!((s(3).max_parallel, s(3).max_failures, s(3).soak), (1, 0, Duration::from_secs(2)));
+    assert_eq!((s(3).steady_window(), s(3).max_failures, s(3).soak), (1, 0, Duration::from_secs(2)));
 }
 
 #[test]
@@ -293,7 +293,7 @@ fn minimal_plan_uses_every_default() {
     assert_eq!(spec.hosts.len(), inventory().len());
     assert!(spec.hosts.iter().all(|h| h.initial_version.is_none()));
     let g = &spec.groups[0];
-    assert_eq!((g.strategy.max_parallel, g.strategy.max_failures, g.strategy.soak), (1, 0, Duration::ZERO));
+    assert_eq!((g.steady_window(), g.max_failures, g.soak), (1, 0, Duration::ZERO));
     assert_eq!(spec.hosts[0].steps[0].name, "exec-1");
     assert_eq!(spec.hosts[0].steps[0].timeout, Duration::from_secs(300));
 }

@@ -126,7 +126,7 @@ fn hooks_become_one_host_groups_wired_into_the_dag() {
         let g = spec.groups.iter().find(|g| g.name == name).unwrap();
         assert!(g.hook, "{name}");
         assert_eq!(g.hosts.len(), 1, "{name}");
-        assert_eq!((g.strategy.max_parallel, g.strategy.max_failures), (1, 0), "{name}");
+        assert_eq!((g.steady_window(), g.max_failures), (1, 0), "{name}");
     }
     // Normal groups' entries keep the host id as their key.
     assert!(spec.groups.iter().filter(|g| !g.hook).flat_map(|g| &g.hosts).all(|&h| spec.hosts[h].key.is_none()));

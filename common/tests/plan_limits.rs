@@ -126,7 +126,7 @@ fn huge_max_parallel_is_clamped_to_the_group_not_allocated() {
         let src = BASE.replace("max_parallel: 1", &format!("max_parallel: {n}"));
         let plan = parse_plan(FILE, &src).unwrap_or_else(|e| panic!("{e}"));
         let spec = expand(&plan, &[host("h1"), host("h2")]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(spec.groups[0].strategy.max_parallel, 2, "{n}");
+        assert_eq!(spec.groups[0].steady_window(), 2, "{n}");
         plan_and_estimate(&src, &[host("h1"), host("h2")]);
     }
     let e = parse_err(&BASE.replace("max_parallel: 1", "max_parallel: 184467440737095516160"));

@@ -32,7 +32,7 @@ impl Engine {
         }
 
         let name = &self.spec.groups[g].name;
-        let budget = self.spec.groups[g].strategy.max_failures;
+        let budget = self.spec.groups[g].max_failures;
         let group_reason = match self.groups[g].state {
             GroupState::Canary => Some(format!("canary {} of group {name} failed: {reason}", self.spec.hosts[i].host)),
             GroupState::Running if self.groups[g].failed > budget => Some(format!(

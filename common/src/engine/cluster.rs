@@ -19,7 +19,7 @@ impl Engine {
     /// The members of host `i`'s cluster (empty outside the `cluster` strategy).
     pub(crate) fn members(&self, i: usize) -> &[usize] {
         let spec = &self.spec.groups[self.hosts[i].group];
-        match (spec.cluster.as_ref(), self.hosts[i].cluster) {
+        match (spec.cluster(), self.hosts[i].cluster) {
             (Some(cs), Some(c)) => &cs.clusters[c].hosts,
             (Some(_), None) | (None, _) => &[],
         }
@@ -27,7 +27,7 @@ impl Engine {
 
     pub(crate) fn cluster_name(&self, i: usize) -> &str {
         let spec = &self.spec.groups[self.hosts[i].group];
-        match (spec.cluster.as_ref(), self.hosts[i].cluster) {
+        match (spec.cluster(), self.hosts[i].cluster) {
             (Some(cs), Some(c)) => &cs.clusters[c].name,
             (Some(_), None) | (None, _) => "",
         }
@@ -36,7 +36,7 @@ impl Engine {
     /// Host `i` is in a `same_version` cluster.
     pub(crate) fn same_version(&self, i: usize) -> bool {
         self.hosts[i].cluster.is_some()
-            && self.spec.groups[self.hosts[i].group].cluster.as_ref().is_some_and(|c| c.same_version)
+            && self.spec.groups[self.hosts[i].group].cluster().is_some_and(|c| c.same_version)
     }
 
     /// Ask host `i`'s leader check before its step `before` (again, after
@@ -372,11 +372,11 @@ impl Engine {
     /// `max_parallel` members, the first not known to be the leader, the
     /// leader only when no other member is in flight.
     pub(crate) fn fill_cluster(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(cs) = self.spec.groups[g].cluster.as_ref() else { return };
-        let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
+        let Some(cs) = self.spec.groups[g].cluster() else { return };
+        let max_parallel = self.spec.groups[g].steady_window();
         let same_version = cs.same_version;
         for c in 0..cs.clusters.len() {
-            let members = self.spec.groups[g].cluster.as_ref().map_or_else(Vec::new, |cs| cs.clusters[c].hosts.clone());
+            let members = self.spec.groups[g].cluster().map_or_else(Vec::new, |cs| cs.clusters[c].hosts.clone());
             if same_version {
                 if members.iter().all(|&j| self.hosts[j].state == HostState::Pending) {
                     for &j in &members {
@@ -460,11 +460,17 @@ impl Engine {
     }
 
     /// Once nothing new starts, held hosts of group `g` go on: a host that
-    /// started finishes its steps.
+    /// started finishes its steps. They still go through their cluster's
+    /// window, a leader only once nothing else of its cluster is in flight
+    /// (the group is woken again as members leave flight).
     pub(crate) fn release_held(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let window = self.spec.groups[g].steady_window();
         let started: Vec<usize> = self.groups[g].order[..self.groups[g].next].to_vec();
         for i in started {
-            if let HostState::Held { .. } = self.hosts[i].state {
+            let HostState::Held { .. } = self.hosts[i].state else { continue };
+            let leader = self.hosts[i].role == Role::Leader;
+            let room = self.cluster_rt(i).is_none_or(|c| c.in_flight < window && (!leader || c.in_flight == 0));
+            if room {
                 self.start_member(i, now, out);
             }
         }

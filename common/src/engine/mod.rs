@@ -322,7 +322,7 @@ impl Engine {
                 failed: 0,
                 skipped: 0,
                 // A cluster group picks its own order: no canary phase.
-                canaries: match (&g.cluster, g.canary) {
+                canaries: match (g.cluster(), g.canary) {
                     (None, Some(c)) => c.hosts.max(1).min(g.hosts.len()),
                     (Some(_), _) | (None, None) => 0,
                 },
@@ -331,7 +331,7 @@ impl Engine {
                 rollback_failed: 0,
                 dependents: Vec::new(),
                 order: g.hosts.clone(),
-                clusters: g.cluster.as_ref().map_or_else(Vec::new, |c| vec![ClusterRt::default(); c.clusters.len()]),
+                clusters: g.cluster().map_or_else(Vec::new, |c| vec![ClusterRt::default(); c.clusters.len()]),
                 held: 0,
             })
             .collect();
@@ -348,7 +348,7 @@ impl Engine {
                     rt.group = gi;
                 }
             }
-            for (ci, c) in g.cluster.iter().flat_map(|c| c.clusters.iter()).enumerate() {
+            for (ci, c) in g.cluster().iter().flat_map(|c| c.clusters.iter()).enumerate() {
                 for &h in &c.hosts {
                     if let Some(rt) = hosts.get_mut(h) {
                         rt.cluster = Some(ci);

@@ -86,7 +86,7 @@ impl Engine {
             }
             return;
         }
-        let soak = self.spec.groups[self.hosts[i].group].strategy.soak;
+        let soak = self.spec.groups[self.hosts[i].group].soak;
         if soak.is_zero() || self.is_stopping() {
             self.host_succeeded(i, out);
         } else {

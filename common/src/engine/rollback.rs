@@ -97,7 +97,7 @@ impl Engine {
         if blocked {
             return;
         }
-        let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
+        let max_parallel = self.spec.groups[g].steady_window();
         let why = self.rollback_reason.clone().or_else(|| self.halt_reason.clone()).unwrap_or_default();
         while self.groups[g].in_flight < max_parallel {
             let Some(&i) = self.groups[g].rollback_queue.front() else { break };

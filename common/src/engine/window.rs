@@ -184,13 +184,12 @@ impl Engine {
         if self.state != RolloutState::Running {
             return;
         }
-        if self.spec.groups[g].cluster.is_some() {
+        if self.spec.groups[g].cluster().is_some() {
             if self.groups[g].state == GroupState::Running {
                 self.fill_cluster(g, now, out);
             }
             return;
         }
-        let max_parallel = self.spec.groups[g].strategy.max_parallel.max(1);
         loop {
             let rt = &self.groups[g];
             let limit = match rt.state {
@@ -206,7 +205,12 @@ impl Engine {
                 | GroupState::RolledBack
                 | GroupState::RollbackFailed => 0,
             };
-            if rt.in_flight >= max_parallel || rt.next >= limit {
+            if rt.next >= limit {
+                return;
+            }
+            // A ramp stage starts once the stages before it are done.
+            let window = self.spec.groups[g].window_at(rt.next);
+            if rt.in_flight >= window.size || (window.first_of_stage && rt.in_flight > 0) {
                 return;
             }
             let i = rt.order[rt.next];

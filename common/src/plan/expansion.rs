@@ -188,16 +188,21 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             None => Vec::new(),
         };
         for h in members {
-            // The host's release path (catalog steps, each from its own file) first.
-            let (mut items, path): (Vec<(Src<'_>, StepTemplate)>, _) = match &g.release {
+            // Pre-checks, then the host's release path (catalog steps, each
+            // from its own file), then the group's own steps.
+            let (pre_checks, own_steps) = g.steps.split_at(g.pre_checks);
+            let mut items: Vec<(Src<'_>, StepTemplate)> = pre_checks.iter().map(|t| (src, t.clone())).collect();
+            let path = match &g.release {
                 Some(name) => {
-                    let (items, hops) = catalog_steps(src, plan, g, name, h)?;
-                    (items, Some(hops))
+                    let (path_items, hops) = catalog_steps(src, plan, g, name, h)?;
+                    items.extend(path_items);
+                    Some(hops)
                 }
-                None => (Vec::new(), None),
+                None => None,
             };
             for t in &g.steps {
-                if let Some((_, c)) = items.iter().find(|(_, c)| c.spec.name == t.spec.name) {
+                let path_items = &items[g.pre_checks..];
+                if let Some((_, c)) = path_items.iter().find(|(_, c)| c.spec.name == t.spec.name) {
                     return Err(src.err(
                         &t.path.key("name"),
                         format!(
@@ -207,7 +212,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                     ));
                 }
             }
-            items.extend(g.steps.iter().map(|t| (src, t.clone())));
+            items.extend(own_steps.iter().map(|t| (src, t.clone())));
             if g.release.is_some() {
                 check_path_captures(&items, &from_hooks, &h.id, &g.name)?;
             }
@@ -281,6 +286,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                 rollback_steps,
                 captures,
                 migrations,
+                pre_checks: g.pre_checks,
                 leader_check,
                 switchover,
                 switchover_captures,
@@ -297,7 +303,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             Some(_) => cluster_names.iter().map(|(_, n)| *n).max().unwrap_or(0),
             None => indices.len(),
         };
-        let cluster = g.cluster.as_ref().map(|c| {
+        let cluster_spec = g.cluster.as_ref().map(|c| {
             let mut start = 0;
             let clusters = cluster_names
                 .iter()
@@ -309,15 +315,17 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                 .collect();
             ClusterSpec { label: c.by.clone(), clusters, same_version: c.same_version }
         });
+        let sizes = g.strategy.resolve(window_of);
         groups.push(GroupSpec {
             name: g.name.clone(),
             after,
-            strategy: g.strategy.resolve(window_of),
+            strategy: g.strategy.strategy(&sizes, cluster_spec),
+            max_failures: sizes.max_failures,
+            soak: sizes.soak,
             hosts: indices,
             canary,
             on_failure: g.on_failure,
             hook: g.hook,
-            cluster,
         });
     }
 

@@ -155,6 +155,7 @@ fn hook_group(
         canary: None,
         on_failure: OnFailure::Halt,
         steps,
+        pre_checks: 0,
         rollback_steps: Vec::new(),
         hook: true,
         release: None,

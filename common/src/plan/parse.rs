@@ -83,6 +83,7 @@ pub fn parse_plan_with_limits(
     };
     let default_steps = templates(src, defaults.steps.as_deref(), &dpath.key("steps"), step)?;
     let default_checks = templates(src, defaults.checks.as_deref(), &dpath.key("checks"), check)?;
+    let default_pre_checks = templates(src, defaults.pre_checks.as_deref(), &dpath.key("pre_checks"), check)?;
     let default_rollback = templates(src, defaults.rollback_steps.as_deref(), &dpath.key("rollback_steps"), step)?;
 
     let gpath = root.key("groups");
@@ -122,7 +123,7 @@ pub fn parse_plan_with_limits(
         let selection = selection(src, g, &p)?;
         let strategy = match &g.strategy {
             Some(s) => strategy(src, s, &p.key("strategy"))?,
-            None => default_strategy,
+            None => default_strategy.clone(),
         };
         let cluster = match (&g.strategy, &defaults.strategy) {
             (Some(s), _) => cluster_def(src, s, &p.key("strategy"))?,
@@ -139,7 +140,10 @@ pub fn parse_plan_with_limits(
         let own_checks = templates(src, g.checks.as_deref(), &p.key("checks"), check)?;
         let steps = own_steps.or_else(|| default_steps.clone()).unwrap_or_default();
         let checks = own_checks.or_else(|| default_checks.clone()).unwrap_or_default();
-        let steps = name_steps(src, steps.into_iter().chain(checks).collect())?;
+        let own_pre_checks = templates(src, g.pre_checks.as_deref(), &p.key("pre_checks"), check)?;
+        let pre_checks = own_pre_checks.or_else(|| default_pre_checks.clone()).unwrap_or_default();
+        let pre_check_count = pre_checks.len();
+        let steps = name_steps(src, pre_checks.into_iter().chain(steps).chain(checks).collect())?;
         let release = match &g.release {
             Some(r) => {
                 let rp = p.key("release").key("catalog");
@@ -179,6 +183,7 @@ pub fn parse_plan_with_limits(
             canary,
             on_failure,
             steps,
+            pre_checks: pre_check_count,
             rollback_steps,
             hook: false,
             release,
@@ -256,13 +261,13 @@ fn check_counts(src: Src<'_>, raw: &RawPlan, limits: &PlanLimits) -> Result<(), 
     };
     if let Some(d) = &raw.defaults {
         let dp = root.key("defaults");
-        steps(&dp, [("steps", len(&d.steps)), ("checks", checks(&d.checks)), ("", 0)])?;
+        steps(&dp, [("pre_checks", checks(&d.pre_checks)), ("steps", len(&d.steps)), ("checks", checks(&d.checks))])?;
         too_many(dp.key("rollback_steps"), len(&d.rollback_steps), "rollback steps", limits.max_steps)?;
         strategy(&dp, d.strategy.as_ref())?;
     }
     for (i, g) in raw.groups.iter().flatten().enumerate() {
         let gp = root.key("groups").idx(i);
-        steps(&gp, [("steps", len(&g.steps)), ("checks", checks(&g.checks)), ("", 0)])?;
+        steps(&gp, [("pre_checks", checks(&g.pre_checks)), ("steps", len(&g.steps)), ("checks", checks(&g.checks))])?;
         too_many(gp.key("rollback_steps"), len(&g.rollback_steps), "rollback steps", limits.max_steps)?;
         too_many(gp.key("hosts"), g.hosts.as_ref().map_or(0, Vec::len), "hosts", limits.max_hosts)?;
         strategy(&gp, g.strategy.as_ref())?;

@@ -55,6 +55,7 @@ pub(super) struct RawCapture {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefaults {
     pub(super) strategy: Option<RawStrategy>,
+    pub(super) pre_checks: Option<Vec<RawCheck>>,
     pub(super) steps: Option<Vec<RawStep>>,
     pub(super) checks: Option<Vec<RawCheck>>,
     pub(super) rollback_steps: Option<Vec<RawStep>>,
@@ -71,6 +72,8 @@ pub(super) struct RawGroup {
     pub(super) canary: Option<RawCanary>,
     pub(super) on_failure: Option<OnFailure>,
     pub(super) hooks: Option<RawHooks>,
+    /// Checks that must pass on a host before its first step.
+    pub(super) pre_checks: Option<Vec<RawCheck>>,
     pub(super) steps: Option<Vec<RawStep>>,
     pub(super) checks: Option<Vec<RawCheck>>,
     pub(super) rollback_steps: Option<Vec<RawStep>>,
@@ -107,7 +110,8 @@ pub(super) enum StrategyType {
 pub(super) struct RawStrategy {
     #[serde(rename = "type")]
     pub(super) kind: Option<StrategyType>,
-    pub(super) max_parallel: Option<String>,
+    /// A size, or a list of sizes (ramped batches).
+    pub(super) max_parallel: Option<RawSizes>,
     pub(super) max_failures: Option<String>,
     pub(super) soak: Option<String>,
     /// `type: cluster`: the label naming a host's cluster (default `cluster`).
@@ -298,4 +302,91 @@ pub(super) struct RawTcp {
 pub(super) struct RawFileCheck {
     pub(super) path: Option<String>,
     pub(super) contains: Option<String>,
+}
+
+/// `max_parallel`: one size or a list of them, each kept as written (a
+/// number too large for any integer type still reaches validation, which
+/// names it).
+#[derive(Debug)]
+pub(super) enum RawSizes {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A scalar as text; anything else is refused with what was expected.
+struct ScalarText;
+
+impl<'de> serde::de::Visitor<'de> for ScalarText {
+    type Value = String;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number or a percentage such as '20%'")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarText).map(Scalar)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSizes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawSizes, D::Error> {
+        struct Sizes;
+        impl<'de> serde::de::Visitor<'de> for Sizes {
+            type Value = RawSizes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, a percentage such as '25%', or a list of them (ramped batches)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSizes, E> {
+                ScalarText.visit_str(v).map(RawSizes::One)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSizes, E> {
+                ScalarText.visit_u64(v).map(RawSizes::One)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSizes, E> {
+                ScalarText.visit_i64(v).map(RawSizes::One)
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<RawSizes, E> {
+                ScalarText.visit_u128(v).map(RawSizes::One)
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<RawSizes, E> {
+                ScalarText.visit_i128(v).map(RawSizes::One)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawSizes, E> {
+                ScalarText.visit_f64(v).map(RawSizes::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawSizes, A::Error> {
+                let mut out = Vec::new();
+                // Bounded: a longer list is refused by validation, which names it.
+                while let Some(Scalar(s)) = seq.next_element()? {
+                    out.push(s);
+                    if out.len() > super::strategies::MAX_RAMP_STAGES + 1 {
+                        break;
+                    }
+                }
+                Ok(RawSizes::Many(out))
+            }
+        }
+        d.deserialize_any(Sizes)
+    }
 }

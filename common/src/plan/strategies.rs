@@ -1,16 +1,16 @@
-//! How a group moves through its hosts: strategies (`max_parallel`,
-//! `max_failures`, `soak`) with their counts and percentages, canaries, and
-//! the `type: cluster` strategy.
+//! How a group moves through its hosts: strategies (`max_parallel`, which
+//! may ramp as a list, `max_failures`, `soak`) with their counts and
+//! percentages, canaries, and the `type: cluster` strategy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{LeaderAnswers, Promote, Strategy};
+use crate::model::{ClusterSpec, LeaderAnswers, Promote, Strategy, Window};
 
 use super::checks::{check_inner, leader_answers};
 use super::duration::parse_duration;
 use super::errors::{FieldPath, PlanError, Src};
-use super::raw::{RawCanary, RawStrategy, StrategyType};
+use super::raw::{RawCanary, RawSizes, RawStrategy, StrategyType};
 use super::steps::{name_steps, one_kind, step, templates};
 use super::validated::StepTemplate;
 
@@ -21,11 +21,15 @@ pub(super) enum Amount {
     Percent(u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// At most this many stages in a `max_parallel` list.
+pub(super) const MAX_RAMP_STAGES: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct StrategyDef {
     /// `type: parallel`: every host of the group at once.
     pub(super) all_at_once: bool,
-    pub(super) max_parallel: Amount,
+    /// `max_parallel`: one size, or a ramp of sizes (never empty).
+    pub(super) max_parallel: Vec<Amount>,
     pub(super) max_failures: Amount,
     pub(super) soak: Duration,
 }
@@ -34,29 +38,51 @@ impl Default for StrategyDef {
     fn default() -> Self {
         StrategyDef {
             all_at_once: false,
-            max_parallel: Amount::Count(1),
+            max_parallel: vec![Amount::Count(1)],
             max_failures: Amount::Count(0),
             soak: Duration::ZERO,
         }
     }
 }
 
+/// A strategy's numbers resolved against a group's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Resolved {
+    /// The window's stages (one for a plain window).
+    pub(super) window: Vec<usize>,
+    /// The steady window (the last stage).
+    pub(super) max_parallel: usize,
+    pub(super) max_failures: usize,
+    pub(super) soak: Duration,
+}
+
 impl StrategyDef {
-    pub(super) fn resolve(&self, hosts: usize) -> Strategy {
+    /// Sizes for a group of `hosts` hosts (for a cluster group, the largest
+    /// cluster's size).
+    pub(super) fn resolve(&self, hosts: usize) -> Resolved {
         let share = |p: u32| hosts.saturating_mul(p as usize) / 100;
         // Clamped to the group's size: nothing may be sized by a number the
         // plan chose, and a window wider than the group changes nothing.
-        let max_parallel = match (self.all_at_once, self.max_parallel) {
-            (true, _) => hosts,
-            (false, Amount::Count(n)) => n.min(hosts),
-            (false, Amount::Percent(p)) => share(p),
-        }
-        .max(1);
-        let max_failures = match self.max_failures {
+        let size = |a: Amount| match a {
             Amount::Count(n) => n.min(hosts),
             Amount::Percent(p) => share(p),
         };
-        Strategy { max_parallel, max_failures, soak: self.soak }
+        let window: Vec<usize> = if self.all_at_once {
+            vec![hosts.max(1)]
+        } else {
+            self.max_parallel.iter().map(|&a| size(a).max(1)).collect()
+        };
+        let max_parallel = window.last().copied().unwrap_or(1);
+        Resolved { window, max_parallel, max_failures: size(self.max_failures), soak: self.soak }
+    }
+
+    /// The group's strategy: a cluster group's when `cluster` is given.
+    pub(super) fn strategy(&self, resolved: &Resolved, cluster: Option<ClusterSpec>) -> Strategy {
+        match cluster {
+            Some(cluster) => Strategy::Cluster { max_parallel: resolved.max_parallel, cluster },
+            None if self.all_at_once => Strategy::Parallel,
+            None => Strategy::Rolling { window: Window { stages: resolved.window.clone() } },
+        }
     }
 }
 
@@ -215,8 +241,27 @@ pub(super) fn strategy(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result
         Some(_) if all_at_once => {
             return Err(src.err(&mp, "not allowed with type: parallel, which upgrades every host of the group at once"));
         }
-        Some(s) => parse_amount(s, 1).map_err(|m| src.err(&mp, m))?,
-        None => Amount::Count(1),
+        Some(RawSizes::Many(items)) => {
+            if raw.kind == Some(StrategyType::Cluster) {
+                return Err(src.err(
+                    &mp,
+                    "a list (ramped batches) is not allowed with type: cluster, whose members start in leader order",
+                ));
+            }
+            if items.is_empty() {
+                return Err(src.err(&mp, "an empty list: give at least one size, e.g. [1, 5, \"20%\"]"));
+            }
+            if items.len() > MAX_RAMP_STAGES {
+                return Err(src.err(&mp, format!("{} stages, more than {MAX_RAMP_STAGES}", items.len())));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(k, text)| parse_amount(text, 1).map_err(|m| src.err(&mp.idx(k), m)))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some(RawSizes::One(text)) => vec![parse_amount(text, 1).map_err(|m| src.err(&mp, m))?],
+        None => vec![Amount::Count(1)],
     };
     let max_failures = match &raw.max_failures {
         Some(s) => parse_amount(s, 0).map_err(|m| src.err(&p.key("max_failures"), m))?,

@@ -11,13 +11,13 @@ use super::duration::format_duration;
 pub fn batches(spec: &RolloutSpec, group: usize) -> Vec<Vec<String>> {
     let Some(g) = spec.groups.get(group) else { return Vec::new() };
     let name = |h: &usize| spec.hosts[*h].host.clone();
-    match &g.cluster {
+    match g.cluster() {
         // Every member of every cluster at once.
         Some(c) if c.same_version => vec![g.hosts.iter().map(name).collect()],
         // Clusters side by side, `max_parallel` members of each at a time;
         // which member leads (and so goes last) is only known at run time.
         Some(c) => {
-            let window = g.strategy.max_parallel.max(1);
+            let window = g.steady_window();
             let rounds = c.clusters.iter().map(|m| m.hosts.len().div_ceil(window)).max().unwrap_or(0);
             (0..rounds)
                 .map(|r| {
@@ -25,22 +25,32 @@ pub fn batches(spec: &RolloutSpec, group: usize) -> Vec<Vec<String>> {
                 })
                 .collect()
         }
-        None => {
-            let ids: Vec<String> = g.hosts.iter().map(name).collect();
-            ids.chunks(g.strategy.max_parallel.max(1)).map(<[String]>::to_vec).collect()
-        }
+        None => g.batches().into_iter().map(|r| g.hosts[r].iter().map(name).collect()).collect(),
     }
 }
 
 /// "cluster" for the cluster strategy, "parallel" when a group moves all
 /// its hosts at once, "rolling" otherwise.
 fn strategy_label(g: &GroupSpec) -> &'static str {
-    if g.cluster.is_some() {
+    if g.cluster().is_some() {
         "cluster"
-    } else if g.hosts.len() > 1 && g.strategy.max_parallel >= g.hosts.len() {
+    } else if g.hosts.len() > 1 && g.widest_window() >= g.hosts.len() {
         "parallel"
     } else {
         "rolling"
+    }
+}
+
+/// `max_parallel` as a plan writes it: `3`, or `[1, 5, 20]` for a ramp.
+fn window_text(g: &GroupSpec) -> String {
+    match &g.strategy {
+        crate::model::Strategy::Rolling { window } if window.stages.len() > 1 => {
+            let stages: Vec<String> = window.stages.iter().map(usize::to_string).collect();
+            format!("[{}]", stages.join(", "))
+        }
+        crate::model::Strategy::Rolling { .. }
+        | crate::model::Strategy::Parallel
+        | crate::model::Strategy::Cluster { .. } => g.steady_window().to_string(),
     }
 }
 
@@ -55,15 +65,14 @@ pub fn to_dot(spec: &RolloutSpec) -> String {
     let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", dot_escape(&spec.plan_name));
     for g in &spec.groups {
         let n = g.hosts.len();
-        let s = &g.strategy;
         out.push_str(&format!(
             "  \"{name}\" [label=\"{name}\\n{n} host{plural}\\n{kind}: max_parallel={mp} max_failures={mf} soak={soak}\"];\n",
             name = dot_escape(&g.name),
             plural = if n == 1 { "" } else { "s" },
             kind = strategy_label(g),
-            mp = s.max_parallel,
-            mf = s.max_failures,
-            soak = format_duration(s.soak),
+            mp = window_text(g),
+            mf = g.max_failures,
+            soak = format_duration(g.soak),
         ));
     }
     for g in &spec.groups {
@@ -103,14 +112,14 @@ pub fn summary_json(spec: &RolloutSpec) -> serde_json::Value {
                 "after": g.after.iter().map(|&a| spec.groups[a].name.clone()).collect::<Vec<_>>(),
                 "strategy": {
                     "type": strategy_label(g),
-                    "max_parallel": g.strategy.max_parallel,
-                    "max_failures": g.strategy.max_failures,
-                    "soak": format_duration(g.strategy.soak),
-                    "soak_ms": u64::try_from(g.strategy.soak.as_millis()).unwrap_or(u64::MAX),
+                    "max_parallel": g.steady_window(),
+                    "max_failures": g.max_failures,
+                    "soak": format_duration(g.soak),
+                    "soak_ms": u64::try_from(g.soak.as_millis()).unwrap_or(u64::MAX),
                 },
                 "hosts": g.hosts.iter().map(|&h| spec.hosts[h].host.clone()).collect::<Vec<_>>(),
                 "batches": batches(spec, i),
-                "clusters": g.cluster.as_ref().map(|c| serde_json::json!({
+                "clusters": g.cluster().map(|c| serde_json::json!({
                     "by": c.label,
                     "same_version": c.same_version,
                     "members": c

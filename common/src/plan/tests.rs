@@ -80,7 +80,7 @@ fn locator_falls_back_to_the_deepest_match() {
     assert_eq!(at("groups[0].select.role"), 5);
     assert_eq!(at("groups[0].steps[0].exec.command"), 7);
     // Missing key: the enclosing item.
-    assert_eq!(at("groups[1].strategy.soak"), 15);
+    assert_eq!(at("groups[1].soak"), 15);
     assert_eq!(at("groups[5].name"), 3);
     // Missing top-level key: the start of the document.
     assert_eq!(at("version"), 1);
@@ -129,7 +129,7 @@ fn amounts() {
 
 #[test]
 fn resolving_strategies() {
-    let def = |mp, mf| StrategyDef { max_parallel: mp, max_failures: mf, ..StrategyDef::default() };
+    let def = |mp, mf| StrategyDef { max_parallel: vec![mp], max_failures: mf, ..StrategyDef::default() };
     let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(10);
     assert_eq!((s.max_parallel, s.max_failures), (2, 1));
     let s = def(Amount::Percent(25), Amount::Percent(10)).resolve(3);

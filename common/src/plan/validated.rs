@@ -57,8 +57,11 @@ pub(super) struct PlanGroup {
     pub(super) strategy: StrategyDef,
     pub(super) canary: Option<CanaryDef>,
     pub(super) on_failure: OnFailure,
-    /// Steps then checks, in order.
+    /// Pre-checks, steps, then checks, in order.
     pub(super) steps: Vec<StepTemplate>,
+    /// How many of `steps` (the first ones) are `pre_checks`: they run
+    /// before the host's release path too.
+    pub(super) pre_checks: usize,
     /// Run after the steps' undos when a host is rolled back.
     pub(super) rollback_steps: Vec<StepTemplate>,
     /// A synthetic group running a hook (see "Hooks" in [`crate::plan`]).

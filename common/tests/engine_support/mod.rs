@@ -113,12 +113,13 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
         group_specs.push(GroupSpec {
             name: grp.name.to_string(),
             after: grp.after.clone(),
-            strategy: Strategy { max_parallel: grp.max_parallel, max_failures: grp.max_failures, soak: grp.soak },
+            strategy: Strategy::rolling(grp.max_parallel),
+            max_failures: grp.max_failures,
+            soak: grp.soak,
             hosts: members,
             canary: grp.canary,
             on_failure: grp.on_failure,
             hook: false,
-            cluster: None,
         });
     }
     RolloutSpec {
