@@ -233,3 +233,65 @@ async fn a_finished_rollout_is_rolled_back_by_a_new_rollout_in_reverse_dag_order
     c.shutdown().await;
     Ok(())
 }
+
+const GATED_PLAN: &str = r#"
+name: gated
+version: "2.0.0"
+groups:
+  - name: web
+    select: { tier: web }
+    strategy: { max_parallel: [1, 2], max_failures: 1 }
+    pre_checks:
+      - name: in-sync
+        exec: { command: "true" }
+    steps:
+      - name: install
+        exec: { command: "true" }
+      - name: restart
+        exec: { command: "true" }
+"#;
+
+/// Ramped batches and pre-checks through the coordinator and real agent
+/// sessions: one host first, then two at a time; a host whose pre-check
+/// fails runs nothing else and uses the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramped_group_gates_each_host_on_its_pre_checks() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    for i in 0..5 {
+        c.add_fake_agent(&format!("web-{i}"), &[("tier", "web")], Duration::from_millis(5))?;
+    }
+    c.fail_hosts.lock().unwrap().insert("web-2".to_string());
+    c.wait_agents(5, Duration::from_secs(30)).await?;
+    let id = c.submit(GATED_PLAN).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "succeeded", "one failure is within the budget: {status:?}");
+
+    let runs = c.runs.lock().unwrap().clone();
+    let steps_of = |host: &str| runs.iter().filter(|r| r.host == host).map(|r| r.step.clone()).collect::<Vec<_>>();
+    assert_eq!(steps_of("web-2"), ["in-sync"], "a host failing its pre-check is not touched");
+    for h in ["web-0", "web-1", "web-3", "web-4"] {
+        assert_eq!(steps_of(h), ["in-sync", "install", "restart"], "{h}");
+    }
+
+    // The ramp: web-1 (second stage) starts only once web-0 is done, and
+    // never more than two hosts are in flight.
+    let (spec, log) = c.event_log(&id).await?;
+    invariants::check_final(&spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+    let first = |pred: &dyn Fn(&Action) -> bool| log.iter().position(|e| e.actions.iter().any(pred));
+    let web0_done = first(&|a| matches!(a, Action::HostDone { host, .. } if host == "web-0")).expect("web-0 ends");
+    let web1_starts =
+        first(&|a| matches!(a, Action::Dispatch { host, step_index: 0, .. } if host == "web-1")).expect("web-1 starts");
+    assert!(web1_starts >= web0_done, "the second stage started before the first was done");
+    let mut in_flight = 0i32;
+    for e in &log {
+        for a in &e.actions {
+            match a {
+                Action::Dispatch { step_index: 0, resend: false, .. } => in_flight += 1,
+                Action::HostDone { .. } => in_flight -= 1,
+                _ => {}
+            }
+            assert!(in_flight <= 2, "more than two hosts in flight");
+        }
+    }
+    Ok(())
+}
