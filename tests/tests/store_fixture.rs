@@ -11,6 +11,11 @@
 //! and each new format adds its own fixture (and a line below) beside the
 //! old ones, never in place of them.
 //!
+//! The fixture's keys and certificates are a throwaway test CA's (valid until
+//! 2044, as every CA `init` makes). Besides the format of the records, the
+//! test catches a change of sled's own files (a sled upgrade), of the data
+//! directory's layout, and of how the engine replays a stored log.
+//!
 //! Writing a fixture (only when the store format changes):
 //! `cargo test -p convoy-tests --test store_fixture -- --ignored write_fixture`
 //! writes `tests/fixtures/store-vN.tar.gz` for the current format N.
