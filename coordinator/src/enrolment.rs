@@ -21,7 +21,6 @@
 use std::time::Duration;
 
 use convoy_common::model::UnixMillis;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::CoordinatorError;
@@ -42,8 +41,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A glob on host ids: `*` matches any run of characters, `?` one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern(String);
 
 impl HostPattern {
@@ -130,18 +128,16 @@ impl JoinScope {
 }
 
 /// A stored join token (keyed by the token's sha256).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinTokenRecord {
     pub expires: UnixMillis,
     pub uses_left: u32,
-    #[serde(default)]
     pub hosts: Option<HostPattern>,
-    #[serde(default)]
     pub created_by: String,
 }
 
 /// The certificate a host id is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrolment {
     pub host: String,
     /// sha256 of the certificate's DER, hex.
@@ -149,12 +145,11 @@ pub struct Enrolment {
     pub enrolled: UnixMillis,
     /// Set by `convoy agents revoke`: the certificate is refused and the host
     /// id may enrol again.
-    #[serde(default)]
     pub revoked: Option<Revocation>,
 }
 
 /// Who revoked an enrolment, and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub at: UnixMillis,
     pub by: String,

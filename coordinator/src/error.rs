@@ -11,6 +11,8 @@ pub enum CoordinatorError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: in use by another coordinator process (stop it first)", path.display())]
     InUse { path: PathBuf },
+    #[error("{}: store format {found} is newer than this coordinator understands ({known}); upgrade the coordinator", path.display())]
+    StoreTooNew { path: PathBuf, found: u32, known: u32 },
     #[error("store: {op}: {message}")]
     Store { op: &'static str, message: String },
     #[error("tls: {what}: {message}")]

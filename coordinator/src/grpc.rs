@@ -44,6 +44,7 @@ pub fn to_status(e: CoordinatorError) -> Status {
         CoordinatorError::InUse { .. } => Status::unavailable(msg),
         CoordinatorError::Io { .. }
         | CoordinatorError::Store { .. }
+        | CoordinatorError::StoreTooNew { .. }
         | CoordinatorError::Tls { .. }
         | CoordinatorError::Bind { .. }
         | CoordinatorError::Transport(_) => Status::internal(msg),

@@ -15,7 +15,8 @@
 //!   threads under a time limit, never in the runtime task.
 //! - [`runtime`]: the single task that owns the engines, the agent sessions
 //!   and the timers, and group-commits events before acting on them.
-//! - [`store`]: the [`store::Store`] trait and its embedded sled implementation.
+//! - [`store`]: the [`store::Store`] trait and its embedded sled implementation,
+//!   with the store's format version and its stored record types.
 //! - [`timings`]: measured step durations, for `convoy plan`'s estimates.
 //! - [`tls`]: the CA and certificates for enrolled agents.
 //! - [`enrolment`]: join tokens, the certificate each host id is bound to, and

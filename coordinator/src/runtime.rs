@@ -45,6 +45,11 @@ impl Clock {
             .unwrap_or(0);
         Clock { base_unix, base: tokio::time::Instant::now() }
     }
+    /// A clock starting at `at`: a test resuming a stored rollout runs it in
+    /// the time it was stored in, so its deadlines mean what they meant.
+    pub fn starting_at(at: UnixMillis) -> Clock {
+        Clock { base_unix: at.0, base: tokio::time::Instant::now() }
+    }
     pub fn now(&self) -> UnixMillis {
         UnixMillis(self.base_unix + self.base.elapsed().as_millis() as u64)
     }

@@ -50,10 +50,19 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
+    run_with_clock(listener, config, Clock::system(), shutdown).await
+}
+
+/// [`run`] on `clock` instead of the system's.
+pub async fn run_with_clock(
+    listener: TcpListener,
+    config: ServerConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
     let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
-    let clock = Clock::system();
     adopt_operator_token(&config.data_dir, clock.now())?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
 

@@ -3,7 +3,9 @@
 //! session code, with any [`Driver`]) as tasks of the caller's tokio runtime.
 //!
 //! - [`Cluster`]: the coordinator, restartable over the same data, and its
-//!   agents, each killable.
+//!   agents, each killable. [`Cluster::resume`] does the same over a
+//!   directory a cluster left, such as an unpacked fixture store, on a clock
+//!   set to when it was left.
 //! - [`FakeDriver`]: records every execution, can fail chosen hosts, reports
 //!   an installed version for archive steps, and answers an exec step whose
 //!   command is `echo` with its arguments (joined by spaces) on stdout.
@@ -18,9 +20,9 @@ use convoy_agent::config::AgentConfig;
 use convoy_agent::driver::Driver;
 use convoy_agent::store::MemoryStore;
 use convoy_common::invariants::LogEntry;
-use convoy_common::model::{RolloutSpec, StepKind, StepOutcome, StepSpec};
+use convoy_common::model::{RolloutSpec, StepKind, StepOutcome, StepSpec, UnixMillis};
 use convoy_coordinator::enrolment::JoinScope;
-use convoy_coordinator::runtime::RuntimeConfig;
+use convoy_coordinator::runtime::{Clock, RuntimeConfig};
 use convoy_coordinator::server::ServerConfig;
 use convoy_proto::v1 as pb;
 use tokio::task::JoinHandle;
@@ -118,6 +120,8 @@ pub struct Cluster {
     pub fail_hosts: Arc<Mutex<BTreeSet<String>>>,
     /// The connection limits the coordinator is (re)started with.
     pub connections: convoy_coordinator::connections::Limits,
+    /// The coordinator's clock: the system's unless [`Cluster::resume`] set one.
+    clock: Option<Clock>,
     coordinator: Option<(CancellationToken, JoinHandle<()>)>,
     agents: BTreeMap<String, AgentTask>,
 }
@@ -158,6 +162,39 @@ impl Cluster {
             runs: Arc::default(),
             fail_hosts: Arc::default(),
             connections,
+            clock: None,
+            coordinator: None,
+            agents: BTreeMap::new(),
+        };
+        c.start_coordinator(runtime).await?;
+        Ok(c)
+    }
+
+    /// A cluster over `dir` as [`Cluster::start`] laid it out (`coordinator/`
+    /// the data directory, `agents/ID/` each agent's state with its
+    /// certificate), e.g. an unpacked fixture store: its coordinator starts
+    /// on a clock at `clock_start`, its agents use the certificates they
+    /// have. There is no join token (a stored one is only a digest).
+    pub async fn resume(
+        dir: tempfile::TempDir,
+        runtime: RuntimeConfig,
+        clock_start: UnixMillis,
+    ) -> Result<Cluster, FleetError> {
+        let data_dir = dir.path().join("coordinator");
+        let token_path = convoy_coordinator::tls::operator_token_path(&data_dir);
+        let operator_token =
+            std::fs::read_to_string(&token_path).map_err(FleetError::io(token_path))?.trim().to_string();
+        let mut c = Cluster {
+            url: String::new(),
+            ca_file: convoy_coordinator::tls::PkiPaths::new(&data_dir).ca_cert(),
+            join_token: "no-join-token-in-a-resumed-cluster".into(),
+            operator_token,
+            data_dir,
+            dir,
+            runs: Arc::default(),
+            fail_hosts: Arc::default(),
+            connections: Default::default(),
+            clock: Some(Clock::starting_at(clock_start)),
             coordinator: None,
             agents: BTreeMap::new(),
         };
@@ -177,8 +214,9 @@ impl Cluster {
             artifacts: Default::default(),
         };
         let s = shutdown.clone();
+        let clock = self.clock.unwrap_or_else(Clock::system);
         let task = tokio::spawn(async move {
-            if let Err(e) = convoy_coordinator::server::run(listener, config, s).await {
+            if let Err(e) = convoy_coordinator::server::run_with_clock(listener, config, clock, s).await {
                 panic!("coordinator failed: {e}");
             }
         });

@@ -1,0 +1,126 @@
+//! Durable state behind the [`Store`] trait: what the coordinator keeps and
+//! the types it keeps it as.
+//!
+//! The default is [`SledStore`], embedded under the data directory (nothing to
+//! install). What is stored: rollout records (the plan source and its
+//! expansion), each rollout's event log (`now` + event, in order; actions are
+//! not stored because replaying the events recomputes them), the agents ever
+//! seen (inventory survives restarts), join tokens (by their sha256), each
+//! host's enrolled certificate, and the recent durations
+//! of every step that succeeded (per plan name, group and step name, the last
+//! [`convoy_common::estimate::HISTORY`], for `convoy plan`'s estimates). Writes are buffered
+//! until [`Store::flush`]: the runtime appends a batch of events, flushes once
+//! (group commit) and only then carries out their actions.
+//!
+//! The types here are what the coordinator works with; how they are written
+//! is the store's format ([`format`]: its version and the one place older
+//! versions are upgraded; [`records`]: the stored form of each of them).
+//! What one release writes, the next one reads: a change to a stored shape
+//! bumps [`format::FORMAT_VERSION`], adds its migration and keeps the
+//! checked-in fixture store (`tests/fixtures/`) opening and resuming.
+
+pub mod format;
+mod records;
+mod sled_store;
+
+use convoy_common::engine::Event;
+use convoy_common::model::{RolloutSpec, UnixMillis};
+
+use crate::enrolment::{Enrolment, JoinTokenRecord};
+use crate::error::CoordinatorError;
+
+pub use sled_store::{OPEN_WAIT, SledStore};
+
+/// A rollout as created: enough to rebuild its engine from the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutRecord {
+    pub id: String,
+    pub file: String,
+    pub plan_source: String,
+    pub spec: RolloutSpec,
+    pub created: UnixMillis,
+    pub created_by: String,
+}
+
+/// One stored event and the time it was handled at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub now: UnixMillis,
+    pub event: Event,
+}
+
+/// An agent as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub id: String,
+    pub version: String,
+    pub protocol_version: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub installed: std::collections::BTreeMap<String, String>,
+    pub last_seen: UnixMillis,
+    /// The facts the operator gave the agent (`--fact KEY=VALUE`).
+    pub facts: std::collections::BTreeMap<String, String>,
+}
+
+impl AgentRecord {
+    /// The agent as the inventory plans expand against: its labels, installed
+    /// versions and facts (its custom facts, plus `hostname`, `os` and `arch`
+    /// when it reported them, which win over custom facts of the same name).
+    pub fn inventory_host(&self) -> convoy_common::model::InventoryHost {
+        let mut facts = self.facts.clone();
+        for (k, v) in [("hostname", &self.hostname), ("os", &self.os), ("arch", &self.arch)] {
+            if !v.is_empty() {
+                facts.insert(k.to_string(), v.clone());
+            }
+        }
+        convoy_common::model::InventoryHost {
+            id: self.id.clone(),
+            labels: self.labels.clone(),
+            installed: self.installed.clone(),
+            facts,
+        }
+    }
+}
+
+/// The recent durations of one step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepTimes {
+    pub group: String,
+    pub step: String,
+    /// Milliseconds, oldest first, at most [`convoy_common::estimate::HISTORY`].
+    pub recent_ms: Vec<u64>,
+}
+
+/// The coordinator's storage seam.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError>;
+    fn rollouts(&self) -> Result<Vec<RolloutRecord>, CoordinatorError>;
+    /// Append `events` to a rollout's log starting at sequence `first_seq`.
+    fn append_events(&self, rollout_id: &str, first_seq: u64, events: &[StoredEvent]) -> Result<(), CoordinatorError>;
+    fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError>;
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError>;
+    fn agents(&self) -> Result<Vec<AgentRecord>, CoordinatorError>;
+    /// Store a join token under the sha256 of the token; `None` deletes it.
+    fn put_join_token(&self, hash: &str, token: Option<&JoinTokenRecord>) -> Result<(), CoordinatorError>;
+    /// The join token stored under `hash`, if any.
+    fn join_token(&self, hash: &str) -> Result<Option<JoinTokenRecord>, CoordinatorError>;
+    /// Store the enrolment of a host (replacing the previous one).
+    fn put_enrolment(&self, enrolment: &Enrolment) -> Result<(), CoordinatorError>;
+    fn enrolment(&self, host: &str) -> Result<Option<Enrolment>, CoordinatorError>;
+    /// Add one duration of a step of plan `plan`, keeping the last `keep`.
+    fn add_step_time(
+        &self,
+        plan: &str,
+        group: &str,
+        step: &str,
+        duration_ms: u64,
+        keep: usize,
+    ) -> Result<(), CoordinatorError>;
+    /// The recent durations of every step of plan `plan` that has some.
+    fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError>;
+    /// Make everything written so far durable.
+    fn flush(&self) -> Result<(), CoordinatorError>;
+}

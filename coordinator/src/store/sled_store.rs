@@ -1,0 +1,319 @@
+//! [`Store`] on an embedded sled database: the trees of [`super::records`],
+//! opened after [`super::format`] has checked (and upgraded) the format.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::records::{self, Stored};
+use super::{AgentRecord, RolloutRecord, StepTimes, Store, StoredEvent, format};
+use crate::enrolment::{Enrolment, JoinTokenRecord};
+use crate::error::CoordinatorError;
+
+/// [`Store`] on an embedded sled database.
+pub struct SledStore {
+    db: sled::Db,
+    found_format: u32,
+    rollouts: sled::Tree,
+    events: sled::Tree,
+    agents: sled::Tree,
+    tokens: sled::Tree,
+    enrolments: sled::Tree,
+    step_times: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+/// Every value of `tree` whose key starts with `owner` and a 0 byte, in key order.
+fn scan_owner<T: Stored>(tree: &sled::Tree, owner: &str, read: &'static str) -> Result<Vec<T>, CoordinatorError> {
+    decode_all(tree.scan_prefix(records::owner_prefix(owner)), read)
+}
+
+/// Every value of a sled iteration, decoded, in key order.
+fn decode_all<T: Stored>(entries: sled::Iter, read: &'static str) -> Result<Vec<T>, CoordinatorError> {
+    let mut out = Vec::new();
+    for kv in entries {
+        let (_, v) = kv.map_err(serr(read))?;
+        out.push(T::decode(&v)?);
+    }
+    Ok(out)
+}
+
+fn serr(op: &'static str) -> impl FnOnce(sled::Error) -> CoordinatorError {
+    move |e| CoordinatorError::Store { op, message: e.to_string() }
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`. Only one process may hold it.
+    ///
+    /// sled releases its file lock when the last of its threads lets go of
+    /// the database, which happens some time after the handle is dropped: a
+    /// store reopened in the same process (a coordinator restarted in a test,
+    /// `init` right after a coordinator stopped) waits up to `wait` for the
+    /// lock instead of failing on a race. Another process holding it past
+    /// `wait` is [`CoordinatorError::InUse`]. A store of a newer format than
+    /// this build's is [`CoordinatorError::StoreTooNew`]; an older one is
+    /// upgraded ([`format`]).
+    pub fn open_waiting(dir: &Path, wait: Duration) -> Result<SledStore, CoordinatorError> {
+        let deadline = Instant::now() + wait;
+        let db = loop {
+            match sled::Config::new().path(dir).cache_capacity(64 * 1024 * 1024).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(CoordinatorError::InUse { path: dir.to_path_buf() });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(CoordinatorError::Store { op: "open", message: format!("{}: {e}", dir.display()) });
+                }
+            }
+        };
+        let found_format = format::open(&db, dir)?;
+        Ok(SledStore {
+            rollouts: db.open_tree(records::ROLLOUTS).map_err(serr("open rollouts"))?,
+            events: db.open_tree(records::EVENTS).map_err(serr("open events"))?,
+            agents: db.open_tree(records::AGENTS).map_err(serr("open agents"))?,
+            tokens: db.open_tree(records::JOIN_TOKENS).map_err(serr("open tokens"))?,
+            enrolments: db.open_tree(records::ENROLMENTS).map_err(serr("open enrolments"))?,
+            step_times: db.open_tree(records::STEP_TIMES).map_err(serr("open step times"))?,
+            found_format,
+            db,
+        })
+    }
+
+    /// The format the store was in when opened (it is in
+    /// [`format::FORMAT_VERSION`] now).
+    pub fn found_format(&self) -> u32 {
+        self.found_format
+    }
+
+    /// [`Self::open_waiting`] with [`OPEN_WAIT`].
+    pub fn open(dir: &Path) -> Result<SledStore, CoordinatorError> {
+        Self::open_waiting(dir, OPEN_WAIT)
+    }
+}
+
+/// How long [`SledStore::open`] waits for a lock held by a handle that is
+/// being released.
+pub const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+impl Store for SledStore {
+    fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError> {
+        self.rollouts.insert(rollout.id.as_bytes(), rollout.encode()?).map_err(serr("put rollout"))?;
+        Ok(())
+    }
+
+    fn rollouts(&self) -> Result<Vec<RolloutRecord>, CoordinatorError> {
+        decode_all(self.rollouts.iter(), "read rollouts")
+    }
+
+    fn append_events(&self, rollout_id: &str, first_seq: u64, events: &[StoredEvent]) -> Result<(), CoordinatorError> {
+        let mut batch = sled::Batch::default();
+        for (i, e) in events.iter().enumerate() {
+            batch.insert(records::event_key(rollout_id, first_seq + i as u64), e.encode()?);
+        }
+        self.events.apply_batch(batch).map_err(serr("append events"))
+    }
+
+    fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError> {
+        scan_owner(&self.events, rollout_id, "read events")
+    }
+
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError> {
+        self.agents.insert(agent.id.as_bytes(), agent.encode()?).map_err(serr("put agent"))?;
+        Ok(())
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, CoordinatorError> {
+        decode_all(self.agents.iter(), "read agents")
+    }
+
+    fn put_join_token(&self, hash: &str, token: Option<&JoinTokenRecord>) -> Result<(), CoordinatorError> {
+        match token {
+            Some(t) => {
+                self.tokens.insert(hash.as_bytes(), t.encode()?).map_err(serr("put join token"))?;
+            }
+            None => {
+                self.tokens.remove(hash.as_bytes()).map_err(serr("delete join token"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn join_token(&self, hash: &str) -> Result<Option<JoinTokenRecord>, CoordinatorError> {
+        let v = self.tokens.get(hash.as_bytes()).map_err(serr("get join token"))?;
+        v.map(|v| JoinTokenRecord::decode(&v)).transpose()
+    }
+
+    fn put_enrolment(&self, enrolment: &Enrolment) -> Result<(), CoordinatorError> {
+        self.enrolments.insert(enrolment.host.as_bytes(), enrolment.encode()?).map_err(serr("put enrolment"))?;
+        Ok(())
+    }
+
+    fn enrolment(&self, host: &str) -> Result<Option<Enrolment>, CoordinatorError> {
+        let v = self.enrolments.get(host.as_bytes()).map_err(serr("get enrolment"))?;
+        v.map(|v| Enrolment::decode(&v)).transpose()
+    }
+
+    fn add_step_time(
+        &self,
+        plan: &str,
+        group: &str,
+        step: &str,
+        duration_ms: u64,
+        keep: usize,
+    ) -> Result<(), CoordinatorError> {
+        let key = records::step_time_key(plan, group, step);
+        let mut times = match self.step_times.get(&key).map_err(serr("get step times"))? {
+            Some(v) => StepTimes::decode(&v)?,
+            None => StepTimes { group: group.to_string(), step: step.to_string(), recent_ms: Vec::new() },
+        };
+        times.recent_ms.push(duration_ms);
+        let excess = times.recent_ms.len().saturating_sub(keep.max(1));
+        times.recent_ms.drain(..excess);
+        self.step_times.insert(key, times.encode()?).map_err(serr("put step times"))?;
+        Ok(())
+    }
+
+    fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError> {
+        scan_owner(&self.step_times, plan, "read step times")
+    }
+
+    fn flush(&self) -> Result<(), CoordinatorError> {
+        self.db.flush().map_err(serr("flush"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoy_common::engine::{Event, OperatorCommand};
+    use convoy_common::model::UnixMillis;
+
+    #[test]
+    fn events_come_back_in_order_per_rollout_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = JoinTokenRecord { expires: UnixMillis(99), uses_left: 2, hosts: None, created_by: "t".into() };
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            let evs: Vec<StoredEvent> =
+                (0..300).map(|i| StoredEvent { now: UnixMillis(i), event: Event::Started }).collect();
+            s.append_events("r-a", 0, &evs[..200]).unwrap();
+            s.append_events("r-a", 200, &evs[200..]).unwrap();
+            // A rollout whose id is a prefix of another must not see its events.
+            s.append_events(
+                "r-ab",
+                0,
+                &[StoredEvent {
+                    now: UnixMillis(7),
+                    event: Event::Operator { command: OperatorCommand::Pause, by: "x".into() },
+                }],
+            )
+            .unwrap();
+            s.put_join_token("tok", Some(&token)).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let got = s.events("r-a").unwrap();
+        assert_eq!(got.len(), 300);
+        assert!(got.windows(2).all(|w| w[0].now < w[1].now), "events out of order");
+        assert_eq!(s.events("r-ab").unwrap().len(), 1);
+        assert_eq!(s.join_token("tok").unwrap(), Some(token));
+        assert_eq!(s.join_token("nope").unwrap(), None);
+    }
+
+    /// The raw database in `dir`, once a store just dropped has let go of it.
+    fn raw_db(dir: &Path) -> sled::Db {
+        let deadline = Instant::now() + OPEN_WAIT;
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return db,
+                Err(e) if Instant::now() < deadline => {
+                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_with_its_path_and_one_without_a_stamp_is_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // As a build from before format versions left it: data, no stamp.
+            let db = raw_db(dir.path());
+            db.open_tree(records::STEP_TIMES)
+                .unwrap()
+                .insert(records::step_time_key("p", "g", "s"), &br#"{"group":"g","step":"s","recent_ms":[4]}"#[..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.found_format(), 1);
+        assert_eq!(s.step_times("p").unwrap()[0].recent_ms, vec![4]);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.found_format(), format::FORMAT_VERSION, "stamped on the first open");
+        drop(s);
+        {
+            let db = raw_db(dir.path());
+            let newer = (format::FORMAT_VERSION + 1).to_be_bytes();
+            db.open_tree("meta").unwrap().insert(b"format_version", &newer[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, CoordinatorError::StoreTooNew { .. }), "{text}");
+        assert!(
+            text.starts_with(&dir.path().display().to_string()) && text.contains("upgrade the coordinator"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_store_held_elsewhere_is_in_use_and_a_released_one_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open_waiting(dir.path(), Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(err, CoordinatorError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(held);
+        // Reopened at once after the drop: waits for sled to let go instead
+        // of failing on the race.
+        for _ in 0..20 {
+            let s = SledStore::open(dir.path()).unwrap();
+            drop(s);
+        }
+    }
+
+    #[test]
+    fn step_times_keep_the_last_ones_per_plan_group_and_step_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            for ms in 1..=25 {
+                s.add_step_time("upgrade", "db", "install", ms, 20).unwrap();
+            }
+            s.add_step_time("upgrade", "api", "install", 7, 20).unwrap();
+            // A plan whose name extends another's must not mix with it.
+            s.add_step_time("upgrade-2", "db", "install", 99, 20).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut got = s.step_times("upgrade").unwrap();
+        got.sort_by(|a, b| a.group.cmp(&b.group));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], StepTimes { group: "api".into(), step: "install".into(), recent_ms: vec![7] });
+        assert_eq!(got[1].group, "db");
+        assert_eq!(got[1].recent_ms, (6..=25).collect::<Vec<u64>>(), "the 20 most recent, oldest first");
+        assert_eq!(s.step_times("upgrade-2").unwrap()[0].recent_ms, vec![99]);
+        assert!(s.step_times("nothing").unwrap().is_empty());
+    }
+}
