@@ -21,7 +21,7 @@
 //!   replayed results) and `AgentInfo`.
 //! - [`status`]: a rollout's `RolloutStatus`.
 //! - [`control`]: an operator's control action.
-//! - [`error`]: [`WireError`].
+//! - [`error`]: [`WireError`], what is wrong and in which field.
 
 use std::time::Duration;
 

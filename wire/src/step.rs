@@ -398,7 +398,6 @@ mod tests {
             execution_id: "e1".into(),
             step_name: "future".into(),
             step: Some(pb::StepSpec { timeout_ms: 10, kind: None, rerun_safe: false }),
-            ..Default::default()
         };
         let err = step_from_run_step(&run).unwrap_err();
         assert!(err.to_string().contains("does not know"), "{err}");
