@@ -42,30 +42,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_common::model::{
-    ArchiveRollbackSpec, ArchiveSpec, FileSpec, MetricSource, StepKind, StepOutcome, StepSpec, StepStatus,
+    ArchiveRollbackSpec, ArchiveSpec, FileSpec, MetricSource, StepKind, StepKindName, StepOutcome, StepSpec, StepStatus,
 };
 use tokio::time::Instant;
 
 use crate::fetch::ArtifactSource;
 use crate::fsutil;
 
-/// Step kinds [`LocalDriver`] performs, named as [`StepKind::kind_name`] names them.
-pub const LOCAL_CAPABILITIES: [&str; 14] = [
-    "exec",
-    "archive",
-    "file",
-    "http",
-    "tcp",
-    "exec_check",
-    "file_check",
-    "metric",
-    "apt",
-    "dpkg",
-    "rpm",
-    "service",
-    "pkg_rollback",
-    "backup",
-];
+/// Whether [`LocalDriver`] performs steps of `kind`. One arm per kind, so a
+/// new kind is a decision here; [`local_capabilities`] is computed from it.
+pub const fn supports(kind: StepKindName) -> bool {
+    match kind {
+        StepKindName::Exec
+        | StepKindName::Archive
+        | StepKindName::ArchiveRollback
+        | StepKindName::File
+        | StepKindName::HttpCheck
+        | StepKindName::TcpCheck
+        | StepKindName::ExecCheck
+        | StepKindName::FileCheck
+        | StepKindName::MetricCheck
+        | StepKindName::Apt
+        | StepKindName::Dpkg
+        | StepKindName::Rpm
+        | StepKindName::Service
+        | StepKindName::PkgRollback
+        | StepKindName::Backup => true,
+    }
+}
+
+/// The step kinds [`LocalDriver`] performs, as Hello names them.
+pub fn local_capabilities() -> Vec<String> {
+    StepKindName::ALL.iter().filter(|k| supports(**k)).map(|k| k.as_str().to_string()).collect()
+}
 
 /// Performs steps on a host.
 pub trait Driver: Send + Sync + 'static {
@@ -276,11 +285,113 @@ impl Driver for LocalDriver {
     }
 
     fn capabilities(&self) -> Vec<String> {
-        LOCAL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+        local_capabilities()
     }
 }
 
 /// Builds a [`StepSpec`] (for tests and callers assembling steps by hand).
 pub fn step(name: &str, timeout: Duration, kind: StepKind) -> StepSpec {
     StepSpec { name: name.to_string(), timeout, kind, rerun_safe: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use convoy_common::metric::MetricFormat;
+    use convoy_common::model::{
+        AptSpec, BackupSpec, CheckPolicy, DpkgSpec, ExecCheckSpec, ExecSpec, FileCheckSpec, HttpCheckSpec,
+        MetricCheckSpec, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
+        TcpCheckSpec, Threshold,
+    };
+
+    use super::*;
+
+    /// One step of `kind`; the match has an arm per kind, so a new kind
+    /// needs a sample before this test compiles.
+    fn sample(kind: StepKindName) -> StepKind {
+        let exec = ExecSpec { command: "true".into(), ..ExecSpec::default() };
+        let policy = CheckPolicy::default();
+        match kind {
+            StepKindName::Exec => StepKind::Exec(exec),
+            StepKindName::Archive => StepKind::Archive(ArchiveSpec {
+                component: "app".into(),
+                version: "2".into(),
+                source: "app.tar.gz".into(),
+                sha256: String::new(),
+                install_root: None,
+            }),
+            StepKindName::ArchiveRollback => StepKind::ArchiveRollback(ArchiveRollbackSpec {
+                component: "app".into(),
+                to_version: None,
+                install_root: None,
+            }),
+            StepKindName::File => StepKind::File(FileSpec { path: "f".into(), content: String::new() }),
+            StepKindName::HttpCheck => StepKind::HttpCheck(HttpCheckSpec {
+                url: "http://127.0.0.1/".into(),
+                expect_status: 200,
+                body_contains: None,
+                json: None,
+                policy,
+            }),
+            StepKindName::TcpCheck => StepKind::TcpCheck(TcpCheckSpec { address: "127.0.0.1:1".into(), policy }),
+            StepKindName::ExecCheck => StepKind::ExecCheck(ExecCheckSpec { exec, policy }),
+            StepKindName::FileCheck => StepKind::FileCheck(FileCheckSpec { path: "f".into(), contains: None, policy }),
+            StepKindName::MetricCheck => StepKind::MetricCheck(MetricCheckSpec {
+                source: MetricSource::Command(exec),
+                format: MetricFormat::Plain,
+                below: Some(Threshold(1.0)),
+                above: None,
+                policy,
+            }),
+            StepKindName::Apt => StepKind::Apt(AptSpec {
+                package: "p".into(),
+                version: "1".into(),
+                hold: None,
+                allow_downgrade: false,
+                update: false,
+            }),
+            StepKindName::Dpkg => StepKind::Dpkg(DpkgSpec {
+                package: "p".into(),
+                version: "1".into(),
+                source: "p.deb".into(),
+                sha256: String::new(),
+            }),
+            StepKindName::Rpm => StepKind::Rpm(RpmSpec {
+                package: "p".into(),
+                version: "1".into(),
+                manager: RpmManager::Dnf,
+                source: None,
+                sha256: None,
+                allow_downgrade: false,
+            }),
+            StepKindName::Service => StepKind::Service(ServiceSpec {
+                name: "s".into(),
+                action: ServiceAction::Status,
+                manager: ServiceManager::Auto,
+                command: None,
+                pidfile: None,
+                log: None,
+                stop_grace: None,
+            }),
+            StepKindName::PkgRollback => StepKind::PkgRollback(PkgRollbackSpec {
+                package: "p".into(),
+                manager: PkgManager::Apt,
+                to_version: None,
+            }),
+            StepKindName::Backup => StepKind::Backup(BackupSpec { command: exec, path: None }),
+        }
+    }
+
+    #[test]
+    fn every_kind_the_local_driver_runs_is_advertised() {
+        let advertised = LocalDriver::new("/nonexistent").capabilities();
+        for &name in StepKindName::ALL {
+            let kind = sample(name);
+            assert_eq!(kind.name(), name);
+            // `run_step` matches every `StepKind`, so the local driver runs them all.
+            assert!(supports(kind.name()), "{name} is run but not supported");
+            assert!(advertised.iter().any(|c| c == kind.kind_name()), "{name} is run but not advertised");
+        }
+        assert!(advertised.iter().any(|c| c == "archive_rollback"));
+        assert_eq!(advertised.len(), StepKindName::ALL.len());
+    }
 }

@@ -10,8 +10,6 @@
 //!   that guarantees an execution id never runs twice.
 //! - [`enroll`] and [`tls`]: the join-token enrolment (key generated locally,
 //!   CSR with CN = host id) and the mTLS client configuration.
-//! - [`grpc`]: the transport edge — protocol messages <-> domain types. A step
-//!   this agent cannot understand is answered "unsupported", never a panic.
 //! - [`driver`]: the [`Driver`] seam and the [`LocalDriver`] doing the work on
 //!   this host (commands, verified archive installs, files, health checks).
 //! - [`fetch`]: offline artifacts: `artifact:NAME@VERSION` sources fetched from
@@ -21,6 +19,10 @@
 //!   the agent started, by the tag in their environment.
 //! - [`facts`]: hostname, OS and arch reported in Hello.
 //! - [`error`]: [`AgentError`], the one error type.
+//!
+//! Protocol messages become domain types (and back) in `convoy-wire`, shared
+//! with the coordinator; a step this agent cannot understand is answered
+//! "unsupported", never a panic.
 //!
 //! Failures of *steps* are not errors: they are outcomes reported to the
 //! coordinator. `AgentError` is for the agent itself failing.
@@ -33,7 +35,6 @@ pub mod error;
 pub mod facts;
 pub mod fetch;
 mod fsutil;
-pub mod grpc;
 pub mod orphans;
 pub mod session;
 pub mod store;

@@ -31,7 +31,10 @@ use convoy_common::model::{StepOutcome, StepSpec};
 use convoy_proto::v1::agent_message::Kind as UpKind;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
 use convoy_proto::v1::coordinator_message::Kind as DownKind;
-use convoy_proto::v1::{AgentMessage, CoordinatorMessage, Facts, Heartbeat, Hello, RunStep, StepResult};
+use convoy_proto::v1::{AgentMessage, CoordinatorMessage, Heartbeat, RunStep, StepResult};
+use convoy_wire::agent::{AgentIntro, HostFacts, hello_to_proto};
+use convoy_wire::outcome::{outcome_to_result, unsupported_outcome};
+use convoy_wire::step::step_from_run_step;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -45,7 +48,7 @@ use crate::driver::{Driver, LocalDriver};
 use crate::error::AgentError;
 use crate::store::{ExecutionStore, FileStore};
 use crate::tls::AgentIdentity;
-use crate::{enroll, facts, grpc, tls};
+use crate::{enroll, facts, tls};
 
 /// Results sent this long before a stream was lost are offered again.
 pub const RESEND_WINDOW: Duration = Duration::from_secs(60);
@@ -360,24 +363,20 @@ struct SessionEnd {
 
 impl Agent {
     fn hello(&self, replayed_results: Vec<StepResult>) -> AgentMessage {
-        let facts = Facts {
-            hostname: facts::hostname().unwrap_or_default(),
-            os: facts::os_pretty_name(),
-            arch: std::env::consts::ARCH.to_string(),
-            installed: self.driver.installed().into_iter().collect(),
-            custom: self.config.facts.clone().into_iter().collect(),
+        let agent = AgentIntro {
+            id: self.config.host_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol_version: convoy_proto::PROTOCOL_VERSION,
+            labels: self.config.labels.clone(),
+            facts: HostFacts {
+                hostname: facts::hostname().unwrap_or_default(),
+                os: facts::os_pretty_name(),
+                arch: std::env::consts::ARCH.to_string(),
+                installed: self.driver.installed(),
+                custom: self.config.facts.clone(),
+            },
         };
-        AgentMessage {
-            kind: Some(UpKind::Hello(Hello {
-                agent_id: self.config.host_id.clone(),
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                protocol_version: convoy_proto::PROTOCOL_VERSION,
-                capabilities: self.driver.capabilities(),
-                labels: self.config.labels.clone().into_iter().collect(),
-                facts: Some(facts),
-                replayed_results,
-            })),
-        }
+        AgentMessage { kind: Some(UpKind::Hello(hello_to_proto(agent, self.driver.capabilities(), replayed_results))) }
     }
 
     fn transport(&self, message: impl Into<String>) -> AgentError {
@@ -404,21 +403,21 @@ impl Agent {
                 // already ran; refusing is safer than running it twice.
                 tracing::error!(execution_id = %id, "{e}");
                 let outcome = StepOutcome::failed(format!("agent could not read its execution record: {e}"));
-                self.outbox.deliver(grpc::outcome_to_result(&id, &outcome, false));
+                self.outbox.deliver(outcome_to_result(&id, &outcome, false));
             }
             Ok(Admission::Replay(outcome)) => {
                 tracing::info!(execution_id = %id, "execution already finished; replaying its result");
-                self.outbox.deliver(grpc::outcome_to_result(&id, &outcome, true));
+                self.outbox.deliver(outcome_to_result(&id, &outcome, true));
             }
             Ok(Admission::AlreadyRunning) => {
                 tracing::debug!(execution_id = %id, "execution already running");
             }
-            Ok(admission @ (Admission::Start | Admission::Interrupted)) => match grpc::step_from_run_step(&run) {
+            Ok(admission @ (Admission::Start | Admission::Interrupted)) => match step_from_run_step(&run) {
                 Err(why) => {
                     tracing::warn!(execution_id = %id, step = %run.step_name, "unsupported step: {why}");
                     self.executor.abandon(&id);
-                    let outcome = grpc::unsupported_outcome(&why);
-                    self.outbox.deliver(grpc::outcome_to_result(&id, &outcome, false));
+                    let outcome = unsupported_outcome(&why);
+                    self.outbox.deliver(outcome_to_result(&id, &outcome, false));
                 }
                 Ok(step) => {
                     let driver = self.driver.clone();
@@ -454,7 +453,7 @@ impl Agent {
                                 .message
                                 .push_str(&format!(" (warning: the agent could not record this result: {e})"));
                         }
-                        outbox.deliver(grpc::outcome_to_result(&id, &outcome, false));
+                        outbox.deliver(outcome_to_result(&id, &outcome, false));
                     });
                 }
             },
@@ -713,7 +712,7 @@ mod tests {
     }
 
     fn result(id: &str) -> StepResult {
-        grpc::outcome_to_result(id, &StepOutcome::ok(), false)
+        outcome_to_result(id, &StepOutcome::ok(), false)
     }
 
     #[tokio::test]
@@ -768,7 +767,8 @@ mod tests {
 
     #[test]
     fn unsupported_status_reported() {
-        let o = grpc::unsupported_outcome(&grpc::Unconvertible { reason: "x".into() });
+        let why = convoy_wire::WireError { field: "x", problem: convoy_wire::Problem::Empty };
+        let o = unsupported_outcome(&why);
         assert_eq!(o.status, StepStatus::Unsupported);
     }
 }

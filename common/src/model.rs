@@ -602,26 +602,82 @@ pub enum StepKind {
     Backup(BackupSpec),
 }
 
+/// Declares [`StepKindName`] and its list from one table, so the list of
+/// kinds cannot miss one: a new [`StepKind`] needs an arm in
+/// [`StepKind::name`], hence a row here, hence a place in
+/// [`StepKindName::ALL`].
+macro_rules! step_kind_names {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// The kind of a step without its fields: what Hello's capabilities,
+        /// logs and status name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum StepKindName {
+            $($variant),*
+        }
+
+        impl StepKindName {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [StepKindName] = &[$(StepKindName::$variant),*];
+
+            /// Short name used in plans, logs, status and capabilities.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(StepKindName::$variant => $name),*
+                }
+            }
+        }
+    };
+}
+
+step_kind_names! {
+    Exec => "exec",
+    Archive => "archive",
+    File => "file",
+    HttpCheck => "http",
+    TcpCheck => "tcp",
+    ExecCheck => "exec_check",
+    FileCheck => "file_check",
+    MetricCheck => "metric",
+    ArchiveRollback => "archive_rollback",
+    Apt => "apt",
+    Dpkg => "dpkg",
+    Rpm => "rpm",
+    Service => "service",
+    PkgRollback => "pkg_rollback",
+    Backup => "backup",
+}
+
+impl std::fmt::Display for StepKindName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl StepKind {
+    /// Which kind this is.
+    pub const fn name(&self) -> StepKindName {
+        match self {
+            StepKind::Exec(_) => StepKindName::Exec,
+            StepKind::Archive(_) => StepKindName::Archive,
+            StepKind::File(_) => StepKindName::File,
+            StepKind::HttpCheck(_) => StepKindName::HttpCheck,
+            StepKind::TcpCheck(_) => StepKindName::TcpCheck,
+            StepKind::ExecCheck(_) => StepKindName::ExecCheck,
+            StepKind::FileCheck(_) => StepKindName::FileCheck,
+            StepKind::MetricCheck(_) => StepKindName::MetricCheck,
+            StepKind::ArchiveRollback(_) => StepKindName::ArchiveRollback,
+            StepKind::Apt(_) => StepKindName::Apt,
+            StepKind::Dpkg(_) => StepKindName::Dpkg,
+            StepKind::Rpm(_) => StepKindName::Rpm,
+            StepKind::Service(_) => StepKindName::Service,
+            StepKind::PkgRollback(_) => StepKindName::PkgRollback,
+            StepKind::Backup(_) => StepKindName::Backup,
+        }
+    }
+
     /// Short name used in plans, logs and status.
     pub fn kind_name(&self) -> &'static str {
-        match self {
-            StepKind::Exec(_) => "exec",
-            StepKind::Archive(_) => "archive",
-            StepKind::File(_) => "file",
-            StepKind::HttpCheck(_) => "http",
-            StepKind::TcpCheck(_) => "tcp",
-            StepKind::ExecCheck(_) => "exec_check",
-            StepKind::FileCheck(_) => "file_check",
-            StepKind::MetricCheck(_) => "metric",
-            StepKind::ArchiveRollback(_) => "archive_rollback",
-            StepKind::Apt(_) => "apt",
-            StepKind::Dpkg(_) => "dpkg",
-            StepKind::Rpm(_) => "rpm",
-            StepKind::Service(_) => "service",
-            StepKind::PkgRollback(_) => "pkg_rollback",
-            StepKind::Backup(_) => "backup",
-        }
+        self.name().as_str()
     }
 }
 

@@ -50,3 +50,10 @@ pub enum CoordinatorError {
     #[error("server: {0}")]
     Transport(String),
 }
+
+/// A message with no valid domain form is a bad request naming its field.
+impl From<convoy_wire::WireError> for CoordinatorError {
+    fn from(e: convoy_wire::WireError) -> CoordinatorError {
+        CoordinatorError::BadRequest { field: e.field.to_string(), message: e.problem.to_string() }
+    }
+}

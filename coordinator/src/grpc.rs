@@ -1,13 +1,15 @@
-//! Thin tonic services: validate requests into domain types, call the
-//! runtime, and map domain errors to `tonic::Status` in one place ([`to_status`]).
+//! Thin tonic services: turn requests into domain types (through
+//! `convoy-wire`, where every message conversion lives), call the runtime,
+//! and map domain errors to `tonic::Status` in one place ([`to_status`]).
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_common::engine::{ExecutionId, OperatorCommand};
+use convoy_common::engine::ExecutionId;
 use convoy_proto::v1 as pb;
+use convoy_wire::agent::{Hello, hello_from_proto, valid_host_id};
+use convoy_wire::status::{RolloutMeta, rollout_status};
 use pb::agent_message::Kind as Up;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -15,11 +17,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert;
 use crate::enrolment::{self, HostPattern, JoinScope};
 use crate::error::CoordinatorError;
 use crate::operators::{Role, peer_label, require};
-use crate::runtime::{AgentHello, Clock, RuntimeHandle, ToAgent};
+use crate::runtime::{AgentHello, AgentSnapshot, Clock, RolloutSnapshot, RuntimeHandle, ToAgent};
 use crate::store::Store;
 use crate::tls::CertificateAuthority;
 
@@ -54,11 +55,6 @@ pub fn to_status(e: CoordinatorError) -> Status {
 /// How long an agent has to send its hello after opening a session.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Host ids end up in paths, execution ids and certificates: keep them plain.
-fn valid_host_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 pub struct AgentSvc {
     pub runtime: RuntimeHandle,
     pub store: Arc<dyn Store>,
@@ -71,30 +67,35 @@ pub struct AgentSvc {
 }
 
 fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
-    if !valid_host_id(&h.agent_id) {
-        return Err(CoordinatorError::BadRequest {
-            field: "hello.agent_id".into(),
-            message: format!("'{}' is not a valid host id (letters, digits, '-', '_', '.')", h.agent_id),
-        });
-    }
-    let facts = h.facts.unwrap_or_default();
-    let mut replayed = Vec::new();
-    for r in h.replayed_results {
-        replayed.push(convert::result_from_wire(r)?);
-    }
+    let Hello { agent, capabilities, replayed } = hello_from_proto(h)?;
     Ok(AgentHello {
-        id: h.agent_id,
-        version: h.agent_version,
-        protocol_version: h.protocol_version,
-        capabilities: h.capabilities,
-        labels: h.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        hostname: facts.hostname,
-        os: facts.os,
-        arch: facts.arch,
-        installed: facts.installed.into_iter().collect(),
-        facts: facts.custom.into_iter().collect(),
+        id: agent.id,
+        version: agent.version,
+        protocol_version: agent.protocol_version,
+        capabilities,
+        labels: agent.labels,
+        hostname: agent.facts.hostname,
+        os: agent.facts.os,
+        arch: agent.facts.arch,
+        installed: agent.facts.installed,
+        facts: agent.facts.custom,
         replayed,
     })
+}
+
+fn rollout_to_wire(s: &RolloutSnapshot) -> pb::RolloutStatus {
+    let meta = RolloutMeta {
+        id: &s.id,
+        plan_name: &s.plan_name,
+        target_version: &s.target_version,
+        created: s.created,
+        updated: s.updated,
+    };
+    rollout_status(meta, &s.view)
+}
+
+fn agent_to_wire(a: &AgentSnapshot) -> pb::AgentInfo {
+    convoy_wire::agent::agent_info(a.record.intro(), a.connected, a.record.last_seen)
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -178,21 +179,20 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                     _ = shutdown.cancelled() => break,
                     msg = to_agent.recv() => {
                         // The runtime dropped this session (replaced or lost).
-                        let Some(ToAgent::RunStep { execution_id, rollout_id, step }) = msg else { break };
+                        // The execution id already names the rollout: agents are not sent it apart.
+                        let Some(ToAgent::RunStep { execution_id, step }) = msg else { break };
                         let m = pb::CoordinatorMessage {
-                            kind: Some(pb::coordinator_message::Kind::RunStep(pb::RunStep {
-                                execution_id: execution_id.to_string(),
-                                rollout_id,
-                                step_name: step.name.clone(),
-                                step: Some(convoy_wire::step_to_proto(&step)),
-                            })),
+                            kind: Some(pb::coordinator_message::Kind::RunStep(convoy_wire::step::run_step(
+                                &execution_id.to_string(),
+                                &step,
+                            ))),
                         };
                         if out_tx.send(Ok(m)).await.is_err() { break; }
                     }
                     msg = inbound.message() => match msg {
                         Ok(Some(m)) => match m.kind {
                             Some(Up::Heartbeat(_)) => { let _ = runtime.heartbeat(&host, session); }
-                            Some(Up::StepResult(r)) => match convert::result_from_wire(r) {
+                            Some(Up::StepResult(r)) => match convoy_wire::outcome::result_from_proto(r) {
                                 Ok((id, outcome)) => { let _ = runtime.step_result(&host, session, id, outcome); }
                                 Err(e) => tracing::warn!(%host, error = %e, "malformed step result refused"),
                             },
@@ -249,7 +249,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
         require(&req, Role::Viewer, "reading a rollout")?;
         let s = self.runtime.get(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
-        Ok(Response::new(convert::rollout_to_wire(&s)))
+        Ok(Response::new(rollout_to_wire(&s)))
     }
 
     type WatchRolloutStream = WatchStream;
@@ -262,7 +262,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
             loop {
                 let snap = rx.borrow_and_update().clone();
                 let done = snap.view.state.is_terminal();
-                if tx.send(Ok(convert::rollout_to_wire(&snap))).await.is_err() || done {
+                if tx.send(Ok(rollout_to_wire(&snap))).await.is_err() || done {
                     break;
                 }
                 if rx.changed().await.is_err() {
@@ -279,7 +279,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
         require(&req, Role::Viewer, "listing rollouts")?;
         let list = self.runtime.list_rollouts().await.map_err(to_status)?;
-        Ok(Response::new(pb::ListRolloutsResponse { rollouts: list.iter().map(convert::rollout_to_wire).collect() }))
+        Ok(Response::new(pb::ListRolloutsResponse { rollouts: list.iter().map(rollout_to_wire).collect() }))
     }
 
     async fn list_agents(
@@ -288,25 +288,13 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         require(&req, Role::Viewer, "listing agents")?;
         let list = self.runtime.list_agents().await.map_err(to_status)?;
-        Ok(Response::new(pb::ListAgentsResponse { agents: list.iter().map(convert::agent_to_wire).collect() }))
+        Ok(Response::new(pb::ListAgentsResponse { agents: list.iter().map(agent_to_wire).collect() }))
     }
 
     async fn control(&self, req: Request<pb::ControlRequest>) -> Result<Response<pb::ControlResponse>, Status> {
         let by = require(&req, Role::Operator, "controlling a rollout")?.name;
         let r = req.into_inner();
-        let command = match pb::ControlAction::try_from(r.action) {
-            Ok(pb::ControlAction::Pause) => OperatorCommand::Pause,
-            Ok(pb::ControlAction::Resume) => OperatorCommand::Resume,
-            Ok(pb::ControlAction::Abort) => OperatorCommand::Abort,
-            Ok(pb::ControlAction::Approve) => OperatorCommand::Approve,
-            Ok(pb::ControlAction::Rollback) => OperatorCommand::Rollback,
-            Ok(pb::ControlAction::Unspecified) | Err(_) => {
-                return Err(to_status(CoordinatorError::BadRequest {
-                    field: "action".into(),
-                    message: format!("unknown control action {}", r.action),
-                }));
-            }
-        };
+        let command = convoy_wire::control::command_from_proto(r.action).map_err(|e| to_status(e.into()))?;
         let s = self.runtime.control(rollout_arg(r.rollout_id), command, &by).await.map_err(to_status)?;
         Ok(Response::new(pb::ControlResponse { state: s.view.state.as_str().to_string(), rollout_id: s.id }))
     }
@@ -374,7 +362,7 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
                 convoy_common::engine::Event::StepFinished { execution_id, outcome }
                     if wanted.contains(&execution_id) =>
                 {
-                    Some(convert::host_output_to_wire(&execution_id, &outcome, e.now))
+                    Some(convoy_wire::outcome::host_output(&execution_id.to_string(), &outcome, e.now))
                 }
                 _ => None,
             })

@@ -7,10 +7,10 @@
 //! - [`server`]: wiring; `run(listener, config, shutdown)` serves gRPC over
 //!   mTLS until the shutdown token is cancelled.
 //! - [`grpc`]: thin tonic services (agent sessions, enrolment, operator API);
-//!   domain errors become `tonic::Status` in one place.
+//!   messages become domain types through `convoy-wire` (every conversion
+//!   lives there), and domain errors become `tonic::Status` in one place.
 //! - [`connections`]: the connection cap, handshake timeout, keepalive and
 //!   open-file limit.
-//! - [`convert`]: domain <-> wire types, at the edge only.
 //! - [`planning`]: plans parsed, validated and expanded on blocking
 //!   threads under a time limit, never in the runtime task.
 //! - [`runtime`]: the single task that owns the engines, the agent sessions
@@ -29,7 +29,6 @@
 pub mod artifacts;
 pub mod cli;
 pub mod connections;
-pub mod convert;
 pub mod enrolment;
 pub mod error;
 pub mod grpc;

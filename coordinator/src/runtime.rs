@@ -109,7 +109,7 @@ pub struct AgentHello {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToAgent {
     /// Run one step under a unique execution id.
-    RunStep { execution_id: ExecutionId, rollout_id: String, step: StepSpec },
+    RunStep { execution_id: ExecutionId, step: StepSpec },
 }
 
 /// A rollout as operators see it.
@@ -563,7 +563,7 @@ impl Actor {
                 };
                 if let Some((_, tx)) = &conn.session {
                     tracing::debug!(%host, %execution_id, resend, "dispatch");
-                    let _ = tx.send(ToAgent::RunStep { execution_id, rollout_id: rollout_id.to_string(), step });
+                    let _ = tx.send(ToAgent::RunStep { execution_id, step });
                 }
             }
             Action::Schedule { at, timer } => {

@@ -19,7 +19,7 @@ proptest! {
     #[test]
     fn random_step_results_convert_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         if let Ok(r) = pb::StepResult::decode(bytes.as_slice())
-            && let Ok((id, outcome)) = convoy_coordinator::convert::result_from_wire(r)
+            && let Ok((id, outcome)) = convoy_wire::outcome::result_from_proto(r)
         {
             prop_assert!(!id.rollout().is_empty() && !id.entry().is_empty());
             prop_assert!(outcome.message.len() <= cap_of(32, OUTCOME_MESSAGE_CAP));
@@ -44,7 +44,7 @@ proptest! {
             stderr_tail: "é".repeat(out_len / 2),
             ..Default::default()
         };
-        match convoy_coordinator::convert::result_from_wire(r) {
+        match convoy_wire::outcome::result_from_proto(r) {
             Ok((_, o)) => {
                 prop_assert!(o.message.len() <= cap_of(32, OUTCOME_MESSAGE_CAP));
                 prop_assert!(o.stdout_tail.len() <= cap_of(32, OUTCOME_OUTPUT_CAP));
@@ -59,13 +59,15 @@ proptest! {
         if let Ok(run) = pb::RunStep::decode(bytes.as_slice())
             && let Some(spec) = &run.step
         {
-            let _ = convoy_wire::step_from_proto(&run.step_name, spec);
+            let _ = convoy_wire::step::step_from_proto(&run.step_name, spec);
         }
     }
 
     #[test]
     fn random_hellos_and_plan_requests_decode_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = pb::AgentMessage::decode(bytes.as_slice());
+        if let Ok(pb::AgentMessage { kind: Some(pb::agent_message::Kind::Hello(h)) }) = pb::AgentMessage::decode(bytes.as_slice()) {
+            let _ = convoy_wire::agent::hello_from_proto(h);
+        }
         if let Ok(req) = pb::SubmitPlanRequest::decode(bytes.as_slice()) {
             let _ = convoy_common::plan::parse_plan(&req.file_name, &req.plan_yaml);
         }

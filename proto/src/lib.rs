@@ -1,9 +1,9 @@
 //! Convoy's wire protocol, generated from `proto/convoy.proto`.
 //!
-//! Only generated code lives here. Conversions between these types and the
-//! domain types of `convoy-common` live in `convoy-wire` (both edges), with
-//! the coordinator's request checks in its `convert` module; never in the
-//! domain.
+//! Only generated code lives here. Every conversion between these types and
+//! the domain types of `convoy-common` lives in `convoy-wire`, for both the
+//! agent's and the coordinator's edge: not here, not in the domain, not in
+//! the services.
 
 /// Protocol version spoken by this build. Bumped only when a new field changes
 /// what a peer may rely on; old values stay supported.

@@ -66,6 +66,23 @@ pub struct AgentRecord {
 }
 
 impl AgentRecord {
+    /// The agent as the wire describes it (to list it for operators).
+    pub fn intro(&self) -> convoy_wire::agent::AgentIntro {
+        convoy_wire::agent::AgentIntro {
+            id: self.id.clone(),
+            version: self.version.clone(),
+            protocol_version: self.protocol_version,
+            labels: self.labels.clone(),
+            facts: convoy_wire::agent::HostFacts {
+                hostname: self.hostname.clone(),
+                os: self.os.clone(),
+                arch: self.arch.clone(),
+                installed: self.installed.clone(),
+                custom: self.facts.clone(),
+            },
+        }
+    }
+
     /// The agent as the inventory plans expand against: its labels, installed
     /// versions and facts (its custom facts, plus `hostname`, `os` and `arch`
     /// when it reported them, which win over custom facts of the same name).
