@@ -128,17 +128,17 @@ mod tests {
         };
         let http = StepOutcome { http_status: Some(503), stdout_tail: "replica".into(), ..StepOutcome::failed("503") };
         for outcome in [o, backup, http, StepOutcome::ok(), unsupported_outcome(&WireError::empty("x"))] {
-            let r = outcome_to_result("id", &outcome, true);
+            let r = outcome_to_result("r/h/0/1", &outcome, true);
             assert!(r.replayed);
-            assert_eq!(r.execution_id, "id");
+            assert_eq!(r.execution_id, "r/h/0/1");
             assert_eq!(result_to_outcome(&r), outcome);
         }
         // A status no HTTP server sends reads as none.
-        let bogus = pb::StepResult { http_status: 70_000, ..outcome_to_result("i", &StepOutcome::ok(), false) };
+        let bogus = pb::StepResult { http_status: 70_000, ..outcome_to_result("r/h/0/2", &StepOutcome::ok(), false) };
         assert_eq!(result_to_outcome(&bogus).http_status, None);
         for s in [StepStatus::Succeeded, StepStatus::Failed, StepStatus::Unsupported, StepStatus::TimedOut] {
             let o = StepOutcome { status: s, ..StepOutcome::ok() };
-            assert_eq!(result_to_outcome(&outcome_to_result("i", &o, false)).status, s);
+            assert_eq!(result_to_outcome(&outcome_to_result("r/h/0/3", &o, false)).status, s);
         }
     }
 
