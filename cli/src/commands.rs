@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use convoy_common::catalog::{Catalog, parse_catalog};
+use convoy_common::engine::RolloutState;
 use convoy_common::estimate::{self, Measured, MeasuredStep};
 use convoy_common::model::InventoryHost;
 use convoy_common::plan;
@@ -322,10 +323,18 @@ fn finish(s: &pb::RolloutStatus, output: Output) -> Result<(), CliError> {
             print!("{}", render::backups(s));
         }
     }
-    match s.state.as_str() {
-        "succeeded" => Ok(()),
-        "running" | "paused" | "pending" | "halting" | "aborting" | "rolling_back" => Ok(()),
-        other => Err(CliError::RolloutFailed { id: s.rollout_id.clone(), state: other.to_string() }),
+    let state: RolloutState = s.state.parse()?;
+    match state {
+        RolloutState::Succeeded => Ok(()),
+        RolloutState::Running
+        | RolloutState::Paused
+        | RolloutState::Pending
+        | RolloutState::Halting
+        | RolloutState::Aborting
+        | RolloutState::RollingBack => Ok(()),
+        RolloutState::Failed | RolloutState::Aborted | RolloutState::RolledBack => {
+            Err(CliError::RolloutFailed { id: s.rollout_id.clone(), state })
+        }
     }
 }
 

@@ -52,6 +52,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use convoy_common::engine::RolloutState;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -152,8 +153,8 @@ struct ArtifactDef {
     dir: String,
 }
 
-fn succeeded() -> String {
-    "succeeded".into()
+fn succeeded() -> RolloutState {
+    RolloutState::Succeeded
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +170,7 @@ struct RunDef {
     catalogs: BTreeMap<String, String>,
     /// The state the rollout must end in.
     #[serde(default = "succeeded")]
-    outcome: String,
+    outcome: RolloutState,
     /// Checks right after this run.
     #[serde(default)]
     expect: Vec<ExpectDef>,
@@ -500,16 +501,16 @@ async fn drive(
             client.get_rollout(pb::GetRolloutRequest { rollout_id: created.rollout_id.clone() }).await?.into_inner();
         let json_path = rollouts.join(format!("{}-{}.json", n + 1, status.plan_name));
         std::fs::write(&json_path, status_json(&status)).map_err(io(&json_path))?;
+        let state: RolloutState = status.state.parse()?;
         println!(
-            "   rollout {} ended {} in {:.1}s (expected {})",
+            "   rollout {} ended {state} in {:.1}s (expected {})",
             status.rollout_id,
-            status.state,
             t.elapsed().as_secs_f64(),
             r.outcome
         );
-        if status.state != r.outcome {
+        if state != r.outcome {
             let why = followed.err().map(|e| format!(": {e}")).unwrap_or_default();
-            failures.push(format!("{}: rollout ended {}, expected {}{why}", r.plan, status.state, r.outcome));
+            failures.push(format!("{}: rollout ended {state}, expected {}{why}", r.plan, r.outcome));
             break;
         }
         check_all(run, Some(&status), &r.expect, &r.plan, &mut table, &mut failures);
