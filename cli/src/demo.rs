@@ -18,7 +18,7 @@ use convoy_common::engine::state::{HostPhase, UnknownState};
 use sha2::{Digest, Sha256};
 
 use crate::client::{Target, connect};
-use crate::commands::{Output, follow, summary_text};
+use crate::commands::{Output, dry_run_summary, follow, summary_text};
 use crate::error::CliError;
 use convoy_fleet::net::{free_port, http_get};
 use convoy_fleet::processes::{AgentSpec, LocalFleet};
@@ -159,8 +159,7 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
         })
         .await?
         .into_inner();
-    let summary: serde_json::Value = serde_json::from_str(&dry.expansion_json).unwrap_or_default();
-    print!("{}", summary_text(&summary));
+    print!("{}", summary_text(&dry_run_summary(&dry)?));
     println!("\n== upgrading to 2.0.0");
     let t = Instant::now();
     submit_and_follow(&mut client, "examples/demo/telemetry-upgrade.yaml", &upgrade).await?;

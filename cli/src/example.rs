@@ -57,7 +57,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::client::{Target, connect};
-use crate::commands::{Output, follow, status_json, summary_text};
+use crate::commands::{Output, dry_run_summary, follow, status_json, summary_text};
 use crate::error::CliError;
 use convoy_fleet::processes::{AgentSpec, LocalFleet};
 use convoy_proto::v1 as pb;
@@ -479,8 +479,7 @@ async fn drive(
             })
             .await?
             .into_inner();
-        let summary: serde_json::Value = serde_json::from_str(&dry.expansion_json).unwrap_or_default();
-        print!("{}", summary_text(&summary));
+        print!("{}", summary_text(&dry_run_summary(&dry)?));
         let t = Instant::now();
         let created = client
             .submit_plan(pb::SubmitPlanRequest { file_name: shown.clone(), plan_yaml: plan, dry_run: false, catalogs })

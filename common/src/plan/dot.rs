@@ -1,0 +1,38 @@
+//! The Graphviz graph of an expanded rollout's groups, for
+//! `convoy plan --format dot`.
+
+use crate::model::RolloutSpec;
+
+use super::duration::format_duration;
+use super::summary::StrategyType;
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A Graphviz digraph of the groups: one node per group labelled with its
+/// name, host count and strategy; an edge from each group to those that wait
+/// for it.
+pub fn to_dot(spec: &RolloutSpec) -> String {
+    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", dot_escape(&spec.plan_name));
+    for g in &spec.groups {
+        let n = g.hosts.len();
+        let s = &g.strategy;
+        out.push_str(&format!(
+            "  \"{name}\" [label=\"{name}\\n{n} host{plural}\\n{kind}: max_parallel={mp} max_failures={mf} soak={soak}\"];\n",
+            name = dot_escape(&g.name),
+            plural = if n == 1 { "" } else { "s" },
+            kind = StrategyType::of(g).as_str(),
+            mp = s.max_parallel,
+            mf = s.max_failures,
+            soak = format_duration(s.soak),
+        ));
+    }
+    for g in &spec.groups {
+        for &a in &g.after {
+            out.push_str(&format!("  \"{}\" -> \"{}\";\n", dot_escape(&spec.groups[a].name), dot_escape(&g.name)));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
