@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use convoy_common::engine::RolloutState;
 use convoy_proto::v1 as pb;
 
 use crate::client::{Target, connect};
@@ -116,11 +117,13 @@ async fn rollout(client: &mut crate::client::Client, version: &str) -> Result<f6
         .into_inner();
     let mut stream =
         client.watch_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
-    let mut state = String::new();
+    let mut last = None;
     while let Some(s) = stream.message().await? {
-        state = s.state;
+        last = Some(s.state);
     }
-    if state != "succeeded" {
+    let Some(state) = last else { return Err(CliError::Rpc("watch ended without a status".into())) };
+    let state: RolloutState = state.parse()?;
+    if state != RolloutState::Succeeded {
         return Err(CliError::RolloutFailed { id: r.rollout_id, state });
     }
     Ok(t.elapsed().as_secs_f64())

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use convoy_common::catalog::{Catalog, parse_catalog};
+use convoy_common::engine::RolloutState;
 use convoy_common::estimate::{self, Measured, MeasuredStep};
 use convoy_common::model::InventoryHost;
-use convoy_common::plan;
+use convoy_common::plan::{self, PlanSummary, summary::ClustersSummary};
 use convoy_proto::v1 as pb;
 
 use crate::client::{Client, Target, connect};
@@ -116,8 +117,7 @@ pub async fn plan_cmd(
                 print!("{}", r.dot);
                 return Ok(());
             }
-            let summary: serde_json::Value = serde_json::from_str(&r.expansion_json).unwrap_or_default();
-            return print_summary_json(&summary, output);
+            return print_summary(&dry_run_summary(&r)?, output);
         }
     };
     match format {
@@ -134,7 +134,7 @@ pub async fn plan_cmd(
             } else {
                 Measured::new()
             };
-            print_summary_json(&estimate::summary_json(&expansion, &measured), output)
+            print_summary(&estimate::summary(&expansion, &measured), output)
         }
     }
 }
@@ -155,70 +155,67 @@ async fn measured_times(
         .collect())
 }
 
-fn print_summary_json(summary: &serde_json::Value, output: Output) -> Result<(), CliError> {
+/// The summary of a dry-run submission (`convoy plan` against the coordinator).
+pub fn dry_run_summary(r: &pb::SubmitPlanResponse) -> Result<PlanSummary, CliError> {
+    serde_json::from_str(&r.expansion_json).map_err(|e| CliError::Rpc(format!("unreadable plan summary: {e}")))
+}
+
+fn print_summary(summary: &PlanSummary, output: Output) -> Result<(), CliError> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(summary).unwrap_or_default()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&summary.to_json()).unwrap_or_default()),
         Output::Text => print!("{}", summary_text(summary)),
     }
     Ok(())
 }
 
 /// Human-readable expansion: the DAG, then per group its strategy and batches.
-pub fn summary_text(s: &serde_json::Value) -> String {
+pub fn summary_text(s: &PlanSummary) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "plan {} -> version {}",
-        s["plan"].as_str().unwrap_or("?"),
-        s["target_version"].as_str().unwrap_or("?")
-    );
-    for g in s["groups"].as_array().into_iter().flatten() {
-        let after: Vec<&str> = g["after"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
-        let hosts = g["hosts"].as_array().map(|a| a.len()).unwrap_or(0);
-        let st = &g["strategy"];
+    let _ = writeln!(out, "plan {} -> version {}", s.plan, s.target_version);
+    for g in &s.groups {
+        let st = &g.strategy;
         let _ = writeln!(
             out,
             "group {} ({} hosts){}: max_parallel {}, max_failures {}, soak {}ms",
-            g["name"].as_str().unwrap_or("?"),
-            hosts,
-            if after.is_empty() { String::new() } else { format!(" after {}", after.join(", ")) },
-            st["max_parallel"],
-            st["max_failures"],
-            st["soak_ms"].as_u64().unwrap_or(0),
+            g.name,
+            g.hosts.len(),
+            if g.after.is_empty() { String::new() } else { format!(" after {}", g.after.join(", ")) },
+            match &st.ramp {
+                Some(stages) => format!("{stages:?} (ramped batches)"),
+                None => st.max_parallel.to_string(),
+            },
+            st.max_failures,
+            st.soak_ms,
         );
-        out.push_str(&cluster_text(&g["clusters"]));
-        out.push_str(&render::batches(g["batches"].as_array().map(Vec::as_slice).unwrap_or_default()));
+        if g.pre_checks > 0 {
+            let names: Vec<&str> = g.steps.iter().take(g.pre_checks).map(|s| s.name.as_str()).collect();
+            let _ = writeln!(out, "  pre-checks before a host is touched: {}", names.join(", "));
+        }
+        if let Some(c) = &g.clusters {
+            out.push_str(&cluster_text(c));
+        }
+        out.push_str(&render::batches(&g.batches));
         out.push_str(&render::plan_paths(g));
     }
-    out.push_str(&render::plan_estimate(s));
+    out.push_str(&render::plan_estimate(s.estimate.as_ref()));
     out
 }
 
-/// The `cluster` strategy of a group's summary, when it has one: the
-/// clusters and how each goes.
-fn cluster_text(c: &serde_json::Value) -> String {
-    let Some(members) = c["members"].as_object() else { return String::new() };
-    let clusters: Vec<String> = members
-        .iter()
-        .map(|(name, hosts)| {
-            let hosts: Vec<&str> = hosts.as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
-            format!("{name} [{}]", hosts.join(" "))
-        })
-        .collect();
-    let order = if c["same_version"].as_bool() == Some(true) {
+/// The `cluster` strategy of a group: the clusters and how each goes.
+fn cluster_text(c: &ClustersSummary) -> String {
+    let clusters: Vec<String> = c.members.iter().map(|(name, hosts)| format!("{name} [{}]", hosts.join(" "))).collect();
+    let order = if c.same_version {
         "all members of a cluster together, step by step (same_version)".to_string()
     } else {
-        let switchover: Vec<&str> =
-            c["switchover"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
         let switchover =
-            if switchover.is_empty() { String::new() } else { format!(", switchover: {}", switchover.join(", ")) };
+            if c.switchover.is_empty() { String::new() } else { format!(", switchover: {}", c.switchover.join(", ")) };
         format!(
             "followers first, the leader last (found by {} before every step{switchover}); which member leads is known only at run time",
-            c["leader_check"].as_str().unwrap_or("the leader check")
+            c.leader_check.as_deref().unwrap_or("the leader check")
         )
     };
-    format!("  clusters by label '{}': {}\n  {order}\n", c["by"].as_str().unwrap_or("?"), clusters.join(", "))
+    format!("  clusters by label '{}': {}\n  {order}\n", c.by, clusters.join(", "))
 }
 
 /// An inventory file for offline `convoy plan`: a YAML list of hosts with
@@ -322,10 +319,18 @@ fn finish(s: &pb::RolloutStatus, output: Output) -> Result<(), CliError> {
             print!("{}", render::backups(s));
         }
     }
-    match s.state.as_str() {
-        "succeeded" => Ok(()),
-        "running" | "paused" | "pending" | "halting" | "aborting" | "rolling_back" => Ok(()),
-        other => Err(CliError::RolloutFailed { id: s.rollout_id.clone(), state: other.to_string() }),
+    let state: RolloutState = s.state.parse()?;
+    match state {
+        RolloutState::Succeeded => Ok(()),
+        RolloutState::Running
+        | RolloutState::Paused
+        | RolloutState::Pending
+        | RolloutState::Halting
+        | RolloutState::Aborting
+        | RolloutState::RollingBack => Ok(()),
+        RolloutState::Failed | RolloutState::Aborted | RolloutState::RolledBack => {
+            Err(CliError::RolloutFailed { id: s.rollout_id.clone(), state })
+        }
     }
 }
 
@@ -509,7 +514,7 @@ groups:
             .unwrap_or_else(|e| panic!("{e}"));
         let hosts = parse_inventory("inv.yaml", &inventory()).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&plan, &hosts).unwrap_or_else(|e| panic!("{e}"));
-        summary_text(&estimate::summary_json(&x, measured))
+        summary_text(&estimate::summary(&x, measured))
     }
 
     #[test]
@@ -529,7 +534,7 @@ groups:
         let hosts = parse_inventory("inv.yaml", inv).unwrap_or_else(|e| panic!("{e}"));
         let p = plan::parse_plan("plan.yaml", plan).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
-        let text = summary_text(&estimate::summary_json(&x, &Measured::default()));
+        let text = summary_text(&estimate::summary(&x, &Measured::default()));
         assert!(text.contains("  clusters by label 'cluster': c1 [m-1 m-2], c2 [m-3]\n"), "{text}");
         assert!(
             text.contains(
@@ -541,7 +546,7 @@ groups:
         let same = plan.replace("      leader: { exec: { command: is-master }, follower_when: { exit_code: 1 } }\n      switchover: [{ name: hand-over, exec: { command: switchover } }]\n", "      same_version: true\n");
         let p = plan::parse_plan("plan.yaml", &same).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
-        let text = summary_text(&estimate::summary_json(&x, &Measured::default()));
+        let text = summary_text(&estimate::summary(&x, &Measured::default()));
         assert!(text.contains("all members of a cluster together, step by step (same_version)"), "{text}");
     }
 

@@ -13,10 +13,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use convoy_common::engine::RolloutState;
+use convoy_common::engine::state::{HostPhase, UnknownState};
 use sha2::{Digest, Sha256};
 
 use crate::client::{Target, connect};
-use crate::commands::{Output, follow, summary_text};
+use crate::commands::{Output, dry_run_summary, follow, summary_text};
 use crate::error::CliError;
 use convoy_fleet::net::{free_port, http_get};
 use convoy_fleet::processes::{AgentSpec, LocalFleet};
@@ -157,8 +159,7 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
         })
         .await?
         .into_inner();
-    let summary: serde_json::Value = serde_json::from_str(&dry.expansion_json).unwrap_or_default();
-    print!("{}", summary_text(&summary));
+    print!("{}", summary_text(&dry_run_summary(&dry)?));
     println!("\n== upgrading to 2.0.0");
     let t = Instant::now();
     submit_and_follow(&mut client, "examples/demo/telemetry-upgrade.yaml", &upgrade).await?;
@@ -223,12 +224,14 @@ async fn bad_release_step(
     // The rollout is expected to fail: that is the point.
     let _ = follow(client, &r.rollout_id, Output::Text).await;
     let s = client.get_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
-    let canary = s.hosts.iter().find(|h| h.state == "rolled_back");
-    let touched: Vec<&str> = s
-        .hosts
+    let state: RolloutState = s.state.parse()?;
+    let hosts_now =
+        s.hosts.iter().map(|h| Ok((h, h.state.parse::<HostPhase>()?))).collect::<Result<Vec<_>, UnknownState>>()?;
+    let canary = hosts_now.iter().find(|(_, p)| *p == HostPhase::RolledBack).map(|(h, _)| h);
+    let touched: Vec<&str> = hosts_now
         .iter()
-        .filter(|h| h.state != "rolled_back" && h.state != "skipped" && h.state != "pending")
-        .map(|h| h.host_id.as_str())
+        .filter(|(_, p)| !matches!(p, HostPhase::RolledBack | HostPhase::Skipped | HostPhase::Pending))
+        .map(|(h, _)| h.host_id.as_str())
         .collect();
     let mut wrong = Vec::new();
     for (id, port) in hosts {
@@ -240,19 +243,17 @@ async fn bad_release_step(
         }
     }
     match canary {
-        Some(c) if touched.is_empty() && wrong.is_empty() && s.state != "succeeded" => {
+        Some(c) if touched.is_empty() && wrong.is_empty() && state != RolloutState::Succeeded => {
             println!(
-                "bad release stopped at canary {} and rolled back; rollout {} ended {}; all {} services still healthy on 2.0.0",
+                "bad release stopped at canary {} and rolled back; rollout {} ended {state}; all {} services still healthy on 2.0.0",
                 c.host_id,
                 s.rollout_id,
-                s.state,
                 hosts.len()
             );
             Ok(())
         }
         _ => Err(CliError::Demo(format!(
-            "bad release not contained: state {}, canary rolled back: {}, other hosts touched: {touched:?}, services off 2.0.0: {wrong:?}",
-            s.state,
+            "bad release not contained: state {state}, canary rolled back: {}, other hosts touched: {touched:?}, services off 2.0.0: {wrong:?}",
             canary.is_some()
         ))),
     }

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use convoy_common::engine::RolloutState;
+use convoy_common::engine::state::UnknownState;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Bad input: a plan that does not validate, bad flags. Exit code 2.
@@ -18,7 +21,7 @@ pub enum CliError {
     Rpc(String),
     /// The rollout ended, but not successfully. Exit code 1.
     #[error("rollout {id} ended {state}")]
-    RolloutFailed { id: String, state: String },
+    RolloutFailed { id: String, state: RolloutState },
     #[error("demo: {0}")]
     Demo(String),
     /// An example (`convoy example`) whose rollouts or end state were not as expected. Exit code 1.
@@ -41,14 +44,23 @@ impl CliError {
 }
 
 /// The local fleets of the demo, the examples and the benchmark fail as the
-/// demo does, except for I/O and coordinator answers, which keep their kind.
+/// demo does, except for I/O and coordinator answers (and the states in them), which
+/// keep their kind.
 impl From<convoy_fleet::FleetError> for CliError {
     fn from(e: convoy_fleet::FleetError) -> Self {
         match e {
             convoy_fleet::FleetError::Io { path, source } => CliError::Io { path, source },
             convoy_fleet::FleetError::Rpc(s) => s.into(),
+            convoy_fleet::FleetError::State(e) => e.into(),
             other => CliError::Demo(other.to_string()),
         }
+    }
+}
+
+/// A status naming a state this CLI does not know (a newer coordinator).
+impl From<UnknownState> for CliError {
+    fn from(e: UnknownState) -> Self {
+        CliError::Rpc(e.to_string())
     }
 }
 

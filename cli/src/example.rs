@@ -52,11 +52,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use convoy_common::engine::RolloutState;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::client::{Target, connect};
-use crate::commands::{Output, follow, status_json, summary_text};
+use crate::commands::{Output, dry_run_summary, follow, status_json, summary_text};
 use crate::error::CliError;
 use convoy_fleet::processes::{AgentSpec, LocalFleet};
 use convoy_proto::v1 as pb;
@@ -152,8 +153,8 @@ struct ArtifactDef {
     dir: String,
 }
 
-fn succeeded() -> String {
-    "succeeded".into()
+fn succeeded() -> RolloutState {
+    RolloutState::Succeeded
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +170,7 @@ struct RunDef {
     catalogs: BTreeMap<String, String>,
     /// The state the rollout must end in.
     #[serde(default = "succeeded")]
-    outcome: String,
+    outcome: RolloutState,
     /// Checks right after this run.
     #[serde(default)]
     expect: Vec<ExpectDef>,
@@ -478,8 +479,7 @@ async fn drive(
             })
             .await?
             .into_inner();
-        let summary: serde_json::Value = serde_json::from_str(&dry.expansion_json).unwrap_or_default();
-        print!("{}", summary_text(&summary));
+        print!("{}", summary_text(&dry_run_summary(&dry)?));
         let t = Instant::now();
         let created = client
             .submit_plan(pb::SubmitPlanRequest { file_name: shown.clone(), plan_yaml: plan, dry_run: false, catalogs })
@@ -500,16 +500,16 @@ async fn drive(
             client.get_rollout(pb::GetRolloutRequest { rollout_id: created.rollout_id.clone() }).await?.into_inner();
         let json_path = rollouts.join(format!("{}-{}.json", n + 1, status.plan_name));
         std::fs::write(&json_path, status_json(&status)).map_err(io(&json_path))?;
+        let state: RolloutState = status.state.parse()?;
         println!(
-            "   rollout {} ended {} in {:.1}s (expected {})",
+            "   rollout {} ended {state} in {:.1}s (expected {})",
             status.rollout_id,
-            status.state,
             t.elapsed().as_secs_f64(),
             r.outcome
         );
-        if status.state != r.outcome {
+        if state != r.outcome {
             let why = followed.err().map(|e| format!(": {e}")).unwrap_or_default();
-            failures.push(format!("{}: rollout ended {}, expected {}{why}", r.plan, status.state, r.outcome));
+            failures.push(format!("{}: rollout ended {state}, expected {}{why}", r.plan, r.outcome));
             break;
         }
         check_all(run, Some(&status), &r.expect, &r.plan, &mut table, &mut failures);

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use convoy_common::plan::summary::{EstimatedStep, GroupSummary, RolloutEstimateSummary};
 use convoy_proto::v1 as pb;
 
 /// One line per group: `name  state  done/total  running  failed  pending`.
@@ -110,10 +111,9 @@ pub fn agents(list: &[pb::AgentInfo]) -> String {
 /// A group's batches, one line each, kept short on a large fleet: a batch
 /// of more than 8 hosts shows its first 3 and its last, and of more than 6
 /// batches the first 3 and the last 2 are shown.
-pub fn batches(list: &[serde_json::Value]) -> String {
+pub fn batches(list: &[Vec<String>]) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, i: usize, b: &serde_json::Value| {
-        let names = strs(b);
+    let line = |out: &mut String, i: usize, names: &Vec<String>| {
         let shown = match names.len() {
             0..=8 => names.join(" "),
             n => format!("{} … {} ({n} hosts)", names[..3].join(" "), names[n - 1]),
@@ -142,35 +142,23 @@ pub fn host_list(hosts: &[&str]) -> String {
     format!("{word} {} (+{} more)", hosts[..2].join(", "), hosts.len() - 2)
 }
 
-fn strs(v: &serde_json::Value) -> Vec<&str> {
-    v.as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect()
-}
-
 /// `~2m (declared)`, `~14s (measured, 12 runs)`, `~10s (default)`.
-fn step_estimate(step: &serde_json::Value) -> String {
-    let source = match (step["source"].as_str(), step["runs"].as_u64()) {
-        (Some("measured"), Some(1)) => "measured, 1 run".to_string(),
-        (Some("measured"), Some(n)) => format!("measured, {n} runs"),
-        (Some(s), _) => s.to_string(),
-        (None, _) => return String::new(),
-    };
-    format!("~{} ({source})", step["estimate"].as_str().unwrap_or("?"))
+fn step_estimate(step: &EstimatedStep) -> String {
+    format!("~{} ({})", step.estimate, step.source.describe())
 }
 
 /// A step's name without its hop's `3.39.0/` (or `3.40.0->3.39.1/`).
-fn short_name(step: &serde_json::Value) -> &str {
-    let n = step["name"].as_str().unwrap_or("?");
-    n.split_once('/').map_or(n, |(_, rest)| rest)
+fn short_name(step: &EstimatedStep) -> &str {
+    step.name.split_once('/').map_or(&step.name, |(_, rest)| rest)
 }
 
 /// Steps as lines (`name  kind  ~estimate (source)`) at `indent`, the first
 /// two columns `widths` wide; `hop`: the names lose their hop's prefix.
-fn step_lines(out: &mut String, steps: &[serde_json::Value], indent: usize, hop: bool, widths: (usize, usize)) {
+fn step_lines(out: &mut String, steps: &[EstimatedStep], indent: usize, hop: bool, widths: (usize, usize)) {
     let (nw, kw) = widths;
     for s in steps {
-        let name = if hop { short_name(s) } else { s["name"].as_str().unwrap_or("?") };
-        let line =
-            format!("{:indent$}{name:<nw$}  {:<kw$}  {}", "", s["kind"].as_str().unwrap_or(""), step_estimate(s));
+        let name = if hop { short_name(s) } else { &s.name };
+        let line = format!("{:indent$}{name:<nw$}  {:<kw$}  {}", "", s.kind, step_estimate(s));
         let _ = writeln!(out, "{}", line.trim_end());
     }
 }
@@ -178,67 +166,55 @@ fn step_lines(out: &mut String, steps: &[serde_json::Value], indent: usize, hop:
 /// The host paths of one group of `convoy plan`'s summary (its `paths`):
 /// hosts with the same release path and steps once, then per hop its
 /// steps, then the group's own steps, each with its estimate.
-pub fn plan_paths(group: &serde_json::Value) -> String {
+pub fn plan_paths(group: &GroupSummary) -> String {
     let mut out = String::new();
-    if let Some(e) = group.get("estimate").filter(|e| e.is_object()) {
-        let at = |k: &str| convoy_common::estimate::human_duration(Duration::from_millis(e[k].as_u64().unwrap_or(0)));
+    if let Some(e) = &group.estimate {
+        let at = |ms: u64| convoy_common::estimate::human_duration(Duration::from_millis(ms));
         let _ = writeln!(
             out,
             "  estimate: ~{} (from +{} to +{}){}",
-            e["duration"].as_str().unwrap_or("?"),
-            at("start_ms"),
-            at("finish_ms"),
-            if e["manual_approval"].as_bool() == Some(true) { ", plus the wait for `convoy approve`" } else { "" }
+            e.duration,
+            at(e.start_ms),
+            at(e.finish_ms),
+            if e.manual_approval { ", plus the wait for `convoy approve`" } else { "" }
         );
     }
-    let list = |v: &serde_json::Value| v.as_array().map(Vec::as_slice).unwrap_or_default().to_vec();
-    for p in group["paths"].as_array().into_iter().flatten() {
-        let hosts = strs(&p["hosts"]);
-        let hops = list(&p["hops"]);
-        let own = list(&p["steps"]);
-        let hop_steps: Vec<serde_json::Value> = hops.iter().flat_map(|h| list(&h["steps"])).collect();
-        let count = hop_steps.len() + own.len();
-        let per_host = format!(
-            "{count} step{}, ~{} per host",
-            if count == 1 { "" } else { "s" },
-            p["estimate"].as_str().unwrap_or("?")
-        );
+    for p in group.paths.iter().flatten() {
+        let hosts: Vec<&str> = p.hosts.iter().map(String::as_str).collect();
+        let own = &p.steps;
+        let hop_steps = p.hops.iter().flat_map(|h| &h.steps);
+        let count = hop_steps.clone().count() + own.len();
+        let per_host = format!("{count} step{}, ~{} per host", if count == 1 { "" } else { "s" }, p.estimate);
         // One set of columns for the whole entry.
-        let nw = hop_steps
-            .iter()
-            .map(|s| short_name(s).len())
-            .chain(own.iter().map(|s| s["name"].as_str().map_or(1, str::len)));
-        let kw = hop_steps.iter().chain(&own).map(|s| s["kind"].as_str().map_or(0, str::len)).max().unwrap_or(0);
-        let widths = (nw.max().unwrap_or(0), kw);
-        let path = strs(&p["path"]);
+        let nw = hop_steps.clone().map(|s| short_name(s).len()).chain(own.iter().map(|s| s.name.len())).max();
+        let kw = hop_steps.chain(own).map(|s| s.kind.len()).max().unwrap_or(0);
+        let widths = (nw.unwrap_or(0), kw);
+        let path = p.path.as_deref().unwrap_or_default();
         if path.is_empty() {
             let _ = writeln!(out, "  {}: {per_host}", host_list(&hosts));
-            step_lines(&mut out, &own, 4, false, widths);
+            step_lines(&mut out, own, 4, false, widths);
             continue;
         }
         let shown = if path.len() == 1 { format!("{} (already there)", path[0]) } else { path.join(" → ") };
         let _ = writeln!(out, "  {}: {shown}, {per_host}", host_list(&hosts));
-        for hop in &hops {
-            let (from, to) = (hop["from"].as_str().unwrap_or("?"), hop["to"].as_str().unwrap_or("?"));
+        for hop in &p.hops {
             let mut notes = Vec::new();
-            let skipped = strs(&hop["skipped"]);
-            if !skipped.is_empty() {
-                notes.push(format!("skips {}", skipped.join(", ")));
+            if !hop.skipped.is_empty() {
+                notes.push(format!("skips {}", hop.skipped.join(", ")));
             }
-            if hop["downgrade"].as_bool() == Some(true) {
+            if hop.downgrade {
                 notes.push("downgrade".to_string());
             }
-            let steps = list(&hop["steps"]);
-            if steps.is_empty() {
+            if hop.steps.is_empty() {
                 notes.push("no steps for these hosts".to_string());
             }
             let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
-            let _ = writeln!(out, "    {from} → {to}{notes}");
-            step_lines(&mut out, &steps, 6, true, widths);
+            let _ = writeln!(out, "    {} → {}{notes}", hop.from, hop.to);
+            step_lines(&mut out, &hop.steps, 6, true, widths);
         }
         if !own.is_empty() {
             let _ = writeln!(out, "    then the group's steps");
-            step_lines(&mut out, &own, 6, false, widths);
+            step_lines(&mut out, own, 6, false, widths);
         }
     }
     out
@@ -246,19 +222,15 @@ pub fn plan_paths(group: &serde_json::Value) -> String {
 
 /// The last line of `convoy plan`: the whole rollout's estimate (empty when
 /// the summary has none, e.g. from an older coordinator).
-pub fn plan_estimate(summary: &serde_json::Value) -> String {
-    let e = &summary["estimate"];
-    let Some(total) = e["total"].as_str() else { return String::new() };
-    let n = |k: &str| e["steps"][k].as_u64().unwrap_or(0);
+pub fn plan_estimate(estimate: Option<&RolloutEstimateSummary>) -> String {
+    let Some(e) = estimate else { return String::new() };
+    let n = &e.steps;
     let mut out = format!(
-        "estimated duration: ~{total} (parallel branches overlap; step times: {} declared, {} measured, {} default)\n",
-        n("declared"),
-        n("measured"),
-        n("default")
+        "estimated duration: ~{} (parallel branches overlap; step times: {} declared, {} measured, {} default)\n",
+        e.total, n.declared, n.measured, n.default
     );
-    let manual = strs(&e["manual_approvals"]);
-    if !manual.is_empty() {
-        let _ = writeln!(out, "  not counted: waiting for `convoy approve` in {}", manual.join(", "));
+    if !e.manual_approvals.is_empty() {
+        let _ = writeln!(out, "  not counted: waiting for `convoy approve` in {}", e.manual_approvals.join(", "));
     }
     out
 }
@@ -266,11 +238,12 @@ pub fn plan_estimate(summary: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convoy_common::plan::summary::SourceCounts;
 
     #[test]
     fn batches_stay_short_on_a_large_fleet() {
         let hosts: Vec<String> = (1..=200).map(|i| format!("a-{i:03}")).collect();
-        let list: Vec<serde_json::Value> = hosts.chunks(20).map(|c| serde_json::json!(c)).collect();
+        let list: Vec<Vec<String>> = hosts.chunks(20).map(<[String]>::to_vec).collect();
         let text = batches(&list);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6, "{text}");
@@ -279,7 +252,7 @@ mod tests {
         assert_eq!(lines[3], "  … 5 more batches");
         assert_eq!(lines[5], "  batch 10: a-181 a-182 a-183 … a-200 (20 hosts)");
         // Small ones stay whole.
-        let small: Vec<serde_json::Value> = (1..=3).map(|i| serde_json::json!([format!("b-{i}")])).collect();
+        let small: Vec<Vec<String>> = (1..=3).map(|i| vec![format!("b-{i}")]).collect();
         assert_eq!(batches(&small), "  batch 1: b-1\n  batch 2: b-2\n  batch 3: b-3\n");
     }
 
@@ -294,12 +267,15 @@ mod tests {
 
     #[test]
     fn plan_estimate_says_what_is_not_counted_and_is_empty_without_one() {
-        assert_eq!(plan_estimate(&serde_json::json!({ "groups": [] })), "", "an older coordinator's summary");
-        let s = serde_json::json!({ "estimate": {
-            "total": "12m", "manual_approvals": ["web"], "steps": { "declared": 1, "measured": 2, "default": 3 },
-        }});
+        assert_eq!(plan_estimate(None), "", "an older coordinator's summary");
+        let e = RolloutEstimateSummary {
+            total_ms: 12 * 60_000,
+            total: "12m".into(),
+            manual_approvals: vec!["web".into()],
+            steps: SourceCounts { declared: 1, measured: 2, default: 3 },
+        };
         assert_eq!(
-            plan_estimate(&s),
+            plan_estimate(Some(&e)),
             "estimated duration: ~12m (parallel branches overlap; step times: 1 declared, 2 measured, 3 default)\n  not counted: waiting for `convoy approve` in web\n"
         );
     }

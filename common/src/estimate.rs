@@ -32,15 +32,22 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{GroupSpec, Promote, RolloutSpec, StepKind, StepSpec};
-use crate::plan::{Expansion, HostDetail};
+use crate::plan::summary::{
+    EstimatedStep, GroupEstimateSummary, HopSummary, PathSummary, RolloutEstimateSummary, SourceCounts,
+};
+use crate::plan::{Expansion, HostDetail, PlanSummary};
 
 /// How many recent durations of a step the coordinator keeps (the median is
 /// taken over them).
 pub const HISTORY: usize = 20;
 
-/// Where an estimate comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an estimate comes from. In a summary's JSON, `source` names it and
+/// a measured one adds its `runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
 pub enum Source {
     /// The step's `estimate:`.
     Declared,
@@ -315,18 +322,14 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn step_json(step: &StepSpec, e: &StepEstimate) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "name": step.name,
-        "kind": step.kind.kind_name(),
-        "estimate_ms": ms(e.duration),
-        "estimate": human_duration(e.duration),
-        "source": e.source.as_str(),
-    });
-    if let Source::Measured { runs } = e.source {
-        v["runs"] = runs.into();
+fn estimated_step(step: &StepSpec, e: &StepEstimate) -> EstimatedStep {
+    EstimatedStep {
+        name: step.name.clone(),
+        kind: step.kind.kind_name().to_string(),
+        estimate_ms: ms(e.duration),
+        estimate: human_duration(e.duration),
+        source: e.source,
     }
-    v
 }
 
 /// What the `cluster` strategy adds to each host entry's time: its leader
@@ -354,21 +357,13 @@ pub fn cluster_overhead(spec: &RolloutSpec) -> Vec<Duration> {
     extra
 }
 
-/// [`crate::plan::summary_json`] plus what `convoy plan` shows about paths
-/// and durations:
-/// - per group, `paths`: its host entries grouped by identical release path
-///   and steps, each `{ hosts, path, hops: [{ from, to, skipped, downgrade,
-///   steps }], steps, estimate_ms, estimate }` (`path` is null and `hops`
-///   empty outside `release:` groups; `steps` are the steps after the path),
-///   every step `{ name, kind, estimate_ms, estimate, source, runs? }`;
-/// - per group, `estimate`: `{ start_ms, duration_ms, finish_ms, duration,
-///   manual_approval }`;
-/// - `estimate`: `{ total_ms, total, manual_approvals: [group], steps: {
-///   declared, measured, default } }` (each distinct group and step name
-///   counted once).
-pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
+/// [`PlanSummary::of`] plus what `convoy plan` shows about paths and
+/// durations: per group its `paths` (host entries grouped by identical
+/// release path and steps, each step with its estimate) and its
+/// `estimate`, and the whole rollout's `estimate`.
+pub fn summary(x: &Expansion, measured: &Measured) -> PlanSummary {
     let spec = &x.spec;
-    let mut summary = crate::plan::summary_json(spec);
+    let mut summary = PlanSummary::of(spec);
     let estimates = host_step_estimates(spec, &x.hosts, measured);
     let overhead = cluster_overhead(spec);
     let host_durations: Vec<Duration> = estimates
@@ -378,92 +373,97 @@ pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
         .collect();
     let rollout = rollout_estimate(spec, &host_durations);
     // Each (group, step name) once, whatever its number of hosts.
-    let mut sources: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    let mut sources: BTreeMap<(&str, &str), Source> = BTreeMap::new();
     for (h, e) in spec.hosts.iter().zip(&estimates) {
         let group = spec.groups.get(h.group).map(|g| g.name.as_str()).unwrap_or_default();
         for (step, e) in h.steps.iter().zip(e) {
-            sources.insert((group, step.name.as_str()), e.source.as_str());
+            sources.insert((group, step.name.as_str()), e.source);
         }
     }
-    let mut counts: BTreeMap<&str, usize> = [("declared", 0), ("measured", 0), ("default", 0)].into_iter().collect();
+    let mut counts = SourceCounts::default();
     for source in sources.values() {
-        *counts.entry(source).or_default() += 1;
+        match source {
+            Source::Declared => counts.declared += 1,
+            Source::Measured { .. } => counts.measured += 1,
+            Source::Default => counts.default += 1,
+        }
     }
 
     let no_detail = HostDetail::default();
-    for (gi, g) in spec.groups.iter().enumerate() {
+    for ((g, e), out) in spec.groups.iter().zip(&rollout.groups).zip(&mut summary.groups) {
         // Host entries with the same path and steps share one entry.
-        let mut paths: Vec<(serde_json::Value, Vec<String>)> = Vec::new();
+        let mut paths: Vec<PathSummary> = Vec::new();
         for &h in &g.hosts {
             let plan = &spec.hosts[h];
             let detail = x.hosts.get(h).unwrap_or(&no_detail);
-            let est = &estimates[h];
-            let steps: Vec<serde_json::Value> = plan.steps.iter().zip(est).map(|(s, e)| step_json(s, e)).collect();
+            let steps: Vec<EstimatedStep> =
+                plan.steps.iter().zip(&estimates[h]).map(|(s, e)| estimated_step(s, e)).collect();
             let mut at = 0;
-            let hops: Vec<serde_json::Value> = detail
+            let hops: Vec<HopSummary> = detail
                 .path
                 .iter()
                 .flatten()
                 .map(|hop| {
                     let end = (at + hop.steps).min(steps.len());
-                    let v = serde_json::json!({
-                        "from": hop.from,
-                        "to": hop.to,
-                        "skipped": hop.skipped,
-                        "downgrade": hop.downgrade,
-                        "steps": steps[at..end].to_vec(),
-                    });
+                    let v = HopSummary {
+                        from: hop.from.clone(),
+                        to: hop.to.clone(),
+                        skipped: hop.skipped.clone(),
+                        downgrade: hop.downgrade,
+                        steps: steps[at..end].to_vec(),
+                    };
                     at = end;
                     v
                 })
                 .collect();
-            let versions: Option<Vec<&str>> = detail.path.as_ref().map(|p| {
-                p.first().map(|f| f.from.as_str()).into_iter().chain(p.iter().map(|h| h.to.as_str())).collect()
-            });
-            let key = serde_json::json!({
-                "path": versions,
-                "hops": hops,
-                "steps": steps[at..].to_vec(),
-                "estimate_ms": ms(host_durations[h]),
-                "estimate": human_duration(host_durations[h]),
-            });
-            match paths.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, hosts)) => hosts.push(plan.host.clone()),
-                None => paths.push((key, vec![plan.host.clone()])),
+            let versions: Option<Vec<String>> = detail
+                .path
+                .as_ref()
+                .map(|p| p.first().map(|f| f.from.clone()).into_iter().chain(p.iter().map(|h| h.to.clone())).collect());
+            let entry = PathSummary {
+                hosts: Vec::new(),
+                path: versions,
+                hops,
+                steps: steps[at..].to_vec(),
+                estimate_ms: ms(host_durations[h]),
+                estimate: human_duration(host_durations[h]),
+            };
+            let same = |p: &&mut PathSummary| {
+                (&p.path, &p.hops, &p.steps, p.estimate_ms, &p.estimate)
+                    == (&entry.path, &entry.hops, &entry.steps, entry.estimate_ms, &entry.estimate)
+            };
+            match paths.iter_mut().find(same) {
+                Some(p) => p.hosts.push(plan.host.clone()),
+                None => paths.push(PathSummary { hosts: vec![plan.host.clone()], ..entry }),
             }
         }
-        let paths: Vec<serde_json::Value> = paths
-            .into_iter()
-            .map(|(mut v, hosts)| {
-                v["hosts"] = hosts.into();
-                v
-            })
-            .collect();
-        let e = rollout.groups[gi];
-        if let Some(out) = summary["groups"].get_mut(gi) {
-            out["paths"] = paths.into();
-            out["estimate"] = serde_json::json!({
-                "start_ms": ms(e.start),
-                "duration_ms": ms(e.duration),
-                "finish_ms": ms(e.finish()),
-                "duration": human_duration(e.duration),
-                "manual_approval": e.manual_approval,
-            });
-        }
+        out.paths = Some(paths);
+        out.estimate = Some(GroupEstimateSummary {
+            start_ms: ms(e.start),
+            duration_ms: ms(e.duration),
+            finish_ms: ms(e.finish()),
+            duration: human_duration(e.duration),
+            manual_approval: e.manual_approval,
+        });
     }
-    summary["estimate"] = serde_json::json!({
-        "total_ms": ms(rollout.total),
-        "total": human_duration(rollout.total),
-        "manual_approvals": spec
+    summary.estimate = Some(RolloutEstimateSummary {
+        total_ms: ms(rollout.total),
+        total: human_duration(rollout.total),
+        manual_approvals: spec
             .groups
             .iter()
             .zip(&rollout.groups)
             .filter(|(_, e)| e.manual_approval)
             .map(|(g, _)| g.name.clone())
-            .collect::<Vec<_>>(),
-        "steps": counts,
+            .collect(),
+        steps: counts,
     });
     summary
+}
+
+/// [`summary`] as JSON (what `convoy plan --output json` prints).
+pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
+    summary(x, measured).to_json()
 }
 
 #[cfg(test)]
@@ -666,6 +666,42 @@ mod tests {
             h.switchover.clear();
         }
         assert_eq!(cluster_overhead(&s), vec![Duration::ZERO; 2]);
+    }
+
+    #[test]
+    fn a_summary_reads_back_from_its_json_and_names_each_source() {
+        let mut s = spec(vec![group("web", &[], 0..2, 1, 0)]);
+        s.groups[0].canary = Some(CanarySpec { hosts: 1, promote: Promote::Manual });
+        let exec = |name: &str| StepSpec {
+            name: name.into(),
+            timeout: S(600),
+            kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
+            rerun_safe: false,
+        };
+        for h in &mut s.hosts {
+            h.steps = vec![exec("stop"), exec("upgrade"), exec("start")];
+        }
+        let details = vec![HostDetail { path: None, declared: vec![None, Some(S(90)), None] }; 2];
+        let x = Expansion { spec: s, hosts: details };
+        let measured: Measured =
+            [(("web".to_string(), "start".to_string()), MeasuredStep { median: S(7), runs: 3 })].into();
+        let summary = super::summary(&x, &measured);
+        let json = summary.to_json();
+        let back: PlanSummary = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, summary, "what the coordinator sends is what the CLI reads");
+        let steps = &json["groups"][0]["paths"][0]["steps"];
+        assert_eq!(steps[0]["source"], "default");
+        assert_eq!(steps[1]["source"], "declared");
+        assert_eq!(steps[2]["source"], "measured");
+        assert_eq!(steps[2]["runs"], 3);
+        assert!(steps[1].get("runs").is_none(), "runs only for a measured step");
+        let e = summary.estimate.as_ref().unwrap();
+        assert_eq!((e.steps.declared, e.steps.measured, e.steps.default), (1, 1, 1));
+        assert_eq!(e.manual_approvals, ["web"]);
+        // Without the estimates, neither they nor the paths are in the JSON.
+        let bare = PlanSummary::of(&x.spec).to_json();
+        assert!(bare.get("estimate").is_none() && bare["groups"][0].get("paths").is_none(), "{bare}");
+        assert_eq!(serde_json::from_value::<PlanSummary>(bare).unwrap(), PlanSummary::of(&x.spec));
     }
 
     #[test]

@@ -527,7 +527,7 @@ impl Fleet {
 
     /// Wait for a terminal state (succeeded, failed, aborted or rolled back).
     pub async fn wait_finished(&self, rollout: &str, timeout: Duration) -> Result<pb::RolloutStatus, FleetError> {
-        self.wait_status(rollout, timeout, "the rollout to finish", operator::finished).await
+        operator::known_state(self.wait_status(rollout, timeout, "the rollout to finish", operator::finished).await?)
     }
 
     /// Run a command in a host's container (`docker exec`), whatever its exit code.

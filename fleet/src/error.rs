@@ -28,6 +28,9 @@ pub enum FleetError {
     /// was seen and where the logs are.
     #[error("{0}")]
     NotReady(String),
+    /// A status naming a state this harness does not know.
+    #[error("coordinator: {0}")]
+    State(#[from] convoy_common::engine::state::UnknownState),
 }
 
 impl FleetError {

@@ -319,7 +319,8 @@ impl Cluster {
 
     /// Follow a rollout until it reaches a terminal state.
     pub async fn wait_finished(&self, rollout: &str, timeout: Duration) -> Result<pb::RolloutStatus, FleetError> {
-        operator::wait_rollout(&self.operator().await?, rollout, timeout, "rollout state", operator::finished).await
+        let op = self.operator().await?;
+        operator::known_state(operator::wait_rollout(&op, rollout, timeout, "rollout state", operator::finished).await?)
     }
 
     /// The execution log as the coordinator stored it, replayed to actions.

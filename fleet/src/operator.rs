@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use convoy_common::engine::RolloutState;
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::service::interceptor::InterceptedService;
@@ -91,9 +92,16 @@ pub async fn wait_rollout(
     .await
 }
 
-/// Whether a rollout has reached a terminal state.
+/// Whether a rollout has reached a terminal state. A state this harness does
+/// not know ends the wait too, for [`known_state`] to report.
 pub fn finished(s: &pb::RolloutStatus) -> bool {
-    matches!(s.state.as_str(), "succeeded" | "failed" | "aborted" | "rolled_back")
+    s.state.parse::<RolloutState>().map_or(true, RolloutState::is_terminal)
+}
+
+/// `s`, if its state is one this harness knows.
+pub fn known_state(s: pb::RolloutStatus) -> Result<pb::RolloutStatus, FleetError> {
+    s.state.parse::<RolloutState>()?;
+    Ok(s)
 }
 
 /// Submit the plan `yaml` (named `file_name` in errors); returns the rollout id.

@@ -207,23 +207,28 @@ impl HostState {
             | HostState::AtBarrier { .. } => false,
         }
     }
-    pub fn as_str(&self) -> &'static str {
+    /// Which state this is, without what it carries.
+    pub fn phase(&self) -> HostPhase {
         match self {
-            HostState::Pending => "pending",
-            HostState::Running { .. } => "running",
-            HostState::Soaking { .. } => "soaking",
-            HostState::Succeeded => "succeeded",
-            HostState::Failed { .. } => "failed",
-            HostState::Skipped => "skipped",
-            HostState::RollingBack { .. } => "rolling_back",
-            HostState::RolledBack => "rolled_back",
-            HostState::RollbackFailed { .. } => "rollback_failed",
-            HostState::Probing { .. } => "leader_check",
-            HostState::SwitchingOver { .. } => "switching_over",
-            HostState::Held { .. } => "held",
-            HostState::LeaderUnknown { .. } => "leader_unknown",
-            HostState::AtBarrier { .. } => "at_barrier",
+            HostState::Pending => HostPhase::Pending,
+            HostState::Running { .. } => HostPhase::Running,
+            HostState::Soaking { .. } => HostPhase::Soaking,
+            HostState::Succeeded => HostPhase::Succeeded,
+            HostState::Failed { .. } => HostPhase::Failed,
+            HostState::Skipped => HostPhase::Skipped,
+            HostState::RollingBack { .. } => HostPhase::RollingBack,
+            HostState::RolledBack => HostPhase::RolledBack,
+            HostState::RollbackFailed { .. } => HostPhase::RollbackFailed,
+            HostState::Probing { .. } => HostPhase::LeaderCheck,
+            HostState::SwitchingOver { .. } => HostPhase::SwitchingOver,
+            HostState::Held { .. } => HostPhase::Held,
+            HostState::LeaderUnknown { .. } => HostPhase::LeaderUnknown,
+            HostState::AtBarrier { .. } => HostPhase::AtBarrier,
         }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.phase().as_str()
     }
 
     /// True while the host holds a slot of its group's window.
@@ -276,6 +281,131 @@ impl HostState {
     }
 }
 
+/// A [`HostState`] without what it carries: what a host's state is called
+/// outside the engine (in a status answer, `convoy status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostPhase {
+    Pending,
+    Running,
+    Soaking,
+    Succeeded,
+    Failed,
+    Skipped,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+    /// [`HostState::Probing`].
+    LeaderCheck,
+    SwitchingOver,
+    Held,
+    LeaderUnknown,
+    AtBarrier,
+}
+
+impl HostPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostPhase::Pending => "pending",
+            HostPhase::Running => "running",
+            HostPhase::Soaking => "soaking",
+            HostPhase::Succeeded => "succeeded",
+            HostPhase::Failed => "failed",
+            HostPhase::Skipped => "skipped",
+            HostPhase::RollingBack => "rolling_back",
+            HostPhase::RolledBack => "rolled_back",
+            HostPhase::RollbackFailed => "rollback_failed",
+            HostPhase::LeaderCheck => "leader_check",
+            HostPhase::SwitchingOver => "switching_over",
+            HostPhase::Held => "held",
+            HostPhase::LeaderUnknown => "leader_unknown",
+            HostPhase::AtBarrier => "at_barrier",
+        }
+    }
+}
+
+/// A state name that is none of the states of its kind (a status from a
+/// newer coordinator, or not a status at all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} state '{name}'")]
+pub struct UnknownState {
+    /// `rollout`, `group` or `host`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// `Display` and `FromStr` by `as_str`, over every variant listed in `ALL`,
+/// so a state's name is written in one place.
+macro_rules! named_states {
+    ($ty:ident, $kind:literal, [$($variant:ident),+ $(,)?]) => {
+        impl $ty {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = UnknownState;
+
+            fn from_str(s: &str) -> Result<$ty, UnknownState> {
+                $ty::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| UnknownState { kind: $kind, name: s.to_string() })
+            }
+        }
+    };
+}
+
+named_states!(
+    RolloutState,
+    "rollout",
+    [Pending, Running, Paused, Halting, Aborting, RollingBack, Succeeded, Failed, Aborted, RolledBack]
+);
+named_states!(
+    GroupState,
+    "group",
+    [
+        Waiting,
+        Canary,
+        AwaitingApproval,
+        CanarySoak,
+        Running,
+        Succeeded,
+        Failed,
+        Skipped,
+        RollingBack,
+        RolledBack,
+        RollbackFailed
+    ]
+);
+named_states!(
+    HostPhase,
+    "host",
+    [
+        Pending,
+        Running,
+        Soaking,
+        Succeeded,
+        Failed,
+        Skipped,
+        RollingBack,
+        RolledBack,
+        RollbackFailed,
+        LeaderCheck,
+        SwitchingOver,
+        Held,
+        LeaderUnknown,
+        AtBarrier
+    ]
+);
+
 /// What an execution in progress is (see [`HostState::current`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exec {
@@ -296,4 +426,111 @@ pub(crate) enum Role {
     Unknown,
     Follower,
     Leader,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A new variant does not compile here until it is added to its `ALL`.
+    fn listed_rollout(s: RolloutState) -> bool {
+        match s {
+            RolloutState::Pending
+            | RolloutState::Running
+            | RolloutState::Paused
+            | RolloutState::Halting
+            | RolloutState::Aborting
+            | RolloutState::RollingBack
+            | RolloutState::Succeeded
+            | RolloutState::Failed
+            | RolloutState::Aborted
+            | RolloutState::RolledBack => RolloutState::ALL.contains(&s),
+        }
+    }
+
+    fn listed_group(s: GroupState) -> bool {
+        match s {
+            GroupState::Waiting
+            | GroupState::Canary
+            | GroupState::AwaitingApproval
+            | GroupState::CanarySoak
+            | GroupState::Running
+            | GroupState::Succeeded
+            | GroupState::Failed
+            | GroupState::Skipped
+            | GroupState::RollingBack
+            | GroupState::RolledBack
+            | GroupState::RollbackFailed => GroupState::ALL.contains(&s),
+        }
+    }
+
+    fn listed_host(s: HostPhase) -> bool {
+        match s {
+            HostPhase::Pending
+            | HostPhase::Running
+            | HostPhase::Soaking
+            | HostPhase::Succeeded
+            | HostPhase::Failed
+            | HostPhase::Skipped
+            | HostPhase::RollingBack
+            | HostPhase::RolledBack
+            | HostPhase::RollbackFailed
+            | HostPhase::LeaderCheck
+            | HostPhase::SwitchingOver
+            | HostPhase::Held
+            | HostPhase::LeaderUnknown
+            | HostPhase::AtBarrier => HostPhase::ALL.contains(&s),
+        }
+    }
+
+    /// Every state's name parses back to it, is its `Display` and its serde
+    /// name, and no two states share a name.
+    fn round_trips<T>(all: &[T], listed: fn(T) -> bool)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display + std::str::FromStr + Serialize,
+        T::Err: std::fmt::Debug,
+    {
+        let mut names = std::collections::BTreeSet::new();
+        for &s in all {
+            assert!(listed(s), "{s:?}");
+            let name = s.to_string();
+            assert_eq!(name.parse::<T>().unwrap(), s, "{name}");
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(name.clone()), "{s:?}");
+            assert!(names.insert(name), "{s:?}: a name used twice");
+        }
+    }
+
+    #[test]
+    fn every_state_round_trips_through_its_name() {
+        round_trips(RolloutState::ALL, listed_rollout);
+        round_trips(GroupState::ALL, listed_group);
+        round_trips(HostPhase::ALL, listed_host);
+        assert_eq!(RolloutState::ALL.len(), 10);
+        assert_eq!(GroupState::ALL.len(), 11);
+        assert_eq!(HostPhase::ALL.len(), 14);
+    }
+
+    #[test]
+    fn an_unknown_name_says_which_kind_of_state() {
+        let e = "finished".parse::<RolloutState>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown rollout state 'finished'");
+        assert_eq!("Succeeded".parse::<GroupState>().unwrap_err().kind, "group");
+        assert_eq!("probing".parse::<HostPhase>().unwrap_err().to_string(), "unknown host state 'probing'");
+        assert_eq!("".parse::<HostPhase>().unwrap_err().name, "");
+    }
+
+    #[test]
+    fn a_host_state_is_named_by_its_phase() {
+        let id: ExecutionId = "r/h/lc0/1".parse().unwrap();
+        let probing = HostState::Probing {
+            step: 0,
+            after_switchover: false,
+            execution_id: id,
+            since: UnixMillis(0),
+            lost_since: None,
+        };
+        assert_eq!(probing.as_str(), "leader_check");
+        assert_eq!(probing.phase(), HostPhase::LeaderCheck);
+        assert_eq!(HostState::Failed { step: None, reason: String::new() }.phase(), HostPhase::Failed);
+    }
 }

@@ -162,8 +162,9 @@
 //! - `template`: template variables and their rendering per host.
 //! - `expansion`: [`expand`] against an inventory (members, canaries,
 //!   clusters, undos).
-//! - `summary`: views of an expanded rollout ([`batches`], [`to_dot`],
-//!   [`summary_json`]).
+//! - [`summary`]: what `convoy plan` shows of an expanded rollout, typed
+//!   ([`PlanSummary`], [`batches`], [`summary_json`]).
+//! - `dot`: the groups as a Graphviz graph ([`to_dot`]).
 //! - `duration`: [`parse_duration`] and [`format_duration`].
 //!
 //! [`RolloutSpec`]: crate::model::RolloutSpec
@@ -174,6 +175,7 @@
 mod captures;
 mod catalogs;
 mod checks;
+mod dot;
 mod duration;
 mod errors;
 mod expansion;
@@ -183,17 +185,18 @@ mod parse;
 mod raw;
 mod steps;
 mod strategies;
-mod summary;
+pub mod summary;
 mod template;
 mod validated;
 
 #[cfg(test)]
 mod tests;
 
+pub use dot::to_dot;
 pub use duration::{format_duration, parse_duration};
 pub use errors::PlanError;
 pub(crate) use errors::{FieldPath, Src};
 pub use expansion::{Expansion, HopDetail, HostDetail, expand, expand_detailed};
 pub use parse::{parse_plan, parse_plan_with_catalogs, parse_plan_with_limits};
-pub use summary::{batches, summary_json, to_dot};
+pub use summary::{PlanSummary, batches, summary_json};
 pub use validated::Plan;
