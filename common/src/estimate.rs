@@ -108,25 +108,10 @@ pub fn median(samples: &[u64]) -> Option<u64> {
     Some(if s.len() % 2 == 1 { s[mid] } else { s[mid - 1] / 2 + s[mid] / 2 + (s[mid - 1] % 2 + s[mid] % 2) / 2 })
 }
 
-/// The default estimate of a step of this kind, before the timeout cap.
+/// The default estimate of a step of this kind, before the timeout cap
+/// ([`StepKind::default_estimate`]).
 pub fn default_duration(kind: &StepKind) -> Duration {
-    let s = Duration::from_secs;
-    match kind {
-        StepKind::Exec(_) => s(10),
-        StepKind::Archive(_) => s(30),
-        StepKind::File(_) => s(1),
-        StepKind::ArchiveRollback(_) => s(5),
-        StepKind::Apt(_) | StepKind::Rpm(_) | StepKind::PkgRollback(_) => s(120),
-        StepKind::Dpkg(_) => s(60),
-        StepKind::Service(_) => s(15),
-        StepKind::Backup(_) => s(300),
-        // A check usually passes within a few polls, then must stay healthy.
-        StepKind::HttpCheck(c) => s(5).saturating_add(c.policy.min_healthy),
-        StepKind::TcpCheck(c) => s(5).saturating_add(c.policy.min_healthy),
-        StepKind::ExecCheck(c) => s(5).saturating_add(c.policy.min_healthy),
-        StepKind::FileCheck(c) => s(5).saturating_add(c.policy.min_healthy),
-        StepKind::MetricCheck(c) => s(5).saturating_add(c.policy.min_healthy),
-    }
+    kind.default_estimate()
 }
 
 /// A step's estimate: declared, else measured, else the kind's default

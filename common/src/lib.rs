@@ -32,6 +32,7 @@ pub mod limits;
 pub mod metric;
 pub mod model;
 pub mod plan;
+mod step_kinds;
 mod step_strings;
 pub mod undo;
 pub mod version;

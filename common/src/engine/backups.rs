@@ -1,7 +1,7 @@
 //! Backups: recording the ones `backup` steps took, and the guard that keeps migrations behind one.
 
 use crate::engine::Engine;
-use crate::model::{BackupRecord, StepKind, UnixMillis};
+use crate::model::{BackupRecord, UnixMillis};
 
 impl Engine {
     /// Keep what a successful `backup` step (step `step` of host entry `i`)
@@ -15,22 +15,8 @@ impl Engine {
         reported: Option<&BackupRecord>,
     ) -> Result<(), String> {
         let spec = &self.spec.hosts[i].steps[step];
-        match &spec.kind {
-            StepKind::Backup(_) => {}
-            StepKind::Exec(_)
-            | StepKind::Archive(_)
-            | StepKind::File(_)
-            | StepKind::HttpCheck(_)
-            | StepKind::TcpCheck(_)
-            | StepKind::ExecCheck(_)
-            | StepKind::FileCheck(_)
-            | StepKind::MetricCheck(_)
-            | StepKind::ArchiveRollback(_)
-            | StepKind::Apt(_)
-            | StepKind::Dpkg(_)
-            | StepKind::Rpm(_)
-            | StepKind::Service(_)
-            | StepKind::PkgRollback(_) => return Ok(()),
+        if !spec.kind.reports_backup() {
+            return Ok(());
         }
         match reported {
             Some(r) if r.size_bytes > 0 => {

@@ -5,7 +5,7 @@ use crate::engine::Engine;
 use crate::engine::events::{Action, Timer};
 use crate::engine::execution_id::ExecutionId;
 use crate::engine::state::{Exec, HostState};
-use crate::model::{StepKind, StepOutcome, StepStatus, UnixMillis};
+use crate::model::{StepOutcome, StepStatus, UnixMillis};
 use std::collections::VecDeque;
 
 impl Engine {
@@ -111,20 +111,7 @@ impl Engine {
         }
         // An archive rollback names the version it goes back to; the agent's
         // report, when it makes one, wins.
-        let fallback = match &self.hosts[i].rollback[step].kind {
-            StepKind::ArchiveRollback(a) => a.to_version.clone().map(|v| (a.component.clone(), v)),
-            StepKind::PkgRollback(p) => p.to_version.clone().map(|v| (p.package.clone(), v)),
-            StepKind::Apt(_) | StepKind::Dpkg(_) | StepKind::Rpm(_) | StepKind::Service(_) => None,
-            StepKind::Exec(_)
-            | StepKind::Archive(_)
-            | StepKind::File(_)
-            | StepKind::HttpCheck(_)
-            | StepKind::TcpCheck(_)
-            | StepKind::ExecCheck(_)
-            | StepKind::FileCheck(_)
-            | StepKind::MetricCheck(_)
-            | StepKind::Backup(_) => None,
-        };
+        let fallback = self.hosts[i].rollback[step].kind.restores();
         self.record_installed(i, outcome.installed, fallback);
         if step + 1 < self.hosts[i].rollback.len() {
             self.dispatch_rollback(i, step + 1, now, out);

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::model::{
-    ArchiveRollbackSpec, CanarySpec, CaptureSpec, ClusterMembers, ClusterSpec, GroupSpec, HostPlan, InventoryHost,
-    PkgManager, PkgRollbackSpec, RolloutSpec, StepKind, StepSpec,
+    CanarySpec, CaptureSpec, ClusterMembers, ClusterSpec, GroupSpec, HostPlan, InventoryHost, RolloutSpec, StepKind,
+    StepSpec,
 };
 use crate::step_strings::exec_strings_mut;
 
@@ -454,40 +454,12 @@ fn undo_step(
             }
             StepKind::Exec(exec)
         }
-        (None, StepKind::Archive(a)) => StepKind::ArchiveRollback(ArchiveRollbackSpec {
-            component: a.component.clone(),
-            to_version: host.installed.get(&a.component).cloned(),
-            install_root: a.install_root.clone(),
-        }),
-        (None, StepKind::Apt(a)) => pkg_rollback(&a.package, PkgManager::Apt, host),
-        (None, StepKind::Dpkg(d)) => pkg_rollback(&d.package, PkgManager::Dpkg, host),
-        (None, StepKind::Rpm(r)) => pkg_rollback(&r.package, PkgManager::of_rpm(r.manager), host),
-        (
-            None,
-            StepKind::Service(_)
-            | StepKind::PkgRollback(_)
-            | StepKind::Exec(_)
-            | StepKind::File(_)
-            | StepKind::HttpCheck(_)
-            | StepKind::TcpCheck(_)
-            | StepKind::ExecCheck(_)
-            | StepKind::FileCheck(_)
-            | StepKind::MetricCheck(_)
-            | StepKind::ArchiveRollback(_)
-            | StepKind::Backup(_),
-        ) => return Ok(None),
+        (None, kind) => match kind.implicit_undo(&host.installed) {
+            Some(undo) => undo,
+            None => return Ok(None),
+        },
     };
     Ok(Some(StepSpec { name: undo_name(&step.name), timeout: step.timeout, kind, rerun_safe: false }))
-}
-
-/// The implicit undo of a package step: back to the version the inventory
-/// reported for the package (none: the agent's recorded previous version).
-fn pkg_rollback(package: &str, manager: PkgManager, host: &InventoryHost) -> StepKind {
-    StepKind::PkgRollback(PkgRollbackSpec {
-        package: package.to_string(),
-        manager,
-        to_version: host.installed.get(package).cloned(),
-    })
 }
 
 /// Every `key: value` must match; the key `host` matches the host id.
