@@ -22,7 +22,13 @@ groups:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_megabyte_results_are_capped_and_status_stays_small() -> anyhow::Result<()> {
-    let c = Cluster::start(fast_runtime()).await?;
+    // These hand-made agents send no heartbeats: with the fast runtime's
+    // 600 ms liveness they would be declared lost (and their results
+    // ignored) whenever encoding 8 large results takes longer on a loaded
+    // machine. Liveness is not what this test is about.
+    let runtime =
+        convoy_coordinator::runtime::RuntimeConfig { agent_timeout: Duration::from_secs(300), ..fast_runtime() };
+    let c = Cluster::start(runtime).await?;
     let mut streams = Vec::new();
     let mut senders = Vec::new();
     for i in 0..8 {
