@@ -161,7 +161,7 @@ impl LocalDriver {
             StepKind::ExecCheck(c) => {
                 let workdir = c.exec.workdir.as_deref().map(|w| self.resolve(w));
                 check::run_check("exec check", &c.policy, deadline, |budget| {
-                    check::exec_attempt(&c.exec, workdir.clone(), budget)
+                    check::exec_attempt(&c.exec, &c.output, workdir.clone(), budget)
                 })
                 .await
             }
@@ -333,7 +333,7 @@ mod tests {
                 policy,
             }),
             StepKindName::TcpCheck => StepKind::TcpCheck(TcpCheckSpec { address: "127.0.0.1:1".into(), policy }),
-            StepKindName::ExecCheck => StepKind::ExecCheck(ExecCheckSpec { exec, policy }),
+            StepKindName::ExecCheck => StepKind::ExecCheck(ExecCheckSpec { exec, policy, output: Default::default() }),
             StepKindName::FileCheck => StepKind::FileCheck(FileCheckSpec { path: "f".into(), contains: None, policy }),
             StepKindName::MetricCheck => StepKind::MetricCheck(MetricCheckSpec {
                 source: MetricSource::Command(exec),

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use convoy_agent::driver::{LocalDriver, step};
 use convoy_common::model::{
-    CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec, StepKind, StepOutcome, StepStatus,
-    TcpCheckSpec,
+    CheckPolicy, ExecCheckSpec, ExecSpec, FileCheckSpec, FileSpec, HttpCheckSpec, OutputExpect, StepKind, StepOutcome,
+    StepStatus, TcpCheckSpec,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -140,13 +140,19 @@ async fn exec_check_retries_until_exit_zero() {
         c = counter.display()
     );
     let exec = ExecSpec { command: "sh".into(), args: vec!["-c".into(), script], ..ExecSpec::default() };
-    let out = run(&driver, StepKind::ExecCheck(ExecCheckSpec { exec: exec.clone(), policy: policy(5, 10) })).await;
+    let out = run(
+        &driver,
+        StepKind::ExecCheck(ExecCheckSpec { exec: exec.clone(), policy: policy(5, 10), output: Default::default() }),
+    )
+    .await;
     assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
     assert!(out.message.contains("3 attempts"), "{}", out.message);
     assert_eq!(out.stdout_tail, "try 3\n");
 
     std::fs::remove_file(&counter).unwrap();
-    let out = run(&driver, StepKind::ExecCheck(ExecCheckSpec { exec, policy: policy(1, 10) })).await;
+    let out =
+        run(&driver, StepKind::ExecCheck(ExecCheckSpec { exec, policy: policy(1, 10), output: Default::default() }))
+            .await;
     assert_eq!(out.status, StepStatus::Failed);
     assert_eq!(out.exit_code, Some(1));
     assert!(out.message.contains("exited with code 1") && out.message.contains("2 attempts"), "{}", out.message);
@@ -365,4 +371,61 @@ async fn metric_check_waits_for_the_backlog_to_drain() {
     )
     .await;
     assert_eq!(out.status, StepStatus::Succeeded, "{out:?}");
+}
+
+#[tokio::test]
+async fn exec_check_compares_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let driver = LocalDriver::new(tmp.path());
+    let check = |script: &str, output: OutputExpect| {
+        let exec = ExecSpec { command: "sh".into(), args: vec!["-c".into(), script.into()], ..ExecSpec::default() };
+        StepKind::ExecCheck(ExecCheckSpec { exec, policy: policy(1, 10), output })
+    };
+    let equals = |t: &str| OutputExpect { equals: Some(t.into()), ..OutputExpect::default() };
+    let contains = |t: &str| OutputExpect { contains: Some(t.into()), ..OutputExpect::default() };
+    let matches = |t: &str| OutputExpect { matches: Some(t.into()), ..OutputExpect::default() };
+
+    // Passes: the trailing newline of `echo` does not count.
+    for output in [equals("t"), contains("t"), matches("^t$"), OutputExpect::default()] {
+        let out = run(&driver, check("echo t", output.clone())).await;
+        assert_eq!(out.status, StepStatus::Succeeded, "{output:?}: {out:?}");
+        assert!(out.message.contains("1 attempt"), "{}", out.message);
+    }
+    let all = OutputExpect {
+        equals: Some("role=primary".into()),
+        contains: Some("primary".into()),
+        matches: Some(r"^role=\w+$".into()),
+    };
+    assert_eq!(run(&driver, check("echo role=primary", all.clone())).await.status, StepStatus::Succeeded);
+
+    // Fails, after its retries, saying what was expected and what was seen.
+    let out = run(&driver, check("echo f", equals("t"))).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    assert_eq!(out.exit_code, Some(0));
+    assert!(out.message.contains("2 attempts"), "{}", out.message);
+    assert!(out.message.contains(r#"expected stdout to equal "t"; stdout ends with: f"#), "{}", out.message);
+    assert_eq!(out.stdout_tail, "f\n");
+
+    let out = run(&driver, check("echo t", contains("primary"))).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    assert!(out.message.contains(r#"expected stdout to contain "primary"; stdout ends with: t"#), "{}", out.message);
+
+    let out = run(&driver, check("echo tt", matches("^t$"))).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    assert!(out.message.contains(r#"expected stdout to match "^t$"; stdout ends with: tt"#), "{}", out.message);
+
+    // One condition failing fails the whole check.
+    let out = run(&driver, check("echo role=replica", all)).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+
+    // The exit code still counts: the right output from a failing command fails.
+    let out = run(&driver, check("echo t; exit 3", equals("t"))).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    assert!(out.message.contains("exited with code 3"), "{}", out.message);
+
+    // What is seen is capped: a long output shows only its end.
+    let out = run(&driver, check("i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done", equals("t"))).await;
+    assert_eq!(out.status, StepStatus::Failed, "{out:?}");
+    let seen = out.message.split("stdout ends with: ").nth(1).unwrap();
+    assert!(seen.len() < 400 && seen.starts_with("...") && seen.contains("line 1999"), "{}", out.message);
 }

@@ -43,7 +43,7 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
 
 /// The regex crate's message on one line (it draws the pattern with a caret
 /// over several lines; the last line says what is wrong).
-fn regex_error(e: &regex::Error) -> String {
+pub(crate) fn regex_error(e: &regex::Error) -> String {
     let text = e.to_string();
     let last = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
     last.strip_prefix("error: ").unwrap_or(last).to_string()
@@ -98,7 +98,7 @@ pub fn json_lookup<'v>(value: &'v serde_json::Value, path: &str) -> Result<&'v s
 }
 
 /// "; stdout ends with: ..." (the last few hundred characters), or "; stdout is empty".
-fn shown(stdout: &str) -> String {
+pub(crate) fn shown(stdout: &str) -> String {
     let t = stdout.trim_end();
     if t.is_empty() {
         return "; stdout is empty".to_string();

@@ -632,6 +632,7 @@ mod tests {
             kind: StepKind::ExecCheck(crate::model::ExecCheckSpec {
                 exec: ExecSpec { command: "is-leader".into(), ..ExecSpec::default() },
                 policy: Default::default(),
+                output: Default::default(),
             }),
             rerun_safe: false,
         };

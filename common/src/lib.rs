@@ -8,6 +8,7 @@
 //! - [`catalog`]: release catalogs (YAML, one per product) and the multi-hop
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
+//! - [`output`]: what a check requires of a command's output (equals, contains, matches).
 //! - `step_strings`: every templated string of a step, walked in one place
 //!   for the plan's templates and the engine's captured values.
 //! - [`limits`]: bounds on plans (bytes, nesting, groups, hosts, steps,
@@ -31,6 +32,7 @@ pub mod invariants;
 pub mod limits;
 pub mod metric;
 pub mod model;
+pub mod output;
 pub mod plan;
 mod step_kinds;
 mod step_strings;

@@ -462,7 +462,8 @@ pub struct LeaderAnswers {
 
 /// One answer of a leader check. Every condition given must hold; with
 /// neither `exit_code` nor `status`, the check itself must pass (an exec
-/// check exits 0, an http check gets its expected status).
+/// check exits 0, an http check gets its expected status). The output
+/// conditions read the outcome's `stdout_tail` as [`OutputExpect`] does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RoleMatch {
     /// Exec checks: the command's exit code.
@@ -474,6 +475,13 @@ pub struct RoleMatch {
     /// Text the command's standard output (exec) or the body (http) contains.
     #[serde(default)]
     pub output_contains: Option<String>,
+    /// Exec checks: what the standard output equals (trailing whitespace
+    /// trimmed on both sides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_equals: Option<String>,
+    /// Exec checks: a regex the standard output matches (validated by the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_matches: Option<String>,
 }
 
 impl RoleMatch {
@@ -486,7 +494,12 @@ impl RoleMatch {
                     && status.is_none_or(|s| outcome.http_status == Some(s))
             }
         };
-        let text_ok = self.output_contains.as_deref().is_none_or(|t| outcome.stdout_tail.contains(t));
+        let expect = crate::output::Expect {
+            equals: self.stdout_equals.as_deref(),
+            contains: self.output_contains.as_deref(),
+            matches: self.stdout_matches.as_deref(),
+        };
+        let text_ok = expect.check(&outcome.stdout_tail).is_ok();
         code_ok && text_ok && matches!(outcome.status, StepStatus::Succeeded | StepStatus::Failed)
     }
 }
@@ -1048,6 +1061,43 @@ pub struct TcpCheckSpec {
 pub struct ExecCheckSpec {
     pub exec: ExecSpec,
     pub policy: CheckPolicy,
+    /// What the command's standard output must be, besides exiting 0.
+    #[serde(default, skip_serializing_if = "OutputExpect::is_empty")]
+    pub output: OutputExpect,
+}
+
+/// What an exec check requires of its command's standard output (the last
+/// 4 KiB the agent keeps). Every condition given must hold; see
+/// [`crate::output`] for how each is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OutputExpect {
+    /// The output equals this text, trailing whitespace trimmed on both sides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    /// The output contains this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// The output matches this regex (anywhere, unless anchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+}
+
+impl OutputExpect {
+    /// No condition on the output.
+    pub fn is_empty(&self) -> bool {
+        self.equals.is_none() && self.contains.is_none() && self.matches.is_none()
+    }
+
+    /// `Ok` when `stdout` meets every condition, else what was expected and
+    /// what was seen (see [`crate::output::Expect::check`]).
+    pub fn check(&self, stdout: &str) -> Result<(), String> {
+        crate::output::Expect {
+            equals: self.equals.as_deref(),
+            contains: self.contains.as_deref(),
+            matches: self.matches.as_deref(),
+        }
+        .check(stdout)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

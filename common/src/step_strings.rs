@@ -26,7 +26,17 @@ pub(crate) fn kind_strings_mut(kind: &mut StepKind) -> Vec<(FieldPath, &mut Stri
     let mut out = Vec::new();
     match kind {
         StepKind::Exec(e) => out.extend(exec_strings_mut(root.key("exec"), e)),
-        StepKind::ExecCheck(c) => out.extend(exec_strings_mut(root.key("exec"), &mut c.exec)),
+        StepKind::ExecCheck(c) => {
+            out.extend(exec_strings_mut(root.key("exec"), &mut c.exec));
+            // Plain texts only: a regex, checked as written, is not rendered
+            // (its braces are regex syntax).
+            if let Some(t) = &mut c.output.equals {
+                out.push((root.key("stdout_equals"), t));
+            }
+            if let Some(t) = &mut c.output.contains {
+                out.push((root.key("stdout_contains"), t));
+            }
+        }
         StepKind::Archive(a) => {
             let p = root.key("archive");
             out.push((p.key("component"), &mut a.component));

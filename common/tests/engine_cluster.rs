@@ -21,6 +21,7 @@ fn exec_check(name: &str, host: &str) -> StepSpec {
         kind: StepKind::ExecCheck(ExecCheckSpec {
             exec: ExecSpec { command: "is-leader".into(), args: vec![host.into()], ..ExecSpec::default() },
             policy: Default::default(),
+            output: Default::default(),
         }),
         rerun_safe: false,
     }

@@ -102,6 +102,7 @@ fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: boo
             kind: StepKind::ExecCheck(ExecCheckSpec {
                 exec: ExecSpec { command: "is-leader".into(), args: vec![host], ..ExecSpec::default() },
                 policy: Default::default(),
+                output: Default::default(),
             }),
             rerun_safe: false,
         });

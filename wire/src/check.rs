@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use convoy_common::metric::MetricFormat;
 use convoy_common::model::{
-    CheckPolicy, ExecCheckSpec, FileCheckSpec, HttpCheckSpec, JsonExpect, MetricCheckSpec, MetricSource, TcpCheckSpec,
-    Threshold,
+    CheckPolicy, ExecCheckSpec, FileCheckSpec, HttpCheckSpec, JsonExpect, MetricCheckSpec, MetricSource, OutputExpect,
+    TcpCheckSpec, Threshold,
 };
 use convoy_proto::v1 as pb;
 
@@ -77,14 +77,28 @@ pub(crate) fn tcp_to_proto(t: &TcpCheckSpec) -> pb::TcpCheck {
 
 pub(crate) fn exec_check_from_proto(c: &pb::ExecCheck) -> Result<ExecCheckSpec, WireError> {
     let exec = c.exec.as_ref().ok_or(WireError::empty("exec_check.exec"))?;
+    if let Some(pattern) = &c.stdout_matches {
+        convoy_common::output::compile(pattern).map_err(|e| WireError::invalid("exec_check.stdout_matches", e))?;
+    }
     Ok(ExecCheckSpec {
         exec: exec_from_proto(exec, "exec_check.exec.command")?,
         policy: policy_from_proto(c.policy.as_ref()),
+        output: OutputExpect {
+            equals: c.stdout_equals.clone(),
+            contains: c.stdout_contains.clone(),
+            matches: c.stdout_matches.clone(),
+        },
     })
 }
 
 pub(crate) fn exec_check_to_proto(c: &ExecCheckSpec) -> pb::ExecCheck {
-    pb::ExecCheck { exec: Some(exec_to_proto(&c.exec)), policy: Some(policy_to_proto(&c.policy)) }
+    pb::ExecCheck {
+        exec: Some(exec_to_proto(&c.exec)),
+        policy: Some(policy_to_proto(&c.policy)),
+        stdout_equals: c.output.equals.clone(),
+        stdout_contains: c.output.contains.clone(),
+        stdout_matches: c.output.matches.clone(),
+    }
 }
 
 pub(crate) fn file_check_from_proto(f: &pb::FileCheck) -> Result<FileCheckSpec, WireError> {

@@ -166,8 +166,8 @@ mod tests {
     use convoy_common::metric::MetricFormat;
     use convoy_common::model::{
         AptSpec, CheckPolicy, DpkgSpec, ExecCheckSpec, FileCheckSpec, HttpCheckSpec, JsonExpect, MetricCheckSpec,
-        MetricSource, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec,
-        StepKindName, StepStatus, TcpCheckSpec, Threshold,
+        MetricSource, OutputExpect, PkgManager, PkgRollbackSpec, RpmManager, RpmSpec, ServiceAction, ServiceManager,
+        ServiceSpec, StepKindName, StepStatus, TcpCheckSpec, Threshold,
     };
 
     use super::*;
@@ -235,7 +235,16 @@ mod tests {
                 policy: CheckPolicy::default(),
             }),
             StepKind::TcpCheck(TcpCheckSpec { address: "127.0.0.1:5432".into(), policy: policy() }),
-            StepKind::ExecCheck(ExecCheckSpec { exec: exec(), policy: policy() }),
+            StepKind::ExecCheck(ExecCheckSpec { exec: exec(), policy: policy(), output: OutputExpect::default() }),
+            StepKind::ExecCheck(ExecCheckSpec {
+                exec: exec(),
+                policy: policy(),
+                output: OutputExpect {
+                    equals: Some(String::new()),
+                    contains: Some("t".into()),
+                    matches: Some(r"^\w+$".into()),
+                },
+            }),
             StepKind::FileCheck(FileCheckSpec {
                 path: "/run/app.pid".into(),
                 contains: Some("1".into()),
@@ -417,7 +426,12 @@ mod tests {
         let bad = [
             PbKind::Exec(pb::ExecStep::default()),
             PbKind::HttpCheck(pb::HttpCheck { url: "http://h/".into(), expect_status: 70000, ..Default::default() }),
-            PbKind::ExecCheck(pb::ExecCheck { exec: None, policy: None }),
+            PbKind::ExecCheck(pb::ExecCheck::default()),
+            PbKind::ExecCheck(pb::ExecCheck {
+                exec: Some(pb::ExecStep { command: "true".into(), ..Default::default() }),
+                stdout_matches: Some("(".into()),
+                ..Default::default()
+            }),
             PbKind::Archive(pb::ArchiveStep::default()),
             PbKind::File(pb::FileStep::default()),
             PbKind::TcpCheck(pb::TcpCheck::default()),

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use convoy_common::model::{CheckPolicy, ExecSpec, StepOutcome, StepStatus};
+use convoy_common::model::{CheckPolicy, ExecSpec, OutputExpect, StepOutcome, StepStatus};
 use tokio::time::Instant;
 
 use super::exec;
@@ -183,19 +183,30 @@ pub(crate) async fn file_attempt(path: &PathBuf, contains: Option<&str>) -> Resu
     }
 }
 
-/// One attempt of an exec check: does the command exit 0 within the budget?
+/// One attempt of an exec check: does the command exit 0 within the budget,
+/// its stdout meeting `output` (see [`convoy_common::output`])?
 pub(crate) async fn exec_attempt(
     spec: &ExecSpec,
+    output: &OutputExpect,
     workdir: Option<PathBuf>,
     budget: Duration,
 ) -> Result<Observed, Observed> {
     let run = exec::run_command(spec, workdir, Some(budget)).await;
-    let seen = Observed {
+    let mut seen = Observed {
         detail: exec::ended_message(&exec::describe(spec), &run.ended),
         exit_code: run.exit_code(),
         stdout_tail: run.stdout_tail.clone(),
         stderr_tail: run.stderr_tail.clone(),
         http_status: None,
     };
-    if run.success() { Ok(seen) } else { Err(seen) }
+    if !run.success() {
+        return Err(seen);
+    }
+    match output.check(&run.stdout_tail) {
+        Ok(()) => Ok(seen),
+        Err(why) => {
+            seen.detail = format!("{}, but {why}", seen.detail);
+            Err(seen)
+        }
+    }
 }

@@ -7,7 +7,7 @@ use crate::limits::MAX_RETRIES;
 use crate::metric::MetricFormat;
 use crate::model::{
     CheckPolicy, ExecCheckSpec, FileCheckSpec, HttpCheckSpec, JsonExpect, LeaderAnswers, MetricCheckSpec, MetricSource,
-    RoleMatch, StepKind, StepSpec, TcpCheckSpec, Threshold,
+    OutputExpect, RoleMatch, StepKind, StepSpec, TcpCheckSpec, Threshold,
 };
 
 use super::duration::{format_duration, parse_duration, positive_duration};
@@ -52,6 +52,7 @@ pub(super) fn check_inner(
         "check",
     )?;
     let kp = p.key(kind);
+    let output = output_expect(src, raw, p)?;
     let defaults = CheckPolicy::default();
     let deadline = match (&raw.deadline, &raw.healthy_deadline) {
         (Some(_), Some(_)) => {
@@ -118,7 +119,7 @@ pub(super) fn check_inner(
         (_, Some(t), _, _) => {
             StepKind::TcpCheck(TcpCheckSpec { address: required(src, t.address.clone(), &kp.key("address"))?, policy })
         }
-        (_, _, Some(e), _) => StepKind::ExecCheck(ExecCheckSpec { exec: exec_spec(src, e, &kp)?, policy }),
+        (_, _, Some(e), _) => StepKind::ExecCheck(ExecCheckSpec { exec: exec_spec(src, e, &kp)?, policy, output }),
         (_, _, _, Some(f)) => StepKind::FileCheck(FileCheckSpec {
             path: required(src, f.path.clone(), &kp.key("path"))?,
             contains: f.contains.clone(),
@@ -135,6 +136,37 @@ pub(super) fn check_inner(
     )?;
     t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
     Ok(t)
+}
+
+/// The `stdout_*` conditions of the check at `p` (exec checks only).
+fn output_expect(src: Src<'_>, raw: &RawCheck, p: &FieldPath) -> Result<OutputExpect, PlanError> {
+    let output = OutputExpect {
+        equals: raw.stdout_equals.clone(),
+        contains: raw.stdout_contains.clone(),
+        matches: raw.stdout_matches.clone(),
+    };
+    let fields = [
+        ("stdout_equals", output.equals.is_some()),
+        ("stdout_contains", output.contains.is_some()),
+        ("stdout_matches", output.matches.is_some()),
+    ];
+    if raw.exec.is_none()
+        && let Some((field, _)) = fields.iter().find(|(_, set)| *set)
+    {
+        return Err(src.err(&p.key(field), "only an 'exec' check has a stdout to compare"));
+    }
+    if output.contains.as_deref().is_some_and(str::is_empty) {
+        return Err(src.err(&p.key("stdout_contains"), "must not be empty"));
+    }
+    if let Some(pattern) = &output.matches {
+        output_regex(src, pattern, &p.key("stdout_matches"))?;
+    }
+    Ok(output)
+}
+
+/// Refuse an output regex that would not compile (or is too large) at `fp`.
+fn output_regex(src: Src<'_>, pattern: &str, fp: &FieldPath) -> Result<(), PlanError> {
+    crate::output::compile(pattern).map(|_| ()).map_err(|e| src.err(fp, e))
 }
 
 /// The kind of a `metric` check written at `kp`.
@@ -206,20 +238,47 @@ pub(super) fn leader_answers(src: Src<'_>, l: &RawCheck, lp: &FieldPath) -> Resu
             }
             _ => {}
         }
+        if !exec {
+            for (field, set) in
+                [("stdout_equals", raw.stdout_equals.is_some()), ("stdout_matches", raw.stdout_matches.is_some())]
+            {
+                if set {
+                    return Err(
+                        src.err(&fp.key(field), "an http leader check has no stdout: use 'output_contains' (the body)")
+                    );
+                }
+            }
+        }
         if raw.output_contains.as_deref().is_some_and(str::is_empty) {
             return Err(src.err(&fp.key("output_contains"), "must not be empty"));
         }
-        if raw.exit_code.is_none() && raw.status.is_none() && raw.output_contains.is_none() {
-            return Err(src
-                .err(&fp, format!("give '{}', 'output_contains' or both", if exec { "exit_code" } else { "status" })));
+        if let Some(pattern) = &raw.stdout_matches {
+            output_regex(src, pattern, &fp.key("stdout_matches"))?;
         }
-        Ok(RoleMatch { exit_code: raw.exit_code, status: raw.status, output_contains: raw.output_contains.clone() })
+        let text = raw.output_contains.is_some() || raw.stdout_equals.is_some() || raw.stdout_matches.is_some();
+        if raw.exit_code.is_none() && raw.status.is_none() && !text {
+            return Err(src.err(
+                &fp,
+                if exec {
+                    "give 'exit_code', 'output_contains' or both (or 'stdout_equals', 'stdout_matches')"
+                } else {
+                    "give 'status', 'output_contains' or both"
+                },
+            ));
+        }
+        Ok(RoleMatch {
+            exit_code: raw.exit_code,
+            status: raw.status,
+            output_contains: raw.output_contains.clone(),
+            stdout_equals: raw.stdout_equals.clone(),
+            stdout_matches: raw.stdout_matches.clone(),
+        })
     };
     let Some(raw_follower) = &l.follower_when else {
         return Err(src.err(
             &lp.key("follower_when"),
             "a leader check needs 'follower_when': how a follower answers (e.g. follower_when: { exit_code: 1 }, \
-             or { output_contains: slave }). A failing check no longer means 'follower': an answer that is \
+             or { stdout_equals: t }, or { output_contains: slave }). A failing check no longer means 'follower': an answer that is \
              neither 'leader_when' (default: the check passes) nor 'follower_when' is unknown, asked again \
              until 'deadline', then the host fails untouched",
         ));
@@ -238,21 +297,28 @@ pub(super) fn leader_answers(src: Src<'_>, l: &RawCheck, lp: &FieldPath) -> Resu
         (None, None) if exec => 0,
         (None, None) => i64::from(expected_status),
     };
-    let text = |m: &RoleMatch, own: bool| -> Option<String> {
-        m.output_contains
-            .clone()
-            .or_else(|| if own { l.http.as_ref().and_then(|h| h.body_contains.clone()) } else { None })
+    // The text conditions of an answer, one per kind (contains, equals,
+    // matches); the default leader answer is the check's own.
+    let texts = |m: &RoleMatch, own: bool| -> [Option<String>; 3] {
+        let own_of = |o: &Option<String>| if own { o.clone() } else { None };
+        let body = l.http.as_ref().and_then(|h| own_of(&h.body_contains));
+        [
+            m.output_contains.clone().or(body).or_else(|| own_of(&l.stdout_contains)),
+            m.stdout_equals.clone().or_else(|| own_of(&l.stdout_equals)).map(|t| t.trim_end().to_string()),
+            m.stdout_matches.clone().or_else(|| own_of(&l.stdout_matches)),
+        ]
     };
     let leader_default = l.leader_when.is_none();
-    let (lt, ft) = (text(&leader, leader_default), text(&follower, false));
-    let apart = code(&leader) != code(&follower) || matches!((&lt, &ft), (Some(a), Some(b)) if a != b);
+    let (lt, ft) = (texts(&leader, leader_default), texts(&follower, false));
+    let apart =
+        code(&leader) != code(&follower) || lt.iter().zip(&ft).any(|pair| matches!(pair, (Some(a), Some(b)) if a != b));
     if !apart {
         let field = if leader_default { "follower_when" } else { "leader_when" };
         return Err(src.err(
             &lp.key(field),
             "the leader's and the follower's answers can be the same (same exit code or status, and no \
-             different output_contains on both): one answer could not be told apart; give 'leader_when' and \
-             'follower_when' different codes, or a different output_contains each",
+             different output_contains, stdout_equals or stdout_matches on both): one answer could not be told \
+             apart; give 'leader_when' and 'follower_when' different codes, or a different output condition each",
         ));
     }
     let interval = match &l.interval {

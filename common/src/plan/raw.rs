@@ -243,6 +243,12 @@ pub(super) struct RawCheck {
     pub(super) exec: Option<RawExec>,
     pub(super) file: Option<RawFileCheck>,
     pub(super) metric: Option<RawMetric>,
+    /// Exec checks only: the command's stdout, trailing whitespace trimmed, equals this.
+    pub(super) stdout_equals: Option<String>,
+    /// Exec checks only: the command's stdout contains this.
+    pub(super) stdout_contains: Option<String>,
+    /// Exec checks only: the command's stdout matches this regex.
+    pub(super) stdout_matches: Option<String>,
     /// How long the check usually takes to pass, for `convoy plan`'s estimate.
     pub(super) estimate: Option<String>,
     /// A cluster's leader check only: the leader's answer (default: the check passes).
@@ -258,6 +264,8 @@ pub(super) struct RawRoleMatch {
     pub(super) exit_code: Option<i32>,
     pub(super) status: Option<u16>,
     pub(super) output_contains: Option<String>,
+    pub(super) stdout_equals: Option<String>,
+    pub(super) stdout_matches: Option<String>,
 }
 
 /// `metric:` — exactly one of `url`/`command`; `prometheus` (with optional
