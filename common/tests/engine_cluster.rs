@@ -747,3 +747,51 @@ fn a_replay_resends_outstanding_leader_checks_and_keeps_held_hosts() {
     let deadlines = scheduled(&resumed).len();
     assert_eq!(deadlines, 2, "one step deadline per outstanding check");
 }
+
+/// PostgreSQL's `select pg_is_in_recovery()`: the command succeeds on every
+/// member and its output tells the role, `f` on the primary and `t` on a
+/// standby.
+#[test]
+fn a_leader_check_answered_by_its_output_reads_leader_and_follower() {
+    let mut spec = cluster_spec(&[3], 1, 2, false, false);
+    for h in &mut spec.hosts {
+        h.leader_answers = Some(LeaderAnswers {
+            leader: RoleMatch { stdout_equals: Some("f".into()), ..RoleMatch::default() },
+            follower: RoleMatch { stdout_equals: Some("t".into()), ..RoleMatch::default() },
+            ..answers()
+        });
+    }
+    let said = |text: &str| StepOutcome { stdout_tail: text.into(), ..StepOutcome::ok() };
+    let mut run = Run::new(spec);
+    run.start();
+    // The primary says "f": it leads, so it waits and the standbys go first.
+    run.report("mc1-0", said("f\n"));
+    assert_eq!(run.state_of("mc1-0"), HostState::Pending);
+    // An answer that is neither (psql printed nothing) cannot tell.
+    let a = run.report("mc1-1", said(""));
+    assert!(steps_of(&a).is_empty());
+    assert!(matches!(run.state_of("mc1-1"), HostState::LeaderUnknown { .. }), "{:?}", run.state_of("mc1-1"));
+    recheck(&mut run, "mc1-1");
+    let a = run.report("mc1-1", said("t\n"));
+    assert_eq!(steps_of(&a), vec![("mc1-1".to_string(), 0)], "a standby is upgraded at once");
+    let mut order = Vec::new();
+    for _ in 0..100 {
+        let mut moved = false;
+        for h in probing(&run) {
+            let a = run.report(&h, said(if h == "mc1-0" { "f\n" } else { "t\n" }));
+            order.extend(done(&a).into_iter().filter(|(_, s)| *s == "succeeded").map(|(h, _)| h));
+            moved = true;
+        }
+        for h in running(&run) {
+            let a = run.ok(&h);
+            order.extend(done(&a).into_iter().filter(|(_, s)| *s == "succeeded").map(|(h, _)| h));
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(order, ["mc1-1", "mc1-2", "mc1-0"]);
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
