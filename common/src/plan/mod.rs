@@ -160,6 +160,8 @@
 //!   and a host's path through one.
 //! - `validated`: the validated plan ([`Plan`]) between parsing and expansion.
 //! - `template`: template variables and their rendering per host.
+//! - `vars`: `vars:` and `env:` (plan and group), substituted and merged
+//!   into a group's steps at parse time.
 //! - `expansion`: [`expand`] against an inventory (members, canaries,
 //!   clusters, undos).
 //! - [`summary`]: what `convoy plan` shows of an expanded rollout, typed
@@ -188,6 +190,7 @@ mod strategies;
 pub mod summary;
 mod template;
 mod validated;
+mod vars;
 
 #[cfg(test)]
 mod tests;
