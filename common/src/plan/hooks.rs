@@ -24,7 +24,7 @@ pub(super) fn with_hooks(
     plan_hooks: Option<&RawHooks>,
     group_hooks: &[Option<&RawHooks>],
     plan_scope: &Scope,
-    group_scopes: &[Scope],
+    group_scopes: &[&Scope],
 ) -> Result<Vec<PlanGroup>, PlanError> {
     let n = groups.len();
     let names: HashMap<String, usize> = groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i)).collect();
@@ -53,12 +53,12 @@ pub(super) fn with_hooks(
         let hooks = group_hooks.get(i).copied().flatten();
         let p = g.path.key("hooks");
         if let Some(h) = hooks.and_then(|h| h.before.as_ref()) {
-            out.push(make(h, p.key("before"), format!("{}.before", g.name), &group_scopes[i])?);
+            out.push(make(h, p.key("before"), format!("{}.before", g.name), group_scopes[i])?);
             gb[i] = Some(out.len() - 1);
         }
         let after_hook = hooks
             .and_then(|h| h.after.as_ref())
-            .map(|h| make(h, p.key("after"), format!("{}.after", g.name), &group_scopes[i]));
+            .map(|h| make(h, p.key("after"), format!("{}.after", g.name), group_scopes[i]));
         let after_hook = after_hook.transpose()?;
         user_after.push(g.after.clone());
         out.push(g);

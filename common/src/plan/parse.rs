@@ -116,7 +116,12 @@ pub fn parse_plan_with_limits(
     let mut scopes = Vec::with_capacity(raw_groups.len());
     for (i, (g, name)) in raw_groups.iter().zip(names).enumerate() {
         let p = gpath.idx(i);
-        let scope = plan_scope.child(src, g.vars.as_ref(), g.env.as_ref(), &p, limits)?;
+        // Most groups add nothing: they share the plan's scope rather than copy it.
+        let own_scope = match (&g.vars, &g.env) {
+            (None, None) => None,
+            (vars, env) => Some(plan_scope.child(src, vars.as_ref(), env.as_ref(), &p, limits)?),
+        };
+        let scope = own_scope.as_ref().unwrap_or(&plan_scope);
         let mut after = Vec::new();
         for dep in g.after.iter().flatten() {
             match index_of.get(dep) {
@@ -196,7 +201,7 @@ pub fn parse_plan_with_limits(
         // Before captures are checked: a var's value may use a captured value.
         scope.apply_group(src, &mut group)?;
         groups.push(group);
-        scopes.push(scope);
+        scopes.push(own_scope);
     }
 
     let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
@@ -206,8 +211,9 @@ pub fn parse_plan_with_limits(
         src.err(&groups[cycle[0]].path.key("after"), format!("cycle: {}", names.join(" -> ")))
     })?;
 
+    let group_scopes: Vec<&Scope> = scopes.iter().map(|s| s.as_ref().unwrap_or(&plan_scope)).collect();
     let group_hooks: Vec<Option<&RawHooks>> = raw_groups.iter().map(|g| g.hooks.as_ref()).collect();
-    let groups = with_hooks(src, groups, raw.hooks.as_ref(), &group_hooks, &plan_scope, &scopes)?;
+    let groups = with_hooks(src, groups, raw.hooks.as_ref(), &group_hooks, &plan_scope, &group_scopes)?;
     let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
     let order = dag::topo_order(&after).map_err(|cycle| {
         // Hooks only add edges around existing ones, so this cannot happen.
