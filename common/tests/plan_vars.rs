@@ -254,6 +254,14 @@ groups:
         src.replace("    select: { role: db }\n", "    select: { role: db }\n    strategy: { max_paralel: 1 }\n");
     check_error(&parse_err(&typo), FILE, 9, "groups[0].strategy.max_paralel", "unknown field");
 
+    // The second reading goes through YAML values: an unquoted number-like
+    // string loses its spelling there (documented: quote versions).
+    let unquoted = src.replace("version: \"2.0.0\"", "version: 2.10");
+    let plan = parse_plan(FILE, &unquoted).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.target_version(), "2.1");
+    let plan = parse_plan(FILE, &src.replace("version: \"2.0.0\"", "version: \"2.10\"")).unwrap();
+    assert_eq!(plan.target_version(), "2.10");
+
     // Whole steps through an alias.
     let src = r#"name: anchors
 version: "2.0.0"
