@@ -192,13 +192,46 @@ pub fn summary_text(s: &PlanSummary) -> String {
             let names: Vec<&str> = g.steps.iter().take(g.pre_checks).map(|s| s.name.as_str()).collect();
             let _ = writeln!(out, "  pre-checks before a host is touched: {}", names.join(", "));
         }
-        if let Some(c) = &g.clusters {
-            out.push_str(&cluster_text(c));
+        match &g.clusters {
+            // Which member leads is known only at run time: no batches
+            // with a guessed order, but how each cluster goes.
+            Some(c) if !c.same_version => out.push_str(&cluster_rounds(c, st.max_parallel)),
+            Some(c) => {
+                out.push_str(&cluster_text(c));
+                out.push_str(&render::batches(&g.batches));
+            }
+            None => out.push_str(&render::batches(&g.batches)),
         }
-        out.push_str(&render::batches(&g.batches));
         out.push_str(&render::plan_paths(g));
     }
     out.push_str(&render::plan_estimate(s.estimate.as_ref()));
+    out
+}
+
+/// A leader/follower cluster group as it will run: per cluster, its
+/// followers `window` at a time, then the leader, whichever member it is.
+fn cluster_rounds(c: &ClustersSummary, window: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "  clusters by label '{}', side by side; the leader is found by {} before every step\n",
+        c.by,
+        c.leader_check.as_deref().unwrap_or("the leader check")
+    );
+    for (name, hosts) in &c.members {
+        let followers = hosts.len().saturating_sub(1);
+        let at_a_time = if window <= 1 { "one at a time".to_string() } else { format!("{window} at a time") };
+        let switchover = if c.switchover.is_empty() {
+            String::new()
+        } else {
+            format!(", after its switchover ({})", c.switchover.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "  cluster {name} [{}]: {followers} follower{} {at_a_time}, then the leader (found at run time){switchover}",
+            hosts.join(" "),
+            if followers == 1 { "" } else { "s" },
+        );
+    }
     out
 }
 
@@ -535,14 +568,17 @@ groups:
         let p = plan::parse_plan("plan.yaml", plan).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
         let text = summary_text(&estimate::summary(&x, &Measured::default()));
-        assert!(text.contains("  clusters by label 'cluster': c1 [m-1 m-2], c2 [m-3]\n"), "{text}");
+        // No batches with a guessed leader: how each cluster goes, the
+        // leader found at run time, and its switchover counted once on it.
+        assert!(text.contains("the leader is found by leader-check before every step"), "{text}");
         assert!(
-            text.contains(
-                "followers first, the leader last (found by leader-check before every step, switchover: hand-over)"
-            ),
+            text.contains("  cluster c1 [m-1 m-2]: 1 follower one at a time, then the leader (found at run time), after its switchover (hand-over)\n"),
             "{text}"
         );
-        assert!(text.contains("  batch 1: m-1 m-3\n  batch 2: m-2\n"), "{text}");
+        assert!(text.contains("  cluster c2 [m-3]: 0 followers one at a time, then the leader"), "{text}");
+        assert!(!text.contains("batch 1"), "{text}");
+        assert!(text.contains("each follower (host m-1)"), "{text}");
+        assert!(text.contains("the leader of each cluster (whichever member leads; counted on m-2, m-3)"), "{text}");
         let same = plan.replace("      leader: { exec: { command: is-master }, follower_when: { exit_code: 1 } }\n      switchover: [{ name: hand-over, exec: { command: switchover } }]\n", "      same_version: true\n");
         let p = plan::parse_plan("plan.yaml", &same).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));

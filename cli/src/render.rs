@@ -179,8 +179,23 @@ pub fn plan_paths(group: &GroupSummary) -> String {
             if e.manual_approval { ", plus the wait for `convoy approve`" } else { "" }
         );
     }
+    // In a leader/follower cluster the estimate counts the leader's extra
+    // checks and switchover on each cluster's last member; which member
+    // leads is known only at run time, so say so rather than name it.
+    let leaders: Vec<&str> = match &group.clusters {
+        Some(c) if !c.same_version => c.members.values().filter_map(|m| m.last()).map(String::as_str).collect(),
+        Some(_) | None => Vec::new(),
+    };
     for p in group.paths.iter().flatten() {
         let hosts: Vec<&str> = p.hosts.iter().map(String::as_str).collect();
+        let as_leader = !leaders.is_empty() && hosts.iter().all(|h| leaders.contains(h));
+        let who = if as_leader {
+            format!("the leader of each cluster (whichever member leads; counted on {})", hosts.join(", "))
+        } else if !leaders.is_empty() {
+            format!("each follower ({})", host_list(&hosts))
+        } else {
+            host_list(&hosts)
+        };
         let own = &p.steps;
         let hop_steps = p.hops.iter().flat_map(|h| &h.steps);
         let count = hop_steps.clone().count() + own.len();
@@ -191,12 +206,12 @@ pub fn plan_paths(group: &GroupSummary) -> String {
         let widths = (nw.unwrap_or(0), kw);
         let path = p.path.as_deref().unwrap_or_default();
         if path.is_empty() {
-            let _ = writeln!(out, "  {}: {per_host}", host_list(&hosts));
+            let _ = writeln!(out, "  {who}: {per_host}");
             step_lines(&mut out, own, 4, false, widths);
             continue;
         }
         let shown = if path.len() == 1 { format!("{} (already there)", path[0]) } else { path.join(" → ") };
-        let _ = writeln!(out, "  {}: {shown}, {per_host}", host_list(&hosts));
+        let _ = writeln!(out, "  {who}: {shown}, {per_host}");
         for hop in &p.hops {
             let mut notes = Vec::new();
             if !hop.skipped.is_empty() {

@@ -760,6 +760,20 @@ impl<'a> Checker<'a> {
                 self.spec.hosts[h].host, group.name, self.group_in_flight[g], group.widest_window()
             ));
         }
+        // A ramp: the host's own stage bounds it, and a stage starts only
+        // once the stages before it are done (hosts start in group order).
+        let position = group.hosts.iter().position(|&x| x == h);
+        if let (Some(p), "upgrade", None) = (position, what, group.cluster()) {
+            let w = group.window_at(p);
+            let others = self.group_in_flight[g] - 1;
+            if self.group_in_flight[g] > w.size || (w.first_of_stage && others > 0) {
+                self.fail(format!(
+                    "entry {n}: host {} (position {p} of group {}) started with {others} other hosts in flight, \
+                     against its ramp stage (size {}, first of its stage: {})",
+                    self.spec.hosts[h].host, group.name, w.size, w.first_of_stage
+                ));
+            }
+        }
     }
 
     /// Host `h` enters flight: check its group's window, its dependencies

@@ -13,6 +13,8 @@
 //!   for the plan's templates and the engine's captured values.
 //! - [`limits`]: bounds on plans (bytes, nesting, groups, hosts, steps,
 //!   durations and numbers), checked before the work they bound.
+//! - [`strategy`]: how a group moves through its hosts (rolling windows and
+//!   their ramps, parallel, cluster).
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`estimate`]: estimated durations of steps, groups and rollouts (`convoy plan`).
 //! - [`version`]: version parsing and ordering.
@@ -36,6 +38,7 @@ pub mod output;
 pub mod plan;
 mod step_kinds;
 mod step_strings;
+pub mod strategy;
 pub mod undo;
 pub mod version;
 pub mod view;

@@ -7,7 +7,8 @@
 //! - fixed bounds on every number and duration ([`MAX_DURATION`],
 //!   [`MAX_RETRIES`]), far above any real rollout's needs, low enough that
 //!   sums of them can never overflow;
-//! - structural limits ([`PlanLimits`]: bytes, nesting, groups, hosts, steps)
+//! - structural limits ([`PlanLimits`]: bytes, nesting, groups, hosts, steps,
+//!   vars)
 //!   that a coordinator may tune. Bytes and nesting are checked on the raw
 //!   text, before the YAML parser sees it: a deeply nested document is what
 //!   makes the parser slow, so it must be refused without parsing it.
@@ -36,6 +37,10 @@ pub struct PlanLimits {
     pub max_hosts: usize,
     /// Steps plus checks of one group (or one hook, or one catalog release).
     pub max_steps: usize,
+    /// Entries of one `vars:` or `env:` map (plan or group).
+    pub max_vars: usize,
+    /// Bytes of one `vars:` or `env:` value.
+    pub max_var_bytes: usize,
 }
 
 impl Default for PlanLimits {
@@ -46,6 +51,8 @@ impl Default for PlanLimits {
             max_groups: 100_000,
             max_hosts: 100_000,
             max_steps: 1000,
+            max_vars: 1000,
+            max_var_bytes: 16 * 1024,
         }
     }
 }

@@ -148,10 +148,17 @@ impl Engine {
                 current_step: match &h.state {
                     HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
                     HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
+                    // After its switchover the leader is asked once more,
+                    // to confirm it handed the leadership over.
+                    HostState::Probing { after_switchover: true, .. } => {
+                        Some("switchover: confirming the leadership moved".to_string())
+                    }
                     HostState::Probing { step, .. } | HostState::LeaderUnknown { step, .. } => {
                         Some(format!("leader check before {}", spec.steps[*step].name))
                     }
-                    HostState::SwitchingOver { index, .. } => Some(spec.switchover[*index].name.clone()),
+                    HostState::SwitchingOver { index, .. } => {
+                        Some(format!("switchover: {}", spec.switchover[*index].name))
+                    }
                     HostState::Held { step } | HostState::AtBarrier { step } => {
                         Some(format!("waiting before {}", spec.steps[*step].name))
                     }

@@ -795,3 +795,22 @@ fn a_leader_check_answered_by_its_output_reads_leader_and_follower() {
     assert_eq!(run.engine.state(), RolloutState::Succeeded);
     run.assert_final_invariants();
 }
+
+/// `convoy status` says "switchover" while a leader switches over and while
+/// it is asked to confirm the leadership moved, not "leader check before".
+#[test]
+fn a_switching_leader_is_shown_as_switching_over() {
+    let mut run = Run::new(cluster_spec(&[2], 1, 1, false, true));
+    run.start();
+    answer(&mut run, "mc1-0", "mc1-0");
+    answer(&mut run, "mc1-1", "mc1-0");
+    run.ok("mc1-1");
+    answer(&mut run, "mc1-0", "mc1-0");
+    let current = |run: &Run| run.engine.view().hosts.iter().find(|h| h.host == "mc1-0").unwrap().current_step.clone();
+    let shown = current(&run).unwrap_or_default();
+    assert!(shown.starts_with("switchover: "), "{shown}");
+    run.ok("mc1-0");
+    assert_eq!(current(&run).as_deref(), Some("switchover: confirming the leadership moved"));
+    answer(&mut run, "mc1-0", "mc1-1");
+    assert_eq!(current(&run).as_deref(), Some("step0"));
+}

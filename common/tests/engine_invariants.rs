@@ -4,7 +4,7 @@ mod engine_support;
 
 use convoy_common::engine::{Action, Event, ExecutionId, HostState, RolloutState};
 use convoy_common::invariants::{LogEntry, check, check_final};
-use convoy_common::model::{RolloutSpec, StepOutcome, UnixMillis};
+use convoy_common::model::{RolloutSpec, StepOutcome, Strategy, UnixMillis, Window};
 use engine_support::*;
 
 /// An execution id: the text itself when it is one, else a short label
@@ -77,6 +77,15 @@ fn too_many_hosts_in_flight() {
         entry(finished_ok("1"), vec![send("a-1", "2", 0, false)]),
     ];
     assert_one_mentions(&violations(&s, &log), &["a-1", "max_parallel 1"]);
+}
+
+#[test]
+fn a_ramp_stage_started_before_the_one_before_it_ended() {
+    // Stages [1, 2]: a-1 opens the second stage while a-0 is in flight.
+    let mut s = spec(&[g("a", 3, 2)], 1);
+    s.groups[0].strategy = Strategy::Rolling { window: Window { stages: vec![1, 2] } };
+    let log = vec![entry(Event::Started, vec![send("a-0", "1", 0, false), send("a-1", "2", 0, false)])];
+    assert_one_mentions(&violations(&s, &log), &["a-1", "position 1", "ramp stage"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use super::expansion::HopDetail;
 use super::raw::{RawCheck, RawStep};
 use super::steps::step;
 use super::validated::{Plan, PlanGroup, StepTemplate};
+use super::vars::refuse_vars;
 
 /// A catalog a plan uses, with every step parsed once as a plan step/check.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,14 +86,14 @@ pub(super) fn plan_catalog(
 
 /// One catalog step through the plan's step (or check) grammar.
 fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanError> {
-    let p = field_path_of(&cs.field);
+    let p = FieldPath::parse(&cs.field);
     // Through YAML text, as a plan step is read: a catalog's `timeout: 30`
     // must read as the plan's does (a value would refuse the integer), and
     // serde's error then names the field, which is located in the catalog.
     let text = serde_norway::to_string(&cs.raw).map_err(|e| csrc.err(&p, e.to_string()))?;
     let bad = |e: serde_norway::Error| {
         let e = yaml_error("", &e);
-        let at = if e.field == "(yaml)" { p.clone() } else { p.join(&field_path_of(&e.field)) };
+        let at = if e.field == "(yaml)" { p.clone() } else { p.join(&FieldPath::parse(&e.field)) };
         csrc.err(&at, e.message)
     };
     let mut t = if cs.phase.is_check() {
@@ -102,6 +103,7 @@ fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanErr
         let raw: RawStep = serde_norway::from_str(&text).map_err(bad)?;
         step(csrc, &raw, &p)?
     };
+    refuse_vars(csrc, &mut t)?;
     // Captured values are checked with the plan's hooks (`check_captures`)
     // and per host at expansion (`check_path_captures`).
     t.spec.name = cs.name.clone();
@@ -109,23 +111,6 @@ fn catalog_step(csrc: Src<'_>, cs: &CatalogStep) -> Result<StepTemplate, PlanErr
         t.migration = Some(p);
     }
     Ok(t)
-}
-
-/// A catalog field path (`releases[1].steps.migrate[0]`) as a [`FieldPath`].
-fn field_path_of(text: &str) -> FieldPath {
-    let mut path = FieldPath::default();
-    for part in text.split('.') {
-        let mut pieces = part.split('[');
-        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
-            path = path.key(key);
-        }
-        for idx in pieces {
-            if let Ok(n) = idx.trim_end_matches(']').parse() {
-                path = path.idx(n);
-            }
-        }
-    }
-    path
 }
 
 /// Steps of a host's release path, each with the file it was written in.
@@ -152,7 +137,7 @@ pub(super) fn catalog_steps<'p>(
         let before = out.len();
         for cs in hop.steps() {
             let mut t = pc.steps.get(&cs.field).cloned().ok_or_else(|| {
-                pc.src().err(&field_path_of(&cs.field), "internal error: catalog step not parsed with the plan")
+                pc.src().err(&FieldPath::parse(&cs.field), "internal error: catalog step not parsed with the plan")
             })?;
             t.spec.name = hop.qualified_name(cs);
             out.push((pc.src(), t));

@@ -40,6 +40,23 @@ impl FieldPath {
         FieldPath(segs)
     }
 
+    /// A path as printed (`releases[1].steps.migrate[0]`) back into segments.
+    pub(super) fn parse(text: &str) -> FieldPath {
+        let mut path = FieldPath::default();
+        for part in text.split('.') {
+            let mut pieces = part.split('[');
+            if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+                path = path.key(key);
+            }
+            for idx in pieces {
+                if let Ok(n) = idx.trim_end_matches(']').parse() {
+                    path = path.idx(n);
+                }
+            }
+        }
+        path
+    }
+
     pub(super) fn join(&self, rest: &FieldPath) -> FieldPath {
         FieldPath(self.0.iter().chain(&rest.0).cloned().collect())
     }

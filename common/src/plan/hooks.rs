@@ -11,6 +11,7 @@ use super::raw::{RawHook, RawHooks};
 use super::steps::{name_steps, step, templates};
 use super::strategies::StrategyDef;
 use super::validated::{HookOn, PlanGroup, Selection};
+use super::vars::Scope;
 
 /// Add the hook groups to `groups` (user groups, `after` as declaration
 /// indices) and wire them into the DAG (see "Hooks" in [`crate::plan`]).
@@ -22,13 +23,22 @@ pub(super) fn with_hooks(
     groups: Vec<PlanGroup>,
     plan_hooks: Option<&RawHooks>,
     group_hooks: &[Option<&RawHooks>],
+    plan_scope: &Scope,
+    group_scopes: &[&Scope],
 ) -> Result<Vec<PlanGroup>, PlanError> {
     let n = groups.len();
     let names: HashMap<String, usize> = groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i)).collect();
     let hp = FieldPath::default().key("hooks");
-    let make = |raw: &RawHook, p: FieldPath, name: String| hook_group(src, raw, p, name, &names);
-    let plan_before = plan_hooks.and_then(|h| h.before.as_ref()).map(|h| make(h, hp.key("before"), "before".into()));
-    let plan_after = plan_hooks.and_then(|h| h.after.as_ref()).map(|h| make(h, hp.key("after"), "after".into()));
+    // A hook sees the vars and env of where it is written (the plan, or its group).
+    let make = |raw: &RawHook, p: FieldPath, name: String, scope: &Scope| {
+        let mut g = hook_group(src, raw, p, name, &names)?;
+        scope.apply_group(src, &mut g)?;
+        Ok::<_, PlanError>(g)
+    };
+    let plan_before =
+        plan_hooks.and_then(|h| h.before.as_ref()).map(|h| make(h, hp.key("before"), "before".into(), plan_scope));
+    let plan_after =
+        plan_hooks.and_then(|h| h.after.as_ref()).map(|h| make(h, hp.key("after"), "after".into(), plan_scope));
     let (plan_before, plan_after) = (plan_before.transpose()?, plan_after.transpose()?);
 
     let mut out: Vec<PlanGroup> = Vec::with_capacity(n + 2);
@@ -43,11 +53,12 @@ pub(super) fn with_hooks(
         let hooks = group_hooks.get(i).copied().flatten();
         let p = g.path.key("hooks");
         if let Some(h) = hooks.and_then(|h| h.before.as_ref()) {
-            out.push(make(h, p.key("before"), format!("{}.before", g.name))?);
+            out.push(make(h, p.key("before"), format!("{}.before", g.name), group_scopes[i])?);
             gb[i] = Some(out.len() - 1);
         }
-        let after_hook =
-            hooks.and_then(|h| h.after.as_ref()).map(|h| make(h, p.key("after"), format!("{}.after", g.name)));
+        let after_hook = hooks
+            .and_then(|h| h.after.as_ref())
+            .map(|h| make(h, p.key("after"), format!("{}.after", g.name), group_scopes[i]));
         let after_hook = after_hook.transpose()?;
         user_after.push(g.after.clone());
         out.push(g);

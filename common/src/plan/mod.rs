@@ -43,6 +43,13 @@
 //!   host's agent reports, or an inventory file's `facts:`) are looked up
 //!   per host at expand time; a host without one is an error naming it.
 //!   There is no escape for a literal `{{`.
+//! - `vars:` and `env:` (plan, and group over it per name) are applied at
+//!   parse time, in one pass: `{{vars.NAME}}` is replaced in every templated
+//!   string of the group's steps (a var's value may use host templates but
+//!   not another var; an unknown var is an error at the string using it),
+//!   and the env is merged under every exec-like spec's own `env`. Release
+//!   catalogs see neither. Merge keys (`<<:`) are applied by reading the
+//!   document a second way when it contains one (`raw::read`).
 //! - Any step or check may say `estimate: DURATION` (positive): how long it
 //!   usually takes, for `convoy plan`'s estimates ([`crate::estimate`]);
 //!   it changes nothing at run time. [`expand_detailed`] keeps it, with each
@@ -160,6 +167,8 @@
 //!   and a host's path through one.
 //! - `validated`: the validated plan ([`Plan`]) between parsing and expansion.
 //! - `template`: template variables and their rendering per host.
+//! - `vars`: `vars:` and `env:` (plan and group), substituted and merged
+//!   into a group's steps at parse time.
 //! - `expansion`: [`expand`] against an inventory (members, canaries,
 //!   clusters, undos).
 //! - [`summary`]: what `convoy plan` shows of an expanded rollout, typed
@@ -188,6 +197,7 @@ mod strategies;
 pub mod summary;
 mod template;
 mod validated;
+mod vars;
 
 #[cfg(test)]
 mod tests;

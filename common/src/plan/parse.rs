@@ -12,12 +12,13 @@ use super::captures::check_captures;
 use super::catalogs::{PlanCatalog, plan_catalog};
 use super::checks::check;
 use super::duration::positive_duration;
-use super::errors::{FieldPath, PlanError, Src, required, yaml_error};
+use super::errors::{FieldPath, PlanError, Src, required};
 use super::hooks::with_hooks;
-use super::raw::{RawCheck, RawGroup, RawHooks, RawPlan, RawStep, RawStrategy};
+use super::raw::{self, RawCheck, RawGroup, RawHooks, RawPlan, RawStep, RawStrategy};
 use super::steps::{name_rollback_steps, name_steps, step, templates};
 use super::strategies::{StrategyDef, canary, cluster_def, parse_amount, strategy};
 use super::validated::{Plan, PlanGroup, Selection};
+use super::vars::Scope;
 
 const DEFAULT_HOST_LOST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -55,7 +56,7 @@ pub fn parse_plan_with_limits(
     limits::check_text(file, source, limits)?;
     let src = Src { file, source };
     let mut used_catalogs: BTreeMap<String, PlanCatalog> = BTreeMap::new();
-    let raw: RawPlan = serde_norway::from_str(source).map_err(|e| yaml_error(file, &e))?;
+    let raw: RawPlan = raw::read(src)?;
     check_counts(src, &raw, limits)?;
     let root = FieldPath::default();
 
@@ -74,6 +75,7 @@ pub fn parse_plan_with_limits(
         None => None,
     };
     let on_failure = raw.on_failure.unwrap_or_default();
+    let plan_scope = Scope::default().child(src, raw.vars.as_ref(), raw.env.as_ref(), &root, limits)?;
 
     let defaults = raw.defaults.unwrap_or_default();
     let dpath = root.key("defaults");
@@ -111,8 +113,15 @@ pub fn parse_plan_with_limits(
     }
 
     let mut groups = Vec::with_capacity(raw_groups.len());
+    let mut scopes = Vec::with_capacity(raw_groups.len());
     for (i, (g, name)) in raw_groups.iter().zip(names).enumerate() {
         let p = gpath.idx(i);
+        // Most groups add nothing: they share the plan's scope rather than copy it.
+        let own_scope = match (&g.vars, &g.env) {
+            (None, None) => None,
+            (vars, env) => Some(plan_scope.child(src, vars.as_ref(), env.as_ref(), &p, limits)?),
+        };
+        let scope = own_scope.as_ref().unwrap_or(&plan_scope);
         let mut after = Vec::new();
         for dep in g.after.iter().flatten() {
             match index_of.get(dep) {
@@ -174,7 +183,7 @@ pub fn parse_plan_with_limits(
             None => None,
         };
         let on_failure = g.on_failure.unwrap_or(on_failure);
-        groups.push(PlanGroup {
+        let mut group = PlanGroup {
             name,
             path: p,
             after,
@@ -188,7 +197,11 @@ pub fn parse_plan_with_limits(
             hook: false,
             release,
             cluster,
-        });
+        };
+        // Before captures are checked: a var's value may use a captured value.
+        scope.apply_group(src, &mut group)?;
+        groups.push(group);
+        scopes.push(own_scope);
     }
 
     let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
@@ -198,8 +211,9 @@ pub fn parse_plan_with_limits(
         src.err(&groups[cycle[0]].path.key("after"), format!("cycle: {}", names.join(" -> ")))
     })?;
 
+    let group_scopes: Vec<&Scope> = scopes.iter().map(|s| s.as_ref().unwrap_or(&plan_scope)).collect();
     let group_hooks: Vec<Option<&RawHooks>> = raw_groups.iter().map(|g| g.hooks.as_ref()).collect();
-    let groups = with_hooks(src, groups, raw.hooks.as_ref(), &group_hooks)?;
+    let groups = with_hooks(src, groups, raw.hooks.as_ref(), &group_hooks, &plan_scope, &group_scopes)?;
     let after: Vec<Vec<usize>> = groups.iter().map(|g| g.after.clone()).collect();
     let order = dag::topo_order(&after).map_err(|cycle| {
         // Hooks only add edges around existing ones, so this cannot happen.

@@ -5,12 +5,46 @@
 //! (durations, counts or percentages) are read as text and validated by
 //! hand, so that the errors can say what was expected; serde_norway hands
 //! any scalar's text to a `String`.
+//!
+//! Anchors and aliases are resolved by serde_norway; merge keys (`<<:`)
+//! are not, so a plan that uses them is read a second way ([`read`]).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::model::OnFailure;
+
+use super::errors::{FieldPath, PlanError, Src, yaml_error};
+use super::locate;
+
+/// The document in `src` read into `T`. serde_norway treats `<<` as a plain
+/// key, so when reading fails on a text with one, the document is read as a
+/// YAML value, its merge keys applied, and the result read into `T`; an
+/// error then names the field serde reports, at its line in `src` (or the
+/// closest enclosing field's).
+pub(super) fn read<T: DeserializeOwned>(src: Src<'_>) -> Result<T, PlanError> {
+    let first = match serde_norway::from_str(src.source) {
+        Ok(v) => return Ok(v),
+        Err(e) => yaml_error(src.file, &e),
+    };
+    if !src.source.contains("<<") {
+        return Err(first);
+    }
+    let Ok(mut value) = serde_norway::from_str::<serde_norway::Value>(src.source) else { return Err(first) };
+    value.apply_merge().map_err(|e| yaml_error(src.file, &e))?;
+    // Through text, so that serde's errors carry the field path.
+    let text = serde_norway::to_string(&value).map_err(|e| yaml_error(src.file, &e))?;
+    serde_norway::from_str(&text).map_err(|e| {
+        let mut e = yaml_error(src.file, &e);
+        e.line = Some(match e.field.as_str() {
+            "(yaml)" => 1,
+            field => locate::line_of(src.source, &FieldPath::parse(field).0),
+        });
+        e
+    })
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +56,10 @@ pub(super) struct RawPlan {
     pub(super) max_failures: Option<String>,
     pub(super) on_failure: Option<OnFailure>,
     pub(super) require_backup: Option<bool>,
+    /// Values for `{{vars.NAME}}` (see the `vars` module).
+    pub(super) vars: Option<BTreeMap<String, String>>,
+    /// Environment of every exec-like step and check.
+    pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) hooks: Option<RawHooks>,
     pub(super) defaults: Option<RawDefaults>,
     pub(super) groups: Option<Vec<RawGroup>>,
@@ -71,6 +109,10 @@ pub(super) struct RawGroup {
     pub(super) strategy: Option<RawStrategy>,
     pub(super) canary: Option<RawCanary>,
     pub(super) on_failure: Option<OnFailure>,
+    /// Over the plan's `vars`, per name.
+    pub(super) vars: Option<BTreeMap<String, String>>,
+    /// Over the plan's `env`, per name.
+    pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) hooks: Option<RawHooks>,
     /// Checks that must pass on a host before its first step.
     pub(super) pre_checks: Option<Vec<RawCheck>>,

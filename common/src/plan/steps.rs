@@ -110,7 +110,7 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
         }
         render(v, |var| match var {
             Var::Captured(_) => Err("captured values cannot name what a step installs".to_string()),
-            Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) => {
+            Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) | Var::Vars(_) => {
                 Ok(String::new())
             }
         })

@@ -1,6 +1,8 @@
 //! Template variables (`{{host}}`, `{{label.KEY}}`, ...): their syntax,
 //! their values for a host, and a step rendered for a host.
 
+use std::fmt;
+
 use crate::capture;
 use crate::model::{InventoryHost, StepKind, StepSpec};
 use crate::step_strings::step_strings_mut;
@@ -10,8 +12,8 @@ use super::steps::{check_archive_name, check_pkg_word, check_sha256};
 use super::validated::StepTemplate;
 
 /// A template variable: `{{host}}`, `{{version}}`, `{{group}}`,
-/// `{{label.KEY}}`, `{{installed.COMPONENT}}`, `{{fact.NAME}}` or
-/// `{{captured.NAME}}`.
+/// `{{label.KEY}}`, `{{installed.COMPONENT}}`, `{{fact.NAME}}`,
+/// `{{captured.NAME}}` or `{{vars.NAME}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Var<'a> {
     Host,
@@ -23,12 +25,31 @@ pub(super) enum Var<'a> {
     Fact(&'a str),
     /// Filled by the engine when it dispatches the step, not at expansion.
     Captured(&'a str),
+    /// A plan variable, substituted at parse time (see `vars`).
+    Vars(&'a str),
+}
+
+/// The variable as written (`{{label.KEY}}`), for substitutions that keep
+/// it for a later stage.
+impl fmt::Display for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Var::Host => f.write_str("{{host}}"),
+            Var::Version => f.write_str("{{version}}"),
+            Var::Group => f.write_str("{{group}}"),
+            Var::Label(k) => write!(f, "{{{{label.{k}}}}}"),
+            Var::Installed(c) => write!(f, "{{{{installed.{c}}}}}"),
+            Var::Fact(n) => write!(f, "{{{{fact.{n}}}}}"),
+            Var::Captured(n) => write!(f, "{{{{captured.{n}}}}}"),
+            Var::Vars(n) => write!(f, "{{{{vars.{n}}}}}"),
+        }
+    }
 }
 
 pub(super) fn parse_var(inner: &str) -> Result<Var<'_>, String> {
     let unknown = || {
         format!(
-            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT, fact.NAME or captured.NAME"
+            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT, fact.NAME, captured.NAME or vars.NAME"
         )
     };
     match inner {
@@ -40,6 +61,7 @@ pub(super) fn parse_var(inner: &str) -> Result<Var<'_>, String> {
             Some(("installed", c)) if !c.is_empty() => Ok(Var::Installed(c)),
             Some(("fact", f)) if !f.is_empty() => Ok(Var::Fact(f)),
             Some(("captured", c)) if !c.is_empty() => Ok(Var::Captured(c)),
+            Some(("vars", v)) if !v.is_empty() => Ok(Var::Vars(v)),
             _ => Err(unknown()),
         },
     }
@@ -77,6 +99,11 @@ pub(super) fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &
         Var::Fact(f) => host.facts.get(f).cloned().ok_or_else(|| format!("host {id} has no fact '{f}'")),
         // Kept for the engine, which substitutes it at dispatch.
         Var::Captured(c) => Ok(format!("{{{{{}{c}}}}}", capture::PREFIX)),
+        // Plan variables are gone after parsing; one left here was written
+        // where they are not substituted (a release catalog).
+        Var::Vars(v) => {
+            Err(format!("'{{{{vars.{v}}}}}' is not substituted here (plan vars apply to the plan's own steps)"))
+        }
     }
 }
 
