@@ -20,7 +20,9 @@ fn host(id: &str) -> InventoryHost {
 }
 
 fn plan(steps: &str) -> String {
-    format!("name: digests\nversion: \"2.0.0\"\ngroups:\n  - name: web\n    select: {{ role: web }}\n    steps:\n{steps}")
+    format!(
+        "name: digests\nversion: \"2.0.0\"\ngroups:\n  - name: web\n    select: {{ role: web }}\n    steps:\n{steps}"
+    )
 }
 
 fn parse_err(steps: &str) -> PlanError {
@@ -46,10 +48,8 @@ fn artifact_sources_may_leave_the_sha256_to_the_store() {
         other => panic!("{other:?}"),
     }
     // What the coordinator fills in: the artifact steps, with what the plan gave.
-    let found: Vec<(String, Result<ArtifactRef, String>, String)> = artifact_steps(h)
-        .into_iter()
-        .map(|s| (s.step.to_string(), s.artifact, s.sha256.clone()))
-        .collect();
+    let found: Vec<(String, Result<ArtifactRef, String>, String)> =
+        artifact_steps(h).into_iter().map(|s| (s.step.to_string(), s.artifact, s.sha256.clone())).collect();
     let art = |name: &str, version: &str| Ok(ArtifactRef { name: name.into(), version: version.into() });
     assert_eq!(
         found,
@@ -77,9 +77,11 @@ fn other_sources_still_need_their_sha256() {
     assert_eq!(e.field, "groups[0].steps[0].archive.sha256", "{e}");
 
     // A sha256 written for an artifact is still checked, and empty is not "left out".
-    let e = parse_err("      - archive: { component: demo, version: \"1\", source: \"artifact:demo@1\", sha256: abc }\n");
+    let e =
+        parse_err("      - archive: { component: demo, version: \"1\", source: \"artifact:demo@1\", sha256: abc }\n");
     assert_eq!(e.field, "groups[0].steps[0].archive.sha256", "{e}");
-    let e = parse_err("      - dpkg: { package: demo-db, version: \"1\", source: \"artifact:demo-db@1\", sha256: \"\" }\n");
+    let e =
+        parse_err("      - dpkg: { package: demo-db, version: \"1\", source: \"artifact:demo-db@1\", sha256: \"\" }\n");
     assert_eq!(e.field, "groups[0].steps[0].dpkg.sha256", "{e}");
 
     // A templated sha256 that renders empty is refused, not left to the store.

@@ -115,9 +115,11 @@ pub(super) fn render_step(
     // Templated package fields are checked once rendered.
     let (kind, words, sha): (&str, Vec<(&str, &str)>, Option<&mut String>) = match &mut spec.kind {
         StepKind::Apt(a) => ("apt", vec![("package", a.package.as_str()), ("version", a.version.as_str())], None),
-        StepKind::Dpkg(d) => {
-            ("dpkg", vec![("package", d.package.as_str()), ("version", d.version.as_str())], (!from_store).then_some(&mut d.sha256))
-        }
+        StepKind::Dpkg(d) => (
+            "dpkg",
+            vec![("package", d.package.as_str()), ("version", d.version.as_str())],
+            (!from_store).then_some(&mut d.sha256),
+        ),
         StepKind::Rpm(r) => {
             ("rpm", vec![("package", r.package.as_str()), ("version", r.version.as_str())], r.sha256.as_mut())
         }
