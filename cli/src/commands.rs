@@ -5,10 +5,11 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use convoy_common::artifact_ref::artifact_steps;
 use convoy_common::catalog::{Catalog, parse_catalog};
 use convoy_common::engine::RolloutState;
 use convoy_common::estimate::{self, Measured, MeasuredStep};
-use convoy_common::model::InventoryHost;
+use convoy_common::model::{InventoryHost, RolloutSpec};
 use convoy_common::plan::{self, PlanSummary, summary::ClustersSummary};
 use convoy_proto::v1 as pb;
 
@@ -82,7 +83,9 @@ pub enum Format {
 /// step times come from the coordinator when one is configured
 /// (`coordinator_configured`: `--coordinator` or `--data-dir`, or their
 /// environment variables); without one, or when it cannot be reached
-/// (a warning says so), estimates are declared or defaults.
+/// (a warning says so), estimates are declared or defaults. Offline, the
+/// digests an `artifact:` source leaves to the coordinator's artifact store
+/// are not known: the text summary says which steps get theirs there.
 pub async fn plan_cmd(
     file: &Path,
     catalogs: &[String],
@@ -97,7 +100,7 @@ pub async fn plan_cmd(
     let (sources, catalogs) = read_catalogs(catalogs)?;
     let parsed =
         plan::parse_plan_with_catalogs(&name, &source, &catalogs).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let expansion = match inventory {
+    let mut expansion = match inventory {
         Some(inv) => {
             let hosts = load_inventory(inv)?;
             plan::expand_detailed(&parsed, &hosts).map_err(|e| CliError::Invalid(e.to_string()))?
@@ -134,9 +137,33 @@ pub async fn plan_cmd(
             } else {
                 Measured::new()
             };
-            print_summary(&estimate::summary(&expansion, &measured), output)
+            print_summary(&estimate::summary(&expansion, &measured), output)?;
+            if output == Output::Text {
+                print!("{}", store_digests_text(&mut expansion.spec));
+            }
+            Ok(())
         }
     }
+}
+
+/// The steps whose sha256 the coordinator's artifact store fills in when
+/// the plan is submitted, once per step and artifact, with how many hosts.
+fn store_digests_text(spec: &mut RolloutSpec) -> String {
+    let mut steps: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for host in &mut spec.hosts {
+        for s in artifact_steps(host) {
+            if let (Ok(artifact), true) = (&s.artifact, s.sha256.is_empty()) {
+                *steps.entry((s.step.to_string(), artifact.to_string())).or_default() += 1;
+            }
+        }
+    }
+    steps
+        .iter()
+        .map(|((step, artifact), hosts)| {
+            let s = if *hosts == 1 { "" } else { "s" };
+            format!("step {step} (artifact:{artifact}, {hosts} host{s}): sha256 from the artifact store\n")
+        })
+        .collect()
 }
 
 /// The coordinator's measured step times of plan `plan_name`.
@@ -548,6 +575,28 @@ groups:
         let hosts = parse_inventory("inv.yaml", &inventory()).unwrap_or_else(|e| panic!("{e}"));
         let x = plan::expand_detailed(&plan, &hosts).unwrap_or_else(|e| panic!("{e}"));
         summary_text(&estimate::summary(&x, measured))
+    }
+
+    #[test]
+    fn offline_plans_say_which_digests_come_from_the_artifact_store() {
+        let plan = r#"name: art
+version: "2.0"
+groups:
+  - name: app
+    select: { role: app }
+    steps:
+      - name: install
+        archive: { component: app, version: "{{version}}", source: "artifact:app@{{version}}" }
+      - dpkg: { package: app-db, version: "2.0", source: /srv/app-db.deb, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }
+"#;
+        let inv = "- { id: a-1, labels: { role: app } }\n- { id: a-2, labels: { role: app } }\n";
+        let hosts = parse_inventory("inv.yaml", inv).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan::parse_plan("plan.yaml", plan).unwrap_or_else(|e| panic!("{e}"));
+        let mut x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store_digests_text(&mut x.spec),
+            "step install (artifact:app@2.0, 2 hosts): sha256 from the artifact store\n"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   hosts, groups, strategies and step specifications.
 //! - [`plan`]: the YAML plan format, its validation (errors name file, line
 //!   and field) and its expansion against an inventory into a [`model::RolloutSpec`].
+//! - [`artifact_ref`]: `artifact:NAME@VERSION` step sources and the steps
+//!   whose sha256 the coordinator's artifact store fills in.
 //! - [`catalog`]: release catalogs (YAML, one per product) and the multi-hop
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
@@ -25,6 +27,7 @@
 //! - [`invariants`]: checks every test layer runs over an event log.
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
+pub mod artifact_ref;
 pub mod capture;
 pub mod catalog;
 pub mod dag;

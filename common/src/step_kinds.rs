@@ -1,6 +1,6 @@
 //! What the domain knows about each step kind, kind by kind, in one place:
 //! its default estimate, its implicit undo, what its undo puts back, and
-//! whether it reports a backup. Every function here is an exhaustive match on
+//! whether it reports a backup, and which staged file it installs. Every function here is an exhaustive match on
 //! [`StepKind`], so a new kind is a compile error here until it is decided.
 //!
 //! The rest of a kind lives in: its spec in [`crate::model`] (with its name in
@@ -109,6 +109,29 @@ impl StepKind {
             | StepKind::Rpm(_)
             | StepKind::Service(_)
             | StepKind::PkgRollback(_) => false,
+        }
+    }
+
+    /// The source and sha256 of the staged file a step of this kind
+    /// installs, when its sha256 may come from the coordinator's artifact
+    /// store (see [`crate::artifact_ref`]). `rpm` sources are paths only.
+    pub fn staged_source_mut(&mut self) -> Option<(&str, &mut String)> {
+        match self {
+            StepKind::Archive(a) => Some((&a.source, &mut a.sha256)),
+            StepKind::Dpkg(d) => Some((&d.source, &mut d.sha256)),
+            StepKind::Exec(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::ExecCheck(_)
+            | StepKind::FileCheck(_)
+            | StepKind::MetricCheck(_)
+            | StepKind::ArchiveRollback(_)
+            | StepKind::Apt(_)
+            | StepKind::Rpm(_)
+            | StepKind::Service(_)
+            | StepKind::PkgRollback(_)
+            | StepKind::Backup(_) => None,
         }
     }
 }

@@ -26,6 +26,12 @@
 //!   needs an agent's enrolled, unrevoked client certificate, checked like an
 //!   agent session ([`crate::enrolment::authenticate_agent`]). Any enrolled
 //!   agent may fetch any artifact.
+//! - **Digests for plans.** An `archive` or `dpkg` step whose source is
+//!   `artifact:NAME@VERSION` may leave out its sha256: planning fills it in
+//!   from the index ([`ArtifactStore::fill_digests`]), so a stored rollout
+//!   always carries the digest the agent checks. Such a step naming an
+//!   artifact not loaded, or giving a sha256 other than the index's, is
+//!   refused at submit time.
 //! - **Fetch** streams [`CHUNK_SIZE`] chunks from a byte `offset`, so an agent
 //!   resumes a download cut short. It refuses, before sending anything, an
 //!   unknown artifact (NOT_FOUND), an expected sha256 that is not the
@@ -37,6 +43,8 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use convoy_common::artifact_ref::artifact_steps;
+use convoy_common::model::RolloutSpec;
 use convoy_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -223,6 +231,50 @@ impl ArtifactStore {
 
     pub fn find_sha(&self, sha256: &str) -> Option<ArtifactRecord> {
         self.lock().iter().find(|r| r.sha256 == sha256).cloned()
+    }
+
+    /// Gives every `archive` and `dpkg` step of `spec` whose source names an
+    /// artifact and whose plan left out the sha256 the digest recorded when
+    /// the artifact was loaded. Refuses such a step naming an artifact that is
+    /// not loaded, and any artifact step whose written sha256 is not the
+    /// loaded artifact's (an artifact the plan gives a sha256 for may still be
+    /// loaded before its step runs: the agent refuses it if it is not).
+    pub fn fill_digests(&self, spec: &mut RolloutSpec) -> Result<(), CoordinatorError> {
+        for plan in &mut spec.hosts {
+            let host = plan.key().to_string();
+            for s in artifact_steps(plan) {
+                let refused = |message: String| CoordinatorError::ArtifactDigest {
+                    host: host.clone(),
+                    step: s.step.to_string(),
+                    message,
+                };
+                let given = !s.sha256.is_empty();
+                let artifact = match s.artifact {
+                    Ok(a) => a,
+                    Err(why) if !given => return Err(refused(format!("{why}, so its sha256 cannot be looked up"))),
+                    Err(_) => continue,
+                };
+                match self.find(&artifact.name, &artifact.version) {
+                    Some(r) if !given => *s.sha256 = r.sha256,
+                    Some(r) if *s.sha256 != r.sha256 => {
+                        return Err(refused(format!(
+                            "the plan gives sha256 {} for artifact {artifact}, but the coordinator loaded it with \
+                             sha256 {}: fix the plan's sha256, or leave it out to use the artifact store's",
+                            s.sha256, r.sha256
+                        )));
+                    }
+                    Some(_) => {}
+                    None if !given => {
+                        return Err(refused(format!(
+                            "artifact {artifact} is not loaded in the coordinator, and the plan gives no sha256 \
+                             for it: load it first (`convoy artifact add`)"
+                        )));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bytes the stored contents take (each content once).
@@ -643,6 +695,73 @@ mod tests {
         let names: Vec<_> = store.list().iter().map(ArtifactRecord::label).collect();
         assert_eq!(names, ["alias@1", "demo@1.0.0"]);
         assert_eq!(store.find_sha(&rec.sha256).map(|r| r.sha256), Some(rec.sha256));
+    }
+
+    fn spec(steps: &str) -> RolloutSpec {
+        let text = format!(
+            "name: d\nversion: \"1.0.0\"\ngroups:\n  - name: web\n    select: {{ role: web }}\n    steps:\n{steps}"
+        );
+        let host = convoy_common::model::InventoryHost {
+            id: "web-1".into(),
+            labels: [("role".to_string(), "web".to_string())].into(),
+            installed: Default::default(),
+            facts: Default::default(),
+        };
+        let plan = convoy_common::plan::parse_plan("plan.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+        convoy_common::plan::expand(&plan, &[host]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn digests(spec: &mut RolloutSpec) -> Vec<String> {
+        artifact_steps(&mut spec.hosts[0]).into_iter().map(|s| s.sha256.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn plans_get_the_digests_of_loaded_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let (tar, deb) = (sha(b"demo tar"), sha(b"demo deb"));
+        store.commit("demo", "1.0.0", None, stage(&store, b"demo tar").await, 1).unwrap();
+        store.commit("demo-db", "1.0.0", None, stage(&store, b"demo deb").await, 1).unwrap();
+
+        // Left out: filled in from the store; written and equal: kept.
+        let mut s = spec(&format!(
+            "      - archive: {{ component: demo, version: \"{{{{version}}}}\", source: \"artifact:demo@{{{{version}}}}\" }}
+      - dpkg: {{ package: demo-db, version: \"1.0.0\", source: \"artifact:demo-db@1.0.0\" }}
+      - archive: {{ component: again, version: \"1\", source: \"artifact:demo@1.0.0\", sha256: \"{}\" }}
+",
+            tar.to_ascii_uppercase()
+        ));
+        assert_eq!(digests(&mut s), ["", "", tar.as_str()]);
+        store.fill_digests(&mut s).unwrap();
+        assert_eq!(digests(&mut s), [tar.as_str(), deb.as_str(), tar.as_str()]);
+
+        // Left out for an artifact not loaded: refused, naming host, step and artifact.
+        let mut s = spec(
+            "      - name: install
+        archive: { component: ghost, version: \"1\", source: \"artifact:ghost@9.9.9\" }
+",
+        );
+        let err = store.fill_digests(&mut s).unwrap_err();
+        assert!(matches!(err, CoordinatorError::ArtifactDigest { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("host web-1") && msg.contains("'install'") && msg.contains("ghost@9.9.9"), "{msg}");
+        assert!(msg.contains("not loaded"), "{msg}");
+        assert_eq!(to_status(err).code(), tonic::Code::InvalidArgument);
+
+        // Written but other than the store's: refused, naming both.
+        let wrong = sha(b"not the archive");
+        let mut s = spec(&format!(
+            "      - archive: {{ component: demo, version: \"1.0.0\", source: \"artifact:demo@1.0.0\", sha256: \"{wrong}\" }}\n"
+        ));
+        let msg = store.fill_digests(&mut s).unwrap_err().to_string();
+        assert!(msg.contains("archive-1") && msg.contains(&wrong) && msg.contains(&tar), "{msg}");
+
+        // Written for an artifact not loaded (yet): left to the agent, as before.
+        let mut s = spec(&format!(
+            "      - archive: {{ component: later, version: \"1\", source: \"artifact:later@1\", sha256: \"{wrong}\" }}\n"
+        ));
+        store.fill_digests(&mut s).unwrap();
+        assert_eq!(digests(&mut s), [wrong.as_str()]);
     }
 
     #[test]

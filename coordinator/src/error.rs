@@ -37,6 +37,10 @@ pub enum CoordinatorError {
     UnknownArtifact { what: String },
     #[error("artifact {what}: {message}")]
     ArtifactRefused { what: String, message: String },
+    /// A plan's artifact step whose digest the artifact store cannot give
+    /// (the artifact is not loaded) or contradicts.
+    #[error("host {host}, step '{step}': {message}")]
+    ArtifactDigest { host: String, step: String, message: String },
     #[error("{file}: planning took longer than {limit:?}; the plan is too large or too complex")]
     PlanTooSlow { file: String, limit: std::time::Duration },
     #[error("internal error while {what}: {message}")]

@@ -6,7 +6,9 @@
 //! time; the runtime task then only receives the result
 //! ([`crate::runtime::RuntimeHandle::submit`]). A slow or hostile plan
 //! therefore costs its caller a timeout, never the agents' heartbeats or
-//! other operators' calls. A panic while planning is contained to that
+//! other operators' calls. Artifact steps that leave their sha256 to the
+//! artifact store get it here ([`ArtifactStore::fill_digests`]), before
+//! the summary and the rollout are made. A panic while planning is contained to that
 //! request (reported as an internal error and logged). The bounds of the plan
 //! itself are `convoy_common::limits`.
 
@@ -19,6 +21,7 @@ use convoy_common::model::{InventoryHost, RolloutSpec};
 use convoy_common::plan;
 use tokio::sync::Semaphore;
 
+use crate::artifacts::ArtifactStore;
 use crate::error::CoordinatorError;
 use crate::store::Store;
 
@@ -63,6 +66,7 @@ impl Planner {
         request: PlanRequest,
         inventory: Vec<InventoryHost>,
         store: Arc<dyn Store>,
+        artifacts: Arc<ArtifactStore>,
     ) -> Result<Planned, CoordinatorError> {
         let file = request.file.clone();
         let too_slow = || CoordinatorError::PlanTooSlow { file: file.clone(), limit: self.limit };
@@ -75,7 +79,7 @@ impl Planner {
             // The slot is held until the work ends, even past the caller's
             // timeout, so abandoned plans cannot pile up threads.
             let _permit = permit;
-            plan_now(request, &inventory, store.as_ref())
+            plan_now(request, &inventory, store.as_ref(), &artifacts)
         });
         match tokio::time::timeout_at(deadline, work).await {
             Err(_) => {
@@ -96,6 +100,7 @@ pub fn plan_now(
     request: PlanRequest,
     inventory: &[InventoryHost],
     store: &dyn Store,
+    artifacts: &ArtifactStore,
 ) -> Result<Planned, CoordinatorError> {
     let PlanRequest { file, source, catalogs } = request;
     // Catalogs are named `catalog:NAME` in errors unless the CLI sent a file name.
@@ -104,7 +109,8 @@ pub fn plan_now(
         .map(|(name, text)| Ok((name.clone(), parse_catalog(&format!("catalog:{name}"), text)?)))
         .collect::<Result<BTreeMap<_, _>, plan::PlanError>>()?;
     let parsed = plan::parse_plan_with_catalogs(&file, &source, &catalogs)?;
-    let expansion = plan::expand_detailed(&parsed, inventory)?;
+    let mut expansion = plan::expand_detailed(&parsed, inventory)?;
+    artifacts.fill_digests(&mut expansion.spec)?;
     let measured = crate::timings::measured(store, parsed.plan_name());
     let summary = convoy_common::estimate::summary_json(&expansion, &measured);
     let spec = expansion.spec;

@@ -212,6 +212,8 @@ pub struct RuntimeHandle {
     next_session: Arc<std::sync::atomic::AtomicU64>,
     planner: crate::planning::Planner,
     store: Arc<dyn Store>,
+    /// Where plans' artifact steps get the digests they leave out.
+    artifacts: Arc<crate::artifacts::ArtifactStore>,
 }
 
 impl RuntimeHandle {
@@ -280,7 +282,7 @@ impl RuntimeHandle {
     ) -> Result<Submitted, CoordinatorError> {
         let inventory = self.ask(|reply| Command::Inventory { reply }).await?;
         let request = crate::planning::PlanRequest { file: file.to_string(), source: source.to_string(), catalogs };
-        let planned = self.planner.plan(request, inventory, self.store.clone()).await?;
+        let planned = self.planner.plan(request, inventory, self.store.clone(), self.artifacts.clone()).await?;
         if dry_run {
             return Ok(Submitted { rollout_id: String::new(), summary: planned.summary, dot: planned.dot });
         }
@@ -364,9 +366,11 @@ struct Actor {
 
 /// Start the runtime task: load agents and rollouts from `store`, rebuild
 /// every unfinished rollout from its event log, and serve commands until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. Submitted plans take the digests of their
+/// artifact steps from `artifacts`.
 pub fn spawn(
     store: Arc<dyn Store>,
+    artifacts: Arc<crate::artifacts::ArtifactStore>,
     config: RuntimeConfig,
     clock: Clock,
     shutdown: CancellationToken,
@@ -392,6 +396,7 @@ pub fn spawn(
         next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         planner: crate::planning::Planner::new(actor.config.plan_time_limit),
         store: actor.store.clone(),
+        artifacts,
     };
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((handle, join))

@@ -69,7 +69,9 @@ pub async fn run_with_clock(
     // The runtime stops with the server; a child token so that stopping the
     // runtime never cancels the caller's token.
     let stop = shutdown.child_token();
-    let (handle, runtime_task) = runtime::spawn(store.clone(), config.runtime.clone(), clock, stop.clone())?;
+    let artifacts = Arc::new(ArtifactStore::open_with(&config.data_dir, config.artifacts)?);
+    let (handle, runtime_task) =
+        runtime::spawn(store.clone(), artifacts.clone(), config.runtime.clone(), clock, stop.clone())?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
     // Watches the runtime task: if it ends while the server has not been
     // asked to stop (a panic in it), serving stops too.
@@ -112,13 +114,8 @@ pub async fn run_with_clock(
     };
     let operator_svc = OperatorSvc { runtime: handle, store: store.clone(), clock };
     let auth = OperatorAuth::new(&config.data_dir, clock);
-    let artifact_svc = ArtifactSvc {
-        store: Arc::new(ArtifactStore::open_with(&config.data_dir, config.artifacts)?),
-        auth: auth.clone(),
-        enrolments: store.clone(),
-        clock,
-        shutdown: stop.clone(),
-    };
+    let artifact_svc =
+        ArtifactSvc { store: artifacts, auth: auth.clone(), enrolments: store.clone(), clock, shutdown: stop.clone() };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
     tracing::info!(max_connections = cap, handshake_timeout = ?limits.handshake_timeout, "connection limits");

@@ -5,9 +5,11 @@
 //! built from them, across a restart.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use convoy_common::model::{StepKind, StepOutcome};
+use convoy_coordinator::artifacts::ArtifactStore;
 use convoy_coordinator::runtime::{self, AgentHello, Clock, RuntimeConfig, RuntimeHandle, ToAgent};
 use convoy_coordinator::store::{SledStore, Store};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -54,8 +56,14 @@ fn hello(id: &str, edition: &str) -> AgentHello {
     }
 }
 
-fn start(store: Arc<SledStore>, shutdown: &CancellationToken) -> (RuntimeHandle, tokio::task::JoinHandle<()>) {
-    runtime::spawn(store, RuntimeConfig::default(), Clock::system(), shutdown.clone()).expect("runtime starts")
+fn start(
+    store: Arc<SledStore>,
+    data_dir: &Path,
+    shutdown: &CancellationToken,
+) -> (RuntimeHandle, tokio::task::JoinHandle<()>) {
+    let artifacts = Arc::new(ArtifactStore::open(data_dir).expect("artifact store opens"));
+    runtime::spawn(store, artifacts, RuntimeConfig::default(), Clock::system(), shutdown.clone())
+        .expect("runtime starts")
 }
 
 async fn dry_run(rt: &RuntimeHandle) -> serde_json::Value {
@@ -95,7 +103,7 @@ async fn facts_reach_plans_and_step_times_reach_estimates() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let (rt, join) = start(store.clone(), &shutdown);
+    let (rt, join) = start(store.clone(), dir.path(), &shutdown);
     let (s1, mut rx1) = rt.connect(hello("a-1", "pro")).await.unwrap();
     let (s2, mut rx2) = rt.connect(hello("a-2", "community")).await.unwrap();
 
@@ -138,10 +146,10 @@ async fn facts_reach_plans_and_step_times_reach_estimates() {
     shutdown.cancel();
     join.await.unwrap();
     drop((rx1, rx2));
-    check_after_restart(store).await;
+    check_after_restart(store, dir.path()).await;
 }
 
-async fn check_after_restart(store: Arc<SledStore>) {
+async fn check_after_restart(store: Arc<SledStore>, data_dir: &Path) {
     let agents = store.agents().unwrap();
     let a1 = agents.iter().find(|a| a.id == "a-1").expect("a-1 stored");
     assert_eq!(a1.facts.get("edition").map(String::as_str), Some("pro"));
@@ -150,7 +158,7 @@ async fn check_after_restart(store: Arc<SledStore>) {
     assert_eq!(inv.facts.get("arch").map(String::as_str), Some("x86_64"));
     assert_eq!(inv.facts.get("edition").map(String::as_str), Some("pro"));
     let shutdown = CancellationToken::new();
-    let (rt, _join) = start(store, &shutdown);
+    let (rt, _join) = start(store, data_dir, &shutdown);
     let s = dry_run(&rt).await;
     assert_eq!(s["groups"][0]["host_steps"]["a-1"], serde_json::json!(["2.0/install-pro", "report"]));
     assert_eq!(s["estimate"]["steps"]["measured"], 3);

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use convoy_agent::fetch::{ArtifactRef, Cache, FetchOptions};
+use convoy_fleet::FleetError;
 use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_fleet::operator::Bearer;
 use convoy_proto::v1 as pb;
@@ -75,7 +76,9 @@ async fn upload(
     client.upload(tokio_stream::iter(chunks)).await.map(|r| r.into_inner())
 }
 
-fn plan(source: &str, sha256: &str) -> String {
+/// A plan installing `source`, with `sha256` or leaving it to the artifact store.
+fn plan(source: &str, sha256: Option<&str>) -> String {
+    let sha256 = sha256.map(|s| format!(", sha256: \"{s}\"")).unwrap_or_default();
     format!(
         r#"
 name: offline
@@ -86,7 +89,7 @@ groups:
     select: {{ role: web }}
     steps:
       - name: install
-        archive: {{ component: demo, version: "1.0.0", source: "{source}", sha256: "{sha256}" }}
+        archive: {{ component: demo, version: "1.0.0", source: "{source}"{sha256} }}
         timeout: 30s
 "#
     )
@@ -123,25 +126,26 @@ async fn a_plan_installs_an_uploaded_artifact_and_a_wrong_sha_installs_nothing()
     let listed = ops.list(pb::ListArtifactsRequest {}).await?.into_inner().artifacts;
     assert_eq!(listed.iter().map(|a| format!("{}@{}", a.name, a.version)).collect::<Vec<_>>(), ["demo@1.0.0"]);
 
-    // A plan naming the artifact with the wrong sha256: refused, nothing installed.
+    // A plan naming the artifact with the wrong sha256: refused when submitted
+    // (the coordinator knows the loaded artifact's), naming both; nothing installed.
     let bad = sha(b"not the archive");
-    let id = c.submit(&plan("artifact:demo@1.0.0", &bad)).await?;
-    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
-    assert_eq!(status.state, "failed", "{status:?}");
-    let msg = &status.hosts[0].message;
+    let err = c.submit(&plan("artifact:demo@1.0.0", Some(&bad))).await.unwrap_err();
+    let FleetError::Rpc(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let msg = status.message();
     assert!(msg.contains("demo@1.0.0") && msg.contains(&bad) && msg.contains(&want), "{msg}");
-    assert!(msg.contains("nothing installed"), "{msg}");
+    assert!(msg.contains("host web-1") && msg.contains("'install'"), "{msg}");
     assert!(!web1.join("install/demo").exists());
     assert!(cached(&web1).iter().all(|f| !f.starts_with(&want) || f.ends_with(".partial")), "{:?}", cached(&web1));
 
     // An artifact the coordinator does not have: refused clearly too.
-    let id = c.submit(&plan("artifact:ghost@9.9.9", &want)).await?;
+    let id = c.submit(&plan("artifact:ghost@9.9.9", Some(&want))).await?;
     let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
     assert_eq!(status.state, "failed", "{status:?}");
     assert!(status.hosts[0].message.contains("unknown artifact ghost@9.9.9"), "{}", status.hosts[0].message);
 
     // The right sha256: fetched, verified, cached and installed.
-    let id = c.submit(&plan("artifact:demo@1.0.0", &want)).await?;
+    let id = c.submit(&plan("artifact:demo@1.0.0", Some(&want))).await?;
     let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
     assert_eq!(status.state, "succeeded", "{status:?}");
     assert_eq!(status.hosts[0].version, "1.0.0");
@@ -149,6 +153,41 @@ async fn a_plan_installs_an_uploaded_artifact_and_a_wrong_sha_installs_nothing()
     assert_eq!(cached(&web1), vec![want.clone()]);
     assert_eq!(std::fs::read(web1.join("cache").join(&want))?, data);
 
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_without_sha256_gets_the_loaded_artifacts_and_the_agent_checks_it() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    let web1 = c.add_local_agent("web-1", &[("role", "web")])?;
+    c.wait_agents(1, Duration::from_secs(30)).await?;
+
+    // Not loaded yet: refused when submitted, naming host, step and artifact.
+    let err = c.submit(&plan("artifact:demo@1.0.0", None)).await.unwrap_err();
+    let FleetError::Rpc(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let msg = status.message();
+    assert!(msg.contains("host web-1") && msg.contains("'install'") && msg.contains("demo@1.0.0"), "{msg}");
+
+    let data = archive("hello 1.0.0\n");
+    let want = sha(&data);
+    let mut ops = operator_artifacts(&c, &c.operator_token).await?;
+    upload(&mut ops, "demo", "1.0.0", "", &data).await?;
+    let id = c.submit(&plan("artifact:demo@1.0.0", None)).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "succeeded", "{status:?}");
+    assert_eq!(std::fs::read_to_string(web1.join("install/demo/current/bin/hello"))?, "hello 1.0.0\n");
+    // The agent got the digest with the step: it verified the download
+    // against it before caching it under that name.
+    assert_eq!(cached(&web1), vec![want.clone()]);
+
+    // The stored rollout carries the digest.
+    let (spec, _) = c.event_log(&id).await?;
+    match &spec.hosts[0].steps[0].kind {
+        convoy_common::model::StepKind::Archive(a) => assert_eq!(a.sha256, want),
+        other => panic!("{other:?}"),
+    }
     c.shutdown().await;
     Ok(())
 }

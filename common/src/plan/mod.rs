@@ -80,7 +80,10 @@
 //!   when it was not installed before; see `PkgRollbackSpec`).
 //!   Other steps (`service` included) and all checks have no undo.
 //! - Package steps: `apt: { package, version, hold?, allow_downgrade?,
-//!   update? }`, `dpkg: { package, version, source, sha256 }`, `rpm: {
+//!   update? }`, `dpkg: { package, version, source, sha256 }` (like an
+//!   `archive`'s, its `sha256` may be left out when `source` is
+//!   `artifact:NAME@VERSION`: the coordinator's artifact store fills it in
+//!   at submit time, see `crate::artifact_ref`), `rpm: {
 //!   package, version, manager?: dnf|yum|rpm, source?, sha256?,
 //!   allow_downgrade? }` (`manager: rpm` needs `source`; a `source` needs its
 //!   `sha256`), `service: { name, action: start|stop|restart|status,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::artifact_ref;
 use crate::capture;
 use crate::model::{
     AptSpec, ArchiveSpec, BackupSpec, CaptureFrom, CaptureSpec, DpkgSpec, ExecSpec, FileSpec, RpmManager, RpmSpec,
@@ -74,10 +75,7 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
         _ if raw.backup.is_some() => backup_step(src, raw.backup.as_ref().expect("checked"), &kp)?,
         (Some(e), _, _) => StepKind::Exec(exec_spec(src, e, &kp)?),
         (_, Some(a), _) => {
-            let sha256 = required(src, a.sha256.clone(), &kp.key("sha256"))?;
-            if !sha256.contains("{{") {
-                check_sha256(&sha256).map_err(|m| src.err(&kp.key("sha256"), m))?;
-            }
+            let sha256 = staged_sha256(src, &a.sha256, &a.source, &kp)?;
             let name = |field: &str, value: &Option<String>| -> Result<String, PlanError> {
                 let value = required(src, value.clone(), &kp.key(field))?;
                 check_archive_name(&value).map_err(|m| src.err(&kp.key(field), m))?;
@@ -87,7 +85,7 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
                 component: name("component", &a.component)?,
                 version: name("version", &a.version)?,
                 source: required(src, a.source.clone(), &kp.key("source"))?,
-                sha256: sha256.to_ascii_lowercase(),
+                sha256,
                 install_root: a.install_root.clone(),
             })
         }
@@ -171,12 +169,7 @@ fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, Pla
         }
         Ok(v)
     };
-    let sha = |value: String| -> Result<String, PlanError> {
-        if !value.contains("{{") {
-            check_sha256(&value).map_err(|m| src.err(&kp.key("sha256"), m))?;
-        }
-        Ok(value.to_ascii_lowercase())
-    };
+    let sha = |value: String| checked_sha256(src, value, &kp.key("sha256"));
     if let Some(a) = &raw.apt {
         return Ok(StepKind::Apt(AptSpec {
             package: name(a.package.clone(), "package")?,
@@ -191,7 +184,7 @@ fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, Pla
             package: name(d.package.clone(), "package")?,
             version: name(d.version.clone(), "version")?,
             source: required(src, d.source.clone(), &kp.key("source"))?,
-            sha256: sha(required(src, d.sha256.clone(), &kp.key("sha256"))?)?,
+            sha256: staged_sha256(src, &d.sha256, &d.source, kp)?,
         }));
     }
     if let Some(r) = &raw.rpm {
@@ -329,6 +322,38 @@ pub(super) fn check_archive_name(value: &str) -> Result<(), String> {
         Some(why) => Err(format!("invalid name {value:?}: {why} (it names a directory on the host)")),
         None => Ok(()),
     }
+}
+
+/// The `sha256` of an `archive` or `dpkg` step, lower-cased: required,
+/// unless `source` names an artifact, whose digest the coordinator's artifact
+/// store supplies when the plan is submitted (empty until then; see
+/// [`crate::artifact_ref`]).
+fn staged_sha256(
+    src: Src<'_>,
+    sha256: &Option<String>,
+    source: &Option<String>,
+    kp: &FieldPath,
+) -> Result<String, PlanError> {
+    let p = kp.key("sha256");
+    let sha = match sha256 {
+        None if source.as_deref().is_some_and(artifact_ref::is_artifact) => return Ok(String::new()),
+        None if source.is_some() => {
+            return Err(src.err(
+                &p,
+                "missing required field 'sha256' (it may be left out only when the source is artifact:NAME@VERSION)",
+            ));
+        }
+        given => required(src, given.clone(), &p)?,
+    };
+    checked_sha256(src, sha, &p)
+}
+
+/// A sha256 written at `p`, lower-cased; templated ones are checked once rendered.
+fn checked_sha256(src: Src<'_>, value: String, p: &FieldPath) -> Result<String, PlanError> {
+    if !value.contains("{{") {
+        check_sha256(&value).map_err(|m| src.err(p, m))?;
+    }
+    Ok(value.to_ascii_lowercase())
 }
 
 pub(super) fn check_sha256(s: &str) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::capture;
-use crate::model::{InventoryHost, StepKind, StepSpec};
+use crate::model::{ArchiveSpec, DpkgSpec, InventoryHost, StepKind, StepSpec};
 use crate::step_strings::step_strings_mut;
 
 use super::errors::{PlanError, Src};
@@ -120,11 +120,19 @@ pub(super) fn render_step(
         *s = render(s, |var| lookup(var, host, version, group))
             .map_err(|m| src.err(&t.path.join(&rel), format!("{m} (group '{group}')")))?;
     }
+    // A digest the plan left out is the artifact store's to fill in at submit
+    // time (see `crate::artifact_ref`); a written one is checked here.
+    let from_store = matches!(
+        &t.spec.kind,
+        StepKind::Archive(ArchiveSpec { sha256, .. }) | StepKind::Dpkg(DpkgSpec { sha256, .. }) if sha256.is_empty()
+    );
     if let StepKind::Archive(a) = &mut spec.kind {
-        check_sha256(&a.sha256).map_err(|m| {
-            src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
-        })?;
-        a.sha256.make_ascii_lowercase();
+        if !from_store {
+            check_sha256(&a.sha256).map_err(|m| {
+                src.err(&t.path.key("archive").key("sha256"), format!("{m} for host {id} (group '{group}')"))
+            })?;
+            a.sha256.make_ascii_lowercase();
+        }
         for (field, value) in [("component", &a.component), ("version", &a.version)] {
             check_archive_name(value).map_err(|m| {
                 src.err(&t.path.key("archive").key(field), format!("{m} for host {id} (group '{group}')"))
@@ -134,9 +142,11 @@ pub(super) fn render_step(
     // Templated package fields are checked once rendered.
     let (kind, words, sha): (&str, Vec<(&str, &str)>, Option<&mut String>) = match &mut spec.kind {
         StepKind::Apt(a) => ("apt", vec![("package", a.package.as_str()), ("version", a.version.as_str())], None),
-        StepKind::Dpkg(d) => {
-            ("dpkg", vec![("package", d.package.as_str()), ("version", d.version.as_str())], Some(&mut d.sha256))
-        }
+        StepKind::Dpkg(d) => (
+            "dpkg",
+            vec![("package", d.package.as_str()), ("version", d.version.as_str())],
+            (!from_store).then_some(&mut d.sha256),
+        ),
         StepKind::Rpm(r) => {
             ("rpm", vec![("package", r.package.as_str()), ("version", r.version.as_str())], r.sha256.as_mut())
         }
