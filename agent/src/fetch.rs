@@ -54,35 +54,11 @@ use crate::tls;
 pub const DEFAULT_CACHE_KEEP: usize = 5;
 /// How long a fetch may take when the step has no timeout.
 pub const DEFAULT_FETCH_DEADLINE: Duration = Duration::from_secs(30 * 60);
-/// The prefix of a step source naming an artifact.
-pub const SOURCE_PREFIX: &str = "artifact:";
 /// Partial downloads untouched this long are removed when the cache is pruned.
 const STALE_PARTIAL: Duration = Duration::from_secs(24 * 3600);
 
-/// An artifact as plans name it: `NAME@VERSION`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactRef {
-    pub name: String,
-    pub version: String,
-}
-
-impl std::fmt::Display for ArtifactRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.name, self.version)
-    }
-}
-
-/// `None` when `source` is not an artifact reference (a path); otherwise the
-/// reference, or why `artifact:…` is malformed.
-pub fn parse_source(source: &str) -> Option<Result<ArtifactRef, String>> {
-    let rest = source.trim().strip_prefix(SOURCE_PREFIX)?;
-    Some(match rest.split_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() && !version.contains('@') => {
-            Ok(ArtifactRef { name: name.to_string(), version: version.to_string() })
-        }
-        _ => Err(format!("source {source:?} must be artifact:NAME@VERSION")),
-    })
-}
+// One parser of `artifact:NAME@VERSION` for the plan, the coordinator and the agent.
+pub use convoy_common::artifact_ref::{ArtifactRef, SOURCE_PREFIX, parse_source};
 
 /// `<state_dir>/cache`.
 pub fn cache_dir(state_dir: &Path) -> PathBuf {
