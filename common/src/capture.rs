@@ -151,12 +151,6 @@ pub fn render<'v>(template: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> R
     Ok(out)
 }
 
-/// True when some string of `step` refers to a captured value.
-pub fn step_uses_captures(step: &StepSpec) -> bool {
-    let mut copy = step.clone();
-    kind_strings_mut(&mut copy.kind).into_iter().any(|(_, s)| !references(s).is_empty())
-}
-
 /// `step` with every `{{captured.NAME}}` substituted.
 pub fn render_step<'v>(step: &StepSpec, lookup: impl Fn(&str) -> Option<&'v str>) -> Result<StepSpec, String> {
     let mut out = step.clone();

@@ -6,7 +6,7 @@
 //!    seen it succeed before: the coordinator keeps the last [`HISTORY`]
 //!    durations of every (plan name, group, step name) and `convoy plan`
 //!    receives them as [`Measured`];
-//! 3. a default for its kind ([`default_duration`]), never above the step's
+//! 3. a default for its kind ([`crate::model::StepKind::default_estimate`]), never above the step's
 //!    timeout.
 //!
 //! Each estimate says where it comes from ([`Source`]), and `convoy plan`
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GroupSpec, Promote, RolloutSpec, StepKind, StepSpec};
+use crate::model::{GroupSpec, Promote, RolloutSpec, StepSpec};
 use crate::plan::summary::{
     EstimatedStep, GroupEstimateSummary, HopSummary, PathSummary, RolloutEstimateSummary, SourceCounts,
 };
@@ -108,12 +108,6 @@ pub fn median(samples: &[u64]) -> Option<u64> {
     Some(if s.len() % 2 == 1 { s[mid] } else { s[mid - 1] / 2 + s[mid] / 2 + (s[mid - 1] % 2 + s[mid] % 2) / 2 })
 }
 
-/// The default estimate of a step of this kind, before the timeout cap
-/// ([`StepKind::default_estimate`]).
-pub fn default_duration(kind: &StepKind) -> Duration {
-    kind.default_estimate()
-}
-
 /// A step's estimate: declared, else measured, else the kind's default
 /// capped by the step's timeout.
 pub fn step_estimate(step: &StepSpec, declared: Option<Duration>, measured: Option<&MeasuredStep>) -> StepEstimate {
@@ -121,7 +115,7 @@ pub fn step_estimate(step: &StepSpec, declared: Option<Duration>, measured: Opti
         (Some(d), _) => StepEstimate { duration: d, source: Source::Declared },
         (None, Some(m)) => StepEstimate { duration: m.median, source: Source::Measured { runs: m.runs } },
         (None, None) => {
-            StepEstimate { duration: default_duration(&step.kind).min(step.timeout), source: Source::Default }
+            StepEstimate { duration: step.kind.default_estimate().min(step.timeout), source: Source::Default }
         }
     }
 }
@@ -454,6 +448,7 @@ pub fn summary_json(x: &Expansion, measured: &Measured) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StepKind;
     use crate::model::{CanarySpec, ClusterMembers, ClusterSpec, ExecSpec, FileSpec, HostPlan, OnFailure, Strategy};
 
     const S: fn(u64) -> Duration = Duration::from_secs;
