@@ -41,6 +41,11 @@ pub enum CoordinatorError {
     /// (the artifact is not loaded) or contradicts.
     #[error("host {host}, step '{step}': {message}")]
     ArtifactDigest { host: String, step: String, message: String },
+    #[error(
+        "{file}: host {host} runs agent {agent_version}, which cannot run {kind} steps (step '{step}' of group \
+         '{group}'); upgrade that agent first or leave the host out"
+    )]
+    AgentLacksStepKind { file: String, host: String, agent_version: String, kind: String, step: String, group: String },
     #[error("{file}: planning took longer than {limit:?}; the plan is too large or too complex")]
     PlanTooSlow { file: String, limit: std::time::Duration },
     #[error("internal error while {what}: {message}")]

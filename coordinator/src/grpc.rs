@@ -28,9 +28,10 @@ use crate::tls::CertificateAuthority;
 pub fn to_status(e: CoordinatorError) -> Status {
     let msg = e.to_string();
     match e {
-        CoordinatorError::Plan(_) | CoordinatorError::BadRequest { .. } | CoordinatorError::ArtifactDigest { .. } => {
-            Status::invalid_argument(msg)
-        }
+        CoordinatorError::Plan(_)
+        | CoordinatorError::BadRequest { .. }
+        | CoordinatorError::ArtifactDigest { .. }
+        | CoordinatorError::AgentLacksStepKind { .. } => Status::invalid_argument(msg),
         CoordinatorError::UnknownRollout { .. }
         | CoordinatorError::NoRollout
         | CoordinatorError::UnknownArtifact { .. } => Status::not_found(msg),

@@ -65,6 +65,9 @@ pub struct AgentRecord {
     pub facts: std::collections::BTreeMap<String, String>,
     /// The agent's install root; empty from agents that predate it.
     pub install_root: String,
+    /// The step kinds the agent said it runs (its Hello's capabilities);
+    /// empty in records stored before they were kept, until it reconnects.
+    pub capabilities: Vec<String>,
 }
 
 impl AgentRecord {

@@ -153,6 +153,8 @@ pub(super) struct AgentV1<'a> {
     facts: Cow<'a, BTreeMap<String, String>>,
     #[serde(default)]
     install_root: Cow<'a, str>,
+    #[serde(default)]
+    capabilities: Cow<'a, [String]>,
 }
 
 impl Stored for AgentRecord {
@@ -171,6 +173,7 @@ impl Stored for AgentRecord {
                 last_seen: self.last_seen,
                 facts: Cow::Borrowed(&self.facts),
                 install_root: Cow::Borrowed(&self.install_root),
+                capabilities: Cow::Borrowed(&self.capabilities),
             },
         )
     }
@@ -189,6 +192,7 @@ impl Stored for AgentRecord {
             last_seen: r.last_seen,
             facts: r.facts.into_owned(),
             install_root: r.install_root.into_owned(),
+            capabilities: r.capabilities.into_owned(),
         })
     }
 }
