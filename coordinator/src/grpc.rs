@@ -31,7 +31,7 @@ pub fn to_status(e: CoordinatorError) -> Status {
         CoordinatorError::Plan(_)
         | CoordinatorError::BadRequest { .. }
         | CoordinatorError::ArtifactDigest { .. }
-        | CoordinatorError::AgentLacksStepKind { .. } => Status::invalid_argument(msg),
+        | CoordinatorError::AgentLacksStepKind(_) => Status::invalid_argument(msg),
         CoordinatorError::UnknownRollout { .. }
         | CoordinatorError::NoRollout
         | CoordinatorError::UnknownArtifact { .. } => Status::not_found(msg),

@@ -22,7 +22,7 @@ use convoy_common::plan;
 use tokio::sync::Semaphore;
 
 use crate::artifacts::ArtifactStore;
-use crate::error::CoordinatorError;
+use crate::error::{AgentLacksStepKind, CoordinatorError};
 use crate::store::Store;
 
 /// How many plans are worked on at once.
@@ -148,14 +148,14 @@ fn check_capabilities(
         let Some(agent) = abilities.get(&entry.host).filter(|a| !a.capabilities.is_empty()) else { continue };
         for (kind, step) in entry.kinds_needed() {
             if !agent.capabilities.contains(kind.as_str()) {
-                return Err(CoordinatorError::AgentLacksStepKind {
+                return Err(CoordinatorError::AgentLacksStepKind(Box::new(AgentLacksStepKind {
                     file: file.to_string(),
                     host: entry.host.clone(),
                     agent_version: agent.version.clone(),
-                    kind: kind.to_string(),
+                    kind,
                     step: step.name.clone(),
                     group: spec.groups.get(entry.group).map_or_else(String::new, |g| g.name.clone()),
-                });
+                })));
             }
         }
     }
@@ -200,7 +200,7 @@ mod tests {
     fn a_step_kind_an_agent_lacks_is_refused_naming_host_and_version() {
         let err = plan(&inventory(&[("web-1", &["exec", "http"]), ("web-2", &["exec"])])).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, CoordinatorError::AgentLacksStepKind { .. }), "{msg}");
+        assert!(matches!(err, CoordinatorError::AgentLacksStepKind(_)), "{msg}");
         assert!(
             msg.contains("host web-2 runs agent 0.0.9, which cannot run http steps (step 'healthy' of group 'web')"),
             "{msg}"
