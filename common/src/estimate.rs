@@ -491,6 +491,7 @@ mod tests {
             on_failure: OnFailure::Halt,
             require_backup: false,
             rollback_of: None,
+            windows: None,
         }
     }
 

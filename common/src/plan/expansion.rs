@@ -345,6 +345,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         on_failure: plan.on_failure,
         require_backup: plan.require_backup,
         rollback_of: None,
+        windows: None,
     };
     Ok(Expansion { spec, hosts: details })
 }

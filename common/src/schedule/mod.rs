@@ -37,6 +37,7 @@
 //!   no opening in that range (say, a blackout covering all of it) has none.
 
 mod local;
+mod spec;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +50,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
 
 pub use local::resolve;
+pub use spec::{GroupWindows, HostWindow, RolloutWindows};
 
 /// The longest a single window may last.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
