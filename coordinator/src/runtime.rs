@@ -332,7 +332,7 @@ impl RolloutRun {
             target_version: self.record.spec.target_version.clone(),
             created: self.record.created,
             updated: self.updated,
-            view: self.engine.view(),
+            view: self.engine.view_at(self.updated),
         }
     }
 }
@@ -429,7 +429,7 @@ impl Actor {
                     target_version: record.spec.target_version.clone(),
                     created: record.created,
                     updated,
-                    view: engine.view(),
+                    view: engine.view_at(updated),
                 })),
                 record,
                 engine,
@@ -854,7 +854,7 @@ impl Actor {
                 target_version: spec.target_version.clone(),
                 created: now,
                 updated: now,
-                view: engine.view(),
+                view: engine.view_at(now),
             })),
             record,
             engine,
