@@ -65,6 +65,10 @@ enum Cmd {
         /// Print the rollout id and return at once.
         #[arg(long)]
         detach: bool,
+        /// Start now, whatever the plan's maintenance windows say (recorded
+        /// in the rollout's events with your name).
+        #[arg(long)]
+        ignore_windows: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -102,6 +106,9 @@ enum Cmd {
     },
     /// Approve a rollout waiting for an operator (canaries passed).
     Approve { rollout: String },
+    /// Lift a running rollout's maintenance windows: its hosts start now,
+    /// whatever the windows say (recorded with your name).
+    OverrideWindows { rollout: String },
     /// Roll back everything the rollout has upgraded so far.
     Rollback { rollout: String },
     /// Offline artifacts: load files agents fetch (`source: artifact:NAME@VERSION`), list them.
@@ -175,8 +182,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let configured = cli.connect.coordinator.is_some() || cli.connect.data_dir.is_some();
                 commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, configured, output, format).await?
             }
-            Cmd::Apply { file, catalogs, detach, output } => {
-                commands::apply_cmd(&file, &catalogs, target, detach, output).await?
+            Cmd::Apply { file, catalogs, detach, ignore_windows, output } => {
+                commands::apply_cmd(&file, &catalogs, target, detach, ignore_windows, output).await?
             }
             Cmd::Status { rollout, output } => commands::status_cmd(&target()?, rollout, output).await?,
             Cmd::Watch { rollout } => {
@@ -195,6 +202,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 commands::control_cmd(&target()?, &rollout, action).await?
             }
             Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
+            Cmd::OverrideWindows { rollout } => {
+                commands::control_cmd(&target()?, &rollout, ControlAction::IgnoreWindows).await?
+            }
             Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
             Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
             Cmd::JoinToken { ttl_seconds, uses, hosts } => {
