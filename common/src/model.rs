@@ -561,6 +561,33 @@ pub struct ExecSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
+    /// Run the command as this user (and group) instead of the agent's own
+    /// user; `None`: as the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+}
+
+/// `run_as:` of a command: the agent switches to this user itself (user id,
+/// group id, the user's supplementary groups, `HOME`, `USER`, `LOGNAME`)
+/// before running it; see [`crate::run_as`] for the names accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RunAs {
+    /// A user name from the host's `/etc/passwd`, or a numeric user id.
+    pub user: String,
+    /// A group name from `/etc/group`, or a numeric group id, to run with
+    /// instead of the user's primary group; `None`: the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl std::fmt::Display for RunAs {
+    /// `postgres`, or `postgres:ssl-cert` with a group.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(g) => write!(f, "{}:{g}", self.user),
+            None => f.write_str(&self.user),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,6 +195,7 @@ mod hooks;
 pub(crate) mod locate;
 mod parse;
 mod raw;
+mod run_as;
 mod steps;
 mod strategies;
 pub mod summary;
