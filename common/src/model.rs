@@ -553,6 +553,31 @@ impl StepKind {
     pub fn kind_name(&self) -> &'static str {
         self.name().as_str()
     }
+
+    /// Who the step's command runs as, when its `run_as` says (exec, exec
+    /// check, metric command, backup).
+    pub fn run_as(&self) -> Option<&RunAs> {
+        match self {
+            StepKind::Exec(e) => e.run_as.as_ref(),
+            StepKind::ExecCheck(c) => c.exec.run_as.as_ref(),
+            StepKind::Backup(b) => b.command.run_as.as_ref(),
+            StepKind::MetricCheck(m) => match &m.source {
+                MetricSource::Command(e) => e.run_as.as_ref(),
+                MetricSource::Http { .. } => None,
+            },
+            StepKind::Service(s) => s.command.as_ref().and_then(|c| c.run_as.as_ref()),
+            StepKind::Archive(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::FileCheck(_)
+            | StepKind::ArchiveRollback(_)
+            | StepKind::Apt(_)
+            | StepKind::Dpkg(_)
+            | StepKind::Rpm(_)
+            | StepKind::PkgRollback(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
