@@ -75,7 +75,9 @@ pub fn hook() {
 
 /// `UID GID GROUPS -- COMMAND ARGS…`: switch, then exec; only returns an error.
 fn trampoline(args: Vec<OsString>) -> Result<std::convert::Infallible, String> {
-    let text = |i: usize| args.get(i).and_then(|a| a.to_str()).ok_or_else(|| format!("usage: {MODE} UID GID GROUPS -- COMMAND ARGS..."));
+    let text = |i: usize| {
+        args.get(i).and_then(|a| a.to_str()).ok_or_else(|| format!("usage: {MODE} UID GID GROUPS -- COMMAND ARGS..."))
+    };
     let id = |i: usize| text(i)?.parse::<u32>().map_err(|e| format!("bad id {:?}: {e}", text(i).unwrap_or_default()));
     let (uid, gid) = (id(0)?, id(1)?);
     let groups = text(2)?

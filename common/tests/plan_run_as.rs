@@ -152,7 +152,13 @@ fn bad_run_as_is_refused_with_line_and_field() {
     check_error(&parse_err(&step("[postgres]")), FILE, 9, field, "expected a user");
     check_error(&parse_err(&step("{ group: ssl-cert }")), FILE, 9, field, "missing required field 'user'");
     check_error(&parse_err(&step("{ user: postgres, uid: 5 }")), FILE, 9, field, "unknown field `uid`");
-    check_error(&parse_err(&step("{ user: postgres, group: \"a;b\" }")), FILE, 9, &format!("{field}.group"), "invalid group name");
+    check_error(
+        &parse_err(&step("{ user: postgres, group: \"a;b\" }")),
+        FILE,
+        9,
+        &format!("{field}.group"),
+        "invalid group name",
+    );
     check_error(&parse_err(&step("\"{{vars.nope}}\"")), FILE, 9, &format!("{field}.user"), "vars.nope");
 }
 

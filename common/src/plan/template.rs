@@ -181,16 +181,21 @@ pub(super) fn render_step(
 /// A command's rendered `run_as` names (written at `p`), checked with
 /// [`crate::run_as::parse`]; a `{{captured.X}}` still in one is the agent's
 /// to check once the engine filled it in.
-pub(super) fn check_run_as(src: Src<'_>, p: &FieldPath, exec: &ExecSpec, id: &str, group: &str) -> Result<(), PlanError> {
+pub(super) fn check_run_as(
+    src: Src<'_>,
+    p: &FieldPath,
+    exec: &ExecSpec,
+    id: &str,
+    group: &str,
+) -> Result<(), PlanError> {
     let Some(r) = &exec.run_as else { return Ok(()) };
     let names = [("user", Some(&r.user)), ("group", r.group.as_ref())];
     for (what, name) in names.into_iter().filter_map(|(w, n)| n.map(|n| (w, n))) {
         if name.contains("{{") {
             continue;
         }
-        crate::run_as::parse(what, name).map_err(|m| {
-            src.err(&p.key("run_as").key(what), format!("{m} for host {id} (group '{group}')"))
-        })?;
+        crate::run_as::parse(what, name)
+            .map_err(|m| src.err(&p.key("run_as").key(what), format!("{m} for host {id} (group '{group}')")))?;
     }
     Ok(())
 }
