@@ -128,7 +128,7 @@ pub fn resolve(run_as: &RunAs, passwd: &str, group: &str) -> Result<Identity, St
     let mut supplementary = vec![gid];
     if let Some(e) = entry {
         supplementary.push(e.gid);
-        supplementary.extend(groups.iter().filter(|g| g.members.iter().any(|m| *m == e.name)).map(|g| g.gid));
+        supplementary.extend(groups.iter().filter(|g| g.members.contains(&e.name)).map(|g| g.gid));
     }
     supplementary.sort_unstable();
     supplementary.dedup();
