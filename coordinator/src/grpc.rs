@@ -81,6 +81,7 @@ fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
         arch: agent.facts.arch,
         installed: agent.facts.installed,
         facts: agent.facts.custom,
+        install_root: agent.facts.install_root,
         replayed,
     })
 }

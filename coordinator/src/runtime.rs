@@ -101,6 +101,8 @@ pub struct AgentHello {
     pub installed: BTreeMap<String, String>,
     /// The facts the operator gave the agent (`--fact KEY=VALUE`).
     pub facts: BTreeMap<String, String>,
+    /// The agent's install root; empty from agents that predate it.
+    pub install_root: String,
     /// Results the agent finished while it was disconnected.
     pub replayed: Vec<(ExecutionId, StepOutcome)>,
 }
@@ -780,6 +782,7 @@ impl Actor {
             installed: hello.installed.clone(),
             last_seen: now,
             facts: hello.facts.clone(),
+            install_root: hello.install_root.clone(),
         };
         if let Err(e) = self.store.put_agent(&record) {
             tracing::error!(%host, error = %e, "cannot store agent record");

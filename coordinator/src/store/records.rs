@@ -151,6 +151,8 @@ pub(super) struct AgentV1<'a> {
     last_seen: UnixMillis,
     #[serde(default)]
     facts: Cow<'a, BTreeMap<String, String>>,
+    #[serde(default)]
+    install_root: Cow<'a, str>,
 }
 
 impl Stored for AgentRecord {
@@ -168,6 +170,7 @@ impl Stored for AgentRecord {
                 installed: Cow::Borrowed(&self.installed),
                 last_seen: self.last_seen,
                 facts: Cow::Borrowed(&self.facts),
+                install_root: Cow::Borrowed(&self.install_root),
             },
         )
     }
@@ -185,6 +188,7 @@ impl Stored for AgentRecord {
             installed: r.installed.into_owned(),
             last_seen: r.last_seen,
             facts: r.facts.into_owned(),
+            install_root: r.install_root.into_owned(),
         })
     }
 }
