@@ -155,6 +155,8 @@ fn init_tracing(default: &str) {
 }
 
 fn main() {
+    // The embedded agent's `run_as` trampoline (before any thread starts).
+    convoy_agent::run_as::hook();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(()) => 0,

@@ -183,13 +183,15 @@ fn short_name(step: &EstimatedStep) -> &str {
     step.name.split_once('/').map_or(&step.name, |(_, rest)| rest)
 }
 
-/// Steps as lines (`name  kind  ~estimate (source)`) at `indent`, the first
+/// Steps as lines (`name  kind  ~estimate (source)`, then `(as USER)` for a
+/// step with `run_as`) at `indent`, the first
 /// two columns `widths` wide; `hop`: the names lose their hop's prefix.
 fn step_lines(out: &mut String, steps: &[EstimatedStep], indent: usize, hop: bool, widths: (usize, usize)) {
     let (nw, kw) = widths;
     for s in steps {
         let name = if hop { short_name(s) } else { &s.name };
-        let line = format!("{:indent$}{name:<nw$}  {:<kw$}  {}", "", s.kind, step_estimate(s));
+        let who = s.run_as.as_ref().map(|u| format!("  (as {u})")).unwrap_or_default();
+        let line = format!("{:indent$}{name:<nw$}  {:<kw$}  {}{who}", "", s.kind, step_estimate(s));
         let _ = writeln!(out, "{}", line.trim_end());
     }
 }

@@ -305,6 +305,7 @@ fn estimated_step(step: &StepSpec, e: &StepEstimate) -> EstimatedStep {
     EstimatedStep {
         name: step.name.clone(),
         kind: step.kind.kind_name().to_string(),
+        run_as: step.kind.run_as().map(ToString::to_string),
         estimate_ms: ms(e.duration),
         estimate: human_duration(e.duration),
         source: e.source,

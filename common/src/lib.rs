@@ -11,6 +11,7 @@
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
 //! - [`output`]: what a check requires of a command's output (equals, contains, matches).
+//! - [`run_as`]: the user and group names a command's `run_as:` accepts.
 //! - `step_strings`: every templated string of a step, walked in one place
 //!   for the plan's templates and the engine's captured values.
 //! - [`limits`]: bounds on plans (bytes, nesting, groups, hosts, steps,
@@ -42,8 +43,9 @@ pub mod metric;
 pub mod model;
 pub mod output;
 pub mod plan;
+pub mod run_as;
 pub mod schedule;
-mod step_kinds;
+pub mod step_kinds;
 mod step_strings;
 pub mod strategy;
 pub mod undo;

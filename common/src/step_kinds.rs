@@ -12,13 +12,46 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, StepKind, StepKindName, StepSpec};
+use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, StepKind, StepSpec};
+
+/// What a step may ask of an agent beyond its kind: a field an older agent
+/// would ignore rather than refuse. Agents list these in their Hello's
+/// capabilities after the step kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StepFeature {
+    /// `run_as:` on a command: an older agent would run it as itself (root).
+    RunAs,
+}
+
+impl StepFeature {
+    /// Every feature.
+    pub const ALL: &'static [StepFeature] = &[StepFeature::RunAs];
+
+    /// The name in Hello's capabilities.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepFeature::RunAs => "run_as",
+        }
+    }
+}
+
+impl StepSpec {
+    /// The features this step needs its agent to honour.
+    pub fn features(&self) -> Vec<StepFeature> {
+        let mut out = Vec::new();
+        if self.kind.run_as().is_some() {
+            out.push(StepFeature::RunAs);
+        }
+        out
+    }
+}
 
 impl HostPlan {
-    /// Every step this entry may be sent (its steps, their undos, its
-    /// rollback steps, leader check and switchover), each kind once with the
-    /// first step of that kind: what its agent must support.
-    pub fn kinds_needed(&self) -> BTreeMap<StepKindName, &StepSpec> {
+    /// Every capability this entry's agent needs, as Hello names them (step
+    /// kinds and [`StepFeature`]s), each with the first step that needs it,
+    /// over every step it may be sent: its steps, their undos, its rollback
+    /// steps, leader check and switchover.
+    pub fn capabilities_needed(&self) -> BTreeMap<&'static str, &StepSpec> {
         let mut out = BTreeMap::new();
         let all = self
             .steps
@@ -28,7 +61,10 @@ impl HostPlan {
             .chain(&self.leader_check)
             .chain(&self.switchover);
         for step in all {
-            out.entry(step.kind.name()).or_insert(step);
+            out.entry(step.kind.name().as_str()).or_insert(step);
+            for f in step.features() {
+                out.entry(f.as_str()).or_insert(step);
+            }
         }
         out
     }

@@ -67,14 +67,15 @@ impl From<convoy_wire::WireError> for CoordinatorError {
 /// A plan would send a host a step kind its agent does not run.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{file}: host {host} runs agent {agent_version}, which cannot run {kind} steps (step '{step}' of group \
-     '{group}'); upgrade that agent first or leave the host out"
+    "{file}: host {host} runs agent {agent_version}, which does not support '{needed}' (step '{step}' of group \
+     '{group}' needs it); upgrade that agent first or leave the host out"
 )]
 pub struct AgentLacksStepKind {
     pub file: String,
     pub host: String,
     pub agent_version: String,
-    pub kind: convoy_common::model::StepKindName,
+    /// A step kind or a [`convoy_common::step_kinds::StepFeature`], as Hello names it.
+    pub needed: String,
     pub step: String,
     pub group: String,
 }

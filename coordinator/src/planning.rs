@@ -148,13 +148,13 @@ fn check_capabilities(
 ) -> Result<(), CoordinatorError> {
     for entry in &spec.hosts {
         let Some(agent) = abilities.get(&entry.host).filter(|a| !a.capabilities.is_empty()) else { continue };
-        for (kind, step) in entry.kinds_needed() {
-            if !agent.capabilities.contains(kind.as_str()) {
+        for (needed, step) in entry.capabilities_needed() {
+            if !agent.capabilities.contains(needed) {
                 return Err(CoordinatorError::AgentLacksStepKind(Box::new(AgentLacksStepKind {
                     file: file.to_string(),
                     host: entry.host.clone(),
                     agent_version: agent.version.clone(),
-                    kind,
+                    needed: needed.to_string(),
                     step: step.name.clone(),
                     group: spec.groups.get(entry.group).map_or_else(String::new, |g| g.name.clone()),
                 })));
@@ -204,7 +204,9 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, CoordinatorError::AgentLacksStepKind(_)), "{msg}");
         assert!(
-            msg.contains("host web-2 runs agent 0.0.9, which cannot run http steps (step 'healthy' of group 'web')"),
+            msg.contains(
+                "host web-2 runs agent 0.0.9, which does not support 'http' (step 'healthy' of group 'web' needs it)"
+            ),
             "{msg}"
         );
         // Every agent able, or capabilities unknown (an old record): planned.

@@ -478,6 +478,7 @@ fn undo_step(
                 *s =
                     render(s, |var| lookup(var, scope)).map_err(|m| src.err(&rel, format!("{m} (group '{group}')")))?;
             }
+            super::template::check_run_as(src, &t.path.key("rollback"), &exec, &host.id, group)?;
             StepKind::Exec(exec)
         }
         (None, kind) => match kind.implicit_undo(&host.installed) {

@@ -197,6 +197,7 @@ mod hooks;
 pub(crate) mod locate;
 mod parse;
 mod raw;
+mod run_as;
 mod steps;
 mod strategies;
 pub mod summary;

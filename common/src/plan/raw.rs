@@ -229,7 +229,7 @@ pub(super) struct RawStep {
     pub(super) installs: Option<String>,
 }
 
-/// `backup: { command, args, env, workdir, path }`.
+/// `backup: { command, args, env, workdir, run_as, path }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackup {
@@ -237,6 +237,8 @@ pub(super) struct RawBackup {
     pub(super) args: Option<Vec<String>>,
     pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) workdir: Option<String>,
+    /// A user, or `{ user, group }`; read by hand (`run_as` module).
+    pub(super) run_as: Option<serde_norway::Value>,
     pub(super) path: Option<String>,
 }
 
@@ -247,6 +249,8 @@ pub(super) struct RawExec {
     pub(super) args: Option<Vec<String>>,
     pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) workdir: Option<String>,
+    /// A user, or `{ user, group }`; read by hand (`run_as` module).
+    pub(super) run_as: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Deserialize)]

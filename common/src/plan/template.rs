@@ -5,10 +5,10 @@ use std::fmt;
 
 use crate::capture;
 use crate::cluster_vars::{self, ClusterScope, ClusterVar};
-use crate::model::{ArchiveSpec, DpkgSpec, InventoryHost, StepKind, StepSpec};
-use crate::step_strings::step_strings_mut;
+use crate::model::{ArchiveSpec, DpkgSpec, ExecSpec, InventoryHost, StepKind, StepSpec};
+use crate::step_strings::{exec_specs, step_strings_mut};
 
-use super::errors::{PlanError, Src};
+use super::errors::{FieldPath, PlanError, Src};
 use super::steps::{check_archive_name, check_pkg_word, check_sha256};
 use super::validated::StepTemplate;
 
@@ -216,5 +216,30 @@ pub(super) fn render_step(src: Src<'_>, t: &StepTemplate, scope: &Scope<'_>) -> 
             .map_err(|m| src.err(&t.path.key(kind).key("sha256"), format!("{m} for host {id} (group '{group}')")))?;
         sha.make_ascii_lowercase();
     }
+    for (rel, exec) in exec_specs(&spec.kind) {
+        check_run_as(src, &t.path.join(&rel), exec, id, group)?;
+    }
     Ok(spec)
+}
+
+/// A command's rendered `run_as` names (written at `p`), checked with
+/// [`crate::run_as::parse`]; a `{{captured.X}}` still in one is the agent's
+/// to check once the engine filled it in.
+pub(super) fn check_run_as(
+    src: Src<'_>,
+    p: &FieldPath,
+    exec: &ExecSpec,
+    id: &str,
+    group: &str,
+) -> Result<(), PlanError> {
+    let Some(r) = &exec.run_as else { return Ok(()) };
+    let names = [("user", Some(&r.user)), ("group", r.group.as_ref())];
+    for (what, name) in names.into_iter().filter_map(|(w, n)| n.map(|n| (w, n))) {
+        if name.contains("{{") {
+            continue;
+        }
+        crate::run_as::parse(what, name)
+            .map_err(|m| src.err(&p.key("run_as").key(what), format!("{m} for host {id} (group '{group}')")))?;
+    }
+    Ok(())
 }
