@@ -295,6 +295,61 @@ mod tests {
     use super::*;
     use convoy_common::plan::summary::SourceCounts;
 
+    fn host(id: &str, state: &str, message: &str) -> pb::HostStatus {
+        pb::HostStatus {
+            host_id: id.into(),
+            group: "db".into(),
+            state: state.into(),
+            version: "2.0.0".into(),
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_columns_fit_the_longest_state_and_notes_are_cut_only_without_wide() {
+        let long = "x".repeat(150);
+        let s = pb::RolloutStatus {
+            hosts: vec![
+                host("a", "rolled_back", "ok"),
+                host("b", "leader_check", "ok"),
+                host("c", "switching_over", &long),
+                host("d", "succeeded", "ok"),
+            ],
+            ..Default::default()
+        };
+        let text = hosts(&s, false);
+        let lines: Vec<&str> = text.lines().collect();
+        let note_at = lines[0].find("NOTE").unwrap();
+        for l in &lines[1..5] {
+            let note = l.find(" ok").map(|i| i + 1).or_else(|| l.find('x')).unwrap();
+            assert_eq!(note, note_at, "misaligned:\n{text}");
+        }
+        assert!(lines[0].contains("INSTALLED") && !lines[0].contains("VERSION"), "{text}");
+        assert!(lines[3].ends_with(&format!("{}…", "x".repeat(100))), "{text}");
+        assert!(lines[5].contains("--wide"), "{text}");
+        let wide = hosts(&s, true);
+        assert!(wide.contains(&long) && !wide.contains("--wide"), "{wide}");
+    }
+
+    #[test]
+    fn agents_say_agent_version_and_line_up() {
+        let a = |id: &str, v: &str| pb::AgentInfo {
+            agent_id: id.into(),
+            agent_version: v.into(),
+            connected: true,
+            ..Default::default()
+        };
+        let mut held = a("web-10", "0.1.0-rc1");
+        held.hold =
+            Some(pb::HeldHost { host_id: "web-10".into(), reason: "disk".into(), by: "ann".into(), since_unix_ms: 1 });
+        let text = agents(&[a("db-1", "0.1.0"), held]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("HOST    STATE      AGENT VERSION  LABELS"), "{text}");
+        assert!(lines[2].ends_with("held: disk (ann)"), "{text}");
+        assert_eq!(lines[1].find("0.1.0"), lines[2].find("0.1.0-rc1"), "{text}");
+    }
+
     #[test]
     fn batches_stay_short_on_a_large_fleet() {
         let hosts: Vec<String> = (1..=200).map(|i| format!("a-{i:03}")).collect();
