@@ -492,12 +492,23 @@ fn agent_facts(f: &pb::Facts) -> BTreeMap<String, String> {
     facts
 }
 
-pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlAction) -> Result<(), CliError> {
+/// A control command; `--output json` prints `{"rollout", "state"}`.
+pub async fn control_out(
+    target: &Target,
+    rollout: &str,
+    action: pb::ControlAction,
+    output: Output,
+) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let r = c
         .control(pb::ControlRequest { rollout_id: rollout.to_string(), action: action as i32, reason: String::new() })
         .await?
         .into_inner();
+    if output == Output::Json {
+        let j = serde_json::json!({"rollout": r.rollout_id, "asked_for": rollout, "state": r.state});
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        return Ok(());
+    }
     if !r.rollout_id.is_empty() && r.rollout_id != rollout {
         println!(
             "rollout {} rolls back {rollout}: {} (follow it with `convoy watch {}`)",
@@ -509,9 +520,21 @@ pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlActi
     Ok(())
 }
 
-pub async fn join_token_cmd(target: &Target, ttl: u64, uses: u32, hosts: String) -> Result<(), CliError> {
+/// `convoy join-token`; `--output json` prints the token with its scope.
+pub async fn join_token_out(
+    target: &Target,
+    ttl: u64,
+    uses: u32,
+    hosts: String,
+    output: Output,
+) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let r = c.create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: ttl, uses, hosts }).await?.into_inner();
+    if output == Output::Json {
+        let j = serde_json::json!({"token": r.token, "uses": r.uses, "hosts": r.hosts, "expires_unix_ms": r.expires_unix_ms});
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        return Ok(());
+    }
     println!("{}", r.token);
     let scope = if r.hosts.is_empty() { String::new() } else { format!(" by hosts matching '{}'", r.hosts) };
     eprintln!("usable {} time(s){scope}, for {ttl}s; give it to agents in a file (--join-token-file)", r.uses);

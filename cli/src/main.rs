@@ -107,20 +107,38 @@ enum Cmd {
         action: Option<AgentsCmd>,
     },
     /// Start nothing new; in-flight steps finish.
-    Pause { rollout: String },
+    Pause {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Carry on where the rollout was paused.
-    Resume { rollout: String },
+    Resume {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Start nothing new; the rollout ends as aborted once in-flight steps finish.
     Abort {
         rollout: String,
         /// Also roll back what the rollout has upgraded so far (same as `convoy rollback`).
         #[arg(long)]
         rollback: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Approve a rollout waiting for an operator (canaries passed).
-    Approve { rollout: String },
+    Approve {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Roll back everything the rollout has upgraded so far.
-    Rollback { rollout: String },
+    Rollback {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Offline artifacts: load files agents fetch (`source: artifact:NAME@VERSION`), list them.
     #[command(subcommand)]
     Artifact(artifacts::ArtifactCmd),
@@ -135,6 +153,9 @@ enum Cmd {
         /// Only hosts whose id matches this glob may enrol with it (e.g. 'web-*').
         #[arg(long)]
         hosts: Option<String>,
+        /// json: the token with its uses, hosts and expiry.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     // ------------------------------------------------ issue 13 commands
     /// Check a rollout's stored event log against the invariants (in-flight
@@ -265,17 +286,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Agents { action: Some(AgentsCmd::Revoke { host }), .. } => {
                 commands::revoke_agent_cmd(&target()?, &host).await?
             }
-            Cmd::Pause { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Pause).await?,
-            Cmd::Resume { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Resume).await?,
-            Cmd::Abort { rollout, rollback } => {
-                let action = if rollback { ControlAction::Rollback } else { ControlAction::Abort };
-                commands::control_cmd(&target()?, &rollout, action).await?
+            Cmd::Pause { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Pause, output).await?
             }
-            Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
-            Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
+            Cmd::Resume { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Resume, output).await?
+            }
+            Cmd::Abort { rollout, rollback, output } => {
+                let action = if rollback { ControlAction::Rollback } else { ControlAction::Abort };
+                commands::control_out(&target()?, &rollout, action, output).await?
+            }
+            Cmd::Approve { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Approve, output).await?
+            }
+            Cmd::Rollback { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Rollback, output).await?
+            }
             Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
-            Cmd::JoinToken { ttl_seconds, uses, hosts } => {
-                commands::join_token_cmd(&target()?, ttl_seconds, uses, hosts.unwrap_or_default()).await?
+            Cmd::JoinToken { ttl_seconds, uses, hosts, output } => {
+                commands::join_token_out(&target()?, ttl_seconds, uses, hosts.unwrap_or_default(), output).await?
             }
             Cmd::Verify { rollout, output } => ops::verify_cmd(&target()?, latest(&rollout), output).await?,
             Cmd::Events { rollout, output } => ops::events_cmd(&target()?, latest(&rollout), output).await?,

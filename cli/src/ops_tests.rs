@@ -191,9 +191,11 @@ async fn the_audit_trail_lists_actions_and_refusals_by_name_in_order_across_a_re
     // A token nobody issued: refused before the call is read.
     let stranger = target(&c, "not-a-token");
     assert!(connect(&stranger).await.unwrap().list_agents(pb::ListAgentsRequest {}).await.is_err());
-    crate::commands::control_cmd(&admin, &id, pb::ControlAction::Rollback).await.unwrap();
+    crate::commands::control_out(&admin, &id, pb::ControlAction::Rollback, crate::commands::Output::Text)
+        .await
+        .unwrap();
     ops::hold_cmd(&admin, "web-3", "flaky disk").await.unwrap();
-    crate::commands::join_token_cmd(&admin, 60, 1, String::new()).await.unwrap();
+    crate::commands::join_token_out(&admin, 60, 1, String::new(), crate::commands::Output::Json).await.unwrap();
     // A token command on the data directory, while the coordinator runs.
     let args = <convoy_coordinator::cli::CoordinatorArgs as clap::Parser>::try_parse_from([
         "convoy-coordinator",
