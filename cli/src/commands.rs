@@ -480,11 +480,16 @@ pub async fn agents_cmd(target: &Target, output: Output) -> Result<(), CliError>
     Ok(())
 }
 
-/// An agent's facts as plans see them: its `--fact`s, then the hostname, OS
-/// and architecture it reported (these win).
+/// An agent's facts as plans see them: its `--fact`s, then the hostname, OS,
+/// architecture and install root it reported (these win).
 fn agent_facts(f: &pb::Facts) -> BTreeMap<String, String> {
     let mut facts: BTreeMap<String, String> = f.custom.clone().into_iter().collect();
-    for (k, v) in [("hostname", &f.hostname), ("os", &f.os), ("arch", &f.arch)] {
+    for (k, v) in [
+        ("hostname", &f.hostname),
+        ("os", &f.os),
+        ("arch", &f.arch),
+        (convoy_common::plan::INSTALL_ROOT_FACT, &f.install_root),
+    ] {
         if !v.is_empty() {
             facts.insert(k.to_string(), v.clone());
         }

@@ -588,8 +588,8 @@ mod tests {
             cluster: ClusterSpec {
                 label: "cluster".into(),
                 clusters: vec![
-                    ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2] },
-                    ClusterMembers { name: "mc2".into(), hosts: vec![3, 4] },
+                    ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2], labels: Vec::new() },
+                    ClusterMembers { name: "mc2".into(), hosts: vec![3, 4], labels: Vec::new() },
                 ],
                 same_version: false,
             },
@@ -611,7 +611,7 @@ mod tests {
             max_parallel,
             cluster: ClusterSpec {
                 label: "cluster".into(),
-                clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1] }],
+                clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1], labels: Vec::new() }],
                 same_version: false,
             },
         };

@@ -35,6 +35,7 @@ pub mod artifact_ref;
 pub mod audit;
 pub mod capture;
 pub mod catalog;
+pub mod cluster_vars;
 pub mod dag;
 pub mod engine;
 pub mod estimate;

@@ -193,6 +193,11 @@ pub struct ClusterMembers {
     pub name: String,
     /// Indices into [`RolloutSpec::hosts`].
     pub hosts: Vec<usize>,
+    /// The labels of each member, aligned with `hosts`, for the run-time
+    /// `{{cluster.target.label.KEY}}` (see [`crate::cluster_vars`]). Empty in
+    /// specs stored before it existed, which cannot use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<BTreeMap<String, String>>,
 }
 
 fn is_zero(n: &usize) -> bool {

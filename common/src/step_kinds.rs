@@ -12,7 +12,27 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{ArchiveRollbackSpec, PkgManager, PkgRollbackSpec, StepKind};
+use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, StepKind, StepKindName, StepSpec};
+
+impl HostPlan {
+    /// Every step this entry may be sent (its steps, their undos, its
+    /// rollback steps, leader check and switchover), each kind once with the
+    /// first step of that kind: what its agent must support.
+    pub fn kinds_needed(&self) -> BTreeMap<StepKindName, &StepSpec> {
+        let mut out = BTreeMap::new();
+        let all = self
+            .steps
+            .iter()
+            .chain(self.undo.iter().flatten())
+            .chain(&self.rollback_steps)
+            .chain(&self.leader_check)
+            .chain(&self.switchover);
+        for step in all {
+            out.entry(step.kind.name()).or_insert(step);
+        }
+        out
+    }
+}
 
 impl StepKind {
     /// The estimate of a step of this kind when nothing was declared or

@@ -30,9 +30,10 @@ use convoy_common::audit::AuditAction;
 pub fn to_status(e: CoordinatorError) -> Status {
     let msg = e.to_string();
     match e {
-        CoordinatorError::Plan(_) | CoordinatorError::BadRequest { .. } | CoordinatorError::ArtifactDigest { .. } => {
-            Status::invalid_argument(msg)
-        }
+        CoordinatorError::Plan(_)
+        | CoordinatorError::BadRequest { .. }
+        | CoordinatorError::ArtifactDigest { .. }
+        | CoordinatorError::AgentLacksStepKind(_) => Status::invalid_argument(msg),
         CoordinatorError::UnknownRollout { .. }
         | CoordinatorError::NoRollout
         | CoordinatorError::UnknownArtifact { .. } => Status::not_found(msg),
@@ -83,6 +84,7 @@ fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
         arch: agent.facts.arch,
         installed: agent.facts.installed,
         facts: agent.facts.custom,
+        install_root: agent.facts.install_root,
         replayed,
     })
 }

@@ -101,6 +101,8 @@ pub struct AgentHello {
     pub installed: BTreeMap<String, String>,
     /// The facts the operator gave the agent (`--fact KEY=VALUE`).
     pub facts: BTreeMap<String, String>,
+    /// The agent's install root; empty from agents that predate it.
+    pub install_root: String,
     /// Results the agent finished while it was disconnected.
     pub replayed: Vec<(ExecutionId, StepOutcome)>,
 }
@@ -177,7 +179,7 @@ enum Command {
     },
     /// The live inventory, for a plan expanded outside the actor.
     Inventory {
-        reply: Reply<Vec<InventoryHost>>,
+        reply: Reply<crate::planning::Inventory>,
     },
     /// Create a rollout from a spec validated outside the actor.
     Create {
@@ -692,9 +694,20 @@ impl Actor {
                 }
             }
             Command::Inventory { reply } => {
-                let mut v: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
-                v.sort_by(|a, b| a.id.cmp(&b.id));
-                let _ = reply.send(Ok(v));
+                let mut hosts: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
+                hosts.sort_by(|a, b| a.id.cmp(&b.id));
+                let abilities = self
+                    .agents
+                    .iter()
+                    .map(|(id, a)| {
+                        let abilities = crate::planning::AgentAbilities {
+                            version: a.record.version.clone(),
+                            capabilities: a.record.capabilities.iter().cloned().collect(),
+                        };
+                        (id.clone(), abilities)
+                    })
+                    .collect();
+                let _ = reply.send(Ok(crate::planning::Inventory { hosts, abilities }));
             }
             Command::Create { planned, by, reply } => {
                 let Planned { spec, file, source, summary, dot, held } = *planned;
@@ -793,6 +806,8 @@ impl Actor {
             installed: hello.installed.clone(),
             last_seen: now,
             facts: hello.facts.clone(),
+            install_root: hello.install_root.clone(),
+            capabilities: hello.capabilities.clone(),
         };
         if let Err(e) = self.store.put_agent(&record) {
             tracing::error!(%host, error = %e, "cannot store agent record");

@@ -212,4 +212,5 @@ pub(crate) use errors::{FieldPath, Src};
 pub use expansion::{Expansion, HopDetail, HostDetail, expand, expand_detailed};
 pub use parse::{parse_plan, parse_plan_with_catalogs, parse_plan_with_limits};
 pub use summary::{PlanSummary, batches, summary_json};
+pub use template::INSTALL_ROOT_FACT;
 pub use validated::Plan;

@@ -108,9 +108,16 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
         }
         render(v, |var| match var {
             Var::Captured(_) => Err("captured values cannot name what a step installs".to_string()),
-            Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) | Var::Vars(_) => {
-                Ok(String::new())
-            }
+            Var::Cluster(_) => Err("cluster values cannot name what a step installs".to_string()),
+            Var::Host
+            | Var::Version
+            | Var::Group
+            | Var::Label(_)
+            | Var::Installed(_)
+            | Var::Fact(_)
+            | Var::Vars(_)
+            | Var::InstallRoot
+            | Var::Current(_) => Ok(String::new()),
         })
         .map_err(|m| src.err(&p.key("installs"), m))?;
         t.installs = Some((None, v.clone()));

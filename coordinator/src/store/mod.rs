@@ -67,6 +67,11 @@ pub struct AgentRecord {
     pub last_seen: UnixMillis,
     /// The facts the operator gave the agent (`--fact KEY=VALUE`).
     pub facts: std::collections::BTreeMap<String, String>,
+    /// The agent's install root; empty from agents that predate it.
+    pub install_root: String,
+    /// The step kinds the agent said it runs (its Hello's capabilities);
+    /// empty in records stored before they were kept, until it reconnects.
+    pub capabilities: Vec<String>,
 }
 
 impl AgentRecord {
@@ -83,16 +88,23 @@ impl AgentRecord {
                 arch: self.arch.clone(),
                 installed: self.installed.clone(),
                 custom: self.facts.clone(),
+                install_root: self.install_root.clone(),
             },
         }
     }
 
     /// The agent as the inventory plans expand against: its labels, installed
     /// versions and facts (its custom facts, plus `hostname`, `os` and `arch`
-    /// when it reported them, which win over custom facts of the same name).
+    /// when it reported them, which win over custom facts of the same name;
+    /// and its install root as the fact [`convoy_common::plan::INSTALL_ROOT_FACT`]).
     pub fn inventory_host(&self) -> convoy_common::model::InventoryHost {
         let mut facts = self.facts.clone();
-        for (k, v) in [("hostname", &self.hostname), ("os", &self.os), ("arch", &self.arch)] {
+        for (k, v) in [
+            ("hostname", &self.hostname),
+            ("os", &self.os),
+            ("arch", &self.arch),
+            (convoy_common::plan::INSTALL_ROOT_FACT, &self.install_root),
+        ] {
             if !v.is_empty() {
                 facts.insert(k.to_string(), v.clone());
             }

@@ -165,6 +165,10 @@ pub(super) struct AgentV1<'a> {
     last_seen: UnixMillis,
     #[serde(default)]
     facts: Cow<'a, BTreeMap<String, String>>,
+    #[serde(default)]
+    install_root: Cow<'a, str>,
+    #[serde(default)]
+    capabilities: Cow<'a, [String]>,
 }
 
 impl Stored for AgentRecord {
@@ -182,6 +186,8 @@ impl Stored for AgentRecord {
                 installed: Cow::Borrowed(&self.installed),
                 last_seen: self.last_seen,
                 facts: Cow::Borrowed(&self.facts),
+                install_root: Cow::Borrowed(&self.install_root),
+                capabilities: Cow::Borrowed(&self.capabilities),
             },
         )
     }
@@ -199,6 +205,8 @@ impl Stored for AgentRecord {
             installed: r.installed.into_owned(),
             last_seen: r.last_seen,
             facts: r.facts.into_owned(),
+            install_root: r.install_root.into_owned(),
+            capabilities: r.capabilities.into_owned(),
         })
     }
 }
