@@ -321,6 +321,7 @@ pub async fn apply_cmd(
     catalogs: &[String],
     target: impl FnOnce() -> Result<Target, CliError>,
     detach: bool,
+    ignore_windows: bool,
     output: Output,
 ) -> Result<(), CliError> {
     let name = file.display().to_string();
@@ -335,6 +336,13 @@ pub async fn apply_cmd(
         .await?
         .into_inner();
     eprintln!("rollout {} created", r.rollout_id);
+    if ignore_windows {
+        // A second, recorded command: the event log says who lifted the windows and when.
+        let action = pb::ControlAction::IgnoreWindows as i32;
+        let req = pb::ControlRequest { rollout_id: r.rollout_id.clone(), action, reason: String::new() };
+        c.control(req).await?;
+        eprintln!("maintenance windows lifted for rollout {}", r.rollout_id);
+    }
     if detach {
         println!("{}", r.rollout_id);
         return Ok(());

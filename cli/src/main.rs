@@ -72,6 +72,10 @@ enum Cmd {
         /// Print the rollout id and return at once.
         #[arg(long)]
         detach: bool,
+        /// Start now, whatever the plan's maintenance windows say (recorded
+        /// in the rollout's events with your name).
+        #[arg(long)]
+        ignore_windows: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -129,6 +133,13 @@ enum Cmd {
     },
     /// Approve a rollout waiting for an operator (canaries passed).
     Approve {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Lift a running rollout's maintenance windows: its hosts start now,
+    /// whatever the windows say (recorded with your name).
+    OverrideWindows {
         rollout: String,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -273,8 +284,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let configured = cli.connect.coordinator.is_some() || cli.connect.data_dir.is_some();
                 commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, configured, output, format).await?
             }
-            Cmd::Apply { file, catalogs, detach, output } => {
-                commands::apply_cmd(&file, &catalogs, target, detach, output).await?
+            Cmd::Apply { file, catalogs, detach, ignore_windows, output } => {
+                commands::apply_cmd(&file, &catalogs, target, detach, ignore_windows, output).await?
             }
             Cmd::Status { rollout, output, wide } => commands::status_cmd(&target()?, rollout, output, wide).await?,
             Cmd::Watch { rollout, output } => {
@@ -301,6 +312,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Cmd::Rollback { rollout, output } => {
                 commands::control_out(&target()?, &rollout, ControlAction::Rollback, output).await?
+            }
+            Cmd::OverrideWindows { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::IgnoreWindows, output).await?
             }
             Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
             Cmd::JoinToken { ttl_seconds, uses, hosts, output } => {

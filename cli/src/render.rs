@@ -17,8 +17,39 @@ pub fn groups(s: &pb::RolloutStatus) -> String {
             "  {:<w$}  {bar}  {:>3}/{:<3} done  {:>2} running  {:>2} failed  {:>3} pending  {}",
             g.name, g.done, g.total, g.running, g.failed, g.pending, g.state
         );
+        if let Some(line) = window_line(g, now_ms()) {
+            let _ = writeln!(out, "  {:<w$}  {line}", "");
+        }
     }
     out
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A group's maintenance windows under its progress line: the next opening
+/// of a group waiting for one, the time left in an open one.
+pub fn window_line(g: &pb::GroupStatus, now_ms: u64) -> Option<String> {
+    if g.windows.is_empty() {
+        return None;
+    }
+    let at = |ms: u64| convoy_common::schedule::to_utc(ms).format("%Y-%m-%d %H:%M UTC").to_string();
+    let left = |ms: u64| convoy_common::estimate::human_duration(std::time::Duration::from_millis(ms));
+    let windows = format!("windows {} ({})", g.windows.join("; "), g.window_timezone);
+    let status = if !g.windows_overridden_by.is_empty() {
+        format!("lifted by {}", g.windows_overridden_by)
+    } else if g.window_waiting_until_unix_ms > 0 {
+        let t = g.window_waiting_until_unix_ms;
+        format!("next window {} (in {})", at(t), left(t.saturating_sub(now_ms)))
+    } else if g.window_closes_unix_ms > now_ms {
+        let t = g.window_closes_unix_ms;
+        format!("window open, closes {} ({} left)", at(t), left(t - now_ms))
+    } else {
+        "window closed".to_string()
+    };
+    Some(format!("{windows}: {status}"))
 }
 
 fn bar(done: usize, failed: usize, total: usize, width: usize) -> String {

@@ -92,6 +92,7 @@ impl AuditAction {
             OperatorCommand::Abort => AuditAction::Abort,
             OperatorCommand::Approve => AuditAction::Approve,
             OperatorCommand::Rollback => AuditAction::Rollback,
+            OperatorCommand::IgnoreWindows => AuditAction::WindowOverride,
         }
     }
 }

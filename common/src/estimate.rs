@@ -336,6 +336,30 @@ pub fn cluster_overhead(spec: &RolloutSpec) -> Vec<Duration> {
     extra
 }
 
+/// Every host entry's estimated duration: its steps' estimates plus its
+/// cluster overhead (one per [`RolloutSpec::hosts`] entry).
+pub fn host_durations(x: &Expansion, measured: &Measured) -> Vec<Duration> {
+    let estimates = host_step_estimates(&x.spec, &x.hosts, measured);
+    let overhead = cluster_overhead(&x.spec);
+    estimates.iter().zip(&overhead).map(|(e, extra)| sum(e.iter().map(|s| s.duration)).saturating_add(*extra)).collect()
+}
+
+/// Set each host entry's estimate in the spec's maintenance windows
+/// ([`crate::schedule::HostWindow::estimate`]), which the engine fits into
+/// the windows: expansion calls it with no measurements, the coordinator
+/// again with its own before the rollout starts.
+pub fn fill_window_estimates(x: &mut Expansion, measured: &Measured) {
+    if x.spec.windows.is_none() {
+        return;
+    }
+    let durations = host_durations(x, measured);
+    if let Some(w) = x.spec.windows.as_mut() {
+        for (h, d) in w.hosts.iter_mut().zip(durations) {
+            h.estimate = d;
+        }
+    }
+}
+
 /// [`PlanSummary::of`] plus what `convoy plan` shows about paths and
 /// durations: per group its `paths` (host entries grouped by identical
 /// release path and steps, each step with its estimate) and its
@@ -491,6 +515,7 @@ mod tests {
             on_failure: OnFailure::Halt,
             require_backup: false,
             rollback_of: None,
+            windows: None,
         }
     }
 

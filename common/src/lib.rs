@@ -17,6 +17,8 @@
 //!   durations and numbers), checked before the work they bound.
 //! - [`strategy`]: how a group moves through its hosts (rolling windows and
 //!   their ramps, parallel, cluster).
+//! - [`schedule`]: maintenance windows as calendars: when a host may start
+//!   (time zones, daylight saving, blackouts), pure calendar logic.
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`estimate`]: estimated durations of steps, groups and rollouts (`convoy plan`).
 //! - [`version`]: version parsing and ordering.
@@ -46,6 +48,7 @@ pub mod metric;
 pub mod model;
 pub mod output;
 pub mod plan;
+pub mod schedule;
 mod step_kinds;
 mod step_strings;
 pub mod strategy;

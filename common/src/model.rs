@@ -75,6 +75,9 @@ pub struct RolloutSpec {
     /// id of that rollout.
     #[serde(default)]
     pub rollback_of: Option<String>,
+    /// Maintenance windows (the plan's `windows:`): `None` when no group
+    /// has any, and hosts start whenever their strategy lets them.
+    pub windows: Option<crate::schedule::RolloutWindows>,
 }
 
 /// What the engine does when hosts fail (see the engine's module docs).

@@ -102,6 +102,7 @@ fn cluster_spec(
         on_failure: OnFailure::Halt,
         require_backup: false,
         rollback_of: None,
+        windows: None,
     }
 }
 

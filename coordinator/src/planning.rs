@@ -140,6 +140,8 @@ pub fn plan_now(
     check_capabilities(&file, &expansion.spec, &inventory.abilities)?;
     artifacts.fill_digests(&mut expansion.spec)?;
     let measured = crate::timings::measured(store, parsed.plan_name());
+    // The engine fits these estimates into the maintenance windows.
+    convoy_common::estimate::fill_window_estimates(&mut expansion, &measured);
     let summary = convoy_common::estimate::summary_json(&expansion, &measured);
     let spec = expansion.spec;
     let dot = plan::to_dot(&spec);

@@ -341,7 +341,7 @@ impl RolloutRun {
             target_version: self.record.spec.target_version.clone(),
             created: self.record.created,
             updated: self.updated,
-            view: self.engine.view(),
+            view: self.engine.view_at(self.updated),
         }
     }
 }
@@ -438,7 +438,7 @@ impl Actor {
                     target_version: record.spec.target_version.clone(),
                     created: record.created,
                     updated,
-                    view: engine.view(),
+                    view: engine.view_at(updated),
                 })),
                 record,
                 engine,
@@ -882,7 +882,7 @@ impl Actor {
                 target_version: spec.target_version.clone(),
                 created: now,
                 updated: now,
-                view: engine.view(),
+                view: engine.view_at(now),
             })),
             record,
             engine,

@@ -124,7 +124,7 @@ impl Driver for ProductDriver {
     }
 
     fn capabilities(&self) -> Vec<String> {
-        vec!["exec".into()]
+        vec!["exec".into(), "exec_check".into()]
     }
 }
 

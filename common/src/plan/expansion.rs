@@ -18,6 +18,7 @@ use super::steps::undo_name;
 use super::strategies::{Amount, CanaryPick, ClusterDef};
 use super::template::{Scope, lookup, render, render_step};
 use super::validated::{HookOn, Plan, PlanGroup, Selection, StepTemplate};
+use super::windows::{WindowsDef, expand_windows};
 use crate::cluster_vars::{ClusterScope, Member};
 
 /// Match the plan's selectors against the inventory and produce the rollout
@@ -363,8 +364,16 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         on_failure: plan.on_failure,
         require_backup: plan.require_backup,
         rollback_of: None,
+        windows: None,
     };
-    Ok(Expansion { spec, hosts: details })
+    let defs: Vec<Option<&WindowsDef>> = plan.order.iter().map(|&d| plan.groups[d].windows.as_ref()).collect();
+    let inventory_by_id: BTreeMap<&str, &InventoryHost> = by_id.iter().map(|(k, v)| (*k, *v)).collect();
+    let windows = expand_windows(src, &spec, &defs, &inventory_by_id)?;
+    let mut spec = spec;
+    spec.windows = windows;
+    let mut expansion = Expansion { spec, hosts: details };
+    crate::estimate::fill_window_estimates(&mut expansion, &crate::estimate::Measured::new());
+    Ok(expansion)
 }
 
 /// With `require_backup: true`, for a host entry whose group waits for no

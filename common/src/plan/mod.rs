@@ -170,6 +170,8 @@
 //!   and a host's path through one.
 //! - `validated`: the validated plan ([`Plan`]) between parsing and expansion.
 //! - `template`: template variables and their rendering per host.
+//! - `windows`: `windows:` (maintenance windows), read at parse time and
+//!   resolved per host (time zone) at expansion; see [`crate::schedule`].
 //! - `vars`: `vars:` and `env:` (plan and group), substituted and merged
 //!   into a group's steps at parse time.
 //! - `expansion`: [`expand`] against an inventory (members, canaries,
@@ -201,6 +203,7 @@ pub mod summary;
 mod template;
 mod validated;
 mod vars;
+mod windows;
 
 #[cfg(test)]
 mod tests;

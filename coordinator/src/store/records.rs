@@ -2,8 +2,8 @@
 //! record type per kind of value and format version, with the conversion
 //! between each record and the coordinator's own type ([`Stored`]).
 //!
-//! Format 2 (JSON values; format 1 differs only in the rollout's embedded
-//! spec, see [`super::format`]):
+//! Format 3 (JSON values; formats 1 and 2 differ only in the rollout's
+//! embedded spec, see [`super::format`]: format 3 added its `windows`):
 //!
 //! | tree             | key                                  | value           |
 //! |------------------|--------------------------------------|-----------------|
