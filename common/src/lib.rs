@@ -28,15 +28,21 @@
 //! - [`view`]: read-only summaries of a rollout for status displays.
 //! - [`undo`]: planning a rollback rollout from a finished one.
 //! - [`invariants`]: checks every test layer runs over an event log.
+//! - [`verify`]: `convoy verify`, the invariants over a stored log replayed.
+//! - [`timeline`]: a rollout's timeline from its replayed log (`convoy events`).
+//! - [`hold`]: hosts held out of rollouts by an operator.
+//! - [`audit`]: the audit trail's entries (who did what, from where, how it ended).
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod artifact_ref;
+pub mod audit;
 pub mod capture;
 pub mod catalog;
 pub mod cluster_vars;
 pub mod dag;
 pub mod engine;
 pub mod estimate;
+pub mod hold;
 pub mod invariants;
 pub mod limits;
 pub mod metric;
@@ -48,6 +54,8 @@ pub mod schedule;
 pub mod step_kinds;
 mod step_strings;
 pub mod strategy;
+pub mod timeline;
 pub mod undo;
+pub mod verify;
 pub mod version;
 pub mod view;

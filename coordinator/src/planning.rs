@@ -9,7 +9,10 @@
 //! other operators' calls. Artifact steps that leave their sha256 to the
 //! artifact store get it here ([`ArtifactStore::fill_digests`]), before
 //! the summary and the rollout are made. A panic while planning is contained to that
-//! request (reported as an internal error and logged). The bounds of the plan
+//! request (reported as an internal error and logged). Hosts held out of
+//! rollouts (`convoy agents hold`) are left out of the inventory the plan
+//! expands against, and the holds of the hosts it would have selected come
+//! back with the plan (shown by `convoy plan`, stored with the rollout). The bounds of the plan
 //! itself are `convoy_common::limits`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_common::catalog::parse_catalog;
+use convoy_common::hold::Hold;
 use convoy_common::model::{InventoryHost, RolloutSpec};
 use convoy_common::plan;
 use tokio::sync::Semaphore;
@@ -61,6 +65,8 @@ pub struct Planned {
     pub source: String,
     pub summary: serde_json::Value,
     pub dot: String,
+    /// Hosts the plan selects that are held out of rollouts (expanded without them).
+    pub held: Vec<Hold>,
 }
 
 /// Runs plans on blocking threads, a few at a time, each under a limit.
@@ -125,7 +131,12 @@ pub fn plan_now(
         .map(|(name, text)| Ok((name.clone(), parse_catalog(&format!("catalog:{name}"), text)?)))
         .collect::<Result<BTreeMap<_, _>, plan::PlanError>>()?;
     let parsed = plan::parse_plan_with_catalogs(&file, &source, &catalogs)?;
-    let mut expansion = plan::expand_detailed(&parsed, &inventory.hosts)?;
+    // Held hosts are left out of the inventory the plan expands against.
+    let holds = store.holds()?;
+    let free: Vec<InventoryHost> =
+        inventory.hosts.iter().filter(|h| !holds.iter().any(|x| x.host == h.id)).cloned().collect();
+    let held = held_selected(&parsed, &inventory.hosts, holds);
+    let mut expansion = plan::expand_detailed(&parsed, &free)?;
     check_capabilities(&file, &expansion.spec, &inventory.abilities)?;
     artifacts.fill_digests(&mut expansion.spec)?;
     let measured = crate::timings::measured(store, parsed.plan_name());
@@ -134,7 +145,21 @@ pub fn plan_now(
     let summary = convoy_common::estimate::summary_json(&expansion, &measured);
     let spec = expansion.spec;
     let dot = plan::to_dot(&spec);
-    Ok(Planned { spec, file, source, summary, dot })
+    Ok(Planned { spec, file, source, summary, dot, held })
+}
+
+/// The holds on hosts the plan would select if they were not held: the
+/// plan expanded against the whole inventory (only when there are holds).
+/// When that expansion fails (a held host the plan cannot upgrade), every
+/// hold is reported: it is the safe side of "was it selected?".
+fn held_selected(parsed: &plan::Plan, inventory: &[InventoryHost], holds: Vec<Hold>) -> Vec<Hold> {
+    if holds.is_empty() {
+        return holds;
+    }
+    match plan::expand_detailed(parsed, inventory) {
+        Ok(all) => holds.into_iter().filter(|h| all.spec.hosts.iter().any(|x| x.host == h.host)).collect(),
+        Err(_) => holds,
+    }
 }
 
 /// Refuse a rollout that would send a host a step kind its agent does not

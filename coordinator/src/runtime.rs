@@ -140,6 +140,8 @@ pub struct Submitted {
     pub summary: serde_json::Value,
     /// The group DAG in Graphviz format.
     pub dot: String,
+    /// Hosts the plan selects that are held out of rollouts.
+    pub held: Vec<convoy_common::hold::Hold>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, CoordinatorError>>;
@@ -286,7 +288,12 @@ impl RuntimeHandle {
         let request = crate::planning::PlanRequest { file: file.to_string(), source: source.to_string(), catalogs };
         let planned = self.planner.plan(request, inventory, self.store.clone(), self.artifacts.clone()).await?;
         if dry_run {
-            return Ok(Submitted { rollout_id: String::new(), summary: planned.summary, dot: planned.dot });
+            return Ok(Submitted {
+                rollout_id: String::new(),
+                summary: planned.summary,
+                dot: planned.dot,
+                held: planned.held,
+            });
         }
         let by = by.to_string();
         self.ask(|reply| Command::Create { planned: Box::new(planned), by, reply }).await
@@ -703,11 +710,17 @@ impl Actor {
                 let _ = reply.send(Ok(crate::planning::Inventory { hosts, abilities }));
             }
             Command::Create { planned, by, reply } => {
-                let Planned { spec, file, source, summary, dot } = *planned;
+                let Planned { spec, file, source, summary, dot, held } = *planned;
                 match self.create(spec, &file, &source, &by) {
-                    Ok(id) => self.after_commit.push(Box::new(move |_| {
-                        let _ = reply.send(Ok(Submitted { rollout_id: id, summary, dot }));
-                    })),
+                    Ok(id) => {
+                        // Durable with the batch that starts the rollout.
+                        if let Err(e) = self.store.put_rollout_holds(&id, &held) {
+                            tracing::error!(rollout = %id, error = %e, "cannot store the rollout's held hosts");
+                        }
+                        self.after_commit.push(Box::new(move |_| {
+                            let _ = reply.send(Ok(Submitted { rollout_id: id, summary, dot, held }));
+                        }))
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }

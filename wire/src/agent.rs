@@ -108,6 +108,8 @@ pub fn agent_info(agent: AgentIntro, connected: bool, last_seen: UnixMillis) -> 
         facts: Some(facts_to_proto(agent.facts)),
         last_seen_unix_ms: last_seen.0,
         protocol_version: agent.protocol_version,
+        // Filled in by the coordinator (holds live beside the agents).
+        hold: None,
     }
 }
 

@@ -37,6 +37,8 @@ pub fn rollout_status(meta: RolloutMeta<'_>, view: &RolloutView) -> pb::RolloutS
         updated_unix_ms: meta.updated.0,
         target_version: meta.target_version.to_string(),
         backups: view.backups.iter().map(rollout_backup).collect(),
+        // Filled in by the coordinator (holds live beside the engine).
+        held: Vec::new(),
     }
 }
 

@@ -16,6 +16,10 @@
 //!    (`tests/tests/store_fixture.rs`), and check in one written by the new
 //!    format.
 //!
+//! Adding a tree that no older build reads, and that an older store simply
+//! lacks (read as empty), is not such a change: it needs no bump (see
+//! [`super::records`] for the trees added that way).
+//!
 //! No `#[serde(default)]` patches on stored types instead: a default hides
 //! the change from the version and from the migration.
 //!
