@@ -14,6 +14,7 @@
 //!   this host (commands, verified archive installs, files, health checks).
 //! - [`fetch`]: offline artifacts: `artifact:NAME@VERSION` sources fetched from
 //!   the coordinator in resumable chunks, verified, and kept in a small cache.
+//! - [`trust`]: which artifacts need a signature from a trusted key, and the check.
 //! - [`store`]: the durable local record of started and finished executions.
 //! - [`orphans`]: finding the processes of an execution an earlier run of
 //!   the agent started, by the tag in their environment.
@@ -39,6 +40,7 @@ pub mod orphans;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod trust;
 
 pub use cli::AgentArgs;
 pub use config::AgentConfig;

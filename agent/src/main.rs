@@ -14,7 +14,14 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = args.into_config().context("invalid configuration")?;
+    // Bad flags or files (a --trusted-key that does not parse, ...): exit code 2.
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("convoy-agent: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "convoy-agent starting");

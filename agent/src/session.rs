@@ -638,7 +638,8 @@ pub async fn run_local(config: AgentConfig, shutdown: CancellationToken) -> Resu
     let artifacts = Arc::new(crate::fetch::CoordinatorArtifacts::new(config.clone()));
     let driver = LocalDriver::new(config.install_root.clone())
         .with_artifacts(artifacts)
-        .with_max_unpacked_bytes(config.max_unpacked_bytes);
+        .with_max_unpacked_bytes(config.max_unpacked_bytes)
+        .with_trust(crate::trust::Trust::new(config.trusted_keys.clone(), config.require_signatures));
     run(config, Arc::new(driver), Arc::new(store), shutdown).await
 }
 

@@ -18,6 +18,7 @@ mod demo_service;
 mod error;
 mod example;
 mod render;
+mod signing;
 
 use std::path::PathBuf;
 
@@ -196,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
             Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
-            Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
+            Cmd::Artifact(cmd) => artifacts::run(cmd, target).await?,
             Cmd::JoinToken { ttl_seconds, uses, hosts } => {
                 commands::join_token_cmd(&target()?, ttl_seconds, uses, hosts.unwrap_or_default()).await?
             }

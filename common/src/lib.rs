@@ -25,6 +25,7 @@
 //! - [`view`]: read-only summaries of a rollout for status displays.
 //! - [`undo`]: planning a rollback rollout from a finished one.
 //! - [`invariants`]: checks every test layer runs over an event log.
+//! - [`signature`]: ed25519 artifact signatures (key and signature files, verification).
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod artifact_ref;
@@ -39,6 +40,7 @@ pub mod metric;
 pub mod model;
 pub mod output;
 pub mod plan;
+pub mod signature;
 mod step_kinds;
 mod step_strings;
 pub mod strategy;

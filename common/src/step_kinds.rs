@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{ArchiveRollbackSpec, PkgManager, PkgRollbackSpec, StepKind};
+use crate::model::{ArchiveRollbackSpec, PkgManager, PkgRollbackSpec, Signing, StepKind};
 
 impl StepKind {
     /// The estimate of a step of this kind when nothing was declared or
@@ -112,13 +112,14 @@ impl StepKind {
         }
     }
 
-    /// The source and sha256 of the staged file a step of this kind
-    /// installs, when its sha256 may come from the coordinator's artifact
-    /// store (see [`crate::artifact_ref`]). `rpm` sources are paths only.
-    pub fn staged_source_mut(&mut self) -> Option<(&str, &mut String)> {
+    /// The source, sha256 and signing of the staged file a step of this
+    /// kind installs, when its sha256 and signature may come from the
+    /// coordinator's artifact store (see [`crate::artifact_ref`]). `rpm`
+    /// sources are paths only.
+    pub fn staged_source_mut(&mut self) -> Option<(&str, &mut String, &mut Signing)> {
         match self {
-            StepKind::Archive(a) => Some((&a.source, &mut a.sha256)),
-            StepKind::Dpkg(d) => Some((&d.source, &mut d.sha256)),
+            StepKind::Archive(a) => Some((&a.source, &mut a.sha256, &mut a.signing)),
+            StepKind::Dpkg(d) => Some((&d.source, &mut d.sha256, &mut d.signing)),
             StepKind::Exec(_)
             | StepKind::File(_)
             | StepKind::HttpCheck(_)

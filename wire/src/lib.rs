@@ -16,6 +16,7 @@
 //! - [`step`]: a `StepSpec` and each step kind, and the `RunStep` carrying
 //!   one; the private `check` (health checks) and `package` (package and
 //!   service steps) hold the per-kind mappings too big to inline there.
+//!   Artifact steps' signatures are in the private `signing`.
 //! - [`outcome`]: `StepResult` and `HostOutput`, with their size caps.
 //! - [`agent`]: the Hello (identity, capabilities, facts and inventory,
 //!   replayed results) and `AgentInfo`.
@@ -31,6 +32,7 @@ pub mod control;
 pub mod error;
 pub mod outcome;
 mod package;
+mod signing;
 pub mod status;
 pub mod step;
 

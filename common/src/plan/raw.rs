@@ -120,6 +120,9 @@ pub(super) struct RawGroup {
     pub(super) checks: Option<Vec<RawCheck>>,
     pub(super) rollback_steps: Option<Vec<RawStep>>,
     pub(super) release: Option<RawGroupRelease>,
+    /// Every artifact the group's steps install needs a valid signature.
+    #[serde(default)]
+    pub(super) require_signature: bool,
 }
 
 /// `release: { catalog: NAME }` on a group.
@@ -190,6 +193,9 @@ pub(super) struct RawStep {
     /// The version of the plan's `component` the host runs once this step
     /// succeeded (templated), for steps whose driver cannot tell.
     pub(super) installs: Option<String>,
+    /// The artifact this step installs needs a valid signature.
+    #[serde(default)]
+    pub(super) require_signature: bool,
 }
 
 /// `backup: { command, args, env, workdir, path }`.
