@@ -87,6 +87,16 @@ pub struct AgentArgs {
     /// signature from a trusted key, whatever the plan says.
     #[arg(long, env = "CONVOY_REQUIRE_SIGNATURES")]
     pub require_signatures: bool,
+
+    /// Check this binary and the configuration, print one line of JSON
+    /// (version, whether the configuration is accepted) and exit: 0 when
+    /// both hold, 3 otherwise. Run on a new build before switching to it.
+    #[arg(long)]
+    pub self_check: bool,
+
+    /// With --self-check: the version this binary must report.
+    #[arg(long, value_name = "VERSION", requires = "self_check")]
+    pub expect_version: Option<String>,
 }
 
 /// Reads and parses each `--trusted-key` file; an unreadable or invalid one

@@ -14,6 +14,16 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if args.self_check {
+        let check = convoy_agent::selfupgrade::identity::SelfCheck {
+            version: convoy_agent::selfupgrade::identity::agent_version().to_string(),
+            expected: args.expect_version.clone(),
+        };
+        let config = args.into_config().map(|_| ()).map_err(|e| e.to_string());
+        let ok = check.passed() && config.is_ok();
+        println!("{}", check.to_json(config));
+        std::process::exit(if ok { 0 } else { 3 });
+    }
     // Bad flags or files (a --trusted-key that does not parse, ...): exit code 2.
     let config = match args.into_config() {
         Ok(c) => c,

@@ -365,7 +365,7 @@ impl Agent {
     fn hello(&self, replayed_results: Vec<StepResult>) -> AgentMessage {
         let agent = AgentIntro {
             id: self.config.host_id.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::selfupgrade::identity::agent_version().to_string(),
             protocol_version: convoy_proto::PROTOCOL_VERSION,
             labels: self.config.labels.clone(),
             facts: HostFacts {
