@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use convoy_common::signature::{MAX_FILE_BYTES, PublicKey};
 
 use crate::config::{AgentConfig, DEFAULT_SERVER_NAME};
 use crate::error::AgentError;
@@ -74,7 +75,60 @@ pub struct AgentArgs {
           default_value_t = crate::config::DEFAULT_MAX_UNPACKED_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_unpacked_bytes: u64,
+
+    /// A release owner's public key file (`convoy artifact keygen` writes
+    /// KEY.pub); repeatable (the environment variable takes a
+    /// comma-separated list). Agent builds are installed only with a valid
+    /// signature from one of these keys.
+    #[arg(long = "trusted-key", env = "CONVOY_TRUSTED_KEYS", value_name = "PATH", value_delimiter = ',')]
+    pub trusted_keys: Vec<PathBuf>,
+
+    /// Install every staged artifact (archive, dpkg) only with a valid
+    /// signature from a trusted key, whatever the plan says.
+    #[arg(long, env = "CONVOY_REQUIRE_SIGNATURES")]
+    pub require_signatures: bool,
+
+    /// Check this binary and the configuration, print one line of JSON
+    /// (version, whether the configuration is accepted) and exit: 0 when
+    /// both hold, 3 otherwise. Run on a new build before switching to it.
+    #[arg(long)]
+    pub self_check: bool,
+
+    /// With --self-check: the version this binary must report.
+    #[arg(long, value_name = "VERSION", requires = "self_check")]
+    pub expect_version: Option<String>,
 }
+
+/// Reads and parses each `--trusted-key` file; an unreadable or invalid one
+/// is an error naming it.
+pub fn read_trusted_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, AgentError> {
+    let bad = |path: &PathBuf, message: String| AgentError::InvalidConfig {
+        field: "trusted-key",
+        message: format!("{}: {message}", path.display()),
+    };
+    let mut keys: Vec<PublicKey> = Vec::new();
+    if paths.len() > MAX_TRUSTED_KEYS {
+        return Err(AgentError::InvalidConfig {
+            field: "trusted-key",
+            message: format!("{} keys given, at most {MAX_TRUSTED_KEYS}", paths.len()),
+        });
+    }
+    for path in paths {
+        let len = std::fs::metadata(path).map_err(|e| bad(path, e.to_string()))?.len();
+        if len > MAX_FILE_BYTES as u64 {
+            return Err(bad(path, format!("{len} bytes, at most {MAX_FILE_BYTES}")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+        let key = PublicKey::parse(&text).map_err(|e| bad(path, e.to_string()))?;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// The most `--trusted-key`s an agent takes.
+pub const MAX_TRUSTED_KEYS: usize = 64;
 
 impl AgentArgs {
     /// Builds and validates the configuration.
@@ -124,6 +178,8 @@ impl AgentArgs {
         config.facts = facts;
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         config.max_unpacked_bytes = self.max_unpacked_bytes;
+        config.trusted_keys = read_trusted_keys(&self.trusted_keys)?;
+        config.require_signatures = self.require_signatures;
         config.validate()?;
         Ok(config)
     }
@@ -191,6 +247,25 @@ mod tests {
         assert!(err.to_string().contains("\"nolabel\""), "{err}");
         let err = parse(&["--host-id", "h", "--label", "a=1", "--label", "a=2"]).into_config().unwrap_err();
         assert!(err.to_string().contains("a=2"), "{err}");
+    }
+
+    #[test]
+    fn trusted_keys_are_read_and_checked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = convoy_common::signature::SecretKey::from_seed([3; 32]);
+        let good = dir.path().join("release.pub");
+        std::fs::write(&good, key.public().to_text()).unwrap();
+        let g = good.to_str().unwrap();
+        let c = parse(&["--host-id", "h", "--trusted-key", g, "--require-signatures"]).into_config().unwrap();
+        assert_eq!(c.trusted_keys, [key.public()]);
+        assert!(c.require_signatures);
+        let bad = dir.path().join("bad.pub");
+        std::fs::write(&bad, "convoy-public-key: 1\nkey-id: 00\ned25519: zz\n").unwrap();
+        let err = parse(&["--host-id", "h", "--trusted-key", bad.to_str().unwrap()]).into_config().unwrap_err();
+        assert!(err.to_string().contains("bad.pub") && err.to_string().contains("trusted-key"), "{err}");
+        let missing = dir.path().join("missing.pub");
+        let err = parse(&["--host-id", "h", "--trusted-key", missing.to_str().unwrap()]).into_config().unwrap_err();
+        assert!(err.to_string().contains("missing.pub"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use convoy_common::signature::PublicKey;
+
 use crate::error::AgentError;
 
 /// TLS name the coordinator's server certificate is issued for by default
@@ -48,6 +50,12 @@ pub struct AgentConfig {
     /// An archive step refuses an archive whose entries add up to more than
     /// this many bytes unpacked (`--max-unpacked-bytes`).
     pub max_unpacked_bytes: u64,
+    /// Release owners' public keys (`--trusted-key`): an agent build is
+    /// installed only with a valid signature from one of them, and so is any
+    /// artifact whose step (or this config) requires a signature.
+    pub trusted_keys: Vec<PublicKey>,
+    /// `--require-signatures`: every staged artifact needs a valid signature.
+    pub require_signatures: bool,
 }
 
 /// Default of [`AgentConfig::max_unpacked_bytes`]: 4 GiB.
@@ -77,6 +85,8 @@ impl AgentConfig {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+            trusted_keys: Vec::new(),
+            require_signatures: false,
         }
     }
 

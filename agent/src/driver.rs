@@ -105,6 +105,8 @@ pub struct LocalDriver {
     pub(crate) artifacts: Option<Arc<dyn ArtifactSource>>,
     /// Archives unpacking to more than this many bytes are refused.
     max_unpacked_bytes: u64,
+    /// Which artifacts need a valid signature, and the keys that may sign.
+    pub(crate) trust: crate::trust::Trust,
 }
 
 impl LocalDriver {
@@ -113,7 +115,15 @@ impl LocalDriver {
             install_root: install_root.into(),
             artifacts: None,
             max_unpacked_bytes: crate::config::DEFAULT_MAX_UNPACKED_BYTES,
+            trust: crate::trust::Trust::default(),
         }
+    }
+
+    /// The signature policy ([`crate::trust`]): trusted keys, and whether
+    /// every artifact needs a signature.
+    pub fn with_trust(mut self, trust: crate::trust::Trust) -> LocalDriver {
+        self.trust = trust;
+        self
     }
 
     /// Archives that unpack to more than `bytes` are refused.
@@ -195,6 +205,11 @@ impl LocalDriver {
     }
 
     async fn archive(&self, spec: &ArchiveSpec, deadline: Option<Instant>) -> StepOutcome {
+        // The signature, when one is needed, before anything is fetched.
+        let what = format!("archive {}@{} ({})", spec.component, spec.version, spec.source);
+        if let Err(refused) = self.trust.check(crate::trust::Need::IfRequired, &spec.signing, &spec.sha256, &what) {
+            return StepOutcome::failed(refused);
+        }
         // An `artifact:NAME@VERSION` source is fetched into the cache first.
         let spec = &match self.resolve_source(&spec.source, &spec.sha256, deadline).await {
             Ok(source) => ArchiveSpec { source, ..spec.clone() },
@@ -325,6 +340,7 @@ mod tests {
                 source: "app.tar.gz".into(),
                 sha256: String::new(),
                 install_root: None,
+                signing: Default::default(),
             }),
             StepKindName::ArchiveRollback => StepKind::ArchiveRollback(ArchiveRollbackSpec {
                 component: "app".into(),
@@ -361,6 +377,7 @@ mod tests {
                 version: "1".into(),
                 source: "p.deb".into(),
                 sha256: String::new(),
+                signing: Default::default(),
             }),
             StepKindName::Rpm => StepKind::Rpm(RpmSpec {
                 package: "p".into(),

@@ -492,6 +492,10 @@ impl LocalDriver {
     /// The `dpkg` step with its `source` resolved first (an
     /// `artifact:NAME@VERSION` is fetched), then [`crate::driver::dpkg::run_dpkg`].
     pub async fn dpkg_step(&self, spec: &DpkgSpec, env: &PkgEnv, timeout: Duration) -> StepOutcome {
+        let what = format!("dpkg {} {} ({})", spec.package, spec.version, spec.source);
+        if let Err(refused) = self.trust.check(crate::trust::Need::IfRequired, &spec.signing, &spec.sha256, &what) {
+            return StepOutcome::failed(refused);
+        }
         if parse_source(&spec.source).is_none() {
             return crate::driver::dpkg::run_dpkg(spec, env, timeout).await;
         }
@@ -754,6 +758,7 @@ mod tests {
             version: "1.0.0".into(),
             source: "artifact:demo@1.0.0".into(),
             sha256: "0".repeat(64),
+            signing: Default::default(),
         };
         let env = PkgEnv::new(dir.path());
         let refused = LocalDriver::new(dir.path()).with_artifacts(Arc::new(Stub(Err("gone".into()))));

@@ -14,6 +14,10 @@
 //!   this host (commands, verified archive installs, files, health checks).
 //! - [`fetch`]: offline artifacts: `artifact:NAME@VERSION` sources fetched from
 //!   the coordinator in resumable chunks, verified, and kept in a small cache.
+//! - [`selfupgrade`]: the agent's reported version (sidecar test device),
+//!   `--self-check`, side-by-side installs of agent builds (the rest of
+//!   self-upgrade is not built yet: `docs/self-upgrade.md`).
+//! - [`trust`]: which artifacts need a signature from a trusted key, and the check.
 //! - [`store`]: the durable local record of started and finished executions.
 //! - [`orphans`]: finding the processes of an execution an earlier run of
 //!   the agent started, by the tag in their environment.
@@ -41,9 +45,11 @@ pub mod fetch;
 mod fsutil;
 pub mod orphans;
 pub mod run_as;
+pub mod selfupgrade;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod trust;
 pub mod users;
 
 pub use cli::AgentArgs;

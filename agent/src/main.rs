@@ -20,7 +20,24 @@ async fn agent_main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = args.into_config().context("invalid configuration")?;
+    if args.self_check {
+        let check = convoy_agent::selfupgrade::identity::SelfCheck {
+            version: convoy_agent::selfupgrade::identity::agent_version().to_string(),
+            expected: args.expect_version.clone(),
+        };
+        let config = args.into_config().map(|_| ()).map_err(|e| e.to_string());
+        let ok = check.passed() && config.is_ok();
+        println!("{}", check.to_json(config));
+        std::process::exit(if ok { 0 } else { 3 });
+    }
+    // Bad flags or files (a --trusted-key that does not parse, ...): exit code 2.
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("convoy-agent: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "convoy-agent starting");

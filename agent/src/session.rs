@@ -365,7 +365,7 @@ impl Agent {
     fn hello(&self, replayed_results: Vec<StepResult>) -> AgentMessage {
         let agent = AgentIntro {
             id: self.config.host_id.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::selfupgrade::identity::agent_version().to_string(),
             protocol_version: convoy_proto::PROTOCOL_VERSION,
             labels: self.config.labels.clone(),
             facts: HostFacts {
@@ -639,7 +639,8 @@ pub async fn run_local(config: AgentConfig, shutdown: CancellationToken) -> Resu
     let artifacts = Arc::new(crate::fetch::CoordinatorArtifacts::new(config.clone()));
     let driver = LocalDriver::new(config.install_root.clone())
         .with_artifacts(artifacts)
-        .with_max_unpacked_bytes(config.max_unpacked_bytes);
+        .with_max_unpacked_bytes(config.max_unpacked_bytes)
+        .with_trust(crate::trust::Trust::new(config.trusted_keys.clone(), config.require_signatures));
     run(config, Arc::new(driver), Arc::new(store), shutdown).await
 }
 

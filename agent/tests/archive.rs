@@ -58,6 +58,7 @@ fn spec(version: &str, source: &Path, sha256: &str) -> StepKind {
         source: source.display().to_string(),
         sha256: sha256.into(),
         install_root: None,
+        signing: Default::default(),
     })
 }
 

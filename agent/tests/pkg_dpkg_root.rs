@@ -67,7 +67,13 @@ fn build_deb(out: &Path, name: &str, version: &str, depends: Option<&str>) -> (P
 }
 
 fn spec(version: &str, deb: &Path, sha: &str) -> DpkgSpec {
-    DpkgSpec { package: PKG.into(), version: version.into(), source: deb.display().to_string(), sha256: sha.into() }
+    DpkgSpec {
+        package: PKG.into(),
+        version: version.into(),
+        source: deb.display().to_string(),
+        sha256: sha.into(),
+        signing: Default::default(),
+    }
 }
 
 fn set_status(root: &Path, state: &str) {
@@ -177,6 +183,7 @@ async fn a_missing_file_is_a_clear_failure() {
         version: "1.0.0".into(),
         source: "staged/nope.deb".into(),
         sha256: "0".repeat(64),
+        signing: Default::default(),
     };
     let out = run_dpkg(&s, &env, T).await;
     assert_eq!(out.status, StepStatus::Failed);

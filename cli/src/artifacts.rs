@@ -1,4 +1,4 @@
-//! `convoy artifact add|list`: load files into the coordinator's offline
+//! `convoy artifact add|list|keygen|sign`: load files into the coordinator's offline
 //! artifact store, which agents fetch from when a step's source is
 //! `artifact:NAME@VERSION`.
 //!
@@ -40,8 +40,24 @@ pub enum ArtifactCmd {
         /// Artifact version (default: from the file name, NAME-VERSION.EXT).
         #[arg(long)]
         version: Option<String>,
+        /// The artifact's signature file (default: FILE.sig when it exists).
+        #[arg(long)]
+        signature: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Make a release owner's ed25519 key pair: KEY (secret, keep it off the
+    /// coordinator) and KEY.pub (give it to agents with --trusted-key).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign FILE with a secret key: writes FILE.sig, which `artifact add`
+    /// loads with FILE.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        file: PathBuf,
     },
     /// List the artifacts the coordinator holds.
     List {
@@ -66,10 +82,37 @@ pub fn name_version_from_file(file_name: &str) -> Option<(String, String)> {
     (!name.is_empty()).then(|| (name.to_string(), version.to_string()))
 }
 
-pub async fn run(cmd: ArtifactCmd, target: &Target) -> Result<(), CliError> {
+/// `keygen` and `sign` work offline: `target` is only asked for by the
+/// commands that talk to the coordinator.
+pub async fn run(cmd: ArtifactCmd, target: impl FnOnce() -> Result<Target, CliError>) -> Result<(), CliError> {
     match cmd {
-        ArtifactCmd::Add { file, name, version, output } => add(&file, name, version, target, output).await,
-        ArtifactCmd::List { output } => list(target, output).await,
+        ArtifactCmd::Add { file, name, version, signature, output } => {
+            let signature = match signature {
+                Some(path) => Some(crate::signing::read_small(&path)?),
+                None => {
+                    let beside = crate::signing::signature_path(&file);
+                    if beside.exists() { Some(crate::signing::read_small(&beside)?) } else { None }
+                }
+            };
+            add_signed(&file, name, version, signature, &target()?, output).await
+        }
+        ArtifactCmd::Keygen { out } => {
+            let id = crate::signing::keygen(&out)?;
+            println!("secret key {} (keep it off the coordinator)", out.display());
+            println!("public key {} (give it to agents: --trusted-key)", crate::signing::public_path(&out).display());
+            println!("key id {id}");
+            Ok(())
+        }
+        ArtifactCmd::Sign { key, file } => {
+            let path = file.clone();
+            let (sha256, _) = tokio::task::spawn_blocking(move || sha256_file(&path))
+                .await
+                .map_err(|e| CliError::Io { path: file.clone(), source: std::io::Error::other(e.to_string()) })??;
+            let (sig, id) = crate::signing::sign(&key, &file, &sha256)?;
+            println!("signed {} (sha256 {sha256}) with key {id}: {}", file.display(), sig.display());
+            Ok(())
+        }
+        ArtifactCmd::List { output } => list(&target()?, output).await,
     }
 }
 
@@ -97,6 +140,18 @@ pub(crate) async fn add(
     target: &Target,
     output: Output,
 ) -> Result<(), CliError> {
+    add_signed(file, name, version, None, target, output).await
+}
+
+/// [`add`] with the artifact's signature file's text.
+pub(crate) async fn add_signed(
+    file: &Path,
+    name: Option<String>,
+    version: Option<String>,
+    signature: Option<String>,
+    target: &Target,
+    output: Output,
+) -> Result<(), CliError> {
     let guessed = file.file_name().and_then(|n| n.to_str()).and_then(name_version_from_file);
     let (name, version) = match (name, version, guessed) {
         (Some(n), Some(v), _) => (n, v),
@@ -119,6 +174,7 @@ pub(crate) async fn add(
         tokio::fs::File::open(file).await.map_err(|source| CliError::Io { path: file.to_path_buf(), source })?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let (first_name, first_version, first_sha) = (name.clone(), version.clone(), sha256.clone());
+    let mut first_signature = signature;
     let sender = tokio::spawn(async move {
         let mut offset = 0u64;
         let mut first = true;
@@ -142,6 +198,7 @@ pub(crate) async fn add(
                 offset,
                 data,
                 size: 0,
+                signature: if first { first_signature.take().unwrap_or_default() } else { String::new() },
             };
             offset += filled as u64;
             first = false;
@@ -162,6 +219,9 @@ pub(crate) async fn add(
             let what = if info.existed { "already loaded" } else { "loaded" };
             println!("{what} {}@{} ({} bytes)", info.name, info.version, info.size);
             println!("sha256 {}", info.sha256);
+            if !info.signed_by.is_empty() {
+                println!("signed by key {}", info.signed_by);
+            }
             println!(
                 "use it in a plan as  source: artifact:{}@{}  with  sha256: {}",
                 info.name, info.version, info.sha256
@@ -185,6 +245,7 @@ fn info_json(i: &pb::ArtifactInfo) -> serde_json::Value {
         "size": i.size,
         "added_unix_ms": i.added_unix_ms,
         "existed": i.existed,
+        "signed_by": i.signed_by,
     })
 }
 
@@ -206,9 +267,10 @@ fn table(list: &[pb::ArtifactInfo]) -> String {
     let wn = list.iter().map(|a| a.name.len()).max().unwrap_or(4).max(4);
     let wv = list.iter().map(|a| a.version.len()).max().unwrap_or(7).max(7);
     let mut out = String::new();
-    let _ = writeln!(out, "{:<wn$}  {:<wv$}  {:>12}  SHA256", "NAME", "VERSION", "SIZE");
+    let _ = writeln!(out, "{:<wn$}  {:<wv$}  {:>12}  {:<16}  SHA256", "NAME", "VERSION", "SIZE", "SIGNED BY");
     for a in list {
-        let _ = writeln!(out, "{:<wn$}  {:<wv$}  {:>12}  {}", a.name, a.version, a.size, a.sha256);
+        let by = if a.signed_by.is_empty() { "-" } else { a.signed_by.as_str() };
+        let _ = writeln!(out, "{:<wn$}  {:<wv$}  {:>12}  {by:<16}  {}", a.name, a.version, a.size, a.sha256);
     }
     out
 }

@@ -24,6 +24,7 @@ mod ops;
 #[cfg(test)]
 mod ops_tests;
 mod render;
+mod signing;
 mod timefmt;
 
 use std::path::PathBuf;
@@ -318,7 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::OverrideWindows { rollout, output } => {
                 commands::control_out(&target()?, &rollout, ControlAction::IgnoreWindows, output).await?
             }
-            Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
+            Cmd::Artifact(cmd) => artifacts::run(cmd, target).await?,
             Cmd::JoinToken { ttl_seconds, uses, hosts, output } => {
                 commands::join_token_out(&target()?, ttl_seconds, uses, hosts.unwrap_or_default(), output).await?
             }

@@ -4,9 +4,10 @@
 //! An `archive` or `dpkg` step whose source names an artifact may leave its
 //! sha256 out of the plan: the plan then carries an empty digest, which the
 //! coordinator fills in from its artifact store when the plan is submitted,
-//! so a stored rollout always carries one for the agent to check.
+//! so a stored rollout always carries one for the agent to check. It fills
+//! in the artifact's signature, when one was loaded with it, the same way.
 
-use crate::model::{HostPlan, StepSpec};
+use crate::model::{HostPlan, Signing, StepSpec};
 
 /// The prefix of a step source naming an artifact.
 pub const SOURCE_PREFIX: &str = "artifact:";
@@ -49,6 +50,9 @@ pub struct ArtifactStep<'a> {
     pub artifact: Result<ArtifactRef, String>,
     /// Lower-case hex; empty when the plan left it to the artifact store.
     pub sha256: &'a mut String,
+    /// Whether the plan requires a signature, and the signature the artifact
+    /// store fills in.
+    pub signing: &'a mut Signing,
 }
 
 /// Every step of `plan` (its steps, undos, rollback steps, leader check and
@@ -62,9 +66,9 @@ pub fn artifact_steps(plan: &mut HostPlan) -> Vec<ArtifactStep<'_>> {
         .chain(leader_check.iter_mut())
         .chain(switchover.iter_mut())
         .filter_map(|s: &mut StepSpec| {
-            let (source, sha256) = s.kind.staged_source_mut()?;
+            let (source, sha256, signing) = s.kind.staged_source_mut()?;
             let artifact = parse_source(source)?;
-            Some(ArtifactStep { step: &s.name, artifact, sha256 })
+            Some(ArtifactStep { step: &s.name, artifact, sha256, signing })
         })
         .collect()
 }

@@ -32,6 +32,7 @@
 //! - [`timeline`]: a rollout's timeline from its replayed log (`convoy events`).
 //! - [`hold`]: hosts held out of rollouts by an operator.
 //! - [`audit`]: the audit trail's entries (who did what, from where, how it ended).
+//! - [`signature`]: ed25519 artifact signatures (key and signature files, verification).
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod artifact_ref;
@@ -51,6 +52,7 @@ pub mod output;
 pub mod plan;
 pub mod run_as;
 pub mod schedule;
+pub mod signature;
 pub mod step_kinds;
 mod step_strings;
 pub mod strategy;

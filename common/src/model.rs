@@ -634,6 +634,33 @@ pub struct ArchiveSpec {
     pub sha256: String,
     /// Overrides the agent's install root.
     pub install_root: Option<String>,
+    /// The artifact's signature and whether the plan requires one.
+    #[serde(default, skip_serializing_if = "Signing::is_unset")]
+    pub signing: Signing,
+}
+
+/// The signature of a staged artifact (see [`crate::signature`]) and
+/// whether a valid one is required. Absent in specs stored before
+/// signatures existed, which is the same as "not required, unsigned".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Signing {
+    /// The plan's `require_signature: true` (on the step or its group): the
+    /// agent installs the artifact only with a valid signature from a key
+    /// it trusts. Agent builds always require one; an agent started with
+    /// `--require-signatures` requires one for everything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The signature file's text, filled in at submit time from the
+    /// coordinator's artifact store (loaded with the artifact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl Signing {
+    /// Neither required nor signed.
+    pub fn is_unset(&self) -> bool {
+        !self.required && self.signature.is_none()
+    }
 }
 
 /// Undo of an [`ArchiveSpec`]: the agent points `current` back at the
@@ -683,6 +710,9 @@ pub struct DpkgSpec {
     pub source: String,
     /// Lower-case hex sha256 of the `.deb`.
     pub sha256: String,
+    /// The `.deb`'s signature and whether the plan requires one.
+    #[serde(default, skip_serializing_if = "Signing::is_unset")]
+    pub signing: Signing,
 }
 
 /// Which package manager an [`RpmSpec`] goes through.

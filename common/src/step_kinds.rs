@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, StepKind, StepSpec};
+use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, Signing, StepKind, StepSpec};
 
 /// What a step may ask of an agent beyond its kind: a field an older agent
 /// would ignore rather than refuse. Agents list these in their Hello's
@@ -21,16 +21,20 @@ use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, S
 pub enum StepFeature {
     /// `run_as:` on a command: an older agent would run it as itself (root).
     RunAs,
+    /// `require_signature:` on an artifact: an older agent would install it
+    /// without checking a signature.
+    Signatures,
 }
 
 impl StepFeature {
     /// Every feature.
-    pub const ALL: &'static [StepFeature] = &[StepFeature::RunAs];
+    pub const ALL: &'static [StepFeature] = &[StepFeature::RunAs, StepFeature::Signatures];
 
     /// The name in Hello's capabilities.
     pub const fn as_str(self) -> &'static str {
         match self {
             StepFeature::RunAs => "run_as",
+            StepFeature::Signatures => "signatures",
         }
     }
 }
@@ -41,6 +45,26 @@ impl StepSpec {
         let mut out = Vec::new();
         if self.kind.run_as().is_some() {
             out.push(StepFeature::RunAs);
+        }
+        let signed = match &self.kind {
+            StepKind::Archive(a) => a.signing.required,
+            StepKind::Dpkg(d) => d.signing.required,
+            StepKind::Exec(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::ExecCheck(_)
+            | StepKind::FileCheck(_)
+            | StepKind::MetricCheck(_)
+            | StepKind::ArchiveRollback(_)
+            | StepKind::Apt(_)
+            | StepKind::Rpm(_)
+            | StepKind::Service(_)
+            | StepKind::PkgRollback(_)
+            | StepKind::Backup(_) => false,
+        };
+        if signed {
+            out.push(StepFeature::Signatures);
         }
         out
     }
@@ -168,13 +192,14 @@ impl StepKind {
         }
     }
 
-    /// The source and sha256 of the staged file a step of this kind
-    /// installs, when its sha256 may come from the coordinator's artifact
-    /// store (see [`crate::artifact_ref`]). `rpm` sources are paths only.
-    pub fn staged_source_mut(&mut self) -> Option<(&str, &mut String)> {
+    /// The source, sha256 and signing of the staged file a step of this
+    /// kind installs, when its sha256 and signature may come from the
+    /// coordinator's artifact store (see [`crate::artifact_ref`]). `rpm`
+    /// sources are paths only.
+    pub fn staged_source_mut(&mut self) -> Option<(&str, &mut String, &mut Signing)> {
         match self {
-            StepKind::Archive(a) => Some((&a.source, &mut a.sha256)),
-            StepKind::Dpkg(d) => Some((&d.source, &mut d.sha256)),
+            StepKind::Archive(a) => Some((&a.source, &mut a.sha256, &mut a.signing)),
+            StepKind::Dpkg(d) => Some((&d.source, &mut d.sha256, &mut d.signing)),
             StepKind::Exec(_)
             | StepKind::File(_)
             | StepKind::HttpCheck(_)

@@ -70,6 +70,7 @@ fn package_and_service_steps_expand_with_templates() {
             version: "2.0.0".into(),
             source: "/srv/debs/demo-api_2.0.0_all.deb".into(),
             sha256: SHA.to_ascii_lowercase(),
+            signing: Default::default(),
         })
     );
     assert_eq!(

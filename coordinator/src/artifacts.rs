@@ -32,6 +32,12 @@
 //!   always carries the digest the agent checks. Such a step naming an
 //!   artifact not loaded, or giving a sha256 other than the index's, is
 //!   refused at submit time.
+//! - **Signatures.** An upload may carry the artifact's signature file
+//!   (`convoy artifact sign`); it must be over the upload's sha256 and is kept
+//!   in the index, then filled into the steps that install the artifact
+//!   beside the digest, so the agent can check it against its trusted keys.
+//!   The coordinator holds no signing key and trusts nothing here: agents
+//!   verify (`docs/artifacts.md`, "Signatures").
 //! - **Fetch** streams [`CHUNK_SIZE`] chunks from a byte `offset`, so an agent
 //!   resumes a download cut short. It refuses, before sending anything, an
 //!   unknown artifact (NOT_FOUND), an expected sha256 that is not the
@@ -74,12 +80,24 @@ pub struct ArtifactRecord {
     pub sha256: String,
     pub size: u64,
     pub added_unix_ms: u64,
+    /// The signature file loaded with it (`convoy artifact sign`), whose
+    /// sha256 is this artifact's; sent with every step that installs it.
+    /// The coordinator does not verify it: agents do, against their trusted
+    /// keys. Absent in indexes written before signatures existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl ArtifactRecord {
     /// `name@version`, as plans write it after `artifact:`.
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.version)
+    }
+
+    /// The key id of its signature, if it has one.
+    pub fn signed_by(&self) -> Option<String> {
+        let text = self.signature.as_deref()?;
+        convoy_common::signature::ArtifactSignature::parse(text).ok().map(|s| s.key_id)
     }
 
     pub fn to_wire(&self, existed: bool) -> pb::ArtifactInfo {
@@ -90,6 +108,7 @@ impl ArtifactRecord {
             size: self.size,
             added_unix_ms: self.added_unix_ms,
             existed,
+            signed_by: self.signed_by().unwrap_or_default(),
         }
     }
 }
@@ -255,7 +274,16 @@ impl ArtifactStore {
                     Err(why) if !given => return Err(refused(format!("{why}, so its sha256 cannot be looked up"))),
                     Err(_) => continue,
                 };
-                match self.find(&artifact.name, &artifact.version) {
+                let found = self.find(&artifact.name, &artifact.version);
+                // The loaded signature goes with the step (when the digests agree;
+                // a mismatch is refused just below).
+                if let Some(r) = &found
+                    && (!given || *s.sha256 == r.sha256)
+                    && r.signature.is_some()
+                {
+                    s.signing.signature = r.signature.clone();
+                }
+                match found {
                     Some(r) if !given => *s.sha256 = r.sha256,
                     Some(r) if *s.sha256 != r.sha256 => {
                         return Err(refused(format!(
@@ -335,7 +363,37 @@ impl ArtifactStore {
         staged: Staged,
         added_unix_ms: u64,
     ) -> Result<(ArtifactRecord, bool), CoordinatorError> {
+        self.commit_signed(name, version, expected, None, staged, added_unix_ms)
+    }
+
+    /// [`ArtifactStore::commit`] with the artifact's signature file, which
+    /// must parse and be over the upload's sha256 (otherwise nothing is
+    /// stored). Loading a signature for an artifact already there with the
+    /// same content adds (or replaces) its signature.
+    pub fn commit_signed(
+        &self,
+        name: &str,
+        version: &str,
+        expected: Option<&str>,
+        signature: Option<&str>,
+        staged: Staged,
+        added_unix_ms: u64,
+    ) -> Result<(ArtifactRecord, bool), CoordinatorError> {
         let what = format!("{name}@{version}");
+        if let Some(text) = signature {
+            let parsed = convoy_common::signature::ArtifactSignature::parse(text)
+                .map_err(|e| CoordinatorError::BadRequest { field: "signature".into(), message: e.to_string() })?;
+            if parsed.sha256 != staged.sha256 {
+                return Err(CoordinatorError::BadRequest {
+                    field: "signature".into(),
+                    message: format!(
+                        "the signature of {what} is for sha256 {}, but the upload's sha256 is {}: the file was \
+                         changed after signing, or this is another file's signature; nothing stored",
+                        parsed.sha256, staged.sha256
+                    ),
+                });
+            }
+        }
         if let Some(want) = expected
             && want != staged.sha256
         {
@@ -356,6 +414,17 @@ impl ArtifactStore {
                 if std::fs::metadata(&blob).map(|m| m.len()).ok() != Some(staged.size) {
                     std::fs::rename(&staged.path, &blob).map_err(io_err(&blob))?;
                     sync_dir(&self.root.join("sha256"))?;
+                }
+                if let Some(text) = signature
+                    && existing.signature.as_deref() != Some(text)
+                {
+                    let mut next = index.clone();
+                    let record = next.iter_mut().find(|r| r.name == name && r.version == version).expect("found above");
+                    record.signature = Some(text.to_string());
+                    let record = record.clone();
+                    self.write_index(&next)?;
+                    *index = next;
+                    return Ok((record, true));
                 }
                 return Ok((existing.clone(), true));
             }
@@ -388,6 +457,7 @@ impl ArtifactStore {
             sha256: staged.sha256.clone(),
             size: staged.size,
             added_unix_ms,
+            signature: signature.map(str::to_string),
         };
         let mut next = index.clone();
         next.push(record.clone());
@@ -494,6 +564,17 @@ impl ArtifactSvc {
         let expected = parse_sha("sha256", &first.sha256).map_err(to_status)?;
         let (name, version) = (first.name.clone(), first.version.clone());
         *label = format!("{name}@{version}");
+        if first.signature.len() > convoy_common::signature::MAX_FILE_BYTES {
+            return Err(to_status(CoordinatorError::BadRequest {
+                field: "signature".into(),
+                message: format!(
+                    "{} bytes, at most {}",
+                    first.signature.len(),
+                    convoy_common::signature::MAX_FILE_BYTES
+                ),
+            }));
+        }
+        let signature = (!first.signature.trim().is_empty()).then(|| first.signature.clone());
         // Refuse a known conflict before receiving the bytes.
         if let (Some(existing), Some(want)) = (self.store.find(&name, &version), &expected)
             && existing.sha256 != *want
@@ -508,12 +589,14 @@ impl ArtifactSvc {
         let staged = upload.finish().await.map_err(to_status)?;
         let (size, store, now) = (staged.size, self.store.clone(), self.clock.now().0);
         let (n, v) = (name.clone(), version.clone());
-        let (record, existed) =
-            tokio::task::spawn_blocking(move || store.commit(&n, &v, expected.as_deref(), staged, now))
-                .await
-                .map_err(task_failed)?
-                .map_err(to_status)?;
-        tracing::info!(artifact = %record.label(), sha256 = %record.sha256, size, existed, "artifact loaded");
+        let (record, existed) = tokio::task::spawn_blocking(move || {
+            store.commit_signed(&n, &v, expected.as_deref(), signature.as_deref(), staged, now)
+        })
+        .await
+        .map_err(task_failed)?
+        .map_err(to_status)?;
+        let signed_by = record.signed_by().unwrap_or_default();
+        tracing::info!(artifact = %record.label(), sha256 = %record.sha256, size, existed, %signed_by, "artifact loaded");
         Ok(record.to_wire(existed))
     }
 }
@@ -624,6 +707,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
                     offset,
                     size: record.size,
                     data,
+                    signature: String::new(),
                 };
                 offset += chunk.data.len() as u64;
                 first = false;
@@ -783,6 +867,46 @@ mod tests {
         ));
         store.fill_digests(&mut s).unwrap();
         assert_eq!(digests(&mut s), [wrong.as_str()]);
+    }
+
+    #[tokio::test]
+    async fn signatures_are_loaded_with_the_artifact_and_filled_into_its_steps() {
+        use convoy_common::signature::SecretKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let key = SecretKey::from_seed([9; 32]);
+        let (agent, other) = (sha(b"agent build"), sha(b"something else"));
+
+        // A signature over other content: refused, nothing stored.
+        let wrong = key.sign(&other).unwrap().to_text();
+        let err =
+            store.commit_signed("app", "2", None, Some(&wrong), stage(&store, b"agent build").await, 1).unwrap_err();
+        assert!(err.to_string().contains("changed after signing") && err.to_string().contains(&other), "{err}");
+        assert!(store.find("app", "2").is_none());
+        let junk = store.commit_signed("app", "2", None, Some("hello"), stage(&store, b"agent build").await, 1);
+        assert!(junk.unwrap_err().to_string().contains("not a valid signature file"));
+
+        // Loaded unsigned, then signed later: the same content gets the signature.
+        store.commit("app", "2", None, stage(&store, b"agent build").await, 1).unwrap();
+        let text = key.sign(&agent).unwrap().to_text();
+        let (rec, existed) =
+            store.commit_signed("app", "2", None, Some(&text), stage(&store, b"agent build").await, 2).unwrap();
+        assert!(existed);
+        assert_eq!(rec.signed_by(), Some(key.id()));
+        assert_eq!(rec.to_wire(true).signed_by, key.id());
+        drop(store);
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        assert_eq!(store.find("app", "2").unwrap().signature.as_deref(), Some(text.as_str()));
+
+        // Filled into the steps beside the digest; the plan's requirement kept.
+        let mut s = spec(
+            "      - archive: { component: app, version: \"2\", source: \"artifact:app@2\" }\n        require_signature: true\n",
+        );
+        store.fill_digests(&mut s).unwrap();
+        let step = artifact_steps(&mut s.hosts[0]).into_iter().next().unwrap();
+        assert_eq!(*step.sha256, agent);
+        assert_eq!(step.signing.signature.as_deref(), Some(text.as_str()));
+        assert!(step.signing.required);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`step`]: a `StepSpec` and each step kind, and the `RunStep` carrying
 //!   one; the private `check` (health checks) and `package` (package and
 //!   service steps) hold the per-kind mappings too big to inline there.
+//!   Artifact steps' signatures are in the private `signing`.
 //! - [`outcome`]: `StepResult` and `HostOutput`, with their size caps.
 //! - [`agent`]: the Hello (identity, capabilities, facts and inventory,
 //!   replayed results) and `AgentInfo`.
@@ -35,6 +36,7 @@ pub mod log;
 pub mod ops;
 pub mod outcome;
 mod package;
+mod signing;
 pub mod status;
 pub mod step;
 

@@ -56,6 +56,7 @@ pub(crate) fn dpkg_from_proto(d: &pb::DpkgStep) -> Result<DpkgSpec, WireError> {
         version: d.version.clone(),
         source: d.source.clone(),
         sha256: d.sha256.clone(),
+        signing: crate::signing::signing_from_proto("dpkg.signing", d.signing.as_ref())?,
     })
 }
 
@@ -65,6 +66,7 @@ pub(crate) fn dpkg_to_proto(d: &DpkgSpec) -> pb::DpkgStep {
         version: d.version.clone(),
         source: d.source.clone(),
         sha256: d.sha256.clone(),
+        signing: crate::signing::signing_to_proto(&d.signing),
     }
 }
 

@@ -25,6 +25,7 @@ use crate::package::{
     apt_from_proto, apt_to_proto, dpkg_from_proto, dpkg_to_proto, pkg_rollback_from_proto, pkg_rollback_to_proto,
     rpm_from_proto, rpm_to_proto, service_from_proto, service_to_proto,
 };
+use crate::signing::{signing_from_proto, signing_to_proto};
 use crate::{millis, non_empty};
 
 /// The `RunStep` asking an agent to run `step` as execution `execution_id`.
@@ -94,6 +95,7 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             source: a.source.clone(),
             sha256: a.sha256.clone(),
             install_root: a.install_root.clone().unwrap_or_default(),
+            signing: signing_to_proto(&a.signing),
         }),
         StepKind::ArchiveRollback(a) => PbKind::ArchiveRollback(pb::ArchiveRollbackStep {
             component: a.component.clone(),
@@ -129,6 +131,7 @@ fn archive_from_proto(a: &pb::ArchiveStep) -> Result<ArchiveSpec, WireError> {
         source: a.source.clone(),
         sha256: a.sha256.clone(),
         install_root: non_empty(&a.install_root),
+        signing: signing_from_proto("archive.signing", a.signing.as_ref())?,
     })
 }
 
@@ -184,6 +187,8 @@ mod tests {
         ServiceSpec, StepKindName, StepStatus, TcpCheckSpec, Threshold,
     };
 
+    use convoy_common::model::Signing;
+
     use super::*;
     use crate::outcome::{outcome_to_result, unsupported_outcome};
 
@@ -216,6 +221,7 @@ mod tests {
                 source: "/srv/app.tar.gz".into(),
                 sha256: "ab".repeat(32),
                 install_root: Some("/opt".into()),
+                signing: Signing { required: true, signature: Some("convoy-signature: 1\n".into()) },
             }),
             StepKind::Archive(ArchiveSpec {
                 component: "app".into(),
@@ -223,6 +229,7 @@ mod tests {
                 source: "a.tgz".into(),
                 sha256: String::new(),
                 install_root: None,
+                signing: Signing::default(),
             }),
             StepKind::File(FileSpec { path: "/etc/app.conf".into(), content: "x=1\n".into() }),
             StepKind::ArchiveRollback(ArchiveRollbackSpec {
@@ -316,6 +323,7 @@ mod tests {
                 version: "2.0.0".into(),
                 source: "/srv/debs/demo-db_2.0.0_all.deb".into(),
                 sha256: "cd".repeat(32),
+                signing: Signing { required: false, signature: Some("sig".into()) },
             }),
             StepKind::Rpm(RpmSpec {
                 package: "demo-api".into(),

@@ -88,7 +88,13 @@ pub async fn run_pkg_rollback(spec: &PkgRollbackSpec, env: &PkgEnv, timeout: Dur
         PkgManager::Dpkg => match &source {
             Some(src) => match sha256_of(src).await {
                 Ok(sha256) => {
-                    let d = DpkgSpec { package: name.clone(), version: target.clone(), source: src.clone(), sha256 };
+                    let d = DpkgSpec {
+                        package: name.clone(),
+                        version: target.clone(),
+                        source: src.clone(),
+                        sha256,
+                        signing: Default::default(),
+                    };
                     (dpkg::run_dpkg(&d, env, budget.remaining()).await, format!("dpkg -i {src}"))
                 }
                 Err(e) => return pkg::refuse(format!("pkg_rollback {name} ({m}): {e}")),

@@ -157,7 +157,10 @@ pub fn parse_plan_with_limits(
         let own_pre_checks = templates(src, g.pre_checks.as_deref(), &p.key("pre_checks"), check)?;
         let pre_checks = own_pre_checks.or_else(|| default_pre_checks.clone()).unwrap_or_default();
         let pre_check_count = pre_checks.len();
-        let steps = name_steps(src, pre_checks.into_iter().chain(steps).chain(checks).collect())?;
+        let mut steps = name_steps(src, pre_checks.into_iter().chain(steps).chain(checks).collect())?;
+        if g.require_signature {
+            require_signatures(&mut steps);
+        }
         let release = match &g.release {
             Some(r) => {
                 let rp = p.key("release").key("catalog");
@@ -181,8 +184,11 @@ pub fn parse_plan_with_limits(
             );
         }
         let own_rollback = templates(src, g.rollback_steps.as_deref(), &p.key("rollback_steps"), step)?;
-        let rollback_steps =
+        let mut rollback_steps =
             name_rollback_steps(src, own_rollback.or_else(|| default_rollback.clone()).unwrap_or_default(), &steps)?;
+        if g.require_signature {
+            require_signatures(&mut rollback_steps);
+        }
         let canary = match &g.canary {
             Some(c) => Some(canary(src, c, &p.key("canary"))?),
             None => None,
@@ -331,6 +337,16 @@ pub(super) fn selection(src: Src<'_>, g: &RawGroup, p: &FieldPath) -> Result<Sel
                 }
             }
             Ok(Selection::Hosts(hosts.clone()))
+        }
+    }
+}
+
+/// A group's `require_signature: true`: every step of it that installs a
+/// staged artifact requires a valid signature.
+fn require_signatures(steps: &mut [super::validated::StepTemplate]) {
+    for t in steps {
+        if let Some((_, _, signing)) = t.spec.kind.staged_source_mut() {
+            signing.required = true;
         }
     }
 }

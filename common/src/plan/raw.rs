@@ -157,6 +157,9 @@ pub(super) struct RawGroup {
     pub(super) release: Option<RawGroupRelease>,
     /// Over the plan's `windows`, wholesale.
     pub(super) windows: Option<RawWindows>,
+    /// Every artifact the group's steps install needs a valid signature.
+    #[serde(default)]
+    pub(super) require_signature: bool,
 }
 
 /// `release: { catalog: NAME }` on a group.
@@ -227,6 +230,9 @@ pub(super) struct RawStep {
     /// The version of the plan's `component` the host runs once this step
     /// succeeded (templated), for steps whose driver cannot tell.
     pub(super) installs: Option<String>,
+    /// The artifact this step installs needs a valid signature.
+    #[serde(default)]
+    pub(super) require_signature: bool,
 }
 
 /// `backup: { command, args, env, workdir, run_as, path }`.

@@ -8,7 +8,7 @@ use crate::artifact_ref;
 use crate::capture;
 use crate::model::{
     AptSpec, ArchiveSpec, BackupSpec, CaptureFrom, CaptureSpec, DpkgSpec, ExecSpec, FileSpec, RpmManager, RpmSpec,
-    ServiceAction, ServiceManager, ServiceSpec, StepKind, StepSpec,
+    ServiceAction, ServiceManager, ServiceSpec, Signing, StepKind, StepSpec,
 };
 use crate::step_strings::{exec_strings_mut, step_strings_mut};
 
@@ -88,6 +88,7 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
                 source: required(src, a.source.clone(), &kp.key("source"))?,
                 sha256,
                 install_root: a.install_root.clone(),
+                signing: Signing::default(),
             })
         }
         (_, _, Some(f)) => StepKind::File(FileSpec {
@@ -100,7 +101,16 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
         Some(s) => positive_duration(src, s, &p.key("timeout"))?,
         None => DEFAULT_STEP_TIMEOUT,
     };
-    let spec = StepSpec { name: String::new(), timeout, kind, rerun_safe: raw.rerun_safe };
+    let mut spec = StepSpec { name: String::new(), timeout, kind, rerun_safe: raw.rerun_safe };
+    if raw.require_signature {
+        let Some((_, _, signing)) = spec.kind.staged_source_mut() else {
+            return Err(src.err(
+                &p.key("require_signature"),
+                "only steps that install a staged artifact (archive, dpkg, agent_upgrade) can require a signature",
+            ));
+        };
+        signing.required = true;
+    }
     let mut t = finish_template(src, raw.name.as_deref(), p, spec)?;
     t.estimate = estimate(src, raw.estimate.as_deref(), p)?;
     if let Some(v) = &raw.installs {
@@ -193,6 +203,7 @@ fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, Pla
             version: name(d.version.clone(), "version")?,
             source: required(src, d.source.clone(), &kp.key("source"))?,
             sha256: staged_sha256(src, &d.sha256, &d.source, kp)?,
+            signing: Signing::default(),
         }));
     }
     if let Some(r) = &raw.rpm {
