@@ -24,6 +24,8 @@
 //! - [`operators`]: named operator tokens with roles, checked on every
 //!   operator call.
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
+//! - `ha` (feature `etcd`): several coordinators on one etcd store, one
+//!   leader elected, followers redirecting to it (docs/ha.md).
 //! - [`error`]: the crate's error enum.
 
 pub mod artifacts;
@@ -32,6 +34,8 @@ pub mod connections;
 pub mod enrolment;
 pub mod error;
 pub mod grpc;
+#[cfg(feature = "etcd")]
+pub mod ha;
 pub mod operators;
 pub mod planning;
 pub mod runtime;
