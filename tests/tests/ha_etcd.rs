@@ -224,7 +224,12 @@ mod ha {
 
     impl HaFleet {
         async fn start(hosts: usize) -> anyhow::Result<HaFleet> {
-            let dir = tempfile::tempdir()?;
+            // CONVOY_KEEP_HA_DIR=1 keeps the directory (logs) for a look after.
+            let keep = std::env::var("CONVOY_KEEP_HA_DIR").is_ok_and(|v| v == "1");
+            let dir = tempfile::Builder::new().prefix("convoy-ha-").keep(keep).tempdir()?;
+            if keep {
+                eprintln!("HA test directory: {}", dir.path().display());
+            }
             let etcd = Etcd::start(dir.path())?;
             let first = dir.path().join("c0");
             let init = convoy_coordinator::cli::init(&first, &[], None)?;
@@ -517,6 +522,72 @@ groups:
         f.etcd.restart()?;
         let status = f.wait_finished(&id, Duration::from_secs(120)).await?;
         f.check(&id, &status, HOSTS)?;
+        Ok(())
+    }
+
+    /// The store alone on a real etcd: records round-trip (a batch of events
+    /// larger than one transaction stays in order), a value over the limit
+    /// is refused by name, and a store fenced by a leader key whose lease is
+    /// gone refuses every write with `Deposed` (and says so on `lost`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ha_store_on_etcd_round_trips_refuses_big_values_and_fences_writes() -> anyhow::Result<()> {
+        use convoy_common::engine::Event;
+        use convoy_common::model::UnixMillis;
+        use convoy_coordinator::CoordinatorError;
+        use convoy_coordinator::enrolment::JoinTokenRecord;
+        use convoy_coordinator::store::StoredEvent;
+        if skip("ha_store_on_etcd_round_trips_refuses_big_values_and_fences_writes") {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir()?;
+        let etcd = Etcd::start(dir.path())?;
+        let target = EtcdTarget::parse(&etcd.url())?;
+        let t = target.clone();
+        let plain = tokio::task::spawn_blocking(move || EtcdStore::open(&t, None)).await??;
+        let evs: Vec<StoredEvent> = (0..300).map(|i| StoredEvent { now: UnixMillis(i), event: Event::Started }).collect();
+        plain.append_events("r-a", 0, &evs)?;
+        plain.append_events("r-ab", 0, &evs[..1])?;
+        let got = plain.events("r-a")?;
+        assert_eq!(got.len(), 300);
+        assert!(got.windows(2).all(|w| w[0].now < w[1].now), "events out of order");
+        assert_eq!(plain.events("r-ab")?.len(), 1, "a rollout whose id extends another's is apart");
+        let token = JoinTokenRecord { expires: UnixMillis(9), uses_left: 2, hosts: None, created_by: "t".into() };
+        plain.put_join_token("abc", Some(&token))?;
+        assert_eq!(plain.join_token("abc")?, Some(token));
+        plain.put_join_token("abc", None)?;
+        assert_eq!(plain.join_token("abc")?, None);
+        for ms in 1..=25 {
+            plain.add_step_time("p", "g", "s", ms, 20)?;
+        }
+        assert_eq!(plain.step_times("p")?[0].recent_ms, (6..=25).collect::<Vec<u64>>());
+        let huge = StoredEvent {
+            now: UnixMillis(1),
+            event: Event::Operator { command: convoy_common::engine::OperatorCommand::Pause, by: "x".repeat(2 << 20) },
+        };
+        let err = plain.append_events("r-big", 0, &[huge]).unwrap_err();
+        assert!(err.to_string().contains("over the etcd store's limit"), "{err}");
+
+        // A real leader key, then its lease revoked: the fenced store's
+        // writes are refused.
+        let client = target.client().await?;
+        let lease = convoy_coordinator::ha::election::lease(&client, Duration::from_secs(3)).await?;
+        let leadership = convoy_coordinator::ha::election::campaign(&client, &target, "me:1", &lease).await?;
+        let (t, fence) = (target.clone(), leadership.fence.clone());
+        let fenced = tokio::task::spawn_blocking(move || EtcdStore::open(&t, Some(fence))).await??;
+        fenced.append_events("r-f", 0, &evs[..3])?;
+        lease.lost.cancel(); // the keep-alive task revokes the lease
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match fenced.append_events("r-f", 3, &evs[3..4]) {
+                Err(e) => break e,
+                Ok(()) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(()) => bail!("fenced writes still accepted 10s after the lease was revoked"),
+            }
+        };
+        assert!(matches!(err, CoordinatorError::Deposed { .. }), "{err}");
+        assert!(fenced.lost().is_cancelled());
+        assert!(matches!(fenced.put_join_token("x", None), Err(CoordinatorError::Deposed { .. })));
+        assert!(plain.events("r-f")?.len() >= 3);
         Ok(())
     }
 }
