@@ -141,8 +141,19 @@ mod ha {
                 peer_port: free_port(),
                 log: dir.join("etcd.log"),
             };
-            e.restart()?;
-            Ok(e)
+            // A port picked by binding 0 and released can be taken again
+            // (an outgoing connection's source port) before etcd binds it:
+            // then pick new ones.
+            for _ in 0..5 {
+                match e.restart() {
+                    Err(err) if err.to_string().contains("address already in use") => {
+                        e.client_port = free_port();
+                        e.peer_port = free_port();
+                    }
+                    r => return r.map(|()| e),
+                }
+            }
+            bail!("etcd could not bind free ports 5 times; see {}", e.log.display())
         }
 
         fn url(&self) -> String {
@@ -170,6 +181,14 @@ mod ha {
             loop {
                 if EtcdStore::open(&target, None).is_ok() {
                     return Ok(());
+                }
+                if let Some(p) = self.proc.as_mut()
+                    && p.0.try_wait()?.is_some()
+                {
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail = log.lines().last().unwrap_or_default();
+                    self.proc = None;
+                    bail!("etcd exited: {tail}");
                 }
                 if Instant::now() > deadline {
                     bail!("etcd not healthy within 20s; see {}", self.log.display());
@@ -246,10 +265,20 @@ mod ha {
                 dir,
             };
             for i in 0..3 {
-                let port = free_port();
-                f.addrs.push(format!("127.0.0.1:{port}"));
                 let p = f.spawn_coordinator(i)?;
                 f.coordinators.push(Some(p));
+                let addr_file = f.dir.path().join(format!("c{i}")).join("coordinator.addr");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let addr = loop {
+                    if let Some(a) = std::fs::read_to_string(&addr_file).ok().filter(|a| !a.trim().is_empty()) {
+                        break a.trim().to_string();
+                    }
+                    if Instant::now() > deadline {
+                        bail!("coordinator {i} not listening within 30s; logs in {}", f.dir.path().display());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                f.addrs.push(addr);
             }
             let (leader, mut op) = f.leader(Duration::from_secs(30)).await?;
             eprintln!("leader: coordinator {leader}");
@@ -304,7 +333,9 @@ mod ha {
                 "--data-dir".into(),
                 data.display().to_string(),
                 "--listen".into(),
-                self.addrs[i].clone(),
+                "127.0.0.1:0".into(),
+                "--addr-file".into(),
+                data.join("coordinator.addr").display().to_string(),
                 "--store".into(),
                 self.etcd.url(),
                 "--lease-ttl-s".into(),
@@ -321,7 +352,7 @@ mod ha {
 
         /// Which coordinator answers as the leader (not with a redirect).
         async fn probe(&self, i: usize) -> Option<Operator> {
-            if self.coordinators[i].is_none() {
+            if self.coordinators.get(i).is_none_or(Option::is_none) {
                 return None;
             }
             let url = format!("https://{}", self.addrs[i]);
@@ -519,7 +550,15 @@ groups:
         while down_at.elapsed() < Duration::from_secs(2) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        f.etcd.restart()?;
+        // Same ports (the coordinators know them): retry while one is still taken.
+        let mut tries = 0;
+        while let Err(e) = f.etcd.restart() {
+            tries += 1;
+            if tries >= 10 || !e.to_string().contains("address already in use") {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let status = f.wait_finished(&id, Duration::from_secs(120)).await?;
         f.check(&id, &status, HOSTS)?;
         Ok(())
