@@ -71,7 +71,9 @@ pub async fn run_with_clock(
 
 /// The server's TLS settings: its identity, and agents' certificates
 /// checked against the CA (optional: enrolment comes before a certificate).
-pub(crate) fn server_tls(config: &ServerConfig) -> Result<(ServerTlsConfig, Arc<CertificateAuthority>), CoordinatorError> {
+pub(crate) fn server_tls(
+    config: &ServerConfig,
+) -> Result<(ServerTlsConfig, Arc<CertificateAuthority>), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
     let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
@@ -96,12 +98,7 @@ pub(crate) async fn serve<I, IO, IE>(
 ) -> Result<(), CoordinatorError>
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {

@@ -47,8 +47,7 @@ fn ha_child_process() {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let s = shutdown.clone();
                 tokio::spawn(async move {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
                     term.recv().await;
                     s.cancel();
                 });
@@ -245,7 +244,7 @@ mod ha {
         async fn start(hosts: usize) -> anyhow::Result<HaFleet> {
             // CONVOY_KEEP_HA_DIR=1 keeps the directory (logs) for a look after.
             let keep = std::env::var("CONVOY_KEEP_HA_DIR").is_ok_and(|v| v == "1");
-            let dir = tempfile::Builder::new().prefix("convoy-ha-").keep(keep).tempdir()?;
+            let dir = tempfile::Builder::new().prefix("convoy-ha-").disable_cleanup(keep).tempdir()?;
             if keep {
                 eprintln!("HA test directory: {}", dir.path().display());
             }
@@ -583,7 +582,8 @@ groups:
         let target = EtcdTarget::parse(&etcd.url())?;
         let t = target.clone();
         let plain = tokio::task::spawn_blocking(move || EtcdStore::open(&t, None)).await??;
-        let evs: Vec<StoredEvent> = (0..300).map(|i| StoredEvent { now: UnixMillis(i), event: Event::Started }).collect();
+        let evs: Vec<StoredEvent> =
+            (0..300).map(|i| StoredEvent { now: UnixMillis(i), event: Event::Started }).collect();
         plain.append_events("r-a", 0, &evs)?;
         plain.append_events("r-ab", 0, &evs[..1])?;
         let got = plain.events("r-a")?;

@@ -120,7 +120,9 @@ pub async fn campaign(
         r = c.campaign(target.election_name(), advertise.as_bytes().to_vec(), lease.id) => r.map_err(|e| etcd_err("campaign", e))?,
         _ = lease.lost.cancelled() => return Err(CoordinatorError::Deposed { message: "the lease was lost while campaigning".into() }),
     };
-    let key = won.leader().ok_or_else(|| CoordinatorError::Store { op: "campaign", message: "no leader key in the answer".into() })?;
+    let key = won
+        .leader()
+        .ok_or_else(|| CoordinatorError::Store { op: "campaign", message: "no leader key in the answer".into() })?;
     Ok(Leadership {
         fence: Fence { key: key.key().to_vec(), create_revision: key.rev() },
         lease: lease.id,
@@ -129,7 +131,12 @@ pub async fn campaign(
 }
 
 /// Keep `leader` set to the current leader's address until `stop`.
-pub async fn follow_leader(client: Client, target: EtcdTarget, leader: watch::Sender<Option<String>>, stop: CancellationToken) {
+pub async fn follow_leader(
+    client: Client,
+    target: EtcdTarget,
+    leader: watch::Sender<Option<String>>,
+    stop: CancellationToken,
+) {
     let mut c = client;
     loop {
         let now = match tokio::time::timeout(Duration::from_secs(2), c.leader(target.election_name())).await {

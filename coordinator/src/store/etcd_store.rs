@@ -71,7 +71,8 @@ impl EtcdTarget {
     /// Parse `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` (prefix default `/convoy`).
     pub fn parse(s: &str) -> Result<EtcdTarget, CoordinatorError> {
         let bad = |message: String| CoordinatorError::BadRequest { field: "--store".into(), message };
-        let rest = s.strip_prefix("etcd://").ok_or_else(|| bad(format!("{s:?}: expected etcd://HOST:PORT[,…][/PREFIX]")))?;
+        let rest =
+            s.strip_prefix("etcd://").ok_or_else(|| bad(format!("{s:?}: expected etcd://HOST:PORT[,…][/PREFIX]")))?;
         let (hosts, prefix) = match rest.split_once('/') {
             Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
             None => (rest, "/convoy".to_string()),
@@ -81,7 +82,9 @@ impl EtcdTarget {
         }
         let mut endpoints = Vec::new();
         for h in hosts.split(',') {
-            let ok = h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            let ok = h
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok {
                 return Err(bad(format!("{s:?}: {h:?} is not HOST:PORT")));
             }
@@ -166,7 +169,9 @@ impl Bridge {
         self.handle.spawn(async move {
             let r = match tokio::time::timeout(OP_TIMEOUT, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(CoordinatorError::Store { op, message: format!("etcd did not answer within {OP_TIMEOUT:?}") }),
+                Err(_) => {
+                    Err(CoordinatorError::Store { op, message: format!("etcd did not answer within {OP_TIMEOUT:?}") })
+                }
             };
             let _ = tx.send(r);
         });
@@ -293,7 +298,12 @@ impl EtcdStore {
         })
     }
 
-    fn scan_tree<T: Stored>(&self, tree: &str, owner: Option<&str>, op: &'static str) -> Result<Vec<T>, CoordinatorError> {
+    fn scan_tree<T: Stored>(
+        &self,
+        tree: &str,
+        owner: Option<&str>,
+        op: &'static str,
+    ) -> Result<Vec<T>, CoordinatorError> {
         let prefix = match owner {
             Some(o) => self.tree_key(tree, &records::owner_prefix(o)),
             None => self.tree_key(tree, b""),
@@ -365,7 +375,13 @@ impl EtcdStore {
         CoordinatorError::Deposed { message: why.to_string() }
     }
 
-    fn put_one(&self, op: &'static str, tree: &str, key: &[u8], value: Option<Vec<u8>>) -> Result<(), CoordinatorError> {
+    fn put_one(
+        &self,
+        op: &'static str,
+        tree: &str,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+    ) -> Result<(), CoordinatorError> {
         self.write(op, vec![(self.tree_key(tree, key), value)])
     }
 }
