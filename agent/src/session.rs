@@ -503,7 +503,7 @@ impl Agent {
                     interval = Duration::from_millis(w.heartbeat_interval_ms);
                 }
                 tracing::info!(
-                    coordinator = %config.coordinator_url,
+                    coordinator = %crate::coordinators::current(config),
                     coordinator_version = %w.coordinator_version,
                     protocol_version = w.protocol_version,
                     heartbeat_ms = interval.as_millis() as u64,

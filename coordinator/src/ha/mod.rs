@@ -159,6 +159,11 @@ pub async fn run(
         let ended = crate::server::serve(incoming, config.clone(), store, clock, term.clone()).await;
         term.cancel();
         leadership.lost.cancel();
+        // Free the election now (not when the lease runs out) so a follower
+        // takes over at once; the keep-alive task would too, but the process
+        // may exit first.
+        let mut c = client.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(leadership.lease)).await;
         match ended {
             Ok(()) if shutdown.is_cancelled() => tracing::info!("stopped leading: shutting down"),
             Ok(()) => tracing::warn!("stopped leading; following again"),
