@@ -62,3 +62,19 @@ impl<S> Service<http::Request<Body>> for Redirect<S> {
         std::future::ready(Ok(redirect_status(leader.as_deref()).into_http()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_names_the_leader_in_its_metadata_or_says_none_is_known() {
+        let s = redirect_status(Some("10.0.0.2:7443"));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(s.metadata().get(LEADER_HEADER).unwrap().to_str().unwrap(), "10.0.0.2:7443");
+        assert!(s.message().contains("10.0.0.2:7443"));
+        let s = redirect_status(None);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.metadata().get(LEADER_HEADER).is_none());
+    }
+}

@@ -476,3 +476,29 @@ impl Store for EtcdStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_endpoints_and_prefix_and_bad_ones_name_the_flag() {
+        let t = EtcdTarget::parse("etcd://10.0.0.1:2379,10.0.0.2:2379/prod/convoy/").unwrap();
+        assert_eq!(t.endpoints, vec!["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+        assert_eq!(t.prefix, "/prod/convoy");
+        assert_eq!(t.to_string(), "etcd://10.0.0.1:2379,10.0.0.2:2379/prod/convoy");
+        assert_eq!(t.key(b"rollouts/r1"), b"/prod/convoy/rollouts/r1".to_vec());
+        assert_eq!(EtcdTarget::parse("etcd://h:1").unwrap().prefix, "/convoy");
+        for bad in ["http://h:1", "etcd://h", "etcd://h:0", "etcd://:1", "etcd://h:1,", "etcd://h:1/"] {
+            let err = EtcdTarget::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("--store"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}
