@@ -20,7 +20,8 @@ use crate::facts;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "convoy-agent", version, about)]
 pub struct AgentArgs {
-    /// Coordinator agent endpoint, https://host:port.
+    /// Coordinator agent endpoint, https://host:port; several, comma
+    /// separated, for coordinators in HA (the leader is found and followed).
     #[arg(long = "coordinator", env = "CONVOY_COORDINATOR", value_name = "URL")]
     pub coordinator: String,
 

@@ -19,7 +19,8 @@ pub const DEFAULT_SERVER_NAME: &str = "convoy-coordinator";
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `https://host:port` of the coordinator's agent endpoint.
+    /// `https://host:port` of the coordinator's agent endpoint; several,
+    /// comma separated, for coordinators in HA ([`crate::coordinators`]).
     pub coordinator_url: String,
     /// Name the coordinator's certificate must carry (not the URL's host, so
     /// agents can dial an IP address or a load balancer).
@@ -92,7 +93,13 @@ impl AgentConfig {
 
     /// Checks the rules every config must follow.
     pub fn validate(&self) -> Result<(), AgentError> {
-        validate_url(&self.coordinator_url)?;
+        let urls = crate::coordinators::urls(&self.coordinator_url);
+        if urls.is_empty() || urls.len() > 16 {
+            return Err(invalid("coordinator URL", "give 1 to 16 URLs, comma separated"));
+        }
+        for url in urls {
+            validate_url(url)?;
+        }
         if self.server_name.trim().is_empty() {
             return Err(invalid("server name", "must not be empty"));
         }

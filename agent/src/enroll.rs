@@ -55,6 +55,7 @@ pub async fn ensure_identity(config: &AgentConfig) -> Result<AgentIdentity, Agen
 }
 
 fn status_error(config: &AgentConfig, status: &tonic::Status) -> AgentError {
+    crate::coordinators::follow(config, status);
     match status.code() {
         Code::Unauthenticated
         | Code::PermissionDenied

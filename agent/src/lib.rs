@@ -5,6 +5,8 @@
 //! - [`cli`]: the command-line flags (`CONVOY_*` environment variables too),
 //!   in the library so the `convoy` CLI can embed the agent as a subcommand.
 //! - [`config`]: the validated [`AgentConfig`] and its defaults.
+//! - [`coordinators`]: several coordinator URLs (HA): which one to dial,
+//!   following a follower's redirect to the leader.
 //! - [`session`]: the session loop ([`run`], [`run_local`]): enrol, connect,
 //!   Hello/Welcome, heartbeats, reconnect with backoff; and the [`Executor`]
 //!   that guarantees an execution id never runs twice.
@@ -37,6 +39,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod coordinators;
 pub mod driver;
 pub mod enroll;
 pub mod error;

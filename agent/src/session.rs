@@ -476,6 +476,7 @@ impl Agent {
         let response = match tokio::time::timeout(wait, client.session(ReceiverStream::new(rx))).await {
             Ok(Ok(r)) => r,
             Ok(Err(status)) => {
+                crate::coordinators::follow(config, &status);
                 return Err(self.transport(format!("session refused: {:?}: {}", status.code(), status.message())));
             }
             Err(_) => return Err(self.transport(format!("session not opened within {wait:?}"))),
@@ -484,6 +485,7 @@ impl Agent {
         let first = match tokio::time::timeout(wait, inbound.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(status))) => {
+                crate::coordinators::follow(config, &status);
                 return Err(self.transport(format!(
                     "session failed before Welcome: {:?}: {}",
                     status.code(),
@@ -501,7 +503,7 @@ impl Agent {
                     interval = Duration::from_millis(w.heartbeat_interval_ms);
                 }
                 tracing::info!(
-                    coordinator = %config.coordinator_url,
+                    coordinator = %crate::coordinators::current(config),
                     coordinator_version = %w.coordinator_version,
                     protocol_version = w.protocol_version,
                     heartbeat_ms = interval.as_millis() as u64,
@@ -616,6 +618,10 @@ pub async fn run(
                 }
             }
             Err(e) if e.is_retryable() => {
+                if crate::coordinators::take_redirected(&agent.config) {
+                    // Sent to the leader: that is progress, not a failure.
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay();
                 tracing::warn!("{e}; retrying in {delay:?}");
                 if sleep_or_shutdown(delay, &shutdown).await {

@@ -153,7 +153,7 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Opens a channel to the coordinator, bounded by `connect_timeout`.
 pub async fn connect(config: &AgentConfig, tls: ClientTlsConfig) -> Result<Channel, AgentError> {
-    let coordinator = config.coordinator_url.clone();
+    let coordinator = crate::coordinators::current(config);
     let endpoint = Endpoint::from_shared(coordinator.clone())
         .map_err(|e| AgentError::InvalidConfig { field: "coordinator URL", message: error_chain(&e) })?
         .tls_config(tls)
@@ -165,7 +165,11 @@ pub async fn connect(config: &AgentConfig, tls: ClientTlsConfig) -> Result<Chann
         .http2_keep_alive_interval(std::time::Duration::from_secs(5))
         .keep_alive_timeout(config.connect_timeout)
         .keep_alive_while_idle(true);
-    match tokio::time::timeout(config.connect_timeout, endpoint.connect()).await {
+    let r = tokio::time::timeout(config.connect_timeout, endpoint.connect()).await;
+    if !matches!(r, Ok(Ok(_))) {
+        crate::coordinators::next(config);
+    }
+    match r {
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(e)) => Err(AgentError::Transport { coordinator, message: format!("connect: {}", error_chain(&e)) }),
         Err(_) => Err(AgentError::Transport {

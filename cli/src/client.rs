@@ -12,7 +12,8 @@ use crate::error::CliError;
 /// Where and how to reach the coordinator, resolved once from flags/env.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// Coordinator address (https://HOST:PORT).
+    /// Coordinator address (https://HOST:PORT); several, comma separated,
+    /// for coordinators in HA (the CLI finds the leader).
     #[arg(long, global = true, env = "CONVOY_COORDINATOR")]
     pub coordinator: Option<String>,
     /// CA certificate that signed the coordinator's certificate.
@@ -66,7 +67,13 @@ impl ConnectArgs {
             }
             _ => "https://127.0.0.1:7443".to_string(),
         };
-        let url = if url.contains("://") { url } else { format!("https://{url}") };
+        let url = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| if u.contains("://") { u.to_string() } else { format!("https://{u}") })
+            .collect::<Vec<_>>()
+            .join(",");
         let ca_file = match (&self.ca_file, dd) {
             (Some(f), _) => f.clone(),
             (None, Some(d)) => d.join("tls").join("ca.pem"),
@@ -118,7 +125,54 @@ pub async fn connect(t: &Target) -> Result<Client, CliError> {
 
 /// Connect (with a timeout); the channel and the interceptor that adds the
 /// operator token, for any of the coordinator's operator-facing services.
+/// With several addresses (coordinators in HA), the leader's: each is tried
+/// in turn with a cheap call, and a follower's redirect is followed.
 pub async fn authenticated_channel(t: &Target) -> Result<(Channel, Auth), CliError> {
+    if !t.url.contains(',') {
+        return authenticated_channel_to(t).await;
+    }
+    let mut tried = Vec::new();
+    let mut queue: std::collections::VecDeque<String> = t.url.split(',').map(str::to_string).collect();
+    let mut last = None;
+    let mut attempts = 0;
+    while let Some(url) = queue.pop_front() {
+        if tried.contains(&url) {
+            continue;
+        }
+        attempts += 1;
+        if attempts > 32 {
+            break;
+        }
+        tried.push(url.clone());
+        let one = Target { url: url.clone(), ..t.clone() };
+        let (channel, auth) = match authenticated_channel_to(&one).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let mut probe = OperatorServiceClient::with_interceptor(channel.clone(), auth.clone());
+        let request = convoy_proto::v1::GetRolloutRequest { rollout_id: "-leader-probe-".into() };
+        match tokio::time::timeout(Duration::from_secs(5), probe.get_rollout(request)).await {
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                if let Some(leader) = status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()) {
+                    queue.push_front(format!("https://{leader}"));
+                    tried.retain(|u| !u.ends_with(&format!("//{leader}")));
+                }
+                last = Some(CliError::Connect { url, message: status.message().to_string() });
+            }
+            Ok(_) => return Ok((channel, auth)),
+            Err(_) => last = Some(CliError::Connect { url, message: "no answer within 5s".into() }),
+        }
+    }
+    Err(last.unwrap_or_else(|| CliError::Usage("no coordinator address".into())))
+}
+
+/// The metadata key a follower coordinator puts the leader's `HOST:PORT` in.
+pub const LEADER_HEADER: &str = "convoy-leader";
+
+async fn authenticated_channel_to(t: &Target) -> Result<(Channel, Auth), CliError> {
     let tls =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem)).domain_name(t.server_name.clone());
     let endpoint = Endpoint::from_shared(t.url.clone())

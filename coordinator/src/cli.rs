@@ -107,6 +107,18 @@ pub struct ServeArgs {
     /// Seconds a plan may take to parse, validate and expand.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub plan_time_limit_s: u64,
+    /// Keep the store on etcd instead of the embedded one and run as one of
+    /// several coordinators in HA: etcd://HOST:PORT[,HOST:PORT…][/PREFIX]
+    /// (builds with the `etcd` feature; docs/ha.md).
+    #[arg(long, env = "CONVOY_STORE")]
+    pub store: Option<String>,
+    /// With --store etcd://…: the HOST:PORT others redirect agents and the
+    /// CLI to while this coordinator leads (default: the bound address).
+    #[arg(long, env = "CONVOY_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// With --store etcd://…: the leader lease's time to live, in seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub lease_ttl_s: u64,
 }
 
 impl ServeArgs {
@@ -234,6 +246,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
         CoordinatorCommand::Serve(serve) => {
             let addr_file = serve.addr_file.clone();
             let listen = serve.listen.clone();
+            let ha = (serve.store.clone(), serve.advertise.clone(), serve.lease_ttl_s);
             let config = serve.into_config()?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -246,10 +259,51 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                     .map_err(|source| CoordinatorError::Io { path: tmp.clone(), source })?;
                 std::fs::rename(&tmp, &f).map_err(|source| CoordinatorError::Io { path: f.clone(), source })?;
             }
-            crate::server::run(listener, config, shutdown).await?;
+            match ha {
+                (None, _, _) => crate::server::run(listener, config, shutdown).await?,
+                (Some(store), advertise, ttl) => serve_ha(listener, config, &store, advertise, ttl, shutdown).await?,
+            }
         }
     }
     Ok(())
+}
+
+/// `serve --store etcd://…`.
+#[cfg(feature = "etcd")]
+async fn serve_ha(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    store: &str,
+    advertise: Option<String>,
+    lease_ttl_s: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let target = crate::store::EtcdTarget::parse(store)?;
+    let advertise = match advertise {
+        Some(a) => a,
+        None => listener
+            .local_addr()
+            .map_err(|source| CoordinatorError::Bind { addr: "listener".into(), source })?
+            .to_string(),
+    };
+    let ha = crate::ha::HaConfig { target, advertise, lease_ttl: Duration::from_secs(lease_ttl_s) };
+    crate::ha::run(listener, config, ha, shutdown).await
+}
+
+/// `serve --store …` in a build without the `etcd` feature.
+#[cfg(not(feature = "etcd"))]
+async fn serve_ha(
+    _listener: tokio::net::TcpListener,
+    _config: ServerConfig,
+    store: &str,
+    _advertise: Option<String>,
+    _lease_ttl_s: u64,
+    _shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), CoordinatorError> {
+    Err(CoordinatorError::BadRequest {
+        field: "--store".into(),
+        message: format!("{store:?}: this coordinator was built without etcd support (cargo feature `etcd`)"),
+    })
 }
 
 /// A token cancelled on SIGINT or SIGTERM.

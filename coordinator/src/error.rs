@@ -49,6 +49,10 @@ pub enum CoordinatorError {
     Internal { what: String, message: String },
     #[error("the coordinator's runtime stopped unexpectedly: {0}")]
     RuntimeDied(String),
+    /// A write refused because this coordinator no longer leads (etcd
+    /// store, [`crate::store::Fence`]): it must stop acting at once.
+    #[error("not the leader any more: {message}")]
+    Deposed { message: String },
     #[error("coordinator is shutting down")]
     ShuttingDown,
     #[error("bind {addr}: {source}")]

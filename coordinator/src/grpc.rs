@@ -44,7 +44,7 @@ pub fn to_status(e: CoordinatorError) -> Status {
         CoordinatorError::Conflict { .. } | CoordinatorError::ArtifactRefused { .. } => {
             Status::failed_precondition(msg)
         }
-        CoordinatorError::ShuttingDown => Status::unavailable(msg),
+        CoordinatorError::ShuttingDown | CoordinatorError::Deposed { .. } => Status::unavailable(msg),
         CoordinatorError::PlanTooSlow { .. } => Status::resource_exhausted(msg),
         CoordinatorError::Internal { .. } | CoordinatorError::RuntimeDied(_) => Status::internal(msg),
         CoordinatorError::InUse { .. } => Status::unavailable(msg),

@@ -26,6 +26,8 @@
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
 //! - [`ops`]: `OpsService`: rollout logs, holds on hosts, the audit trail.
 //! - [`audit`]: recording operator actions and refusals ([`audit::record`]).
+//! - `ha` (feature `etcd`): several coordinators on one etcd store, one
+//!   leader elected, followers redirecting to it (docs/ha.md).
 //! - [`error`]: the crate's error enum.
 
 pub mod artifacts;
@@ -35,6 +37,8 @@ pub mod connections;
 pub mod enrolment;
 pub mod error;
 pub mod grpc;
+#[cfg(feature = "etcd")]
+pub mod ha;
 pub mod operators;
 pub mod ops;
 pub mod planning;

@@ -371,6 +371,9 @@ struct Actor {
     events: Vec<(String, StoredEvent)>,
     actions: Vec<(String, Action)>,
     after_commit: Vec<AfterCommit>,
+    /// A write was refused because another coordinator leads now (etcd
+    /// store): act on nothing more and stop the task.
+    deposed: bool,
 }
 
 /// Start the runtime task: load agents and rollouts from `store`, rebuild
@@ -397,6 +400,7 @@ pub fn spawn(
         events: Vec::new(),
         actions: Vec::new(),
         after_commit: Vec::new(),
+        deposed: false,
     };
     actor.recover()?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -506,6 +510,10 @@ impl Actor {
                 _ = liveness.tick() => self.check_liveness(),
             }
             self.commit();
+            if self.deposed {
+                tracing::error!("another coordinator leads now: engines stopped, nothing more is dispatched");
+                break;
+            }
         }
         // Close every agent session so their streams end with the server.
         for a in self.agents.values_mut() {
@@ -537,6 +545,7 @@ impl Actor {
             for (id, evs) in by_rollout {
                 let Some(run) = self.rollouts.get_mut(&id) else { continue };
                 if let Err(e) = self.store.append_events(&id, run.next_seq, &evs) {
+                    self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
                     // Without a durable log we must not act: stop this
                     // rollout's actions and say so loudly.
                     tracing::error!(rollout = %id, error = %e, "cannot store events; actions withheld");
@@ -549,6 +558,13 @@ impl Actor {
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "store flush failed; actions withheld");
             self.actions.clear();
+        }
+        if self.deposed {
+            // Lost leadership: nothing of this batch is carried out; callers
+            // waiting for an answer get "shutting down" when it is dropped.
+            self.actions.clear();
+            self.after_commit.clear();
+            return;
         }
         for (id, action) in std::mem::take(&mut self.actions) {
             self.act(&id, action);
@@ -722,6 +738,7 @@ impl Actor {
                         }))
                     }
                     Err(e) => {
+                        self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
                         let _ = reply.send(Err(e));
                     }
                 }

@@ -61,11 +61,50 @@ pub async fn run_with_clock(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
+    let fds = crate::connections::raise_fd_limit();
+    let cap = crate::connections::effective_cap(&config.connections, fds);
+    tracing::info!(max_connections = cap, handshake_timeout = ?config.connections.handshake_timeout, "connection limits");
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
+    serve(crate::connections::CappedIncoming::new(listener, cap), config, store, clock, shutdown).await
+}
+
+/// The server's TLS settings: its identity, and agents' certificates
+/// checked against the CA (optional: enrolment comes before a certificate).
+pub(crate) fn server_tls(
+    config: &ServerConfig,
+) -> Result<(ServerTlsConfig, Arc<CertificateAuthority>), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
     let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(Certificate::from_pem(ca.ca_pem()))
+        // Enrolment happens before an agent has a certificate; the session
+        // handler refuses callers without one.
+        .client_auth_optional(true)
+        .timeout(config.connections.handshake_timeout);
+    Ok((tls, ca))
+}
+
+/// Serve the connections of `incoming` on `store` until `shutdown` is
+/// cancelled (or the runtime stops by itself: [`CoordinatorError::RuntimeDied`]).
+pub(crate) async fn serve<I, IO, IE>(
+    incoming: I,
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let (tls, ca) = server_tls(&config)?;
     adopt_operator_token(&config.data_dir, clock.now())?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
 
     // The runtime stops with the server; a child token so that stopping the
     // runtime never cancels the caller's token.
@@ -94,15 +133,6 @@ pub async fn run_with_clock(
         })
     };
 
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(Certificate::from_pem(ca.ca_pem()))
-        // Enrolment happens before an agent has a certificate; the session
-        // handler refuses callers without one.
-        .client_auth_optional(true)
-        .timeout(config.connections.handshake_timeout);
-    let fds = crate::connections::raise_fd_limit();
-    let cap = crate::connections::effective_cap(&config.connections, fds);
     let limits = config.connections;
     let agent_svc = AgentSvc {
         runtime: handle.clone(),
@@ -121,9 +151,6 @@ pub async fn run_with_clock(
     let auth = OperatorAuth::new(&config.data_dir, clock).with_audit(store.clone());
     let artifact_svc =
         ArtifactSvc { store: artifacts, auth: auth.clone(), enrolments: store.clone(), clock, shutdown: stop.clone() };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
-    tracing::info!(max_connections = cap, handshake_timeout = ?limits.handshake_timeout, "connection limits");
     let result = Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -134,7 +161,7 @@ pub async fn run_with_clock(
         .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth.clone()))
         .add_service(OpsServiceServer::with_interceptor(ops_svc, auth.clone()))
         .add_service(ArtifactServiceServer::new(artifact_svc))
-        .serve_with_incoming_shutdown(crate::connections::CappedIncoming::new(listener, cap), {
+        .serve_with_incoming_shutdown(incoming, {
             let stop = stop.clone();
             let died = died.clone();
             async move {

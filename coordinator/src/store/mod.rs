@@ -21,6 +21,8 @@
 //! bumps [`format::FORMAT_VERSION`], adds its migration and keeps the
 //! checked-in fixture store (`tests/fixtures/`) opening and resuming.
 
+#[cfg(feature = "etcd")]
+mod etcd_store;
 pub mod format;
 mod records;
 mod sled_store;
@@ -33,6 +35,8 @@ use convoy_common::model::{RolloutSpec, UnixMillis};
 use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
 
+#[cfg(feature = "etcd")]
+pub use etcd_store::{EtcdStore, EtcdTarget, Fence};
 pub use sled_store::{OPEN_WAIT, SledStore};
 
 /// A rollout as created: enough to rebuild its engine from the event log.

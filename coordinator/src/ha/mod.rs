@@ -1,0 +1,206 @@
+//! Coordinators in high availability on etcd (cargo feature `etcd`,
+//! `serve --store etcd://…`; docs/ha.md).
+//!
+//! One process goes through terms. As a **follower** it campaigns in the
+//! election ([`election`]) and answers every call with a redirect to the
+//! leader ([`redirect`]). Once elected it is the **leader**: it opens the
+//! etcd store fenced by its leader key, starts the runtime (which loads the
+//! unfinished rollouts and re-sends their in-flight executions under the
+//! same ids, as after a restart; every agent gets a fresh grace period since
+//! all are lost until they reconnect) and serves the real services. The term
+//! ends when the lease may be lost, a fenced write is refused, the runtime
+//! stops, or the process is asked to stop (then the lease is revoked so a
+//! follower takes over at once). After a lost term the process is a
+//! follower again.
+//!
+//! The listener is accepted on by one task for the whole life of the
+//! process; each term's server takes its connections from a channel that the
+//! next term replaces, so the port never closes.
+
+pub mod election;
+pub mod redirect;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convoy_proto::v1::agent_service_server::AgentServiceServer;
+use convoy_proto::v1::artifact_service_server::ArtifactServiceServer;
+use convoy_proto::v1::operator_service_server::OperatorServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::artifacts::ArtifactSvc;
+use crate::connections::{CappedIncoming, Counted};
+use crate::error::CoordinatorError;
+use crate::grpc::{AgentSvc, OperatorSvc};
+use crate::runtime::Clock;
+use crate::server::ServerConfig;
+use crate::store::{EtcdStore, EtcdTarget, Store};
+use redirect::Redirect;
+
+/// HA settings from `serve`.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    pub target: EtcdTarget,
+    /// `HOST:PORT` agents and the CLI are redirected to while this one leads.
+    pub advertise: String,
+    /// The leader lease's time to live.
+    pub lease_ttl: Duration,
+}
+
+type Conn = std::io::Result<Counted>;
+type Slot = Arc<Mutex<mpsc::Sender<Conn>>>;
+
+/// A fresh channel for the next term's server; connections accepted from
+/// now on queue in it.
+fn next_term(slot: &Slot) -> ReceiverStream<Conn> {
+    let (tx, rx) = mpsc::channel(1024);
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+    ReceiverStream::new(rx)
+}
+
+/// Serve as one of several coordinators on etcd until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    ha: HaConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let clock = Clock::system();
+    let fds = crate::connections::raise_fd_limit();
+    let cap = crate::connections::effective_cap(&config.connections, fds);
+    let (first_tx, first_rx) = mpsc::channel(1024);
+    let slot: Slot = Arc::new(Mutex::new(first_tx));
+    let mut first = Some(ReceiverStream::new(first_rx));
+    {
+        let slot = slot.clone();
+        let shutdown = shutdown.clone();
+        let mut incoming = CappedIncoming::new(listener, cap);
+        tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    c = incoming.next() => match c { Some(c) => c, None => return },
+                };
+                let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let _ = tx.send(conn).await;
+            }
+        });
+    }
+    let client = ha.target.client().await?;
+    tracing::info!(store = %ha.target, advertise = %ha.advertise, ttl = ?ha.lease_ttl, "coordinator in HA: campaigning");
+    while !shutdown.is_cancelled() {
+        // ---- follower
+        let incoming = first.take().unwrap_or_else(|| next_term(&slot));
+        let follower_stop = shutdown.child_token();
+        let (leader_tx, leader_rx) = watch::channel(None);
+        tokio::spawn(election::follow_leader(client.clone(), ha.target.clone(), leader_tx, follower_stop.clone()));
+        let follower = tokio::spawn(serve_redirects(incoming, config.clone(), leader_rx, follower_stop.clone()));
+        let won = async {
+            let lease = election::lease(&client, ha.lease_ttl).await?;
+            match election::campaign(&client, &ha.target, &ha.advertise, &lease).await {
+                Ok(l) => Ok(l),
+                Err(e) => {
+                    lease.lost.cancel();
+                    Err(e)
+                }
+            }
+        };
+        let leadership = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = won => match r {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "campaign failed; retrying in 500ms");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    None
+                }
+            },
+        };
+        // The next server's channel first, so no connection is lost between terms.
+        let incoming = next_term(&slot);
+        follower_stop.cancel();
+        let _ = follower.await;
+        let Some(leadership) = leadership else { continue };
+        // ---- leader
+        let started = std::time::Instant::now();
+        tracing::info!(key = %String::from_utf8_lossy(&leadership.fence.key), "elected leader; loading the store");
+        let (target, fence) = (ha.target.clone(), leadership.fence.clone());
+        let store = match tokio::task::spawn_blocking(move || EtcdStore::open(&target, Some(fence))).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot open the etcd store; stepping down");
+                leadership.lost.cancel();
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "opening the etcd store panicked; stepping down");
+                leadership.lost.cancel();
+                continue;
+            }
+        };
+        let term = shutdown.child_token();
+        {
+            let (term, lost, refused) = (term.clone(), leadership.lost.clone(), store.lost());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.cancelled() => {}
+                    _ = lost.cancelled() => { tracing::error!("the leader lease may be lost: stepping down"); term.cancel(); }
+                    _ = refused.cancelled() => { tracing::error!("a write was refused: stepping down"); term.cancel(); }
+                }
+            });
+        }
+        let store: Arc<dyn Store> = Arc::new(store);
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "leading");
+        let ended = crate::server::serve(incoming, config.clone(), store, clock, term.clone()).await;
+        term.cancel();
+        leadership.lost.cancel();
+        // Free the election now (not when the lease runs out) so a follower
+        // takes over at once; the keep-alive task would too, but the process
+        // may exit first.
+        let mut c = client.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(leadership.lease)).await;
+        match ended {
+            Ok(()) if shutdown.is_cancelled() => tracing::info!("stopped leading: shutting down"),
+            Ok(()) => tracing::warn!("stopped leading; following again"),
+            Err(e) => tracing::warn!(error = %e, "stopped leading; following again"),
+        }
+    }
+    Ok(())
+}
+
+/// A follower's server: TLS like the leader's, every call redirected.
+async fn serve_redirects(
+    incoming: ReceiverStream<Conn>,
+    config: ServerConfig,
+    leader: watch::Receiver<Option<String>>,
+    stop: CancellationToken,
+) {
+    let tls = match crate::server::server_tls(&config) {
+        Ok((tls, _)) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "follower: cannot load TLS");
+            return;
+        }
+    };
+    let mut builder = match Server::builder().tls_config(tls) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "follower: bad TLS configuration");
+            return;
+        }
+    };
+    let r = builder
+        .add_service(Redirect::<AgentServiceServer<AgentSvc>>::new(leader.clone()))
+        .add_service(Redirect::<OperatorServiceServer<OperatorSvc>>::new(leader.clone()))
+        .add_service(Redirect::<ArtifactServiceServer<ArtifactSvc>>::new(leader))
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "follower server stopped");
+    }
+}
