@@ -228,6 +228,9 @@ pub fn plan(version: &str, max_parallel: usize) -> String {
 /// what it measures.
 pub const ENROLMENTS_AT_ONCE: usize = 64;
 
+/// How long one status call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The simulated agents.
 struct Swarm {
     shutdown: CancellationToken,
@@ -279,14 +282,15 @@ impl Swarm {
     }
 }
 
+/// Agents the coordinator reports connected (0 if it does not answer within [`CALL_TIMEOUT`]).
 async fn connected(op: &Operator) -> usize {
-    match op.clone().list_agents(pb::ListAgentsRequest {}).await {
-        Ok(r) => operator::connected(&r.into_inner().agents),
-        Err(_) => 0,
+    match tokio::time::timeout(CALL_TIMEOUT, op.clone().list_agents(pb::ListAgentsRequest {})).await {
+        Ok(Ok(r)) => operator::connected(&r.into_inner().agents),
+        Ok(Err(_)) | Err(_) => 0,
     }
 }
 
-/// Poll (every `every`) until `n` agents are connected.
+/// Poll (every 250 ms) until `n` agents are connected.
 async fn wait_connected(op: &Operator, n: usize, timeout: Duration) -> Result<(), FleetError> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -416,7 +420,11 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
             reconnected = Some(killed.elapsed().as_secs_f64());
         }
         if moved.is_none()
-            && let Ok(s) = op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }).await
+            && let Ok(Ok(s)) = tokio::time::timeout(
+                CALL_TIMEOUT,
+                op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }),
+            )
+            .await
         {
             let s = s.into_inner();
             let d = done(&s);
@@ -452,4 +460,42 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         )));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benchmark_plan_is_valid_and_rolls_500_at_a_time() {
+        let yaml = plan("2", 500);
+        convoy_common::plan::parse_plan("swarm.yaml", &yaml).expect("valid plan");
+        assert!(yaml.contains("max_parallel: 500"), "{yaml}");
+    }
+
+    #[test]
+    fn the_last_line_has_the_documented_fields() {
+        let r = SwarmReport { agents: 10, connect_s: 1.0, rollout_s: 2.0, ..SwarmReport::default() };
+        let line = r.line();
+        assert!(line.starts_with("swarm N=10 connect_s=1.00 idle_rss_mb="), "{line}");
+        for field in ["idle_cpu_pct=", "rollout_s=2.00", "resume_s="] {
+            assert!(line.contains(field), "{line} lacks {field}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_driver_counts_a_second_run_of_an_execution_as_a_duplicate() {
+        let d = SwarmDriver::default();
+        let step = StepSpec {
+            name: "noop".into(),
+            timeout: Duration::from_secs(1),
+            kind: convoy_common::model::StepKind::Exec(Default::default()),
+            rerun_safe: false,
+        };
+        assert!(d.run("r/h/0/1", &step).await.status.is_success());
+        d.run("r/h/0/1", &step).await;
+        d.run("r/h/0/2", &step).await;
+        assert_eq!(d.runs.load(Ordering::Relaxed), 3);
+        assert_eq!(d.duplicates.load(Ordering::Relaxed), 1);
+    }
 }
