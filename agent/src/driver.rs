@@ -44,6 +44,7 @@ use std::time::Duration;
 use convoy_common::model::{
     ArchiveRollbackSpec, ArchiveSpec, FileSpec, MetricSource, StepKind, StepKindName, StepOutcome, StepSpec, StepStatus,
 };
+use convoy_common::step_kinds::StepFeature;
 use tokio::time::Instant;
 
 use crate::fetch::ArtifactSource;
@@ -71,9 +72,15 @@ pub const fn supports(kind: StepKindName) -> bool {
     }
 }
 
-/// The step kinds [`LocalDriver`] performs, as Hello names them.
+/// Capabilities beyond step kinds: fields of a step this agent honours
+/// that an older one would ignore (`run_as`: commands run as another user).
+pub const FEATURES: &[StepFeature] = StepFeature::ALL;
+
+/// The step kinds [`LocalDriver`] performs, as Hello names them, then the
+/// [`FEATURES`] it honours.
 pub fn local_capabilities() -> Vec<String> {
-    StepKindName::ALL.iter().filter(|k| supports(**k)).map(|k| k.as_str().to_string()).collect()
+    let kinds = StepKindName::ALL.iter().filter(|k| supports(**k)).map(|k| k.as_str().to_string());
+    kinds.chain(FEATURES.iter().map(|f| f.as_str().to_string())).collect()
 }
 
 /// Performs steps on a host.
@@ -392,6 +399,7 @@ mod tests {
             assert!(advertised.iter().any(|c| c == kind.kind_name()), "{name} is run but not advertised");
         }
         assert!(advertised.iter().any(|c| c == "archive_rollback"));
-        assert_eq!(advertised.len(), StepKindName::ALL.len());
+        assert!(advertised.iter().any(|c| c == "run_as"));
+        assert_eq!(advertised.len(), StepKindName::ALL.len() + FEATURES.len());
     }
 }

@@ -18,6 +18,10 @@
 //! - [`orphans`]: finding the processes of an execution an earlier run of
 //!   the agent started, by the tag in their environment.
 //! - [`facts`]: hostname, OS and arch reported in Hello.
+//! - [`run_as`] and [`users`]: commands run as another user (`run_as:`),
+//!   through the agent binary itself as a trampoline ([`run_as::hook`] is
+//!   the first line of `main`), with users and groups from `/etc/passwd` and
+//!   `/etc/group`.
 //! - [`error`]: [`AgentError`], the one error type.
 //!
 //! Protocol messages become domain types (and back) in `convoy-wire`, shared
@@ -36,9 +40,11 @@ pub mod facts;
 pub mod fetch;
 mod fsutil;
 pub mod orphans;
+pub mod run_as;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod users;
 
 pub use cli::AgentArgs;
 pub use config::AgentConfig;

@@ -5,8 +5,14 @@ use clap::Parser;
 use convoy_agent::AgentArgs;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread: the agent started as a `run_as` trampoline switches
+    // user and becomes the command here.
+    convoy_agent::run_as::hook();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?.block_on(agent_main())
+}
+
+async fn agent_main() -> anyhow::Result<()> {
     let args = AgentArgs::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

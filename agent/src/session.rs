@@ -374,6 +374,7 @@ impl Agent {
                 arch: std::env::consts::ARCH.to_string(),
                 installed: self.driver.installed(),
                 custom: self.config.facts.clone(),
+                install_root: self.config.install_root.display().to_string(),
             },
         };
         AgentMessage { kind: Some(UpKind::Hello(hello_to_proto(agent, self.driver.capabilities(), replayed_results))) }

@@ -120,7 +120,16 @@ pub async fn plan_cmd(
                 print!("{}", r.dot);
                 return Ok(());
             }
-            return print_summary(&dry_run_summary(&r)?, output);
+            let summary = dry_run_summary(&r)?;
+            if output == Output::Json {
+                let mut v = summary.to_json();
+                v["held"] = r.held.iter().map(held_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            print_summary(&summary, output)?;
+            print!("{}", render::held(&r.held, "held out of this plan (convoy agents unhold HOST to include)"));
+            return Ok(());
         }
     };
     match format {
@@ -204,9 +213,10 @@ pub fn summary_text(s: &PlanSummary) -> String {
         let st = &g.strategy;
         let _ = writeln!(
             out,
-            "group {} ({} hosts){}: max_parallel {}, max_failures {}, soak {}ms",
+            "group {} ({} host{}){}: max_parallel {}, max_failures {}, soak {}ms",
             g.name,
             g.hosts.len(),
+            if g.hosts.len() == 1 { "" } else { "s" },
             if g.after.is_empty() { String::new() } else { format!(" after {}", g.after.join(", ")) },
             match &st.ramp {
                 Some(stages) => format!("{stages:?} (ramped batches)"),
@@ -311,6 +321,7 @@ pub async fn apply_cmd(
     catalogs: &[String],
     target: impl FnOnce() -> Result<Target, CliError>,
     detach: bool,
+    ignore_windows: bool,
     output: Output,
 ) -> Result<(), CliError> {
     let name = file.display().to_string();
@@ -325,6 +336,13 @@ pub async fn apply_cmd(
         .await?
         .into_inner();
     eprintln!("rollout {} created", r.rollout_id);
+    if ignore_windows {
+        // A second, recorded command: the event log says who lifted the windows and when.
+        let action = pb::ControlAction::IgnoreWindows as i32;
+        let req = pb::ControlRequest { rollout_id: r.rollout_id.clone(), action, reason: String::new() };
+        c.control(req).await?;
+        eprintln!("maintenance windows lifted for rollout {}", r.rollout_id);
+    }
     if detach {
         println!("{}", r.rollout_id);
         return Ok(());
@@ -375,7 +393,7 @@ fn finish(s: &pb::RolloutStatus, output: Output) -> Result<(), CliError> {
             if !s.message.is_empty() {
                 println!("{}", s.message);
             }
-            print!("{}", render::hosts(s));
+            print!("{}", render::hosts(s, false));
             print!("{}", render::backups(s));
         }
     }
@@ -409,6 +427,7 @@ pub fn status_json(s: &pb::RolloutStatus) -> String {
             "host": h.host_id, "group": h.group, "state": h.state, "version": h.version,
             "step": h.current_step, "message": h.message, "captured": h.captured,
         })).collect::<Vec<_>>(),
+        "held": s.held.iter().map(held_json).collect::<Vec<_>>(),
         "backups": s.backups.iter().map(|b| serde_json::json!({
             "host": b.host_id, "group": b.group, "step": b.step, "location": b.location,
             "size_bytes": b.size_bytes, "taken_unix_ms": b.taken_unix_ms,
@@ -417,19 +436,30 @@ pub fn status_json(s: &pb::RolloutStatus) -> String {
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
 
-pub async fn status_cmd(target: &Target, rollout: Option<String>, output: Output) -> Result<(), CliError> {
+/// A hold as JSON (status, plan, agents).
+pub fn held_json(h: &pb::HeldHost) -> serde_json::Value {
+    serde_json::json!({"host": h.host_id, "reason": h.reason, "by": h.by, "since_unix_ms": h.since_unix_ms})
+}
+
+pub async fn status_cmd(target: &Target, rollout: Option<String>, output: Output, wide: bool) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let s = c.get_rollout(pb::GetRolloutRequest { rollout_id: rollout.unwrap_or_default() }).await?.into_inner();
     match output {
-        Output::Json => println!("{}", status_json(&s)),
+        Output::Json => {
+            // The timeline comes from the stored log (issue 13).
+            let mut v: serde_json::Value = serde_json::from_str(&status_json(&s)).unwrap_or_default();
+            v["timeline"] = crate::ops::timeline_json(target, &s.rollout_id).await?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
         Output::Text => {
             println!("rollout {} ({}) -> {}: {}", s.rollout_id, s.plan_name, s.target_version, s.state);
             if !s.message.is_empty() {
                 println!("{}", s.message);
             }
             print!("{}", render::groups(&s));
-            print!("{}", render::hosts(&s));
+            print!("{}", render::hosts(&s, wide));
             print!("{}", render::backups(&s));
+            print!("{}", render::held(&s.held, "held out of this rollout when it was planned"));
         }
     }
     Ok(())
@@ -448,6 +478,7 @@ pub async fn agents_cmd(target: &Target, output: Output) -> Result<(), CliError>
                         "host": a.agent_id, "connected": a.connected, "version": a.agent_version,
                         "labels": a.labels, "installed": a.facts.as_ref().map(|f| f.installed.clone()),
                         "facts": a.facts.as_ref().map(agent_facts),
+                        "hold": a.hold.as_ref().map(held_json),
                     })
                 })
                 .collect();
@@ -457,11 +488,16 @@ pub async fn agents_cmd(target: &Target, output: Output) -> Result<(), CliError>
     Ok(())
 }
 
-/// An agent's facts as plans see them: its `--fact`s, then the hostname, OS
-/// and architecture it reported (these win).
+/// An agent's facts as plans see them: its `--fact`s, then the hostname, OS,
+/// architecture and install root it reported (these win).
 fn agent_facts(f: &pb::Facts) -> BTreeMap<String, String> {
     let mut facts: BTreeMap<String, String> = f.custom.clone().into_iter().collect();
-    for (k, v) in [("hostname", &f.hostname), ("os", &f.os), ("arch", &f.arch)] {
+    for (k, v) in [
+        ("hostname", &f.hostname),
+        ("os", &f.os),
+        ("arch", &f.arch),
+        (convoy_common::plan::INSTALL_ROOT_FACT, &f.install_root),
+    ] {
         if !v.is_empty() {
             facts.insert(k.to_string(), v.clone());
         }
@@ -469,12 +505,23 @@ fn agent_facts(f: &pb::Facts) -> BTreeMap<String, String> {
     facts
 }
 
-pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlAction) -> Result<(), CliError> {
+/// A control command; `--output json` prints `{"rollout", "state"}`.
+pub async fn control_out(
+    target: &Target,
+    rollout: &str,
+    action: pb::ControlAction,
+    output: Output,
+) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let r = c
         .control(pb::ControlRequest { rollout_id: rollout.to_string(), action: action as i32, reason: String::new() })
         .await?
         .into_inner();
+    if output == Output::Json {
+        let j = serde_json::json!({"rollout": r.rollout_id, "asked_for": rollout, "state": r.state});
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        return Ok(());
+    }
     if !r.rollout_id.is_empty() && r.rollout_id != rollout {
         println!(
             "rollout {} rolls back {rollout}: {} (follow it with `convoy watch {}`)",
@@ -486,19 +533,49 @@ pub async fn control_cmd(target: &Target, rollout: &str, action: pb::ControlActi
     Ok(())
 }
 
-pub async fn join_token_cmd(target: &Target, ttl: u64, uses: u32, hosts: String) -> Result<(), CliError> {
+/// `convoy join-token`; `--output json` prints the token with its scope.
+pub async fn join_token_out(
+    target: &Target,
+    ttl: u64,
+    uses: u32,
+    hosts: String,
+    output: Output,
+) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let r = c.create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: ttl, uses, hosts }).await?.into_inner();
+    if output == Output::Json {
+        let j = serde_json::json!({"token": r.token, "uses": r.uses, "hosts": r.hosts, "expires_unix_ms": r.expires_unix_ms});
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        return Ok(());
+    }
     println!("{}", r.token);
     let scope = if r.hosts.is_empty() { String::new() } else { format!(" by hosts matching '{}'", r.hosts) };
     eprintln!("usable {} time(s){scope}, for {ttl}s; give it to agents in a file (--join-token-file)", r.uses);
     Ok(())
 }
 
-pub async fn logs_cmd(target: &Target, rollout: &str, host: &str) -> Result<(), CliError> {
+pub async fn logs_cmd(target: &Target, rollout: &str, host: &str, output: Output) -> Result<(), CliError> {
     let mut c = connect(target).await?;
     let rollout_id = if rollout == "latest" { String::new() } else { rollout.to_string() };
     let r = c.host_outputs(pb::HostOutputsRequest { rollout_id, host_id: host.to_string() }).await?.into_inner();
+    if output == Output::Json {
+        let outputs: Vec<_> = r
+            .outputs
+            .iter()
+            .map(|o| {
+                let status = pb::StepStatus::try_from(o.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+                serde_json::json!({
+                    "execution_id": o.execution_id,
+                    "status": status.trim_start_matches("STEP_STATUS_").to_lowercase(),
+                    "exit_code": o.exit_code, "message": o.message, "stdout": o.stdout_tail,
+                    "stderr": o.stderr_tail, "finished_unix_ms": o.finished_unix_ms,
+                })
+            })
+            .collect();
+        let j = serde_json::json!({"rollout": r.rollout_id, "host": host, "outputs": outputs});
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        return Ok(());
+    }
     if r.outputs.is_empty() {
         println!("rollout {}: no recorded result for host {host}", r.rollout_id);
     }

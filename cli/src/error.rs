@@ -24,6 +24,9 @@ pub enum CliError {
     RolloutFailed { id: String, state: RolloutState },
     #[error("demo: {0}")]
     Demo(String),
+    /// `convoy verify`: the stored log breaks an invariant. Exit code 3.
+    #[error("rollout {rollout}: {message}")]
+    Violation { rollout: String, message: String },
     /// An example (`convoy example`) whose rollouts or end state were not as expected. Exit code 1.
     #[error("example: {0}")]
     Example(String),
@@ -33,6 +36,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Invalid(_) | CliError::Usage(_) => 2,
+            CliError::Violation { .. } => 3,
             CliError::Io { .. }
             | CliError::Connect { .. }
             | CliError::Rpc(_)

@@ -2,6 +2,8 @@
 //!
 //! Modules: [`client`] (TLS connection and operator token), [`commands`]
 //! (plan, apply, status, agents, pause/resume/abort/approve, join-token),
+//! [`ops`] (verify, events, audit, agents hold/unhold), [`manpages`]
+//! (completions and man pages), [`timefmt`] (UTC times),
 //! [`artifacts`] (`artifact add|list`),
 //! [`render`] (tables and progress), [`demo`] (the local demo fleet),
 //! [`example`] (the example plans of `examples/` on a local fleet) and
@@ -17,7 +19,12 @@ mod demo;
 mod demo_service;
 mod error;
 mod example;
+mod manpages;
+mod ops;
+#[cfg(test)]
+mod ops_tests;
 mod render;
+mod timefmt;
 
 use std::path::PathBuf;
 
@@ -65,6 +72,10 @@ enum Cmd {
         /// Print the rollout id and return at once.
         #[arg(long)]
         detach: bool,
+        /// Start now, whatever the plan's maintenance windows say (recorded
+        /// in the rollout's events with your name).
+        #[arg(long)]
+        ignore_windows: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -73,14 +84,24 @@ enum Cmd {
         rollout: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Show each host's note whole (the table cuts them at 100 characters).
+        #[arg(long)]
+        wide: bool,
     },
     /// Follow a running rollout until it ends.
-    Watch { rollout: Option<String> },
+    Watch {
+        rollout: Option<String>,
+        /// json: print the final status as JSON (progress goes nowhere).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// The recorded results of one host's steps in a rollout, with their output.
     Logs {
         /// The rollout (`latest` for the newest one).
         rollout: String,
         host: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// List agents with their labels and installed versions; `agents revoke HOST` replaces a machine.
     Agents {
@@ -90,20 +111,45 @@ enum Cmd {
         action: Option<AgentsCmd>,
     },
     /// Start nothing new; in-flight steps finish.
-    Pause { rollout: String },
+    Pause {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Carry on where the rollout was paused.
-    Resume { rollout: String },
+    Resume {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Start nothing new; the rollout ends as aborted once in-flight steps finish.
     Abort {
         rollout: String,
         /// Also roll back what the rollout has upgraded so far (same as `convoy rollback`).
         #[arg(long)]
         rollback: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Approve a rollout waiting for an operator (canaries passed).
-    Approve { rollout: String },
+    Approve {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Lift a running rollout's maintenance windows: its hosts start now,
+    /// whatever the windows say (recorded with your name).
+    OverrideWindows {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Roll back everything the rollout has upgraded so far.
-    Rollback { rollout: String },
+    Rollback {
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Offline artifacts: load files agents fetch (`source: artifact:NAME@VERSION`), list them.
     #[command(subcommand)]
     Artifact(artifacts::ArtifactCmd),
@@ -118,6 +164,49 @@ enum Cmd {
         /// Only hosts whose id matches this glob may enrol with it (e.g. 'web-*').
         #[arg(long)]
         hosts: Option<String>,
+        /// json: the token with its uses, hosts and expiry.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    // ------------------------------------------------ issue 13 commands
+    /// Check a rollout's stored event log against the invariants (in-flight
+    /// limits, DAG order, leader last, each execution once, every host
+    /// ending known); exit 3 naming the first violation.
+    Verify {
+        /// The rollout (`latest` for the newest one).
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// A rollout's timeline: each host's steps and checks with start and end
+    /// times and outcome, and the operators' commands with who gave them.
+    Events {
+        /// The rollout (`latest` for the newest one).
+        rollout: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The audit trail: every operator action and refused call, oldest first.
+    Audit {
+        /// Only entries since then: a duration back from now (30m, 2h, 7d)
+        /// or a UTC time (2026-11-28, 2026-11-28T09:15:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        shell: clap_complete::Shell,
+        /// The program to complete: convoy, convoy-agent or convoy-coordinator.
+        #[arg(long, default_value = "convoy")]
+        program: manpages::Program,
+    },
+    /// Write man pages (convoy.1, one per subcommand, and those of
+    /// convoy-agent and convoy-coordinator) into a directory.
+    Man {
+        #[arg(long)]
+        out_dir: PathBuf,
     },
     /// Run a local demo fleet: a coordinator and 12 agents upgrading a real service.
     Demo(demo::DemoArgs),
@@ -138,6 +227,26 @@ enum AgentsCmd {
     /// Revoke a host's certificate: its session ends, the certificate is
     /// refused from now on, and the host id may enrol again (a new machine).
     Revoke { host: String },
+    /// Hold a host out of rollouts planned from now on (a rollout already
+    /// running is not changed); plans list it as held, with the reason.
+    Hold {
+        host: String,
+        /// Why (required; shown in plan, status and agents; at most 500 characters).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold.
+    Unhold { host: String },
+}
+
+/// `latest` names the newest rollout (the API's empty id).
+fn latest(rollout: &str) -> &str {
+    if rollout == "latest" { "" } else { rollout }
+}
+
+/// The CLI's clap command (for completions and man pages).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 fn init_tracing(default: &str) {
@@ -148,6 +257,8 @@ fn init_tracing(default: &str) {
 }
 
 fn main() {
+    // The embedded agent's `run_as` trampoline (before any thread starts).
+    convoy_agent::run_as::hook();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(()) => 0,
@@ -175,30 +286,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let configured = cli.connect.coordinator.is_some() || cli.connect.data_dir.is_some();
                 commands::plan_cmd(&file, &catalogs, inventory.as_deref(), target, configured, output, format).await?
             }
-            Cmd::Apply { file, catalogs, detach, output } => {
-                commands::apply_cmd(&file, &catalogs, target, detach, output).await?
+            Cmd::Apply { file, catalogs, detach, ignore_windows, output } => {
+                commands::apply_cmd(&file, &catalogs, target, detach, ignore_windows, output).await?
             }
-            Cmd::Status { rollout, output } => commands::status_cmd(&target()?, rollout, output).await?,
-            Cmd::Watch { rollout } => {
+            Cmd::Status { rollout, output, wide } => commands::status_cmd(&target()?, rollout, output, wide).await?,
+            Cmd::Watch { rollout, output } => {
                 let mut c = client::connect(&target()?).await?;
-                commands::follow(&mut c, rollout.as_deref().unwrap_or(""), Output::Text).await?
+                commands::follow(&mut c, rollout.as_deref().unwrap_or(""), output).await?
             }
-            Cmd::Logs { rollout, host } => commands::logs_cmd(&target()?, &rollout, &host).await?,
+            Cmd::Logs { rollout, host, output } => commands::logs_cmd(&target()?, &rollout, &host, output).await?,
             Cmd::Agents { output, action: None } => commands::agents_cmd(&target()?, output).await?,
             Cmd::Agents { action: Some(AgentsCmd::Revoke { host }), .. } => {
                 commands::revoke_agent_cmd(&target()?, &host).await?
             }
-            Cmd::Pause { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Pause).await?,
-            Cmd::Resume { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Resume).await?,
-            Cmd::Abort { rollout, rollback } => {
-                let action = if rollback { ControlAction::Rollback } else { ControlAction::Abort };
-                commands::control_cmd(&target()?, &rollout, action).await?
+            Cmd::Pause { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Pause, output).await?
             }
-            Cmd::Approve { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Approve).await?,
-            Cmd::Rollback { rollout } => commands::control_cmd(&target()?, &rollout, ControlAction::Rollback).await?,
+            Cmd::Resume { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Resume, output).await?
+            }
+            Cmd::Abort { rollout, rollback, output } => {
+                let action = if rollback { ControlAction::Rollback } else { ControlAction::Abort };
+                commands::control_out(&target()?, &rollout, action, output).await?
+            }
+            Cmd::Approve { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Approve, output).await?
+            }
+            Cmd::Rollback { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::Rollback, output).await?
+            }
+            Cmd::OverrideWindows { rollout, output } => {
+                commands::control_out(&target()?, &rollout, ControlAction::IgnoreWindows, output).await?
+            }
             Cmd::Artifact(cmd) => artifacts::run(cmd, &target()?).await?,
-            Cmd::JoinToken { ttl_seconds, uses, hosts } => {
-                commands::join_token_cmd(&target()?, ttl_seconds, uses, hosts.unwrap_or_default()).await?
+            Cmd::JoinToken { ttl_seconds, uses, hosts, output } => {
+                commands::join_token_out(&target()?, ttl_seconds, uses, hosts.unwrap_or_default(), output).await?
+            }
+            Cmd::Verify { rollout, output } => ops::verify_cmd(&target()?, latest(&rollout), output).await?,
+            Cmd::Events { rollout, output } => ops::events_cmd(&target()?, latest(&rollout), output).await?,
+            Cmd::Audit { since, output } => ops::audit_cmd(&target()?, since.as_deref(), output).await?,
+            Cmd::Agents { action: Some(AgentsCmd::Hold { host, reason }), .. } => {
+                ops::hold_cmd(&target()?, &host, &reason).await?
+            }
+            Cmd::Agents { action: Some(AgentsCmd::Unhold { host }), .. } => ops::unhold_cmd(&target()?, &host).await?,
+            Cmd::Completions { shell, program } => manpages::completions(shell, program, &mut std::io::stdout())?,
+            Cmd::Man { out_dir } => {
+                for f in manpages::write_all(&out_dir)? {
+                    println!("{}", f.display());
+                }
             }
             Cmd::Demo(args) => {
                 init_tracing("warn");

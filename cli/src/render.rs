@@ -17,8 +17,39 @@ pub fn groups(s: &pb::RolloutStatus) -> String {
             "  {:<w$}  {bar}  {:>3}/{:<3} done  {:>2} running  {:>2} failed  {:>3} pending  {}",
             g.name, g.done, g.total, g.running, g.failed, g.pending, g.state
         );
+        if let Some(line) = window_line(g, now_ms()) {
+            let _ = writeln!(out, "  {:<w$}  {line}", "");
+        }
     }
     out
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A group's maintenance windows under its progress line: the next opening
+/// of a group waiting for one, the time left in an open one.
+pub fn window_line(g: &pb::GroupStatus, now_ms: u64) -> Option<String> {
+    if g.windows.is_empty() {
+        return None;
+    }
+    let at = |ms: u64| convoy_common::schedule::to_utc(ms).format("%Y-%m-%d %H:%M UTC").to_string();
+    let left = |ms: u64| convoy_common::estimate::human_duration(std::time::Duration::from_millis(ms));
+    let windows = format!("windows {} ({})", g.windows.join("; "), g.window_timezone);
+    let status = if !g.windows_overridden_by.is_empty() {
+        format!("lifted by {}", g.windows_overridden_by)
+    } else if g.window_waiting_until_unix_ms > 0 {
+        let t = g.window_waiting_until_unix_ms;
+        format!("next window {} (in {})", at(t), left(t.saturating_sub(now_ms)))
+    } else if g.window_closes_unix_ms > now_ms {
+        let t = g.window_closes_unix_ms;
+        format!("window open, closes {} ({} left)", at(t), left(t - now_ms))
+    } else {
+        "window closed".to_string()
+    };
+    Some(format!("{windows}: {status}"))
 }
 
 fn bar(done: usize, failed: usize, total: usize, width: usize) -> String {
@@ -30,15 +61,29 @@ fn bar(done: usize, failed: usize, total: usize, width: usize) -> String {
     format!("[{}{}{}]", "#".repeat(d), "x".repeat(f), ".".repeat(width - d - f))
 }
 
-/// The final table of hosts and versions.
-pub fn hosts(s: &pb::RolloutStatus) -> String {
-    let hw = s.hosts.iter().map(|h| h.host_id.len()).max().unwrap_or(4).max(4);
-    let gw = s.hosts.iter().map(|h| h.group.len()).max().unwrap_or(5).max(5);
+/// How much of a host's note the table shows unless `--wide`.
+pub const NOTE_CHARS: usize = 100;
+
+/// The final table of hosts and versions. Every column is as wide as its
+/// longest value; notes are cut at [`NOTE_CHARS`] (saying so) unless `wide`.
+pub fn hosts(s: &pb::RolloutStatus, wide: bool) -> String {
+    let width = |f: &dyn Fn(&pb::HostStatus) -> usize, min: usize| s.hosts.iter().map(f).max().unwrap_or(min).max(min);
+    let hw = width(&|h| h.host_id.chars().count(), 4);
+    let gw = width(&|h| h.group.chars().count(), 5);
+    let sw = width(&|h| h.state.len(), 5);
+    let vw = width(&|h| h.version.chars().count().max(1), 9);
     let mut out = String::new();
-    let _ = writeln!(out, "  {:<hw$}  {:<gw$}  {:<10}  {:<12}  NOTE", "HOST", "GROUP", "STATE", "VERSION");
+    let mut cut = false;
+    let _ = writeln!(out, "  {:<hw$}  {:<gw$}  {:<sw$}  {:<vw$}  NOTE", "HOST", "GROUP", "STATE", "INSTALLED");
     for h in &s.hosts {
         let note = if h.message.is_empty() { h.current_step.clone() } else { h.message.clone() };
-        let note: String = note.chars().take(100).collect();
+        let note = note.replace('\n', " ");
+        let note = if !wide && note.chars().count() > NOTE_CHARS {
+            cut = true;
+            format!("{}…", note.chars().take(NOTE_CHARS).collect::<String>())
+        } else {
+            note
+        };
         // Captured values matter to the operator (e.g. replica counts to restore): never cut them.
         let note = if h.captured.is_empty() {
             note
@@ -47,15 +92,27 @@ pub fn hosts(s: &pb::RolloutStatus) -> String {
             format!("[{}] {note}", vals.join(" "))
         };
         let v = if h.version.is_empty() { "-" } else { &h.version };
+        let line = format!("  {:<hw$}  {:<gw$}  {:<sw$}  {:<vw$}  {note}", h.host_id, h.group, h.state, v);
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if cut {
         let _ = writeln!(
             out,
-            "  {:<hw$}  {:<gw$}  {:<10}  {:<12}  {}",
-            h.host_id,
-            h.group,
-            h.state,
-            v,
-            note.replace('\n', " ")
+            "  (notes cut at {NOTE_CHARS} characters: --wide shows them whole, `convoy events` each step's message)"
         );
+    }
+    out
+}
+
+/// Held hosts under a heading (empty when none).
+pub fn held(list: &[pb::HeldHost], heading: &str) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let w = list.iter().map(|h| h.host_id.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{heading}:\n");
+    for h in list {
+        let _ = writeln!(out, "  {:<w$}  {} (held by {})", h.host_id, h.reason, h.by);
     }
     out
 }
@@ -76,34 +133,48 @@ pub fn backups(s: &pb::RolloutStatus) -> String {
     out
 }
 
+/// The agents table. AGENT VERSION is the agent's own build (what
+/// `convoy status` calls INSTALLED is what the rollout put on the host).
 pub fn agents(list: &[pb::AgentInfo]) -> String {
-    let w = list.iter().map(|a| a.agent_id.len()).max().unwrap_or(4).max(4);
+    let sorted = |mut l: Vec<String>| {
+        l.sort();
+        l.join(",")
+    };
+    let rows: Vec<[String; 6]> = list
+        .iter()
+        .map(|a| {
+            let labels = sorted(a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect());
+            let installed = sorted(
+                a.facts
+                    .as_ref()
+                    .map(|f| f.installed.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                    .unwrap_or_default(),
+            );
+            let hold = a.hold.as_ref().map_or("-".to_string(), |h| format!("held: {} ({})", h.reason, h.by));
+            let state = if a.connected { "connected" } else { "lost" };
+            [a.agent_id.clone(), state.into(), a.agent_version.clone(), labels, installed, hold]
+        })
+        .collect();
+    let head = ["HOST", "STATE", "AGENT VERSION", "LABELS", "INSTALLED", "HOLD"];
+    let w: Vec<usize> =
+        (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(head[i].len())).collect();
     let mut out = String::new();
-    let _ = writeln!(out, "{:<w$}  {:<9}  {:<8}  {:<30}  INSTALLED", "HOST", "STATE", "VERSION", "LABELS");
-    for a in list {
-        let labels: Vec<String> = {
-            let mut l: Vec<_> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            l.sort();
-            l
-        };
-        let installed: Vec<String> = {
-            let mut l: Vec<_> = a
-                .facts
-                .as_ref()
-                .map(|f| f.installed.iter().map(|(k, v)| format!("{k}={v}")).collect())
-                .unwrap_or_default();
-            l.sort();
-            l
-        };
-        let _ = writeln!(
-            out,
-            "{:<w$}  {:<9}  {:<8}  {:<30}  {}",
-            a.agent_id,
-            if a.connected { "connected" } else { "lost" },
-            a.agent_version,
-            labels.join(","),
-            installed.join(",")
+    for r in std::iter::once(head.map(str::to_string)).chain(rows) {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4]
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
@@ -152,13 +223,15 @@ fn short_name(step: &EstimatedStep) -> &str {
     step.name.split_once('/').map_or(&step.name, |(_, rest)| rest)
 }
 
-/// Steps as lines (`name  kind  ~estimate (source)`) at `indent`, the first
+/// Steps as lines (`name  kind  ~estimate (source)`, then `(as USER)` for a
+/// step with `run_as`) at `indent`, the first
 /// two columns `widths` wide; `hop`: the names lose their hop's prefix.
 fn step_lines(out: &mut String, steps: &[EstimatedStep], indent: usize, hop: bool, widths: (usize, usize)) {
     let (nw, kw) = widths;
     for s in steps {
         let name = if hop { short_name(s) } else { &s.name };
-        let line = format!("{:indent$}{name:<nw$}  {:<kw$}  {}", "", s.kind, step_estimate(s));
+        let who = s.run_as.as_ref().map(|u| format!("  (as {u})")).unwrap_or_default();
+        let line = format!("{:indent$}{name:<nw$}  {:<kw$}  {}{who}", "", s.kind, step_estimate(s));
         let _ = writeln!(out, "{}", line.trim_end());
     }
 }
@@ -254,6 +327,61 @@ pub fn plan_estimate(estimate: Option<&RolloutEstimateSummary>) -> String {
 mod tests {
     use super::*;
     use convoy_common::plan::summary::SourceCounts;
+
+    fn host(id: &str, state: &str, message: &str) -> pb::HostStatus {
+        pb::HostStatus {
+            host_id: id.into(),
+            group: "db".into(),
+            state: state.into(),
+            version: "2.0.0".into(),
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_columns_fit_the_longest_state_and_notes_are_cut_only_without_wide() {
+        let long = "x".repeat(150);
+        let s = pb::RolloutStatus {
+            hosts: vec![
+                host("a", "rolled_back", "ok"),
+                host("b", "leader_check", "ok"),
+                host("c", "switching_over", &long),
+                host("d", "succeeded", "ok"),
+            ],
+            ..Default::default()
+        };
+        let text = hosts(&s, false);
+        let lines: Vec<&str> = text.lines().collect();
+        let note_at = lines[0].find("NOTE").unwrap();
+        for l in &lines[1..5] {
+            let note = l.find(" ok").map(|i| i + 1).or_else(|| l.find('x')).unwrap();
+            assert_eq!(note, note_at, "misaligned:\n{text}");
+        }
+        assert!(lines[0].contains("INSTALLED") && !lines[0].contains("VERSION"), "{text}");
+        assert!(lines[3].ends_with(&format!("{}…", "x".repeat(100))), "{text}");
+        assert!(lines[5].contains("--wide"), "{text}");
+        let wide = hosts(&s, true);
+        assert!(wide.contains(&long) && !wide.contains("--wide"), "{wide}");
+    }
+
+    #[test]
+    fn agents_say_agent_version_and_line_up() {
+        let a = |id: &str, v: &str| pb::AgentInfo {
+            agent_id: id.into(),
+            agent_version: v.into(),
+            connected: true,
+            ..Default::default()
+        };
+        let mut held = a("web-10", "0.1.0-rc1");
+        held.hold =
+            Some(pb::HeldHost { host_id: "web-10".into(), reason: "disk".into(), by: "ann".into(), since_unix_ms: 1 });
+        let text = agents(&[a("db-1", "0.1.0"), held]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("HOST    STATE      AGENT VERSION  LABELS"), "{text}");
+        assert!(lines[2].ends_with("held: disk (ann)"), "{text}");
+        assert_eq!(lines[1].find("0.1.0"), lines[2].find("0.1.0-rc1"), "{text}");
+    }
 
     #[test]
     fn batches_stay_short_on_a_large_fleet() {

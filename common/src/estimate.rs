@@ -305,6 +305,7 @@ fn estimated_step(step: &StepSpec, e: &StepEstimate) -> EstimatedStep {
     EstimatedStep {
         name: step.name.clone(),
         kind: step.kind.kind_name().to_string(),
+        run_as: step.kind.run_as().map(ToString::to_string),
         estimate_ms: ms(e.duration),
         estimate: human_duration(e.duration),
         source: e.source,
@@ -334,6 +335,30 @@ pub fn cluster_overhead(spec: &RolloutSpec) -> Vec<Duration> {
         }
     }
     extra
+}
+
+/// Every host entry's estimated duration: its steps' estimates plus its
+/// cluster overhead (one per [`RolloutSpec::hosts`] entry).
+pub fn host_durations(x: &Expansion, measured: &Measured) -> Vec<Duration> {
+    let estimates = host_step_estimates(&x.spec, &x.hosts, measured);
+    let overhead = cluster_overhead(&x.spec);
+    estimates.iter().zip(&overhead).map(|(e, extra)| sum(e.iter().map(|s| s.duration)).saturating_add(*extra)).collect()
+}
+
+/// Set each host entry's estimate in the spec's maintenance windows
+/// ([`crate::schedule::HostWindow::estimate`]), which the engine fits into
+/// the windows: expansion calls it with no measurements, the coordinator
+/// again with its own before the rollout starts.
+pub fn fill_window_estimates(x: &mut Expansion, measured: &Measured) {
+    if x.spec.windows.is_none() {
+        return;
+    }
+    let durations = host_durations(x, measured);
+    if let Some(w) = x.spec.windows.as_mut() {
+        for (h, d) in w.hosts.iter_mut().zip(durations) {
+            h.estimate = d;
+        }
+    }
 }
 
 /// [`PlanSummary::of`] plus what `convoy plan` shows about paths and
@@ -491,6 +516,7 @@ mod tests {
             on_failure: OnFailure::Halt,
             require_backup: false,
             rollback_of: None,
+            windows: None,
         }
     }
 
@@ -588,8 +614,8 @@ mod tests {
             cluster: ClusterSpec {
                 label: "cluster".into(),
                 clusters: vec![
-                    ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2] },
-                    ClusterMembers { name: "mc2".into(), hosts: vec![3, 4] },
+                    ClusterMembers { name: "mc1".into(), hosts: vec![0, 1, 2], labels: Vec::new() },
+                    ClusterMembers { name: "mc2".into(), hosts: vec![3, 4], labels: Vec::new() },
                 ],
                 same_version: false,
             },
@@ -611,7 +637,7 @@ mod tests {
             max_parallel,
             cluster: ClusterSpec {
                 label: "cluster".into(),
-                clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1] }],
+                clusters: vec![ClusterMembers { name: "mc1".into(), hosts: vec![0, 1], labels: Vec::new() }],
                 same_version: false,
             },
         };

@@ -69,6 +69,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::capture;
+use crate::cluster_vars;
 use crate::engine::{Action, ClusterPurpose, Event, ExecutionId, HostState, OperatorCommand, RolloutState};
 use crate::model::{LeaderAnswer, Promote, RolloutSpec, StepSpec, UnixMillis};
 
@@ -267,12 +268,19 @@ impl<'a> Checker<'a> {
         h
     }
 
-    /// A step as entry `h` should receive it: captured values substituted
-    /// (`None` if one is missing: the engine must not dispatch it then).
+    /// A step as entry `h` should receive it: captured values and the
+    /// cluster's run-time values substituted (`None` if one is missing: the
+    /// engine must not dispatch it then).
     fn rendered(&self, h: usize, step: &StepSpec) -> Option<StepSpec> {
         let own = &self.hosts[h].captured;
-        capture::render_step(step, |name| own.get(name).or_else(|| self.hook_captured.get(name)).map(String::as_str))
-            .ok()
+        let step = capture::render_step(step, |name| {
+            own.get(name).or_else(|| self.hook_captured.get(name)).map(String::as_str)
+        })
+        .ok()?;
+        cluster_vars::render_step(&step, || {
+            cluster_vars::scope_of(self.spec, h, |j| self.hosts[j].done == Some(HostState::Succeeded))
+        })
+        .ok()
     }
 
     fn group_name(&self, h: usize) -> &'a str {

@@ -11,12 +11,15 @@
 //!   upgrade path of each host through them.
 //! - [`capture`]: values steps capture from their output (`{{captured.NAME}}`).
 //! - [`output`]: what a check requires of a command's output (equals, contains, matches).
+//! - [`run_as`]: the user and group names a command's `run_as:` accepts.
 //! - `step_strings`: every templated string of a step, walked in one place
 //!   for the plan's templates and the engine's captured values.
 //! - [`limits`]: bounds on plans (bytes, nesting, groups, hosts, steps,
 //!   durations and numbers), checked before the work they bound.
 //! - [`strategy`]: how a group moves through its hosts (rolling windows and
 //!   their ramps, parallel, cluster).
+//! - [`schedule`]: maintenance windows as calendars: when a host may start
+//!   (time zones, daylight saving, blackouts), pure calendar logic.
 //! - [`dag`]: dependency ordering and cycle detection over groups.
 //! - [`estimate`]: estimated durations of steps, groups and rollouts (`convoy plan`).
 //! - [`version`]: version parsing and ordering.
@@ -25,23 +28,34 @@
 //! - [`view`]: read-only summaries of a rollout for status displays.
 //! - [`undo`]: planning a rollback rollout from a finished one.
 //! - [`invariants`]: checks every test layer runs over an event log.
+//! - [`verify`]: `convoy verify`, the invariants over a stored log replayed.
+//! - [`timeline`]: a rollout's timeline from its replayed log (`convoy events`).
+//! - [`hold`]: hosts held out of rollouts by an operator.
+//! - [`audit`]: the audit trail's entries (who did what, from where, how it ended).
 //! - [`metric`]: reading a number from metrics text or JSON and judging it (`metric` checks).
 
 pub mod artifact_ref;
+pub mod audit;
 pub mod capture;
 pub mod catalog;
+pub mod cluster_vars;
 pub mod dag;
 pub mod engine;
 pub mod estimate;
+pub mod hold;
 pub mod invariants;
 pub mod limits;
 pub mod metric;
 pub mod model;
 pub mod output;
 pub mod plan;
-mod step_kinds;
+pub mod run_as;
+pub mod schedule;
+pub mod step_kinds;
 mod step_strings;
 pub mod strategy;
+pub mod timeline;
 pub mod undo;
+pub mod verify;
 pub mod version;
 pub mod view;

@@ -75,6 +75,9 @@ pub struct RolloutSpec {
     /// id of that rollout.
     #[serde(default)]
     pub rollback_of: Option<String>,
+    /// Maintenance windows (the plan's `windows:`): `None` when no group
+    /// has any, and hosts start whenever their strategy lets them.
+    pub windows: Option<crate::schedule::RolloutWindows>,
 }
 
 /// What the engine does when hosts fail (see the engine's module docs).
@@ -193,6 +196,11 @@ pub struct ClusterMembers {
     pub name: String,
     /// Indices into [`RolloutSpec::hosts`].
     pub hosts: Vec<usize>,
+    /// The labels of each member, aligned with `hosts`, for the run-time
+    /// `{{cluster.target.label.KEY}}` (see [`crate::cluster_vars`]). Empty in
+    /// specs stored before it existed, which cannot use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<BTreeMap<String, String>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -553,6 +561,31 @@ impl StepKind {
     pub fn kind_name(&self) -> &'static str {
         self.name().as_str()
     }
+
+    /// Who the step's command runs as, when its `run_as` says (exec, exec
+    /// check, metric command, backup).
+    pub fn run_as(&self) -> Option<&RunAs> {
+        match self {
+            StepKind::Exec(e) => e.run_as.as_ref(),
+            StepKind::ExecCheck(c) => c.exec.run_as.as_ref(),
+            StepKind::Backup(b) => b.command.run_as.as_ref(),
+            StepKind::MetricCheck(m) => match &m.source {
+                MetricSource::Command(e) => e.run_as.as_ref(),
+                MetricSource::Http { .. } => None,
+            },
+            StepKind::Service(s) => s.command.as_ref().and_then(|c| c.run_as.as_ref()),
+            StepKind::Archive(_)
+            | StepKind::File(_)
+            | StepKind::HttpCheck(_)
+            | StepKind::TcpCheck(_)
+            | StepKind::FileCheck(_)
+            | StepKind::ArchiveRollback(_)
+            | StepKind::Apt(_)
+            | StepKind::Dpkg(_)
+            | StepKind::Rpm(_)
+            | StepKind::PkgRollback(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -561,6 +594,33 @@ pub struct ExecSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
+    /// Run the command as this user (and group) instead of the agent's own
+    /// user; `None`: as the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+}
+
+/// `run_as:` of a command: the agent switches to this user itself (user id,
+/// group id, the user's supplementary groups, `HOME`, `USER`, `LOGNAME`)
+/// before running it; see [`crate::run_as`] for the names accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RunAs {
+    /// A user name from the host's `/etc/passwd`, or a numeric user id.
+    pub user: String,
+    /// A group name from `/etc/group`, or a numeric group id, to run with
+    /// instead of the user's primary group; `None`: the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl std::fmt::Display for RunAs {
+    /// `postgres`, or `postgres:ssl-cert` with a group.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(g) => write!(f, "{}:{g}", self.user),
+            None => f.write_str(&self.user),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,63 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{ArchiveRollbackSpec, PkgManager, PkgRollbackSpec, StepKind};
+use crate::model::{ArchiveRollbackSpec, HostPlan, PkgManager, PkgRollbackSpec, StepKind, StepSpec};
+
+/// What a step may ask of an agent beyond its kind: a field an older agent
+/// would ignore rather than refuse. Agents list these in their Hello's
+/// capabilities after the step kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StepFeature {
+    /// `run_as:` on a command: an older agent would run it as itself (root).
+    RunAs,
+}
+
+impl StepFeature {
+    /// Every feature.
+    pub const ALL: &'static [StepFeature] = &[StepFeature::RunAs];
+
+    /// The name in Hello's capabilities.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepFeature::RunAs => "run_as",
+        }
+    }
+}
+
+impl StepSpec {
+    /// The features this step needs its agent to honour.
+    pub fn features(&self) -> Vec<StepFeature> {
+        let mut out = Vec::new();
+        if self.kind.run_as().is_some() {
+            out.push(StepFeature::RunAs);
+        }
+        out
+    }
+}
+
+impl HostPlan {
+    /// Every capability this entry's agent needs, as Hello names them (step
+    /// kinds and [`StepFeature`]s), each with the first step that needs it,
+    /// over every step it may be sent: its steps, their undos, its rollback
+    /// steps, leader check and switchover.
+    pub fn capabilities_needed(&self) -> BTreeMap<&'static str, &StepSpec> {
+        let mut out = BTreeMap::new();
+        let all = self
+            .steps
+            .iter()
+            .chain(self.undo.iter().flatten())
+            .chain(&self.rollback_steps)
+            .chain(&self.leader_check)
+            .chain(&self.switchover);
+        for step in all {
+            out.entry(step.kind.name().as_str()).or_insert(step);
+            for f in step.features() {
+                out.entry(f.as_str()).or_insert(step);
+            }
+        }
+        out
+    }
+}
 
 impl StepKind {
     /// The estimate of a step of this kind when nothing was declared or

@@ -148,5 +148,37 @@ pub(crate) fn exec_strings_mut(p: FieldPath, e: &mut ExecSpec) -> Vec<(FieldPath
     if let Some(w) = &mut e.workdir {
         out.push((p.key("workdir"), w));
     }
+    if let Some(r) = &mut e.run_as {
+        out.push((p.key("run_as").key("user"), &mut r.user));
+        if let Some(g) = &mut r.group {
+            out.push((p.key("run_as").key("group"), g));
+        }
+    }
     out
+}
+
+/// The commands of a step's kind with the field path each is written at
+/// (the same paths as [`kind_strings_mut`]).
+pub(crate) fn exec_specs(kind: &StepKind) -> Vec<(FieldPath, &ExecSpec)> {
+    let root = FieldPath::default();
+    match kind {
+        StepKind::Exec(e) => vec![(root.key("exec"), e)],
+        StepKind::ExecCheck(c) => vec![(root.key("exec"), &c.exec)],
+        StepKind::Backup(b) => vec![(root.key("backup"), &b.command)],
+        StepKind::Service(sv) => sv.command.iter().map(|c| (root.key("service").key("command"), c)).collect(),
+        StepKind::MetricCheck(m) => match &m.source {
+            MetricSource::Command(e) => vec![(root.key("metric").key("command"), e)],
+            MetricSource::Http { .. } => Vec::new(),
+        },
+        StepKind::Archive(_)
+        | StepKind::File(_)
+        | StepKind::HttpCheck(_)
+        | StepKind::TcpCheck(_)
+        | StepKind::FileCheck(_)
+        | StepKind::ArchiveRollback(_)
+        | StepKind::Apt(_)
+        | StepKind::Dpkg(_)
+        | StepKind::Rpm(_)
+        | StepKind::PkgRollback(_) => Vec::new(),
+    }
 }

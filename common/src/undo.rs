@@ -57,6 +57,7 @@ pub fn undo_spec(engine: &Engine) -> Result<RolloutSpec, String> {
         on_failure: OnFailure::Halt,
         require_backup: false,
         rollback_of: Some(engine.rollout_id.clone()),
+        windows: None,
     };
     for &g in &kept {
         let old = &engine.spec.groups[g];

@@ -3,6 +3,7 @@
 use crate::engine::Engine;
 use crate::engine::state::{GroupState, HostState, RolloutState};
 use crate::model::{HostId, UnixMillis};
+use crate::schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -60,6 +61,37 @@ pub struct GroupView {
     /// When a group in `CanarySoak` promotes itself.
     #[serde(default)]
     pub promote_at: Option<UnixMillis>,
+    /// Its maintenance windows, if it has any.
+    #[serde(default)]
+    pub window: Option<WindowView>,
+}
+
+/// A group's maintenance windows as status shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowView {
+    /// Each window, described (`mon,tue 22:00 for 6h`).
+    pub windows: Vec<String>,
+    /// The zone they are read in, as the plan wrote it.
+    pub timezone: String,
+    /// Waiting for a window: when the next host may start (the group
+    /// shows as `waiting_window`).
+    pub waiting_until: Option<UnixMillis>,
+    /// When the window open for the group's next pending host closes (only
+    /// in [`Engine::view_at`]; `None` when closed or nothing is pending).
+    pub closes_at: Option<UnixMillis>,
+    /// Who lifted the windows (`convoy override-windows`), if anyone did.
+    pub overridden_by: Option<String>,
+}
+
+impl GroupView {
+    /// Its state as status shows it: `waiting_window` while it waits for a
+    /// window, else its [`GroupState`].
+    pub fn state_str(&self) -> &'static str {
+        match &self.window {
+            Some(WindowView { waiting_until: Some(_), .. }) if self.state.is_open() => "waiting_window",
+            Some(_) | None => self.state.as_str(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +115,22 @@ pub struct HostView {
 }
 
 impl Engine {
+    /// [`Engine::view`] with what depends on the time: when the window
+    /// open for each group's next pending host closes.
+    pub fn view_at(&self, now: UnixMillis) -> RolloutView {
+        let mut view = self.view();
+        let Some(windows) = self.spec.windows.as_ref() else { return view };
+        for (g, v) in view.groups.iter_mut().enumerate() {
+            let Some(w) = v.window.as_mut() else { continue };
+            let rt = &self.groups[g];
+            let Some(&i) = rt.order.get(rt.next) else { continue };
+            if let Some((cal, _)) = windows.calendar(g, i) {
+                w.closes_at = cal.open_at(schedule::to_utc(now.0)).map(|t| UnixMillis(schedule::to_millis(t)));
+            }
+        }
+        view
+    }
+
     /// A summary for status displays.
     pub fn view(&self) -> RolloutView {
         let mut groups: Vec<GroupView> = self
@@ -90,7 +138,8 @@ impl Engine {
             .groups
             .iter()
             .zip(&self.groups)
-            .map(|(spec, g)| GroupView {
+            .enumerate()
+            .map(|(gi, (spec, g))| GroupView {
                 name: spec.name.clone(),
                 state: g.state,
                 done: 0,
@@ -113,6 +162,13 @@ impl Engine {
                     | GroupState::RolledBack
                     | GroupState::RollbackFailed => None,
                 },
+                window: self.spec.windows.as_ref().and_then(|w| w.group(gi)).map(|w| WindowView {
+                    windows: w.open.iter().map(|r| r.describe()).collect(),
+                    timezone: w.timezone.clone(),
+                    waiting_until: g.window_wait,
+                    closes_at: None,
+                    overridden_by: self.windows_overridden.clone(),
+                }),
             })
             .collect();
         for (gi, spec) in self.spec.groups.iter().enumerate() {

@@ -76,7 +76,7 @@ fn cluster_spec(
                 ..HostPlan::default()
             });
         }
-        clusters.push(ClusterMembers { name, hosts: members });
+        clusters.push(ClusterMembers { name, hosts: members, labels: Vec::new() });
     }
     RolloutSpec {
         plan_name: "cluster".into(),
@@ -102,6 +102,7 @@ fn cluster_spec(
         on_failure: OnFailure::Halt,
         require_backup: false,
         rollback_of: None,
+        windows: None,
     }
 }
 
@@ -813,4 +814,94 @@ fn a_switching_leader_is_shown_as_switching_over() {
     assert_eq!(current(&run).as_deref(), Some("switchover: confirming the leadership moved"));
     answer(&mut run, "mc1-0", "mc1-1");
     assert_eq!(current(&run).as_deref(), Some("step0"));
+}
+
+/// The step a cluster dispatch (leader check or switchover) carries, with its args.
+fn cluster_step_args(actions: &[Action]) -> Vec<(String, Vec<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DispatchCluster { host, step, .. } | Action::Dispatch { host, step, .. } => match &step.kind {
+                StepKind::Exec(e) => Some((host.clone(), e.args.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// A plan written with `{{cluster.target}}`: the engine fills in the
+/// upgraded member at dispatch, from the log, so the checker agrees.
+#[test]
+fn the_switchover_names_the_upgraded_member_it_hands_over_to() {
+    use convoy_common::plan::{expand, parse_plan};
+    let plan = r#"name: pg
+version: "16"
+groups:
+  - name: db
+    select: { role: pg }
+    strategy:
+      type: cluster
+      by: cluster
+      leader:
+        exec: { command: is-primary, args: ["{{host}}"] }
+        follower_when: { exit_code: 1 }
+      switchover:
+        - name: promote
+          exec: { command: switchover, args: ["{{cluster.target}}:{{cluster.target.label.port}}", "{{cluster.upgraded}}"] }
+    steps:
+      - name: upgrade
+        exec: { command: upgrade, args: ["{{cluster.others}}"] }
+"#;
+    let inventory: Vec<convoy_common::model::InventoryHost> = [("pg-1", "5432"), ("pg-2", "5433"), ("pg-3", "5434")]
+        .iter()
+        .map(|(id, port)| convoy_common::model::InventoryHost {
+            id: id.to_string(),
+            labels: [("role", "pg"), ("cluster", "main"), ("port", port)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let spec = expand(&parse_plan("pg.yaml", plan).unwrap(), &inventory).unwrap();
+    let mut run = Run::new(spec);
+    run.start();
+    // pg-1 leads; pg-2 then pg-3 are upgraded first.
+    answer(&mut run, "pg-1", "pg-1");
+    let a = answer(&mut run, "pg-2", "pg-1");
+    assert_eq!(cluster_step_args(&a), vec![("pg-2".to_string(), vec!["pg-1,pg-3".to_string()])]);
+    run.ok("pg-2");
+    answer(&mut run, "pg-3", "pg-1");
+    run.ok("pg-3");
+    // The leader hands over to the first upgraded member, on its port.
+    let a = answer(&mut run, "pg-1", "pg-1");
+    assert_eq!(
+        cluster_step_args(&a),
+        vec![("pg-1".to_string(), vec!["pg-2:5433".to_string(), "pg-2,pg-3".to_string()])]
+    );
+    run.ok("pg-1");
+    answer(&mut run, "pg-1", "pg-2");
+    run.ok("pg-1");
+    assert_eq!(run.engine.state(), RolloutState::Succeeded);
+    run.assert_final_invariants();
+}
+
+/// Nobody to hand over to: the step fails with the reason, not a
+/// half-rendered command.
+#[test]
+fn a_target_with_no_upgraded_member_fails_the_host_and_says_why() {
+    let mut spec = cluster_spec(&[2], 1, 1, false, false);
+    for h in &mut spec.hosts {
+        if let StepKind::Exec(e) = &mut h.steps[0].kind {
+            e.args = vec!["--rejoin".into(), "{{cluster.target}}".into()];
+        }
+    }
+    let mut run = Run::new(spec);
+    run.start();
+    let a = answer(&mut run, "mc1-0", "mc1-1");
+    assert!(cluster_step_args(&a).is_empty(), "nothing half-rendered is sent: {a:?}");
+    let reason = failed_reason(&run, "mc1-0");
+    assert!(reason.contains("no other member of cluster mc1 is upgraded"), "{reason}");
+    run.assert_invariants();
 }

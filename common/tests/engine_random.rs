@@ -84,8 +84,8 @@ fn clusterize(s: &mut RolloutSpec, g: usize, same_version: bool, switchover: boo
     let hosts = s.groups[g].hosts.clone();
     let half = hosts.len().div_ceil(2);
     let clusters = vec![
-        ClusterMembers { name: "c1".into(), hosts: hosts[..half].to_vec() },
-        ClusterMembers { name: "c2".into(), hosts: hosts[half..].to_vec() },
+        ClusterMembers { name: "c1".into(), hosts: hosts[..half].to_vec(), labels: Vec::new() },
+        ClusterMembers { name: "c2".into(), hosts: hosts[half..].to_vec(), labels: Vec::new() },
     ];
     s.groups[g].canary = None;
     let max_parallel = s.groups[g].steady_window();

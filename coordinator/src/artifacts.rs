@@ -60,6 +60,7 @@ use crate::error::CoordinatorError;
 use crate::grpc::to_status;
 use crate::operators::{OperatorAuth, Role, check_role, peer_label};
 use crate::runtime::Clock;
+use convoy_common::audit::AuditAction;
 
 /// Bytes per fetched chunk.
 pub const CHUNK_SIZE: usize = 256 * 1024;
@@ -477,17 +478,14 @@ impl ArtifactSvc {
     }
 }
 
-type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
-
-fn task_failed(e: tokio::task::JoinError) -> Status {
-    to_status(CoordinatorError::Store { op: "artifact commit", message: e.to_string() })
-}
-
-#[tonic::async_trait]
-impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
-    async fn upload(&self, req: Request<Streaming<pb::ArtifactChunk>>) -> Result<Response<pb::ArtifactInfo>, Status> {
-        self.require(&req, Role::Operator, "uploading an artifact")?;
-        let mut inbound = req.into_inner();
+impl ArtifactSvc {
+    /// Receive an upload's chunks and commit it; `label` is set to
+    /// `NAME@VERSION` once the first chunk named it (for the audit trail).
+    async fn receive(
+        &self,
+        mut inbound: Streaming<pb::ArtifactChunk>,
+        label: &mut String,
+    ) -> Result<pb::ArtifactInfo, Status> {
         let first = inbound.message().await?.ok_or_else(|| {
             to_status(CoordinatorError::BadRequest { field: "chunks".into(), message: "empty upload".into() })
         })?;
@@ -495,6 +493,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
         check_token("version", &first.version).map_err(to_status)?;
         let expected = parse_sha("sha256", &first.sha256).map_err(to_status)?;
         let (name, version) = (first.name.clone(), first.version.clone());
+        *label = format!("{name}@{version}");
         // Refuse a known conflict before receiving the bytes.
         if let (Some(existing), Some(want)) = (self.store.find(&name, &version), &expected)
             && existing.sha256 != *want
@@ -515,7 +514,29 @@ impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
                 .map_err(task_failed)?
                 .map_err(to_status)?;
         tracing::info!(artifact = %record.label(), sha256 = %record.sha256, size, existed, "artifact loaded");
-        Ok(Response::new(record.to_wire(existed)))
+        Ok(record.to_wire(existed))
+    }
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
+
+fn task_failed(e: tokio::task::JoinError) -> Status {
+    to_status(CoordinatorError::Store { op: "artifact commit", message: e.to_string() })
+}
+
+#[tonic::async_trait]
+impl pb::artifact_service_server::ArtifactService for ArtifactSvc {
+    async fn upload(&self, req: Request<Streaming<pb::ArtifactChunk>>) -> Result<Response<pb::ArtifactInfo>, Status> {
+        // Audited (issue 13): a refusal, and how the upload ended, go to the trail.
+        let caller = self.auth.check_metadata(req.metadata(), req.remote_addr())?;
+        let origin = crate::audit::Origin::new(Some(caller), req.remote_addr());
+        let (store, now, action) = (self.enrolments.as_ref(), self.clock.now(), AuditAction::ArtifactAdd);
+        crate::audit::authorize(store, now, &origin, Role::Operator, "uploading an artifact", action, "")?;
+        let mut label = String::new();
+        let result = self.receive(req.into_inner(), &mut label).await;
+        let detail = result.as_ref().map(|r| format!("sha256 {}, {} bytes, existed {}", r.sha256, r.size, r.existed));
+        let detail = detail.unwrap_or_default();
+        Ok(Response::new(crate::audit::finish(store, self.clock.now(), &origin, action, &label, &detail, result)?))
     }
 
     async fn list(&self, req: Request<pb::ListArtifactsRequest>) -> Result<Response<pb::ArtifactList>, Status> {

@@ -10,6 +10,7 @@ use crate::error::CoordinatorError;
 use crate::operators::Role;
 use crate::runtime::RuntimeConfig;
 use crate::server::ServerConfig;
+use convoy_common::audit::AuditAction;
 
 #[derive(Debug, Parser)]
 #[command(name = "convoy-coordinator", version, about = "Convoy coordinator: drives agents through upgrade plans")]
@@ -209,7 +210,10 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
         CoordinatorCommand::Token(TokenCommand::Create { data_dir, name, role, ttl_days }) => {
             let now = crate::runtime::Clock::system().now();
             let expires = ttl_days.map(|d| now.plus(Duration::from_secs(d * 86400)));
-            let secret = crate::operators::create(&data_dir, &name, role, now, expires)?;
+            let created = crate::operators::create(&data_dir, &name, role, now, expires);
+            let detail = format!("role {role}");
+            crate::audit::queue_token_command(&data_dir, now, AuditAction::TokenCreate, &name, &detail, &created);
+            let secret = created?;
             println!("{secret}");
             eprintln!("token '{name}' ({role}) created; it is shown once");
         }
@@ -221,7 +225,10 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
             }
         }
         CoordinatorCommand::Token(TokenCommand::Revoke { data_dir, name }) => {
-            crate::operators::revoke(&data_dir, &name)?;
+            let revoked = crate::operators::revoke(&data_dir, &name);
+            let now = crate::runtime::Clock::system().now();
+            crate::audit::queue_token_command(&data_dir, now, AuditAction::TokenRevoke, &name, "", &revoked);
+            revoked?;
             println!("token '{name}' revoked");
         }
         CoordinatorCommand::Serve(serve) => {

@@ -41,6 +41,8 @@ pub enum CoordinatorError {
     /// (the artifact is not loaded) or contradicts.
     #[error("host {host}, step '{step}': {message}")]
     ArtifactDigest { host: String, step: String, message: String },
+    #[error("{0}")]
+    AgentLacksStepKind(Box<AgentLacksStepKind>),
     #[error("{file}: planning took longer than {limit:?}; the plan is too large or too complex")]
     PlanTooSlow { file: String, limit: std::time::Duration },
     #[error("internal error while {what}: {message}")]
@@ -60,4 +62,20 @@ impl From<convoy_wire::WireError> for CoordinatorError {
     fn from(e: convoy_wire::WireError) -> CoordinatorError {
         CoordinatorError::BadRequest { field: e.field.to_string(), message: e.problem.to_string() }
     }
+}
+
+/// A plan would send a host a step kind its agent does not run.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file}: host {host} runs agent {agent_version}, which does not support '{needed}' (step '{step}' of group \
+     '{group}' needs it); upgrade that agent first or leave the host out"
+)]
+pub struct AgentLacksStepKind {
+    pub file: String,
+    pub host: String,
+    pub agent_version: String,
+    /// A step kind or a [`convoy_common::step_kinds::StepFeature`], as Hello names it.
+    pub needed: String,
+    pub step: String,
+    pub group: String,
 }

@@ -17,20 +17,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{self, Origin};
 use crate::enrolment::{self, HostPattern, JoinScope};
 use crate::error::CoordinatorError;
 use crate::operators::{Role, peer_label, require};
 use crate::runtime::{AgentHello, AgentSnapshot, Clock, RolloutSnapshot, RuntimeHandle, ToAgent};
 use crate::store::Store;
 use crate::tls::CertificateAuthority;
+use convoy_common::audit::AuditAction;
 
 /// The single place where domain errors become gRPC statuses.
 pub fn to_status(e: CoordinatorError) -> Status {
     let msg = e.to_string();
     match e {
-        CoordinatorError::Plan(_) | CoordinatorError::BadRequest { .. } | CoordinatorError::ArtifactDigest { .. } => {
-            Status::invalid_argument(msg)
-        }
+        CoordinatorError::Plan(_)
+        | CoordinatorError::BadRequest { .. }
+        | CoordinatorError::ArtifactDigest { .. }
+        | CoordinatorError::AgentLacksStepKind(_) => Status::invalid_argument(msg),
         CoordinatorError::UnknownRollout { .. }
         | CoordinatorError::NoRollout
         | CoordinatorError::UnknownArtifact { .. } => Status::not_found(msg),
@@ -81,6 +84,7 @@ fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
         arch: agent.facts.arch,
         installed: agent.facts.installed,
         facts: agent.facts.custom,
+        install_root: agent.facts.install_root,
         replayed,
     })
 }
@@ -231,27 +235,50 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         req: Request<pb::SubmitPlanRequest>,
     ) -> Result<Response<pb::SubmitPlanResponse>, Status> {
         let r_dry = req.get_ref().dry_run;
-        // A dry run (`convoy plan`) creates nothing: viewers may ask for one.
-        let needed = if r_dry { Role::Viewer } else { Role::Operator };
-        let by = require(&req, needed, "submitting a plan")?.name;
+        let origin = Origin::of(&req);
+        let file =
+            if req.get_ref().file_name.is_empty() { "plan.yaml".to_string() } else { req.get_ref().file_name.clone() };
+        // A dry run (`convoy plan`) creates nothing: viewers may ask for one,
+        // and it is not an action the audit trail records.
+        let by = if r_dry {
+            require(&req, Role::Viewer, "submitting a plan")?.name
+        } else {
+            let now = self.clock.now();
+            audit::authorize(
+                self.store.as_ref(),
+                now,
+                &origin,
+                Role::Operator,
+                "submitting a plan",
+                AuditAction::Submit,
+                &file,
+            )?
+            .name
+        };
         let r = req.into_inner();
-        let file = if r.file_name.is_empty() { "plan.yaml".to_string() } else { r.file_name };
-        let s = self
-            .runtime
-            .submit(&file, &r.plan_yaml, r.catalogs.into_iter().collect(), r.dry_run, &by)
-            .await
-            .map_err(to_status)?;
+        let s = self.runtime.submit(&file, &r.plan_yaml, r.catalogs.into_iter().collect(), r.dry_run, &by).await;
+        let s = if r_dry {
+            s.map_err(to_status)?
+        } else {
+            let s = s.map_err(to_status);
+            let target = s.as_ref().map(|s| s.rollout_id.clone()).unwrap_or_else(|_| file.clone());
+            let detail = format!("plan {file}");
+            self.audited(&origin, AuditAction::Submit, &target, &detail, s)?
+        };
         Ok(Response::new(pb::SubmitPlanResponse {
             rollout_id: s.rollout_id,
             expansion_json: s.summary.to_string(),
             dot: s.dot,
+            held: s.held.iter().map(convoy_wire::ops::held_host).collect(),
         }))
     }
 
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
         require(&req, Role::Viewer, "reading a rollout")?;
         let s = self.runtime.get(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
-        Ok(Response::new(rollout_to_wire(&s)))
+        let mut status = rollout_to_wire(&s);
+        status.held = held_of(self.store.as_ref(), &s.id);
+        Ok(Response::new(status))
     }
 
     type WatchRolloutStream = WatchStream;
@@ -260,11 +287,14 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         require(&req, Role::Viewer, "watching a rollout")?;
         let mut rx = self.runtime.watch(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
         let (tx, out) = mpsc::channel(16);
+        let held = held_of(self.store.as_ref(), &rx.borrow().id);
         tokio::spawn(async move {
             loop {
                 let snap = rx.borrow_and_update().clone();
                 let done = snap.view.state.is_terminal();
-                if tx.send(Ok(rollout_to_wire(&snap))).await.is_err() || done {
+                let mut status = rollout_to_wire(&snap);
+                status.held.clone_from(&held);
+                if tx.send(Ok(status)).await.is_err() || done {
                     break;
                 }
                 if rx.changed().await.is_err() {
@@ -290,14 +320,38 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         require(&req, Role::Viewer, "listing agents")?;
         let list = self.runtime.list_agents().await.map_err(to_status)?;
-        Ok(Response::new(pb::ListAgentsResponse { agents: list.iter().map(agent_to_wire).collect() }))
+        let holds = self.store.holds().map_err(to_status)?;
+        let mut agents: Vec<pb::AgentInfo> = list.iter().map(agent_to_wire).collect();
+        for a in &mut agents {
+            a.hold = holds.iter().find(|h| h.host == a.agent_id).map(convoy_wire::ops::held_host);
+        }
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
     async fn control(&self, req: Request<pb::ControlRequest>) -> Result<Response<pb::ControlResponse>, Status> {
-        let by = require(&req, Role::Operator, "controlling a rollout")?.name;
+        let origin = Origin::of(&req);
         let r = req.into_inner();
         let command = convoy_wire::control::command_from_proto(r.action).map_err(|e| to_status(e.into()))?;
-        let s = self.runtime.control(rollout_arg(r.rollout_id), command, &by).await.map_err(to_status)?;
+        let action = AuditAction::of_command(command);
+        let now = self.clock.now();
+        let target = if r.rollout_id.is_empty() { "latest".to_string() } else { r.rollout_id.clone() };
+        let by = audit::authorize(
+            self.store.as_ref(),
+            now,
+            &origin,
+            Role::Operator,
+            "controlling a rollout",
+            action,
+            &target,
+        )?
+        .name;
+        let s = self.runtime.control(rollout_arg(r.rollout_id), command, &by).await.map_err(to_status);
+        let detail = match &s {
+            Ok(s) if s.id != target => format!("rollout {} is now {}", s.id, s.view.state.as_str()),
+            Ok(s) => format!("now {}", s.view.state.as_str()),
+            Err(_) => String::new(),
+        };
+        let s = self.audited(&origin, action, &target, &detail, s)?;
         Ok(Response::new(pb::ControlResponse { state: s.view.state.as_str().to_string(), rollout_id: s.id }))
     }
 
@@ -305,40 +359,31 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        let by = require(&req, Role::Operator, "creating a join token")?.name;
+        let origin = Origin::of(&req);
+        let now = self.clock.now();
+        let (action, what) = (AuditAction::JoinTokenCreate, "creating a join token");
+        let by = audit::authorize(self.store.as_ref(), now, &origin, Role::Operator, what, action, "")?.name;
         let r = req.into_inner();
-        let scope = JoinScope {
-            uses: if r.uses == 0 { 1 } else { r.uses },
-            hosts: if r.hosts.is_empty() { None } else { Some(HostPattern::parse(&r.hosts).map_err(to_status)?) },
-            ttl: if r.ttl_seconds == 0 {
-                enrolment::DEFAULT_JOIN_TTL
-            } else {
-                Duration::from_secs(r.ttl_seconds.min(u64::MAX / 1000))
-            },
+        let result = self.join_token(r, &by);
+        let detail = match &result {
+            Ok(t) => format!("uses {}, hosts '{}', expires {}", t.uses, t.hosts, t.expires_unix_ms),
+            Err(_) => String::new(),
         };
-        let (token, record) =
-            enrolment::issue_join_token(self.store.as_ref(), self.clock.now(), scope, &by).map_err(to_status)?;
-        tracing::info!(%by, uses = record.uses_left, hosts = ?record.hosts, "join token created");
-        Ok(Response::new(pb::CreateJoinTokenResponse {
-            token,
-            expires_unix_ms: record.expires.0,
-            uses: record.uses_left,
-            hosts: record.hosts.map(|h| h.to_string()).unwrap_or_default(),
-        }))
+        Ok(Response::new(self.audited(&origin, action, "", &detail, result)?))
     }
 
     async fn revoke_agent(
         &self,
         req: Request<pb::RevokeAgentRequest>,
     ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
-        let by = require(&req, Role::Operator, "revoking an agent")?.name;
-        let host = req.into_inner().host_id;
-        let e = enrolment::revoke(self.store.as_ref(), self.clock.now(), &host, &by).map_err(to_status)?;
-        // The live session, if any, ends now: the certificate is refused from
-        // here on, so it could not open another one.
-        self.runtime.revoke(&host).map_err(to_status)?;
-        tracing::warn!(%host, %by, fingerprint = %e.fingerprint, "agent certificate revoked");
-        Ok(Response::new(pb::RevokeAgentResponse { host_id: host, fingerprint: e.fingerprint }))
+        let origin = Origin::of(&req);
+        let host = req.get_ref().host_id.clone();
+        let (action, what) = (AuditAction::AgentRevoke, "revoking an agent");
+        let by =
+            audit::authorize(self.store.as_ref(), self.clock.now(), &origin, Role::Operator, what, action, &host)?.name;
+        let result = self.revoke(&host, &by);
+        let detail = result.as_ref().map(|r| format!("certificate sha256 {}", r.fingerprint)).unwrap_or_default();
+        Ok(Response::new(self.audited(&origin, action, &host, &detail, result)?))
     }
 
     async fn host_outputs(
@@ -385,5 +430,57 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
             })
             .collect();
         Ok(Response::new(pb::StepTimesResponse { steps }))
+    }
+}
+
+// ------------------------------------------------ audit trail (issue 13)
+
+/// The hosts a rollout's plan skipped because they were held (empty when
+/// none, or when they cannot be read: a status answer does not fail on it).
+fn held_of(store: &dyn Store, rollout_id: &str) -> Vec<pb::HeldHost> {
+    store.rollout_holds(rollout_id).unwrap_or_default().iter().map(convoy_wire::ops::held_host).collect()
+}
+
+impl OperatorSvc {
+    /// Record how an audited call ended ([`audit::record`]) and hand its result on.
+    fn audited<T>(
+        &self,
+        origin: &Origin,
+        action: AuditAction,
+        target: &str,
+        detail: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        audit::finish(self.store.as_ref(), self.clock.now(), origin, action, target, detail, result)
+    }
+
+    fn join_token(&self, r: pb::CreateJoinTokenRequest, by: &str) -> Result<pb::CreateJoinTokenResponse, Status> {
+        let scope = JoinScope {
+            uses: if r.uses == 0 { 1 } else { r.uses },
+            hosts: if r.hosts.is_empty() { None } else { Some(HostPattern::parse(&r.hosts).map_err(to_status)?) },
+            ttl: if r.ttl_seconds == 0 {
+                enrolment::DEFAULT_JOIN_TTL
+            } else {
+                Duration::from_secs(r.ttl_seconds.min(u64::MAX / 1000))
+            },
+        };
+        let (token, record) =
+            enrolment::issue_join_token(self.store.as_ref(), self.clock.now(), scope, by).map_err(to_status)?;
+        tracing::info!(%by, uses = record.uses_left, hosts = ?record.hosts, "join token created");
+        Ok(pb::CreateJoinTokenResponse {
+            token,
+            expires_unix_ms: record.expires.0,
+            uses: record.uses_left,
+            hosts: record.hosts.map(|h| h.to_string()).unwrap_or_default(),
+        })
+    }
+
+    fn revoke(&self, host: &str, by: &str) -> Result<pb::RevokeAgentResponse, Status> {
+        let e = enrolment::revoke(self.store.as_ref(), self.clock.now(), host, by).map_err(to_status)?;
+        // The live session, if any, ends now: the certificate is refused from
+        // here on, so it could not open another one.
+        self.runtime.revoke(host).map_err(to_status)?;
+        tracing::warn!(%host, %by, fingerprint = %e.fingerprint, "agent certificate revoked");
+        Ok(pb::RevokeAgentResponse { host_id: host.to_string(), fingerprint: e.fingerprint })
     }
 }

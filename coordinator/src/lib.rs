@@ -24,15 +24,19 @@
 //! - [`operators`]: named operator tokens with roles, checked on every
 //!   operator call.
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
+//! - [`ops`]: `OpsService`: rollout logs, holds on hosts, the audit trail.
+//! - [`audit`]: recording operator actions and refusals ([`audit::record`]).
 //! - [`error`]: the crate's error enum.
 
 pub mod artifacts;
+pub mod audit;
 pub mod cli;
 pub mod connections;
 pub mod enrolment;
 pub mod error;
 pub mod grpc;
 pub mod operators;
+pub mod ops;
 pub mod planning;
 pub mod runtime;
 pub mod server;

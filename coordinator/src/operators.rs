@@ -213,11 +213,20 @@ pub struct OperatorAuth {
     path: Arc<PathBuf>,
     cache: Arc<Mutex<Cache>>,
     clock: crate::runtime::Clock,
+    /// Where refused calls and queued local entries go ([`crate::audit`]).
+    audit: Option<Arc<dyn crate::store::Store>>,
 }
 
 impl OperatorAuth {
     pub fn new(data_dir: &Path, clock: crate::runtime::Clock) -> OperatorAuth {
-        OperatorAuth { path: Arc::new(tokens_path(data_dir)), cache: Arc::default(), clock }
+        OperatorAuth { path: Arc::new(tokens_path(data_dir)), cache: Arc::default(), clock, audit: None }
+    }
+
+    /// Record refused calls in `store`'s audit trail, and move the entries
+    /// local token commands queue into it whenever the token file changes.
+    pub fn with_audit(mut self, store: Arc<dyn crate::store::Store>) -> OperatorAuth {
+        self.audit = Some(store);
+        self
     }
 
     fn tokens(&self) -> Result<Vec<OperatorToken>, CoordinatorError> {
@@ -226,6 +235,12 @@ impl OperatorAuth {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.stamp != stamp || stamp.is_none() {
             cache.tokens = read_file(&self.path)?.tokens;
+            if cache.stamp != stamp
+                && let (Some(store), Some(dir)) = (&self.audit, self.path.parent())
+                && let Err(e) = crate::audit::ingest_local(dir, store.as_ref())
+            {
+                tracing::error!(error = %e, "cannot store the audit entries of token commands");
+            }
             cache.stamp = stamp;
         }
         Ok(cache.tokens.clone())
@@ -261,6 +276,12 @@ impl OperatorAuth {
         let got = got.strip_prefix("Bearer ").unwrap_or("");
         self.authenticate(got).map_err(|e| {
             tracing::warn!(peer = %peer_label(peer), error = %e, "operator call refused");
+            if let Some(store) = &self.audit {
+                let origin = crate::audit::Origin::unauthenticated(peer);
+                let (action, outcome) =
+                    (convoy_common::audit::AuditAction::Call, convoy_common::audit::AuditOutcome::Refused);
+                crate::audit::record(store.as_ref(), self.clock.now(), &origin, action, "", outcome, &e.to_string());
+            }
             to_status(e)
         })
     }

@@ -101,6 +101,8 @@ pub struct AgentHello {
     pub installed: BTreeMap<String, String>,
     /// The facts the operator gave the agent (`--fact KEY=VALUE`).
     pub facts: BTreeMap<String, String>,
+    /// The agent's install root; empty from agents that predate it.
+    pub install_root: String,
     /// Results the agent finished while it was disconnected.
     pub replayed: Vec<(ExecutionId, StepOutcome)>,
 }
@@ -138,6 +140,8 @@ pub struct Submitted {
     pub summary: serde_json::Value,
     /// The group DAG in Graphviz format.
     pub dot: String,
+    /// Hosts the plan selects that are held out of rollouts.
+    pub held: Vec<convoy_common::hold::Hold>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, CoordinatorError>>;
@@ -175,7 +179,7 @@ enum Command {
     },
     /// The live inventory, for a plan expanded outside the actor.
     Inventory {
-        reply: Reply<Vec<InventoryHost>>,
+        reply: Reply<crate::planning::Inventory>,
     },
     /// Create a rollout from a spec validated outside the actor.
     Create {
@@ -284,7 +288,12 @@ impl RuntimeHandle {
         let request = crate::planning::PlanRequest { file: file.to_string(), source: source.to_string(), catalogs };
         let planned = self.planner.plan(request, inventory, self.store.clone(), self.artifacts.clone()).await?;
         if dry_run {
-            return Ok(Submitted { rollout_id: String::new(), summary: planned.summary, dot: planned.dot });
+            return Ok(Submitted {
+                rollout_id: String::new(),
+                summary: planned.summary,
+                dot: planned.dot,
+                held: planned.held,
+            });
         }
         let by = by.to_string();
         self.ask(|reply| Command::Create { planned: Box::new(planned), by, reply }).await
@@ -332,7 +341,7 @@ impl RolloutRun {
             target_version: self.record.spec.target_version.clone(),
             created: self.record.created,
             updated: self.updated,
-            view: self.engine.view(),
+            view: self.engine.view_at(self.updated),
         }
     }
 }
@@ -429,7 +438,7 @@ impl Actor {
                     target_version: record.spec.target_version.clone(),
                     created: record.created,
                     updated,
-                    view: engine.view(),
+                    view: engine.view_at(updated),
                 })),
                 record,
                 engine,
@@ -685,16 +694,33 @@ impl Actor {
                 }
             }
             Command::Inventory { reply } => {
-                let mut v: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
-                v.sort_by(|a, b| a.id.cmp(&b.id));
-                let _ = reply.send(Ok(v));
+                let mut hosts: Vec<InventoryHost> = self.agents.values().map(|a| a.record.inventory_host()).collect();
+                hosts.sort_by(|a, b| a.id.cmp(&b.id));
+                let abilities = self
+                    .agents
+                    .iter()
+                    .map(|(id, a)| {
+                        let abilities = crate::planning::AgentAbilities {
+                            version: a.record.version.clone(),
+                            capabilities: a.record.capabilities.iter().cloned().collect(),
+                        };
+                        (id.clone(), abilities)
+                    })
+                    .collect();
+                let _ = reply.send(Ok(crate::planning::Inventory { hosts, abilities }));
             }
             Command::Create { planned, by, reply } => {
-                let Planned { spec, file, source, summary, dot } = *planned;
+                let Planned { spec, file, source, summary, dot, held } = *planned;
                 match self.create(spec, &file, &source, &by) {
-                    Ok(id) => self.after_commit.push(Box::new(move |_| {
-                        let _ = reply.send(Ok(Submitted { rollout_id: id, summary, dot }));
-                    })),
+                    Ok(id) => {
+                        // Durable with the batch that starts the rollout.
+                        if let Err(e) = self.store.put_rollout_holds(&id, &held) {
+                            tracing::error!(rollout = %id, error = %e, "cannot store the rollout's held hosts");
+                        }
+                        self.after_commit.push(Box::new(move |_| {
+                            let _ = reply.send(Ok(Submitted { rollout_id: id, summary, dot, held }));
+                        }))
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -780,6 +806,8 @@ impl Actor {
             installed: hello.installed.clone(),
             last_seen: now,
             facts: hello.facts.clone(),
+            install_root: hello.install_root.clone(),
+            capabilities: hello.capabilities.clone(),
         };
         if let Err(e) = self.store.put_agent(&record) {
             tracing::error!(%host, error = %e, "cannot store agent record");
@@ -854,7 +882,7 @@ impl Actor {
                 target_version: spec.target_version.clone(),
                 created: now,
                 updated: now,
-                view: engine.view(),
+                view: engine.view_at(now),
             })),
             record,
             engine,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use convoy_proto::v1::agent_service_server::AgentServiceServer;
 use convoy_proto::v1::artifact_service_server::ArtifactServiceServer;
 use convoy_proto::v1::operator_service_server::OperatorServiceServer;
+use convoy_proto::v1::ops_service_server::OpsServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -112,8 +113,12 @@ pub async fn run_with_clock(
         shutdown: stop.clone(),
         enrol_lock: tokio::sync::Mutex::new(()),
     };
+    // Issue 13: the operator tools' service, and audit entries queued by
+    // local token commands while no coordinator ran.
+    let ops_svc = crate::ops::OpsSvc { runtime: handle.clone(), store: store.clone(), clock };
+    crate::audit::ingest_local(&config.data_dir, store.as_ref())?;
     let operator_svc = OperatorSvc { runtime: handle, store: store.clone(), clock };
-    let auth = OperatorAuth::new(&config.data_dir, clock);
+    let auth = OperatorAuth::new(&config.data_dir, clock).with_audit(store.clone());
     let artifact_svc =
         ArtifactSvc { store: artifacts, auth: auth.clone(), enrolments: store.clone(), clock, shutdown: stop.clone() };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -126,7 +131,8 @@ pub async fn run_with_clock(
         .tls_config(tls)
         .map_err(|e| CoordinatorError::Tls { what: "server config".into(), message: e.to_string() })?
         .add_service(AgentServiceServer::new(agent_svc))
-        .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth))
+        .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth.clone()))
+        .add_service(OpsServiceServer::with_interceptor(ops_svc, auth.clone()))
         .add_service(ArtifactServiceServer::new(artifact_svc))
         .serve_with_incoming_shutdown(crate::connections::CappedIncoming::new(listener, cap), {
             let stop = stop.clone();

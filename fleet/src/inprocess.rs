@@ -97,8 +97,9 @@ impl Driver for FakeDriver {
         self.installed.lock().unwrap().clone()
     }
 
+    /// It succeeds at every kind of step, so it says it runs them all.
     fn capabilities(&self) -> Vec<String> {
-        vec!["exec".into(), "archive".into(), "file".into()]
+        convoy_common::model::StepKindName::ALL.iter().map(|k| k.as_str().to_string()).collect()
     }
 }
 

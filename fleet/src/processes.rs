@@ -35,6 +35,9 @@ pub struct AgentSpec {
     pub install_root: Option<PathBuf>,
     /// Extra environment for the agent (and so for every command its steps run).
     pub env: Vec<(String, String)>,
+    /// A `convoy-agent` binary to run instead of the fleet's `exe __agent`
+    /// (another release of the agent, for compatibility tests).
+    pub binary: Option<PathBuf>,
 }
 
 impl AgentSpec {
@@ -44,7 +47,14 @@ impl AgentSpec {
             labels: labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             install_root: None,
             env: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Run this `convoy-agent` binary rather than the fleet's own.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> AgentSpec {
+        self.binary = Some(path.into());
+        self
     }
 
     pub fn install_root(mut self, root: impl Into<PathBuf>) -> AgentSpec {
@@ -147,9 +157,15 @@ impl LocalFleet {
     /// Start `spec`'s agent; its log starts afresh if `fresh`, else it is a
     /// restart and the log goes on.
     fn spawn(&self, spec: &AgentSpec, fresh: bool) -> Result<Child, FleetError> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("__agent")
-            .args(["--coordinator", &self.url, "--host-id", &spec.id])
+        let mut cmd = match &spec.binary {
+            Some(binary) => Command::new(binary),
+            None => {
+                let mut cmd = Command::new(&self.exe);
+                cmd.arg("__agent");
+                cmd
+            }
+        };
+        cmd.args(["--coordinator", &self.url, "--host-id", &spec.id])
             .arg("--join-token-file")
             .arg(&self.join_token_file)
             .arg("--ca-file")

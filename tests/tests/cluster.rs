@@ -52,6 +52,8 @@ struct Product {
     upgraded: Vec<String>,
     /// Every command run, in order: (host, command).
     log: Vec<(String, String)>,
+    /// The arguments of every command run, in the order of `log`.
+    args: Vec<Vec<String>>,
     /// When this host is upgraded, the leadership of its cluster moves to that one.
     failover_after: BTreeMap<String, String>,
     /// Hosts whose product does not answer: their leader check exits 2.
@@ -70,15 +72,16 @@ impl Driver for ProductDriver {
         step: &'a StepSpec,
     ) -> Pin<Box<dyn std::future::Future<Output = StepOutcome> + Send + 'a>> {
         Box::pin(async move {
-            let command = match &step.kind {
-                StepKind::Exec(e) => e.command.clone(),
-                StepKind::ExecCheck(c) => c.exec.command.clone(),
+            let (command, args) = match &step.kind {
+                StepKind::Exec(e) => (e.command.clone(), e.args.clone()),
+                StepKind::ExecCheck(c) => (c.exec.command.clone(), c.exec.args.clone()),
                 other => return StepOutcome::failed(format!("unexpected step kind {}", other.kind_name())),
             };
             // Each command takes a little while, so that clusters overlap.
             tokio::time::sleep(Duration::from_millis(15)).await;
             let mut p = self.product.lock().unwrap();
             p.log.push((self.host.clone(), command.clone()));
+            p.args.push(args.clone());
             let cluster = p.cluster_of[&self.host].clone();
             match command.as_str() {
                 "is-leader" if p.unreachable.contains(&self.host) => {
@@ -86,6 +89,14 @@ impl Driver for ProductDriver {
                 }
                 "is-leader" if p.leaders[&cluster] == self.host => StepOutcome::ok(),
                 "is-leader" => StepOutcome { exit_code: Some(1), ..StepOutcome::failed("exit 1: not the leader") },
+                // `switchover TARGET`: hand over to a named member.
+                "switchover" if args.len() == 2 => {
+                    if !p.upgraded.contains(&args[0]) || p.cluster_of.get(&args[0]) != Some(&cluster) {
+                        return StepOutcome::failed(format!("{} is not an upgraded member of {cluster}", args[0]));
+                    }
+                    p.leaders.insert(cluster, args[0].clone());
+                    StepOutcome::ok()
+                }
                 "switchover" => {
                     let upgraded = p.upgraded.iter().find(|h| p.cluster_of[*h] == cluster && **h != self.host).cloned();
                     match upgraded {
@@ -113,7 +124,7 @@ impl Driver for ProductDriver {
     }
 
     fn capabilities(&self) -> Vec<String> {
-        vec!["exec".into()]
+        vec!["exec".into(), "exec_check".into()]
     }
 }
 
@@ -219,6 +230,63 @@ async fn an_unreachable_leader_is_not_taken_for_a_follower() -> anyhow::Result<(
         assert!(log.iter().any(|(h, c)| h == host && c == "upgrade"), "{host} not upgraded: {log:?}");
     }
 
+    let (spec, events) = c.event_log(&id).await?;
+    if let Err(v) = invariants::check_final(&spec, &events) {
+        panic!("invariants: {}", v.join("\n"));
+    }
+    c.shutdown().await;
+    Ok(())
+}
+
+/// The plan names the member to hand over to (`{{cluster.target}}`) and
+/// its port (`{{cluster.target.label.port}}`) instead of a label written on
+/// every host, and reaches the agent's install root (`{{current.mc}}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switchover_hands_over_to_the_member_the_templates_name() -> anyhow::Result<()> {
+    let plan = PLAN
+        .replace(
+            r#"exec: { command: switchover, args: ["{{host}}"] }"#,
+            r#"exec: { command: switchover, args: ["{{cluster.target}}", "{{cluster.target.label.port}}"] }"#,
+        )
+        .replace(
+            r#"exec: { command: start, args: ["{{host}}"] }"#,
+            r#"exec: { command: start, args: ["{{current.mc}}", "{{cluster.others}}"] }"#,
+        );
+    let mut c = Cluster::start(fast_runtime()).await?;
+    let product = Arc::new(Mutex::new(Product::default()));
+    let members = [("a-1", "7001"), ("a-2", "7002"), ("a-3", "7003")];
+    {
+        let mut p = product.lock().unwrap();
+        for (host, _) in members {
+            p.cluster_of.insert(host.into(), "mc1".into());
+        }
+        p.leaders.insert("mc1".into(), "a-1".into());
+    }
+    for (host, port) in members {
+        let driver = Arc::new(ProductDriver { host: host.into(), product: product.clone() });
+        c.add_agent(host, &[("role", "mc"), ("cluster", "mc1"), ("port", port)], driver)?;
+    }
+    c.wait_agents(3, Duration::from_secs(30)).await?;
+    let id = c.submit(&plan).await?;
+    let status = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, "succeeded", "{status:?}");
+
+    {
+        let p = product.lock().unwrap();
+        let ran = |host: &str, cmd: &str| -> Vec<Vec<String>> {
+            p.log.iter().zip(&p.args).filter(|((h, c), _)| h == host && c == cmd).map(|(_, a)| a.clone()).collect()
+        };
+        // a-2 was upgraded first: the leader handed over to it, on its port.
+        assert_eq!(ran("a-1", "switchover"), vec![vec!["a-2".to_string(), "7002".to_string()]]);
+        assert_eq!(p.leaders["mc1"], "a-2");
+        for (host, _) in members {
+            let start = ran(host, "start");
+            assert_eq!(start.len(), 1, "{host}: {start:?}");
+            assert!(start[0][0].starts_with('/') && start[0][0].ends_with("/mc/current"), "{host}: {start:?}");
+            let others: Vec<&str> = members.iter().map(|(h, _)| *h).filter(|h| h != &host).collect();
+            assert_eq!(start[0][1], others.join(","));
+        }
+    }
     let (spec, events) = c.event_log(&id).await?;
     if let Err(v) = invariants::check_final(&spec, &events) {
         panic!("invariants: {}", v.join("\n"));

@@ -35,6 +35,9 @@ pub struct HostFacts {
     pub installed: BTreeMap<String, String>,
     /// The facts the operator gave the agent (`--fact KEY=VALUE`).
     pub custom: BTreeMap<String, String>,
+    /// The agent's install root, an absolute path; empty from agents that
+    /// predate it.
+    pub install_root: String,
 }
 
 /// A Hello as the coordinator takes it.
@@ -79,6 +82,9 @@ pub fn hello_from_proto(h: pb::Hello) -> Result<Hello, WireError> {
         ));
     }
     let replayed = h.replayed_results.into_iter().map(result_from_proto).collect::<Result<_, _>>()?;
+    if let Some(f) = &h.facts {
+        check_install_root(&f.install_root).map_err(|m| WireError::invalid("hello.facts.install_root", m))?;
+    }
     Ok(Hello {
         agent: AgentIntro {
             id: h.agent_id,
@@ -102,6 +108,8 @@ pub fn agent_info(agent: AgentIntro, connected: bool, last_seen: UnixMillis) -> 
         facts: Some(facts_to_proto(agent.facts)),
         last_seen_unix_ms: last_seen.0,
         protocol_version: agent.protocol_version,
+        // Filled in by the coordinator (holds live beside the agents).
+        hold: None,
     }
 }
 
@@ -112,6 +120,7 @@ fn facts_to_proto(f: HostFacts) -> pb::Facts {
         arch: f.arch,
         installed: f.installed.into_iter().collect(),
         custom: f.custom.into_iter().collect(),
+        install_root: f.install_root,
     }
 }
 
@@ -122,7 +131,25 @@ fn facts_from_proto(f: pb::Facts) -> HostFacts {
         arch: f.arch,
         installed: f.installed.into_iter().collect(),
         custom: f.custom.into_iter().collect(),
+        install_root: f.install_root,
     }
+}
+
+/// The longest install root a Hello may report.
+pub const MAX_INSTALL_ROOT: usize = 1024;
+
+/// An install root is empty (an older agent) or an absolute path of one line.
+fn check_install_root(root: &str) -> Result<(), String> {
+    if root.is_empty() {
+        return Ok(());
+    }
+    if root.len() > MAX_INSTALL_ROOT {
+        return Err(format!("is {} bytes long, over the limit of {MAX_INSTALL_ROOT}", root.len()));
+    }
+    if !root.starts_with('/') || root.contains(['\0', '\n', '\r']) {
+        return Err(format!("{root:?} is not an absolute path on one line"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,6 +169,7 @@ mod tests {
                 arch: "x86_64".into(),
                 installed: BTreeMap::from([("app".into(), "1.0".into())]),
                 custom: BTreeMap::from([("dc".into(), "eu".into())]),
+                install_root: "/var/lib/convoy-agent/install".into(),
             },
         }
     }
@@ -165,6 +193,14 @@ mod tests {
         let bad = pb::StepResult { execution_id: String::new(), ..Default::default() };
         let err = hello_from_proto(hello_to_proto(intro(), vec![], vec![bad])).unwrap_err();
         assert_eq!(err.field, "step_result.execution_id");
+        for root in ["relative/path", "/a\nb", &format!("/{}", "x".repeat(MAX_INSTALL_ROOT))] {
+            let h = hello_to_proto(
+                AgentIntro { facts: HostFacts { install_root: root.to_string(), ..intro().facts }, ..intro() },
+                vec![],
+                vec![],
+            );
+            assert_eq!(hello_from_proto(h).unwrap_err().field, "hello.facts.install_root", "{root:?}");
+        }
         // A Hello without facts is a host with no facts.
         let bare = pb::Hello { agent_id: "h".into(), ..Default::default() };
         assert_eq!(hello_from_proto(bare).unwrap().agent.facts, HostFacts::default());

@@ -15,6 +15,7 @@ pub fn command_from_proto(action: i32) -> Result<OperatorCommand, WireError> {
         Ok(pb::ControlAction::Abort) => Ok(OperatorCommand::Abort),
         Ok(pb::ControlAction::Approve) => Ok(OperatorCommand::Approve),
         Ok(pb::ControlAction::Rollback) => Ok(OperatorCommand::Rollback),
+        Ok(pb::ControlAction::IgnoreWindows) => Ok(OperatorCommand::IgnoreWindows),
         Ok(pb::ControlAction::Unspecified) | Err(_) => {
             Err(WireError::invalid("action", format!("unknown control action {action}")))
         }

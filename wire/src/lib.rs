@@ -21,6 +21,8 @@
 //!   replayed results) and `AgentInfo`.
 //! - [`status`]: a rollout's `RolloutStatus`.
 //! - [`control`]: an operator's control action.
+//! - [`log`]: a rollout's stored event log (`convoy verify`, `convoy events`).
+//! - [`ops`]: holds on hosts and audit entries.
 //! - [`error`]: [`WireError`], what is wrong and in which field.
 
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub mod agent;
 mod check;
 pub mod control;
 pub mod error;
+pub mod log;
+pub mod ops;
 pub mod outcome;
 mod package;
 pub mod status;

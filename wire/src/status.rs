@@ -37,18 +37,25 @@ pub fn rollout_status(meta: RolloutMeta<'_>, view: &RolloutView) -> pb::RolloutS
         updated_unix_ms: meta.updated.0,
         target_version: meta.target_version.to_string(),
         backups: view.backups.iter().map(rollout_backup).collect(),
+        // Filled in by the coordinator (holds live beside the engine).
+        held: Vec::new(),
     }
 }
 
 fn group_status(g: &GroupView) -> pb::GroupStatus {
     pb::GroupStatus {
         name: g.name.clone(),
-        state: g.state.as_str().to_string(),
+        state: g.state_str().to_string(),
         done: g.done as u32,
         running: g.running as u32,
         failed: g.failed as u32,
         pending: g.pending as u32,
         total: g.total as u32,
+        windows: g.window.as_ref().map(|w| w.windows.clone()).unwrap_or_default(),
+        window_timezone: g.window.as_ref().map(|w| w.timezone.clone()).unwrap_or_default(),
+        window_waiting_until_unix_ms: g.window.as_ref().and_then(|w| w.waiting_until).map_or(0, |t| t.0),
+        window_closes_unix_ms: g.window.as_ref().and_then(|w| w.closes_at).map_or(0, |t| t.0),
+        windows_overridden_by: g.window.as_ref().and_then(|w| w.overridden_by.clone()).unwrap_or_default(),
     }
 }
 

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use convoy_common::model::{ArchiveRollbackSpec, ArchiveSpec, BackupSpec, ExecSpec, FileSpec, StepKind, StepSpec};
+use convoy_common::model::{
+    ArchiveRollbackSpec, ArchiveSpec, BackupSpec, ExecSpec, FileSpec, RunAs, StepKind, StepSpec,
+};
 use convoy_proto::v1 as pb;
 use pb::step_spec::Kind as PbKind;
 
@@ -147,7 +149,15 @@ pub(crate) fn exec_from_proto(e: &pb::ExecStep, command_field: &'static str) -> 
         args: e.args.clone(),
         env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         workdir: non_empty(&e.workdir),
+        run_as: e.run_as.as_ref().map(run_as_from_proto).transpose()?,
     })
+}
+
+/// A `run_as`, its names checked ([`convoy_common::run_as::check`]).
+fn run_as_from_proto(r: &pb::RunAs) -> Result<RunAs, WireError> {
+    let run_as = RunAs { user: r.user.clone(), group: non_empty(&r.group) };
+    convoy_common::run_as::check(&run_as).map_err(|m| WireError::invalid("exec.run_as", m))?;
+    Ok(run_as)
 }
 
 pub(crate) fn exec_to_proto(e: &ExecSpec) -> pb::ExecStep {
@@ -156,6 +166,10 @@ pub(crate) fn exec_to_proto(e: &ExecSpec) -> pb::ExecStep {
         args: e.args.clone(),
         env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         workdir: e.workdir.clone().unwrap_or_default(),
+        run_as: e
+            .run_as
+            .as_ref()
+            .map(|r| pb::RunAs { user: r.user.clone(), group: r.group.clone().unwrap_or_default() }),
     }
 }
 
@@ -188,6 +202,7 @@ mod tests {
             args: vec!["restart".into(), "app".into()],
             env: BTreeMap::from([("A".into(), "1".into())]),
             workdir: Some("/tmp".into()),
+            run_as: Some(RunAs { user: "postgres".into(), group: Some("ssl-cert".into()) }),
         }
     }
 
@@ -430,6 +445,16 @@ mod tests {
             PbKind::ExecCheck(pb::ExecCheck {
                 exec: Some(pb::ExecStep { command: "true".into(), ..Default::default() }),
                 stdout_matches: Some("(".into()),
+                ..Default::default()
+            }),
+            PbKind::Exec(pb::ExecStep {
+                command: "true".into(),
+                run_as: Some(pb::RunAs { user: "root postgres".into(), group: String::new() }),
+                ..Default::default()
+            }),
+            PbKind::Exec(pb::ExecStep {
+                command: "true".into(),
+                run_as: Some(pb::RunAs { user: "postgres".into(), group: "-x".into() }),
                 ..Default::default()
             }),
             PbKind::Archive(pb::ArchiveStep::default()),

@@ -8,6 +8,12 @@
 //! killed through tokio, which covers hosts without a `kill` binary. The same
 //! happens if the step's future is dropped (agent shutdown), via a drop guard.
 //!
+//! A command with `run_as` is started through the agent's trampoline
+//! ([`crate::run_as`]), which switches user and then becomes the command
+//! (same pid, so the process group and the kill on timeout are unchanged);
+//! one whose user cannot be resolved is not started and fails
+//! ([`Ended::Refused`]).
+//!
 //! Output is kept as the last 4 KiB of stdout and of stderr: enough to see why
 //! something failed without shipping megabytes of logs through the session.
 
@@ -37,6 +43,9 @@ pub(crate) enum Ended {
     TimedOut(Duration),
     SpawnFailed(std::io::Error),
     WaitFailed(std::io::Error),
+    /// Not started: its `run_as` cannot be honoured here (why, naming the
+    /// user and the host).
+    Refused(String),
 }
 
 #[derive(Debug)]
@@ -146,7 +155,23 @@ fn tail_string(tail: &Tail) -> String {
 /// Runs `spec` (in `workdir`, already resolved) and kills it with its process
 /// group after `limit`.
 pub(crate) async fn run_command(spec: &ExecSpec, workdir: Option<PathBuf>, limit: Option<Duration>) -> CommandRun {
-    let mut cmd = Command::new(&spec.command);
+    let not_run = |ended| CommandRun { ended, stdout_tail: String::new(), stderr_tail: String::new() };
+    let launch = match spec.run_as.as_ref().map(crate::run_as::prepare).transpose() {
+        Ok(l) => l,
+        Err(message) => return not_run(Ended::Refused(message)),
+    };
+    let mut cmd = match launch.as_ref().and_then(|l| l.trampoline.as_ref()) {
+        Some((helper, before)) => {
+            let mut cmd = Command::new(helper);
+            cmd.args(before).arg(&spec.command);
+            cmd
+        }
+        None => Command::new(&spec.command),
+    };
+    let workdir = workdir.or_else(|| launch.as_ref().map(|l| l.home.clone()));
+    if let Some(l) = &launch {
+        cmd.envs(l.env.iter().map(|(k, v)| (k, v)));
+    }
     cmd.args(&spec.args)
         .envs(&spec.env)
         .stdin(Stdio::null())
@@ -160,9 +185,7 @@ pub(crate) async fn run_command(spec: &ExecSpec, workdir: Option<PathBuf>, limit
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return CommandRun { ended: Ended::SpawnFailed(e), stdout_tail: String::new(), stderr_tail: String::new() };
-        }
+        Err(e) => return not_run(Ended::SpawnFailed(e)),
     };
     let mut guard = GroupGuard { pgid: child.id() };
     let (out, err): (Tail, Tail) = Default::default();
@@ -212,6 +235,7 @@ pub(crate) fn ended_message(what: &str, ended: &Ended) -> String {
         Ended::TimedOut(d) => format!("{what} did not finish within {d:?} and was killed"),
         Ended::SpawnFailed(e) => format!("could not start {what}: {e}"),
         Ended::WaitFailed(e) => format!("waiting for {what} failed: {e}"),
+        Ended::Refused(why) => format!("{what} not run: {why}"),
     }
 }
 

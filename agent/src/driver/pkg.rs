@@ -408,7 +408,7 @@ pub(crate) async fn run_tool(
     for (k, v) in extra_env {
         vars.insert(k.to_string(), v.to_string());
     }
-    let spec = ExecSpec { command: program.to_string(), args: args.to_vec(), env: vars, workdir: None };
+    let spec = ExecSpec { command: program.to_string(), args: args.to_vec(), env: vars, workdir: None, run_as: None };
     let shown = exec::describe(&spec);
     let limit = match cap {
         Some(c) => c.min(budget.remaining()),

@@ -1,6 +1,7 @@
 //! Sending executions to agents: ids, attempts, deadlines, captured values substituted, re-sends.
 
 use crate::capture;
+use crate::cluster_vars;
 use crate::engine::Engine;
 use crate::engine::events::{Action, ClusterPurpose, STEP_GRACE, Timer};
 use crate::engine::execution_id::{ExecutionId, ExecutionPart};
@@ -20,9 +21,16 @@ impl Engine {
         self.hosts[i].captured.get(name).or_else(|| self.hook_captured.get(name)).map(String::as_str)
     }
 
-    /// `step` as host entry `i` runs it: captured values substituted.
+    /// `step` as host entry `i` runs it: captured values and the cluster's
+    /// run-time values (who is upgraded) substituted.
     pub(crate) fn rendered(&self, i: usize, step: &StepSpec) -> Result<StepSpec, String> {
-        capture::render_step(step, |name| self.captured_value(i, name)).map_err(|e| format!("step {}: {e}", step.name))
+        capture::render_step(step, |name| self.captured_value(i, name))
+            .and_then(|step| {
+                cluster_vars::render_step(&step, || {
+                    cluster_vars::scope_of(&self.spec, i, |j| matches!(self.hosts[j].state, HostState::Succeeded))
+                })
+            })
+            .map_err(|e| format!("step {}: {e}", step.name))
     }
 
     /// The dispatch action for host `i`'s current execution, if it has one.

@@ -45,6 +45,10 @@ pub enum OperatorCommand {
     /// Start nothing new and roll back every host started so far, in reverse
     /// DAG order; the rollout then ends `RolledBack` (or `Failed`).
     Rollback,
+    /// Lift the maintenance windows for the rest of the rollout: hosts start
+    /// whenever their strategy lets them (`convoy apply --ignore-windows`,
+    /// `convoy override-windows`).
+    IgnoreWindows,
 }
 
 /// A timer the engine asked for. Timers are never cancelled: when one fires
@@ -64,6 +68,9 @@ pub enum Timer {
     /// A cluster member in [`HostState::LeaderUnknown`] asks its leader
     /// check again.
     LeaderRecheck { host: HostId },
+    /// A group waiting for a maintenance window may start a host now (see
+    /// [`crate::engine::calendar`]).
+    WindowOpens { group: String },
 }
 
 /// Something the runtime must do, returned by [`Engine::handle`].

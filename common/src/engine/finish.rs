@@ -40,7 +40,8 @@ impl Engine {
                     .groups
                     .iter()
                     .any(|g| matches!(g.state, GroupState::AwaitingApproval | GroupState::CanarySoak));
-                if promoting {
+                let waiting_window = self.groups.iter().any(|g| g.window_wait.is_some() && g.state.is_open());
+                if promoting || waiting_window {
                     return;
                 }
                 // Everything startable has started and finished, yet groups

@@ -203,6 +203,7 @@
 //! - [`operator`]: operator commands: pause, resume, abort, approve and rollback.
 //! - [`cluster`]: the cluster strategy: leader checks, followers first, the switchover, and same-version barriers.
 //! - [`window`]: the window: groups starting in DAG order, hosts started within `max_parallel`, soaks and canary promotion.
+//! - [`calendar`]: maintenance windows: which pending host may start now, waiting for the next opening.
 //! - [`budget`]: failure budgets: a failed host, its group's and the rollout's budgets, and what `on_failure` does.
 //! - [`rollback`]: rolling back in place: a host's undo list, group rollbacks in reverse order, rolling back everything.
 //! - [`finish`]: the end of a rollout: when it is over, the hosts and groups it skips, the final message.
@@ -213,6 +214,7 @@
 pub mod agents;
 pub mod backups;
 pub mod budget;
+pub mod calendar;
 pub mod cluster;
 pub mod dispatch;
 pub mod events;
@@ -279,6 +281,8 @@ pub struct Engine {
     pub(crate) wake: Vec<usize>,
     /// Backups taken, in order: (host entry, step index, what, when).
     pub(crate) backups: Vec<(usize, usize, BackupRecord, UnixMillis)>,
+    /// Who lifted the maintenance windows, if anyone did.
+    pub(crate) windows_overridden: Option<String>,
 }
 
 impl Engine {
@@ -333,6 +337,7 @@ impl Engine {
                 order: g.hosts.clone(),
                 clusters: g.cluster().map_or_else(Vec::new, |c| vec![ClusterRt::default(); c.clusters.len()]),
                 held: 0,
+                window_wait: None,
             })
             .collect();
         for (gi, g) in spec.groups.iter().enumerate() {
@@ -387,6 +392,7 @@ impl Engine {
             rollback_failed: 0,
             wake: Vec::new(),
             backups: Vec::new(),
+            windows_overridden: None,
         }
     }
 
@@ -512,6 +518,12 @@ impl Engine {
                 out.push(Action::Schedule {
                     at,
                     timer: Timer::PromoteCanaries { group: self.spec.groups[g].name.clone() },
+                });
+            }
+            if let Some(at) = rt.window_wait {
+                out.push(Action::Schedule {
+                    at,
+                    timer: Timer::WindowOpens { group: self.spec.groups[g].name.clone() },
                 });
             }
         }

@@ -1,4 +1,4 @@
-//! Operator commands: pause, resume, abort, approve and rollback.
+//! Operator commands: pause, resume, abort, approve, rollback and lifting the windows.
 
 use crate::engine::Engine;
 use crate::engine::events::{Action, OperatorCommand};
@@ -92,6 +92,20 @@ impl Engine {
                 | RolloutState::Aborted
                 | RolloutState::RolledBack => {
                     self.message = format!("approve by {by} ignored: the rollout is {}", state.as_str());
+                }
+            },
+            OperatorCommand::IgnoreWindows => match state {
+                RolloutState::Pending | RolloutState::Running | RolloutState::Paused => {
+                    self.ignore_windows(now, by, out);
+                }
+                RolloutState::Halting
+                | RolloutState::Aborting
+                | RolloutState::RollingBack
+                | RolloutState::Succeeded
+                | RolloutState::Failed
+                | RolloutState::Aborted
+                | RolloutState::RolledBack => {
+                    self.message = format!("windows override by {by} ignored: the rollout is {}", state.as_str());
                 }
             },
             OperatorCommand::Rollback => match state {

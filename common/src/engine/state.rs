@@ -108,7 +108,7 @@ impl GroupState {
     }
 
     /// True while the group can still finish its upgrade (it counts as open).
-    pub(crate) fn is_open(self) -> bool {
+    pub fn is_open(self) -> bool {
         match self {
             GroupState::Waiting
             | GroupState::Canary

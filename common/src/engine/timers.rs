@@ -78,6 +78,10 @@ impl Engine {
                 }
                 i
             }
+            Timer::WindowOpens { group } => {
+                self.on_window_opens(now, group, out);
+                return;
+            }
             Timer::PromoteCanaries { group } => {
                 let Some(&g) = self.group_by_name.get(group) else { return };
                 let due = self.groups[g].promote_at.is_some_and(|at| now >= at);

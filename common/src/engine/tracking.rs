@@ -76,6 +76,9 @@ pub(crate) struct GroupRt {
     pub(crate) clusters: Vec<ClusterRt>,
     /// Hosts of this group in [`HostState::Held`].
     pub(crate) held: usize,
+    /// Waiting for a maintenance window: when its next host may start (the
+    /// [`crate::engine::Timer::WindowOpens`] asked for).
+    pub(crate) window_wait: Option<UnixMillis>,
 }
 
 /// What the engine keeps per cluster of a `cluster` group.

@@ -1,6 +1,7 @@
 //! The window: groups starting in DAG order, hosts started within `max_parallel`, soaks and canary promotion.
 
 use crate::engine::Engine;
+use crate::engine::calendar::Pick;
 use crate::engine::events::{Action, Timer};
 use crate::engine::state::{GroupState, HostState, RolloutState};
 use crate::model::{Promote, UnixMillis};
@@ -109,6 +110,11 @@ impl Engine {
                 | GroupState::RollbackFailed => continue,
             }
             self.fill(g, now, out);
+            // A host that failed without starting (no window fits it) may
+            // have failed the group meanwhile.
+            if !matches!(self.groups[g].state, GroupState::Canary | GroupState::Running) {
+                continue;
+            }
             if self.groups[g].state == GroupState::Canary {
                 if self.canaries_passed(g, now, out) {
                     queue.push_back(g);
@@ -213,6 +219,22 @@ impl Engine {
             if rt.in_flight >= window.size || (window.first_of_stage && rt.in_flight > 0) {
                 return;
             }
+            if self.windowed(g) {
+                match self.window_pick(g, limit, now) {
+                    Pick::Start => self.groups[g].window_wait = None,
+                    Pick::WaitUntil(at) => {
+                        self.wait_window(g, at, out);
+                        return;
+                    }
+                    Pick::Never(reason) => {
+                        let i = self.groups[g].order[self.groups[g].next];
+                        self.groups[g].next += 1;
+                        self.host_failed(i, now, None, reason, out);
+                        continue;
+                    }
+                }
+            }
+            let rt = &self.groups[g];
             let i = rt.order[rt.next];
             self.groups[g].next += 1;
             if self.spec.hosts[i].steps.is_empty() {

@@ -16,8 +16,10 @@ use super::catalogs::catalog_steps;
 use super::errors::{PlanError, Src};
 use super::steps::undo_name;
 use super::strategies::{Amount, CanaryPick, ClusterDef};
-use super::template::{lookup, render, render_step};
+use super::template::{Scope, lookup, render, render_step};
 use super::validated::{HookOn, Plan, PlanGroup, Selection, StepTemplate};
+use super::windows::{WindowsDef, expand_windows};
+use crate::cluster_vars::{ClusterScope, Member};
 
 /// Match the plan's selectors against the inventory and produce the rollout
 /// the engine runs (templates substituted, percentages resolved).
@@ -169,6 +171,8 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
     }
     let mut groups = Vec::with_capacity(plan.groups.len());
     let mut hosts = Vec::new();
+    // The labels of each entry of `hosts`, for the clusters' run-time templates.
+    let mut member_labels: Vec<BTreeMap<String, String>> = Vec::new();
     let mut details = Vec::new();
     let mut hook_memo = AncestorWalk::new(plan.groups.len());
     // By position: a backup step runs in this group or in one it waits for.
@@ -187,7 +191,23 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             Some(_) => hook_captures_before(&plan.groups, decl, &mut hook_memo),
             None => Vec::new(),
         };
-        for h in members {
+        // Each host's cluster: its name and the range of `members` it spans.
+        let mut spans = Vec::with_capacity(cluster_names.len());
+        let mut start = 0;
+        for (name, n) in &cluster_names {
+            spans.push((name.as_str(), start..start + n));
+            start += n;
+        }
+        for (k, h) in members.iter().copied().enumerate() {
+            let cluster = spans.iter().find(|(_, r)| r.contains(&k)).map(|(name, r)| ClusterScope {
+                name,
+                members: members[r.clone()]
+                    .iter()
+                    .map(|m| Member { id: &m.id, labels: &m.labels, upgraded: false })
+                    .collect(),
+                me: &h.id,
+            });
+            let scope = Scope { host: h, version: &plan.version, group: &g.name, cluster };
             // Pre-checks, then the host's release path (catalog steps, each
             // from its own file), then the group's own steps.
             let (pre_checks, own_steps) = g.steps.split_at(g.pre_checks);
@@ -220,8 +240,8 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             let mut steps = Vec::with_capacity(items.len());
             let mut undo = Vec::with_capacity(items.len());
             for (tsrc, t) in &items {
-                let step = render_step(*tsrc, t, h, &plan.version, &g.name)?;
-                undo.push(undo_step(*tsrc, t, &step, h, &plan.version, &g.name)?);
+                let step = render_step(*tsrc, t, &scope)?;
+                undo.push(undo_step(*tsrc, t, &step, &scope)?);
                 steps.push(step);
             }
             if undo.iter().all(Option::is_none) {
@@ -233,21 +253,18 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             backup_here |= steps.iter().any(|s| matches!(s.kind, StepKind::Backup(_)));
             let migrations: Vec<usize> =
                 items.iter().enumerate().filter(|(_, (_, t))| t.migration.is_some()).map(|(k, _)| k).collect();
-            let rollback_steps = g
-                .rollback_steps
-                .iter()
-                .map(|t| render_step(src, t, h, &plan.version, &g.name))
-                .collect::<Result<Vec<_>, _>>()?;
+            let rollback_steps =
+                g.rollback_steps.iter().map(|t| render_step(src, t, &scope)).collect::<Result<Vec<_>, _>>()?;
             indices.push(hosts.len());
             let leader_check = match g.cluster.as_ref().and_then(|c| c.leader.as_ref()) {
-                Some(t) => Some(render_step(src, t, h, &plan.version, &g.name)?),
+                Some(t) => Some(render_step(src, t, &scope)?),
                 None => None,
             };
             let switchover = g
                 .cluster
                 .iter()
                 .flat_map(|c| c.switchover.iter())
-                .map(|t| render_step(src, t, h, &plan.version, &g.name))
+                .map(|t| render_step(src, t, &scope))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut switchover_captures: Vec<Option<CaptureSpec>> =
                 g.cluster.iter().flat_map(|c| c.switchover.iter()).map(|t| t.capture.clone()).collect();
@@ -267,7 +284,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                         let Some(component) = component.clone().or_else(|| plan.component.clone()) else {
                             return Err(tsrc.err(&ip, "needs the plan's `component`: the version is that component's"));
                         };
-                        let version = render(version, |var| lookup(var, h, &plan.version, &g.name))
+                        let version = render(version, |var| lookup(var, &scope))
                             .map_err(|m| tsrc.err(&ip, format!("{m} (group '{}')", g.name)))?;
                         Some((component, version))
                     }
@@ -276,6 +293,7 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
             if installs.iter().all(Option::is_none) {
                 installs.clear();
             }
+            member_labels.push(h.labels.clone());
             hosts.push(HostPlan {
                 host: h.id.clone(),
                 key: g.hook.then(|| format!("{}@{}", h.id, g.name)),
@@ -310,7 +328,8 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
                 .map(|(name, n)| {
                     let hosts = indices[start..start + n].to_vec();
                     start += n;
-                    ClusterMembers { name: name.clone(), hosts }
+                    let labels = hosts.iter().map(|&i| member_labels[i].clone()).collect();
+                    ClusterMembers { name: name.clone(), hosts, labels }
                 })
                 .collect();
             ClusterSpec { label: c.by.clone(), clusters, same_version: c.same_version }
@@ -345,8 +364,16 @@ pub fn expand_detailed(plan: &Plan, inventory: &[InventoryHost]) -> Result<Expan
         on_failure: plan.on_failure,
         require_backup: plan.require_backup,
         rollback_of: None,
+        windows: None,
     };
-    Ok(Expansion { spec, hosts: details })
+    let defs: Vec<Option<&WindowsDef>> = plan.order.iter().map(|&d| plan.groups[d].windows.as_ref()).collect();
+    let inventory_by_id: BTreeMap<&str, &InventoryHost> = by_id.iter().map(|(k, v)| (*k, *v)).collect();
+    let windows = expand_windows(src, &spec, &defs, &inventory_by_id)?;
+    let mut spec = spec;
+    spec.windows = windows;
+    let mut expansion = Expansion { spec, hosts: details };
+    crate::estimate::fill_window_estimates(&mut expansion, &crate::estimate::Measured::new());
+    Ok(expansion)
 }
 
 /// With `require_backup: true`, for a host entry whose group waits for no
@@ -440,18 +467,18 @@ fn undo_step(
     src: Src<'_>,
     t: &StepTemplate,
     step: &StepSpec,
-    host: &InventoryHost,
-    version: &str,
-    group: &str,
+    scope: &Scope<'_>,
 ) -> Result<Option<StepSpec>, PlanError> {
+    let (host, group) = (scope.host, scope.group);
     let kind = match (&t.undo, &step.kind) {
         (Some(exec), _) => {
             let mut exec = exec.clone();
             let rp = t.path.key("rollback");
             for (rel, s) in exec_strings_mut(rp, &mut exec) {
-                *s = render(s, |var| lookup(var, host, version, group))
-                    .map_err(|m| src.err(&rel, format!("{m} (group '{group}')")))?;
+                *s =
+                    render(s, |var| lookup(var, scope)).map_err(|m| src.err(&rel, format!("{m} (group '{group}')")))?;
             }
+            super::template::check_run_as(src, &t.path.key("rollback"), &exec, &host.id, group)?;
             StepKind::Exec(exec)
         }
         (None, kind) => match kind.implicit_undo(&host.installed) {

@@ -171,5 +171,6 @@ fn hook_group(
         hook: true,
         release: None,
         cluster: None,
+        windows: None,
     })
 }

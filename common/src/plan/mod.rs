@@ -170,6 +170,8 @@
 //!   and a host's path through one.
 //! - `validated`: the validated plan ([`Plan`]) between parsing and expansion.
 //! - `template`: template variables and their rendering per host.
+//! - `windows`: `windows:` (maintenance windows), read at parse time and
+//!   resolved per host (time zone) at expansion; see [`crate::schedule`].
 //! - `vars`: `vars:` and `env:` (plan and group), substituted and merged
 //!   into a group's steps at parse time.
 //! - `expansion`: [`expand`] against an inventory (members, canaries,
@@ -195,12 +197,14 @@ mod hooks;
 pub(crate) mod locate;
 mod parse;
 mod raw;
+mod run_as;
 mod steps;
 mod strategies;
 pub mod summary;
 mod template;
 mod validated;
 mod vars;
+mod windows;
 
 #[cfg(test)]
 mod tests;
@@ -212,4 +216,5 @@ pub(crate) use errors::{FieldPath, Src};
 pub use expansion::{Expansion, HopDetail, HostDetail, expand, expand_detailed};
 pub use parse::{parse_plan, parse_plan_with_catalogs, parse_plan_with_limits};
 pub use summary::{PlanSummary, batches, summary_json};
+pub use template::INSTALL_ROOT_FACT;
 pub use validated::Plan;

@@ -19,6 +19,7 @@ use super::steps::{name_rollback_steps, name_steps, step, templates};
 use super::strategies::{StrategyDef, canary, cluster_def, parse_amount, strategy};
 use super::validated::{Plan, PlanGroup, Selection};
 use super::vars::Scope;
+use super::windows::windows;
 
 const DEFAULT_HOST_LOST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -88,6 +89,10 @@ pub fn parse_plan_with_limits(
     let default_pre_checks = templates(src, defaults.pre_checks.as_deref(), &dpath.key("pre_checks"), check)?;
     let default_rollback = templates(src, defaults.rollback_steps.as_deref(), &dpath.key("rollback_steps"), step)?;
 
+    let plan_windows = match &raw.windows {
+        Some(w) => windows(src, w, &root.key("windows"))?,
+        None => None,
+    };
     let gpath = root.key("groups");
     let raw_groups = raw.groups.ok_or_else(|| src.err(&gpath, "missing required field 'groups'"))?;
     if raw_groups.is_empty() {
@@ -183,6 +188,17 @@ pub fn parse_plan_with_limits(
             None => None,
         };
         let on_failure = g.on_failure.unwrap_or(on_failure);
+        let group_windows = match &g.windows {
+            Some(w) => windows(src, w, &p.key("windows"))?,
+            None => plan_windows.clone(),
+        };
+        if let (Some(_), Some(_)) = (&cluster, &group_windows) {
+            let at = if g.windows.is_some() { p.key("windows") } else { p.key("strategy") };
+            return Err(src.err(
+                &at,
+                "maintenance windows are not supported with type: cluster yet (give the group `windows: { anytime: true }`)",
+            ));
+        }
         let mut group = PlanGroup {
             name,
             path: p,
@@ -197,6 +213,7 @@ pub fn parse_plan_with_limits(
             hook: false,
             release,
             cluster,
+            windows: group_windows,
         };
         // Before captures are checked: a var's value may use a captured value.
         scope.apply_group(src, &mut group)?;

@@ -62,7 +62,42 @@ pub(super) struct RawPlan {
     pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) hooks: Option<RawHooks>,
     pub(super) defaults: Option<RawDefaults>,
+    /// Maintenance windows of every group (see the `windows` module).
+    pub(super) windows: Option<RawWindows>,
     pub(super) groups: Option<Vec<RawGroup>>,
+}
+
+/// `windows:`, at the plan level or on a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindows {
+    pub(super) timezone: Option<String>,
+    pub(super) cutoff: Option<String>,
+    pub(super) open: Option<Vec<RawWindow>>,
+    pub(super) blackouts: Option<Vec<RawBlackout>>,
+    /// A group under a plan with windows that may run at any time.
+    pub(super) anytime: Option<bool>,
+}
+
+/// One entry of `windows.open`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub(super) days: Option<Vec<String>>,
+    pub(super) start: Option<String>,
+    pub(super) cron: Option<String>,
+    pub(super) duration: Option<String>,
+}
+
+/// One entry of `windows.blackouts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBlackout {
+    pub(super) from: Option<String>,
+    pub(super) to: Option<String>,
+    /// Shown to people only.
+    #[allow(dead_code)]
+    pub(super) reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +155,8 @@ pub(super) struct RawGroup {
     pub(super) checks: Option<Vec<RawCheck>>,
     pub(super) rollback_steps: Option<Vec<RawStep>>,
     pub(super) release: Option<RawGroupRelease>,
+    /// Over the plan's `windows`, wholesale.
+    pub(super) windows: Option<RawWindows>,
 }
 
 /// `release: { catalog: NAME }` on a group.
@@ -192,7 +229,7 @@ pub(super) struct RawStep {
     pub(super) installs: Option<String>,
 }
 
-/// `backup: { command, args, env, workdir, path }`.
+/// `backup: { command, args, env, workdir, run_as, path }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackup {
@@ -200,6 +237,8 @@ pub(super) struct RawBackup {
     pub(super) args: Option<Vec<String>>,
     pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) workdir: Option<String>,
+    /// A user, or `{ user, group }`; read by hand (`run_as` module).
+    pub(super) run_as: Option<serde_norway::Value>,
     pub(super) path: Option<String>,
 }
 
@@ -210,6 +249,8 @@ pub(super) struct RawExec {
     pub(super) args: Option<Vec<String>>,
     pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) workdir: Option<String>,
+    /// A user, or `{ user, group }`; read by hand (`run_as` module).
+    pub(super) run_as: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Deserialize)]

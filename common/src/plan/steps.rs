@@ -15,6 +15,7 @@ use crate::step_strings::{exec_strings_mut, step_strings_mut};
 use super::duration::{parse_duration, positive_duration};
 use super::errors::{FieldPath, PlanError, Src, required};
 use super::raw::{RawBackup, RawExec, RawStep};
+use super::run_as::run_as;
 use super::template::{Var, render};
 use super::validated::StepTemplate;
 
@@ -108,9 +109,16 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
         }
         render(v, |var| match var {
             Var::Captured(_) => Err("captured values cannot name what a step installs".to_string()),
-            Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) | Var::Vars(_) => {
-                Ok(String::new())
-            }
+            Var::Cluster(_) => Err("cluster values cannot name what a step installs".to_string()),
+            Var::Host
+            | Var::Version
+            | Var::Group
+            | Var::Label(_)
+            | Var::Installed(_)
+            | Var::Fact(_)
+            | Var::Vars(_)
+            | Var::InstallRoot
+            | Var::Current(_) => Ok(String::new()),
         })
         .map_err(|m| src.err(&p.key("installs"), m))?;
         t.installs = Some((None, v.clone()));
@@ -235,6 +243,12 @@ fn pkg_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, Pla
         }
     };
     let command = sv.command.as_ref().map(|c| exec_spec(src, c, &kp.key("command"))).transpose()?;
+    if command.as_ref().is_some_and(|c| c.run_as.is_some()) {
+        return Err(src.err(
+            &kp.key("command").key("run_as"),
+            "not supported on a service's command (supervised services run as the agent)",
+        ));
+    }
     if manager == ServiceManager::Supervised
         && command.is_none()
         && matches!(action, ServiceAction::Start | ServiceAction::Restart)
@@ -274,6 +288,7 @@ fn backup_step(src: Src<'_>, b: &RawBackup, kp: &FieldPath) -> Result<StepKind, 
             args: b.args.clone().unwrap_or_default(),
             env: b.env.clone().unwrap_or_default(),
             workdir: b.workdir.clone(),
+            run_as: run_as(src, b.run_as.as_ref(), &kp.key("run_as"))?,
         },
         path,
     }))
@@ -297,6 +312,7 @@ pub(super) fn exec_spec(src: Src<'_>, e: &RawExec, p: &FieldPath) -> Result<Exec
         args: e.args.clone().unwrap_or_default(),
         env: e.env.clone().unwrap_or_default(),
         workdir: e.workdir.clone(),
+        run_as: run_as(src, e.run_as.as_ref(), &p.key("run_as"))?,
     })
 }
 

@@ -171,12 +171,16 @@ pub struct HopSummary {
     pub steps: Vec<EstimatedStep>,
 }
 
-/// A step with its estimate: `{ name, kind, estimate_ms, estimate, source,
-/// runs? }` (`runs` for a measured one).
+/// A step with its estimate: `{ name, kind, run_as?, estimate_ms, estimate,
+/// source, runs? }` (`runs` for a measured one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EstimatedStep {
     pub name: String,
     pub kind: String,
+    /// Who its command runs as (`postgres`, `postgres:ssl-cert`), when its
+    /// `run_as` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
     pub estimate_ms: u64,
     pub estimate: String,
     #[serde(flatten)]

@@ -4,16 +4,18 @@
 use std::fmt;
 
 use crate::capture;
-use crate::model::{ArchiveSpec, DpkgSpec, InventoryHost, StepKind, StepSpec};
-use crate::step_strings::step_strings_mut;
+use crate::cluster_vars::{self, ClusterScope, ClusterVar};
+use crate::model::{ArchiveSpec, DpkgSpec, ExecSpec, InventoryHost, StepKind, StepSpec};
+use crate::step_strings::{exec_specs, step_strings_mut};
 
-use super::errors::{PlanError, Src};
+use super::errors::{FieldPath, PlanError, Src};
 use super::steps::{check_archive_name, check_pkg_word, check_sha256};
 use super::validated::StepTemplate;
 
 /// A template variable: `{{host}}`, `{{version}}`, `{{group}}`,
 /// `{{label.KEY}}`, `{{installed.COMPONENT}}`, `{{fact.NAME}}`,
-/// `{{captured.NAME}}` or `{{vars.NAME}}`.
+/// `{{captured.NAME}}`, `{{vars.NAME}}`, `{{cluster.…}}` (see
+/// [`crate::cluster_vars`]), `{{install_root}}` or `{{current.COMPONENT}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Var<'a> {
     Host,
@@ -27,7 +29,28 @@ pub(super) enum Var<'a> {
     Captured(&'a str),
     /// A plan variable, substituted at parse time (see `vars`).
     Vars(&'a str),
+    /// The cluster of the host, in a `type: cluster` group.
+    Cluster(ClusterVar<'a>),
+    /// The agent's install root (its `--install-root`), as it reported it.
+    InstallRoot,
+    /// `<install root>/COMPONENT/current`: the current release of an
+    /// archive-installed component.
+    Current(&'a str),
 }
+
+/// What a template is rendered for: one host of one group.
+#[derive(Debug, Clone)]
+pub(super) struct Scope<'a> {
+    pub host: &'a InventoryHost,
+    /// The plan's target version.
+    pub version: &'a str,
+    pub group: &'a str,
+    /// The host's cluster, in a `type: cluster` group.
+    pub cluster: Option<ClusterScope<'a>>,
+}
+
+/// The fact under which an agent reports its install root.
+pub const INSTALL_ROOT_FACT: &str = "install_root";
 
 /// The variable as written (`{{label.KEY}}`), for substitutions that keep
 /// it for a later stage.
@@ -42,6 +65,9 @@ impl fmt::Display for Var<'_> {
             Var::Fact(n) => write!(f, "{{{{fact.{n}}}}}"),
             Var::Captured(n) => write!(f, "{{{{captured.{n}}}}}"),
             Var::Vars(n) => write!(f, "{{{{vars.{n}}}}}"),
+            Var::Cluster(c) => c.fmt(f),
+            Var::InstallRoot => f.write_str("{{install_root}}"),
+            Var::Current(c) => write!(f, "{{{{current.{c}}}}}"),
         }
     }
 }
@@ -49,14 +75,18 @@ impl fmt::Display for Var<'_> {
 pub(super) fn parse_var(inner: &str) -> Result<Var<'_>, String> {
     let unknown = || {
         format!(
-            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT, fact.NAME, captured.NAME or vars.NAME"
+            "unknown template variable '{{{{{inner}}}}}': expected host, version, group, label.KEY, installed.COMPONENT, fact.NAME, captured.NAME, vars.NAME, install_root, current.COMPONENT or {}",
+            cluster_vars::KNOWN
         )
     };
     match inner {
         "host" => Ok(Var::Host),
         "version" => Ok(Var::Version),
         "group" => Ok(Var::Group),
+        "install_root" => Ok(Var::InstallRoot),
         _ => match inner.split_once('.') {
+            Some(("cluster", rest)) => ClusterVar::parse(rest).map(Var::Cluster).ok_or_else(unknown),
+            Some(("current", c)) if !c.is_empty() => Ok(Var::Current(c)),
             Some(("label", key)) if !key.is_empty() => Ok(Var::Label(key)),
             Some(("installed", c)) if !c.is_empty() => Ok(Var::Installed(c)),
             Some(("fact", f)) if !f.is_empty() => Ok(Var::Fact(f)),
@@ -85,13 +115,22 @@ pub(super) fn render(
     Ok(out)
 }
 
-/// The value of a template variable for `host`.
-pub(super) fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &str) -> Result<String, String> {
+/// The value of a template variable for `scope`'s host.
+pub(super) fn lookup(var: Var<'_>, scope: &Scope<'_>) -> Result<String, String> {
+    let host = scope.host;
     let id = &host.id;
+    let install_root = || {
+        host.facts.get(INSTALL_ROOT_FACT).filter(|r| !r.is_empty()).ok_or_else(|| {
+            format!(
+                "host {id} does not report its install root (an agent older than this coordinator, or an \
+                 inventory host without the fact '{INSTALL_ROOT_FACT}')"
+            )
+        })
+    };
     match var {
         Var::Host => Ok(id.clone()),
-        Var::Version => Ok(version.to_string()),
-        Var::Group => Ok(group.to_string()),
+        Var::Version => Ok(scope.version.to_string()),
+        Var::Group => Ok(scope.group.to_string()),
         Var::Label(k) => host.labels.get(k).cloned().ok_or_else(|| format!("host {id} has no label '{k}'")),
         Var::Installed(c) => {
             host.installed.get(c).cloned().ok_or_else(|| format!("host {id} has no installed component '{c}'"))
@@ -104,20 +143,25 @@ pub(super) fn lookup(var: Var<'_>, host: &InventoryHost, version: &str, group: &
         Var::Vars(v) => {
             Err(format!("'{{{{vars.{v}}}}}' is not substituted here (plan vars apply to the plan's own steps)"))
         }
+        Var::Cluster(c) => match &scope.cluster {
+            // Kept for the engine, which knows who is upgraded.
+            Some(cluster) if c.at_run_time() => cluster.check_run_time(c).map(|()| c.to_string()),
+            Some(cluster) => cluster.value(c),
+            None => Err(format!("{c} is only known in a group with type: cluster (group '{}')", scope.group)),
+        },
+        Var::InstallRoot => install_root().cloned(),
+        Var::Current(c) => {
+            super::steps::check_archive_name(c).map_err(|m| format!("{{{{current.{c}}}}}: {m}"))?;
+            Ok(format!("{}/{c}/current", install_root()?.trim_end_matches('/')))
+        }
     }
 }
 
-pub(super) fn render_step(
-    src: Src<'_>,
-    t: &StepTemplate,
-    host: &InventoryHost,
-    version: &str,
-    group: &str,
-) -> Result<StepSpec, PlanError> {
+pub(super) fn render_step(src: Src<'_>, t: &StepTemplate, scope: &Scope<'_>) -> Result<StepSpec, PlanError> {
     let mut spec = t.spec.clone();
-    let id = &host.id;
+    let (id, group) = (&scope.host.id, scope.group);
     for (rel, s) in step_strings_mut(&mut spec) {
-        *s = render(s, |var| lookup(var, host, version, group))
+        *s = render(s, |var| lookup(var, scope))
             .map_err(|m| src.err(&t.path.join(&rel), format!("{m} (group '{group}')")))?;
     }
     // A digest the plan left out is the artifact store's to fill in at submit
@@ -172,5 +216,30 @@ pub(super) fn render_step(
             .map_err(|m| src.err(&t.path.key(kind).key("sha256"), format!("{m} for host {id} (group '{group}')")))?;
         sha.make_ascii_lowercase();
     }
+    for (rel, exec) in exec_specs(&spec.kind) {
+        check_run_as(src, &t.path.join(&rel), exec, id, group)?;
+    }
     Ok(spec)
+}
+
+/// A command's rendered `run_as` names (written at `p`), checked with
+/// [`crate::run_as::parse`]; a `{{captured.X}}` still in one is the agent's
+/// to check once the engine filled it in.
+pub(super) fn check_run_as(
+    src: Src<'_>,
+    p: &FieldPath,
+    exec: &ExecSpec,
+    id: &str,
+    group: &str,
+) -> Result<(), PlanError> {
+    let Some(r) = &exec.run_as else { return Ok(()) };
+    let names = [("user", Some(&r.user)), ("group", r.group.as_ref())];
+    for (what, name) in names.into_iter().filter_map(|(w, n)| n.map(|n| (w, n))) {
+        if name.contains("{{") {
+            continue;
+        }
+        crate::run_as::parse(what, name)
+            .map_err(|m| src.err(&p.key("run_as").key(what), format!("{m} for host {id} (group '{group}')")))?;
+    }
+    Ok(())
 }

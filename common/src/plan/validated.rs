@@ -10,6 +10,7 @@ use crate::model::{CaptureSpec, ExecSpec, OnFailure, StepSpec};
 use super::catalogs::PlanCatalog;
 use super::errors::{FieldPath, Src};
 use super::strategies::{Amount, CanaryDef, ClusterDef, StrategyDef};
+use super::windows::WindowsDef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Selection {
@@ -71,6 +72,8 @@ pub(super) struct PlanGroup {
     pub(super) release: Option<String>,
     /// `strategy: { type: cluster }`.
     pub(super) cluster: Option<ClusterDef>,
+    /// Its maintenance windows (its own `windows:` or the plan's).
+    pub(super) windows: Option<WindowsDef>,
 }
 
 /// A parsed, statically valid plan (not yet matched against hosts).

@@ -68,10 +68,16 @@ impl Scope {
             check_size(src, value, &at, limits)?;
             render(value, |var| match var {
                 Var::Vars(_) => Err("a var's value may not use another var (vars are substituted in one pass)".into()),
-                Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) => {
-                    Ok(String::new())
-                }
-                Var::Captured(_) => Ok(String::new()),
+                Var::Host
+                | Var::Version
+                | Var::Group
+                | Var::Label(_)
+                | Var::Installed(_)
+                | Var::Fact(_)
+                | Var::Captured(_)
+                | Var::Cluster(_)
+                | Var::InstallRoot
+                | Var::Current(_) => Ok(String::new()),
             })
             .map_err(|m| src.err(&at, m))?;
             out.vars.insert(name.clone(), value.clone());
@@ -116,7 +122,10 @@ impl Scope {
             | Var::Label(_)
             | Var::Installed(_)
             | Var::Fact(_)
-            | Var::Captured(_) => Ok(var.to_string()),
+            | Var::Captured(_)
+            | Var::Cluster(_)
+            | Var::InstallRoot
+            | Var::Current(_) => Ok(var.to_string()),
         })
         .map_err(|m| src.err(at, m))
     }
@@ -201,9 +210,16 @@ fn exec_specs_mut(kind: &mut StepKind) -> Vec<&mut ExecSpec> {
 pub(super) fn refuse_vars(src: Src<'_>, t: &mut StepTemplate) -> Result<(), PlanError> {
     let no_vars = |var: Var<'_>| match var {
         Var::Vars(n) => Err(format!("'{{{{vars.{n}}}}}': release catalogs do not see plan vars")),
-        Var::Host | Var::Version | Var::Group | Var::Label(_) | Var::Installed(_) | Var::Fact(_) | Var::Captured(_) => {
-            Ok(String::new())
-        }
+        Var::Host
+        | Var::Version
+        | Var::Group
+        | Var::Label(_)
+        | Var::Installed(_)
+        | Var::Fact(_)
+        | Var::Captured(_)
+        | Var::Cluster(_)
+        | Var::InstallRoot
+        | Var::Current(_) => Ok(String::new()),
     };
     let path = t.path.clone();
     for (rel, s) in step_strings_mut(&mut t.spec) {

@@ -133,6 +133,7 @@ pub fn spec(groups: &[G], steps: usize) -> RolloutSpec {
         on_failure: OnFailure::Halt,
         require_backup: false,
         rollback_of: None,
+        windows: None,
     }
 }
 

@@ -16,6 +16,10 @@
 //!    (`tests/tests/store_fixture.rs`), and check in one written by the new
 //!    format.
 //!
+//! Adding a tree that no older build reads, and that an older store simply
+//! lacks (read as empty), is not such a change: it needs no bump (see
+//! [`super::records`] for the trees added that way).
+//!
 //! No `#[serde(default)]` patches on stored types instead: a default hides
 //! the change from the version and from the migration.
 //!
@@ -29,7 +33,7 @@ use std::path::Path;
 use crate::error::CoordinatorError;
 
 /// The format this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const META: &str = "meta";
 const VERSION_KEY: &[u8] = b"format_version";
@@ -102,6 +106,7 @@ fn has_data(db: &sled::Db) -> Result<bool, CoordinatorError> {
 fn upgrade_from(db: &sled::Db, from: u32) -> Result<(), CoordinatorError> {
     match from {
         1 => rollouts_1_to_2(db),
+        2 => rollouts_2_to_3(db),
         unknown => Err(CoordinatorError::Store {
             op: "upgrade format",
             message: format!("no upgrade from store format {unknown}"),
@@ -126,6 +131,34 @@ fn rollouts_1_to_2(db: &sled::Db) -> Result<(), CoordinatorError> {
     }
     tree.flush().map_err(serr("flush rollouts"))?;
     Ok(())
+}
+
+/// Format 2 -> 3: each rollout's spec gets its maintenance `windows`
+/// (none: rollouts stored before windows existed had none).
+fn rollouts_2_to_3(db: &sled::Db) -> Result<(), CoordinatorError> {
+    let tree = db.open_tree(super::records::ROLLOUTS).map_err(serr("open rollouts"))?;
+    for item in tree.iter() {
+        let (key, value) = item.map_err(serr("read rollout"))?;
+        let mut record: serde_json::Value = serde_json::from_slice(&value)
+            .map_err(|e| CoordinatorError::Store { op: "upgrade rollout", message: e.to_string() })?;
+        if rollout_2_to_3(&mut record) {
+            let bytes = serde_json::to_vec(&record)
+                .map_err(|e| CoordinatorError::Store { op: "upgrade rollout", message: e.to_string() })?;
+            tree.insert(key, bytes).map_err(serr("write rollout"))?;
+        }
+    }
+    tree.flush().map_err(serr("flush rollouts"))?;
+    Ok(())
+}
+
+/// Rewrite one format-2 rollout record; false when there was nothing to do.
+fn rollout_2_to_3(record: &mut serde_json::Value) -> bool {
+    let Some(spec) = record.get_mut("spec").and_then(serde_json::Value::as_object_mut) else { return false };
+    if spec.contains_key("windows") {
+        return false;
+    }
+    spec.insert("windows".into(), serde_json::Value::Null);
+    true
 }
 
 /// Rewrite one format-1 rollout record; false when there was nothing to do.
@@ -192,6 +225,7 @@ mod tests {
         let before = record.clone();
         assert!(!rollout_1_to_2(&mut record), "idempotent");
         assert_eq!(record, before);
+        assert!(rollout_2_to_3(&mut record));
         let spec: RolloutSpec = serde_json::from_value(record["spec"].clone()).unwrap();
         assert_eq!(spec.rollback_of.as_deref(), Some("r1"));
         let db = &spec.groups[0];
@@ -253,5 +287,17 @@ mod tests {
         db.open_tree(META).unwrap().insert(VERSION_KEY, &b"x"[..]).unwrap();
         let err = open(&db, dir.path()).unwrap_err();
         assert!(matches!(err, CoordinatorError::Store { op: "read format version", .. }), "{err:?}");
+    }
+
+    /// A format-2 rollout reads with no windows after the upgrade; a second
+    /// run changes nothing.
+    #[test]
+    fn format_2_rollouts_upgrade_to_no_windows() {
+        let mut record = serde_json::json!({ "id": "r1", "spec": { "plan_name": "p", "groups": [] } });
+        assert!(rollout_2_to_3(&mut record));
+        assert_eq!(record["spec"]["windows"], serde_json::Value::Null);
+        let before = record.clone();
+        assert!(!rollout_2_to_3(&mut record), "idempotent");
+        assert_eq!(record, before);
     }
 }

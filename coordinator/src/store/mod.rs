@@ -8,7 +8,9 @@
 //! seen (inventory survives restarts), join tokens (by their sha256), each
 //! host's enrolled certificate, and the recent durations
 //! of every step that succeeded (per plan name, group and step name, the last
-//! [`convoy_common::estimate::HISTORY`], for `convoy plan`'s estimates). Writes are buffered
+//! [`convoy_common::estimate::HISTORY`], for `convoy plan`'s estimates), the
+//! hosts held out of rollouts (and, per rollout, those its plan skipped for
+//! a hold), and the audit trail of operator actions. Writes are buffered
 //! until [`Store::flush`]: the runtime appends a batch of events, flushes once
 //! (group commit) and only then carries out their actions.
 //!
@@ -23,7 +25,9 @@ pub mod format;
 mod records;
 mod sled_store;
 
+use convoy_common::audit::AuditEntry;
 use convoy_common::engine::Event;
+use convoy_common::hold::Hold;
 use convoy_common::model::{RolloutSpec, UnixMillis};
 
 use crate::enrolment::{Enrolment, JoinTokenRecord};
@@ -63,6 +67,11 @@ pub struct AgentRecord {
     pub last_seen: UnixMillis,
     /// The facts the operator gave the agent (`--fact KEY=VALUE`).
     pub facts: std::collections::BTreeMap<String, String>,
+    /// The agent's install root; empty from agents that predate it.
+    pub install_root: String,
+    /// The step kinds the agent said it runs (its Hello's capabilities);
+    /// empty in records stored before they were kept, until it reconnects.
+    pub capabilities: Vec<String>,
 }
 
 impl AgentRecord {
@@ -79,16 +88,23 @@ impl AgentRecord {
                 arch: self.arch.clone(),
                 installed: self.installed.clone(),
                 custom: self.facts.clone(),
+                install_root: self.install_root.clone(),
             },
         }
     }
 
     /// The agent as the inventory plans expand against: its labels, installed
     /// versions and facts (its custom facts, plus `hostname`, `os` and `arch`
-    /// when it reported them, which win over custom facts of the same name).
+    /// when it reported them, which win over custom facts of the same name;
+    /// and its install root as the fact [`convoy_common::plan::INSTALL_ROOT_FACT`]).
     pub fn inventory_host(&self) -> convoy_common::model::InventoryHost {
         let mut facts = self.facts.clone();
-        for (k, v) in [("hostname", &self.hostname), ("os", &self.os), ("arch", &self.arch)] {
+        for (k, v) in [
+            ("hostname", &self.hostname),
+            ("os", &self.os),
+            ("arch", &self.arch),
+            (convoy_common::plan::INSTALL_ROOT_FACT, &self.install_root),
+        ] {
             if !v.is_empty() {
                 facts.insert(k.to_string(), v.clone());
             }
@@ -140,4 +156,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), CoordinatorError>;
+
+    // ------------------------------------------ holds and audit (issue 13)
+
+    /// Hold a host out of rollouts (replacing its hold, if any); durable on return.
+    fn put_hold(&self, hold: &Hold) -> Result<(), CoordinatorError>;
+    /// Release a host's hold; the hold it had, if any. Durable on return.
+    fn remove_hold(&self, host: &str) -> Result<Option<Hold>, CoordinatorError>;
+    /// Every hold, by host id.
+    fn holds(&self) -> Result<Vec<Hold>, CoordinatorError>;
+    /// The hosts a rollout's plan selected that were held when it was planned.
+    fn put_rollout_holds(&self, rollout_id: &str, held: &[Hold]) -> Result<(), CoordinatorError>;
+    fn rollout_holds(&self, rollout_id: &str) -> Result<Vec<Hold>, CoordinatorError>;
+    /// Up to `max` events of a rollout's log from sequence `from_seq`, with
+    /// their sequence numbers.
+    fn events_page(
+        &self,
+        rollout_id: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredEvent)>, CoordinatorError>;
+    /// Append an entry to the audit trail; durable on return.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), CoordinatorError>;
+    /// The newest `limit` entries at or after `since`, oldest first.
+    fn audit(&self, since: UnixMillis, limit: usize) -> Result<Vec<AuditEntry>, CoordinatorError>;
 }

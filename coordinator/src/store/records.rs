@@ -2,8 +2,8 @@
 //! record type per kind of value and format version, with the conversion
 //! between each record and the coordinator's own type ([`Stored`]).
 //!
-//! Format 2 (JSON values; format 1 differs only in the rollout's embedded
-//! spec, see [`super::format`]):
+//! Format 3 (JSON values; formats 1 and 2 differ only in the rollout's
+//! embedded spec, see [`super::format`]: format 3 added its `windows`):
 //!
 //! | tree             | key                                  | value           |
 //! |------------------|--------------------------------------|-----------------|
@@ -13,7 +13,16 @@
 //! | `join_tokens_v2` | sha256 of the token, hex             | [`JoinTokenV1`] |
 //! | `enrolments`     | host id                              | [`EnrolmentV1`] |
 //! | `step_times`     | plan, 0, group, 0, step              | [`StepTimesV1`] |
+//! | `holds`          | host id                              | [`HoldV1`]      |
+//! | `rollout_holds`  | rollout id                           | [`RolloutHoldsV1`] |
+//! | `audit`          | sequence (u64 BE, sled's generated ids) | [`AuditV1`]  |
 //! | `meta`           | `format_version`                     | u32 BE ([`super::format`]) |
+//!
+//! `holds`, `rollout_holds` and `audit` were added within format 2: a new
+//! tree that no older build reads and that an older store simply lacks
+//! (it reads as empty) changes no stored shape, so it needs no bump; its
+//! records are versioned from their first day, and a later change to them
+//! follows the rule below like any other (see docs/architecture.md).
 //!
 //! [`RolloutV2`]: format 2 changed a group's strategy into an enum
 //! (`rolling` with its window, `parallel`, `cluster` with its clusters) with
@@ -34,7 +43,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use convoy_common::audit::{AuditAction, AuditEntry, AuditOutcome};
 use convoy_common::engine::Event;
+use convoy_common::hold::Hold;
 use convoy_common::model::{RolloutSpec, UnixMillis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -51,6 +62,9 @@ pub(super) const AGENTS: &str = "agents";
 pub(super) const JOIN_TOKENS: &str = "join_tokens_v2";
 pub(super) const ENROLMENTS: &str = "enrolments";
 pub(super) const STEP_TIMES: &str = "step_times";
+pub(super) const HOLDS: &str = "holds";
+pub(super) const ROLLOUT_HOLDS: &str = "rollout_holds";
+pub(super) const AUDIT: &str = "audit";
 
 /// A coordinator type the store keeps, written as the current format's record.
 pub(super) trait Stored: Sized {
@@ -151,6 +165,10 @@ pub(super) struct AgentV1<'a> {
     last_seen: UnixMillis,
     #[serde(default)]
     facts: Cow<'a, BTreeMap<String, String>>,
+    #[serde(default)]
+    install_root: Cow<'a, str>,
+    #[serde(default)]
+    capabilities: Cow<'a, [String]>,
 }
 
 impl Stored for AgentRecord {
@@ -168,6 +186,8 @@ impl Stored for AgentRecord {
                 installed: Cow::Borrowed(&self.installed),
                 last_seen: self.last_seen,
                 facts: Cow::Borrowed(&self.facts),
+                install_root: Cow::Borrowed(&self.install_root),
+                capabilities: Cow::Borrowed(&self.capabilities),
             },
         )
     }
@@ -185,6 +205,8 @@ impl Stored for AgentRecord {
             installed: r.installed.into_owned(),
             last_seen: r.last_seen,
             facts: r.facts.into_owned(),
+            install_root: r.install_root.into_owned(),
+            capabilities: r.capabilities.into_owned(),
         })
     }
 }
@@ -282,6 +304,103 @@ impl Stored for StepTimes {
     fn decode(bytes: &[u8]) -> Result<Self, CoordinatorError> {
         let r: StepTimesV1 = from_json("decode step times", bytes)?;
         Ok(StepTimes { group: r.group, step: r.step, recent_ms: r.recent_ms })
+    }
+}
+
+// ------------------------------------------ holds and audit (issue 13)
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct HoldV1 {
+    host: String,
+    reason: String,
+    by: String,
+    since: UnixMillis,
+}
+
+impl From<&Hold> for HoldV1 {
+    fn from(h: &Hold) -> HoldV1 {
+        HoldV1 { host: h.host.clone(), reason: h.reason.clone(), by: h.by.clone(), since: h.since }
+    }
+}
+
+impl From<HoldV1> for Hold {
+    fn from(h: HoldV1) -> Hold {
+        Hold { host: h.host, reason: h.reason, by: h.by, since: h.since }
+    }
+}
+
+impl Stored for Hold {
+    fn encode(&self) -> Result<Vec<u8>, CoordinatorError> {
+        to_json("encode hold", &HoldV1::from(self))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CoordinatorError> {
+        Ok(from_json::<HoldV1>("decode hold", bytes)?.into())
+    }
+}
+
+/// The hosts a rollout's plan selected that were held when it was planned.
+#[derive(Serialize, Deserialize)]
+pub(super) struct RolloutHoldsV1 {
+    held: Vec<HoldV1>,
+}
+
+/// The holds of one rollout, as stored.
+pub(super) struct RolloutHolds(pub Vec<Hold>);
+
+impl Stored for RolloutHolds {
+    fn encode(&self) -> Result<Vec<u8>, CoordinatorError> {
+        to_json("encode rollout holds", &RolloutHoldsV1 { held: self.0.iter().map(HoldV1::from).collect() })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CoordinatorError> {
+        let r: RolloutHoldsV1 = from_json("decode rollout holds", bytes)?;
+        Ok(RolloutHolds(r.held.into_iter().map(Hold::from).collect()))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct AuditV1 {
+    at: UnixMillis,
+    who: String,
+    role: String,
+    peer: String,
+    /// [`AuditAction`] in its kebab-case form.
+    action: AuditAction,
+    target: String,
+    outcome: AuditOutcome,
+    detail: String,
+}
+
+impl Stored for AuditEntry {
+    fn encode(&self) -> Result<Vec<u8>, CoordinatorError> {
+        to_json(
+            "encode audit entry",
+            &AuditV1 {
+                at: self.at,
+                who: self.who.clone(),
+                role: self.role.clone(),
+                peer: self.peer.clone(),
+                action: self.action,
+                target: self.target.clone(),
+                outcome: self.outcome,
+                detail: self.detail.clone(),
+            },
+        )
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CoordinatorError> {
+        let r: AuditV1 = from_json("decode audit entry", bytes)?;
+        Ok(AuditEntry {
+            at: r.at,
+            who: r.who,
+            role: r.role,
+            peer: r.peer,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            detail: r.detail,
+        })
     }
 }
 

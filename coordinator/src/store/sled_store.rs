@@ -4,6 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use convoy_common::audit::AuditEntry;
+use convoy_common::hold::Hold;
+use convoy_common::model::UnixMillis;
+
 use super::records::{self, Stored};
 use super::{AgentRecord, RolloutRecord, StepTimes, Store, StoredEvent, format};
 use crate::enrolment::{Enrolment, JoinTokenRecord};
@@ -19,6 +23,9 @@ pub struct SledStore {
     tokens: sled::Tree,
     enrolments: sled::Tree,
     step_times: sled::Tree,
+    holds: sled::Tree,
+    rollout_holds: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -81,6 +88,9 @@ impl SledStore {
             tokens: db.open_tree(records::JOIN_TOKENS).map_err(serr("open tokens"))?,
             enrolments: db.open_tree(records::ENROLMENTS).map_err(serr("open enrolments"))?,
             step_times: db.open_tree(records::STEP_TIMES).map_err(serr("open step times"))?,
+            holds: db.open_tree(records::HOLDS).map_err(serr("open holds"))?,
+            rollout_holds: db.open_tree(records::ROLLOUT_HOLDS).map_err(serr("open rollout holds"))?,
+            audit: db.open_tree(records::AUDIT).map_err(serr("open audit"))?,
             found_format,
             db,
         })
@@ -187,6 +197,78 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), CoordinatorError> {
         self.db.flush().map_err(serr("flush"))?;
         Ok(())
+    }
+
+    // ------------------------------------------ holds and audit (issue 13)
+
+    fn put_hold(&self, hold: &Hold) -> Result<(), CoordinatorError> {
+        self.holds.insert(hold.host.as_bytes(), hold.encode()?).map_err(serr("put hold"))?;
+        self.holds.flush().map_err(serr("flush holds"))?;
+        Ok(())
+    }
+
+    fn remove_hold(&self, host: &str) -> Result<Option<Hold>, CoordinatorError> {
+        let old = self.holds.remove(host.as_bytes()).map_err(serr("remove hold"))?;
+        self.holds.flush().map_err(serr("flush holds"))?;
+        old.map(|v| Hold::decode(&v)).transpose()
+    }
+
+    fn holds(&self) -> Result<Vec<Hold>, CoordinatorError> {
+        decode_all(self.holds.iter(), "read holds")
+    }
+
+    fn put_rollout_holds(&self, rollout_id: &str, held: &[Hold]) -> Result<(), CoordinatorError> {
+        let v = records::RolloutHolds(held.to_vec()).encode()?;
+        self.rollout_holds.insert(rollout_id.as_bytes(), v).map_err(serr("put rollout holds"))?;
+        Ok(())
+    }
+
+    fn rollout_holds(&self, rollout_id: &str) -> Result<Vec<Hold>, CoordinatorError> {
+        let v = self.rollout_holds.get(rollout_id.as_bytes()).map_err(serr("get rollout holds"))?;
+        Ok(v.map(|v| records::RolloutHolds::decode(&v)).transpose()?.map(|h| h.0).unwrap_or_default())
+    }
+
+    fn events_page(
+        &self,
+        rollout_id: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredEvent)>, CoordinatorError> {
+        let prefix = records::owner_prefix(rollout_id);
+        let mut out = Vec::new();
+        for kv in self.events.range(records::event_key(rollout_id, from_seq)..) {
+            let (k, v) = kv.map_err(serr("read events"))?;
+            let Some(seq) = k.strip_prefix(prefix.as_slice()).and_then(|s| <[u8; 8]>::try_from(s).ok()) else { break };
+            if out.len() >= max {
+                break;
+            }
+            out.push((u64::from_be_bytes(seq), StoredEvent::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), CoordinatorError> {
+        // sled's generated ids only grow, across restarts too: key order is
+        // the order entries were recorded in.
+        let seq = self.db.generate_id().map_err(serr("audit sequence"))?;
+        self.audit.insert(seq.to_be_bytes(), entry.encode()?).map_err(serr("append audit"))?;
+        self.audit.flush().map_err(serr("flush audit"))?;
+        Ok(())
+    }
+
+    fn audit(&self, since: UnixMillis, limit: usize) -> Result<Vec<AuditEntry>, CoordinatorError> {
+        // Newest first until `limit` or an entry older than `since`.
+        let mut out = Vec::new();
+        for kv in self.audit.iter().rev() {
+            let (_, v) = kv.map_err(serr("read audit"))?;
+            let e = AuditEntry::decode(&v)?;
+            if e.at < since || out.len() >= limit {
+                break;
+            }
+            out.push(e);
+        }
+        out.reverse();
+        Ok(out)
     }
 }
 
