@@ -152,6 +152,7 @@ pub fn generate(seed: u64) -> Case {
         on_failure: OnFailure::Halt,
         require_backup: false,
         rollback_of: None,
+        windows: None,
     };
     Case { spec, durations }
 }
