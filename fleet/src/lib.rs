@@ -18,6 +18,8 @@
 //! a sleep as synchronisation), [`net`] (a free port, a plain HTTP GET),
 //! [`replay`] (a rollout's stored events replayed for the invariant checker),
 //! [`logs`] (this process's tracing output, captured) and [`FleetError`].
+//! [`swarm`] is the swarm benchmark: thousands of simulated agents (real
+//! sessions, fake driver) in one process against a coordinator process.
 
 mod error;
 
@@ -28,6 +30,7 @@ pub mod net;
 pub mod operator;
 pub mod processes;
 pub mod replay;
+pub mod swarm;
 pub mod wait;
 
 pub use error::FleetError;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Swarm benchmark: N simulated agents (default 10000) in one process, each a
+# real mTLS gRPC session with its own certificate (enrolled with a join
+# token), Hello with facts, heartbeats and results from a fake driver,
+# against a release `convoy-coordinator` process. Measures connect time, the
+# idle coordinator's RSS and CPU, a no-op rollout of all N (max_parallel 500)
+# and the resume after a SIGKILL of the coordinator mid-rollout.
+# See docs/benchmark.md. Usage: bench/swarm.sh [N] [extra options of the swarm example]
+# The last line reads `swarm N=… connect_s=… idle_rss_mb=… idle_cpu_pct=… rollout_s=… resume_s=…`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-${N:-10000}}"
+shift || true
+TARGET="${CARGO_TARGET_DIR:-target}"
+cargo build --release -q -p convoy-coordinator -p convoy-fleet --example swarm
+# One descriptor per agent connection on each side, plus files: the coordinator
+# raises its own soft limit to the hard one; this raises ours.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+need=$((N + 512))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+  echo "swarm: the open-file limit $(ulimit -n) is below $need needed for $N agents (raise the hard limit)" >&2
+  exit 2
+fi
+exec "$TARGET/release/examples/swarm" --agents "$N" --coordinator-exe "$TARGET/release/convoy-coordinator" "$@"
