@@ -45,9 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::records::{self, Stored};
 use super::{AgentRecord, AuditEntry, Hold, RolloutRecord, StepTimes, Store, StoredEvent, format};
-use convoy_common::model::UnixMillis;
 use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
+use convoy_common::model::UnixMillis;
 
 /// The most operations in one transaction (etcd's `--max-txn-ops` default).
 pub const MAX_TXN_OPS: usize = 128;
