@@ -461,13 +461,8 @@ impl Store for EtcdStore {
         keep: usize,
     ) -> Result<(), CoordinatorError> {
         let key = self.tree_key(records::STEP_TIMES, &records::step_time_key(plan, group, step));
-        let mut times = match self.get(&key, "get step times")? {
-            Some(v) => StepTimes::decode(&v)?,
-            None => StepTimes { group: group.to_string(), step: step.to_string(), recent_ms: Vec::new() },
-        };
-        times.recent_ms.push(duration_ms);
-        let excess = times.recent_ms.len().saturating_sub(keep.max(1));
-        times.recent_ms.drain(..excess);
+        let stored = self.get(&key, "get step times")?.map(|v| StepTimes::decode(&v)).transpose()?;
+        let times = StepTimes::with(stored, group, step, duration_ms, keep);
         self.write("put step times", vec![(key, Some(times.encode()?))])
     }
 

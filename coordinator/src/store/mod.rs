@@ -131,6 +131,21 @@ pub struct StepTimes {
     pub recent_ms: Vec<u64>,
 }
 
+impl StepTimes {
+    /// `stored` (if any) with `duration_ms` added, keeping the last `keep`.
+    pub(crate) fn with(stored: Option<StepTimes>, group: &str, step: &str, duration_ms: u64, keep: usize) -> StepTimes {
+        let mut times = stored.unwrap_or_else(|| StepTimes {
+            group: group.to_string(),
+            step: step.to_string(),
+            recent_ms: Vec::new(),
+        });
+        times.recent_ms.push(duration_ms);
+        let excess = times.recent_ms.len().saturating_sub(keep.max(1));
+        times.recent_ms.drain(..excess);
+        times
+    }
+}
+
 /// The coordinator's storage seam.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError>;

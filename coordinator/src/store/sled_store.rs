@@ -179,13 +179,9 @@ impl Store for SledStore {
         keep: usize,
     ) -> Result<(), CoordinatorError> {
         let key = records::step_time_key(plan, group, step);
-        let mut times = match self.step_times.get(&key).map_err(serr("get step times"))? {
-            Some(v) => StepTimes::decode(&v)?,
-            None => StepTimes { group: group.to_string(), step: step.to_string(), recent_ms: Vec::new() },
-        };
-        times.recent_ms.push(duration_ms);
-        let excess = times.recent_ms.len().saturating_sub(keep.max(1));
-        times.recent_ms.drain(..excess);
+        let stored = self.step_times.get(&key).map_err(serr("get step times"))?;
+        let stored = stored.map(|v| StepTimes::decode(&v)).transpose()?;
+        let times = StepTimes::with(stored, group, step, duration_ms, keep);
         self.step_times.insert(key, times.encode()?).map_err(serr("put step times"))?;
         Ok(())
     }
