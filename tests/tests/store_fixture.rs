@@ -63,6 +63,12 @@ async fn a_format_2_store_resumes_its_rollout_with_this_build() -> anyhow::Resul
     resume(2).await
 }
 
+/// Format 3: specs carry maintenance windows (`windows`, null when none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_3_store_resumes_its_rollout_with_this_build() -> anyhow::Result<()> {
+    resume(3).await
+}
+
 /// Unpack the fixture of `format`, resume its rollout and check that it
 /// finishes with each host's step run exactly once, counting the runs
 /// before the fixture was written.
