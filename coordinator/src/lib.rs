@@ -23,6 +23,8 @@
 //!   the check every agent call passes.
 //! - [`operators`]: named operator tokens with roles, checked on every
 //!   operator call.
+//! - [`metrics`]: the Prometheus instruments and the scrape-time gauges.
+//! - [`http`]: the optional HTTPS listener: web dashboard and `/metrics`.
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
 //! - [`error`]: the crate's error enum.
 
@@ -32,6 +34,8 @@ pub mod connections;
 pub mod enrolment;
 pub mod error;
 pub mod grpc;
+pub mod http;
+pub mod metrics;
 pub mod operators;
 pub mod planning;
 pub mod runtime;

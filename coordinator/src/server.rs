@@ -1,5 +1,7 @@
 //! Wiring: open the store, load the PKI, start the runtime and serve gRPC
-//! over mTLS on a listener the caller binds (tests bind port 0).
+//! over mTLS on a listener the caller binds (tests bind port 0), and, when
+//! given a second listener, the dashboard and `/metrics` over HTTPS
+//! ([`crate::http`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +62,18 @@ pub async fn run_with_clock(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
+    serve(listener, None, config, clock, shutdown).await
+}
+
+/// [`run_with_clock`], also serving the dashboard and `/metrics` over HTTPS
+/// on `http` if given (with the same server certificate).
+pub async fn serve(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: ServerConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
     let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
@@ -70,8 +84,15 @@ pub async fn run_with_clock(
     // runtime never cancels the caller's token.
     let stop = shutdown.child_token();
     let artifacts = Arc::new(ArtifactStore::open_with(&config.data_dir, config.artifacts)?);
-    let (handle, runtime_task) =
-        runtime::spawn(store.clone(), artifacts.clone(), config.runtime.clone(), clock, stop.clone())?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (handle, runtime_task) = runtime::spawn_with_metrics(
+        store.clone(),
+        artifacts.clone(),
+        config.runtime.clone(),
+        clock,
+        metrics.clone(),
+        stop.clone(),
+    )?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
     // Watches the runtime task: if it ends while the server has not been
     // asked to stop (a panic in it), serving stops too.
@@ -111,9 +132,32 @@ pub async fn run_with_clock(
         heartbeat_interval: config.runtime.heartbeat_interval,
         shutdown: stop.clone(),
         enrol_lock: tokio::sync::Mutex::new(()),
+        metrics: metrics.clone(),
+    };
+    let auth = OperatorAuth::new(&config.data_dir, clock).with_metrics(metrics.clone());
+    let http_task = match http {
+        Some(http) => {
+            let tls = crate::http::tls_config(&read(&paths.server_cert())?, &read(&paths.server_key())?)?;
+            let state = Arc::new(crate::http::HttpState {
+                runtime: handle.clone(),
+                store: store.clone(),
+                auth: auth.clone(),
+                metrics: metrics.clone(),
+                sessions: Default::default(),
+                clock,
+                shutdown: stop.clone(),
+            });
+            let stop = stop.clone();
+            let timeout = config.connections.handshake_timeout;
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::http::serve(http, tls, timeout, state, stop).await {
+                    tracing::error!(error = %e, "the https listener stopped");
+                }
+            }))
+        }
+        None => None,
     };
     let operator_svc = OperatorSvc { runtime: handle, store: store.clone(), clock };
-    let auth = OperatorAuth::new(&config.data_dir, clock);
     let artifact_svc =
         ArtifactSvc { store: artifacts, auth: auth.clone(), enrolments: store.clone(), clock, shutdown: stop.clone() };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -128,7 +172,7 @@ pub async fn run_with_clock(
         .add_service(AgentServiceServer::new(agent_svc))
         .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth))
         .add_service(ArtifactServiceServer::new(artifact_svc))
-        .serve_with_incoming_shutdown(crate::connections::CappedIncoming::new(listener, cap), {
+        .serve_with_incoming_shutdown(crate::connections::CappedIncoming::new(listener, cap).with_metrics(metrics), {
             let stop = stop.clone();
             let died = died.clone();
             async move {
@@ -144,6 +188,11 @@ pub async fn run_with_clock(
         .await
         .map_err(|e| CoordinatorError::Transport(e.to_string()));
     stop.cancel();
+    if let Some(task) = http_task
+        && tokio::time::timeout(Duration::from_secs(10), task).await.is_err()
+    {
+        tracing::warn!("the https listener did not stop within 10s");
+    }
     let why = monitor.await.unwrap_or_else(|e| Some(e.to_string()));
     // A runtime that stopped by itself is an error even if serving ended
     // cleanly: the process must exit non-zero so a supervisor restarts it

@@ -1,0 +1,5 @@
+//! Live changes (not written yet).
+
+pub async fn events() -> &'static str {
+    "not yet"
+}
