@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Write the bound address to this file once listening.
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
+    /// Also serve the web dashboard and /metrics over HTTPS on this address
+    /// (off by default; same server certificate; operator tokens needed).
+    #[arg(long, env = "CONVOY_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// Heartbeat interval asked of agents, in milliseconds.
     #[arg(long, env = "CONVOY_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
@@ -247,6 +251,20 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
             let addr_file = serve.addr_file.clone();
             let listen = serve.listen.clone();
             let ha = (serve.store.clone(), serve.advertise.clone(), serve.lease_ttl_s);
+            if ha.0.is_some() && serve.http_listen.is_some() {
+                return Err(CoordinatorError::BadRequest {
+                    field: "--http-listen".into(),
+                    message: "the dashboard and /metrics are not served with --store etcd:// yet".into(),
+                });
+            }
+            let http = match serve.http_listen.clone() {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(&addr)
+                        .await
+                        .map_err(|source| CoordinatorError::Bind { addr: addr.clone(), source })?,
+                ),
+                None => None,
+            };
             let config = serve.into_config()?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -259,8 +277,15 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                     .map_err(|source| CoordinatorError::Io { path: tmp.clone(), source })?;
                 std::fs::rename(&tmp, &f).map_err(|source| CoordinatorError::Io { path: f.clone(), source })?;
             }
+            if let Some(h) = &http
+                && let Ok(addr) = h.local_addr()
+            {
+                eprintln!("dashboard and /metrics: https://{addr}/");
+            }
             match ha {
-                (None, _, _) => crate::server::run(listener, config, shutdown).await?,
+                (None, _, _) => {
+                    crate::server::serve(listener, http, config, crate::runtime::Clock::system(), shutdown).await?
+                }
                 (Some(store), advertise, ttl) => serve_ha(listener, config, &store, advertise, ttl, shutdown).await?,
             }
         }

@@ -90,6 +90,13 @@ pub struct Counted {
     live: Arc<AtomicUsize>,
 }
 
+impl Counted {
+    /// The peer's address (unspecified if the socket no longer knows it).
+    pub fn peer_addr(&self) -> std::net::SocketAddr {
+        self.inner.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.live.fetch_sub(1, Ordering::Relaxed);
@@ -139,11 +146,19 @@ pub struct CappedIncoming {
     last_refusal_log: Option<std::time::Instant>,
     /// After an accept error (out of descriptors), wait before the next try.
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts connections refused at the cap.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl CappedIncoming {
     pub fn new(listener: TcpListener, cap: usize) -> CappedIncoming {
-        CappedIncoming { listener, live: Arc::default(), cap, last_refusal_log: None, backoff: None }
+        CappedIncoming { listener, live: Arc::default(), cap, last_refusal_log: None, backoff: None, metrics: None }
+    }
+
+    /// Count refused connections in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> CappedIncoming {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Connections alive now.
@@ -179,6 +194,9 @@ impl Stream for CappedIncoming {
                 if self.last_refusal_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                     self.last_refusal_log = Some(now);
                     tracing::warn!(%peer, cap = self.cap, "connection refused: the connection cap is reached");
+                }
+                if let Some(m) = &self.metrics {
+                    m.refused(crate::metrics::RefusalReason::ConnectionCap);
                 }
                 drop(stream);
                 continue;

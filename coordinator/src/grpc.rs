@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::{self, Origin};
 use crate::enrolment::{self, HostPattern, JoinScope};
 use crate::error::CoordinatorError;
+use crate::metrics::{Metrics, RefusalReason};
 use crate::operators::{Role, peer_label, require};
 use crate::runtime::{AgentHello, AgentSnapshot, Clock, RolloutSnapshot, RuntimeHandle, ToAgent};
 use crate::store::Store;
@@ -69,6 +70,8 @@ pub struct AgentSvc {
     pub shutdown: CancellationToken,
     /// Serialises enrolments (see [`enrolment::admit_enrolment`]).
     pub enrol_lock: tokio::sync::Mutex<()>,
+    /// Refused sessions and enrolments are counted here.
+    pub metrics: Arc<Metrics>,
 }
 
 fn hello_from_wire(h: pb::Hello) -> Result<AgentHello, CoordinatorError> {
@@ -112,6 +115,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
         let peer = peer_label(req.remote_addr());
         let r = req.into_inner();
         let refused = |e: CoordinatorError| {
+            self.metrics.refused(RefusalReason::Enrolment);
             tracing::warn!(host = %r.host_id, %peer, error = %e, "enrolment refused");
             to_status(e)
         };
@@ -143,6 +147,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             certs.as_deref().map(|c| c.as_slice()),
         )
         .map_err(|e| {
+            self.metrics.refused(RefusalReason::AgentSession);
             tracing::warn!(%peer, error = %e, "agent session refused");
             to_status(e)
         })?;
@@ -159,11 +164,13 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                 host: cert_host,
                 message: format!("certificate is for this host, hello claims '{}'", hello.id),
             };
+            self.metrics.refused(RefusalReason::AgentSession);
             tracing::warn!(%peer, error = %e, "agent session refused");
             return Err(to_status(e));
         }
         let host = hello.id.clone();
         let (session, mut to_agent) = self.runtime.connect(hello).await.map_err(|e| {
+            self.metrics.refused(RefusalReason::AgentSession);
             tracing::warn!(%host, %peer, error = %e, "agent session refused");
             to_status(e)
         })?;

@@ -23,6 +23,8 @@
 //!   the check every agent call passes.
 //! - [`operators`]: named operator tokens with roles, checked on every
 //!   operator call.
+//! - [`metrics`]: the Prometheus instruments and the scrape-time gauges.
+//! - [`http`]: the optional HTTPS listener: web dashboard and `/metrics`.
 //! - [`artifacts`]: the offline artifact store and its gRPC service.
 //! - [`ops`]: `OpsService`: rollout logs, holds on hosts, the audit trail.
 //! - [`audit`]: recording operator actions and refusals ([`audit::record`]).
@@ -39,6 +41,8 @@ pub mod error;
 pub mod grpc;
 #[cfg(feature = "etcd")]
 pub mod ha;
+pub mod http;
+pub mod metrics;
 pub mod operators;
 pub mod ops;
 pub mod planning;

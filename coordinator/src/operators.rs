@@ -215,11 +215,13 @@ pub struct OperatorAuth {
     clock: crate::runtime::Clock,
     /// Where refused calls and queued local entries go ([`crate::audit`]).
     audit: Option<Arc<dyn crate::store::Store>>,
+    /// Counts refused calls.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl OperatorAuth {
     pub fn new(data_dir: &Path, clock: crate::runtime::Clock) -> OperatorAuth {
-        OperatorAuth { path: Arc::new(tokens_path(data_dir)), cache: Arc::default(), clock, audit: None }
+        OperatorAuth { path: Arc::new(tokens_path(data_dir)), cache: Arc::default(), clock, audit: None, metrics: None }
     }
 
     /// Record refused calls in `store`'s audit trail, and move the entries
@@ -227,6 +229,17 @@ impl OperatorAuth {
     pub fn with_audit(mut self, store: Arc<dyn crate::store::Store>) -> OperatorAuth {
         self.audit = Some(store);
         self
+    }
+
+    /// Count refused calls in `metrics` (and let [`require`] count role refusals).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> OperatorAuth {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Where refusals are counted, if anywhere.
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.metrics.as_ref()
     }
 
     fn tokens(&self) -> Result<Vec<OperatorToken>, CoordinatorError> {
@@ -275,6 +288,9 @@ impl OperatorAuth {
         let got = metadata.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
         let got = got.strip_prefix("Bearer ").unwrap_or("");
         self.authenticate(got).map_err(|e| {
+            if let Some(m) = &self.metrics {
+                m.refused(crate::metrics::RefusalReason::OperatorToken);
+            }
             tracing::warn!(peer = %peer_label(peer), error = %e, "operator call refused");
             if let Some(store) = &self.audit {
                 let origin = crate::audit::Origin::unauthenticated(peer);
@@ -296,6 +312,9 @@ impl tonic::service::Interceptor for OperatorAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.check_metadata(req.metadata(), req.remote_addr())?;
         req.extensions_mut().insert(caller);
+        if let Some(m) = &self.metrics {
+            req.extensions_mut().insert(m.clone());
+        }
         Ok(req)
     }
 }
@@ -307,7 +326,11 @@ pub fn require<T>(req: &Request<T>, needed: Role, what: &str) -> Result<Caller, 
         tracing::warn!(peer = %peer_label(req.remote_addr()), what, "operator call without an authenticated caller refused");
         return Err(to_status(CoordinatorError::Unauthenticated { message: "operator token missing".into() }));
     };
-    check_role(caller, req.remote_addr(), needed, what)
+    check_role(caller, req.remote_addr(), needed, what).inspect_err(|_| {
+        if let Some(m) = req.extensions().get::<Arc<crate::metrics::Metrics>>() {
+            m.refused(crate::metrics::RefusalReason::Role);
+        }
+    })
 }
 
 /// `caller` if its role allows `needed`; a refusal is logged.

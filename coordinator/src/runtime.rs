@@ -374,6 +374,8 @@ struct Actor {
     /// A write was refused because another coordinator leads now (etcd
     /// store): act on nothing more and stop the task.
     deposed: bool,
+    /// Step durations, event-log latencies and the queue depth are recorded here.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Start the runtime task: load agents and rollouts from `store`, rebuild
@@ -385,6 +387,18 @@ pub fn spawn(
     artifacts: Arc<crate::artifacts::ArtifactStore>,
     config: RuntimeConfig,
     clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(RuntimeHandle, tokio::task::JoinHandle<()>), CoordinatorError> {
+    spawn_with_metrics(store, artifacts, config, clock, Arc::default(), shutdown)
+}
+
+/// [`spawn`], recording into `metrics`.
+pub fn spawn_with_metrics(
+    store: Arc<dyn Store>,
+    artifacts: Arc<crate::artifacts::ArtifactStore>,
+    config: RuntimeConfig,
+    clock: Clock,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(RuntimeHandle, tokio::task::JoinHandle<()>), CoordinatorError> {
     let mut actor = Actor {
@@ -401,6 +415,7 @@ pub fn spawn(
         actions: Vec::new(),
         after_commit: Vec::new(),
         deposed: false,
+        metrics,
     };
     actor.recover()?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -497,6 +512,7 @@ impl Actor {
                 _ = shutdown.cancelled() => break,
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
+                    self.metrics.queue_depth(rx.len());
                     self.command(cmd);
                     let mut n = 1;
                     while n < self.config.max_batch {
@@ -544,7 +560,10 @@ impl Actor {
             }
             for (id, evs) in by_rollout {
                 let Some(run) = self.rollouts.get_mut(&id) else { continue };
-                if let Err(e) = self.store.append_events(&id, run.next_seq, &evs) {
+                let started = std::time::Instant::now();
+                let appended = self.store.append_events(&id, run.next_seq, &evs);
+                self.metrics.event_append(started.elapsed());
+                if let Err(e) = appended {
                     self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
                     // Without a durable log we must not act: stop this
                     // rollout's actions and say so loudly.
@@ -555,7 +574,10 @@ impl Actor {
                 run.next_seq += evs.len() as u64;
             }
         }
-        if let Err(e) = self.store.flush() {
+        let started = std::time::Instant::now();
+        let flushed = self.store.flush();
+        self.metrics.event_flush(started.elapsed());
+        if let Err(e) = flushed {
             tracing::error!(error = %e, "store flush failed; actions withheld");
             self.actions.clear();
         }
@@ -855,6 +877,7 @@ impl Actor {
                         tracing::error!(%host, error = %e, "cannot store agent record");
                     }
                 }
+                self.metrics.step_finished(&run.record.spec, &execution_id, outcome.status, outcome.duration_ms);
                 self.event(&rollout, Event::StepFinished { execution_id, outcome })
             }
             Some(owner) => {

@@ -1,5 +1,7 @@
 //! Wiring: open the store, load the PKI, start the runtime and serve gRPC
-//! over mTLS on a listener the caller binds (tests bind port 0).
+//! over mTLS on a listener the caller binds (tests bind port 0), and, when
+//! given a second listener, the dashboard and `/metrics` over HTTPS
+//! ([`crate::http`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,13 +63,27 @@ pub async fn run_with_clock(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
+    serve(listener, None, config, clock, shutdown).await
+}
+
+/// [`run_with_clock`], also serving the dashboard and `/metrics` over HTTPS
+/// on `http` if given (with the same server certificate).
+pub async fn serve(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: ServerConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
     let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
     let fds = crate::connections::raise_fd_limit();
     let cap = crate::connections::effective_cap(&config.connections, fds);
     tracing::info!(max_connections = cap, handshake_timeout = ?config.connections.handshake_timeout, "connection limits");
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
-    serve(crate::connections::CappedIncoming::new(listener, cap), config, store, clock, shutdown).await
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let incoming = crate::connections::CappedIncoming::new(listener, cap).with_metrics(metrics.clone());
+    serve_incoming(incoming, http, config, store, clock, metrics, shutdown).await
 }
 
 /// The server's TLS settings: its identity, and agents' certificates
@@ -88,13 +104,16 @@ pub(crate) fn server_tls(
     Ok((tls, ca))
 }
 
-/// Serve the connections of `incoming` on `store` until `shutdown` is
-/// cancelled (or the runtime stops by itself: [`CoordinatorError::RuntimeDied`]).
-pub(crate) async fn serve<I, IO, IE>(
+/// Serve the connections of `incoming` (and the HTTPS listener `http`, if
+/// any) on `store` until `shutdown` is cancelled (or the runtime stops by
+/// itself: [`CoordinatorError::RuntimeDied`]), counting in `metrics`.
+pub(crate) async fn serve_incoming<I, IO, IE>(
     incoming: I,
+    http: Option<TcpListener>,
     config: ServerConfig,
     store: Arc<dyn Store>,
     clock: Clock,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError>
 where
@@ -110,8 +129,14 @@ where
     // runtime never cancels the caller's token.
     let stop = shutdown.child_token();
     let artifacts = Arc::new(ArtifactStore::open_with(&config.data_dir, config.artifacts)?);
-    let (handle, runtime_task) =
-        runtime::spawn(store.clone(), artifacts.clone(), config.runtime.clone(), clock, stop.clone())?;
+    let (handle, runtime_task) = runtime::spawn_with_metrics(
+        store.clone(),
+        artifacts.clone(),
+        config.runtime.clone(),
+        clock,
+        metrics.clone(),
+        stop.clone(),
+    )?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
     // Watches the runtime task: if it ends while the server has not been
     // asked to stop (a panic in it), serving stops too.
@@ -142,13 +167,37 @@ where
         heartbeat_interval: config.runtime.heartbeat_interval,
         shutdown: stop.clone(),
         enrol_lock: tokio::sync::Mutex::new(()),
+        metrics: metrics.clone(),
+    };
+    let auth = OperatorAuth::new(&config.data_dir, clock).with_audit(store.clone()).with_metrics(metrics.clone());
+    let http_task = match http {
+        Some(http) => {
+            let paths = PkiPaths::new(&config.data_dir);
+            let tls = crate::http::tls_config(&read(&paths.server_cert())?, &read(&paths.server_key())?)?;
+            let state = Arc::new(crate::http::HttpState {
+                runtime: handle.clone(),
+                store: store.clone(),
+                auth: auth.clone(),
+                metrics: metrics.clone(),
+                sessions: Default::default(),
+                clock,
+                shutdown: stop.clone(),
+            });
+            let stop = stop.clone();
+            let timeout = config.connections.handshake_timeout;
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::http::serve(http, tls, timeout, state, stop).await {
+                    tracing::error!(error = %e, "the https listener stopped");
+                }
+            }))
+        }
+        None => None,
     };
     // Issue 13: the operator tools' service, and audit entries queued by
     // local token commands while no coordinator ran.
     let ops_svc = crate::ops::OpsSvc { runtime: handle.clone(), store: store.clone(), clock };
     crate::audit::ingest_local(&config.data_dir, store.as_ref())?;
     let operator_svc = OperatorSvc { runtime: handle, store: store.clone(), clock };
-    let auth = OperatorAuth::new(&config.data_dir, clock).with_audit(store.clone());
     let artifact_svc =
         ArtifactSvc { store: artifacts, auth: auth.clone(), enrolments: store.clone(), clock, shutdown: stop.clone() };
     let result = Server::builder()
@@ -177,6 +226,11 @@ where
         .await
         .map_err(|e| CoordinatorError::Transport(e.to_string()));
     stop.cancel();
+    if let Some(task) = http_task
+        && tokio::time::timeout(Duration::from_secs(10), task).await.is_err()
+    {
+        tracing::warn!("the https listener did not stop within 10s");
+    }
     let why = monitor.await.unwrap_or_else(|e| Some(e.to_string()));
     // A runtime that stopped by itself is an error even if serving ended
     // cleanly: the process must exit non-zero so a supervisor restarts it

@@ -6,6 +6,8 @@
 //!   agents, each killable. [`Cluster::resume`] does the same over a
 //!   directory a cluster left, such as an unpacked fixture store, on a clock
 //!   set to when it was left.
+//!   The coordinator also serves its HTTPS listener (dashboard, `/metrics`)
+//!   on another ephemeral port, [`Cluster::http_url`].
 //! - [`FakeDriver`]: records every execution, can fail chosen hosts, reports
 //!   an installed version for archive steps, and answers an exec step whose
 //!   command is `echo` with its arguments (joined by spaces) on stdout.
@@ -113,6 +115,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub data_dir: PathBuf,
     pub url: String,
+    /// The coordinator's HTTPS listener (dashboard, `/metrics`): `https://127.0.0.1:PORT`.
+    pub http_url: String,
     pub ca_file: PathBuf,
     pub join_token: String,
     pub operator_token: String,
@@ -155,6 +159,7 @@ impl Cluster {
         let init = convoy_coordinator::cli::init(&data_dir, &[], Some(scope))?;
         let mut c = Cluster {
             url: String::new(),
+            http_url: String::new(),
             ca_file: init.ca_file,
             join_token: init.join_token.ok_or_else(|| FleetError::NotReady("init made no join token".into()))?,
             operator_token: init.operator_token,
@@ -187,6 +192,7 @@ impl Cluster {
             std::fs::read_to_string(&token_path).map_err(FleetError::io(token_path))?.trim().to_string();
         let mut c = Cluster {
             url: String::new(),
+            http_url: String::new(),
             ca_file: convoy_coordinator::tls::PkiPaths::new(&data_dir).ca_cert(),
             join_token: "no-join-token-in-a-resumed-cluster".into(),
             operator_token,
@@ -207,6 +213,8 @@ impl Cluster {
     pub async fn start_coordinator(&mut self, runtime: RuntimeConfig) -> Result<(), FleetError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::io("127.0.0.1:0"))?;
         self.url = format!("https://{}", listener.local_addr().map_err(FleetError::io("127.0.0.1:0"))?);
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::io("127.0.0.1:0"))?;
+        self.http_url = format!("https://{}", http.local_addr().map_err(FleetError::io("127.0.0.1:0"))?);
         let shutdown = CancellationToken::new();
         let config = ServerConfig {
             data_dir: self.data_dir.clone(),
@@ -217,7 +225,7 @@ impl Cluster {
         let s = shutdown.clone();
         let clock = self.clock.unwrap_or_else(Clock::system);
         let task = tokio::spawn(async move {
-            if let Err(e) = convoy_coordinator::server::run_with_clock(listener, config, clock, s).await {
+            if let Err(e) = convoy_coordinator::server::serve(listener, Some(http), config, clock, s).await {
                 panic!("coordinator failed: {e}");
             }
         });

@@ -16,6 +16,7 @@
 //! Shared by all three: [`operator`] (an operator client and the waits on
 //! agents and rollouts), [`wait`] (polling a condition with a deadline, never
 //! a sleep as synchronisation), [`net`] (a free port, a plain HTTP GET),
+//! [`https`] (requests to the coordinator's dashboard listener),
 //! [`replay`] (a rollout's stored events replayed for the invariant checker),
 //! [`logs`] (this process's tracing output, captured) and [`FleetError`].
 //! [`swarm`] is the swarm benchmark: thousands of simulated agents (real
@@ -24,6 +25,7 @@
 mod error;
 
 pub mod docker;
+pub mod https;
 pub mod inprocess;
 pub mod logs;
 pub mod net;

@@ -156,7 +156,10 @@ pub async fn run(
         }
         let store: Arc<dyn Store> = Arc::new(store);
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "leading");
-        let ended = crate::server::serve(incoming, config.clone(), store, clock, term.clone()).await;
+        // Each term counts afresh; the HTTPS listener is not served in HA yet.
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let ended =
+            crate::server::serve_incoming(incoming, None, config.clone(), store, clock, metrics, term.clone()).await;
         term.cancel();
         leadership.lost.cancel();
         // Free the election now (not when the lease runs out) so a follower

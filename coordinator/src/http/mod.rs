@@ -1,0 +1,206 @@
+//! The coordinator's HTTPS listener: the web dashboard and `/metrics`.
+//!
+//! Off by default; `convoy-coordinator serve --http-listen ADDR` turns it on.
+//! It is a second listener beside the gRPC one, with the same server
+//! certificate (`DATA_DIR/pki/server.pem`), its own connection cap and the
+//! same handshake timeout. It stops with the coordinator's shutdown token;
+//! its live streams (server-sent events) end on it too.
+//!
+//! Modules:
+//! - [`auth`]: who is calling — an `Authorization: Bearer` operator token
+//!   (scrapers, scripts) or a dashboard session cookie made by the login
+//!   form; CSRF tokens for the dashboard's action forms.
+//! - [`metrics`]: `GET /metrics` (viewer role or better).
+//! - [`pages`]: the dashboard's HTML pages and its action posts.
+//! - [`render`]: HTML helpers and the DAG drawn as inline SVG.
+//! - [`sse`]: the live changes of one rollout as server-sent events.
+//!
+//! No JavaScript toolchain: pages are rendered on the server; one small
+//! hand-written script and one stylesheet are embedded in the binary
+//! (`include_str!`) and served under `/static/`.
+
+pub mod auth;
+pub mod metrics;
+pub mod pages;
+pub mod render;
+pub mod sse;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::connect_info::Connected;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::connections::{CappedIncoming, Counted};
+use crate::error::CoordinatorError;
+use crate::metrics::Metrics;
+use crate::operators::OperatorAuth;
+use crate::runtime::{Clock, RuntimeHandle};
+use crate::store::Store;
+
+/// At most this many HTTPS connections at once (browsers and scrapers are
+/// few; agents never use this listener).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// What every handler shares.
+pub struct HttpState {
+    pub runtime: RuntimeHandle,
+    pub store: Arc<dyn Store>,
+    pub auth: OperatorAuth,
+    pub metrics: Arc<Metrics>,
+    pub sessions: auth::Sessions,
+    pub clock: Clock,
+    /// Ends live streams when the coordinator stops.
+    pub shutdown: CancellationToken,
+}
+
+/// The rustls configuration for the listener, from the server's PEM
+/// certificate chain and key.
+pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
+    let tls = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| CoordinatorError::Tls { what, message: e.to_string() }
+    };
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(tls("server certificate"))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(tls("server key"))?
+        .ok_or_else(|| CoordinatorError::Tls { what: "server key".into(), message: "no private key in PEM".into() })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CoordinatorError::Tls { what: "https config".into(), message: e.to_string() })?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| CoordinatorError::Tls { what: "https config".into(), message: e.to_string() })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepted TLS connections, handed over by the accept task once their
+/// handshake is done (a slow handshake never holds up the others).
+pub struct TlsListener {
+    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<Counted>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<Counted>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept task ended (shutdown): accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The peer's address, for logs and refusals.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Serve the dashboard and `/metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    state: Arc<HttpState>,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let local = listener.local_addr().map_err(|source| CoordinatorError::Bind { addr: "https".into(), source })?;
+    let (tx, rx) = mpsc::channel(64);
+    let mut incoming = CappedIncoming::new(listener, MAX_CONNECTIONS).with_metrics(state.metrics.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = stop.cancelled() => break,
+                c = incoming.next() => c,
+            };
+            let Some(Ok(conn)) = conn else { continue };
+            let peer = conn.peer_addr();
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(conn)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "https handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "https handshake timed out"),
+                }
+            });
+        }
+    });
+    tracing::info!(addr = %local, "dashboard and /metrics serving over https");
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(TlsListener { rx, local }, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("https: {e}")))
+}
+
+const SCRIPT: &str = include_str!("dashboard.js");
+const STYLE: &str = include_str!("dashboard.css");
+
+fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/", get(pages::rollouts))
+        .route("/rollouts/{id}", get(pages::rollout))
+        .route("/rollouts/{id}/events", get(sse::events))
+        .route("/rollouts/{id}/{action}", post(pages::control))
+        .route("/agents", get(pages::agents))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/metrics", get(metrics::metrics))
+        .route("/static/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/static/dashboard.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body)
+}
+
+/// Headers on every answer: no framing (the action buttons cannot be
+/// clickjacked), scripts and styles only from this origin, no referrer.
+async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}

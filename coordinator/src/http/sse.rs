@@ -1,0 +1,236 @@
+//! `GET /rollouts/ID/events`: a rollout's changes as server-sent events.
+//!
+//! It follows the same channel as `convoy status --follow` (the runtime's
+//! watch of the rollout's snapshot, published once per committed batch) and
+//! sends only what changed since the previous snapshot: the rollout's
+//! state or message, the groups whose state or counts moved, the host
+//! entries whose state, version, current step or message moved. The first
+//! event of a stream carries everything, so a page that reconnects (or
+//! loaded a moment before the stream opened) is brought up to date.
+//!
+//! Each event is `event: change` with a JSON `data` line:
+//! `{"rollout":{"state","message","done","total"}?, "groups":[{"name","state","done","running","failed","rolled_back","pending","total"}], "hosts":[{"key","state","version","step","message"}]}`.
+//! The stream ends after the rollout reaches a final state, when the
+//! coordinator stops, or when the browser goes away. Comments keep it
+//! alive through proxies every 15 s.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::auth::{Answer, require};
+use super::{HttpState, Peer};
+use crate::operators::Role;
+use crate::runtime::RolloutSnapshot;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct RolloutPart {
+    state: &'static str,
+    message: String,
+    done: usize,
+    total: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct GroupPart {
+    name: String,
+    state: &'static str,
+    done: usize,
+    running: usize,
+    failed: usize,
+    rolled_back: usize,
+    pending: usize,
+    total: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct HostPart {
+    key: String,
+    state: &'static str,
+    version: String,
+    step: String,
+    message: String,
+}
+
+/// One event's payload: only what changed.
+#[derive(Debug, Default, Serialize)]
+struct Change {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<RolloutPart>,
+    groups: Vec<GroupPart>,
+    hosts: Vec<HostPart>,
+}
+
+/// What was last sent, to diff the next snapshot against.
+#[derive(Default)]
+struct Seen {
+    rollout: Option<RolloutPart>,
+    groups: HashMap<String, GroupPart>,
+    hosts: HashMap<String, HostPart>,
+}
+
+impl Seen {
+    /// The changes from what was sent to `s`, remembered as sent.
+    fn diff(&mut self, s: &RolloutSnapshot) -> Change {
+        let v = &s.view;
+        let mut change = Change::default();
+        let rollout = RolloutPart {
+            state: v.state.as_str(),
+            message: v.message.clone(),
+            done: v.groups.iter().map(|g| g.done + g.failed + g.rolled_back).sum(),
+            total: v.groups.iter().map(|g| g.total).sum(),
+        };
+        if self.rollout.as_ref() != Some(&rollout) {
+            self.rollout = Some(rollout.clone());
+            change.rollout = Some(rollout);
+        }
+        for g in &v.groups {
+            let part = GroupPart {
+                name: g.name.clone(),
+                state: g.state.as_str(),
+                done: g.done,
+                running: g.running,
+                failed: g.failed,
+                rolled_back: g.rolled_back,
+                pending: g.pending,
+                total: g.total,
+            };
+            if self.groups.get(&g.name) != Some(&part) {
+                self.groups.insert(g.name.clone(), part.clone());
+                change.groups.push(part);
+            }
+        }
+        for h in &v.hosts {
+            let key = if h.key.is_empty() { h.host.clone() } else { h.key.clone() };
+            let part = HostPart {
+                key: key.clone(),
+                state: h.state.as_str(),
+                version: h.version.clone().unwrap_or_default(),
+                step: h.current_step.clone().unwrap_or_default(),
+                message: h.message.clone(),
+            };
+            if self.hosts.get(&key) != Some(&part) {
+                self.hosts.insert(key, part.clone());
+                change.hosts.push(part);
+            }
+        }
+        change
+    }
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        self.rollout.is_none() && self.groups.is_empty() && self.hosts.is_empty()
+    }
+}
+
+pub async fn events(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = require(&state, &headers, peer, Role::Viewer, "following a rollout", Answer::Api) {
+        return *r;
+    }
+    let mut rx = match state.runtime.watch(Some(id)).await {
+        Ok(rx) => rx,
+        Err(e) => return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    };
+    let (tx, out) = mpsc::channel::<Result<Event, Infallible>>(16);
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        let mut n: u64 = 0;
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            let change = seen.diff(&snap);
+            if !change.is_empty() {
+                n += 1;
+                let data = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
+                if tx.send(Ok(Event::default().event("change").id(n.to_string()).data(data))).await.is_err() {
+                    break;
+                }
+            }
+            if snap.view.state.is_terminal() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                r = rx.changed() => if r.is_err() { break },
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoy_common::engine::state::{GroupState, HostState, RolloutState};
+    use convoy_common::model::UnixMillis;
+    use convoy_common::view::{GroupView, HostView, RolloutView};
+
+    fn snap(host_state: HostState) -> RolloutSnapshot {
+        let host = |k: &str, s: HostState| HostView {
+            host: k.into(),
+            group: "g".into(),
+            state: s,
+            version: None,
+            current_step: None,
+            message: String::new(),
+            key: k.into(),
+            captured: Default::default(),
+        };
+        RolloutSnapshot {
+            id: "r1".into(),
+            plan_name: "p".into(),
+            target_version: "2".into(),
+            created: UnixMillis(0),
+            updated: UnixMillis(0),
+            view: RolloutView {
+                state: RolloutState::Running,
+                message: String::new(),
+                groups: vec![GroupView {
+                    name: "g".into(),
+                    state: GroupState::Running,
+                    done: 0,
+                    running: 0,
+                    failed: 0,
+                    rolled_back: 0,
+                    pending: 2,
+                    total: 2,
+                    canaries: 0,
+                    promote_at: None,
+                    window: None,
+                }],
+                hosts: vec![host("a", HostState::Pending), host("b", host_state)],
+                backups: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn only_changes_are_sent_after_the_first_event() {
+        let mut seen = Seen::default();
+        let first = seen.diff(&snap(HostState::Pending));
+        assert!(first.rollout.is_some());
+        assert_eq!(first.hosts.len(), 2, "the first event carries everything");
+        assert!(seen.diff(&snap(HostState::Pending)).is_empty(), "nothing moved, nothing sent");
+        let next = seen.diff(&snap(HostState::Succeeded));
+        assert!(next.rollout.is_none() && next.groups.is_empty());
+        assert_eq!(next.hosts.len(), 1);
+        assert_eq!(next.hosts[0].key, "b");
+        assert_eq!(next.hosts[0].state, "succeeded");
+    }
+}

@@ -1,0 +1,339 @@
+//! The web dashboard in a real browser (Debian's `chromium` driven through
+//! `chromedriver` by fantoccini), against an in-process cluster:
+//! - a viewer signs in, sees a running rollout progress without reloading
+//!   (a host's state cell changes from the live events) and sees no buttons;
+//! - an operator signs in and pauses: nothing new starts, the page says
+//!   paused; resume finishes the rollout.
+//!
+//! Without `chromium` and `chromedriver` on the PATH the browser test prints
+//! `SKIPPED` and passes, unless `CONVOY_REQUIRE_BROWSER=1` (CI sets it).
+//! `CONVOY_DASHBOARD_SCREENSHOT=FILE` saves a PNG of the rollout page
+//! mid-run (that is how `docs/img/dashboard.png` is made).
+//!
+//! The other test needs no browser: refusals over plain HTTPS (no token,
+//! a viewer acting, a session post without its CSRF token).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use convoy_common::model::UnixMillis;
+use convoy_coordinator::operators::{self, Role};
+use convoy_fleet::https;
+use convoy_fleet::inprocess::{Cluster, fast_runtime};
+use convoy_fleet::wait::wait_until;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const PLAN: &str = r#"
+name: dashboard
+version: "2.0.0"
+component: svc
+groups:
+  - name: db
+    select: { tier: db }
+    strategy: { max_parallel: 1, max_failures: 0 }
+    steps:
+      - name: migrate
+        exec: { command: "true" }
+  - name: web
+    select: { tier: web }
+    after: [db]
+    strategy: { max_parallel: 1, max_failures: 0 }
+    steps:
+      - name: drain
+        exec: { command: "true" }
+      - name: install
+        exec: { command: "true" }
+"#;
+
+const STEP_DELAY: Duration = Duration::from_millis(400);
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// chromedriver, stopped (by its own pid) when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_chromedriver(exe: &Path, log: &Path) -> anyhow::Result<Driver> {
+    // A free port: bind 0, read it, let chromedriver take it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(exe)
+        .arg(format!("--port={port}"))
+        .arg(format!("--log-path={}", log.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+    // Its /status answers 200 once it listens (it keeps the connection
+    // open, so only the status line is read).
+    wait_until(Duration::from_secs(30), "chromedriver to answer /status", || async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let req = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.ok()?;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await?;
+    Ok(driver)
+}
+
+async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> anyhow::Result<Client> {
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), "chrome".into());
+    caps.insert("acceptInsecureCerts".into(), true.into());
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium.display().to_string(),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--ignore-certificate-errors", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = tokio::time::timeout(
+        Duration::from_secs(60),
+        ClientBuilder::new(connector).capabilities(caps).connect(&driver.url),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no browser session within 60s"))??;
+    Ok(client)
+}
+
+async fn sign_in(b: &Client, base: &str, token: &str) -> anyhow::Result<()> {
+    b.goto(&format!("{base}/login")).await?;
+    b.find(Locator::Id("token")).await?.send_keys(token).await?;
+    b.find(Locator::Id("sign-in")).await?.click().await?;
+    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("who")).await?;
+    Ok(())
+}
+
+async fn text_of(b: &Client, css: &str) -> anyhow::Result<String> {
+    Ok(b.find(Locator::Css(css)).await?.text().await?.trim().to_string())
+}
+
+async fn fleet() -> anyhow::Result<Cluster> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    c.add_fake_agent("db-1", &[("tier", "db")], STEP_DELAY)?;
+    for i in 1..=8 {
+        c.add_fake_agent(&format!("web-{i}"), &[("tier", "web")], STEP_DELAY)?;
+    }
+    c.wait_agents(9, Duration::from_secs(30)).await?;
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_browser_shows_progress_and_pauses() -> anyhow::Result<()> {
+    let required = std::env::var("CONVOY_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let (chromium, chromedriver) = match (on_path("chromium"), on_path("chromedriver")) {
+        (Some(c), Some(d)) => (c, d),
+        _ if required => anyhow::bail!("CONVOY_REQUIRE_BROWSER=1 but chromium or chromedriver is not on the PATH"),
+        _ => {
+            println!("SKIPPED: chromium and chromedriver are needed (apt-get install chromium chromium-driver)");
+            return Ok(());
+        }
+    };
+    let mut c = fleet().await?;
+    let scratch = tempfile::tempdir()?;
+    let driver = start_chromedriver(&chromedriver, &scratch.path().join("chromedriver.log")).await?;
+    let b = browser(&driver, &chromium, &scratch.path().join("profile")).await?;
+    let result = browse(&mut c, &b).await;
+    let _ = b.close().await;
+    drop(driver);
+    c.shutdown().await;
+    result
+}
+
+async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
+    let base = c.http_url.clone();
+    let viewer = operators::create(&c.data_dir, "vera", Role::Viewer, UnixMillis(1), None)?;
+
+    // A viewer: rollouts list, then the running rollout, live.
+    sign_in(b, &base, &viewer).await?;
+    assert_eq!(text_of(b, "#who").await?.split_whitespace().next(), Some("vera"));
+    let id = c.submit(PLAN).await?;
+    b.goto(&format!("{base}/")).await?;
+    let row = text_of(b, &format!("tr[data-rollout=\"{id}\"]")).await?;
+    assert!(row.contains("admin"), "the list names who started it: {row}");
+    b.goto(&format!("{base}/rollouts/{id}")).await?;
+    assert!(b.find_all(Locator::Css("#actions")).await?.is_empty(), "a viewer sees no buttons");
+    assert!(b.find_all(Locator::Css("form.action button")).await?.is_empty());
+    assert_eq!(b.find_all(Locator::Css("svg.dag g.node")).await?.len(), 2, "both groups drawn");
+    // Marks the page: a reload would lose it.
+    b.execute("window.convoyMarker = 42; return null;", vec![]).await?;
+    // A host still pending now must change state on the page by itself.
+    let pending: String = b
+        .execute(
+            "var r = document.querySelector('#hosts tr[data-phase=\"pending\"]'); return r ? r.getAttribute('data-key') : null;",
+            vec![],
+        )
+        .await?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no pending host when the page loaded"))?;
+    let cell = format!("#hosts tr[data-key=\"{pending}\"] .h-state");
+    assert_eq!(text_of(b, &cell).await?, "pending");
+    let changed = wait_until(Duration::from_secs(60), "a host's state cell to change live", || {
+        let cell = cell.clone();
+        async move { text_of(b, &cell).await.ok().filter(|t| t != "pending") }
+    })
+    .await?;
+    assert!(["running", "succeeded"].contains(&changed.as_str()), "{pending} became {changed}");
+    let marker = b.execute("return window.convoyMarker || null;", vec![]).await?;
+    assert_eq!(marker, serde_json::json!(42), "the page was not reloaded");
+    let live = b.execute("return document.body.getAttribute('data-live-events');", vec![]).await?;
+    assert!(live.as_str().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) >= 1, "{live}");
+
+    // An operator: buttons, and pause stops new hosts.
+    b.find(Locator::Css("nav button.link")).await?.click().await?;
+    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("token")).await?;
+    sign_in(b, &base, &c.operator_token).await?;
+    b.goto(&format!("{base}/rollouts/{id}")).await?;
+    for action in ["pause", "resume", "approve", "abort", "rollback"] {
+        b.find(Locator::Id(&format!("btn-{action}"))).await?;
+    }
+    if let Some(path) = std::env::var_os("CONVOY_DASHBOARD_SCREENSHOT") {
+        std::fs::write(path, b.screenshot().await?)?;
+    }
+    let op = c.operator().await?;
+    let before = convoy_fleet::operator::status(&op, &id).await?;
+    anyhow::ensure!(before.state == "running", "the rollout ended before the pause: {before:?}");
+    b.find(Locator::Id("btn-pause")).await?.click().await?;
+    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#rollout-state .s-paused")).await?;
+    // Paused: in-flight hosts finish and nothing new starts. A dispatch
+    // follows a finish in the same batch, so "no host in flight" while
+    // hosts are pending shows the pause held.
+    let settled = wait_until(Duration::from_secs(30), "in-flight hosts to finish while paused", || {
+        let op = &op;
+        let id = &id;
+        async move {
+            let s = convoy_fleet::operator::status(op, id).await.ok()?;
+            s.hosts.iter().all(|h| h.state != "running" && h.state != "soaking").then_some(s)
+        }
+    })
+    .await?;
+    assert_eq!(settled.state, "paused");
+    let pending = settled.hosts.iter().filter(|h| h.state == "pending").count();
+    assert!(pending > 0, "hosts were left to start: {settled:?}");
+    let started = distinct_hosts(c);
+    // Twice a step's time later, still nothing new started.
+    let later = tokio::time::Instant::now() + STEP_DELAY * 3;
+    wait_until(Duration::from_secs(10), "three step times to pass", || async move {
+        (tokio::time::Instant::now() >= later).then_some(())
+    })
+    .await?;
+    assert_eq!(distinct_hosts(c), started, "a host started while paused");
+    // The page shows the paused state and the pending hosts as they are.
+    b.refresh().await?;
+    assert_eq!(text_of(b, "#rollout-state").await?, "paused");
+    let shown = b.find_all(Locator::Css("#hosts tr[data-phase=\"pending\"]")).await?.len();
+    assert_eq!(shown, pending);
+
+    // Resume from the page; the rollout finishes.
+    b.find(Locator::Id("btn-resume")).await?.click().await?;
+    let done = c.wait_finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    b.goto(&format!("{base}/agents")).await?;
+    assert!(text_of(b, "#agents-summary").await?.starts_with("9 of 9 connected"));
+    Ok(())
+}
+
+fn distinct_hosts(c: &Cluster) -> usize {
+    let runs = c.runs.lock().unwrap();
+    runs.iter().map(|r| r.host.clone()).collect::<std::collections::BTreeSet<_>>().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_refuses_strangers_viewers_acting_and_posts_without_csrf() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    c.add_fake_agent("db-1", &[("tier", "db")], Duration::from_secs(5))?;
+    c.add_fake_agent("web-1", &[("tier", "web")], Duration::from_secs(5))?;
+    c.wait_agents(2, Duration::from_secs(30)).await?;
+    let ca = std::fs::read_to_string(&c.ca_file)?;
+    let id = c.submit(PLAN).await?;
+    let base = c.http_url.clone();
+    let viewer = operators::create(&c.data_dir, "vera", Role::Viewer, UnixMillis(1), None)?;
+
+    // No credentials: pages send to the login form, streams answer 401.
+    let page = https::request("GET", &format!("{base}/rollouts/{id}"), &ca, &[], "").await?;
+    assert_eq!((page.status, page.header("location")), (303, Some("/login")), "{page:?}");
+    let events = https::request("GET", &format!("{base}/rollouts/{id}/events"), &ca, &[], "").await?;
+    assert_eq!(events.status, 401);
+    let bad = https::request("POST", &format!("{base}/login"), &ca, &[form()], "token=wrong").await?;
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("set-cookie").is_none());
+
+    // A viewer's bearer token reads but cannot act.
+    let vb = format!("Bearer {viewer}");
+    let read = https::request("GET", &format!("{base}/rollouts/{id}"), &ca, &[("Authorization", &vb)], "").await?;
+    assert_eq!(read.status, 200);
+    assert!(read.body.contains("data-key=\"web-1\"") && !read.body.contains("btn-pause"));
+    assert!(read.header("content-security-policy").is_some_and(|p| p.contains("frame-ancestors 'none'")));
+    let act =
+        https::request("POST", &format!("{base}/rollouts/{id}/pause"), &ca, &[("Authorization", &vb), form()], "")
+            .await?;
+    assert_eq!(act.status, 403, "{act:?}");
+
+    // An operator's session: the cookie is HttpOnly, Secure, SameSite=Strict;
+    // a post without the CSRF token is refused, with it the pause works.
+    let login =
+        https::request("POST", &format!("{base}/login"), &ca, &[form()], &format!("token={}", c.operator_token))
+            .await?;
+    assert_eq!(login.status, 303);
+    let set = login.header("set-cookie").unwrap_or_default().to_string();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap_or_default().to_string();
+    let page = https::request("GET", &format!("{base}/rollouts/{id}"), &ca, &[("Cookie", &cookie)], "").await?;
+    assert!(page.body.contains("btn-pause"), "an operator sees the buttons");
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no csrf field"))?
+        .to_string();
+    let pause = format!("{base}/rollouts/{id}/pause");
+    let no_csrf = https::request("POST", &pause, &ca, &[("Cookie", &cookie), form()], "csrf=nope").await?;
+    assert_eq!(no_csrf.status, 403);
+    let op = c.operator().await?;
+    assert_ne!(convoy_fleet::operator::status(&op, &id).await?.state, "paused");
+    let ok = https::request("POST", &pause, &ca, &[("Cookie", &cookie), form()], &format!("csrf={csrf}")).await?;
+    assert_eq!((ok.status, ok.header("location")), (303, Some(format!("/rollouts/{id}").as_str())), "{ok:?}");
+    assert_eq!(convoy_fleet::operator::status(&op, &id).await?.state, "paused");
+    // Abort asks for a confirmation first.
+    let abort = format!("{base}/rollouts/{id}/abort");
+    let ask = https::request("POST", &abort, &ca, &[("Cookie", &cookie), form()], &format!("csrf={csrf}")).await?;
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("name=\"confirmed\" value=\"yes\""));
+    assert_eq!(convoy_fleet::operator::status(&op, &id).await?.state, "paused");
+
+    let metrics = https::request("GET", &format!("{base}/metrics"), &ca, &[("Authorization", &vb)], "").await?;
+    assert!(metrics.body.contains("convoy_requests_refused_total{reason=\"csrf\"} 1"), "{}", metrics.body);
+    assert!(metrics.body.contains("convoy_requests_refused_total{reason=\"role\"} 1"), "{}", metrics.body);
+    c.shutdown().await;
+    Ok(())
+}
+
+fn form() -> (&'static str, &'static str) {
+    ("Content-Type", "application/x-www-form-urlencoded")
+}
