@@ -146,7 +146,13 @@ pub async fn plan_cmd(
             } else {
                 Measured::new()
             };
-            print_summary(&estimate::summary(&expansion, &measured), output)?;
+            let mut summary = estimate::summary(&expansion, &measured);
+            summary.calendar = convoy_common::calendar_estimate::calendar(
+                &expansion.spec,
+                &estimate::host_durations(&expansion, &measured),
+                now_millis(),
+            );
+            print_summary(&summary, output)?;
             if output == Output::Text {
                 print!("{}", store_digests_text(&mut expansion.spec));
             }
@@ -196,6 +202,12 @@ pub fn dry_run_summary(r: &pb::SubmitPlanResponse) -> Result<PlanSummary, CliErr
     serde_json::from_str(&r.expansion_json).map_err(|e| CliError::Rpc(format!("unreadable plan summary: {e}")))
 }
 
+/// The wall clock, for the calendar estimate of `convoy plan`.
+fn now_millis() -> convoy_common::model::UnixMillis {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    convoy_common::model::UnixMillis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn print_summary(summary: &PlanSummary, output: Output) -> Result<(), CliError> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&summary.to_json()).unwrap_or_default()),
@@ -242,6 +254,9 @@ pub fn summary_text(s: &PlanSummary) -> String {
         out.push_str(&render::plan_paths(g));
     }
     out.push_str(&render::plan_estimate(s.estimate.as_ref()));
+    if let Some(c) = &s.calendar {
+        out.push_str(&render::plan_calendar(c));
+    }
     out
 }
 

@@ -45,7 +45,9 @@
 //! `@ROOT@`, `@SHARED@`, `@PORT@`, `@ARTIFACTS@` and `@CONVOY@` are replaced
 //! by the host's values; in plans and catalogs `@SHA256:FILE@` is replaced by
 //! the sha256 of the built archive or artifact `FILE` (`NAME-VERSION`), the
-//! checksum `convoy artifact add` prints.
+//! checksum `convoy artifact add` prints, and `@UTC_TIME_IN:DURATION@` by the
+//! UTC time of day (`HH:MM:SS`) that much after the plan is submitted — a
+//! maintenance window's `start` that opens a few seconds into the run.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -458,6 +460,7 @@ async fn drive(
     for (n, r) in def.runs.iter().enumerate() {
         let plan_path = run.example_dir.join(&r.plan);
         let plan = run.fill_plan(&std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?);
+        let plan = fill_times(&plan, now_utc()).map_err(|m| fail(format!("{}: {m}", r.plan)))?;
         let mut catalogs = std::collections::HashMap::new();
         let mut flags = String::new();
         for (cname, cpath) in &r.catalogs {
@@ -668,6 +671,34 @@ impl Run<'_> {
     }
 }
 
+/// The wall clock as a UTC date-time.
+fn now_utc() -> chrono::DateTime<chrono::Utc> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    convoy_common::schedule::to_utc(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Replace every `@UTC_TIME_IN:DURATION@` by the UTC time of day
+/// `DURATION` (at most 1h) after `now`, as `HH:MM:SS`.
+fn fill_times(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, String> {
+    const TAG: &str = "@UTC_TIME_IN:";
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find(TAG) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + TAG.len()..];
+        let end = after.find('@').ok_or_else(|| format!("{TAG}... without its closing @"))?;
+        let d = convoy_common::plan::parse_duration(&after[..end])?;
+        if d > Duration::from_secs(3600) {
+            return Err(format!("{TAG}{}@: at most 1h", &after[..end]));
+        }
+        let t = now + chrono::TimeDelta::from_std(d).map_err(|e| e.to_string())?;
+        out.push_str(&t.format("%H:%M:%S").to_string());
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn rel(run: &Run<'_>, p: &Path) -> String {
     p.strip_prefix(run.dir).map(|r| r.display().to_string()).unwrap_or_else(|_| p.display().to_string())
 }
@@ -754,4 +785,18 @@ fn pack_dir(src: &Path, out: &Path) -> Result<String, CliError> {
 fn http_get(url: &str) -> Result<String, String> {
     let (status, body) = convoy_fleet::net::http_get(url).map_err(|e| e.to_string())?;
     if status.contains(" 200 ") { Ok(body) } else { Err(format!("{status}: {body}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_times;
+
+    #[test]
+    fn time_placeholders_become_utc_times_of_day() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T23:59:55Z").unwrap().to_utc();
+        let got = fill_times("start: \"@UTC_TIME_IN:10s@\" # @UTC_TIME_IN:0s@", now).unwrap();
+        assert_eq!(got, "start: \"00:00:05\" # 23:59:55");
+        assert!(fill_times("@UTC_TIME_IN:2h@", now).is_err());
+        assert!(fill_times("@UTC_TIME_IN:10s", now).is_err());
+    }
 }

@@ -323,6 +323,25 @@ pub fn plan_estimate(estimate: Option<&RolloutEstimateSummary>) -> String {
     out
 }
 
+/// `convoy plan`'s calendar estimate: per windowed group its windows and
+/// the window each batch is expected to land in, then the end date.
+pub fn plan_calendar(c: &convoy_common::calendar_estimate::CalendarSummary) -> String {
+    let mut out = format!("calendar (if started now, {}):\n", c.start);
+    for g in &c.groups {
+        let _ = writeln!(out, "  {}: windows {} ({})", g.name, g.windows.join("; "), g.timezone);
+        for (k, b) in g.batches.iter().enumerate() {
+            let when = match (&b.start, &b.end) {
+                (Some(s), Some(e)) => format!("window at {s}, done by {e}"),
+                _ => "fits no window (estimate plus cutoff too long)".to_string(),
+            };
+            let _ = writeln!(out, "    batch {}: {} -> {when}", k + 1, b.hosts.join(", "));
+        }
+    }
+    let end = c.end.as_deref().unwrap_or("unknown (a host fits no window)");
+    let _ = writeln!(out, "  expected end: {end}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@ struct Ran {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     stdout: String,
+    /// What `follow` printed while the rollouts ran (group progress lines).
+    stderr: String,
 }
 
 fn run_example(name: &str) -> Ran {
@@ -30,7 +32,7 @@ fn run_example(name: &str) -> Ran {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "example {name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("example done:"), "{stdout}");
     eprintln!("example {name}: {:.1}s", t.elapsed().as_secs_f64());
@@ -42,7 +44,7 @@ fn run_example(name: &str) -> Ran {
             assert!(!pidfile.exists(), "{} still recorded as running", pidfile.display());
         }
     }
-    Ran { _tmp: tmp, dir, stdout }
+    Ran { _tmp: tmp, dir, stdout, stderr }
 }
 
 /// The final status of the `n`th rollout (1-based) of the example.
@@ -164,6 +166,17 @@ fn cleanroom_ordered_canaries_cluster_slave_first_then_all_at_once() {
         ["before", "clients", "recording-agents", "mediation-controllers", "edge-gateways", "html5-gateways", "after"]
     );
     assert_eq!(s["backups"].as_array().unwrap().len(), 1, "{s:#}");
+    // The recording agents waited for their maintenance window (opening a
+    // few seconds after the plan was submitted), then ran in it.
+    let agents: Vec<&str> = r.stderr.lines().filter(|l| l.trim_start().starts_with("recording-agents ")).collect();
+    let waited = agents.iter().position(|l| l.ends_with("waiting_window"));
+    let waited = waited.unwrap_or_else(|| panic!("recording-agents never waited for its window:\n{}", r.stderr));
+    assert!(agents[..waited].iter().all(|l| l.contains("  0/2 ")), "{}", r.stderr);
+    assert!(agents[waited..].iter().any(|l| l.contains("  2/2 ") && l.ends_with("succeeded")), "{}", r.stderr);
+    assert!(r.stderr.contains("next window "), "{}", r.stderr);
+    for h in ["agent-1", "agent-2"] {
+        assert_eq!(host(&s, h, "recording-agents")["state"], "succeeded", "{s:#}");
+    }
     let hotfix = rollout(&r, 3);
     assert_eq!(hotfix["state"], "succeeded", "{hotfix:#}");
     let events = read(&r, "shared/clusters/mc-cluster/events");

@@ -60,6 +60,10 @@
 //!   `same_version` cluster, no member is dispatched step N+1 before every
 //!   member still upgrading succeeded step N. Leader checks and switchover
 //!   steps carry the spec's step.
+//! - Maintenance windows: a host of a group with windows starts (its first
+//!   dispatch) only inside a window of its calendar, with its estimate plus
+//!   the cutoff fitting before that window closes — unless an operator's
+//!   `IgnoreWindows` came in an earlier entry.
 //! - Finally: `Finished` was emitted, every host has its `HostDone`, and a
 //!   host that succeeded has a version recorded when the spec names a
 //!   component (reported installed by one of its steps, or known before).
@@ -72,6 +76,7 @@ use crate::capture;
 use crate::cluster_vars;
 use crate::engine::{Action, ClusterPurpose, Event, ExecutionId, HostState, OperatorCommand, RolloutState};
 use crate::model::{LeaderAnswer, Promote, RolloutSpec, StepSpec, UnixMillis};
+use crate::schedule;
 
 /// One handled event and the actions the engine returned for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +177,8 @@ struct Checker<'a> {
     /// A host failed or an operator paused, aborted or rolled back: the
     /// leader rule no longer binds (held leaders may go on).
     stopping_seen: bool,
+    /// Entry of the operator's `IgnoreWindows`, once it came.
+    windows_lifted: Option<usize>,
 }
 
 impl<'a> Checker<'a> {
@@ -227,6 +234,7 @@ impl<'a> Checker<'a> {
                 of
             },
             stopping_seen: false,
+            windows_lifted: None,
         };
         for (n, entry) in log.iter().enumerate() {
             checker.entry(n, entry);
@@ -322,6 +330,9 @@ impl<'a> Checker<'a> {
                 ..
             } => {
                 self.stopping_seen = true;
+            }
+            Event::Operator { command: OperatorCommand::IgnoreWindows, .. } => {
+                self.windows_lifted.get_or_insert(n);
             }
             Event::Started
             | Event::AgentConnected { .. }
@@ -795,6 +806,7 @@ impl<'a> Checker<'a> {
         let group = &self.spec.groups[g];
         self.hosts[h].in_flight = true;
         self.enter_flight(n, h, "upgrade");
+        self.in_window(n, now, h, g);
         for &dep in &group.after {
             let Some(dep_group) = self.spec.groups.get(dep) else { continue };
             let mut not_done = Vec::new();
@@ -840,6 +852,33 @@ impl<'a> Checker<'a> {
         };
         if let Err(why) = promoted {
             self.fail(format!("entry {n}: host {host} of group {} (not a canary) started {why}", group.name));
+        }
+    }
+
+    /// Host `h` of group `g` starts at `now`: inside a window it fits in,
+    /// unless the windows were lifted before.
+    fn in_window(&mut self, n: usize, now: UnixMillis, h: usize, g: usize) {
+        if self.windows_lifted.is_some() {
+            return;
+        }
+        let Some((cal, need)) = self.spec.windows.as_ref().and_then(|w| w.calendar(g, h)) else { return };
+        let t = schedule::to_utc(now.0);
+        let host = &self.spec.hosts[h].host;
+        let group = &self.spec.groups[g].name;
+        match cal.open_at(t) {
+            None => self.fail(format!(
+                "entry {n}: host {host} of group {group} started at {t} outside its maintenance windows ({}) \
+                 with no windows override before",
+                cal.tz.name()
+            )),
+            Some(close) if chrono::TimeDelta::from_std(need).is_ok_and(|need| t + need > close) => {
+                self.fail(format!(
+                    "entry {n}: host {host} of group {group} started at {t} although its estimate plus cutoff ({}) \
+                     does not fit before its window closes at {close}",
+                    crate::plan::format_duration(need)
+                ));
+            }
+            Some(_) => {}
         }
     }
 

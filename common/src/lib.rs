@@ -37,6 +37,7 @@
 
 pub mod artifact_ref;
 pub mod audit;
+pub mod calendar_estimate;
 pub mod capture;
 pub mod catalog;
 pub mod cluster_vars;

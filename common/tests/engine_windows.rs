@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
 use convoy_common::engine::{Action, Engine, Event, GroupState, HostState, OperatorCommand, RolloutState, Timer};
+use convoy_common::invariants;
 use convoy_common::model::{RolloutSpec, UnixMillis};
 use convoy_common::schedule::{Blackout, GroupWindows, HostWindow, Recurrence, RolloutWindows, WindowRule, parse_tz};
 use engine_support::*;
@@ -301,4 +302,44 @@ fn canaries_wait_for_the_window_too() {
     assert!(dispatched(&actions).is_empty());
     let actions = fire_window(&mut run, "web", at("2026-01-07 22:00"));
     assert_eq!(dispatched(&actions), vec![("web-0".to_string(), 0)], "the canary first");
+}
+
+#[test]
+fn the_checker_catches_a_host_started_outside_its_window_unless_lifted_before() {
+    let mut run = run_at(nightly(2, 1, 10), "2026-01-07 12:00");
+    run.start();
+    fire_window(&mut run, "web", at("2026-01-07 22:00"));
+    run.assert_invariants();
+    let n = run.log.iter().position(|e| matches!(e.event, Event::TimerFired { .. })).unwrap();
+    let check = |log: &[invariants::LogEntry]| invariants::check(run.engine.spec(), log);
+
+    // The same dispatch an hour early: outside the window.
+    let mut early = run.log.clone();
+    early[n].now = UnixMillis(at("2026-01-07 21:00"));
+    let v = check(&early).unwrap_err();
+    assert!(
+        v.iter().any(|m| m.contains("host web-0 of group web") && m.contains("outside its maintenance windows")),
+        "{v:?}"
+    );
+
+    // Inside the window, but 10 min estimate + 15 min cutoff do not fit
+    // before it closes at 04:00.
+    let mut late = run.log.clone();
+    late[n].now = UnixMillis(at("2026-01-08 03:50"));
+    let v = check(&late).unwrap_err();
+    assert!(v.iter().any(|m| m.contains("web-0") && m.contains("does not fit before its window closes")), "{v:?}");
+
+    // An override recorded before the early dispatch makes it legitimate;
+    // one recorded after it does not.
+    let lift = |now: &str| invariants::LogEntry {
+        now: UnixMillis(at(now)),
+        event: Event::Operator { command: OperatorCommand::IgnoreWindows, by: "alice".into() },
+        actions: vec![],
+    };
+    let mut lifted = early.clone();
+    lifted.insert(n, lift("2026-01-07 20:59"));
+    assert_eq!(check(&lifted), Ok(()));
+    let mut too_late = early.clone();
+    too_late.insert(n + 1, lift("2026-01-07 21:01"));
+    assert!(check(&too_late).is_err());
 }

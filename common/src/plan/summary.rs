@@ -30,6 +30,10 @@ pub struct PlanSummary {
     pub groups: Vec<GroupSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<RolloutEstimateSummary>,
+    /// With maintenance windows: when each batch is expected to run, from
+    /// a start instant ([`crate::calendar_estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<crate::calendar_estimate::CalendarSummary>,
 }
 
 /// One group of a [`PlanSummary`].
@@ -324,6 +328,7 @@ impl PlanSummary {
             require_backup: spec.require_backup,
             groups,
             estimate: None,
+            calendar: None,
         }
     }
 

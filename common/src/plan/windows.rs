@@ -110,6 +110,7 @@ pub(super) fn windows(src: Src<'_>, raw: &RawWindows, p: &FieldPath) -> Result<O
             (Some(c), None, None) => Recurrence::Cron(CronExpr::parse(c).map_err(|m| src.err(&wp.key("cron"), m))?),
             (None, days, Some(start)) => {
                 let start = NaiveTime::parse_from_str(start, "%H:%M")
+                    .or_else(|_| NaiveTime::parse_from_str(start, "%H:%M:%S"))
                     .map_err(|_| src.err(&wp.key("start"), format!("'{start}' is not a time of day HH:MM")))?;
                 let days = match days {
                     None => vec![

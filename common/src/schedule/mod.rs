@@ -43,7 +43,7 @@ mod tests;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -152,7 +152,8 @@ impl WindowRule {
         match &self.recurrence {
             Recurrence::Weekly { days, start } => {
                 let days: Vec<String> = days.iter().map(|d| d.to_string().to_lowercase()).collect();
-                format!("{} {} for {d}", days.join(","), start.format("%H:%M"))
+                let at = if start.second() == 0 { start.format("%H:%M") } else { start.format("%H:%M:%S") };
+                format!("{} {at} for {d}", days.join(","))
             }
             Recurrence::Cron(c) => format!("cron \"{}\" for {d}", c.as_str()),
         }
