@@ -307,7 +307,13 @@ pub fn authenticate_agent(
         None if !marked => {
             // Signed before enrolment records existed: adopt the first one.
             tracing::warn!(%host, %fingerprint, "adopting a certificate issued before enrolment records");
-            store.put_enrolment(&Enrolment { host: host.clone(), fingerprint, enrolled: now, key: None, revoked: None })?;
+            store.put_enrolment(&Enrolment {
+                host: host.clone(),
+                fingerprint,
+                enrolled: now,
+                key: None,
+                revoked: None,
+            })?;
             store.flush()?;
             Ok(host)
         }

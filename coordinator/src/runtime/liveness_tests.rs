@@ -18,7 +18,11 @@ fn actor(dir: &std::path::Path) -> Actor {
 }
 
 /// Connects `host` as `session`; returns the answer and the agent's stream.
-fn connect(a: &mut Actor, host: &str, session: u64) -> (Result<(), CoordinatorError>, mpsc::UnboundedReceiver<ToAgent>) {
+fn connect(
+    a: &mut Actor,
+    host: &str,
+    session: u64,
+) -> (Result<(), CoordinatorError>, mpsc::UnboundedReceiver<ToAgent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (reply, mut answer) = oneshot::channel();
     let hello = AgentHello { id: host.to_string(), ..Default::default() };
