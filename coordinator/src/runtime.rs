@@ -239,10 +239,10 @@ impl RuntimeHandle {
     /// Register an agent session; returns its session number and the stream
     /// of messages for the agent. The session ends when the receiver closes.
     /// Refused while another session of the same host is live and working
-    /// (heard from within one heartbeat interval): a second holder of a
+    /// (heard from within two heartbeat intervals): a second holder of a
     /// host's identity never takes over a working session. A stale one (the
-    /// agent lost it and reconnected before the coordinator noticed) is
-    /// replaced.
+    /// agent lost it and reconnected before the coordinator noticed; it
+    /// missed a heartbeat) is replaced.
     pub async fn connect(
         &self,
         hello: AgentHello,
@@ -685,13 +685,14 @@ impl Actor {
         match cmd {
             Command::Connect { hello, session, tx, reply } => {
                 let now = self.clock.now();
-                let interval = self.config.heartbeat_interval.as_millis() as u64;
+                let fresh = 2 * self.config.heartbeat_interval.as_millis() as u64;
                 // Live and working: its stream is open and it was heard from
-                // within one heartbeat interval. A stale session is replaced.
+                // within two heartbeat intervals. A stale session (a missed
+                // heartbeat) is replaced.
                 let live = self
                     .agents
                     .get(&hello.id)
-                    .filter(|a| now.since(a.record.last_seen) <= interval)
+                    .filter(|a| now.since(a.record.last_seen) <= fresh)
                     .and_then(|a| a.session.as_ref())
                     .filter(|(_, t)| !t.is_closed());
                 if let Some((current, _)) = live {

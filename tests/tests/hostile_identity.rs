@@ -16,7 +16,6 @@ use convoy_fleet::wait::wait_until;
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
 use convoy_tests::{raw_agent_client, raw_agent_config};
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -37,8 +36,25 @@ async fn open_session(
     client: &mut AgentServiceClient<tonic::transport::Channel>,
     host: &str,
 ) -> Result<tonic::Streaming<pb::CoordinatorMessage>, tonic::Status> {
-    let stream = tokio_stream::iter(vec![hello(host)]).chain(tokio_stream::pending());
-    Ok(client.session(stream).await?.into_inner())
+    // A working session: hello, then a heartbeat every 50 ms (a session
+    // that goes quiet may be replaced by the host's next one) until the
+    // connection goes away.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let first = hello(host);
+    tokio::spawn(async move {
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        for sequence in 1.. {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let beat = pb::Heartbeat { sequence, running: vec![] };
+            let up = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Heartbeat(beat)) };
+            if tx.send(up).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner())
 }
 
 async fn next_message(

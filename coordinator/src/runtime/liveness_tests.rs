@@ -78,9 +78,13 @@ async fn a_new_session_replaces_a_stale_one_but_not_a_working_one() {
     let (refused, _) = connect(&mut a, "web-1", 2);
     assert!(refused.unwrap_err().to_string().contains("already live"));
     assert_eq!(session_of(&a, "web-1"), Some(1));
-    // Quiet for more than one heartbeat interval (the agent lost that
-    // session and reconnects before the coordinator noticed): replaced.
+    // Still within two intervals of that heartbeat: still refused.
     tokio::time::advance(Duration::from_millis(2_500)).await;
+    let (refused, _) = connect(&mut a, "web-1", 2);
+    assert!(refused.is_err());
+    // Quiet for more than two heartbeat intervals (the agent lost that
+    // session and reconnects before the coordinator noticed): replaced.
+    tokio::time::advance(Duration::from_millis(2_000)).await;
     let (ok, _third) = connect(&mut a, "web-1", 3);
     ok.unwrap();
     assert_eq!(session_of(&a, "web-1"), Some(3));
