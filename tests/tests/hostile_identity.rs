@@ -16,6 +16,7 @@ use convoy_fleet::wait::wait_until;
 use convoy_proto::v1 as pb;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
 use convoy_tests::{raw_agent_client, raw_agent_config};
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -36,12 +37,20 @@ async fn open_session(
     client: &mut AgentServiceClient<tonic::transport::Channel>,
     host: &str,
 ) -> Result<tonic::Streaming<pb::CoordinatorMessage>, tonic::Status> {
-    // A working session: hello, then a heartbeat every 50 ms (a session
-    // that goes quiet may be replaced by the host's next one) until the
-    // connection goes away.
+    let stream = tokio_stream::iter(vec![hello(host)]).chain(tokio_stream::pending());
+    Ok(client.session(stream).await?.into_inner())
+}
+
+/// A working session: hello, then a heartbeat every 50 ms (a session that
+/// goes quiet may be replaced by the host's next one) until the returned
+/// task is aborted, which ends the stream.
+async fn open_working_session(
+    client: &mut AgentServiceClient<tonic::transport::Channel>,
+    host: &str,
+) -> Result<(tonic::Streaming<pb::CoordinatorMessage>, tokio::task::JoinHandle<()>), tonic::Status> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let first = hello(host);
-    tokio::spawn(async move {
+    let beats = tokio::spawn(async move {
         if tx.send(first).await.is_err() {
             return;
         }
@@ -54,7 +63,8 @@ async fn open_session(
             }
         }
     });
-    Ok(client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner())
+    let stream = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    Ok((stream, beats))
 }
 
 async fn next_message(
@@ -113,7 +123,7 @@ async fn a_second_session_for_a_live_host_is_refused_and_the_first_keeps_its_ste
     let c = Cluster::start(fast_runtime()).await?;
     let cfg = agent_config(&c, "web-1", "web-1", &c.join_token);
     let mut first = client_for(&cfg).await?;
-    let mut stream = open_session(&mut first, "web-1").await?;
+    let (mut stream, beats) = open_working_session(&mut first, "web-1").await?;
     assert!(matches!(
         next_message(&mut stream).await?.and_then(|m| m.kind),
         Some(pb::coordinator_message::Kind::Welcome(_))
@@ -139,6 +149,7 @@ async fn a_second_session_for_a_live_host_is_refused_and_the_first_keeps_its_ste
     assert!(got.execution_id.contains("web-1"), "{got:?}");
 
     // Once the first session is gone, the host can come back.
+    beats.abort();
     drop(stream);
     drop(first);
     wait_until(Duration::from_secs(20), "the host to reconnect", || {
