@@ -5,7 +5,9 @@
 //! `CN = host_id` and the join token over server-authenticated TLS, and saves
 //! the certificate it gets back. Refusals (bad or expired token, host id not
 //! allowed) are final errors; an unreachable coordinator is retryable and the
-//! session loop backs off and tries again.
+//! session loop backs off and tries again — with the same key (kept in
+//! `agent.key` from the first attempt), so a retry after an answer that came
+//! too late is admitted by the coordinator as the same enrolment.
 
 use convoy_proto::v1::EnrollRequest;
 use convoy_proto::v1::agent_service_client::AgentServiceClient;
@@ -26,7 +28,8 @@ pub async fn ensure_identity(config: &AgentConfig) -> Result<AgentIdentity, Agen
         .as_deref()
         .ok_or_else(|| AgentError::MissingJoinToken { host_id: config.host_id.clone(), tls_dir: paths.dir.clone() })?;
     let ca = tls::read_ca(&config.ca_file)?;
-    let (key_pem, csr_pem) = tls::generate_csr(&config.host_id)?;
+    // The same key on every attempt: a retry is the same request.
+    let (key_pem, csr_pem) = tls::enrolment_csr(&paths, &config.host_id)?;
     tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "enrolling");
     let channel = tls::connect(config, tls::client_tls(config, &ca, None)).await?;
     let mut client = AgentServiceClient::new(channel);
@@ -86,6 +89,25 @@ mod tests {
         assert!(matches!(err, AgentError::MissingJoinToken { .. }), "{err}");
         assert!(err.to_string().contains("h1") && err.to_string().contains("join token"));
         assert!(!err.is_retryable());
+    }
+
+    /// Two attempts (the first one's answer lost) send CSRs for the same key,
+    /// and that key is the one saved with the certificate.
+    #[test]
+    fn a_retried_enrolment_uses_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = TlsPaths::new(dir.path().join("tls"));
+        let (key1, csr1) = tls::enrolment_csr(&paths, "h1").unwrap();
+        let (key2, csr2) = tls::enrolment_csr(&paths, "h1").unwrap();
+        assert_eq!(key1, key2);
+        assert!(csr1.contains("CERTIFICATE REQUEST") && csr2.contains("CERTIFICATE REQUEST"));
+        // Another host directory gets another key.
+        let (key3, _) = tls::enrolment_csr(&TlsPaths::new(dir.path().join("other")), "h1").unwrap();
+        assert_ne!(key1, key3);
+        // No certificate yet: still not an identity.
+        assert!(tls::load_identity(&paths, "h1").unwrap().is_none());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(paths.key()).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

@@ -321,14 +321,22 @@ impl Backoff {
         Backoff { min, max: max.max(min), attempt: 0 }
     }
 
-    /// The next delay: uniform in `[min, min(max, min * 2^attempt)]`.
+    /// The next delay: uniform in `[min, min(max, min * 2^(attempt+1))]`,
+    /// so even the first retry is jittered (in `[min, 2 min]`): after a
+    /// coordinator restart the fleet's first reconnects are spread out
+    /// instead of all landing `min` after the loss.
     pub fn next_delay(&mut self) -> Duration {
-        let cap = self.min.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
+        self.next_delay_with(&mut rand::rng())
+    }
+
+    /// [`Backoff::next_delay`] drawing from `rng` (seeded in tests).
+    pub fn next_delay_with(&mut self, rng: &mut impl Rng) -> Duration {
+        let cap = self.min.saturating_mul(1u32 << self.attempt.saturating_add(1).min(20)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         if cap <= self.min {
             return self.min;
         }
-        let ms = rand::rng().random_range(self.min.as_millis()..=cap.as_millis());
+        let ms = rng.random_range(self.min.as_millis()..=cap.as_millis());
         Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
@@ -763,14 +771,34 @@ mod tests {
     fn backoff_grows_within_bounds() {
         let (min, max) = (Duration::from_millis(200), Duration::from_secs(10));
         let mut b = Backoff::new(min, max);
-        assert_eq!(b.next_delay(), min);
+        let first = b.next_delay();
+        assert!(first >= min && first <= min * 2, "{first:?}");
         for _ in 0..50 {
             let d = b.next_delay();
             assert!(d >= min && d <= max, "{d:?}");
         }
         assert!(b.attempt > 10);
         b.reset();
-        assert_eq!(b.next_delay(), min);
+        let again = b.next_delay();
+        assert!(again >= min && again <= min * 2, "{again:?}");
+        // min == max: no room to jitter, exactly min.
+        assert_eq!(Backoff::new(min, min).next_delay(), min);
+    }
+
+    /// After a lost session every agent's first retry used to be exactly
+    /// `min`: a fleet reconnected in one burst. Now the first retries of
+    /// 1,000 agents (seeded) spread over `[min, 2 min]`.
+    #[test]
+    fn first_retries_are_jittered_across_a_fleet() {
+        use rand::SeedableRng;
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(10));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let firsts: Vec<Duration> = (0..1_000).map(|_| Backoff::new(min, max).next_delay_with(&mut rng)).collect();
+        assert!(firsts.iter().all(|d| *d >= min && *d <= min * 2));
+        let distinct: std::collections::BTreeSet<_> = firsts.iter().collect();
+        assert!(distinct.len() > 100, "only {} distinct first delays", distinct.len());
+        let early = firsts.iter().filter(|d| **d < min + Duration::from_millis(100)).count();
+        assert!((300..=700).contains(&early), "{early} of 1000 in the first half of the window");
     }
 
     #[test]

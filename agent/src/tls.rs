@@ -2,7 +2,10 @@
 //!
 //! Files under `<state_dir>/tls/`:
 //! - `agent.key`: the agent's ECDSA P-256 private key (mode 0600). It never
-//!   leaves the host: enrolment sends only a CSR.
+//!   leaves the host: enrolment sends only a CSR. It is written *before* the
+//!   first enrolment attempt and reused by every retry, so a retry (after an
+//!   answer that came too late) is the same request and the coordinator
+//!   admits it as such; a key without a certificate is such a pending key.
 //! - `agent.pem`: the client certificate the coordinator signed; its CN is the
 //!   host id, and the coordinator accepts a session only for that host id.
 //! - `host_id`: the host id the certificate was issued for, so an agent whose
@@ -102,15 +105,33 @@ pub fn save_identity(paths: &TlsPaths, host_id: &str, identity: &AgentIdentity) 
     fsutil::write_atomic(&cert, identity.cert_pem.as_bytes(), None).map_err(AgentError::io(&cert))
 }
 
-/// A fresh ECDSA P-256 key and a CSR with `CN = host_id`: `(key_pem, csr_pem)`.
-pub fn generate_csr(host_id: &str) -> Result<(String, String), AgentError> {
-    let key = KeyPair::generate().map_err(tls_err("generate key"))?;
+/// The key to enrol with and a CSR for it: the pending key in `agent.key`
+/// if an earlier attempt left one (so a retry is the same request), else a
+/// fresh one, saved (0600) before it is used. `(key_pem, csr_pem)`.
+pub fn enrolment_csr(paths: &TlsPaths, host_id: &str) -> Result<(String, String), AgentError> {
+    let path = paths.key();
+    if let Some(key_pem) = read_optional(&path)? {
+        let key = KeyPair::from_pem(&key_pem).map_err(tls_err(format!("pending key {}", path.display())))?;
+        return Ok((key_pem, csr_for(&key, host_id)?));
+    }
+    let (key_pem, csr_pem) = generate_csr(host_id)?;
+    fsutil::write_atomic(&path, key_pem.as_bytes(), Some(0o600)).map_err(AgentError::io(&path))?;
+    Ok((key_pem, csr_pem))
+}
+
+fn csr_for(key: &KeyPair, host_id: &str) -> Result<String, AgentError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CSR parameters"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, host_id);
     params.distinguished_name = dn;
-    let csr = params.serialize_request(&key).map_err(tls_err("create CSR"))?;
-    let csr_pem = csr.pem().map_err(tls_err("encode CSR"))?;
+    let csr = params.serialize_request(key).map_err(tls_err("create CSR"))?;
+    csr.pem().map_err(tls_err("encode CSR"))
+}
+
+/// A fresh ECDSA P-256 key and a CSR with `CN = host_id`: `(key_pem, csr_pem)`.
+pub fn generate_csr(host_id: &str) -> Result<(String, String), AgentError> {
+    let key = KeyPair::generate().map_err(tls_err("generate key"))?;
+    let csr_pem = csr_for(&key, host_id)?;
     Ok((key.serialize_pem(), csr_pem))
 }
 

@@ -11,6 +11,13 @@
 //!   operator action (`convoy agents revoke HOST`) that marks the record
 //!   revoked, after which the old certificate is refused and the host id may
 //!   enrol again.
+//! - **A retried enrolment** (the agent stopped waiting for an answer the
+//!   coordinator sent late) is accepted when its CSR carries the *same public
+//!   key* as the enrolment on record: the CSR's signature proves the caller
+//!   holds that private key, so it already owns the identity, and a join
+//!   token alone (without the key) can never re-enrol an enrolled host. The
+//!   retry spends no use of the token (it must still be known, unexpired and
+//!   allow the host) and the new certificate replaces the recorded one.
 //! - **Every agent call** (a session, an artifact fetch) presents a client
 //!   certificate whose fingerprint must be the enrolled one
 //!   ([`authenticate_agent`]). Certificates signed before enrolment records
@@ -143,6 +150,10 @@ pub struct Enrolment {
     /// sha256 of the certificate's DER, hex.
     pub fingerprint: String,
     pub enrolled: UnixMillis,
+    /// sha256 of the certificate's public key (see
+    /// [`crate::tls::csr_key_digest`]), hex; `None` on records written before
+    /// it was kept (such hosts cannot retry an enrolment).
+    pub key: Option<String>,
     /// Set by `convoy agents revoke`: the certificate is refused and the host
     /// id may enrol again.
     pub revoked: Option<Revocation>,
@@ -175,19 +186,34 @@ pub fn issue_join_token(
     Ok((token, record))
 }
 
-/// Spends one use of `token` for `host` if the token allows it and the host
-/// may enrol. The caller serialises enrolments (check and spend are one step).
-pub fn admit_enrolment(store: &dyn Store, now: UnixMillis, token: &str, host: &str) -> Result<(), CoordinatorError> {
-    let key = sha256_hex(token.as_bytes());
+/// Why an enrolment was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A host not enrolled (or revoked): one use of the token was spent.
+    New,
+    /// The same host with the same key as its enrolment on record: a retry of
+    /// an enrolment whose answer the agent did not get. No use was spent.
+    Retry,
+}
+
+/// Admits `host`, whose CSR's public key has digest `key`, if `token` allows
+/// it: a new enrolment spends one use; a retry with the key on record spends
+/// none (see the module doc). The caller serialises enrolments (check and
+/// spend are one step).
+pub fn admit_enrolment(
+    store: &dyn Store,
+    now: UnixMillis,
+    token: &str,
+    host: &str,
+    key: &str,
+) -> Result<Admission, CoordinatorError> {
+    let digest = sha256_hex(token.as_bytes());
     let refuse = |message: String| Err(CoordinatorError::Unauthenticated { message });
-    let Some(mut record) = store.join_token(&key)? else {
+    let Some(mut record) = store.join_token(&digest)? else {
         return refuse("unknown join token".into());
     };
     if record.expires <= now {
         return refuse("join token expired".into());
-    }
-    if record.uses_left == 0 {
-        return refuse("join token used up".into());
     }
     if let Some(p) = &record.hosts
         && !p.matches(host)
@@ -200,26 +226,40 @@ pub fn admit_enrolment(store: &dyn Store, now: UnixMillis, token: &str, host: &s
     if let Some(e) = store.enrolment(host)?
         && e.revoked.is_none()
     {
+        if e.key.as_deref() == Some(key) {
+            return Ok(Admission::Retry);
+        }
         return Err(CoordinatorError::PermissionDenied {
             host: host.to_string(),
             message: "already enrolled; to replace the machine, revoke it first (convoy agents revoke HOST)".into(),
         });
     }
+    if record.uses_left == 0 {
+        return refuse("join token used up".into());
+    }
     record.uses_left -= 1;
     // Kept at zero uses until it expires, so a late user is told why.
-    store.put_join_token(&key, Some(&record))?;
-    Ok(())
+    store.put_join_token(&digest, Some(&record))?;
+    Ok(Admission::New)
 }
 
-/// Records the certificate signed for `host` (PEM) as its only valid one.
+/// Records the certificate signed for `host` (PEM), whose public key has
+/// digest `key`, as its only valid one.
 pub fn record_enrolment(
     store: &dyn Store,
     now: UnixMillis,
     host: &str,
     certificate_pem: &str,
+    key: &str,
 ) -> Result<Enrolment, CoordinatorError> {
     let der = pem_to_der(certificate_pem)?;
-    let e = Enrolment { host: host.to_string(), fingerprint: sha256_hex(&der), enrolled: now, revoked: None };
+    let e = Enrolment {
+        host: host.to_string(),
+        fingerprint: sha256_hex(&der),
+        enrolled: now,
+        key: Some(key.to_string()),
+        revoked: None,
+    };
     store.put_enrolment(&e)?;
     store.flush()?;
     Ok(e)
@@ -267,7 +307,13 @@ pub fn authenticate_agent(
         None if !marked => {
             // Signed before enrolment records existed: adopt the first one.
             tracing::warn!(%host, %fingerprint, "adopting a certificate issued before enrolment records");
-            store.put_enrolment(&Enrolment { host: host.clone(), fingerprint, enrolled: now, revoked: None })?;
+            store.put_enrolment(&Enrolment {
+                host: host.clone(),
+                fingerprint,
+                enrolled: now,
+                key: None,
+                revoked: None,
+            })?;
             store.flush()?;
             Ok(host)
         }
@@ -307,15 +353,47 @@ mod tests {
         let store = crate::store::SledStore::open(dir.path()).unwrap();
         let scope = JoinScope { uses: 1, hosts: Some(HostPattern::parse("web-*").unwrap()), ttl: DEFAULT_JOIN_TTL };
         let (token, rec) = issue_join_token(&store, UnixMillis(1_000), scope, "t").unwrap();
-        assert!(admit_enrolment(&store, UnixMillis(2_000), &token, "db-1").is_err());
+        assert!(admit_enrolment(&store, UnixMillis(2_000), &token, "db-1", "k").is_err());
         let late = rec.expires;
-        let err = admit_enrolment(&store, late, &token, "web-1").unwrap_err();
+        let err = admit_enrolment(&store, late, &token, "web-1", "k").unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
-        admit_enrolment(&store, UnixMillis(2_000), &token, "web-1").unwrap();
-        let err = admit_enrolment(&store, UnixMillis(2_000), &token, "web-2").unwrap_err();
+        admit_enrolment(&store, UnixMillis(2_000), &token, "web-1", "k").unwrap();
+        let err = admit_enrolment(&store, UnixMillis(2_000), &token, "web-2", "k").unwrap_err();
         assert!(err.to_string().contains("used up"), "{err}");
         // Only the digest is stored.
         assert!(store.join_token(&token).unwrap().is_none());
+    }
+
+    /// A late answer made the agent retry: the same key is admitted again
+    /// without spending a use; another key (someone holding only the join
+    /// token) is refused, before and after the host's first session; a
+    /// revoked host may enrol anew.
+    #[test]
+    fn a_retry_with_the_same_key_is_admitted_and_another_key_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(&dir.path().join("store")).unwrap();
+        crate::tls::init(dir.path(), &[]).unwrap();
+        let ca = crate::tls::CertificateAuthority::load(&crate::tls::PkiPaths::new(dir.path())).unwrap();
+        let scope = JoinScope { uses: 1, ..Default::default() };
+        let (token, _) = issue_join_token(&store, UnixMillis(1_000), scope, "t").unwrap();
+        let (_, csr) = crate::tls::test_csr("web-1");
+        let key = crate::tls::csr_key_digest(&csr).unwrap();
+        assert_eq!(admit_enrolment(&store, UnixMillis(2_000), &token, "web-1", &key).unwrap(), Admission::New);
+        let first = ca.sign_agent("web-1", &csr).unwrap();
+        record_enrolment(&store, UnixMillis(2_000), "web-1", &first, &key).unwrap();
+        // The retry: same key, the token's only use already spent.
+        assert_eq!(admit_enrolment(&store, UnixMillis(3_000), &token, "web-1", &key).unwrap(), Admission::Retry);
+        let second = ca.sign_agent("web-1", &csr).unwrap();
+        let e = record_enrolment(&store, UnixMillis(3_000), "web-1", &second, &key).unwrap();
+        assert_eq!(e.fingerprint, sha256_hex(&pem_to_der(&second).unwrap()));
+        // Someone else with the token but another key.
+        let (_, other) = crate::tls::test_csr("web-1");
+        let other = crate::tls::csr_key_digest(&other).unwrap();
+        assert_ne!(other, key);
+        let err = admit_enrolment(&store, UnixMillis(3_000), &token, "web-1", &other).unwrap_err();
+        assert!(err.to_string().contains("already enrolled"), "{err}");
+        // A retry still needs a valid token.
+        assert!(admit_enrolment(&store, UnixMillis(3_000), "not-a-token", "web-1", &key).is_err());
     }
 
     #[test]

@@ -129,10 +129,12 @@ impl pb::agent_service_server::AgentService for AgentSvc {
         // certificate are one step: two enrolments never race past a check.
         let _one_at_a_time = self.enrol_lock.lock().await;
         let now = self.clock.now();
-        enrolment::admit_enrolment(self.store.as_ref(), now, &r.join_token, &r.host_id).map_err(refused)?;
+        let key = crate::tls::csr_key_digest(&r.csr_pem).map_err(refused)?;
+        let admission =
+            enrolment::admit_enrolment(self.store.as_ref(), now, &r.join_token, &r.host_id, &key).map_err(refused)?;
         let cert = self.ca.sign_agent(&r.host_id, &r.csr_pem).map_err(refused)?;
-        let e = enrolment::record_enrolment(self.store.as_ref(), now, &r.host_id, &cert).map_err(refused)?;
-        tracing::info!(host = %r.host_id, %peer, fingerprint = %e.fingerprint, "agent enrolled");
+        let e = enrolment::record_enrolment(self.store.as_ref(), now, &r.host_id, &cert, &key).map_err(refused)?;
+        tracing::info!(host = %r.host_id, %peer, fingerprint = %e.fingerprint, ?admission, "agent enrolled");
         Ok(Response::new(pb::EnrollResponse { certificate_pem: cert, ca_pem: self.ca.ca_pem().to_string() }))
     }
 

@@ -163,9 +163,12 @@ enum Command {
         host: HostId,
         reply: Reply<(String, Vec<ExecutionId>)>,
     },
+    /// A heartbeat, stamped with the time it arrived (in the gRPC task):
+    /// handled late behind a backlog, it still counts from when it came.
     Heartbeat {
         host: HostId,
         session: u64,
+        at: UnixMillis,
     },
     Result {
         host: HostId,
@@ -213,6 +216,8 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct RuntimeHandle {
     tx: mpsc::UnboundedSender<Command>,
+    /// Stamps heartbeats on arrival.
+    clock: Clock,
     next_session: Arc<std::sync::atomic::AtomicU64>,
     planner: crate::planning::Planner,
     store: Arc<dyn Store>,
@@ -233,8 +238,11 @@ impl RuntimeHandle {
 
     /// Register an agent session; returns its session number and the stream
     /// of messages for the agent. The session ends when the receiver closes.
-    /// Refused while another session of the same host is live: a second
-    /// holder of a host's identity never takes over a working session.
+    /// Refused while another session of the same host is live and working
+    /// (heard from within two heartbeat intervals): a second holder of a
+    /// host's identity never takes over a working session. A stale one (the
+    /// agent lost it and reconnected before the coordinator noticed; it
+    /// missed a heartbeat) is replaced.
     pub async fn connect(
         &self,
         hello: AgentHello,
@@ -258,7 +266,7 @@ impl RuntimeHandle {
         self.send(Command::Revoke { host: host.to_string() })
     }
     pub fn heartbeat(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
-        self.send(Command::Heartbeat { host: host.to_string(), session })
+        self.send(Command::Heartbeat { host: host.to_string(), session, at: self.clock.now() })
     }
     pub fn step_result(
         &self,
@@ -401,26 +409,12 @@ pub fn spawn_with_metrics(
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(RuntimeHandle, tokio::task::JoinHandle<()>), CoordinatorError> {
-    let mut actor = Actor {
-        store,
-        clock,
-        config,
-        rollouts: HashMap::new(),
-        order: Vec::new(),
-        agents: HashMap::new(),
-        active: HashMap::new(),
-        timers: BTreeMap::new(),
-        timer_seq: 0,
-        events: Vec::new(),
-        actions: Vec::new(),
-        after_commit: Vec::new(),
-        deposed: false,
-        metrics,
-    };
+    let mut actor = Actor::new(store, config, clock, metrics);
     actor.recover()?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = RuntimeHandle {
         tx,
+        clock,
         next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         planner: crate::planning::Planner::new(actor.config.plan_time_limit),
         store: actor.store.clone(),
@@ -431,6 +425,25 @@ pub fn spawn_with_metrics(
 }
 
 impl Actor {
+    fn new(store: Arc<dyn Store>, config: RuntimeConfig, clock: Clock, metrics: Arc<crate::metrics::Metrics>) -> Actor {
+        Actor {
+            store,
+            clock,
+            config,
+            rollouts: HashMap::new(),
+            order: Vec::new(),
+            agents: HashMap::new(),
+            active: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            events: Vec::new(),
+            actions: Vec::new(),
+            after_commit: Vec::new(),
+            deposed: false,
+            metrics,
+        }
+    }
+
     /// Load agents and rollouts and replay every event log.
     fn recover(&mut self) -> Result<(), CoordinatorError> {
         for record in self.store.agents()? {
@@ -523,7 +536,7 @@ impl Actor {
                     }
                 }
                 _ = sleep => self.fire_timers(),
-                _ = liveness.tick() => self.check_liveness(),
+                _ = liveness.tick() => self.on_liveness_tick(&mut rx),
             }
             self.commit();
             if self.deposed {
@@ -651,6 +664,20 @@ impl Actor {
         }
     }
 
+    /// The liveness check runs on a drained queue: heartbeats waiting behind
+    /// a backlog are applied first (with their arrival times), so an agent
+    /// is never declared lost for a heartbeat the coordinator already has.
+    /// Only what was queued at the tick is drained, so this ends.
+    fn on_liveness_tick(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) {
+        for _ in 0..rx.len() {
+            match rx.try_recv() {
+                Ok(cmd) => self.command(cmd),
+                Err(_) => break,
+            }
+        }
+        self.check_liveness();
+    }
+
     fn check_liveness(&mut self) {
         let now = self.clock.now();
         let timeout = self.config.agent_timeout.as_millis() as u64;
@@ -679,7 +706,17 @@ impl Actor {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Connect { hello, session, tx, reply } => {
-                let live = self.agents.get(&hello.id).and_then(|a| a.session.as_ref()).filter(|(_, t)| !t.is_closed());
+                let now = self.clock.now();
+                let fresh = 2 * self.config.heartbeat_interval.as_millis() as u64;
+                // Live and working: its stream is open and it was heard from
+                // within two heartbeat intervals. A stale session (a missed
+                // heartbeat) is replaced.
+                let live = self
+                    .agents
+                    .get(&hello.id)
+                    .filter(|a| now.since(a.record.last_seen) <= fresh)
+                    .and_then(|a| a.session.as_ref())
+                    .filter(|(_, t)| !t.is_closed());
                 if let Some((current, _)) = live {
                     let _ = reply.send(Err(CoordinatorError::PermissionDenied {
                         host: hello.id.clone(),
@@ -706,12 +743,11 @@ impl Actor {
                     self.lose(&host);
                 }
             }
-            Command::Heartbeat { host, session } => {
-                let now = self.clock.now();
+            Command::Heartbeat { host, session, at } => {
                 if let Some(a) = self.agents.get_mut(&host)
                     && a.session.as_ref().is_some_and(|(s, _)| *s == session)
                 {
-                    a.record.last_seen = now;
+                    a.record.last_seen = a.record.last_seen.max(at);
                 }
             }
             Command::Result { host, session, execution_id, outcome } => {
@@ -970,3 +1006,6 @@ fn agents_of(spec: &convoy_common::model::RolloutSpec) -> Vec<HostId> {
     let mut seen = std::collections::HashSet::new();
     spec.hosts.iter().filter(|h| seen.insert(h.host.as_str())).map(|h| h.host.clone()).collect()
 }
+
+#[cfg(test)]
+mod liveness_tests;

@@ -188,6 +188,26 @@ impl CertificateAuthority {
     }
 }
 
+/// The sha256 (hex) of the public key in `csr_pem`, once the CSR's
+/// signature is verified (so the caller holds the private key): what an
+/// enrolment record keeps to recognise a retried enrolment.
+pub fn csr_key_digest(csr_pem: &str) -> Result<String, CoordinatorError> {
+    use rcgen::PublicKeyData;
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CoordinatorError::BadRequest { field: "csr_pem".into(), message: e.to_string() })?;
+    Ok(crate::enrolment::sha256_hex(csr.public_key.der_bytes()))
+}
+
+/// A fresh key (PEM) and a CSR (PEM) for `host`, for tests.
+#[cfg(test)]
+pub(crate) fn test_csr(host: &str) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, host);
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    (key.serialize_pem(), csr)
+}
+
 /// The subject common name of a DER certificate: the host id an agent's
 /// certificate was issued for.
 pub fn certificate_common_name(der: &[u8]) -> Option<String> {

@@ -41,6 +41,32 @@ async fn open_session(
     Ok(client.session(stream).await?.into_inner())
 }
 
+/// A working session: hello, then a heartbeat every 50 ms (a session that
+/// goes quiet may be replaced by the host's next one) until the returned
+/// task is aborted, which ends the stream.
+async fn open_working_session(
+    client: &mut AgentServiceClient<tonic::transport::Channel>,
+    host: &str,
+) -> Result<(tonic::Streaming<pb::CoordinatorMessage>, tokio::task::JoinHandle<()>), tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let first = hello(host);
+    let beats = tokio::spawn(async move {
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        for sequence in 1.. {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let beat = pb::Heartbeat { sequence, running: vec![] };
+            let up = pb::AgentMessage { kind: Some(pb::agent_message::Kind::Heartbeat(beat)) };
+            if tx.send(up).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    Ok((stream, beats))
+}
+
 async fn next_message(
     s: &mut tonic::Streaming<pb::CoordinatorMessage>,
 ) -> anyhow::Result<Option<pb::CoordinatorMessage>> {
@@ -97,7 +123,7 @@ async fn a_second_session_for_a_live_host_is_refused_and_the_first_keeps_its_ste
     let c = Cluster::start(fast_runtime()).await?;
     let cfg = agent_config(&c, "web-1", "web-1", &c.join_token);
     let mut first = client_for(&cfg).await?;
-    let mut stream = open_session(&mut first, "web-1").await?;
+    let (mut stream, beats) = open_working_session(&mut first, "web-1").await?;
     assert!(matches!(
         next_message(&mut stream).await?.and_then(|m| m.kind),
         Some(pb::coordinator_message::Kind::Welcome(_))
@@ -123,6 +149,7 @@ async fn a_second_session_for_a_live_host_is_refused_and_the_first_keeps_its_ste
     assert!(got.execution_id.contains("web-1"), "{got:?}");
 
     // Once the first session is gone, the host can come back.
+    beats.abort();
     drop(stream);
     drop(first);
     wait_until(Duration::from_secs(20), "the host to reconnect", || {

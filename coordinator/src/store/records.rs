@@ -252,6 +252,9 @@ pub(super) struct EnrolmentV1 {
     /// sha256 of the certificate's DER, hex.
     fingerprint: String,
     enrolled: UnixMillis,
+    /// Added after the first records: absent means unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
     #[serde(default)]
     revoked: Option<RevocationV1>,
 }
@@ -270,6 +273,7 @@ impl Stored for Enrolment {
                 host: self.host.clone(),
                 fingerprint: self.fingerprint.clone(),
                 enrolled: self.enrolled,
+                key: self.key.clone(),
                 revoked: self.revoked.as_ref().map(|r| RevocationV1 { at: r.at, by: r.by.clone() }),
             },
         )
@@ -281,6 +285,7 @@ impl Stored for Enrolment {
             host: r.host,
             fingerprint: r.fingerprint,
             enrolled: r.enrolled,
+            key: r.key,
             revoked: r.revoked.map(|v| Revocation { at: v.at, by: v.by }),
         })
     }

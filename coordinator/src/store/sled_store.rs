@@ -2,6 +2,8 @@
 //! opened after [`super::format`] has checked (and upgraded) the format.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use convoy_common::audit::AuditEntry;
@@ -26,6 +28,15 @@ pub struct SledStore {
     holds: sled::Tree,
     rollout_holds: sled::Tree,
     audit: sled::Tree,
+    /// Set after every write, cleared by the flush that makes it durable: a
+    /// flush with nothing written since the last one touches no disk (the
+    /// runtime commits after every batch, heartbeats included).
+    written: AtomicBool,
+    /// Serialises flushes, so a caller whose write another caller's flush
+    /// picked up returns only once that flush is done.
+    flushing: Mutex<()>,
+    /// Flushes that went to disk.
+    disk_flushes: AtomicU64,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -93,7 +104,22 @@ impl SledStore {
             audit: db.open_tree(records::AUDIT).map_err(serr("open audit"))?,
             found_format,
             db,
+            // Whatever opening wrote is flushed by the first flush.
+            written: AtomicBool::new(true),
+            flushing: Mutex::new(()),
+            disk_flushes: AtomicU64::new(0),
         })
+    }
+
+    /// Flushes that went to disk since the store was opened.
+    pub fn disk_flushes(&self) -> u64 {
+        self.disk_flushes.load(Ordering::SeqCst)
+    }
+
+    /// Call after every write (after: a write not yet marked when a flush
+    /// clears the mark is flushed by the next one).
+    fn mark_written(&self) {
+        self.written.store(true, Ordering::SeqCst);
     }
 
     /// The format the store was in when opened (it is in
@@ -115,6 +141,7 @@ pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 impl Store for SledStore {
     fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError> {
         self.rollouts.insert(rollout.id.as_bytes(), rollout.encode()?).map_err(serr("put rollout"))?;
+        self.mark_written();
         Ok(())
     }
 
@@ -127,7 +154,9 @@ impl Store for SledStore {
         for (i, e) in events.iter().enumerate() {
             batch.insert(records::event_key(rollout_id, first_seq + i as u64), e.encode()?);
         }
-        self.events.apply_batch(batch).map_err(serr("append events"))
+        self.events.apply_batch(batch).map_err(serr("append events"))?;
+        self.mark_written();
+        Ok(())
     }
 
     fn events(&self, rollout_id: &str) -> Result<Vec<StoredEvent>, CoordinatorError> {
@@ -136,6 +165,7 @@ impl Store for SledStore {
 
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), CoordinatorError> {
         self.agents.insert(agent.id.as_bytes(), agent.encode()?).map_err(serr("put agent"))?;
+        self.mark_written();
         Ok(())
     }
 
@@ -152,6 +182,7 @@ impl Store for SledStore {
                 self.tokens.remove(hash.as_bytes()).map_err(serr("delete join token"))?;
             }
         }
+        self.mark_written();
         Ok(())
     }
 
@@ -162,6 +193,7 @@ impl Store for SledStore {
 
     fn put_enrolment(&self, enrolment: &Enrolment) -> Result<(), CoordinatorError> {
         self.enrolments.insert(enrolment.host.as_bytes(), enrolment.encode()?).map_err(serr("put enrolment"))?;
+        self.mark_written();
         Ok(())
     }
 
@@ -183,6 +215,7 @@ impl Store for SledStore {
         let stored = stored.map(|v| StepTimes::decode(&v)).transpose()?;
         let times = StepTimes::with(stored, group, step, duration_ms, keep);
         self.step_times.insert(key, times.encode()?).map_err(serr("put step times"))?;
+        self.mark_written();
         Ok(())
     }
 
@@ -190,8 +223,18 @@ impl Store for SledStore {
         scan_owner(&self.step_times, plan, "read step times")
     }
 
+    /// Makes every write so far durable; nothing written since the last
+    /// flush means nothing to do.
     fn flush(&self) -> Result<(), CoordinatorError> {
-        self.db.flush().map_err(serr("flush"))?;
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.written.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Err(e) = self.db.flush() {
+            self.mark_written();
+            return Err(serr("flush")(e));
+        }
+        self.disk_flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -199,12 +242,14 @@ impl Store for SledStore {
 
     fn put_hold(&self, hold: &Hold) -> Result<(), CoordinatorError> {
         self.holds.insert(hold.host.as_bytes(), hold.encode()?).map_err(serr("put hold"))?;
+        self.mark_written();
         self.holds.flush().map_err(serr("flush holds"))?;
         Ok(())
     }
 
     fn remove_hold(&self, host: &str) -> Result<Option<Hold>, CoordinatorError> {
         let old = self.holds.remove(host.as_bytes()).map_err(serr("remove hold"))?;
+        self.mark_written();
         self.holds.flush().map_err(serr("flush holds"))?;
         old.map(|v| Hold::decode(&v)).transpose()
     }
@@ -216,6 +261,7 @@ impl Store for SledStore {
     fn put_rollout_holds(&self, rollout_id: &str, held: &[Hold]) -> Result<(), CoordinatorError> {
         let v = records::RolloutHolds(held.to_vec()).encode()?;
         self.rollout_holds.insert(rollout_id.as_bytes(), v).map_err(serr("put rollout holds"))?;
+        self.mark_written();
         Ok(())
     }
 
@@ -248,6 +294,7 @@ impl Store for SledStore {
         // the order entries were recorded in.
         let seq = self.db.generate_id().map_err(serr("audit sequence"))?;
         self.audit.insert(seq.to_be_bytes(), entry.encode()?).map_err(serr("append audit"))?;
+        self.mark_written();
         self.audit.flush().map_err(serr("flush audit"))?;
         Ok(())
     }
@@ -273,6 +320,30 @@ mod tests {
     use super::*;
     use convoy_common::engine::{Event, OperatorCommand};
     use convoy_common::model::UnixMillis;
+
+    /// The runtime commits (flushes) after every batch, heartbeats included:
+    /// a flush with nothing written must not go to disk, and one after a
+    /// write must (and the write survives a reopen).
+    #[test]
+    fn a_flush_with_nothing_written_touches_no_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = JoinTokenRecord { expires: UnixMillis(9), uses_left: 1, hosts: None, created_by: "t".into() };
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.flush().unwrap();
+            assert_eq!(s.disk_flushes(), 1, "what opening wrote is flushed");
+            for _ in 0..100 {
+                s.flush().unwrap();
+            }
+            assert_eq!(s.disk_flushes(), 1, "nothing written: no disk flush");
+            s.put_join_token("abc", Some(&token)).unwrap();
+            s.flush().unwrap();
+            s.flush().unwrap();
+            assert_eq!(s.disk_flushes(), 2, "one write: one disk flush");
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.join_token("abc").unwrap(), Some(token));
+    }
 
     #[test]
     fn events_come_back_in_order_per_rollout_after_reopen() {

@@ -1,0 +1,94 @@
+//! Liveness under a backlog, and sessions that replace stale ones: the actor
+//! driven directly, on paused tokio time.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+
+fn actor(dir: &std::path::Path) -> Actor {
+    let store = Arc::new(crate::store::SledStore::open(dir).unwrap());
+    let config = RuntimeConfig {
+        heartbeat_interval: Duration::from_secs(2),
+        agent_timeout: Duration::from_secs(6),
+        ..Default::default()
+    };
+    Actor::new(store, config, Clock::starting_at(UnixMillis(1_000_000)), Arc::default())
+}
+
+/// Connects `host` as `session`; returns the answer and the agent's stream.
+fn connect(
+    a: &mut Actor,
+    host: &str,
+    session: u64,
+) -> (Result<(), CoordinatorError>, mpsc::UnboundedReceiver<ToAgent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (reply, mut answer) = oneshot::channel();
+    let hello = AgentHello { id: host.to_string(), ..Default::default() };
+    a.command(Command::Connect { hello, session, tx, reply });
+    (answer.try_recv().expect("answered at once"), rx)
+}
+
+fn session_of(a: &Actor, host: &str) -> Option<u64> {
+    a.agents.get(host).and_then(|c| c.session.as_ref()).map(|(s, _)| *s)
+}
+
+/// Heartbeats that arrived in time but still wait in the queue when the
+/// liveness tick comes (the runtime was busy) must not lose the agent, and
+/// count from when they arrived.
+#[tokio::test(start_paused = true)]
+async fn queued_heartbeats_count_before_the_liveness_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = actor(dir.path());
+    let (ok, _stream) = connect(&mut a, "web-1", 1);
+    ok.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // One heartbeat every 2 s arrives (stamped by the gRPC task) while the
+    // runtime is busy with something else and handles none of them.
+    let mut last = UnixMillis(0);
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(2)).await;
+        last = a.clock.now();
+        tx.send(Command::Heartbeat { host: "web-1".into(), session: 1, at: last }).unwrap();
+    }
+    // 10 s after connecting (> the 6 s timeout), the liveness tick.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    a.on_liveness_tick(&mut rx);
+    assert_eq!(session_of(&a, "web-1"), Some(1), "the agent heartbeated all along");
+    assert_eq!(a.agents["web-1"].record.last_seen, last, "stamped when it arrived, not when handled");
+    // An agent that really went quiet is still lost.
+    tokio::time::advance(Duration::from_secs(7)).await;
+    a.on_liveness_tick(&mut rx);
+    assert_eq!(session_of(&a, "web-1"), None);
+}
+
+/// A second session from the (authenticated) host replaces one that has
+/// gone quiet, and is refused while the first one is working.
+#[tokio::test(start_paused = true)]
+async fn a_new_session_replaces_a_stale_one_but_not_a_working_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = actor(dir.path());
+    let (ok, _first) = connect(&mut a, "web-1", 1);
+    ok.unwrap();
+    // Working: a heartbeat a moment ago.
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    let now = a.clock.now();
+    a.command(Command::Heartbeat { host: "web-1".into(), session: 1, at: now });
+    let (refused, _) = connect(&mut a, "web-1", 2);
+    assert!(refused.unwrap_err().to_string().contains("already live"));
+    assert_eq!(session_of(&a, "web-1"), Some(1));
+    // Still within two intervals of that heartbeat: still refused.
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    let (refused, _) = connect(&mut a, "web-1", 2);
+    assert!(refused.is_err());
+    // Quiet for more than two heartbeat intervals (the agent lost that
+    // session and reconnects before the coordinator noticed): replaced.
+    tokio::time::advance(Duration::from_millis(2_000)).await;
+    let (ok, _third) = connect(&mut a, "web-1", 3);
+    ok.unwrap();
+    assert_eq!(session_of(&a, "web-1"), Some(3));
+    // The old session's late disconnect does not end the new one.
+    a.command(Command::Disconnect { host: "web-1".into(), session: 1 });
+    assert_eq!(session_of(&a, "web-1"), Some(3));
+}
