@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 N="${1:-${N:-10000}}"
 shift || true
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release -q -p convoy-coordinator -p convoy-fleet --example swarm
+# Two builds: `--example` alone would build the swarm but not the coordinator binary.
+cargo build --release -q -p convoy-coordinator --bin convoy-coordinator
+cargo build --release -q -p convoy-fleet --example swarm
 # One descriptor per agent connection on each side, plus files: the coordinator
 # raises its own soft limit to the hard one; this raises ours.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
