@@ -314,6 +314,12 @@ impl Cluster {
         connect_operator(&self.url, &ca, &self.operator_token).await
     }
 
+    /// A client of the operator tools' service (logs, holds, audit).
+    pub async fn ops(&self) -> Result<operator::Ops, FleetError> {
+        let ca = std::fs::read_to_string(&self.ca_file).map_err(FleetError::io(&self.ca_file))?;
+        operator::connect_ops(&self.url, &ca, &self.operator_token).await
+    }
+
     /// Wait until `n` agents are connected.
     pub async fn wait_agents(&self, n: usize, timeout: Duration) -> Result<(), FleetError> {
         let op = self.operator().await?;

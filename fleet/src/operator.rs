@@ -37,6 +37,20 @@ impl tonic::service::Interceptor for Bearer {
 /// An operator client for the coordinator at `url` (https), checked against
 /// the CA certificate `ca_pem`, sending `token` as its bearer token.
 pub async fn connect_operator(url: &str, ca_pem: &str, token: &str) -> Result<Operator, FleetError> {
+    Ok(OperatorServiceClient::with_interceptor(channel(url, ca_pem).await?, Bearer::new(token)?))
+}
+
+/// The operator tools' service (logs, holds, the audit trail) at `url`.
+pub type Ops = convoy_proto::v1::ops_service_client::OpsServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// An [`Ops`] client, as [`connect_operator`].
+pub async fn connect_ops(url: &str, ca_pem: &str, token: &str) -> Result<Ops, FleetError> {
+    let channel = channel(url, ca_pem).await?;
+    Ok(convoy_proto::v1::ops_service_client::OpsServiceClient::with_interceptor(channel, Bearer::new(token)?))
+}
+
+/// A TLS channel to the coordinator at `url`, checked against `ca_pem`.
+async fn channel(url: &str, ca_pem: &str) -> Result<Channel, FleetError> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name(convoy_coordinator::tls::DEFAULT_SERVER_NAME);
@@ -46,7 +60,7 @@ pub async fn connect_operator(url: &str, ca_pem: &str, token: &str) -> Result<Op
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    Ok(OperatorServiceClient::with_interceptor(channel, Bearer::new(token)?))
+    Ok(channel)
 }
 
 /// Poll the coordinator's agent list until `ready(list)` holds; returns that

@@ -320,6 +320,11 @@ async fn dashboard_refuses_strangers_viewers_acting_and_posts_without_csrf() -> 
     let ok = https::request("POST", &pause, &ca, &[("Cookie", &cookie), form()], &format!("csrf={csrf}")).await?;
     assert_eq!((ok.status, ok.header("location")), (303, Some(format!("/rollouts/{id}").as_str())), "{ok:?}");
     assert_eq!(convoy_fleet::operator::status(&op, &id).await?.state, "paused");
+    // The pause is in the audit trail like the CLI's, under the token's name.
+    let trail = c.ops().await?.audit(convoy_proto::v1::AuditRequest::default()).await?.into_inner().entries;
+    let paused = trail.iter().find(|e| e.action == "pause" && e.target == id).expect("the pause is audited");
+    assert_eq!((paused.who.as_str(), paused.outcome.as_str()), ("admin", "ok"), "{paused:?}");
+    assert!(paused.detail.contains("dashboard") && paused.peer.starts_with("127.0.0.1"), "{paused:?}");
     // Abort asks for a confirmation first.
     let abort = format!("{base}/rollouts/{id}/abort");
     let ask = https::request("POST", &abort, &ca, &[("Cookie", &cookie), form()], &format!("csrf={csrf}")).await?;

@@ -29,6 +29,7 @@ use axum::Form;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use convoy_common::audit::{AuditAction, AuditOutcome};
 use convoy_common::engine::{Event, ExecutionPart, OperatorCommand};
 use convoy_common::estimate::{Measured, rollout_estimate, step_estimate};
 use convoy_common::model::{RolloutSpec, StepStatus, UnixMillis};
@@ -504,12 +505,12 @@ pub async fn control(
             CoordinatorError::BadRequest { field: "csrf".into(), message: "missing or wrong; reload the page".into() };
         return error_page(Some(&who), StatusCode::FORBIDDEN, &e);
     }
-    let (command, needs_confirm) = match action.as_str() {
-        "pause" => (OperatorCommand::Pause, false),
-        "resume" => (OperatorCommand::Resume, false),
-        "approve" => (OperatorCommand::Approve, false),
-        "abort" => (OperatorCommand::Abort, true),
-        "rollback" => (OperatorCommand::Rollback, true),
+    let (command, audited, needs_confirm) = match action.as_str() {
+        "pause" => (OperatorCommand::Pause, AuditAction::Pause, false),
+        "resume" => (OperatorCommand::Resume, AuditAction::Resume, false),
+        "approve" => (OperatorCommand::Approve, AuditAction::Approve, false),
+        "abort" => (OperatorCommand::Abort, AuditAction::Abort, true),
+        "rollback" => (OperatorCommand::Rollback, AuditAction::Rollback, true),
         other => {
             let e =
                 CoordinatorError::BadRequest { field: "action".into(), message: format!("unknown action '{other}'") };
@@ -532,7 +533,15 @@ pub async fn control(
         );
         return Html(layout("Confirm", Some(&who), &body)).into_response();
     }
-    match state.runtime.control(Some(id.clone()), command, &who.caller.name).await {
+    let result = state.runtime.control(Some(id.clone()), command, &who.caller.name).await;
+    // The same trail as the CLI's actions: who, from where, how it ended.
+    let origin = crate::audit::Origin::new(Some(who.caller.clone()), Some(peer.0));
+    let (outcome, detail) = match &result {
+        Ok(_) => (AuditOutcome::Ok, "from the dashboard".to_string()),
+        Err(e) => (AuditOutcome::Failed, format!("from the dashboard: {e}")),
+    };
+    crate::audit::record(state.store.as_ref(), state.clock.now(), &origin, audited, &id, outcome, &detail);
+    match result {
         Ok(s) => {
             tracing::info!(peer = %peer.0, name = %who.caller.name, rollout = %id, action, "dashboard action");
             Redirect::to(&format!("/rollouts/{}", s.id)).into_response()
