@@ -118,9 +118,35 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> anyhow::Re
     Ok(client)
 }
 
+/// Load `url` and wait for the element `id` on it. A navigation that lands
+/// on an error page (the browser's own, e.g. a connection refused or reset
+/// while the machine is loaded) is retried until `LOAD_DEADLINE`; the error
+/// then says where the browser ended up and what the page said.
+async fn load(b: &Client, url: &str, id: &str) -> anyhow::Result<fantoccini::elements::Element> {
+    let deadline = std::time::Instant::now() + LOAD_DEADLINE;
+    loop {
+        let nav = b.goto(url).await;
+        let found = match &nav {
+            Ok(()) => b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(id)).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(e) = found {
+            return Ok(e);
+        }
+        if std::time::Instant::now() > deadline {
+            let at = b.current_url().await.map(|u| u.to_string()).unwrap_or_else(|e| format!("? ({e})"));
+            let body = b.source().await.unwrap_or_else(|e| format!("? ({e})"));
+            let body: String = body.chars().take(2000).collect();
+            anyhow::bail!("no #{id} on {url} within {LOAD_DEADLINE:?} (navigation: {nav:?}); the browser is at {at}, showing:\n{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+const LOAD_DEADLINE: Duration = Duration::from_secs(60);
+
 async fn sign_in(b: &Client, base: &str, token: &str) -> anyhow::Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.find(Locator::Id("token")).await?.send_keys(token).await?;
+    load(b, &format!("{base}/login"), "token").await?.send_keys(token).await?;
     b.find(Locator::Id("sign-in")).await?.click().await?;
     b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("who")).await?;
     Ok(())
@@ -170,10 +196,10 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     sign_in(b, &base, &viewer).await?;
     assert_eq!(text_of(b, "#who").await?.split_whitespace().next(), Some("vera"));
     let id = c.submit(PLAN).await?;
-    b.goto(&format!("{base}/")).await?;
+    load(b, &format!("{base}/"), "rollouts").await?;
     let row = text_of(b, &format!("tr[data-rollout=\"{id}\"]")).await?;
     assert!(row.contains("admin"), "the list names who started it: {row}");
-    b.goto(&format!("{base}/rollouts/{id}")).await?;
+    load(b, &format!("{base}/rollouts/{id}"), "hosts").await?;
     assert!(b.find_all(Locator::Css("#actions")).await?.is_empty(), "a viewer sees no buttons");
     assert!(b.find_all(Locator::Css("form.action button")).await?.is_empty());
     assert_eq!(b.find_all(Locator::Css("svg.dag g.node")).await?.len(), 2, "both groups drawn");
@@ -206,7 +232,7 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     b.find(Locator::Css("nav button.link")).await?.click().await?;
     b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("token")).await?;
     sign_in(b, &base, &c.operator_token).await?;
-    b.goto(&format!("{base}/rollouts/{id}")).await?;
+    load(b, &format!("{base}/rollouts/{id}"), "hosts").await?;
     for action in ["pause", "resume", "approve", "abort", "rollback"] {
         b.find(Locator::Id(&format!("btn-{action}"))).await?;
     }
@@ -242,7 +268,7 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     .await?;
     assert_eq!(distinct_hosts(c), started, "a host started while paused");
     // The page shows the paused state and the pending hosts as they are.
-    b.refresh().await?;
+    load(b, &format!("{base}/rollouts/{id}"), "hosts").await?;
     assert_eq!(text_of(b, "#rollout-state").await?, "paused");
     let shown = b.find_all(Locator::Css("#hosts tr[data-phase=\"pending\"]")).await?.len();
     assert_eq!(shown, pending);
@@ -251,7 +277,7 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     b.find(Locator::Id("btn-resume")).await?.click().await?;
     let done = c.wait_finished(&id, Duration::from_secs(60)).await?;
     assert_eq!(done.state, "succeeded", "{done:?}");
-    b.goto(&format!("{base}/agents")).await?;
+    load(b, &format!("{base}/agents"), "agents-summary").await?;
     assert!(text_of(b, "#agents-summary").await?.starts_with("9 of 9 connected"));
     Ok(())
 }
