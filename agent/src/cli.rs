@@ -89,6 +89,12 @@ pub struct AgentArgs {
     #[arg(long, env = "CONVOY_REQUIRE_SIGNATURES")]
     pub require_signatures: bool,
 
+    /// A service manager (systemd) restarts the agent when it exits: after
+    /// reverting a failed self-upgrade the watchdog leaves the restart to it
+    /// instead of starting the previous build itself.
+    #[arg(long, env = "CONVOY_SUPERVISED")]
+    pub supervised: bool,
+
     /// Check this binary and the configuration, print one line of JSON
     /// (version, whether the configuration is accepted) and exit: 0 when
     /// both hold, 3 otherwise. Run on a new build before switching to it.

@@ -68,7 +68,8 @@ pub const fn supports(kind: StepKindName) -> bool {
         | StepKindName::Rpm
         | StepKindName::Service
         | StepKindName::PkgRollback
-        | StepKindName::Backup => true,
+        | StepKindName::Backup
+        | StepKindName::AgentUpgrade => true,
     }
 }
 
@@ -95,6 +96,13 @@ pub trait Driver: Send + Sync + 'static {
     fn installed(&self) -> BTreeMap<String, String>;
     /// Step kinds this driver performs, reported in Hello.
     fn capabilities(&self) -> Vec<String>;
+    /// Called once each session is established (Hello welcomed): a driver
+    /// with an execution that finishes by the agent coming back (a
+    /// self-upgrade, [`crate::selfupgrade`]) records its outcome with
+    /// `record` (durably, then reported).
+    fn welcomed(&self, record: &mut dyn FnMut(&str, &StepOutcome) -> Result<(), crate::AgentError>) {
+        let _ = record;
+    }
 }
 
 /// The driver that works on the local host.
@@ -107,6 +115,9 @@ pub struct LocalDriver {
     max_unpacked_bytes: u64,
     /// Which artifacts need a valid signature, and the keys that may sign.
     pub(crate) trust: crate::trust::Trust,
+    /// This agent process's part in self-upgrades (`None`: an embedded or
+    /// test driver, which cannot replace its process).
+    self_upgrade: Option<Arc<crate::selfupgrade::SelfUpgrade>>,
 }
 
 impl LocalDriver {
@@ -116,7 +127,14 @@ impl LocalDriver {
             artifacts: None,
             max_unpacked_bytes: crate::config::DEFAULT_MAX_UNPACKED_BYTES,
             trust: crate::trust::Trust::default(),
+            self_upgrade: None,
         }
+    }
+
+    /// Lets `agent_upgrade` steps replace this process ([`crate::selfupgrade`]).
+    pub fn with_self_upgrade(mut self, up: Arc<crate::selfupgrade::SelfUpgrade>) -> LocalDriver {
+        self.self_upgrade = Some(up);
+        self
     }
 
     /// The signature policy ([`crate::trust`]): trusted keys, and whether
@@ -149,6 +167,12 @@ impl LocalDriver {
 
     /// Runs a step; the outcome's `duration_ms` is filled in.
     pub async fn run_step(&self, step: &StepSpec) -> StepOutcome {
+        self.run_execution("", step).await
+    }
+
+    /// [`LocalDriver::run_step`] for execution `execution_id` (a
+    /// self-upgrade records its outcome under it after the switch).
+    pub async fn run_execution(&self, execution_id: &str, step: &StepSpec) -> StepOutcome {
         let started = Instant::now();
         let timeout = (!step.timeout.is_zero()).then_some(step.timeout);
         let deadline = timeout.map(|t| started + t);
@@ -163,6 +187,9 @@ impl LocalDriver {
             StepKind::Service(sv) => service::run_service(sv, &self.pkg_env(), step.timeout).await,
             StepKind::PkgRollback(r) => pkg_rollback::run_pkg_rollback(r, &self.pkg_env(), step.timeout).await,
             StepKind::Backup(b) => backup::run_backup(b, &self.install_root, timeout).await,
+            StepKind::AgentUpgrade(a) => {
+                crate::selfupgrade::step::run(self, self.self_upgrade.as_deref(), execution_id, a, deadline).await
+            }
             StepKind::File(f) => self.write_file(f).await,
             StepKind::HttpCheck(h) => match http::parse_url(&h.url) {
                 Err(e) => StepOutcome::failed(e),
@@ -284,7 +311,7 @@ impl Driver for LocalDriver {
     ) -> Pin<Box<dyn Future<Output = StepOutcome> + Send + 'a>> {
         Box::pin(async move {
             tracing::info!(execution_id, step = %step.name, kind = step.kind.kind_name(), "step started");
-            let outcome = self.run_step(step).await;
+            let outcome = self.run_execution(execution_id, step).await;
             tracing::info!(
                 execution_id,
                 step = %step.name,
@@ -308,6 +335,12 @@ impl Driver for LocalDriver {
 
     fn capabilities(&self) -> Vec<String> {
         local_capabilities()
+    }
+
+    fn welcomed(&self, record: &mut dyn FnMut(&str, &StepOutcome) -> Result<(), crate::AgentError>) {
+        if let Some(up) = &self.self_upgrade {
+            up.welcomed(record);
+        }
     }
 }
 
@@ -402,7 +435,36 @@ mod tests {
                 to_version: None,
             }),
             StepKindName::Backup => StepKind::Backup(BackupSpec { command: exec, path: None }),
+            StepKindName::AgentUpgrade => StepKind::AgentUpgrade(convoy_common::model::AgentUpgradeSpec {
+                version: "0.2.0".into(),
+                source: "artifact:convoy-agent@0.2.0".into(),
+                sha256: "ab".repeat(32),
+                signing: Default::default(),
+                deadline: Duration::from_secs(30),
+                force: false,
+            }),
         }
+    }
+
+    #[tokio::test]
+    async fn an_agent_upgrade_without_a_process_to_replace_or_a_signature_is_refused() {
+        let step = step("agent", Duration::from_secs(60), sample(StepKindName::AgentUpgrade));
+        let out = LocalDriver::new("/nonexistent").run_execution("e1", &step).await;
+        assert_eq!(out.status, StepStatus::Failed);
+        assert!(out.message.contains("cannot upgrade itself"), "{}", out.message);
+
+        let dir = tempfile::tempdir().unwrap();
+        let up = crate::selfupgrade::SelfUpgrade::new(
+            dir.path(),
+            crate::selfupgrade::intent::Launch { program: "/bin/false".into(), prefix: vec![] },
+            vec![],
+            false,
+        );
+        let driver = LocalDriver::new(dir.path()).with_self_upgrade(Arc::new(up));
+        let out = driver.run_execution("e1", &step).await;
+        assert_eq!(out.status, StepStatus::Failed);
+        assert!(out.message.contains("signature"), "an unsigned agent build is refused: {}", out.message);
+        assert!(!dir.path().join("versions").exists(), "nothing installed");
     }
 
     #[test]

@@ -9,6 +9,8 @@ fn main() -> anyhow::Result<()> {
     // Before any thread: the agent started as a `run_as` trampoline switches
     // user and becomes the command here.
     convoy_agent::run_as::hook();
+    // Started as a self-upgrade's watchdog: watch, revert if needed, never return.
+    convoy_agent::selfupgrade::watchdog::hook();
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?.block_on(agent_main())
 }
 
@@ -30,6 +32,7 @@ async fn agent_main() -> anyhow::Result<()> {
         println!("{}", check.to_json(config));
         std::process::exit(if ok { 0 } else { 3 });
     }
+    let supervised = args.supervised;
     // Bad flags or files (a --trusted-key that does not parse, ...): exit code 2.
     let config = match args.into_config() {
         Ok(c) => c,
@@ -41,7 +44,9 @@ async fn agent_main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "convoy-agent starting");
-    convoy_agent::run_local(config, shutdown).await.context("convoy-agent stopped")?;
+    convoy_agent::selfupgrade::handover::run_agent_process(config, 0, supervised, shutdown)
+        .await
+        .context("convoy-agent stopped")?;
     Ok(())
 }
 

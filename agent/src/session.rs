@@ -526,6 +526,13 @@ impl Agent {
             }
         }
         self.outbox.attach(tx.clone(), &in_hello);
+        // An execution that finishes by this agent coming back (a
+        // self-upgrade) is recorded now, before any re-sent step is answered.
+        self.driver.welcomed(&mut |id, outcome| {
+            self.executor.finish(id, outcome)?;
+            self.outbox.deliver(outcome_to_result(id, outcome, false));
+            Ok(())
+        });
         if let Some(m) = early {
             self.handle(m, tasks);
         }
@@ -648,14 +655,41 @@ pub async fn run(
 /// fetching `artifact:` sources from the coordinator into `<state_dir>/cache`)
 /// and the [`FileStore`] under `<state_dir>/executions`.
 pub async fn run_local(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    run_local_with(config, shutdown, None).await
+}
+
+/// [`run_local`] for an agent process that can replace itself with another
+/// build (`agent_upgrade` steps): when `up` asks for a hand-over, the
+/// session stops and this returns; the caller then calls
+/// [`crate::selfupgrade::handover::replace_process`].
+pub async fn run_local_with(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    up: Option<Arc<crate::selfupgrade::SelfUpgrade>>,
+) -> Result<(), AgentError> {
     config.validate()?;
+    let stop = shutdown.child_token();
+    if let Some(up) = &up {
+        up.note_start();
+        let (handover, stop) = (up.handover_requested(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = handover.cancelled() => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
     let store = FileStore::open(config.executions_dir())?;
     let artifacts = Arc::new(crate::fetch::CoordinatorArtifacts::new(config.clone()));
     let driver = LocalDriver::new(config.install_root.clone())
         .with_artifacts(artifacts)
         .with_max_unpacked_bytes(config.max_unpacked_bytes)
         .with_trust(crate::trust::Trust::new(config.trusted_keys.clone(), config.require_signatures));
-    run(config, Arc::new(driver), Arc::new(store), shutdown).await
+    let driver = match up {
+        Some(up) => driver.with_self_upgrade(up),
+        None => driver,
+    };
+    run(config, Arc::new(driver), Arc::new(store), stop).await
 }
 
 #[cfg(test)]

@@ -30,13 +30,16 @@ pub enum CliError {
     /// An example (`convoy example`) whose rollouts or end state were not as expected. Exit code 1.
     #[error("example: {0}")]
     Example(String),
+    /// `convoy __agent --self-check` did not pass (the JSON line says why). Exit code 3, as `convoy-agent`'s.
+    #[error("self-check failed")]
+    SelfCheck,
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Invalid(_) | CliError::Usage(_) => 2,
-            CliError::Violation { .. } => 3,
+            CliError::Violation { .. } | CliError::SelfCheck => 3,
             CliError::Io { .. }
             | CliError::Connect { .. }
             | CliError::Rpc(_)

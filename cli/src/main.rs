@@ -240,6 +240,31 @@ enum AgentsCmd {
     Unhold { host: String },
 }
 
+/// A copy of this binary named `convoy-agent` is the agent: its arguments
+/// are the agent's flags (`convoy __agent …`). That is how an installed
+/// agent build made from this binary (the demo's self-upgrade) runs.
+fn multi_call(args: std::env::ArgsOs) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.collect();
+    let as_agent = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == convoy_agent::selfupgrade::install::BINARY);
+    if as_agent {
+        args.insert(1, "__agent".into());
+    }
+    args
+}
+
+/// `convoy __agent --self-check`: as `convoy-agent --self-check`.
+fn agent_self_check(args: convoy_agent::AgentArgs) -> anyhow::Result<()> {
+    use convoy_agent::selfupgrade::identity::{SelfCheck, agent_version};
+    let check = SelfCheck { version: agent_version().to_string(), expected: args.expect_version.clone() };
+    let config = args.into_config().map(|_| ()).map_err(|e| e.to_string());
+    let ok = check.passed() && config.is_ok();
+    println!("{}", check.to_json(config));
+    if ok { Ok(()) } else { Err(CliError::SelfCheck.into()) }
+}
+
 /// `latest` names the newest rollout (the API's empty id).
 fn latest(rollout: &str) -> &str {
     if rollout == "latest" { "" } else { rollout }
@@ -260,7 +285,8 @@ fn init_tracing(default: &str) {
 fn main() {
     // The embedded agent's `run_as` trampoline (before any thread starts).
     convoy_agent::run_as::hook();
-    let cli = Cli::parse();
+    convoy_agent::selfupgrade::watchdog::hook();
+    let cli = Cli::parse_from(multi_call(std::env::args_os()));
     let code = match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -354,8 +380,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Cmd::Agent(args) => {
                 init_tracing("info");
+                let supervised = args.supervised;
+                if args.self_check {
+                    return agent_self_check(args);
+                }
                 let config = args.into_config()?;
-                convoy_agent::run_local(config, convoy_coordinator::cli::shutdown_on_signal()).await?
+                let shutdown = convoy_coordinator::cli::shutdown_on_signal();
+                convoy_agent::selfupgrade::handover::run_agent_process(config, 1, supervised, shutdown).await?
             }
             Cmd::DemoService(_) => unreachable!("handled before the runtime starts"),
         }

@@ -482,6 +482,33 @@ pub enum StepKind {
     /// the step. The outcome's [`StepOutcome::backup`] says where and how
     /// large it is.
     Backup(BackupSpec),
+    /// Replace the host's agent with another build of it (a signed
+    /// artifact), switch to it and come back on it: the step succeeds only
+    /// once the new agent has said hello with the new version; otherwise the
+    /// host reverts to the previous build by itself (`docs/self-upgrade.md`).
+    AgentUpgrade(AgentUpgradeSpec),
+}
+
+/// An `agent_upgrade` step: the agent build to install and how long the new
+/// agent has to come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgradeSpec {
+    /// The version the new build must report (its `--self-check`, then its hello).
+    pub version: String,
+    /// The build: `artifact:NAME@VERSION` from the coordinator's artifact store.
+    pub source: String,
+    /// Lower-case hex sha256 of the build (filled in from the artifact store).
+    pub sha256: String,
+    /// The build's signature; an agent build always needs a valid one from
+    /// a key the agent trusts, whatever `required` says.
+    #[serde(default, skip_serializing_if = "Signing::is_unset")]
+    pub signing: Signing,
+    /// How long the new agent has, from the switch, to say hello with
+    /// [`AgentUpgradeSpec::version`] before the host reverts.
+    pub deadline: Duration,
+    /// Install a version marked bad on this host by an earlier revert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Declares [`StepKindName`] and its list from one table, so the list of
@@ -527,6 +554,7 @@ step_kind_names! {
     Service => "service",
     PkgRollback => "pkg_rollback",
     Backup => "backup",
+    AgentUpgrade => "agent_upgrade",
 }
 
 impl std::fmt::Display for StepKindName {
@@ -554,6 +582,7 @@ impl StepKind {
             StepKind::Service(_) => StepKindName::Service,
             StepKind::PkgRollback(_) => StepKindName::PkgRollback,
             StepKind::Backup(_) => StepKindName::Backup,
+            StepKind::AgentUpgrade(_) => StepKindName::AgentUpgrade,
         }
     }
 
@@ -583,7 +612,8 @@ impl StepKind {
             | StepKind::Apt(_)
             | StepKind::Dpkg(_)
             | StepKind::Rpm(_)
-            | StepKind::PkgRollback(_) => None,
+            | StepKind::PkgRollback(_)
+            | StepKind::AgentUpgrade(_) => None,
         }
     }
 }

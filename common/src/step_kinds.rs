@@ -49,6 +49,8 @@ impl StepSpec {
         let signed = match &self.kind {
             StepKind::Archive(a) => a.signing.required,
             StepKind::Dpkg(d) => d.signing.required,
+            // Agents check an agent build's signature whatever the plan says.
+            StepKind::AgentUpgrade(_) => false,
             StepKind::Exec(_)
             | StepKind::File(_)
             | StepKind::HttpCheck(_)
@@ -108,6 +110,8 @@ impl StepKind {
             StepKind::Dpkg(_) => s(60),
             StepKind::Service(_) => s(15),
             StepKind::Backup(_) => s(300),
+            // Fetch, self-check, switch, and the new agent's reconnection.
+            StepKind::AgentUpgrade(_) => s(20),
             // A check usually passes within a few polls, then must stay healthy.
             StepKind::HttpCheck(c) => s(5).saturating_add(c.policy.min_healthy),
             StepKind::TcpCheck(c) => s(5).saturating_add(c.policy.min_healthy),
@@ -148,7 +152,10 @@ impl StepKind {
             | StepKind::FileCheck(_)
             | StepKind::MetricCheck(_)
             | StepKind::ArchiveRollback(_)
-            | StepKind::Backup(_) => None,
+            | StepKind::Backup(_)
+            // A failed self-upgrade reverts by itself on the host; a
+            // succeeded one is undone by another self-upgrade.
+            | StepKind::AgentUpgrade(_) => None,
         }
     }
 
@@ -167,7 +174,8 @@ impl StepKind {
             | StepKind::ExecCheck(_)
             | StepKind::FileCheck(_)
             | StepKind::MetricCheck(_)
-            | StepKind::Backup(_) => None,
+            | StepKind::Backup(_)
+            | StepKind::AgentUpgrade(_) => None,
         }
     }
 
@@ -188,7 +196,8 @@ impl StepKind {
             | StepKind::Dpkg(_)
             | StepKind::Rpm(_)
             | StepKind::Service(_)
-            | StepKind::PkgRollback(_) => false,
+            | StepKind::PkgRollback(_)
+            | StepKind::AgentUpgrade(_) => false,
         }
     }
 
@@ -200,6 +209,7 @@ impl StepKind {
         match self {
             StepKind::Archive(a) => Some((&a.source, &mut a.sha256, &mut a.signing)),
             StepKind::Dpkg(d) => Some((&d.source, &mut d.sha256, &mut d.signing)),
+            StepKind::AgentUpgrade(a) => Some((&a.source, &mut a.sha256, &mut a.signing)),
             StepKind::Exec(_)
             | StepKind::File(_)
             | StepKind::HttpCheck(_)

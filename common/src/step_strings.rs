@@ -51,6 +51,12 @@ pub(crate) fn kind_strings_mut(kind: &mut StepKind) -> Vec<(FieldPath, &mut Stri
             out.push((root.key("file").key("path"), &mut f.path));
             out.push((root.key("file").key("content"), &mut f.content));
         }
+        StepKind::AgentUpgrade(a) => {
+            let p = root.key("agent_upgrade");
+            out.push((p.key("version"), &mut a.version));
+            out.push((p.key("source"), &mut a.source));
+            out.push((p.key("sha256"), &mut a.sha256));
+        }
         StepKind::HttpCheck(h) => {
             out.push((root.key("http").key("url"), &mut h.url));
             if let Some(b) = &mut h.body_contains {
@@ -179,6 +185,7 @@ pub(crate) fn exec_specs(kind: &StepKind) -> Vec<(FieldPath, &ExecSpec)> {
         | StepKind::Apt(_)
         | StepKind::Dpkg(_)
         | StepKind::Rpm(_)
-        | StepKind::PkgRollback(_) => Vec::new(),
+        | StepKind::PkgRollback(_)
+        | StepKind::AgentUpgrade(_) => Vec::new(),
     }
 }

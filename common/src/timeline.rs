@@ -95,6 +95,7 @@ fn is_check(k: StepKindName) -> bool {
         | StepKindName::FileCheck
         | StepKindName::MetricCheck => true,
         StepKindName::Exec
+        | StepKindName::AgentUpgrade
         | StepKindName::Archive
         | StepKindName::File
         | StepKindName::ArchiveRollback

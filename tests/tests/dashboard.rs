@@ -137,7 +137,9 @@ async fn load(b: &Client, url: &str, id: &str) -> anyhow::Result<fantoccini::ele
             let at = b.current_url().await.map(|u| u.to_string()).unwrap_or_else(|e| format!("? ({e})"));
             let body = b.source().await.unwrap_or_else(|e| format!("? ({e})"));
             let body: String = body.chars().take(2000).collect();
-            anyhow::bail!("no #{id} on {url} within {LOAD_DEADLINE:?} (navigation: {nav:?}); the browser is at {at}, showing:\n{body}");
+            anyhow::bail!(
+                "no #{id} on {url} within {LOAD_DEADLINE:?} (navigation: {nav:?}); the browser is at {at}, showing:\n{body}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

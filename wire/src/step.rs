@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use convoy_common::model::{
-    ArchiveRollbackSpec, ArchiveSpec, BackupSpec, ExecSpec, FileSpec, RunAs, StepKind, StepSpec,
+    AgentUpgradeSpec, ArchiveRollbackSpec, ArchiveSpec, BackupSpec, ExecSpec, FileSpec, RunAs, StepKind, StepSpec,
 };
 use convoy_proto::v1 as pb;
 use pb::step_spec::Kind as PbKind;
@@ -69,6 +69,7 @@ pub fn step_from_proto(name: &str, spec: &pb::StepSpec) -> Result<StepSpec, Wire
         Some(PbKind::ExecCheck(c)) => StepKind::ExecCheck(exec_check_from_proto(c)?),
         Some(PbKind::FileCheck(f)) => StepKind::FileCheck(file_check_from_proto(f)?),
         Some(PbKind::MetricCheck(m)) => StepKind::MetricCheck(metric_from_proto(m)?),
+        Some(PbKind::AgentUpgrade(a)) => StepKind::AgentUpgrade(agent_upgrade_from_proto(a)?),
         Some(PbKind::Backup(b)) => {
             let command = b.command.as_ref().ok_or(WireError::empty("backup.command"))?;
             StepKind::Backup(BackupSpec {
@@ -117,8 +118,40 @@ pub fn step_to_proto(step: &StepSpec) -> pb::StepSpec {
             command: Some(exec_to_proto(&b.command)),
             path: b.path.clone().unwrap_or_default(),
         }),
+        StepKind::AgentUpgrade(a) => PbKind::AgentUpgrade(pb::AgentUpgradeStep {
+            version: a.version.clone(),
+            source: a.source.clone(),
+            sha256: a.sha256.clone(),
+            signing: signing_to_proto(&a.signing),
+            deadline_ms: millis(a.deadline),
+            force: a.force,
+        }),
     };
     pb::StepSpec { timeout_ms: millis(step.timeout), kind: Some(kind), rerun_safe: step.rerun_safe }
+}
+
+/// The longest deadline an agent accepts for a new build to come back.
+pub const MAX_AGENT_UPGRADE_DEADLINE: Duration = Duration::from_secs(600);
+
+fn agent_upgrade_from_proto(a: &pb::AgentUpgradeStep) -> Result<AgentUpgradeSpec, WireError> {
+    required("agent_upgrade.version", &a.version)?;
+    required("agent_upgrade.source", &a.source)?;
+    required("agent_upgrade.sha256", &a.sha256)?;
+    let deadline = Duration::from_millis(a.deadline_ms);
+    if deadline.is_zero() || deadline > MAX_AGENT_UPGRADE_DEADLINE {
+        return Err(WireError::invalid(
+            "agent_upgrade.deadline_ms",
+            format!("{} ms is outside 1 ms ..= {} ms", a.deadline_ms, MAX_AGENT_UPGRADE_DEADLINE.as_millis()),
+        ));
+    }
+    Ok(AgentUpgradeSpec {
+        version: a.version.clone(),
+        source: a.source.clone(),
+        sha256: a.sha256.clone(),
+        signing: signing_from_proto("agent_upgrade.signing", a.signing.as_ref())?,
+        deadline,
+        force: a.force,
+    })
 }
 
 fn archive_from_proto(a: &pb::ArchiveStep) -> Result<ArchiveSpec, WireError> {
@@ -403,6 +436,14 @@ mod tests {
                 command: ExecSpec { command: "pg_dump-latest".into(), ..ExecSpec::default() },
                 path: None,
             }),
+            StepKind::AgentUpgrade(AgentUpgradeSpec {
+                version: "0.2.0".into(),
+                source: "artifact:convoy-agent@0.2.0".into(),
+                sha256: "ab".repeat(32),
+                signing: Signing { required: true, signature: Some("convoy-signature v1\n".into()) },
+                deadline: Duration::from_secs(30),
+                force: true,
+            }),
         ]
     }
 
@@ -448,6 +489,21 @@ mod tests {
     fn malformed_fields_are_unsupported_not_panics() {
         let bad = [
             PbKind::Exec(pb::ExecStep::default()),
+            PbKind::AgentUpgrade(pb::AgentUpgradeStep {
+                version: "0.2.0".into(),
+                source: "artifact:convoy-agent@0.2.0".into(),
+                sha256: "ab".repeat(32),
+                deadline_ms: 0,
+                ..Default::default()
+            }),
+            PbKind::AgentUpgrade(pb::AgentUpgradeStep {
+                version: "0.2.0".into(),
+                source: "artifact:convoy-agent@0.2.0".into(),
+                sha256: "ab".repeat(32),
+                deadline_ms: u64::MAX,
+                ..Default::default()
+            }),
+            PbKind::AgentUpgrade(pb::AgentUpgradeStep { deadline_ms: 1000, ..Default::default() }),
             PbKind::HttpCheck(pb::HttpCheck { url: "http://h/".into(), expect_status: 70000, ..Default::default() }),
             PbKind::ExecCheck(pb::ExecCheck::default()),
             PbKind::ExecCheck(pb::ExecCheck {

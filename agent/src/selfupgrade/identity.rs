@@ -34,8 +34,40 @@ pub fn valid_version(v: &str) -> bool {
         && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '~'))
 }
 
-/// The version of the binary at `exe`: its sidecar's, or [`BUILT_VERSION`].
+/// The marker of a version **trailer**: a test build made by copying a
+/// binary and appending `\n<TRAILER>VERSION\n` reports VERSION. Like the
+/// sidecar, a test device; unlike it, it travels with the (signed) bytes, so
+/// a build installed under `versions/` keeps its version.
+pub const TRAILER: &str = "convoy-agent-test-version=";
+
+/// The version in the last bytes of `exe`, if they are a trailer.
+fn trailer_version(exe: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(exe).ok()?;
+    let len = f.metadata().ok()?.len();
+    let take = len.min(MAX_SIDECAR_BYTES);
+    f.seek(SeekFrom::Start(len - take)).ok()?;
+    let mut tail = Vec::new();
+    f.take(take).read_to_end(&mut tail).ok()?;
+    let text = std::str::from_utf8(tail.rsplit(|b| *b == 0).next()?).ok()?;
+    let line = text.strip_suffix('\n')?.rsplit('\n').next()?;
+    let v = line.strip_prefix(TRAILER)?;
+    valid_version(v).then(|| v.to_string())
+}
+
+/// Appends a version trailer to the file at `path` (how tests and the demo
+/// make a "new build" without a second compile).
+pub fn append_trailer(path: &Path, version: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    write!(f, "\n{TRAILER}{version}\n")
+}
+
+/// The version of the binary at `exe`: its trailer's, its sidecar's, or [`BUILT_VERSION`].
 pub fn version_of(exe: &Path) -> String {
+    if let Some(v) = trailer_version(exe) {
+        return v;
+    }
     let sidecar = sidecar_path(exe);
     let Ok(meta) = std::fs::metadata(&sidecar) else { return BUILT_VERSION.to_string() };
     if meta.len() > MAX_SIDECAR_BYTES {
@@ -102,6 +134,14 @@ mod tests {
         assert_eq!(version_of(&exe), BUILT_VERSION, "a malformed sidecar is ignored");
         std::fs::write(sidecar_path(&exe), "9".repeat(200)).unwrap();
         assert_eq!(version_of(&exe), BUILT_VERSION, "an oversized sidecar is ignored");
+        // A trailer wins over the sidecar and travels with the bytes.
+        append_trailer(&exe, "0.4.0").unwrap();
+        assert_eq!(version_of(&exe), "0.4.0");
+        let copy = dir.path().join("elsewhere");
+        std::fs::copy(&exe, &copy).unwrap();
+        assert_eq!(version_of(&copy), "0.4.0");
+        append_trailer(&copy, "../x").unwrap();
+        assert_eq!(version_of(&copy), BUILT_VERSION, "a malformed trailer is ignored");
         let check = SelfCheck { version: "0.2.0".into(), expected: Some("0.3.0".into()) };
         assert!(!check.passed());
         assert!(check.to_json(Ok(())).contains("\"version_ok\":false"));

@@ -219,6 +219,7 @@ pub(super) struct RawStep {
     pub(super) rpm: Option<RawRpm>,
     pub(super) service: Option<RawService>,
     pub(super) backup: Option<RawBackup>,
+    pub(super) agent_upgrade: Option<RawAgentUpgrade>,
     pub(super) rollback: Option<RawExec>,
     pub(super) capture: Option<RawCapture>,
     pub(super) migration: Option<bool>,
@@ -267,6 +268,18 @@ pub(super) struct RawArchive {
     pub(super) source: Option<String>,
     pub(super) sha256: Option<String>,
     pub(super) install_root: Option<String>,
+}
+
+/// `agent_upgrade: { version, source, sha256, deadline, force }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgentUpgrade {
+    pub(super) version: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) sha256: Option<String>,
+    pub(super) deadline: Option<String>,
+    #[serde(default)]
+    pub(super) force: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::artifact_ref;
 use crate::capture;
 use crate::model::{
-    AptSpec, ArchiveSpec, BackupSpec, CaptureFrom, CaptureSpec, DpkgSpec, ExecSpec, FileSpec, RpmManager, RpmSpec,
-    ServiceAction, ServiceManager, ServiceSpec, Signing, StepKind, StepSpec,
+    AgentUpgradeSpec, AptSpec, ArchiveSpec, BackupSpec, CaptureFrom, CaptureSpec, DpkgSpec, ExecSpec, FileSpec,
+    RpmManager, RpmSpec, ServiceAction, ServiceManager, ServiceSpec, Signing, StepKind, StepSpec,
 };
 use crate::step_strings::{exec_strings_mut, step_strings_mut};
 
@@ -64,6 +64,7 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
             ("rpm", raw.rpm.is_some()),
             ("service", raw.service.is_some()),
             ("backup", raw.backup.is_some()),
+            ("agent_upgrade", raw.agent_upgrade.is_some()),
         ],
         p,
         "step",
@@ -74,6 +75,7 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
             pkg_step(src, raw, &kp)?
         }
         _ if raw.backup.is_some() => backup_step(src, raw.backup.as_ref().expect("checked"), &kp)?,
+        _ if raw.agent_upgrade.is_some() => agent_upgrade_step(src, raw, &kp)?,
         (Some(e), _, _) => StepKind::Exec(exec_spec(src, e, &kp)?),
         (_, Some(a), _) => {
             let sha256 = staged_sha256(src, &a.sha256, &a.source, &kp)?;
@@ -101,6 +103,18 @@ pub(super) fn step(src: Src<'_>, raw: &RawStep, p: &FieldPath) -> Result<StepTem
         Some(s) => positive_duration(src, s, &p.key("timeout"))?,
         None => DEFAULT_STEP_TIMEOUT,
     };
+    if let StepKind::AgentUpgrade(a) = &kind
+        && a.deadline >= timeout
+    {
+        return Err(src.err(
+            &p.key("timeout"),
+            format!(
+                "the step's timeout ({}) must be longer than its agent_upgrade deadline ({}): the new agent comes back within the step",
+                super::duration::format_duration(timeout),
+                super::duration::format_duration(a.deadline)
+            ),
+        ));
+    }
     let mut spec = StepSpec { name: String::new(), timeout, kind, rerun_safe: raw.rerun_safe };
     if raw.require_signature {
         let Some((_, _, signing)) = spec.kind.staged_source_mut() else {
@@ -355,6 +369,46 @@ pub(super) fn check_archive_name(value: &str) -> Result<(), String> {
 /// unless `source` names an artifact, whose digest the coordinator's artifact
 /// store supplies when the plan is submitted (empty until then; see
 /// [`crate::artifact_ref`]).
+/// How long a new agent has by default to come back after the switch.
+pub const DEFAULT_AGENT_UPGRADE_DEADLINE: Duration = Duration::from_secs(30);
+/// The longest `agent_upgrade.deadline` a plan may give.
+pub const MAX_AGENT_UPGRADE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// `agent_upgrade:` (the step's kind key path is `kp`). The source defaults
+/// to the artifact store's `convoy-agent@VERSION`.
+fn agent_upgrade_step(src: Src<'_>, raw: &RawStep, kp: &FieldPath) -> Result<StepKind, PlanError> {
+    let a = raw.agent_upgrade.as_ref().expect("checked by the caller");
+    let version = required(src, a.version.clone(), &kp.key("version"))?;
+    if version.trim().is_empty() {
+        return Err(src.err(&kp.key("version"), "must not be empty"));
+    }
+    let source = a.source.clone().unwrap_or_else(|| format!("artifact:convoy-agent@{version}"));
+    let sha256 = staged_sha256(src, &a.sha256, &Some(source.clone()), kp)?;
+    let deadline = match &a.deadline {
+        Some(d) => {
+            let d = positive_duration(src, d, &kp.key("deadline"))?;
+            if d > MAX_AGENT_UPGRADE_DEADLINE {
+                return Err(src.err(
+                    &kp.key("deadline"),
+                    format!("at most {}", super::duration::format_duration(MAX_AGENT_UPGRADE_DEADLINE)),
+                ));
+            }
+            d
+        }
+        None => DEFAULT_AGENT_UPGRADE_DEADLINE,
+    };
+    Ok(StepKind::AgentUpgrade(AgentUpgradeSpec {
+        version,
+        source,
+        sha256,
+        // Agents require it for agent builds anyway; said here so plans
+        // and previews show it.
+        signing: Signing { required: true, signature: None },
+        deadline,
+        force: a.force,
+    }))
+}
+
 fn staged_sha256(
     src: Src<'_>,
     sha256: &Option<String>,

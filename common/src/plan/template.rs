@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::capture;
 use crate::cluster_vars::{self, ClusterScope, ClusterVar};
-use crate::model::{ArchiveSpec, DpkgSpec, ExecSpec, InventoryHost, StepKind, StepSpec};
+use crate::model::{AgentUpgradeSpec, ArchiveSpec, DpkgSpec, ExecSpec, InventoryHost, StepKind, StepSpec};
 use crate::step_strings::{exec_specs, step_strings_mut};
 
 use super::errors::{FieldPath, PlanError, Src};
@@ -168,8 +168,20 @@ pub(super) fn render_step(src: Src<'_>, t: &StepTemplate, scope: &Scope<'_>) -> 
     // time (see `crate::artifact_ref`); a written one is checked here.
     let from_store = matches!(
         &t.spec.kind,
-        StepKind::Archive(ArchiveSpec { sha256, .. }) | StepKind::Dpkg(DpkgSpec { sha256, .. }) if sha256.is_empty()
+        StepKind::Archive(ArchiveSpec { sha256, .. })
+            | StepKind::Dpkg(DpkgSpec { sha256, .. })
+            | StepKind::AgentUpgrade(AgentUpgradeSpec { sha256, .. }) if sha256.is_empty()
     );
+    if let StepKind::AgentUpgrade(a) = &mut spec.kind {
+        let at = t.path.key("agent_upgrade");
+        if !from_store {
+            check_sha256(&a.sha256)
+                .map_err(|m| src.err(&at.key("sha256"), format!("{m} for host {id} (group '{group}')")))?;
+            a.sha256.make_ascii_lowercase();
+        }
+        check_archive_name(&a.version)
+            .map_err(|m| src.err(&at.key("version"), format!("{m} for host {id} (group '{group}')")))?;
+    }
     if let StepKind::Archive(a) = &mut spec.kind {
         if !from_store {
             check_sha256(&a.sha256).map_err(|m| {
@@ -205,7 +217,8 @@ pub(super) fn render_step(src: Src<'_>, t: &StepTemplate, scope: &Scope<'_>) -> 
         | StepKind::ArchiveRollback(_)
         | StepKind::Service(_)
         | StepKind::PkgRollback(_)
-        | StepKind::Backup(_) => ("", Vec::new(), None),
+        | StepKind::Backup(_)
+        | StepKind::AgentUpgrade(_) => ("", Vec::new(), None),
     };
     for (field, v) in words {
         check_pkg_word(field, v)

@@ -201,7 +201,8 @@ fn exec_specs_mut(kind: &mut StepKind) -> Vec<&mut ExecSpec> {
         | StepKind::Apt(_)
         | StepKind::Dpkg(_)
         | StepKind::Rpm(_)
-        | StepKind::PkgRollback(_) => Vec::new(),
+        | StepKind::PkgRollback(_)
+        | StepKind::AgentUpgrade(_) => Vec::new(),
     }
 }
 
