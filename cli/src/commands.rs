@@ -343,7 +343,21 @@ pub async fn apply_cmd(
     // The plan is checked before the connection settings: a typo in a path
     // is the first thing to hear about.
     let source = read_plan(file)?;
-    let (sources, catalogs) = read_catalogs(catalogs)?;
+    let catalogs = read_catalogs(catalogs)?;
+    apply_source(&name, source, catalogs, target, detach, ignore_windows, output).await
+}
+
+/// [`apply_cmd`] for a plan already in memory (`name` is how errors name it).
+pub async fn apply_source(
+    name: &str,
+    source: String,
+    (sources, catalogs): Catalogs,
+    target: impl FnOnce() -> Result<Target, CliError>,
+    detach: bool,
+    ignore_windows: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    let name = name.to_string();
     plan::parse_plan_with_catalogs(&name, &source, &catalogs).map_err(|e| CliError::Invalid(e.to_string()))?;
     let mut c = connect(&target()?).await?;
     let r = c

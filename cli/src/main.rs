@@ -11,6 +11,7 @@
 //! `__coordinator` and `__agent` run the coordinator and agent libraries, so
 //! the demo needs only this binary.
 
+mod agents_upgrade;
 mod artifacts;
 mod bench;
 mod client;
@@ -238,12 +239,16 @@ enum AgentsCmd {
     },
     /// Release a hold.
     Unhold { host: String },
+    /// Upgrade Convoy's own agents: make (and submit) a rollout with an
+    /// `agent_upgrade` step, canary first (docs/self-upgrade.md).
+    Upgrade(agents_upgrade::UpgradeArgs),
 }
 
 /// A copy of this binary named `convoy-agent` is the agent: its arguments
 /// are the agent's flags (`convoy __agent …`). That is how an installed
 /// agent build made from this binary (the demo's self-upgrade) runs.
-fn multi_call(args: std::env::ArgsOs) -> Vec<std::ffi::OsString> {
+/// Returns the arguments to parse and whether it was started as `convoy-agent`.
+fn multi_call(args: std::env::ArgsOs) -> (Vec<std::ffi::OsString>, bool) {
     let mut args: Vec<std::ffi::OsString> = args.collect();
     let as_agent = args
         .first()
@@ -252,7 +257,7 @@ fn multi_call(args: std::env::ArgsOs) -> Vec<std::ffi::OsString> {
     if as_agent {
         args.insert(1, "__agent".into());
     }
-    args
+    (args, as_agent)
 }
 
 /// `convoy __agent --self-check`: as `convoy-agent --self-check`.
@@ -286,8 +291,9 @@ fn main() {
     // The embedded agent's `run_as` trampoline (before any thread starts).
     convoy_agent::run_as::hook();
     convoy_agent::selfupgrade::watchdog::hook();
-    let cli = Cli::parse_from(multi_call(std::env::args_os()));
-    let code = match run(cli) {
+    let (args, as_agent_binary) = multi_call(std::env::args_os());
+    let cli = Cli::parse_from(args);
+    let code = match run(cli, as_agent_binary) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -300,7 +306,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, as_agent_binary: bool) -> anyhow::Result<()> {
     if let Cmd::DemoService(cmd) = cli.command {
         // Synchronous and tiny; no runtime needed.
         return Ok(demo_service::run(cmd)?);
@@ -323,6 +329,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Cmd::Logs { rollout, host, output } => commands::logs_cmd(&target()?, &rollout, &host, output).await?,
             Cmd::Agents { output, action: None } => commands::agents_cmd(&target()?, output).await?,
+            Cmd::Agents { action: Some(AgentsCmd::Upgrade(a)), output } => {
+                let yaml = agents_upgrade::plan_yaml(&a)?;
+                if a.print {
+                    print!("{yaml}");
+                } else {
+                    let name = format!("agents-upgrade-{}.yaml", a.to);
+                    commands::apply_source(&name, yaml, Default::default(), target, a.detach, false, output).await?
+                }
+            }
             Cmd::Agents { action: Some(AgentsCmd::Revoke { host }), .. } => {
                 commands::revoke_agent_cmd(&target()?, &host).await?
             }
@@ -386,7 +401,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let config = args.into_config()?;
                 let shutdown = convoy_coordinator::cli::shutdown_on_signal();
-                convoy_agent::selfupgrade::handover::run_agent_process(config, 1, supervised, shutdown).await?
+                // `convoy __agent FLAGS` has one argument before the agent's
+                // flags; a copy named `convoy-agent` has none.
+                let prefix_len = if as_agent_binary { 0 } else { 1 };
+                convoy_agent::selfupgrade::handover::run_agent_process(config, prefix_len, supervised, shutdown).await?
             }
             Cmd::DemoService(_) => unreachable!("handled before the runtime starts"),
         }

@@ -186,6 +186,11 @@ impl LocalFleet {
             .map_err(FleetError::io(&self.exe))
     }
 
+    /// The pid of agent `id`'s process as this fleet started it.
+    pub fn agent_pid(&self, id: &str) -> Option<u32> {
+        self.agents.iter().find(|(s, _)| s.id == id).map(|(_, c)| c.id())
+    }
+
     /// SIGKILL agent `id` (what its steps started lives on) and start it
     /// again over the same state.
     pub fn kill_and_restart_agent(&mut self, id: &str) -> Result<(), FleetError> {
@@ -311,8 +316,14 @@ impl Logs {
 
 impl Drop for LocalFleet {
     fn drop(&mut self) {
-        for (_, a) in &self.agents {
+        for (spec, a) in &self.agents {
             terminate(a);
+            // A self-upgrade's watchdog, and the previous build it became
+            // after a revert, are not this fleet's children.
+            let state = self.host_dir(&spec.id).join("agent");
+            if let Some(pid) = convoy_agent::selfupgrade::intent::watchdog_pid(&state) {
+                let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+            }
         }
         for (_, a) in &mut self.agents {
             reap(a);

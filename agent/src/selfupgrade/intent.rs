@@ -91,6 +91,19 @@ pub fn trial_log(state: &Path) -> PathBuf {
     dir(state).join("trial.log")
 }
 
+/// `<state>/upgrade/watchdog.pid`: the watchdog's pid; after a revert
+/// without a supervisor, the previous build's agent process (the watchdog
+/// becomes it). Its own file: the intent is only written by whoever ends
+/// the trial, so no two processes update it at once.
+pub fn watchdog_pid_file(state: &Path) -> PathBuf {
+    dir(state).join("watchdog.pid")
+}
+
+/// The recorded watchdog pid, if any.
+pub fn watchdog_pid(state: &Path) -> Option<u32> {
+    std::fs::read_to_string(watchdog_pid_file(state)).ok()?.trim().parse().ok()
+}
+
 /// Bytes an intent file may have (argument lists included).
 const MAX_BYTES: u64 = 256 * 1024;
 

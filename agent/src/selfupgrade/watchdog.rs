@@ -74,6 +74,10 @@ pub enum Verdict {
 /// Watches until the trial ends; reverts when it failed. Returns after the
 /// revert only under a supervisor (otherwise it becomes the previous build).
 pub fn watch(state: &Path, supervised: bool) -> Result<(), String> {
+    // Who watches (and, after a revert, who the agent becomes): recorded so
+    // an operator, or a test harness cleaning up, can find the process.
+    let pid_file = intent::watchdog_pid_file(state);
+    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
     match judge(state, &mut |pid| kill(pid))? {
         Verdict::Acked | Verdict::AlreadyReverted => Ok(()),
         Verdict::Reverted(evidence) => {
