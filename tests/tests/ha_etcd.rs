@@ -345,6 +345,18 @@ mod ha {
             child(self.dir.path(), &format!("coordinator-{i}.log"), "coordinator", &args)
         }
 
+        /// The last lines of every coordinator's log (CI keeps no files).
+        fn tails(&self) -> String {
+            let mut out = format!("logs in {}", self.dir.path().display());
+            for i in 0..self.addrs.len().max(3) {
+                let log = self.log(&format!("coordinator-{i}.log"));
+                let lines: Vec<&str> = log.lines().collect();
+                out.push_str(&format!("\n--- coordinator-{i}.log (end)\n"));
+                out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+            }
+            out
+        }
+
         fn log(&self, name: &str) -> String {
             std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
         }
@@ -373,7 +385,7 @@ mod ha {
                     }
                 }
                 if Instant::now() > deadline {
-                    bail!("no leader within {timeout:?}; logs in {}", self.dir.path().display());
+                    bail!("no leader within {timeout:?}: {}", self.tails());
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -423,7 +435,7 @@ groups:
                     return Ok(s);
                 }
                 if Instant::now() > deadline {
-                    bail!("rollout {id} not finished within {timeout:?}; logs in {}", self.dir.path().display());
+                    bail!("rollout {id} not finished within {timeout:?}: {}", self.tails());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -434,7 +446,7 @@ groups:
             let deadline = Instant::now() + timeout;
             while self.runs().len() < n {
                 if Instant::now() > deadline {
-                    bail!("{n} steps not started within {timeout:?}; logs in {}", self.dir.path().display());
+                    bail!("{n} steps not started within {timeout:?}: {}", self.tails());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -517,14 +529,19 @@ groups:
         // The old leader wakes up believing it leads: its first write is
         // refused, it stops acting and follows.
         let log_name = format!("coordinator-{old}.log");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: on a loaded machine the old leader's keep-alive task may
+        // take a while to run after SIGCONT; the tail of its log says where
+        // it stood if it did not step down.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let log = f.log(&log_name);
             if log.contains("stepping down") && log.contains("following again") {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("the old leader did not step down within 30s:\n{log}");
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!("the old leader did not step down within 60s; the end of its log:\n{}", tail.join("\n"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

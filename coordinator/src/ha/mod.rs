@@ -52,6 +52,9 @@ pub struct HaConfig {
     pub lease_ttl: Duration,
 }
 
+/// How long a term's server may take to close after the term ended.
+const TERM_DRAIN: Duration = Duration::from_secs(5);
+
 type Conn = std::io::Result<Counted>;
 type Slot = Arc<Mutex<mpsc::Sender<Conn>>>;
 
@@ -158,8 +161,18 @@ pub async fn run(
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "leading");
         // Each term counts afresh; the HTTPS listener is not served in HA yet.
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let ended =
-            crate::server::serve_incoming(incoming, None, config.clone(), store, clock, metrics, term.clone()).await;
+        let serve = crate::server::serve_incoming(incoming, None, config.clone(), store, clock, metrics, term.clone());
+        tokio::pin!(serve);
+        // A deposed leader stops acting at once, whatever its connections
+        // do: once the term ends, the server gets TERM_DRAIN to close
+        // gracefully, then it is dropped (its runtime task is aborted with it).
+        let ended = tokio::select! {
+            r = &mut serve => r,
+            _ = async { term.cancelled().await; tokio::time::sleep(TERM_DRAIN).await } => {
+                tracing::warn!(drain = ?TERM_DRAIN, "the term's server did not stop in time; dropping it");
+                Ok(())
+            }
+        };
         term.cancel();
         leadership.lost.cancel();
         // Free the election now (not when the lease runs out) so a follower
