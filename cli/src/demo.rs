@@ -42,6 +42,15 @@ pub struct DemoArgs {
     /// After the upgrade, try a bad 3.0.0 release: stopped at the canary and rolled back.
     #[arg(long)]
     pub bad_release: bool,
+    /// Then the agents upgrade themselves (canary first), and a broken agent
+    /// build stops at the canary and reverts by itself (docs/self-upgrade.md).
+    #[arg(long)]
+    pub self_upgrade: bool,
+    /// With --self-upgrade: try the broken build this many times (each
+    /// reverted; the median and worst revert times are printed).
+    #[arg(long, default_value_t = 1, requires = "self_upgrade",
+          value_parser = clap::value_parser!(u64).range(1..=crate::demo_selfupgrade::MAX_REVERT_RUNS as u64))]
+    pub revert_runs: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
@@ -88,7 +97,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         (None, Some(t)) => t.path().to_path_buf(),
         (None, None) => unreachable!("a temporary directory exists when no --dir is given"),
     };
-    let result = run_in(&dir, started, args.bad_release).await;
+    let self_upgrade = args.self_upgrade.then_some(args.revert_runs as usize);
+    let result = run_in(&dir, started, args.bad_release, self_upgrade).await;
     if args.keep || args.dir.is_some() {
         if let Some(t) = tmp {
             let _ = t.keep();
@@ -98,7 +108,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     result
 }
 
-async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), CliError> {
+async fn run_in(dir: &Path, started: Instant, bad_release: bool, self_upgrade: Option<usize>) -> Result<(), CliError> {
     let artifacts = dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(io(&artifacts))?;
     let mut shas = BTreeMap::new();
@@ -115,6 +125,13 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
     };
 
     let mut fleet = LocalFleet::start_this_binary(dir, 500, true)?;
+    // Agents trust the demo's release key when they will upgrade themselves.
+    let trust = match self_upgrade {
+        Some(_) => {
+            vec![("CONVOY_TRUSTED_KEYS".to_string(), crate::demo_selfupgrade::release_key(dir)?.display().to_string())]
+        }
+        None => Vec::new(),
+    };
     println!("coordinator listening on {} (logs in {})", fleet.url, dir.join("logs").display());
     let exe = fleet.exe.display().to_string();
     let mut hosts = Vec::new();
@@ -133,7 +150,7 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
                 ("artifacts", artifacts.display().to_string()),
                 ("convoy", exe.clone()),
             ];
-            fleet.spawn_agent(AgentSpec::new(&id, labels).install_root(&install))?;
+            fleet.spawn_agent(AgentSpec::new(&id, labels).install_root(&install).env(trust.clone()))?;
             let convoy = fleet.exe.clone();
             fleet.at_teardown(move || stop_demo_service(&convoy, &service_root));
             hosts.push((id, port));
@@ -182,6 +199,9 @@ async fn run_in(dir: &Path, started: Instant, bad_release: bool) -> Result<(), C
     }
     if bad_release {
         bad_release_step(&mut client, &hosts, &fill(BAD_RELEASE_PLAN)).await?;
+    }
+    if let Some(runs) = self_upgrade {
+        crate::demo_selfupgrade::run(dir, &fleet, &mut client, runs).await?;
     }
     println!(
         "\ndemo done: {} hosts upgraded 1.0.0 -> 2.0.0 in {upgrade_s:.1}s (total {:.1}s)",

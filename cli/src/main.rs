@@ -17,6 +17,7 @@ mod bench;
 mod client;
 mod commands;
 mod demo;
+mod demo_selfupgrade;
 mod demo_service;
 mod error;
 mod example;
