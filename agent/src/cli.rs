@@ -95,6 +95,11 @@ pub struct AgentArgs {
     #[arg(long, env = "CONVOY_SUPERVISED")]
     pub supervised: bool,
 
+    /// Set by an agent that started the build `<state>/current` points at
+    /// (see docs/self-upgrade.md): that build does not look at it again.
+    #[arg(long, env = "CONVOY_FOLLOWED_CURRENT", hide = true)]
+    pub followed_current: bool,
+
     /// Check this binary and the configuration, print one line of JSON
     /// (version, whether the configuration is accepted) and exit: 0 when
     /// both hold, 3 otherwise. Run on a new build before switching to it.

@@ -32,7 +32,7 @@ async fn agent_main() -> anyhow::Result<()> {
         println!("{}", check.to_json(config));
         std::process::exit(if ok { 0 } else { 3 });
     }
-    let supervised = args.supervised;
+    let (supervised, followed_current) = (args.supervised, args.followed_current);
     // Bad flags or files (a --trusted-key that does not parse, ...): exit code 2.
     let config = match args.into_config() {
         Ok(c) => c,
@@ -44,7 +44,7 @@ async fn agent_main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     tracing::info!(host_id = %config.host_id, coordinator = %config.coordinator_url, "convoy-agent starting");
-    convoy_agent::selfupgrade::handover::run_agent_process(config, 0, supervised, shutdown)
+    convoy_agent::selfupgrade::handover::run_agent_process(config, 0, supervised, followed_current, shutdown)
         .await
         .context("convoy-agent stopped")?;
     Ok(())

@@ -396,7 +396,7 @@ fn run(cli: Cli, as_agent_binary: bool) -> anyhow::Result<()> {
             }
             Cmd::Agent(args) => {
                 init_tracing("info");
-                let supervised = args.supervised;
+                let (supervised, followed_current) = (args.supervised, args.followed_current);
                 if args.self_check {
                     return agent_self_check(args);
                 }
@@ -405,7 +405,14 @@ fn run(cli: Cli, as_agent_binary: bool) -> anyhow::Result<()> {
                 // `convoy __agent FLAGS` has one argument before the agent's
                 // flags; a copy named `convoy-agent` has none.
                 let prefix_len = if as_agent_binary { 0 } else { 1 };
-                convoy_agent::selfupgrade::handover::run_agent_process(config, prefix_len, supervised, shutdown).await?
+                convoy_agent::selfupgrade::handover::run_agent_process(
+                    config,
+                    prefix_len,
+                    supervised,
+                    followed_current,
+                    shutdown,
+                )
+                .await?
             }
             Cmd::DemoService(_) => unreachable!("handled before the runtime starts"),
         }

@@ -146,7 +146,7 @@ async fn assert_stopped_at_canary(w: &World, status: &pb::RolloutStatus, version
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_upgrade_themselves_then_broken_builds_revert_at_the_canary() {
-    let w = world(3).await;
+    let mut w = world(3).await;
     let built = identity::BUILT_VERSION;
 
     // A good build: every agent comes back with it.
@@ -165,6 +165,18 @@ async fn agents_upgrade_themselves_then_broken_builds_revert_at_the_canary() {
         }
     }
     assert!(status.hosts.iter().all(|h| h.message.contains(&format!("from {built} to 0.2.0"))), "{status:#?}");
+
+    // Started again as the packaged build (as after a reboot), an agent
+    // follows `current` and comes back on the build it was upgraded to.
+    w.fleet.kill_and_restart_agent("a-2").unwrap();
+    let pid = w.fleet.agent_pid("a-2").unwrap();
+    let installed = install::binary_path(&w.state("a-2"), "0.2.0");
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).ok() != Some(installed.clone()) {
+        assert!(Instant::now() < until, "the restarted agent did not become {}", installed.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.wait_version("a-2", "0.2.0").await;
 
     // A build that exits at start.
     let exits = w.script_build("0.3.0", "echo 'broken build: exiting at start' >&2; exit 1");

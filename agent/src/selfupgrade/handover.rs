@@ -38,7 +38,7 @@ pub fn replace_process(up: &SelfUpgrade, intent: &Intent) -> AgentError {
         return e;
     }
     tracing::info!(binary = %intent.new_binary.display(), "replacing this process with the new agent build");
-    let e = Command::new(&intent.new_binary).args(&intent.agent_args).exec();
+    let e = Command::new(&intent.new_binary).args(&intent.agent_args).env(FOLLOWED_ENV, "true").exec();
     AgentError::io(&intent.new_binary)(e)
 }
 
@@ -52,9 +52,20 @@ pub async fn run_agent_process(
     config: crate::AgentConfig,
     prefix_len: usize,
     supervised: bool,
+    followed_current: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), AgentError> {
     let up = SelfUpgrade::from_process(&config.state_dir, prefix_len, supervised).map(std::sync::Arc::new);
+    if let Some(up) = &up
+        && !followed_current
+        && let Some(build) = build_to_follow(&config.state_dir)
+    {
+        // Started as another build than the one upgraded to (a service
+        // manager's unit names the packaged binary, e.g. after a reboot).
+        tracing::info!(binary = %build.display(), "starting the agent build `current` points at");
+        let e = Command::new(&build).args(&up.agent_args).env(FOLLOWED_ENV, "true").exec();
+        return Err(AgentError::io(&build)(e));
+    }
     if up.is_none() {
         tracing::warn!("arguments that are not UTF-8: this agent cannot upgrade itself");
     }
@@ -63,4 +74,23 @@ pub async fn run_agent_process(
         Some((up, intent)) => Err(replace_process(up, &intent)),
         None => Ok(()),
     }
+}
+
+/// The environment variable (`--followed-current`) that stops a build
+/// started through `current` from following it again.
+pub const FOLLOWED_ENV: &str = "CONVOY_FOLLOWED_CURRENT";
+
+/// The build `<state>/current` points at, when this process should become
+/// it: another version than this one, installed, not marked bad, and no
+/// self-upgrade on trial (the watchdog decides that one).
+pub fn build_to_follow(state: &std::path::Path) -> Option<std::path::PathBuf> {
+    let version = install::current_version(state)?;
+    if version == super::identity::agent_version() || install::bad_reason(state, &version).is_some() {
+        return None;
+    }
+    if matches!(super::intent::read(state), Ok(Some(i)) if i.phase == super::intent::Phase::Pending) {
+        return None;
+    }
+    let binary = install::binary_path(state, &version);
+    binary.is_file().then_some(binary)
 }
