@@ -86,6 +86,18 @@ impl pb::ops_service_server::OpsService for OpsSvc {
             };
             // One more than asked, to know whether there is more.
             let mut events = store.events_page(&rollout_id, from, max as usize + 1)?;
+            // A log compacted below its snapshot (`--compact-events`) cannot
+            // be replayed from the start: say so rather than hand out a tail
+            // that `convoy verify` would misread as a whole rollout.
+            if let Some((first, _)) = events.first().filter(|(seq, _)| from == 0 && *seq > 0) {
+                return Err(CoordinatorError::Conflict {
+                    id: rollout_id.clone(),
+                    message: format!(
+                        "its event log was compacted below event {first} (--compact-events): \
+                         the events before it are only in its snapshot, so it cannot be replayed from the start"
+                    ),
+                });
+            }
             let more = events.len() > max as usize;
             events.truncate(max as usize);
             let next_seq = events.last().map_or(from, |(seq, _)| seq + 1);
