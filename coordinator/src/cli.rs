@@ -378,3 +378,32 @@ pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
     });
     token
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve(extra: &[&str]) -> Result<ServerConfig, CoordinatorError> {
+        let args = [&["convoy-coordinator", "serve", "--data-dir", "/tmp/x"][..], extra].concat();
+        match CoordinatorArgs::try_parse_from(args).expect("parses").command {
+            CoordinatorCommand::Serve(s) => s.into_config(),
+            _ => unreachable!("serve"),
+        }
+    }
+
+    #[test]
+    fn snapshot_flags_default_to_every_1000_kept_whole_and_are_bounded() {
+        let c = serve(&[]).unwrap();
+        assert_eq!((c.runtime.snapshot_every, c.runtime.compact_events), (1000, false));
+        let c = serve(&["--snapshot-every", "10", "--compact-events"]).unwrap();
+        assert_eq!((c.runtime.snapshot_every, c.runtime.compact_events), (10, true));
+        assert_eq!(serve(&["--snapshot-every", "0"]).unwrap().runtime.snapshot_every, 0);
+        for bad in ["9", "1000001"] {
+            let err = serve(&["--snapshot-every", bad]).unwrap_err().to_string();
+            assert!(err.contains("--snapshot-every"), "{bad}: {err}");
+        }
+        let err = serve(&["--snapshot-every", "0", "--compact-events"]).unwrap_err().to_string();
+        assert!(err.contains("--compact-events"), "{err}");
+    }
+}

@@ -74,12 +74,12 @@ fn stored_rollout(store: &dyn Store, id: &str, hosts: usize, events: usize) -> (
             break;
         }
         now += 7;
-        event = if n % 13 == 0 {
+        event = if n.is_multiple_of(13) {
             Event::AgentLost { host: format!("w{}", n % hosts) }
         } else if n % 13 == 1 {
             Event::AgentConnected { host: format!("w{}", (n - 1) % hosts) }
         } else if let Some(id) = queue.pop_front() {
-            let outcome = if n % 9 == 0 { StepOutcome::failed("exit 1") } else { StepOutcome::ok() };
+            let outcome = if n.is_multiple_of(9) { StepOutcome::failed("exit 1") } else { StepOutcome::ok() };
             Event::StepFinished { execution_id: id, outcome }
         } else {
             Event::Operator { command: OperatorCommand::Pause, by: "op".into() }
