@@ -89,7 +89,13 @@ impl pb::ops_service_server::OpsService for OpsSvc {
             // A log compacted below its snapshot (`--compact-events`) cannot
             // be replayed from the start: say so rather than hand out a tail
             // that `convoy verify` would misread as a whole rollout.
-            if let Some((first, _)) = events.first().filter(|(seq, _)| from == 0 && *seq > 0) {
+            // (An empty log with a snapshot was compacted whole.)
+            let compacted_below = match events.first() {
+                _ if from != 0 => None,
+                Some((seq, _)) => Some(*seq).filter(|s| *s > 0),
+                None => store.snapshot(&rollout_id).ok().flatten().map(|s| s.seq).filter(|s| *s > 0),
+            };
+            if let Some(first) = compacted_below {
                 return Err(CoordinatorError::Conflict {
                     id: rollout_id.clone(),
                     message: format!(
