@@ -425,6 +425,10 @@ fn an_engine_restored_from_a_snapshot_at_any_point_carries_on_like_a_full_replay
             assert_eq!((snap.seq, snap.at), (k as u64, at));
             let mut restored = Engine::restore("r1", spec.clone(), snap).unwrap();
             assert_eq!(restored.resume_actions(at), replayed.resume_actions(at), "seed {seed}, snapshot at {k}");
+            for h in &spec.hosts {
+                // The execution ids issued are rebuilt from the attempt counters.
+                assert_eq!(restored.executions_of(&h.host), replayed.executions_of(&h.host), "seed {seed}, at {k}");
+            }
             for (n, entry) in log.iter().enumerate().skip(k) {
                 let actions = restored.handle(entry.now, entry.event.clone());
                 assert_eq!(actions, entry.actions, "seed {seed}, snapshot at {k}, entry {n}");

@@ -26,12 +26,12 @@
 //! replays the rollout's log from the start, which it keeps by default (see
 //! docs/ha.md for the option that compacts it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
-use crate::engine::execution_id::ExecutionId;
+use crate::engine::execution_id::{ExecutionId, ExecutionPart};
 use crate::engine::state::RolloutState;
 use crate::engine::tracking::{GroupRt, HostRt};
 use crate::model::{BackupRecord, RolloutSpec, UnixMillis};
@@ -64,8 +64,15 @@ pub struct EngineState {
     hosts: Vec<HostRt>,
     groups: Vec<GroupRt>,
     hook_captured: BTreeMap<String, String>,
-    /// Every execution id issued, with its host entry, in id order.
-    executions: Vec<(ExecutionId, usize)>,
+    /// The execution ids issued are those the hosts' attempt counters name
+    /// (attempts `1..=n` of each step, rollback step, leader check and
+    /// switchover step; see [`derived_executions`]) but these, whose
+    /// attempt was counted and never sent (a step that could not be
+    /// rendered fails its host unsent), in id order…
+    executions_not_issued: Vec<ExecutionId>,
+    /// …and with these, issued and not named by a counter (none: kept so
+    /// that a snapshot stays exact whatever the engine does).
+    executions_extra: Vec<(ExecutionId, usize)>,
     in_flight: usize,
     open_groups: usize,
     failed_total: usize,
@@ -120,8 +127,17 @@ impl Engine {
     /// A snapshot of the engine after the first `seq` events of its log, the
     /// last of them handled at `at`.
     pub fn snapshot(&self, seq: u64, at: UnixMillis) -> EngineSnapshot {
-        let mut executions: Vec<(ExecutionId, usize)> = self.executions.iter().map(|(k, &v)| (k.clone(), v)).collect();
-        executions.sort();
+        let derived = derived_executions(&self.rollout_id, &self.spec, &self.hosts);
+        let mut executions_not_issued: Vec<ExecutionId> =
+            derived.iter().filter(|(id, _)| !self.executions.contains_key(*id)).map(|(id, _)| id.clone()).collect();
+        executions_not_issued.sort();
+        let mut executions_extra: Vec<(ExecutionId, usize)> = self
+            .executions
+            .iter()
+            .filter(|(id, i)| derived.get(*id) != Some(*i))
+            .map(|(id, &i)| (id.clone(), i))
+            .collect();
+        executions_extra.sort();
         EngineSnapshot {
             format: SNAPSHOT_FORMAT,
             seq,
@@ -136,7 +152,8 @@ impl Engine {
                 hosts: self.hosts.clone(),
                 groups: self.groups.clone(),
                 hook_captured: self.hook_captured.clone(),
-                executions,
+                executions_not_issued,
+                executions_extra,
                 in_flight: self.in_flight,
                 open_groups: self.open_groups,
                 failed_total: self.failed_total,
@@ -178,7 +195,12 @@ impl Engine {
         engine.hosts = s.hosts;
         engine.groups = s.groups;
         engine.hook_captured = s.hook_captured;
-        engine.executions = s.executions.into_iter().collect();
+        let mut executions = derived_executions(&engine.rollout_id, &engine.spec, &engine.hosts);
+        for id in &s.executions_not_issued {
+            executions.remove(id);
+        }
+        executions.extend(s.executions_extra);
+        engine.executions = executions;
         engine.in_flight = s.in_flight;
         engine.open_groups = s.open_groups;
         engine.failed_total = s.failed_total;
@@ -191,6 +213,30 @@ impl Engine {
         engine.windows_overridden = s.windows_overridden;
         Ok(engine)
     }
+}
+
+/// The execution ids the hosts' attempt counters name, with their host
+/// entry: every attempt counted of every step, rollback step, leader check
+/// and switchover step (ids are `rollout/KEY/PART/attempt`, attempts from 1).
+fn derived_executions(rollout_id: &str, spec: &RolloutSpec, hosts: &[HostRt]) -> HashMap<ExecutionId, usize> {
+    let mut out = HashMap::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let key = spec.hosts[i].key();
+        let parts = [
+            (&h.attempts, ExecutionPart::Step as fn(usize) -> ExecutionPart),
+            (&h.rollback_attempts, ExecutionPart::Rollback),
+            (&h.check_attempts, ExecutionPart::LeaderCheck),
+            (&h.switchover_attempts, ExecutionPart::Switchover),
+        ];
+        for (counts, part) in parts {
+            for (index, &n) in counts.iter().enumerate() {
+                for attempt in 1..=n {
+                    out.insert(ExecutionId::new(rollout_id, key, part(index), attempt), i);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether a snapshot's state has the shape of `fresh`'s spec: the same
@@ -231,7 +277,7 @@ fn fits(fresh: &Engine, s: &EngineState) -> Result<(), String> {
             return Err(format!("group {i} has another shape"));
         }
     }
-    let in_range = s.executions.iter().all(|(_, h)| *h < hosts)
+    let in_range = s.executions_extra.iter().all(|(_, h)| *h < hosts)
         && s.wake.iter().all(|&g| g < groups)
         && s.backups.iter().all(|(h, step, _, _)| *h < hosts && *step < fresh.hosts[*h].attempts.len());
     if !in_range {
@@ -294,7 +340,7 @@ mod tests {
     #[test]
     fn the_snapshot_format_is_pinned() {
         let json = String::from_utf8(started().snapshot(1, UnixMillis(5)).to_json()).unwrap();
-        let pinned = r#"{"format":1,"seq":1,"at":5,"state":{"rollout_id":"r1","state":"running","message":"running","halt_reason":null,"aborted_by":null,"rollback_reason":null,"hosts":[{"state":{"running":{"step":0,"execution_id":"r1/w1/0/1","since":5,"lost_since":null}},"group":0,"installed":null,"message":"","attempts":[1],"steps_ok":0,"rollback":[],"rollback_attempts":[],"rollback_considered":false,"step_deadline":90005,"lost_deadline":null,"agent_lost_since":null,"captured":{},"cluster":null,"role":"unknown","check_attempts":[],"switchover_attempts":[],"switched_over":false,"asked_since":null},{"state":"pending","group":0,"installed":null,"message":"","attempts":[0],"steps_ok":0,"rollback":[],"rollback_attempts":[],"rollback_considered":false,"step_deadline":0,"lost_deadline":null,"agent_lost_since":null,"captured":{},"cluster":null,"role":"unknown","check_attempts":[],"switchover_attempts":[],"switched_over":false,"asked_since":null}],"groups":[{"state":"running","next":1,"in_flight":1,"succeeded":0,"failed":0,"skipped":0,"canaries":0,"promote_at":null,"rollback_queue":[],"rollback_failed":0,"dependents":[],"order":[0,1],"clusters":[],"held":0,"window_wait":null}],"hook_captured":{},"executions":[["r1/w1/0/1",0]],"in_flight":1,"open_groups":1,"failed_total":0,"rollout_budget_exceeded":false,"rollback_queued":0,"rolled_back":0,"rollback_failed":0,"wake":[],"backups":[],"windows_overridden":null}}"#;
+        let pinned = r#"{"format":1,"seq":1,"at":5,"state":{"rollout_id":"r1","state":"running","message":"running","halt_reason":null,"aborted_by":null,"rollback_reason":null,"hosts":[{"state":{"running":{"step":0,"execution_id":"r1/w1/0/1","since":5,"lost_since":null}},"group":0,"installed":null,"message":"","attempts":[1],"steps_ok":0,"rollback":[],"rollback_attempts":[],"rollback_considered":false,"step_deadline":90005,"lost_deadline":null,"agent_lost_since":null,"captured":{},"cluster":null,"role":"unknown","check_attempts":[],"switchover_attempts":[],"switched_over":false,"asked_since":null},{"state":"pending","group":0,"installed":null,"message":"","attempts":[0],"steps_ok":0,"rollback":[],"rollback_attempts":[],"rollback_considered":false,"step_deadline":0,"lost_deadline":null,"agent_lost_since":null,"captured":{},"cluster":null,"role":"unknown","check_attempts":[],"switchover_attempts":[],"switched_over":false,"asked_since":null}],"groups":[{"state":"running","next":1,"in_flight":1,"succeeded":0,"failed":0,"skipped":0,"canaries":0,"promote_at":null,"rollback_queue":[],"rollback_failed":0,"dependents":[],"order":[0,1],"clusters":[],"held":0,"window_wait":null}],"hook_captured":{},"executions_not_issued":[],"executions_extra":[],"in_flight":1,"open_groups":1,"failed_total":0,"rollout_budget_exceeded":false,"rollback_queued":0,"rolled_back":0,"rollback_failed":0,"wake":[],"backups":[],"windows_overridden":null}}"#;
         assert_eq!(json, pinned, "the snapshot's stored form changed: bump SNAPSHOT_FORMAT and update this text");
     }
 
@@ -306,6 +352,26 @@ mod tests {
         assert_eq!(restored.snapshot(1, UnixMillis(5)), snap);
         assert_eq!(restored.view(), engine.view());
         assert_eq!(restored.resume_actions(UnixMillis(6)), engine.resume_actions(UnixMillis(6)));
+    }
+
+    /// A step that cannot be rendered (a captured value that is missing)
+    /// counts an attempt but is never sent: its id is kept out of the
+    /// restored engine's executions, as it was out of the original's.
+    #[test]
+    fn an_attempt_counted_but_never_sent_is_not_restored_as_issued() {
+        let mut spec = spec();
+        if let StepKind::Exec(e) = &mut spec.hosts[0].steps[0].kind {
+            e.command = "echo {{captured.token}}".into();
+        }
+        let mut engine = Engine::new("r1", spec.clone());
+        engine.handle(UnixMillis(5), Event::Started);
+        assert!(engine.executions_of("w1").is_empty(), "w1 failed unsent");
+        let snap = engine.snapshot(1, UnixMillis(5));
+        assert_eq!(snap.state.executions_not_issued, vec!["r1/w1/0/1".parse::<ExecutionId>().unwrap()]);
+        assert!(snap.state.executions_extra.is_empty());
+        let restored = Engine::restore("r1", spec, snap.clone()).unwrap();
+        assert_eq!(restored.executions, engine.executions);
+        assert_eq!(restored.snapshot(1, UnixMillis(5)), snap);
     }
 
     #[test]
