@@ -66,7 +66,7 @@ pub struct EngineState {
     hook_captured: BTreeMap<String, String>,
     /// The execution ids issued are those the hosts' attempt counters name
     /// (attempts `1..=n` of each step, rollback step, leader check and
-    /// switchover step; see [`derived_executions`]) but these, whose
+    /// switchover step; see [`for_each_counted`]) but these, whose
     /// attempt was counted and never sent (a step that could not be
     /// rendered fails its host unsent), in id order…
     executions_not_issued: Vec<ExecutionId>,
@@ -127,14 +127,19 @@ impl Engine {
     /// A snapshot of the engine after the first `seq` events of its log, the
     /// last of them handled at `at`.
     pub fn snapshot(&self, seq: u64, at: UnixMillis) -> EngineSnapshot {
-        let derived = derived_executions(&self.rollout_id, &self.spec, &self.hosts);
-        let mut executions_not_issued: Vec<ExecutionId> =
-            derived.iter().filter(|(id, _)| !self.executions.contains_key(*id)).map(|(id, _)| id.clone()).collect();
+        // Ids the counters name that were never issued (rare)…
+        let mut executions_not_issued = Vec::new();
+        for_each_counted(&self.rollout_id, &self.spec, &self.hosts, |id, _| {
+            if !self.executions.contains_key(&id) {
+                executions_not_issued.push(id);
+            }
+        });
         executions_not_issued.sort();
+        // …and ids issued that the counters do not name (none expected).
         let mut executions_extra: Vec<(ExecutionId, usize)> = self
             .executions
             .iter()
-            .filter(|(id, i)| derived.get(*id) != Some(*i))
+            .filter(|(id, i)| !counted(&self.spec, &self.hosts, &self.rollout_id, id, **i))
             .map(|(id, &i)| (id.clone(), i))
             .collect();
         executions_extra.sort();
@@ -195,7 +200,10 @@ impl Engine {
         engine.hosts = s.hosts;
         engine.groups = s.groups;
         engine.hook_captured = s.hook_captured;
-        let mut executions = derived_executions(&engine.rollout_id, &engine.spec, &engine.hosts);
+        let mut executions = HashMap::new();
+        for_each_counted(&engine.rollout_id, &engine.spec, &engine.hosts, |id, i| {
+            executions.insert(id, i);
+        });
         for id in &s.executions_not_issued {
             executions.remove(id);
         }
@@ -215,28 +223,49 @@ impl Engine {
     }
 }
 
-/// The execution ids the hosts' attempt counters name, with their host
-/// entry: every attempt counted of every step, rollback step, leader check
-/// and switchover step (ids are `rollout/KEY/PART/attempt`, attempts from 1).
-fn derived_executions(rollout_id: &str, spec: &RolloutSpec, hosts: &[HostRt]) -> HashMap<ExecutionId, usize> {
-    let mut out = HashMap::new();
+/// Call `f` with every execution id the hosts' attempt counters name, and
+/// its host entry: every attempt counted of every step, rollback step,
+/// leader check and switchover step (ids are `rollout/KEY/PART/attempt`,
+/// attempts from 1).
+fn for_each_counted(rollout_id: &str, spec: &RolloutSpec, hosts: &[HostRt], mut f: impl FnMut(ExecutionId, usize)) {
     for (i, h) in hosts.iter().enumerate() {
         let key = spec.hosts[i].key();
-        let parts = [
-            (&h.attempts, ExecutionPart::Step as fn(usize) -> ExecutionPart),
-            (&h.rollback_attempts, ExecutionPart::Rollback),
-            (&h.check_attempts, ExecutionPart::LeaderCheck),
-            (&h.switchover_attempts, ExecutionPart::Switchover),
-        ];
-        for (counts, part) in parts {
+        for (part, counts) in counters(h) {
             for (index, &n) in counts.iter().enumerate() {
                 for attempt in 1..=n {
-                    out.insert(ExecutionId::new(rollout_id, key, part(index), attempt), i);
+                    f(ExecutionId::new(rollout_id, key, part(index), attempt), i);
                 }
             }
         }
     }
-    out
+}
+
+/// An execution id's part, made from its index, and the counter of its attempts per index.
+type Counter<'a> = (fn(usize) -> ExecutionPart, &'a Vec<u32>);
+
+/// A host's attempt counters, by the part of an execution id they count.
+fn counters(h: &HostRt) -> [Counter<'_>; 4] {
+    [
+        (ExecutionPart::Step, &h.attempts),
+        (ExecutionPart::Rollback, &h.rollback_attempts),
+        (ExecutionPart::LeaderCheck, &h.check_attempts),
+        (ExecutionPart::Switchover, &h.switchover_attempts),
+    ]
+}
+
+/// Whether `id`, issued to host entry `i`, is one the counters name.
+fn counted(spec: &RolloutSpec, hosts: &[HostRt], rollout_id: &str, id: &ExecutionId, i: usize) -> bool {
+    let (Some(h), Some(plan)) = (hosts.get(i), spec.hosts.get(i)) else { return false };
+    let (index, counts) = match id.part() {
+        ExecutionPart::Step(n) => (n, &h.attempts),
+        ExecutionPart::Rollback(n) => (n, &h.rollback_attempts),
+        ExecutionPart::LeaderCheck(n) => (n, &h.check_attempts),
+        ExecutionPart::Switchover(n) => (n, &h.switchover_attempts),
+    };
+    id.rollout() == rollout_id
+        && id.entry() == plan.key()
+        && id.attempt() >= 1
+        && counts.get(index).is_some_and(|&n| id.attempt() <= n)
 }
 
 /// Whether a snapshot's state has the shape of `fresh`'s spec: the same
