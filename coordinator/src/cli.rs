@@ -123,6 +123,16 @@ pub struct ServeArgs {
     /// With --store etcd://…: the leader lease's time to live, in seconds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=60))]
     pub lease_ttl_s: u64,
+    /// Snapshot each rollout's engine every N events of its log (and when
+    /// it finishes), so a restart or takeover replays a snapshot and a short
+    /// tail: 0 (none) or 10 to 1000000.
+    #[arg(long, env = "CONVOY_SNAPSHOT_EVERY", default_value_t = 1000)]
+    pub snapshot_every: u64,
+    /// Delete the events a stored snapshot covers. `convoy verify`, host
+    /// outputs and the dashboard's timelines then see only the kept tail
+    /// (docs/ha.md, "Snapshots").
+    #[arg(long, env = "CONVOY_COMPACT_EVENTS")]
+    pub compact_events: bool,
 }
 
 impl ServeArgs {
@@ -139,6 +149,22 @@ impl ServeArgs {
                 message: "must be at least 1".into(),
             });
         }
+        if self.snapshot_every != 0 && !crate::runtime::SNAPSHOT_EVERY.contains(&self.snapshot_every) {
+            return Err(CoordinatorError::BadRequest {
+                field: "--snapshot-every".into(),
+                message: format!(
+                    "must be 0 (no snapshots) or between {} and {}",
+                    crate::runtime::SNAPSHOT_EVERY.start(),
+                    crate::runtime::SNAPSHOT_EVERY.end()
+                ),
+            });
+        }
+        if self.compact_events && self.snapshot_every == 0 {
+            return Err(CoordinatorError::BadRequest {
+                field: "--compact-events".into(),
+                message: "needs snapshots (--snapshot-every other than 0)".into(),
+            });
+        }
         let hb = Duration::from_millis(self.heartbeat_ms);
         Ok(ServerConfig {
             data_dir: self.data_dir,
@@ -146,6 +172,8 @@ impl ServeArgs {
                 heartbeat_interval: hb,
                 agent_timeout: hb * self.missed_heartbeats,
                 plan_time_limit: Duration::from_secs(self.plan_time_limit_s),
+                snapshot_every: self.snapshot_every,
+                compact_events: self.compact_events,
                 ..Default::default()
             },
             connections: crate::connections::Limits {
@@ -349,4 +377,33 @@ pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
         t.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve(extra: &[&str]) -> Result<ServerConfig, CoordinatorError> {
+        let args = [&["convoy-coordinator", "serve", "--data-dir", "/tmp/x"][..], extra].concat();
+        match CoordinatorArgs::try_parse_from(args).expect("parses").command {
+            CoordinatorCommand::Serve(s) => s.into_config(),
+            _ => unreachable!("serve"),
+        }
+    }
+
+    #[test]
+    fn snapshot_flags_default_to_every_1000_kept_whole_and_are_bounded() {
+        let c = serve(&[]).unwrap();
+        assert_eq!((c.runtime.snapshot_every, c.runtime.compact_events), (1000, false));
+        let c = serve(&["--snapshot-every", "10", "--compact-events"]).unwrap();
+        assert_eq!((c.runtime.snapshot_every, c.runtime.compact_events), (10, true));
+        assert_eq!(serve(&["--snapshot-every", "0"]).unwrap().runtime.snapshot_every, 0);
+        for bad in ["9", "1000001"] {
+            let err = serve(&["--snapshot-every", bad]).unwrap_err().to_string();
+            assert!(err.contains("--snapshot-every"), "{bad}: {err}");
+        }
+        let err = serve(&["--snapshot-every", "0", "--compact-events"]).unwrap_err().to_string();
+        assert!(err.contains("--compact-events"), "{err}");
+    }
 }

@@ -86,6 +86,24 @@ impl pb::ops_service_server::OpsService for OpsSvc {
             };
             // One more than asked, to know whether there is more.
             let mut events = store.events_page(&rollout_id, from, max as usize + 1)?;
+            // A log compacted below its snapshot (`--compact-events`) cannot
+            // be replayed from the start: say so rather than hand out a tail
+            // that `convoy verify` would misread as a whole rollout.
+            // (An empty log with a snapshot was compacted whole.)
+            let compacted_below = match events.first() {
+                _ if from != 0 => None,
+                Some((seq, _)) => Some(*seq).filter(|s| *s > 0),
+                None => store.snapshot(&rollout_id).ok().flatten().map(|s| s.seq).filter(|s| *s > 0),
+            };
+            if let Some(first) = compacted_below {
+                return Err(CoordinatorError::Conflict {
+                    id: rollout_id.clone(),
+                    message: format!(
+                        "its event log was compacted below event {first} (--compact-events): \
+                         the events before it are only in its snapshot, so it cannot be replayed from the start"
+                    ),
+                });
+            }
             let more = events.len() > max as usize;
             events.truncate(max as usize);
             let next_seq = events.last().map_or(from, |(seq, _)| seq + 1);

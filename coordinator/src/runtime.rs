@@ -74,7 +74,18 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     /// How long parsing, validating and expanding one plan may take.
     pub plan_time_limit: Duration,
+    /// Snapshot a rollout's engine every this many events appended to its
+    /// log (and once when it finishes); 0 takes none. See
+    /// [`SNAPSHOT_EVERY`] for the bounds the binary accepts.
+    pub snapshot_every: u64,
+    /// Delete the events a durable snapshot covers (off by default: the
+    /// full log is what `convoy verify`, host outputs and the dashboard's
+    /// timelines read; docs/ha.md, "Snapshots").
+    pub compact_events: bool,
 }
+
+/// The values `--snapshot-every` takes besides 0 (no snapshots).
+pub const SNAPSHOT_EVERY: std::ops::RangeInclusive<u64> = 10..=1_000_000;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -83,6 +94,8 @@ impl Default for RuntimeConfig {
             agent_timeout: Duration::from_secs(6),
             max_batch: 4096,
             plan_time_limit: Duration::from_secs(10),
+            snapshot_every: 1000,
+            compact_events: false,
         }
     }
 }
@@ -336,6 +349,11 @@ struct RolloutRun {
     record: RolloutRecord,
     engine: Engine,
     next_seq: u64,
+    /// Events covered by the latest snapshot stored (or tried).
+    snapshot_seq: u64,
+    /// An append failed: the engine holds events the log lacks, so it is
+    /// never snapshotted again (a snapshot must match the log).
+    diverged: bool,
     updated: UnixMillis,
     watch: watch::Sender<Arc<RolloutSnapshot>>,
     dirty: bool,
@@ -352,6 +370,17 @@ impl RolloutRun {
             view: self.engine.view_at(self.updated),
         }
     }
+}
+
+/// A rollout's engine rebuilt from the store ([`Actor::rebuild`]).
+struct Rebuilt {
+    engine: Engine,
+    /// The sequence number of the next event appended.
+    next_seq: u64,
+    /// Events covered by the snapshot it was restored from (0: none).
+    snapshot_seq: u64,
+    /// When the last event it holds was handled (the rollout's creation if none).
+    updated: UnixMillis,
 }
 
 struct AgentConn {
@@ -454,14 +483,7 @@ impl Actor {
         let now = self.clock.now();
         for record in records {
             let id = record.id.clone();
-            let mut engine = Engine::new(id.clone(), record.spec.clone());
-            let events = self.store.events(&id)?;
-            let next_seq = events.len() as u64;
-            let mut updated = record.created;
-            for e in events {
-                updated = e.now;
-                engine.handle(e.now, e.event);
-            }
+            let Rebuilt { engine, next_seq, snapshot_seq, updated } = self.rebuild(&record)?;
             let finished = engine.state().is_terminal();
             let run = RolloutRun {
                 watch: watch::Sender::new(Arc::new(RolloutSnapshot {
@@ -475,6 +497,8 @@ impl Actor {
                 record,
                 engine,
                 next_seq,
+                snapshot_seq,
+                diverged: false,
                 updated,
                 dirty: false,
             };
@@ -508,6 +532,112 @@ impl Actor {
         }
         self.commit();
         Ok(())
+    }
+
+    /// A rollout's engine as its stored snapshot and log leave it: the
+    /// snapshot plus the events after it, or the whole log when there is
+    /// no snapshot or it cannot be used (another format, another shape, a
+    /// gap after it: each said in a warning). A log compacted below a
+    /// snapshot that cannot be used cannot be rebuilt: that is an error.
+    fn rebuild(&self, record: &RolloutRecord) -> Result<Rebuilt, CoordinatorError> {
+        let id = &record.id;
+        let snapshot = match self.store.snapshot(id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(rollout = %id, error = %e, "cannot read the rollout's snapshot; replaying its log");
+                None
+            }
+        };
+        if let Some(snap) = snapshot {
+            let seq = snap.seq;
+            let at = snap.at;
+            let tail = self.store.events_from(id, seq)?;
+            let contiguous = tail.iter().enumerate().all(|(i, (s, _))| *s == seq + i as u64);
+            let restored = match Engine::restore(id.clone(), record.spec.clone(), snap) {
+                Ok(engine) if contiguous => Ok(engine),
+                Ok(_) => Err(format!("the log after the snapshot's {seq} events has a gap")),
+                Err(e) => Err(e.to_string()),
+            };
+            match restored {
+                Ok(mut engine) => {
+                    let next_seq = seq + tail.len() as u64;
+                    let mut updated = if seq == 0 { record.created } else { at };
+                    for (_, e) in tail {
+                        updated = e.now;
+                        engine.handle(e.now, e.event);
+                    }
+                    tracing::info!(rollout = %id, snapshot = seq, tail = next_seq - seq, "rollout restored from its snapshot");
+                    return Ok(Rebuilt { engine, next_seq, snapshot_seq: seq, updated });
+                }
+                Err(why) => {
+                    tracing::warn!(rollout = %id, snapshot = seq, why, "cannot use the rollout's snapshot; replaying its log")
+                }
+            }
+        }
+        let events = self.store.events_from(id, 0)?;
+        if let Some((first, _)) = events.first().filter(|(s, _)| *s != 0) {
+            return Err(CoordinatorError::Store {
+                op: "rebuild rollout",
+                message: format!(
+                    "rollout {id}: its log was compacted below event {first} and no usable snapshot covers it \
+                     (a snapshot of another build's format?); run the coordinator that wrote it"
+                ),
+            });
+        }
+        let mut engine = Engine::new(id.clone(), record.spec.clone());
+        let next_seq = events.last().map_or(0, |(s, _)| s + 1);
+        let mut updated = record.created;
+        for (_, e) in events {
+            updated = e.now;
+            engine.handle(e.now, e.event);
+        }
+        Ok(Rebuilt { engine, next_seq, snapshot_seq: 0, updated })
+    }
+
+    /// Snapshot every rollout whose log grew by `snapshot_every` events
+    /// since its last snapshot, or that has finished since; with
+    /// `compact_events`, then delete the events the snapshot covers once
+    /// it is durable. Called right after a batch is durable and before its
+    /// actions run, so each engine holds exactly its stored events.
+    fn take_snapshots(&mut self) {
+        let every = self.config.snapshot_every;
+        if every == 0 {
+            return;
+        }
+        let due: Vec<String> = self
+            .rollouts
+            .iter()
+            .filter(|(_, r)| {
+                !r.diverged
+                    && r.next_seq > r.snapshot_seq
+                    && (r.next_seq - r.snapshot_seq >= every || r.engine.is_finished())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(run) = self.rollouts.get_mut(&id) else { continue };
+            let snapshot = run.engine.snapshot(run.next_seq, run.updated);
+            // Tried once per `every` events, whether it is stored or not.
+            run.snapshot_seq = run.next_seq;
+            let started = std::time::Instant::now();
+            let stored = self.store.put_snapshot(&id, &snapshot).and_then(|()| self.store.flush());
+            match stored {
+                Ok(()) => {
+                    tracing::debug!(rollout = %id, seq = snapshot.seq, took = ?started.elapsed(), "snapshot stored");
+                }
+                Err(e) => {
+                    self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
+                    tracing::warn!(rollout = %id, seq = snapshot.seq, error = %e, "cannot store the rollout's snapshot; its log is kept whole");
+                    continue;
+                }
+            }
+            if self.config.compact_events
+                && let Err(e) = self.store.compact_events(&id, snapshot.seq)
+            {
+                self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
+                tracing::warn!(rollout = %id, seq = snapshot.seq, error = %e, "cannot compact the rollout's log");
+            }
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, shutdown: CancellationToken) {
@@ -578,6 +708,7 @@ impl Actor {
                 self.metrics.event_append(started.elapsed());
                 if let Err(e) = appended {
                     self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
+                    run.diverged = true;
                     // Without a durable log we must not act: stop this
                     // rollout's actions and say so loudly.
                     tracing::error!(rollout = %id, error = %e, "cannot store events; actions withheld");
@@ -593,6 +724,8 @@ impl Actor {
         if let Err(e) = flushed {
             tracing::error!(error = %e, "store flush failed; actions withheld");
             self.actions.clear();
+        } else if !self.deposed {
+            self.take_snapshots();
         }
         if self.deposed {
             // Lost leadership: nothing of this batch is carried out; callers
@@ -963,6 +1096,8 @@ impl Actor {
             record,
             engine,
             next_seq: 0,
+            snapshot_seq: 0,
+            diverged: false,
             updated: now,
             dirty: true,
         };
@@ -1009,3 +1144,5 @@ fn agents_of(spec: &convoy_common::model::RolloutSpec) -> Vec<HostId> {
 
 #[cfg(test)]
 mod liveness_tests;
+#[cfg(test)]
+mod snapshot_tests;

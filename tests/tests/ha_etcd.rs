@@ -341,6 +341,9 @@ mod ha {
                 LEASE_TTL_S.to_string(),
                 "--heartbeat-ms".into(),
                 "500".into(),
+                // Snapshots every 10 events: takeovers restore from one.
+                "--snapshot-every".into(),
+                "10".into(),
             ];
             child(self.dir.path(), &format!("coordinator-{i}.log"), "coordinator", &args)
         }
@@ -471,6 +474,10 @@ groups:
                 log.push(LogEntry { now: e.now, event: e.event, actions });
             }
             invariants::check_final(&record.spec, &log).map_err(|v| anyhow::anyhow!("{v:#?}"))?;
+            // The finished rollout's snapshot is its final state, the log kept whole.
+            let snap = store.snapshot(id)?.context("no snapshot of the finished rollout")?;
+            assert_eq!(snap.seq, log.len() as u64);
+            assert_eq!(snap, engine.snapshot(snap.seq, snap.at));
             Ok(())
         }
     }
@@ -505,6 +512,19 @@ groups:
         let status = f.wait_finished(&id, Duration::from_secs(120)).await?;
         f.check(&id, &status, HOSTS)?;
         assert!(failover_ms <= 10_000, "failover took {failover_ms} ms");
+        // Kill the new leader too: the next one loads the finished rollout
+        // from the snapshot taken at its end, replaying nothing.
+        let (second, _) = f.leader(Duration::from_secs(10)).await?;
+        f.coordinators[second] = None;
+        let (third, mut op) = f.leader(Duration::from_secs(30)).await?;
+        let got = op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }).await?.into_inner();
+        assert_eq!(got.state, "succeeded");
+        let log = f.log(&format!("coordinator-{third}.log"));
+        assert!(
+            log.contains("rollout restored from its snapshot"),
+            "coordinator {third} did not load the rollout from its snapshot; logs in {}",
+            f.dir.path().display()
+        );
         Ok(())
     }
 
@@ -674,7 +694,117 @@ groups:
         assert!(matches!(err, CoordinatorError::Deposed { .. }), "{err}");
         assert!(fenced.lost().is_cancelled());
         assert!(matches!(fenced.put_join_token("x", None), Err(CoordinatorError::Deposed { .. })));
+        let snap = snapshot_of(3, 3);
+        assert!(matches!(fenced.put_snapshot("r-f", &snap), Err(CoordinatorError::Deposed { .. })));
+        assert!(matches!(fenced.compact_events("r-f", 1), Err(CoordinatorError::Deposed { .. })));
         assert!(plain.events("r-f")?.len() >= 3);
+        assert_eq!(plain.snapshot("r-f")?, None);
+        Ok(())
+    }
+
+    /// An engine snapshot of a rollout of `hosts` hosts, just started,
+    /// covering `seq` events.
+    fn snapshot_of(hosts: usize, seq: u64) -> convoy_common::engine::EngineSnapshot {
+        use convoy_common::engine::Event;
+        use convoy_common::model::{
+            ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind, StepSpec, Strategy, UnixMillis,
+        };
+        let step = StepSpec {
+            name: "upgrade".into(),
+            timeout: Duration::from_secs(60),
+            kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
+            rerun_safe: false,
+        };
+        let spec = RolloutSpec {
+            plan_name: "p".into(),
+            target_version: "2".into(),
+            component: Some("app".into()),
+            groups: vec![GroupSpec {
+                name: "web".into(),
+                after: Vec::new(),
+                strategy: Strategy::rolling(50),
+                max_failures: 0,
+                soak: Duration::ZERO,
+                hosts: (0..hosts).collect(),
+                canary: None,
+                on_failure: OnFailure::Halt,
+                hook: false,
+            }],
+            hosts: (0..hosts)
+                .map(|h| HostPlan {
+                    host: format!("web-{h:05}"),
+                    group: 0,
+                    steps: vec![step.clone()],
+                    ..HostPlan::default()
+                })
+                .collect(),
+            host_lost_timeout: Duration::from_secs(60),
+            max_failures: None,
+            on_failure: OnFailure::Halt,
+            require_backup: false,
+            rollback_of: None,
+            windows: None,
+        };
+        let mut engine = Engine::new("r-s", spec);
+        engine.handle(UnixMillis(1), Event::Started);
+        engine.snapshot(seq, UnixMillis(1))
+    }
+
+    /// Snapshots on etcd: one over etcd's value limit is split into parts
+    /// and read back whole; a newer one replaces it (the older parts go);
+    /// one over the snapshot limit is refused by name and the previous one
+    /// stays; compaction deletes the events before a sequence. A format-3
+    /// store is stamped 4 on open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ha_snapshots_on_etcd_are_split_replaced_refused_when_too_big_and_compact_the_log() -> anyhow::Result<()> {
+        use convoy_common::engine::Event;
+        use convoy_common::model::UnixMillis;
+        use convoy_coordinator::store::StoredEvent;
+        if skip("ha_snapshots_on_etcd_are_split_replaced_refused_when_too_big_and_compact_the_log") {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir()?;
+        let etcd = Etcd::start(dir.path())?;
+        let target = EtcdTarget::parse(&etcd.url())?;
+        let mut client = target.client().await?;
+        client.put(target.key(b"meta/format_version"), 3u32.to_be_bytes().to_vec(), None).await?;
+        let t = target.clone();
+        let store = tokio::task::spawn_blocking(move || EtcdStore::open(&t, None)).await??;
+        let stamp = client.get(target.key(b"meta/format_version"), None).await?;
+        assert_eq!(stamp.kvs()[0].value(), 4u32.to_be_bytes(), "a format-3 store is stamped 4");
+        let parts = |client: &mut etcd_client::Client| {
+            let mut client = client.clone();
+            let prefix = target.key(b"snapshot_parts/r-s\0");
+            async move {
+                let opts = etcd_client::GetOptions::new().with_prefix().with_count_only();
+                anyhow::Ok(client.get(prefix, Some(opts)).await?.count())
+            }
+        };
+
+        let big = snapshot_of(6_000, 10);
+        let size = big.to_json().len();
+        assert!(size > 2 << 20, "{size} bytes: over etcd's limit");
+        store.put_snapshot("r-s", &big)?;
+        assert_eq!(store.snapshot("r-s")?.as_ref(), Some(&big));
+        assert_eq!(parts(&mut client).await?, size.div_ceil(512 * 1024) as i64);
+        let small = snapshot_of(10, 20);
+        store.put_snapshot("r-s", &small)?;
+        assert_eq!(store.snapshot("r-s")?.as_ref(), Some(&small));
+        assert_eq!(parts(&mut client).await?, 1, "the older snapshot's parts are gone");
+        let huge = snapshot_of(25_000, 30);
+        let err = store.put_snapshot("r-s", &huge).unwrap_err().to_string();
+        assert!(err.contains("over the etcd store's limit"), "{err}");
+        assert_eq!(store.snapshot("r-s")?.as_ref(), Some(&small), "the previous snapshot stays");
+        assert_eq!(store.snapshot("r-none")?, None);
+
+        let evs: Vec<StoredEvent> =
+            (0..300).map(|i| StoredEvent { now: UnixMillis(i), event: Event::Started }).collect();
+        store.append_events("r-s", 0, &evs)?;
+        store.append_events("r-s2", 0, &evs[..5])?;
+        store.compact_events("r-s", 250)?;
+        let tail = store.events_from("r-s", 0)?;
+        assert_eq!(tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (250..300).collect::<Vec<u64>>());
+        assert_eq!(store.events("r-s2")?.len(), 5, "another rollout's log is untouched");
         Ok(())
     }
 }

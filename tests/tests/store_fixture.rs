@@ -16,6 +16,8 @@
 //! test catches a change of sled's own files (a sled upgrade), of the data
 //! directory's layout, and of how the engine replays a stored log.
 //!
+//! `store-v4.tar.gz` (engine snapshots) also holds its rollout's snapshot.
+//!
 //! Writing a fixture (only when the store format changes):
 //! `cargo test -p convoy-tests --test store_fixture -- --ignored write_fixture`
 //! writes `tests/fixtures/store-vN.tar.gz` for the current format N.
@@ -69,6 +71,13 @@ async fn a_format_3_store_resumes_its_rollout_with_this_build() -> anyhow::Resul
     resume(3).await
 }
 
+/// Format 4: engine snapshots (the fixture's rollout has one, taken every
+/// 2 events, so its resume starts from a snapshot of engine snapshot format 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_4_store_resumes_its_rollout_with_this_build() -> anyhow::Result<()> {
+    resume(4).await
+}
+
 /// Unpack the fixture of `format`, resume its rollout and check that it
 /// finishes with each host's step run exactly once, counting the runs
 /// before the fixture was written.
@@ -87,6 +96,10 @@ async fn resume(format: u32) -> anyhow::Result<()> {
         let id = rollouts[0].id.clone();
         let events = store.events(&id)?;
         let last = events.last().map(|e| e.now).context("no events")?;
+        if format >= 4 {
+            let snap = store.snapshot(&id)?.context("the format-4 fixture has a snapshot")?;
+            assert!(snap.seq > 0 && snap.seq <= events.len() as u64, "{}", snap.seq);
+        }
         // Replayed by this build's engine, the log is where it was stopped.
         let mut engine = Engine::new(id.clone(), rollouts[0].spec.clone());
         for e in events {
@@ -144,7 +157,9 @@ async fn resume(format: u32) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes tests/fixtures/store-vN.tar.gz; run by hand when the store format changes"]
 async fn write_fixture() -> anyhow::Result<()> {
-    let mut c = Cluster::start(fast_runtime()).await?;
+    // Snapshots every 2 events, so that the fixture holds one (format 4 on).
+    let runtime = convoy_coordinator::runtime::RuntimeConfig { snapshot_every: 2, ..fast_runtime() };
+    let mut c = Cluster::start(runtime).await?;
     c.add_fake_agent("host-1", &[("role", "app")], Duration::ZERO)?;
     // Still running when the coordinator stops.
     c.add_fake_agent("host-2", &[("role", "app")], Duration::from_secs(3600))?;

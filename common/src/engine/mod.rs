@@ -207,6 +207,7 @@
 //! - [`budget`]: failure budgets: a failed host, its group's and the rollout's budgets, and what `on_failure` does.
 //! - [`rollback`]: rolling back in place: a host's undo list, group rollbacks in reverse order, rolling back everything.
 //! - [`finish`]: the end of a rollout: when it is over, the hosts and groups it skips, the final message.
+//! - [`snapshot`]: the engine's state as a versioned snapshot, and restoring an engine from one.
 //!
 //! Outside the state machine: [`crate::view`] (status summaries) and
 //! [`crate::undo`] (planning a rollback of a finished rollout).
@@ -223,6 +224,7 @@ pub mod finish;
 pub mod operator;
 pub mod results;
 pub mod rollback;
+pub mod snapshot;
 pub mod state;
 pub mod timers;
 pub mod tracking;
@@ -230,6 +232,7 @@ pub mod window;
 
 pub use events::{Action, ClusterPurpose, Event, OperatorCommand, STEP_GRACE, Timer};
 pub use execution_id::{BadExecutionId, ExecutionId, ExecutionPart};
+pub use snapshot::{EngineSnapshot, SNAPSHOT_FORMAT, SnapshotError};
 pub use state::{GroupState, HostState, RolloutState};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -420,7 +420,8 @@ pub(crate) enum Exec {
 }
 
 /// A host's role in its cluster, as its last leader check said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Role {
     /// Not asked yet, or another member has since claimed the leadership.
     Unknown,

@@ -1,11 +1,15 @@
 //! What the engine keeps per host, group and cluster beyond their public states.
+//!
+//! Their serde form is part of [`super::snapshot::EngineSnapshot`]: a change
+//! to a field here changes the snapshot's format (see that module).
 
 use crate::engine::state::{GroupState, HostState, Role};
 use crate::model::{StepSpec, UnixMillis};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// What the engine keeps per host beyond its public [`HostState`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct HostRt {
     pub(crate) state: HostState,
     pub(crate) group: usize,
@@ -48,7 +52,7 @@ pub(crate) struct HostRt {
 }
 
 /// What the engine keeps per group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct GroupRt {
     pub(crate) state: GroupState,
     /// Position in `GroupSpec::hosts` of the next host to start: hosts start
@@ -82,7 +86,7 @@ pub(crate) struct GroupRt {
 }
 
 /// What the engine keeps per cluster of a `cluster` group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ClusterRt {
     /// Members running, checking, switching over, soaking or at the barrier.
     pub(crate) in_flight: usize,

@@ -12,6 +12,8 @@
 //! | `P/step_times/PLAN \0 GROUP \0 STEP`       | `StepTimesV1`        |
 //! | `P/holds/HOST`, `P/rollout_holds/ID`       | as sled              |
 //! | `P/audit/AT(u64 BE) RANDOM(u64 BE)`        | as sled              |
+//! | `P/snapshots/ID`                           | `SnapshotHeadV1` (seq, parts, bytes) |
+//! | `P/snapshot_parts/ID \0 SEQ \0 PART(u32 BE)` | the snapshot's JSON, in parts of 512 KiB |
 //! | `P/election/…`                             | the leader election ([`crate::ha`]) |
 //!
 //! **Fencing.** A store opened with a [`Fence`] (the leader key of the
@@ -30,7 +32,11 @@
 //!
 //! **Sizes.** etcd refuses requests over 1.5 MiB; a single value over
 //! [`MAX_VALUE_BYTES`] (a rollout whose plan source is huge) is refused with
-//! a store error naming the key and its size, not chunked.
+//! a store error naming the key and its size, not chunked. Engine snapshots
+//! are the exception: they are split into parts of 512 KiB under a head
+//! written last (and older parts deleted with it, in one transaction), up to
+//! [`MAX_SNAPSHOT_BYTES`]; a bigger one is refused by name, and the runtime
+//! keeps the previous snapshot and the whole log.
 //!
 //! **Sync over async.** The [`Store`] trait is synchronous (the runtime's
 //! group commit is); the etcd client is async. The store runs its client on
@@ -40,13 +46,14 @@
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp};
 use tokio_util::sync::CancellationToken;
 
 use super::records::{self, Stored};
 use super::{AgentRecord, AuditEntry, Hold, RolloutRecord, StepTimes, Store, StoredEvent, format};
 use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
+use convoy_common::engine::EngineSnapshot;
 use convoy_common::model::UnixMillis;
 
 /// The most operations in one transaction (etcd's `--max-txn-ops` default).
@@ -60,6 +67,21 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys read per range request.
 const PAGE: i64 = 1000;
 const META_VERSION: &str = "meta/format_version";
+/// The largest engine snapshot written, over all its parts: a bigger one is
+/// refused (the runtime warns, keeps the previous snapshot and the log).
+pub const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
+/// One part of a snapshot (etcd values stay under its request limit).
+const SNAPSHOT_PART_BYTES: usize = 512 * 1024;
+/// Where a snapshot's parts are; its head is under [`records::SNAPSHOTS`].
+const SNAPSHOT_PARTS: &str = "snapshot_parts";
+
+/// The head of a stored snapshot: which parts make it up.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotHeadV1 {
+    seq: u64,
+    parts: u32,
+    bytes: u64,
+}
 
 /// Where the store lives: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +279,19 @@ impl EtcdStore {
                 known: format::FORMAT_VERSION,
             });
         }
+        if found == 3 {
+            // 3 -> 4 rewrites nothing (the snapshot keys are new): stamp 4,
+            // only if the stamp is still 3.
+            let mut client = self.client.clone();
+            self.bridge.run("write format version", async move {
+                let txn = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, 3u32.to_be_bytes().to_vec())])
+                    .and_then([TxnOp::put(key, format::FORMAT_VERSION.to_be_bytes().to_vec(), None)]);
+                client.txn(txn).await.map_err(|e| etcd_err("write format version", e))?;
+                Ok(())
+            })?;
+            return Ok(());
+        }
         if found < format::FORMAT_VERSION {
             // The etcd store began at format 2; older ones were only sled.
             return Err(CoordinatorError::Store {
@@ -350,24 +385,46 @@ impl EtcdStore {
             });
         }
         for ops in batches.into_iter().filter(|b| !b.is_empty()) {
-            let mut client = self.client.clone();
-            let fence = self.fence.clone();
-            let r = self.bridge.run(op, async move {
-                let mut txn = Txn::new();
-                if let Some(f) = fence {
-                    txn = txn.when([Compare::create_revision(f.key, CompareOp::Equal, f.create_revision)]);
-                }
-                let r = client.txn(txn.and_then(ops)).await.map_err(|e| etcd_err(op, e))?;
-                Ok(r.succeeded())
-            });
-            match r {
-                Ok(true) => {}
-                Ok(false) => return Err(self.deposed("the leader key is gone or belongs to another coordinator")),
-                Err(e) if self.fence.is_some() => return Err(self.deposed(&format!("{op} failed: {e}"))),
-                Err(e) => return Err(e),
-            }
+            self.fenced_txn(op, ops)?;
         }
         Ok(())
+    }
+
+    /// Run `ops` as one transaction, fenced like every write.
+    fn fenced_txn(&self, op: &'static str, ops: Vec<TxnOp>) -> Result<(), CoordinatorError> {
+        if self.lost.is_cancelled() {
+            return Err(self.deposed("an earlier write was refused"));
+        }
+        let mut client = self.client.clone();
+        let fence = self.fence.clone();
+        let r = self.bridge.run(op, async move {
+            let mut txn = Txn::new();
+            if let Some(f) = fence {
+                txn = txn.when([Compare::create_revision(f.key, CompareOp::Equal, f.create_revision)]);
+            }
+            let r = client.txn(txn.and_then(ops)).await.map_err(|e| etcd_err(op, e))?;
+            Ok(r.succeeded())
+        });
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.deposed("the leader key is gone or belongs to another coordinator")),
+            Err(e) if self.fence.is_some() => Err(self.deposed(&format!("{op} failed: {e}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `P/snapshot_parts/ID \0 SEQ(u64 BE) \0 PART(u32 BE)`, or its prefix
+    /// without `part`, or without `seq` either.
+    fn part_key(&self, rollout_id: &str, seq: Option<u64>, part: Option<u32>) -> Vec<u8> {
+        let mut k = records::owner_prefix(rollout_id);
+        if let Some(seq) = seq {
+            k.extend_from_slice(&seq.to_be_bytes());
+            k.push(0);
+            if let Some(part) = part {
+                k.extend_from_slice(&part.to_be_bytes());
+            }
+        }
+        self.tree_key(SNAPSHOT_PARTS, &k)
     }
 
     fn deposed(&self, why: &str) -> CoordinatorError {
@@ -546,6 +603,69 @@ impl Store for EtcdStore {
         let mut out = values.iter().map(|v| AuditEntry::decode(v)).collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)
+    }
+
+    /// Parts first (each its own fenced transaction), then in one
+    /// transaction the head naming them and the removal of every older
+    /// snapshot's parts: a reader sees the old snapshot or the new one.
+    fn put_snapshot(&self, rollout_id: &str, snapshot: &EngineSnapshot) -> Result<(), CoordinatorError> {
+        let bytes = snapshot.to_json();
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(CoordinatorError::Store {
+                op: "put snapshot",
+                message: format!(
+                    "rollout {rollout_id}: a snapshot of {} bytes is over the etcd store's limit of {MAX_SNAPSHOT_BYTES} bytes",
+                    bytes.len()
+                ),
+            });
+        }
+        let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_PART_BYTES).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = self.part_key(rollout_id, Some(snapshot.seq), Some(i as u32));
+            self.fenced_txn("put snapshot", vec![TxnOp::put(key, chunk.to_vec(), None)])?;
+        }
+        let head = SnapshotHeadV1 { seq: snapshot.seq, parts: chunks.len() as u32, bytes: bytes.len() as u64 };
+        let head = serde_json::to_vec(&head)
+            .map_err(|e| CoordinatorError::Store { op: "put snapshot", message: e.to_string() })?;
+        let older = DeleteOptions::new().with_range(self.part_key(rollout_id, Some(snapshot.seq), None));
+        self.fenced_txn(
+            "put snapshot",
+            vec![
+                TxnOp::put(self.tree_key(records::SNAPSHOTS, rollout_id.as_bytes()), head, None),
+                TxnOp::delete(self.part_key(rollout_id, None, None), Some(older)),
+            ],
+        )
+    }
+
+    fn snapshot(&self, rollout_id: &str) -> Result<Option<EngineSnapshot>, CoordinatorError> {
+        let Some(head) = self.get(&self.tree_key(records::SNAPSHOTS, rollout_id.as_bytes()), "get snapshot")? else {
+            return Ok(None);
+        };
+        let bad = |message: String| CoordinatorError::Store { op: "get snapshot", message };
+        let head: SnapshotHeadV1 = serde_json::from_slice(&head).map_err(|e| bad(e.to_string()))?;
+        // Parts past the head's count are leftovers of a write that never got
+        // its head (a leader deposed mid-way): not part of this snapshot.
+        let mut parts = self.scan(self.part_key(rollout_id, Some(head.seq), None), "get snapshot")?;
+        let found = parts.len();
+        parts.truncate(head.parts as usize);
+        let bytes = parts.concat();
+        if found < head.parts as usize || bytes.len() as u64 != head.bytes {
+            return Err(bad(format!(
+                "rollout {rollout_id}: snapshot at {} has {} parts of {} bytes, its head says {} of {}",
+                head.seq,
+                found,
+                bytes.len(),
+                head.parts,
+                head.bytes
+            )));
+        }
+        records::decode_snapshot(&bytes).map(Some)
+    }
+
+    fn compact_events(&self, rollout_id: &str, before_seq: u64) -> Result<(), CoordinatorError> {
+        let from = self.tree_key(records::EVENTS, &records::event_key(rollout_id, 0));
+        let to = self.tree_key(records::EVENTS, &records::event_key(rollout_id, before_seq));
+        self.fenced_txn("compact events", vec![TxnOp::delete(from, Some(DeleteOptions::new().with_range(to)))])
     }
 }
 

@@ -33,7 +33,7 @@ use std::path::Path;
 use crate::error::CoordinatorError;
 
 /// The format this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 const META: &str = "meta";
 const VERSION_KEY: &[u8] = b"format_version";
@@ -107,6 +107,9 @@ fn upgrade_from(db: &sled::Db, from: u32) -> Result<(), CoordinatorError> {
     match from {
         1 => rollouts_1_to_2(db),
         2 => rollouts_2_to_3(db),
+        // Format 4: the `snapshots` tree (created empty on open) and event
+        // logs that may start above 0 once compacted; nothing to rewrite.
+        3 => Ok(()),
         unknown => Err(CoordinatorError::Store {
             op: "upgrade format",
             message: format!("no upgrade from store format {unknown}"),

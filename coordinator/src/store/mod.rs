@@ -10,7 +10,8 @@
 //! of every step that succeeded (per plan name, group and step name, the last
 //! [`convoy_common::estimate::HISTORY`], for `convoy plan`'s estimates), the
 //! hosts held out of rollouts (and, per rollout, those its plan skipped for
-//! a hold), and the audit trail of operator actions. Writes are buffered
+//! a hold), the audit trail of operator actions, and the latest snapshot of
+//! each rollout's engine (see `docs/ha.md`, "Snapshots"). Writes are buffered
 //! until [`Store::flush`]: the runtime appends a batch of events, flushes once
 //! (group commit) and only then carries out their actions.
 //!
@@ -28,7 +29,7 @@ mod records;
 mod sled_store;
 
 use convoy_common::audit::AuditEntry;
-use convoy_common::engine::Event;
+use convoy_common::engine::{EngineSnapshot, Event};
 use convoy_common::hold::Hold;
 use convoy_common::model::{RolloutSpec, UnixMillis};
 
@@ -199,4 +200,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), CoordinatorError>;
     /// The newest `limit` entries at or after `since`, oldest first.
     fn audit(&self, since: UnixMillis, limit: usize) -> Result<Vec<AuditEntry>, CoordinatorError>;
+
+    // ------------------------------------------ snapshots (issue 12)
+
+    /// Store a snapshot of a rollout's engine, replacing the previous one
+    /// (durable once flushed, like events). A snapshot the store cannot
+    /// keep (too big for etcd) is an error and the previous one stays.
+    fn put_snapshot(&self, rollout_id: &str, snapshot: &EngineSnapshot) -> Result<(), CoordinatorError>;
+    /// The latest snapshot of a rollout's engine, if any; one of another
+    /// engine snapshot format is an error (the caller replays the log).
+    fn snapshot(&self, rollout_id: &str) -> Result<Option<EngineSnapshot>, CoordinatorError>;
+    /// Delete a rollout's events before sequence `before_seq` (those a
+    /// durable snapshot covers); the later ones keep their sequence numbers.
+    fn compact_events(&self, rollout_id: &str, before_seq: u64) -> Result<(), CoordinatorError>;
+    /// Every event of a rollout's log from sequence `from_seq`, with its
+    /// sequence number, in order.
+    fn events_from(&self, rollout_id: &str, from_seq: u64) -> Result<Vec<(u64, StoredEvent)>, CoordinatorError> {
+        let mut out: Vec<(u64, StoredEvent)> = Vec::new();
+        let mut from = from_seq;
+        loop {
+            let page = self.events_page(rollout_id, from, 1000)?;
+            let Some((last, _)) = page.last() else { return Ok(out) };
+            from = last + 1;
+            out.extend(page);
+        }
+    }
 }

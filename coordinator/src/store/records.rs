@@ -2,8 +2,9 @@
 //! record type per kind of value and format version, with the conversion
 //! between each record and the coordinator's own type ([`Stored`]).
 //!
-//! Format 3 (JSON values; formats 1 and 2 differ only in the rollout's
-//! embedded spec, see [`super::format`]: format 3 added its `windows`):
+//! Format 4 (JSON values; formats 1 and 2 differ only in the rollout's
+//! embedded spec, see [`super::format`]: format 3 added its `windows`,
+//! format 4 the `snapshots` tree):
 //!
 //! | tree             | key                                  | value           |
 //! |------------------|--------------------------------------|-----------------|
@@ -16,7 +17,14 @@
 //! | `holds`          | host id                              | [`HoldV1`]      |
 //! | `rollout_holds`  | rollout id                           | [`RolloutHoldsV1`] |
 //! | `audit`          | sequence (u64 BE, sled's generated ids) | [`AuditV1`]  |
+//! | `snapshots`      | rollout id                           | `EngineSnapshot` JSON (its own `format`) |
 //! | `meta`           | `format_version`                     | u32 BE ([`super::format`]) |
+//!
+//! Format 4 added the `snapshots` tree and lets a rollout's event log start
+//! above sequence 0: with `--compact-events` the runtime deletes the events
+//! its latest snapshot covers. Nothing is rewritten by the upgrade from 3;
+//! the bump makes a build that predates snapshots refuse a store it would
+//! misread (it would replay a compacted log from its first kept event).
 //!
 //! `holds`, `rollout_holds` and `audit` were added within format 2: a new
 //! tree that no older build reads and that an older store simply lacks
@@ -65,6 +73,15 @@ pub(super) const STEP_TIMES: &str = "step_times";
 pub(super) const HOLDS: &str = "holds";
 pub(super) const ROLLOUT_HOLDS: &str = "rollout_holds";
 pub(super) const AUDIT: &str = "audit";
+pub(super) const SNAPSHOTS: &str = "snapshots";
+
+/// A stored engine snapshot: its own JSON, versioned by its `format`
+/// ([`convoy_common::engine::snapshot`]); one of another format is a store
+/// error, and the runtime replays the log instead.
+pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<convoy_common::engine::EngineSnapshot, CoordinatorError> {
+    convoy_common::engine::EngineSnapshot::from_json(bytes)
+        .map_err(|e| CoordinatorError::Store { op: "decode snapshot", message: e.to_string() })
+}
 
 /// A coordinator type the store keeps, written as the current format's record.
 pub(super) trait Stored: Sized {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use convoy_common::audit::AuditEntry;
+use convoy_common::engine::EngineSnapshot;
 use convoy_common::hold::Hold;
 use convoy_common::model::UnixMillis;
 
@@ -28,6 +29,7 @@ pub struct SledStore {
     holds: sled::Tree,
     rollout_holds: sled::Tree,
     audit: sled::Tree,
+    snapshots: sled::Tree,
     /// Set after every write, cleared by the flush that makes it durable: a
     /// flush with nothing written since the last one touches no disk (the
     /// runtime commits after every batch, heartbeats included).
@@ -102,6 +104,7 @@ impl SledStore {
             holds: db.open_tree(records::HOLDS).map_err(serr("open holds"))?,
             rollout_holds: db.open_tree(records::ROLLOUT_HOLDS).map_err(serr("open rollout holds"))?,
             audit: db.open_tree(records::AUDIT).map_err(serr("open audit"))?,
+            snapshots: db.open_tree(records::SNAPSHOTS).map_err(serr("open snapshots"))?,
             found_format,
             db,
             // Whatever opening wrote is flushed by the first flush.
@@ -287,6 +290,33 @@ impl Store for SledStore {
             out.push((u64::from_be_bytes(seq), StoredEvent::decode(&v)?));
         }
         Ok(out)
+    }
+
+    fn put_snapshot(&self, rollout_id: &str, snapshot: &EngineSnapshot) -> Result<(), CoordinatorError> {
+        self.snapshots.insert(rollout_id.as_bytes(), snapshot.to_json()).map_err(serr("put snapshot"))?;
+        self.mark_written();
+        Ok(())
+    }
+
+    fn snapshot(&self, rollout_id: &str) -> Result<Option<EngineSnapshot>, CoordinatorError> {
+        let v = self.snapshots.get(rollout_id.as_bytes()).map_err(serr("get snapshot"))?;
+        v.map(|v| records::decode_snapshot(&v)).transpose()
+    }
+
+    fn compact_events(&self, rollout_id: &str, before_seq: u64) -> Result<(), CoordinatorError> {
+        let mut batch = sled::Batch::default();
+        let range = records::event_key(rollout_id, 0)..records::event_key(rollout_id, before_seq);
+        for kv in self.events.range(range) {
+            let (k, _) = kv.map_err(serr("compact events"))?;
+            batch.remove(k);
+        }
+        self.events.apply_batch(batch).map_err(serr("compact events"))?;
+        self.mark_written();
+        Ok(())
+    }
+
+    fn events_from(&self, rollout_id: &str, from_seq: u64) -> Result<Vec<(u64, StoredEvent)>, CoordinatorError> {
+        self.events_page(rollout_id, from_seq, usize::MAX)
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), CoordinatorError> {
