@@ -80,6 +80,46 @@ pub struct RolloutSpec {
     pub windows: Option<crate::schedule::RolloutWindows>,
 }
 
+impl RolloutSpec {
+    /// The smallest rollout: one rolling group `web` of `hosts`, each
+    /// running `steps`, `max_parallel` at once, halting on the first
+    /// failure, hosts lost after 60 s. For tests, benchmarks and tools that
+    /// build a spec by hand (change the fields they care about).
+    pub fn one_group(
+        hosts: impl IntoIterator<Item = String>,
+        steps: Vec<StepSpec>,
+        max_parallel: usize,
+    ) -> RolloutSpec {
+        let hosts: Vec<HostPlan> = hosts
+            .into_iter()
+            .map(|host| HostPlan { host, group: 0, steps: steps.clone(), ..HostPlan::default() })
+            .collect();
+        RolloutSpec {
+            plan_name: "p".into(),
+            target_version: "2".into(),
+            component: Some("app".into()),
+            groups: vec![GroupSpec {
+                name: "web".into(),
+                after: Vec::new(),
+                strategy: crate::strategy::Strategy::rolling(max_parallel),
+                max_failures: 0,
+                soak: Duration::ZERO,
+                hosts: (0..hosts.len()).collect(),
+                canary: None,
+                on_failure: OnFailure::Halt,
+                hook: false,
+            }],
+            hosts,
+            host_lost_timeout: Duration::from_secs(60),
+            max_failures: None,
+            on_failure: OnFailure::Halt,
+            require_backup: false,
+            rollback_of: None,
+            windows: None,
+        }
+    }
+}
+
 /// What the engine does when hosts fail (see the engine's module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -706,45 +706,14 @@ groups:
     /// covering `seq` events.
     fn snapshot_of(hosts: usize, seq: u64) -> convoy_common::engine::EngineSnapshot {
         use convoy_common::engine::Event;
-        use convoy_common::model::{
-            ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind, StepSpec, Strategy, UnixMillis,
-        };
+        use convoy_common::model::{ExecSpec, RolloutSpec, StepKind, StepSpec, UnixMillis};
         let step = StepSpec {
             name: "upgrade".into(),
             timeout: Duration::from_secs(60),
             kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
             rerun_safe: false,
         };
-        let spec = RolloutSpec {
-            plan_name: "p".into(),
-            target_version: "2".into(),
-            component: Some("app".into()),
-            groups: vec![GroupSpec {
-                name: "web".into(),
-                after: Vec::new(),
-                strategy: Strategy::rolling(50),
-                max_failures: 0,
-                soak: Duration::ZERO,
-                hosts: (0..hosts).collect(),
-                canary: None,
-                on_failure: OnFailure::Halt,
-                hook: false,
-            }],
-            hosts: (0..hosts)
-                .map(|h| HostPlan {
-                    host: format!("web-{h:05}"),
-                    group: 0,
-                    steps: vec![step.clone()],
-                    ..HostPlan::default()
-                })
-                .collect(),
-            host_lost_timeout: Duration::from_secs(60),
-            max_failures: None,
-            on_failure: OnFailure::Halt,
-            require_backup: false,
-            rollback_of: None,
-            windows: None,
-        };
+        let spec = RolloutSpec::one_group((0..hosts).map(|h| format!("web-{h:05}")), vec![step], 50);
         let mut engine = Engine::new("r-s", spec);
         engine.handle(UnixMillis(1), Event::Started);
         engine.snapshot(seq, UnixMillis(1))

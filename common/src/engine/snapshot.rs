@@ -319,7 +319,7 @@ fn fits(fresh: &Engine, s: &EngineState) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::engine::Event;
-    use crate::model::{ExecSpec, GroupSpec, HostPlan, OnFailure, StepKind, StepSpec, Strategy};
+    use crate::model::{ExecSpec, StepKind, StepSpec};
     use std::time::Duration;
 
     fn spec() -> RolloutSpec {
@@ -329,32 +329,7 @@ mod tests {
             kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
             rerun_safe: false,
         };
-        RolloutSpec {
-            plan_name: "p".into(),
-            target_version: "2".into(),
-            component: Some("app".into()),
-            groups: vec![GroupSpec {
-                name: "web".into(),
-                after: Vec::new(),
-                strategy: Strategy::rolling(1),
-                max_failures: 0,
-                soak: Duration::ZERO,
-                hosts: vec![0, 1],
-                canary: None,
-                on_failure: OnFailure::Halt,
-                hook: false,
-            }],
-            hosts: ["w1", "w2"]
-                .iter()
-                .map(|h| HostPlan { host: h.to_string(), group: 0, steps: vec![step.clone()], ..HostPlan::default() })
-                .collect(),
-            host_lost_timeout: Duration::from_secs(60),
-            max_failures: None,
-            on_failure: OnFailure::Halt,
-            require_backup: false,
-            rollback_of: None,
-            windows: None,
-        }
+        RolloutSpec::one_group(["w1", "w2"].map(String::from), vec![step], 1)
     }
 
     fn started() -> Engine {

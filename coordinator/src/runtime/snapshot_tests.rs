@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use convoy_common::engine::EngineSnapshot;
-use convoy_common::model::{ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind, Strategy};
+use convoy_common::model::{ExecSpec, RolloutSpec, StepKind};
 
 use super::*;
 use crate::store::SledStore;
@@ -17,31 +17,10 @@ fn spec(hosts: usize) -> RolloutSpec {
         kind: StepKind::Exec(ExecSpec { command: "true".into(), ..ExecSpec::default() }),
         rerun_safe: false,
     };
-    RolloutSpec {
-        plan_name: "p".into(),
-        target_version: "2".into(),
-        component: Some("app".into()),
-        groups: vec![GroupSpec {
-            name: "web".into(),
-            after: Vec::new(),
-            strategy: Strategy::rolling(4),
-            max_failures: 100,
-            soak: Duration::ZERO,
-            hosts: (0..hosts).collect(),
-            canary: None,
-            on_failure: OnFailure::Halt,
-            hook: false,
-        }],
-        hosts: (0..hosts)
-            .map(|h| HostPlan { host: format!("w{h}"), group: 0, steps: vec![step.clone(); 5], ..HostPlan::default() })
-            .collect(),
-        host_lost_timeout: Duration::from_secs(3600),
-        max_failures: None,
-        on_failure: OnFailure::Halt,
-        require_backup: false,
-        rollback_of: None,
-        windows: None,
-    }
+    let mut spec = RolloutSpec::one_group((0..hosts).map(|h| format!("w{h}")), vec![step; 5], 4);
+    spec.groups[0].max_failures = 100;
+    spec.host_lost_timeout = Duration::from_secs(3600);
+    spec
 }
 
 /// A rollout `id` of `hosts` hosts, stored with a log of `events` events
