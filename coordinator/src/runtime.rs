@@ -123,8 +123,10 @@ pub struct AgentHello {
 /// A message for an agent; the gRPC layer turns it into wire types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToAgent {
-    /// Run one step under a unique execution id.
-    RunStep { execution_id: ExecutionId, step: StepSpec },
+    /// Run one step under a unique execution id. Boxed: a session's channel
+    /// allocates a block of 32 messages up front, and a fleet has
+    /// thousands of sessions, nearly always idle.
+    RunStep { execution_id: ExecutionId, step: Box<StepSpec> },
 }
 
 /// A rollout as operators see it.
@@ -761,7 +763,7 @@ impl Actor {
                 };
                 if let Some((_, tx)) = &conn.session {
                     tracing::debug!(%host, %execution_id, resend, "dispatch");
-                    let _ = tx.send(ToAgent::RunStep { execution_id, step });
+                    let _ = tx.send(ToAgent::RunStep { execution_id, step: Box::new(step) });
                 }
             }
             Action::Schedule { at, timer } => {
