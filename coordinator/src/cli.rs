@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// Agents silent for this many heartbeat intervals are lost.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub missed_heartbeats: u32,
+    /// Heartbeats per second the whole fleet may send: past N agents the
+    /// interval each new agent is told grows to N / this (at most 60 s), and
+    /// its lost timeout with it.
+    #[arg(long, env = "CONVOY_MAX_HEARTBEATS_PER_SECOND", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    pub max_heartbeats_per_second: u32,
     /// A TLS handshake not finished after this many seconds is dropped.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub handshake_timeout_s: u64,
@@ -171,6 +177,7 @@ impl ServeArgs {
             runtime: RuntimeConfig {
                 heartbeat_interval: hb,
                 agent_timeout: hb * self.missed_heartbeats,
+                max_heartbeats_per_s: self.max_heartbeats_per_second,
                 plan_time_limit: Duration::from_secs(self.plan_time_limit_s),
                 snapshot_every: self.snapshot_every,
                 compact_events: self.compact_events,

@@ -66,7 +66,6 @@ pub struct AgentSvc {
     pub store: Arc<dyn Store>,
     pub ca: Arc<CertificateAuthority>,
     pub clock: Clock,
-    pub heartbeat_interval: Duration,
     pub shutdown: CancellationToken,
     /// Serialises enrolments (see [`enrolment::admit_enrolment`]).
     pub enrol_lock: tokio::sync::Mutex<()>,
@@ -171,7 +170,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             return Err(to_status(e));
         }
         let host = hello.id.clone();
-        let (session, mut to_agent) = self.runtime.connect(hello).await.map_err(|e| {
+        let (session, heartbeat, mut to_agent) = self.runtime.connect(hello).await.map_err(|e| {
             self.metrics.refused(RefusalReason::AgentSession);
             tracing::warn!(%host, %peer, error = %e, "agent session refused");
             to_status(e)
@@ -184,7 +183,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
                 coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
                 protocol_version: convoy_proto::PROTOCOL_VERSION,
-                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+                heartbeat_interval_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
             })),
         };
         let _ = out_tx.send(Box::new(welcome)).await;

@@ -68,8 +68,14 @@ impl Clock {
 pub struct RuntimeConfig {
     /// How often agents send heartbeats (told to them in the welcome).
     pub heartbeat_interval: Duration,
-    /// An agent silent for this long is considered lost.
+    /// An agent silent for this long is considered lost (at the base
+    /// heartbeat interval; scaled with the interval an agent is given).
     pub agent_timeout: Duration,
+    /// Heartbeats per second the whole fleet may send: an agent connecting
+    /// to a fleet of N is told to beat every max(heartbeat_interval,
+    /// N / this), and is lost after `agent_timeout` scaled the same way
+    /// (Nomad's rule). See [`MAX_HEARTBEATS_PER_S`] for the bounds.
+    pub max_heartbeats_per_s: u32,
     /// Most commands handled in one batch (one flush).
     pub max_batch: usize,
     /// How long parsing, validating and expanding one plan may take.
@@ -84,6 +90,12 @@ pub struct RuntimeConfig {
     pub compact_events: bool,
 }
 
+/// The values `--max-heartbeats-per-second` takes.
+pub const MAX_HEARTBEATS_PER_S: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+
+/// The longest heartbeat interval a large fleet gets.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The values `--snapshot-every` takes besides 0 (no snapshots).
 pub const SNAPSHOT_EVERY: std::ops::RangeInclusive<u64> = 10..=1_000_000;
 
@@ -92,6 +104,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(6),
+            max_heartbeats_per_s: 1000,
             max_batch: 4096,
             plan_time_limit: Duration::from_secs(10),
             snapshot_every: 1000,
@@ -166,7 +179,8 @@ enum Command {
         hello: AgentHello,
         session: u64,
         tx: mpsc::UnboundedSender<ToAgent>,
-        reply: Reply<()>,
+        /// The heartbeat interval the agent is told in its welcome.
+        reply: Reply<Duration>,
     },
     /// The host's certificate was revoked: end its session.
     Revoke {
@@ -261,11 +275,11 @@ impl RuntimeHandle {
     pub async fn connect(
         &self,
         hello: AgentHello,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<ToAgent>), CoordinatorError> {
+    ) -> Result<(u64, Duration, mpsc::UnboundedReceiver<ToAgent>), CoordinatorError> {
         let session = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.ask(|reply| Command::Connect { hello, session, tx, reply }).await?;
-        Ok((session, rx))
+        let heartbeat = self.ask(|reply| Command::Connect { hello, session, tx, reply }).await?;
+        Ok((session, heartbeat, rx))
     }
     /// The rollout (the latest if `None`) and the execution ids it issued to `host`.
     pub async fn executions_of(
@@ -388,6 +402,8 @@ struct Rebuilt {
 struct AgentConn {
     record: AgentRecord,
     session: Option<(u64, mpsc::UnboundedSender<ToAgent>)>,
+    /// The heartbeat interval its session was given.
+    heartbeat: Duration,
 }
 
 /// Work that must wait until the batch is durable (answers to callers).
@@ -478,7 +494,10 @@ impl Actor {
     /// Load agents and rollouts and replay every event log.
     fn recover(&mut self) -> Result<(), CoordinatorError> {
         for record in self.store.agents()? {
-            self.agents.insert(record.id.clone(), AgentConn { record, session: None });
+            self.agents.insert(
+                record.id.clone(),
+                AgentConn { record, session: None, heartbeat: self.config.heartbeat_interval },
+            );
         }
         let mut records = self.store.rollouts()?;
         records.sort_by_key(|r| (r.created, r.id.clone()));
@@ -815,17 +834,33 @@ impl Actor {
 
     fn check_liveness(&mut self) {
         let now = self.clock.now();
-        let timeout = self.config.agent_timeout.as_millis() as u64;
         let stale: Vec<HostId> = self
             .agents
             .iter()
-            .filter(|(_, a)| a.session.is_some() && now.since(a.record.last_seen) > timeout)
+            .filter(|(_, a)| a.session.is_some() && now.since(a.record.last_seen) > self.timeout_of(a))
             .map(|(h, _)| h.clone())
             .collect();
         for host in stale {
             tracing::warn!(%host, "agent missed its heartbeats; marking it lost");
             self.lose(&host);
         }
+    }
+
+    /// How long `a` may be silent: the agent timeout, scaled by how much
+    /// longer than the base interval its heartbeat interval is.
+    fn timeout_of(&self, a: &AgentConn) -> u64 {
+        let base = self.config.heartbeat_interval.as_millis().max(1);
+        let scaled = self.config.agent_timeout.as_millis() * a.heartbeat.as_millis().max(base) / base;
+        u64::try_from(scaled).unwrap_or(u64::MAX)
+    }
+
+    /// The heartbeat interval for an agent joining the connected ones:
+    /// the fleet as a whole sends at most `max_heartbeats_per_s`.
+    fn heartbeat_for_next(&self) -> Duration {
+        let connected = self.agents.values().filter(|a| a.session.is_some()).count() + 1;
+        let rate = f64::from(self.config.max_heartbeats_per_s.max(1));
+        let spread = Duration::from_secs_f64(connected as f64 / rate);
+        spread.max(self.config.heartbeat_interval).min(MAX_HEARTBEAT_INTERVAL.max(self.config.heartbeat_interval))
     }
 
     fn lose(&mut self, host: &str) {
@@ -842,14 +877,13 @@ impl Actor {
         match cmd {
             Command::Connect { hello, session, tx, reply } => {
                 let now = self.clock.now();
-                let fresh = 2 * self.config.heartbeat_interval.as_millis() as u64;
                 // Live and working: its stream is open and it was heard from
-                // within two heartbeat intervals. A stale session (a missed
-                // heartbeat) is replaced.
+                // within two of its heartbeat intervals. A stale session (a
+                // missed heartbeat) is replaced.
                 let live = self
                     .agents
                     .get(&hello.id)
-                    .filter(|a| now.since(a.record.last_seen) <= fresh)
+                    .filter(|a| now.since(a.record.last_seen) <= 2 * a.heartbeat.as_millis() as u64)
                     .and_then(|a| a.session.as_ref())
                     .filter(|(_, t)| !t.is_closed());
                 if let Some((current, _)) = live {
@@ -860,8 +894,9 @@ impl Actor {
                         ),
                     }));
                 } else {
-                    self.connect(hello, session, tx);
-                    let _ = reply.send(Ok(()));
+                    let heartbeat = self.heartbeat_for_next();
+                    self.connect(hello, session, tx, heartbeat);
+                    let _ = reply.send(Ok(heartbeat));
                 }
             }
             Command::ExecutionsOf { rollout_id, host, reply } => {
@@ -1002,7 +1037,7 @@ impl Actor {
             .ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })
     }
 
-    fn connect(&mut self, hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent>) {
+    fn connect(&mut self, hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent>, heartbeat: Duration) {
         let now = self.clock.now();
         let host = hello.id.clone();
         let record = AgentRecord {
@@ -1023,7 +1058,7 @@ impl Actor {
             tracing::error!(%host, error = %e, "cannot store agent record");
         }
         tracing::info!(%host, version = %hello.version, "agent connected");
-        self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)) });
+        self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat });
         for r in self.active.get(&host).cloned().unwrap_or_default() {
             self.event(&r, Event::AgentConnected { host: host.clone() });
         }

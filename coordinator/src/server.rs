@@ -164,7 +164,6 @@ where
         store: store.clone(),
         ca,
         clock,
-        heartbeat_interval: config.runtime.heartbeat_interval,
         shutdown: stop.clone(),
         enrol_lock: tokio::sync::Mutex::new(()),
         metrics: metrics.clone(),

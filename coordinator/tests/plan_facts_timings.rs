@@ -104,8 +104,8 @@ async fn facts_reach_plans_and_step_times_reach_estimates() {
     let shutdown = CancellationToken::new();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
     let (rt, join) = start(store.clone(), dir.path(), &shutdown);
-    let (s1, mut rx1) = rt.connect(hello("a-1", "pro")).await.unwrap();
-    let (s2, mut rx2) = rt.connect(hello("a-2", "community")).await.unwrap();
+    let (s1, _, mut rx1) = rt.connect(hello("a-1", "pro")).await.unwrap();
+    let (s2, _, mut rx2) = rt.connect(hello("a-2", "community")).await.unwrap();
 
     // The dry run picks each host's steps by its facts; nothing measured yet.
     let s = dry_run(&rt).await;

@@ -58,7 +58,7 @@ async fn a_window_gated_rollout_waits_then_runs_when_the_window_opens() {
     let (rt, join) = runtime::spawn(store, artifacts, RuntimeConfig::default(), clock, shutdown.clone()).unwrap();
     let mut agents = Vec::new();
     for id in ["web-1", "web-2"] {
-        let (session, rx) = rt.connect(hello(id)).await.unwrap();
+        let (session, _, rx) = rt.connect(hello(id)).await.unwrap();
         // The agent's heartbeats, on the same paused clock: the hour of
         // waiting does not make it a lost agent.
         let (hb, stop) = (rt.clone(), shutdown.clone());

@@ -22,7 +22,7 @@ fn connect(
     a: &mut Actor,
     host: &str,
     session: u64,
-) -> (Result<(), CoordinatorError>, mpsc::UnboundedReceiver<ToAgent>) {
+) -> (Result<Duration, CoordinatorError>, mpsc::UnboundedReceiver<ToAgent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (reply, mut answer) = oneshot::channel();
     let hello = AgentHello { id: host.to_string(), ..Default::default() };
@@ -91,4 +91,41 @@ async fn a_new_session_replaces_a_stale_one_but_not_a_working_one() {
     // The old session's late disconnect does not end the new one.
     a.command(Command::Disconnect { host: "web-1".into(), session: 1 });
     assert_eq!(session_of(&a, "web-1"), Some(3));
+}
+
+/// A large fleet is told to beat less often (the fleet as a whole sends at
+/// most `max_heartbeats_per_s`), and its agents are lost after a timeout
+/// scaled the same way.
+#[tokio::test(start_paused = true)]
+async fn heartbeats_spread_out_as_the_fleet_grows_and_timeouts_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = actor(dir.path());
+    a.config.max_heartbeats_per_s = 10;
+    let mut streams = Vec::new();
+    let mut intervals = Vec::new();
+    for i in 0..40u64 {
+        let (ok, rx) = connect(&mut a, &format!("web-{i}"), i + 1);
+        intervals.push(ok.unwrap());
+        streams.push(rx);
+    }
+    // 20 agents at 10 beats/s: the base 2 s; the 40th: 4 s.
+    assert_eq!(intervals[0], Duration::from_secs(2));
+    assert_eq!(intervals[19], Duration::from_secs(2));
+    assert_eq!(intervals[39], Duration::from_secs(4));
+    assert!(intervals.windows(2).all(|w| w[0] <= w[1]));
+    // The 40th is lost after 6 s x 4/2 = 12 s of silence, not 6 s.
+    let (_, mut rx) = mpsc::unbounded_channel();
+    tokio::time::advance(Duration::from_secs(8)).await;
+    a.on_liveness_tick(&mut rx);
+    assert_eq!(session_of(&a, "web-0"), None, "base interval: lost after 6 s");
+    assert_eq!(session_of(&a, "web-39"), Some(40), "its timeout is 12 s");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    a.on_liveness_tick(&mut rx);
+    assert_eq!(session_of(&a, "web-39"), None);
+    // Bounded: never more than a minute.
+    a.config.max_heartbeats_per_s = 10;
+    for i in 0..1000u64 {
+        let _ = connect(&mut a, &format!("big-{i}"), 1000 + i);
+    }
+    assert!(a.agents.values().all(|c| c.heartbeat <= MAX_HEARTBEAT_INTERVAL));
 }
