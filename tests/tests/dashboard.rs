@@ -3,15 +3,17 @@
 //! - a viewer signs in, sees a running rollout progress without reloading
 //!   (a host's state cell changes from the live events) and sees no buttons;
 //! - an operator signs in and pauses: nothing new starts, the page says
-//!   paused; resume finishes the rollout.
+//!   paused; resume finishes the rollout; the audit page shows that pause;
+//!   a rollout whose group waits for its window shows the next opening.
 //!
 //! Without `chromium` and `chromedriver` on the PATH the browser test prints
 //! `SKIPPED` and passes, unless `CONVOY_REQUIRE_BROWSER=1` (CI sets it).
 //! `CONVOY_DASHBOARD_SCREENSHOT=FILE` saves a PNG of the rollout page
 //! mid-run (that is how `docs/img/dashboard.png` is made).
 //!
-//! The other test needs no browser: refusals over plain HTTPS (no token,
-//! a viewer acting, a session post without its CSRF token).
+//! The other tests need no browser: refusals over plain HTTPS (no token,
+//! a viewer acting, a session post without its CSRF token) and the audit
+//! page that lists them; a group waiting for its maintenance window.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -281,6 +283,33 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     assert_eq!(done.state, "succeeded", "{done:?}");
     load(b, &format!("{base}/agents"), "agents-summary").await?;
     assert!(text_of(b, "#agents-summary").await?.starts_with("9 of 9 connected"));
+
+    // The audit page, from the nav: the pause taken from the page, under
+    // the operator token's name.
+    b.find(Locator::Css("nav a[href=\"/audit\"]")).await?.click().await?;
+    b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("audit")).await?;
+    let pause = text_of(b, "#audit tr[data-action=\"pause\"][data-outcome=\"ok\"]").await?;
+    assert!(pause.contains("admin") && pause.contains(&id), "{pause}");
+
+    // A rollout whose group waits for its window: the state and the next
+    // opening, in the table and the DAG.
+    let (plan, next) = closed_window_plan(now_ms());
+    let windowed = c.submit(&plan).await?;
+    let row = "#groups tr[data-group=\"web\"]";
+    let url = format!("{base}/rollouts/{windowed}");
+    let state = wait_until(Duration::from_secs(90), "the windowed group to wait for its window", || {
+        let url = url.clone();
+        async move {
+            load(b, &url, "groups").await.ok()?;
+            text_of(b, &format!("{row} .g-state")).await.ok().filter(|t| t == "waiting_window")
+        }
+    })
+    .await?;
+    assert_eq!(state, "waiting_window");
+    let opening = format!("next window {} UTC", convoy_common::schedule::to_utc(next).format("%Y-%m-%d %H:%M:%S"));
+    let status = text_of(b, &format!("{row} .g-window .w-status")).await?;
+    assert!(status.starts_with(&opening), "expected {opening:?}, the page says {status:?}");
+    assert_eq!(text_of(b, "svg.dag g[data-group=\"web\"] .g-state").await?, "waiting_window");
     Ok(())
 }
 
@@ -350,9 +379,68 @@ async fn dashboard_refuses_strangers_viewers_acting_and_posts_without_csrf() -> 
     assert_eq!(convoy_fleet::operator::status(&op, &id).await?.state, "paused");
     // The pause is in the audit trail like the CLI's, under the token's name.
     let trail = c.ops().await?.audit(convoy_proto::v1::AuditRequest::default()).await?.into_inner().entries;
-    let paused = trail.iter().find(|e| e.action == "pause" && e.target == id).expect("the pause is audited");
+    // (The refused posts before it are in the trail too; see `/audit` below.)
+    let paused = trail
+        .iter()
+        .find(|e| e.action == "pause" && e.target == id && e.outcome == "ok")
+        .expect("the pause is audited");
     assert_eq!((paused.who.as_str(), paused.outcome.as_str()), ("admin", "ok"), "{paused:?}");
     assert!(paused.detail.contains("dashboard") && paused.peer.starts_with("127.0.0.1"), "{paused:?}");
+    // The audit page: a viewer reads the trail, newest first: the pause
+    // under the operator token's name, the refusals before it (the viewer's
+    // post, the post without its CSRF token) with their outcome.
+    let audit = format!("{base}/audit");
+    let stranger = https::request("GET", &audit, &ca, &[], "").await?;
+    assert_eq!((stranger.status, stranger.header("location")), (303, Some("/login")), "{stranger:?}");
+    let page = https::request("GET", &audit, &ca, &[("Authorization", &vb)], "").await?;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("href=\"/audit\""), "the nav links the audit page");
+    let rows = audit_rows(&page.body);
+    let pauses: Vec<&String> = rows.iter().filter(|r| r.starts_with("\"pause\"")).collect();
+    assert_eq!(pauses.len(), 3, "{rows:#?}");
+    let cell = |row: &str, class: &str| -> String {
+        row.split(&format!("class=\"{class}"))
+            .nth(1)
+            .and_then(|r| r.split_once('>'))
+            .map_or("", |(_, r)| r.split("</td>").next().unwrap_or(""))
+            .to_string()
+    };
+    assert_eq!(
+        (cell(pauses[0], "a-who"), cell(pauses[0], "a-outcome")),
+        ("admin".into(), "ok".into()),
+        "{:?}",
+        pauses[0]
+    );
+    assert!(
+        pauses[0].contains(&format!("href=\"/rollouts/{id}\"")) && pauses[0].contains("127.0.0.1"),
+        "{}",
+        pauses[0]
+    );
+    assert_eq!(
+        (cell(pauses[1], "a-who"), cell(pauses[1], "a-outcome")),
+        ("admin".into(), "refused".into()),
+        "{}",
+        pauses[1]
+    );
+    assert!(cell(pauses[1], "a-detail").contains("CSRF"), "{}", pauses[1]);
+    assert_eq!(
+        (cell(pauses[2], "a-who"), cell(pauses[2], "a-outcome")),
+        ("vera".into(), "refused".into()),
+        "{}",
+        pauses[2]
+    );
+    assert!(rows.iter().any(|r| r.starts_with("\"submit\" data-outcome=\"ok\"")), "{rows:#?}");
+    // Bounded: `limit` keeps the newest; `since` filters; a bad one is a 400.
+    let one = https::request("GET", &format!("{audit}?limit=1"), &ca, &[("Authorization", &vb)], "").await?;
+    assert_eq!(audit_rows(&one.body), vec![pauses[0].clone()]);
+    let recent = https::request("GET", &format!("{audit}?since=1h"), &ca, &[("Authorization", &vb)], "").await?;
+    assert_eq!(audit_rows(&recent.body).len(), rows.len());
+    let future =
+        https::request("GET", &format!("{audit}?since=2999-01-01"), &ca, &[("Authorization", &vb)], "").await?;
+    assert!(audit_rows(&future.body).is_empty() && future.body.contains("No entry."), "{}", future.body);
+    let bad = https::request("GET", &format!("{audit}?since=soon"), &ca, &[("Authorization", &vb)], "").await?;
+    assert_eq!(bad.status, 400, "{bad:?}");
+
     // Abort asks for a confirmation first.
     let abort = format!("{base}/rollouts/{id}/abort");
     let ask = https::request("POST", &abort, &ca, &[("Cookie", &cookie), form()], &format!("csrf={csrf}")).await?;
@@ -363,6 +451,77 @@ async fn dashboard_refuses_strangers_viewers_acting_and_posts_without_csrf() -> 
     let metrics = https::request("GET", &format!("{base}/metrics"), &ca, &[("Authorization", &vb)], "").await?;
     assert!(metrics.body.contains("convoy_requests_refused_total{reason=\"csrf\"} 1"), "{}", metrics.body);
     assert!(metrics.body.contains("convoy_requests_refused_total{reason=\"role\"} 1"), "{}", metrics.body);
+    c.shutdown().await;
+    Ok(())
+}
+
+/// The rows of the audit page's table, in page order.
+fn audit_rows(body: &str) -> Vec<String> {
+    let table = body.split("id=\"audit\"").nth(1).unwrap_or("");
+    table.split("<tr data-action=").skip(1).map(|r| r.split("</tr>").next().unwrap_or("").to_string()).collect()
+}
+
+/// A plan whose only window opened an hour ago for one minute (UTC): the
+/// group waits for tomorrow's opening, at the same minute.
+fn closed_window_plan(now_ms: u64) -> (String, u64) {
+    const MINUTE: u64 = 60_000;
+    let opened = (now_ms - 3_600_000) / MINUTE * MINUTE;
+    let start = convoy_common::schedule::to_utc(opened).format("%H:%M").to_string();
+    let plan = format!(
+        r#"
+name: windowed
+version: "3.0.0"
+component: svc
+windows:
+  timezone: UTC
+  open:
+    - start: "{start}"
+      duration: 1m
+groups:
+  - name: web
+    select: {{ tier: web }}
+    strategy: {{ max_parallel: 1, max_failures: 0 }}
+    steps:
+      - name: install
+        exec: {{ command: "true" }}
+        estimate: 5s
+"#
+    );
+    (plan, opened + 86_400_000)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis())
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_group_waiting_for_its_window_with_the_next_opening() -> anyhow::Result<()> {
+    let mut c = Cluster::start(fast_runtime()).await?;
+    c.add_fake_agent("web-1", &[("tier", "web")], STEP_DELAY)?;
+    c.wait_agents(1, Duration::from_secs(30)).await?;
+    let ca = std::fs::read_to_string(&c.ca_file)?;
+    let (plan, next) = closed_window_plan(now_ms());
+    let id = c.submit(&plan).await?;
+    let viewer = operators::create(&c.data_dir, "vera", Role::Viewer, UnixMillis(1), None)?;
+    let vb = format!("Bearer {viewer}");
+    let url = format!("{}/rollouts/{id}", c.http_url);
+    let page = wait_until(Duration::from_secs(30), "the group to show as waiting for its window", || {
+        let (url, ca, vb) = (&url, &ca, &vb);
+        async move {
+            let p = https::request("GET", url, ca, &[("Authorization", vb)], "").await.ok()?;
+            p.body.contains("s-waiting_window").then_some(p)
+        }
+    })
+    .await?;
+    let row = page.body.split("<tr data-group=\"web\">").nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or("");
+    assert!(row.contains("<span class=\"badge s-waiting_window\">waiting_window</span>"), "{row}");
+    let opening = format!("next window {} UTC (in ", convoy_common::schedule::to_utc(next).format("%Y-%m-%d %H:%M:%S"));
+    assert!(row.contains(&opening), "expected {opening:?} in {row}");
+    assert!(row.contains("for 1m (UTC)"), "the window's rule is shown: {row}");
+    assert!(page.body.contains("<g class=\"node s-waiting_window\""), "the DAG node too");
+    // Nothing ran: the window is closed.
+    assert!(c.runs.lock().unwrap().is_empty());
     c.shutdown().await;
     Ok(())
 }

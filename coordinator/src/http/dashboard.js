@@ -70,6 +70,8 @@
       ["done", "running", "failed", "rolled_back", "pending"].forEach(function (k) {
         text(row.querySelector(".g-" + k), String(g[k]));
       });
+      // Waiting for a window: its next opening; in an open one: time left.
+      if (g.window) text(row.querySelector(".g-window .w-status"), g.window);
     }
     var node = document.querySelector('svg.dag g[data-group="' + CSS.escape(g.name) + '"]');
     if (node) {

@@ -11,7 +11,8 @@
 //!   (scrapers, scripts) or a dashboard session cookie made by the login
 //!   form; CSRF tokens for the dashboard's action forms.
 //! - [`metrics`]: `GET /metrics` (viewer role or better).
-//! - [`pages`]: the dashboard's HTML pages and its action posts.
+//! - [`pages`]: the dashboard's HTML pages (rollouts, one rollout, agents,
+//!   the audit trail) and its action posts.
 //! - [`render`]: HTML helpers and the DAG drawn as inline SVG.
 //! - [`sse`]: the live changes of one rollout as server-sent events.
 //!
@@ -172,6 +173,7 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/rollouts/{id}/events", get(sse::events))
         .route("/rollouts/{id}/{action}", post(pages::control))
         .route("/agents", get(pages::agents))
+        .route("/audit", get(pages::audit))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/metrics", get(metrics::metrics))

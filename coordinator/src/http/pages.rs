@@ -2,17 +2,21 @@
 //!
 //! - `/`: rollouts, newest first: state, progress, who started them.
 //! - `/rollouts/ID`: the group DAG (inline SVG), each group's counts, state
-//!   and elapsed vs estimated time; the hosts (filterable by state) with
-//!   version, current step, message and step timeline; captured values;
-//!   backups; the action buttons. Live: `dashboard.js` follows
-//!   `/rollouts/ID/events` ([`super::sse`]) and updates states and counts
-//!   in place.
+//!   (`waiting_window` as `convoy status` shows it), window status (next
+//!   opening or time left) and elapsed vs estimated time; the hosts
+//!   (filterable by state) with version, current step, message and step
+//!   timeline; captured values; backups; the action buttons. Live:
+//!   `dashboard.js` follows `/rollouts/ID/events` ([`super::sse`]) and
+//!   updates states, counts and window status in place.
 //! - `/agents`: connected or not, last seen, labels, installed versions,
 //!   agent version, and the mix of agent versions.
+//! - `/audit`: the audit trail (`convoy audit`'s entries), newest first,
+//!   bounded by `?limit=` and filtered by `?since=`.
 //! - `POST /rollouts/ID/ACTION` (`pause`, `resume`, `abort`, `approve`,
 //!   `rollback`): operator tokens only, with the session's CSRF token; abort
 //!   and rollback ask for a confirmation first (a page of its own when the
-//!   browser runs no script).
+//!   browser runs no script). Each post is audited, refusals included (a
+//!   role too low, no valid token, no CSRF token).
 //!
 //! Step timelines come from the rollout's stored event log (each
 //! `StepFinished` with the agent's measured duration), read off the runtime
@@ -29,7 +33,7 @@ use axum::Form;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use convoy_common::audit::{AuditAction, AuditOutcome};
+use convoy_common::audit::{AuditAction, AuditEntry, AuditOutcome};
 use convoy_common::engine::{Event, ExecutionPart, OperatorCommand};
 use convoy_common::estimate::{Measured, rollout_estimate, step_estimate};
 use convoy_common::model::{RolloutSpec, StepStatus, UnixMillis};
@@ -252,7 +256,7 @@ fn rollout_body(
     }
     b.push_str(
         "<table class=\"groups\" id=\"groups\"><thead><tr><th>Group</th><th>State</th><th>Done</th><th>Running</th><th>Failed</th>\
-         <th>Rolled back</th><th>Pending</th><th>Total</th><th>Elapsed</th><th>Estimated</th></tr></thead><tbody>",
+         <th>Rolled back</th><th>Pending</th><th>Total</th><th>Elapsed</th><th>Estimated</th><th>Window</th></tr></thead><tbody>",
     );
     for (gi, g) in v.groups.iter().enumerate() {
         let hosts_of = v.hosts.iter().filter(|h| h.group == g.name).map(|h| h.key.as_str());
@@ -270,11 +274,21 @@ fn rollout_body(
         });
         let promote =
             g.promote_at.map_or(String::new(), |t| format!(" <small>promotes {} UTC</small>", render::utc(t)));
+        // Waiting for a window: its next opening; in an open one: the time
+        // left (`convoy status` words it the same way).
+        let window = match (render::window_status(g, now), render::window_rules(g)) {
+            (Some(status), Some(rules)) => format!(
+                "<span class=\"w-status\">{}</span><br><small class=\"w-rules\">{}</small>",
+                esc(&status),
+                esc(&rules)
+            ),
+            _ => "<span class=\"w-status\">–</span>".to_string(),
+        };
         let _ = write!(
             b,
             "<tr data-group=\"{name}\"><td>{name}</td><td class=\"g-state\">{state}{promote}</td><td class=\"g-done\">{}</td>\
              <td class=\"g-running\">{}</td><td class=\"g-failed\">{}</td><td class=\"g-rolled_back\">{}</td><td class=\"g-pending\">{}</td>\
-             <td>{}</td><td>{elapsed}</td><td>{est}</td></tr>",
+             <td>{}</td><td>{elapsed}</td><td>{est}</td><td class=\"g-window\">{window}</td></tr>",
             g.done,
             g.running,
             g.failed,
@@ -282,7 +296,7 @@ fn rollout_body(
             g.pending,
             g.total,
             name = esc(&g.name),
-            state = badge(g.state.as_str()),
+            state = badge(g.state_str()),
         );
     }
     b.push_str("</tbody></table></section>");
@@ -496,26 +510,53 @@ pub async fn control(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
+    let known = match action.as_str() {
+        "pause" => Some((OperatorCommand::Pause, AuditAction::Pause, false)),
+        "resume" => Some((OperatorCommand::Resume, AuditAction::Resume, false)),
+        "approve" => Some((OperatorCommand::Approve, AuditAction::Approve, false)),
+        "abort" => Some((OperatorCommand::Abort, AuditAction::Abort, true)),
+        "rollback" => Some((OperatorCommand::Rollback, AuditAction::Rollback, true)),
+        _ => None,
+    };
     let who = match require(&state, &headers, peer, Role::Operator, "controlling a rollout", Answer::Page) {
         Ok(a) => a,
-        Err(r) => return *r,
+        Err(r) => {
+            // A refused action is in the trail like the CLI's refusals: the
+            // token's name if it had a valid one (a viewer's), the address.
+            if let Some((_, audited, _)) = known {
+                let caller = super::auth::identify(&state, &headers).ok().map(|a| a.caller);
+                let detail = match &caller {
+                    Some(c) => format!("from the dashboard: needs the operator role; this token is a {}", c.role),
+                    None => "from the dashboard: no valid operator token".to_string(),
+                };
+                let origin = crate::audit::Origin::new(caller, Some(peer.0));
+                let now = state.clock.now();
+                crate::audit::record(state.store.as_ref(), now, &origin, audited, &id, AuditOutcome::Refused, &detail);
+            }
+            return *r;
+        }
     };
     if !csrf_ok(&state, &who, &form.csrf, peer) {
+        if let Some((_, audited, _)) = known {
+            let origin = crate::audit::Origin::new(Some(who.caller.clone()), Some(peer.0));
+            let detail = "from the dashboard: a post without the session's CSRF token";
+            crate::audit::record(
+                state.store.as_ref(),
+                state.clock.now(),
+                &origin,
+                audited,
+                &id,
+                AuditOutcome::Refused,
+                detail,
+            );
+        }
         let e =
             CoordinatorError::BadRequest { field: "csrf".into(), message: "missing or wrong; reload the page".into() };
         return error_page(Some(&who), StatusCode::FORBIDDEN, &e);
     }
-    let (command, audited, needs_confirm) = match action.as_str() {
-        "pause" => (OperatorCommand::Pause, AuditAction::Pause, false),
-        "resume" => (OperatorCommand::Resume, AuditAction::Resume, false),
-        "approve" => (OperatorCommand::Approve, AuditAction::Approve, false),
-        "abort" => (OperatorCommand::Abort, AuditAction::Abort, true),
-        "rollback" => (OperatorCommand::Rollback, AuditAction::Rollback, true),
-        other => {
-            let e =
-                CoordinatorError::BadRequest { field: "action".into(), message: format!("unknown action '{other}'") };
-            return error_page(Some(&who), StatusCode::NOT_FOUND, &e);
-        }
+    let Some((command, audited, needs_confirm)) = known else {
+        let e = CoordinatorError::BadRequest { field: "action".into(), message: format!("unknown action '{action}'") };
+        return error_page(Some(&who), StatusCode::NOT_FOUND, &e);
     };
     if needs_confirm && form.confirmed != "yes" {
         let body = format!(
@@ -547,5 +588,177 @@ pub async fn control(
             Redirect::to(&format!("/rollouts/{}", s.id)).into_response()
         }
         Err(e) => error_page(Some(&who), status_of(&e), &e),
+    }
+}
+
+/// The audit page lists at most this many entries unless `?limit=` says
+/// otherwise (up to [`crate::ops::AUDIT_MAX`], the bound `convoy audit` has).
+pub const AUDIT_PAGE_DEFAULT: usize = 200;
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    /// Only entries from then on: a duration back from now (`30m`, `2h`,
+    /// `7d`) or a UTC time (`2026-11-28`, `2026-11-28 09:15`,
+    /// `2026-11-28T09:15:00Z`), as `convoy audit --since` takes.
+    #[serde(default)]
+    since: Option<String>,
+    /// At most this many entries (the newest).
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+/// `since` as an instant, read the way `convoy audit --since` reads it.
+fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "since '{t}': expected a duration back from now (30m, 2h, 7d) or a UTC time (2026-11-28, 2026-11-28 09:15 or 2026-11-28T09:15:00Z)"
+        )
+    };
+    let back = |d: Duration| UnixMillis(now.0.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+    if let Some(days) = t.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
+        return Ok(back(Duration::from_secs(days.min(3650) * 86_400)));
+    }
+    if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.contains('-') {
+        let millis = |ms: i64| Ok(UnixMillis(u64::try_from(ms).unwrap_or(0)));
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+            return millis(at.timestamp_millis());
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+            return millis(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis());
+        }
+        for f in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+            if let Ok(at) = chrono::NaiveDateTime::parse_from_str(t, f) {
+                return millis(at.and_utc().timestamp_millis());
+            }
+        }
+        return Err(bad());
+    }
+    convoy_common::plan::parse_duration(t).map(back).map_err(|_| bad())
+}
+
+/// The audit actions whose target is a rollout id (linked on the page).
+fn targets_rollout(e: &AuditEntry) -> bool {
+    match e.action {
+        AuditAction::Pause
+        | AuditAction::Resume
+        | AuditAction::Abort
+        | AuditAction::Approve
+        | AuditAction::Rollback
+        | AuditAction::WindowOverride => true,
+        AuditAction::Submit => e.outcome == AuditOutcome::Ok,
+        AuditAction::ArtifactAdd
+        | AuditAction::JoinTokenCreate
+        | AuditAction::AgentRevoke
+        | AuditAction::Hold
+        | AuditAction::Unhold
+        | AuditAction::TokenCreate
+        | AuditAction::TokenRevoke
+        | AuditAction::Call => false,
+    }
+}
+
+/// `GET /audit[?since=…][&limit=N]`: the audit trail, newest first — the
+/// entries `convoy audit` lists, from the same store.
+pub async fn audit(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(q): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match require(&state, &headers, peer, Role::Viewer, "reading the audit trail", Answer::Page) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let now = state.clock.now();
+    let since_text = q.since.as_deref().map(str::trim).unwrap_or("");
+    let limit_text = q.limit.as_deref().map(str::trim).unwrap_or("");
+    let since = match since_text {
+        "" => Ok(UnixMillis(0)),
+        t => parse_since(t, now),
+    };
+    let limit = match limit_text {
+        "" => Ok(AUDIT_PAGE_DEFAULT),
+        t => t
+            .parse::<usize>()
+            .map(|n| n.clamp(1, crate::ops::AUDIT_MAX))
+            .map_err(|_| format!("limit '{t}': expected a number of entries")),
+    };
+    let (since, limit) = match (since, limit) {
+        (Ok(s), Ok(l)) => (s, l),
+        (Err(m), _) | (_, Err(m)) => {
+            let e = CoordinatorError::BadRequest { field: "query".into(), message: m };
+            return error_page(Some(&who), StatusCode::BAD_REQUEST, &e);
+        }
+    };
+    let store = state.store.clone();
+    let entries = match blocking(move || store.audit(since, limit)).await {
+        Ok(e) => e,
+        Err(e) => return error_page(Some(&who), status_of(&e), &e),
+    };
+    let mut b = format!(
+        "<h1>Audit trail</h1><form method=\"get\" action=\"/audit\" class=\"audit-filter\">\
+         <label>Since <input type=\"text\" name=\"since\" id=\"audit-since\" value=\"{since}\" placeholder=\"2h, 7d, 2026-11-28\"></label>\
+         <label>At most <input type=\"number\" name=\"limit\" id=\"audit-limit\" min=\"1\" max=\"{max}\" value=\"{limit}\"></label>\
+         <button type=\"submit\">Show</button></form>\
+         <p class=\"meta\" id=\"audit-summary\">{n} entr{ies}, newest first{bounded}.</p>\
+         <table class=\"audit\" id=\"audit\"><thead><tr><th>When (UTC)</th><th>Who</th><th>Role</th><th>From</th>\
+         <th>Action</th><th>Target</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>",
+        since = esc(since_text),
+        max = crate::ops::AUDIT_MAX,
+        n = entries.len(),
+        ies = if entries.len() == 1 { "y" } else { "ies" },
+        bounded = if entries.len() >= limit {
+            format!(" (the newest {limit}: raise the limit or narrow since)")
+        } else {
+            String::new()
+        },
+    );
+    if entries.is_empty() {
+        b.push_str("<tr><td colspan=\"8\" class=\"empty\">No entry.</td></tr>");
+    }
+    // The store answers oldest first (the newest `limit`).
+    for e in entries.iter().rev() {
+        let target = if e.target.is_empty() {
+            "–".to_string()
+        } else if targets_rollout(e) {
+            format!("<a href=\"/rollouts/{0}\">{0}</a>", esc(&e.target))
+        } else {
+            esc(&e.target)
+        };
+        let _ = write!(
+            b,
+            "<tr data-action=\"{action}\" data-outcome=\"{outcome}\"><td>{at}</td><td class=\"a-who\">{who}</td><td>{role}</td>\
+             <td>{peer}</td><td class=\"a-action\">{action}</td><td class=\"a-target\">{target}</td>\
+             <td class=\"a-outcome outcome-{outcome}\">{outcome}</td><td class=\"a-detail\">{detail}</td></tr>",
+            at = render::utc(e.at),
+            who = if e.who.is_empty() { "–".to_string() } else { esc(&e.who) },
+            role = esc(&e.role),
+            peer = esc(&e.peer),
+            action = e.action.as_str(),
+            outcome = e.outcome.as_str(),
+            detail = esc(&e.detail),
+        );
+    }
+    b.push_str("</tbody></table>");
+    Html(layout("Audit", Some(&who), &b)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_like_convoy_audit() {
+        // 2026-11-28 12:34:56 UTC.
+        let now = UnixMillis(1_795_869_296_000);
+        assert_eq!(parse_since("2h", now), Ok(UnixMillis(now.0 - 7_200_000)));
+        assert_eq!(parse_since("1h30m", now), Ok(UnixMillis(now.0 - 5_400_000)));
+        assert_eq!(parse_since("7d", now), Ok(UnixMillis(now.0 - 7 * 86_400_000)));
+        assert_eq!(parse_since("2026-11-28", now), Ok(UnixMillis(1_795_824_000_000)));
+        assert_eq!(parse_since("2026-11-28 12:34", now), Ok(UnixMillis(1_795_869_240_000)));
+        assert_eq!(parse_since("2026-11-28T12:34:56Z", now), Ok(now));
+        assert!(parse_since("soon", now).is_err());
+        assert!(parse_since("2026-13-01", now).is_err());
     }
 }

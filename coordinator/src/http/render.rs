@@ -9,8 +9,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use convoy_common::estimate::human_duration;
 use convoy_common::model::{RolloutSpec, UnixMillis};
-use convoy_common::view::GroupView;
+use convoy_common::view::{GroupView, WindowView};
 
 use super::auth::Authed;
 
@@ -42,7 +43,7 @@ pub fn layout(title: &str, who: Option<&Authed>, body: &str) -> String {
                 None => String::new(),
             };
             format!(
-                "<nav><a href=\"/\" class=\"brand\">Convoy</a><a href=\"/\">Rollouts</a><a href=\"/agents\">Agents</a>\
+                "<nav><a href=\"/\" class=\"brand\">Convoy</a><a href=\"/\">Rollouts</a><a href=\"/agents\">Agents</a><a href=\"/audit\">Audit</a>\
                  <span class=\"who\" id=\"who\" data-role=\"{role}\">{name} ({role}) {logout}</span></nav>",
                 name = esc(&a.caller.name),
                 role = a.caller.role,
@@ -93,6 +94,30 @@ pub fn duration(d: Duration) -> String {
 /// The CSS class of a state name (`s-running`, …).
 pub fn badge(state: &str) -> String {
     format!("<span class=\"badge s-{0}\">{0}</span>", esc(state))
+}
+
+/// A group's maintenance-window status, worded as `convoy status` words it
+/// (`cli/src/render.rs`, `window_line`): who lifted the windows, the next
+/// opening of a group waiting for one, the time left in an open one.
+/// `None` for a group without windows.
+pub fn window_status(g: &GroupView, now: UnixMillis) -> Option<String> {
+    let w: &WindowView = g.window.as_ref()?;
+    let left = |ms: u64| human_duration(Duration::from_millis(ms));
+    Some(if let Some(by) = &w.overridden_by {
+        format!("lifted by {by}")
+    } else if let Some(t) = w.waiting_until {
+        format!("next window {} UTC (in {})", utc(t), left(t.0.saturating_sub(now.0)))
+    } else if let Some(t) = w.closes_at.filter(|t| *t > now) {
+        format!("window open, closes {} UTC ({} left)", utc(t), left(t.0 - now.0))
+    } else {
+        "window closed".to_string()
+    })
+}
+
+/// A group's windows described (`mon,tue 22:00 for 6h (Europe/Paris)`).
+pub fn window_rules(g: &GroupView) -> Option<String> {
+    let w = g.window.as_ref()?;
+    Some(format!("{} ({})", w.windows.join("; "), w.timezone))
 }
 
 const NODE_W: usize = 190;
@@ -162,7 +187,7 @@ pub fn dag_svg(spec: &RolloutSpec, groups: &[GroupView]) -> String {
              <text x=\"10\" y=\"51\" class=\"g-counts\">{counts}</text>\
              <rect x=\"10\" y=\"56\" width=\"{bw}\" height=\"4\" class=\"track\"/>\
              <rect x=\"10\" y=\"56\" width=\"{bar}\" height=\"4\" class=\"bar\"/></g>",
-            state = v.state.as_str(),
+            state = v.state_str(),
             name = esc(&g.name),
             total = v.total,
             counts = esc(&counts(v)),

@@ -3,13 +3,15 @@
 //! It follows the same channel as `convoy status --follow` (the runtime's
 //! watch of the rollout's snapshot, published once per committed batch) and
 //! sends only what changed since the previous snapshot: the rollout's
-//! state or message, the groups whose state or counts moved, the host
-//! entries whose state, version, current step or message moved. The first
+//! state or message, the groups whose state (as `convoy status` shows it:
+//! `waiting_window` while a group waits for a window), counts or window
+//! status moved, the host entries whose state, version, current step or
+//! message moved. The first
 //! event of a stream carries everything, so a page that reconnects (or
 //! loaded a moment before the stream opened) is brought up to date.
 //!
 //! Each event is `event: change` with a JSON `data` line:
-//! `{"rollout":{"state","message","done","total"}?, "groups":[{"name","state","done","running","failed","rolled_back","pending","total"}], "hosts":[{"key","state","version","step","message"}]}`.
+//! `{"rollout":{"state","message","done","total"}?, "groups":[{"name","state","done","running","failed","rolled_back","pending","total","window"}], "hosts":[{"key","state","version","step","message"}]}`.
 //! The stream ends after the rollout reaches a final state, when the
 //! coordinator stops, or when the browser goes away. Comments keep it
 //! alive through proxies every 15 s.
@@ -31,6 +33,7 @@ use super::auth::{Answer, require};
 use super::{HttpState, Peer};
 use crate::operators::Role;
 use crate::runtime::RolloutSnapshot;
+use convoy_common::model::UnixMillis;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 struct RolloutPart {
@@ -50,6 +53,9 @@ struct GroupPart {
     rolled_back: usize,
     pending: usize,
     total: usize,
+    /// The maintenance-window status (`next window … (in …)`, `window
+    /// open, closes … (… left)`); empty for a group without windows.
+    window: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,7 +86,7 @@ struct Seen {
 
 impl Seen {
     /// The changes from what was sent to `s`, remembered as sent.
-    fn diff(&mut self, s: &RolloutSnapshot) -> Change {
+    fn diff(&mut self, s: &RolloutSnapshot, now: UnixMillis) -> Change {
         let v = &s.view;
         let mut change = Change::default();
         let rollout = RolloutPart {
@@ -96,13 +102,15 @@ impl Seen {
         for g in &v.groups {
             let part = GroupPart {
                 name: g.name.clone(),
-                state: g.state.as_str(),
+                // `waiting_window` while it waits for a window.
+                state: g.state_str(),
                 done: g.done,
                 running: g.running,
                 failed: g.failed,
                 rolled_back: g.rolled_back,
                 pending: g.pending,
                 total: g.total,
+                window: super::render::window_status(g, now).unwrap_or_default(),
             };
             if self.groups.get(&g.name) != Some(&part) {
                 self.groups.insert(g.name.clone(), part.clone());
@@ -147,13 +155,13 @@ pub async fn events(
         Err(e) => return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response(),
     };
     let (tx, out) = mpsc::channel::<Result<Event, Infallible>>(16);
-    let shutdown = state.shutdown.clone();
+    let (shutdown, clock) = (state.shutdown.clone(), state.clock);
     tokio::spawn(async move {
         let mut seen = Seen::default();
         let mut n: u64 = 0;
         loop {
             let snap = rx.borrow_and_update().clone();
-            let change = seen.diff(&snap);
+            let change = seen.diff(&snap, clock.now());
             if !change.is_empty() {
                 n += 1;
                 let data = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
@@ -223,14 +231,43 @@ mod tests {
     #[test]
     fn only_changes_are_sent_after_the_first_event() {
         let mut seen = Seen::default();
-        let first = seen.diff(&snap(HostState::Pending));
+        let first = seen.diff(&snap(HostState::Pending), UnixMillis(0));
         assert!(first.rollout.is_some());
         assert_eq!(first.hosts.len(), 2, "the first event carries everything");
-        assert!(seen.diff(&snap(HostState::Pending)).is_empty(), "nothing moved, nothing sent");
-        let next = seen.diff(&snap(HostState::Succeeded));
+        assert!(seen.diff(&snap(HostState::Pending), UnixMillis(0)).is_empty(), "nothing moved, nothing sent");
+        let next = seen.diff(&snap(HostState::Succeeded), UnixMillis(0));
         assert!(next.rollout.is_none() && next.groups.is_empty());
         assert_eq!(next.hosts.len(), 1);
         assert_eq!(next.hosts[0].key, "b");
         assert_eq!(next.hosts[0].state, "succeeded");
+    }
+
+    #[test]
+    fn a_window_opening_reaches_the_page() {
+        use convoy_common::view::WindowView;
+        const HOUR: u64 = 3_600_000;
+        let with_window = |waiting_until: Option<u64>, closes_at: Option<u64>| {
+            let mut s = snap(HostState::Pending);
+            s.view.groups[0].window = Some(WindowView {
+                windows: vec!["mon,tue,wed,thu,fri,sat,sun 22:00 for 1h".into()],
+                timezone: "UTC".into(),
+                waiting_until: waiting_until.map(UnixMillis),
+                closes_at: closes_at.map(UnixMillis),
+                overridden_by: None,
+            });
+            s
+        };
+        // 2026-01-07 21:00 UTC: waiting for 22:00.
+        let nine_pm = 1_767_819_600_000;
+        let mut seen = Seen::default();
+        let first = seen.diff(&with_window(Some(nine_pm + HOUR), None), UnixMillis(nine_pm));
+        assert_eq!(first.groups[0].state, "waiting_window");
+        assert_eq!(first.groups[0].window, "next window 2026-01-07 22:00:00 UTC (in 1h)");
+        // 22:00: the window opened (the engine's GroupState stayed Running):
+        // the change carries the group's new state and the time left.
+        let open = seen.diff(&with_window(None, Some(nine_pm + 2 * HOUR)), UnixMillis(nine_pm + HOUR));
+        assert_eq!(open.groups.len(), 1, "{open:?}");
+        assert_eq!(open.groups[0].state, "running");
+        assert_eq!(open.groups[0].window, "window open, closes 2026-01-07 23:00:00 UTC (1h left)");
     }
 }
