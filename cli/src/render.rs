@@ -35,20 +35,16 @@ pub fn window_line(g: &pb::GroupStatus, now_ms: u64) -> Option<String> {
     if g.windows.is_empty() {
         return None;
     }
-    let at = |ms: u64| convoy_common::schedule::to_utc(ms).format("%Y-%m-%d %H:%M UTC").to_string();
-    let left = |ms: u64| convoy_common::estimate::human_duration(std::time::Duration::from_millis(ms));
     let windows = format!("windows {} ({})", g.windows.join("; "), g.window_timezone);
-    let status = if !g.windows_overridden_by.is_empty() {
-        format!("lifted by {}", g.windows_overridden_by)
-    } else if g.window_waiting_until_unix_ms > 0 {
-        let t = g.window_waiting_until_unix_ms;
-        format!("next window {} (in {})", at(t), left(t.saturating_sub(now_ms)))
-    } else if g.window_closes_unix_ms > now_ms {
-        let t = g.window_closes_unix_ms;
-        format!("window open, closes {} ({} left)", at(t), left(t - now_ms))
-    } else {
-        "window closed".to_string()
+    let at = |ms: u64| (ms > 0).then_some(convoy_common::model::UnixMillis(ms));
+    let view = convoy_common::view::WindowView {
+        windows: g.windows.clone(),
+        timezone: g.window_timezone.clone(),
+        waiting_until: at(g.window_waiting_until_unix_ms),
+        closes_at: at(g.window_closes_unix_ms),
+        overridden_by: (!g.windows_overridden_by.is_empty()).then(|| g.windows_overridden_by.clone()),
     };
+    let status = view.status_text(convoy_common::model::UnixMillis(now_ms));
     Some(format!("{windows}: {status}"))
 }
 

@@ -172,3 +172,65 @@ mod tests {
         assert!("nope".parse::<AuditAction>().is_err());
     }
 }
+
+/// The start of an audit listing (`convoy audit --since`, the dashboard's
+/// `?since=`): a duration back from `now` (`30m`, `2h`, `7d`, `1h30m`) or a
+/// UTC time (`2026-11-28`, `2026-11-28 09:15`, `2026-11-28T09:15:00Z`). At
+/// most 10 years back. The error says what was expected (the caller names
+/// the flag or field).
+pub fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
+    const MAX_BACK: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "'{t}': expected a duration back from now (30m, 2h, 7d) or a UTC time \
+             (2026-11-28, 2026-11-28 09:15 or 2026-11-28T09:15:00Z)"
+        )
+    };
+    let back = |d: std::time::Duration| -> Result<UnixMillis, String> {
+        if d > MAX_BACK {
+            return Err(format!("'{t}': at most 3650 days back"));
+        }
+        Ok(UnixMillis(now.0.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))))
+    };
+    if let Some(days) = t.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
+        return back(std::time::Duration::from_secs(days.saturating_mul(86_400)));
+    }
+    if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.contains('-') {
+        let millis = |ms: i64| Ok(UnixMillis(u64::try_from(ms).unwrap_or(0)));
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+            return millis(at.timestamp_millis());
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+            return millis(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis());
+        }
+        for f in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+            if let Ok(at) = chrono::NaiveDateTime::parse_from_str(t, f) {
+                return millis(at.and_utc().timestamp_millis());
+            }
+        }
+        return Err(bad());
+    }
+    crate::plan::parse_duration(t).map_err(|_| bad()).and_then(back)
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_durations_and_utc_times() {
+        // 2026-11-28 12:34:56 UTC.
+        let now = UnixMillis(1_795_869_296_000);
+        assert_eq!(parse_since("2h", now), Ok(UnixMillis(now.0 - 7_200_000)));
+        assert_eq!(parse_since("1h30m", now), Ok(UnixMillis(now.0 - 5_400_000)));
+        assert_eq!(parse_since("7d", now), Ok(UnixMillis(now.0 - 7 * 86_400_000)));
+        assert_eq!(parse_since("2026-11-28", now), Ok(UnixMillis(1_795_824_000_000)));
+        assert_eq!(parse_since("2026-11-28 12:34", now), Ok(UnixMillis(1_795_869_240_000)));
+        assert_eq!(parse_since("2026-11-28T12:34:56Z", now), Ok(now));
+        assert_eq!(parse_since("1970-01-02", UnixMillis(0)), Ok(UnixMillis(86_400_000)));
+        assert!(parse_since("soon", now).is_err());
+        assert!(parse_since("2026-13-01", now).is_err());
+        assert!(parse_since("4000d", now).unwrap_err().contains("3650"));
+    }
+}

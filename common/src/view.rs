@@ -83,6 +83,25 @@ pub struct WindowView {
     pub overridden_by: Option<String>,
 }
 
+impl WindowView {
+    /// The status as `convoy status` and the dashboard word it: who lifted
+    /// the windows, the next opening of a group waiting for one, the time
+    /// left in an open one, or `window closed`.
+    pub fn status_text(&self, now: UnixMillis) -> String {
+        let at = |t: UnixMillis| schedule::to_utc(t.0).format("%Y-%m-%d %H:%M UTC").to_string();
+        let left = |ms: u64| crate::estimate::human_duration(std::time::Duration::from_millis(ms));
+        if let Some(by) = &self.overridden_by {
+            format!("lifted by {by}")
+        } else if let Some(t) = self.waiting_until {
+            format!("next window {} (in {})", at(t), left(t.0.saturating_sub(now.0)))
+        } else if let Some(t) = self.closes_at.filter(|t| *t > now) {
+            format!("window open, closes {} ({} left)", at(t), left(t.0 - now.0))
+        } else {
+            "window closed".to_string()
+        }
+    }
+}
+
 impl GroupView {
     /// Its state as status shows it: `waiting_window` while it waits for a
     /// window, else its [`GroupState`].

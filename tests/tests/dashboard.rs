@@ -306,7 +306,7 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(state, "waiting_window");
-    let opening = format!("next window {} UTC", convoy_common::schedule::to_utc(next).format("%Y-%m-%d %H:%M:%S"));
+    let opening = format!("next window {} UTC", convoy_common::schedule::to_utc(next).format("%Y-%m-%d %H:%M"));
     let status = text_of(b, &format!("{row} .g-window .w-status")).await?;
     assert!(status.starts_with(&opening), "expected {opening:?}, the page says {status:?}");
     assert_eq!(text_of(b, "svg.dag g[data-group=\"web\"] .g-state").await?, "waiting_window");
@@ -516,7 +516,7 @@ async fn dashboard_shows_a_group_waiting_for_its_window_with_the_next_opening() 
     .await?;
     let row = page.body.split("<tr data-group=\"web\">").nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or("");
     assert!(row.contains("<span class=\"badge s-waiting_window\">waiting_window</span>"), "{row}");
-    let opening = format!("next window {} UTC (in ", convoy_common::schedule::to_utc(next).format("%Y-%m-%d %H:%M:%S"));
+    let opening = format!("next window {} UTC (in ", convoy_common::schedule::to_utc(next).format("%Y-%m-%d %H:%M"));
     assert!(row.contains(&opening), "expected {opening:?} in {row}");
     assert!(row.contains("for 1m (UTC)"), "the window's rule is shown: {row}");
     assert!(page.body.contains("<g class=\"node s-waiting_window\""), "the DAG node too");

@@ -607,36 +607,6 @@ pub struct AuditQuery {
     limit: Option<String>,
 }
 
-/// `since` as an instant, read the way `convoy audit --since` reads it.
-fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
-    let t = text.trim();
-    let bad = || {
-        format!(
-            "since '{t}': expected a duration back from now (30m, 2h, 7d) or a UTC time (2026-11-28, 2026-11-28 09:15 or 2026-11-28T09:15:00Z)"
-        )
-    };
-    let back = |d: Duration| UnixMillis(now.0.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-    if let Some(days) = t.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
-        return Ok(back(Duration::from_secs(days.min(3650) * 86_400)));
-    }
-    if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.contains('-') {
-        let millis = |ms: i64| Ok(UnixMillis(u64::try_from(ms).unwrap_or(0)));
-        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
-            return millis(at.timestamp_millis());
-        }
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-            return millis(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis());
-        }
-        for f in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
-            if let Ok(at) = chrono::NaiveDateTime::parse_from_str(t, f) {
-                return millis(at.and_utc().timestamp_millis());
-            }
-        }
-        return Err(bad());
-    }
-    convoy_common::plan::parse_duration(t).map(back).map_err(|_| bad())
-}
-
 /// The audit actions whose target is a rollout id (linked on the page).
 fn targets_rollout(e: &AuditEntry) -> bool {
     match e.action {
@@ -675,7 +645,7 @@ pub async fn audit(
     let limit_text = q.limit.as_deref().map(str::trim).unwrap_or("");
     let since = match since_text {
         "" => Ok(UnixMillis(0)),
-        t => parse_since(t, now),
+        t => convoy_common::audit::parse_since(t, now).map_err(|m| format!("since {m}")),
     };
     let limit = match limit_text {
         "" => Ok(AUDIT_PAGE_DEFAULT),
@@ -742,23 +712,4 @@ pub async fn audit(
     }
     b.push_str("</tbody></table>");
     Html(layout("Audit", Some(&who), &b)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_reads_like_convoy_audit() {
-        // 2026-11-28 12:34:56 UTC.
-        let now = UnixMillis(1_795_869_296_000);
-        assert_eq!(parse_since("2h", now), Ok(UnixMillis(now.0 - 7_200_000)));
-        assert_eq!(parse_since("1h30m", now), Ok(UnixMillis(now.0 - 5_400_000)));
-        assert_eq!(parse_since("7d", now), Ok(UnixMillis(now.0 - 7 * 86_400_000)));
-        assert_eq!(parse_since("2026-11-28", now), Ok(UnixMillis(1_795_824_000_000)));
-        assert_eq!(parse_since("2026-11-28 12:34", now), Ok(UnixMillis(1_795_869_240_000)));
-        assert_eq!(parse_since("2026-11-28T12:34:56Z", now), Ok(now));
-        assert!(parse_since("soon", now).is_err());
-        assert!(parse_since("2026-13-01", now).is_err());
-    }
 }

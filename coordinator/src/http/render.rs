@@ -9,9 +9,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use convoy_common::estimate::human_duration;
 use convoy_common::model::{RolloutSpec, UnixMillis};
-use convoy_common::view::{GroupView, WindowView};
+use convoy_common::view::GroupView;
 
 use super::auth::Authed;
 
@@ -101,17 +100,7 @@ pub fn badge(state: &str) -> String {
 /// opening of a group waiting for one, the time left in an open one.
 /// `None` for a group without windows.
 pub fn window_status(g: &GroupView, now: UnixMillis) -> Option<String> {
-    let w: &WindowView = g.window.as_ref()?;
-    let left = |ms: u64| human_duration(Duration::from_millis(ms));
-    Some(if let Some(by) = &w.overridden_by {
-        format!("lifted by {by}")
-    } else if let Some(t) = w.waiting_until {
-        format!("next window {} UTC (in {})", utc(t), left(t.0.saturating_sub(now.0)))
-    } else if let Some(t) = w.closes_at.filter(|t| *t > now) {
-        format!("window open, closes {} UTC ({} left)", utc(t), left(t.0 - now.0))
-    } else {
-        "window closed".to_string()
-    })
+    Some(g.window.as_ref()?.status_text(now))
 }
 
 /// A group's windows described (`mon,tue 22:00 for 6h (Europe/Paris)`).

@@ -262,12 +262,12 @@ mod tests {
         let mut seen = Seen::default();
         let first = seen.diff(&with_window(Some(nine_pm + HOUR), None), UnixMillis(nine_pm));
         assert_eq!(first.groups[0].state, "waiting_window");
-        assert_eq!(first.groups[0].window, "next window 2026-01-07 22:00:00 UTC (in 1h)");
+        assert_eq!(first.groups[0].window, "next window 2026-01-07 22:00 UTC (in 1h)");
         // 22:00: the window opened (the engine's GroupState stayed Running):
         // the change carries the group's new state and the time left.
         let open = seen.diff(&with_window(None, Some(nine_pm + 2 * HOUR)), UnixMillis(nine_pm + HOUR));
         assert_eq!(open.groups.len(), 1, "{open:?}");
         assert_eq!(open.groups[0].state, "running");
-        assert_eq!(open.groups[0].window, "window open, closes 2026-01-07 23:00:00 UTC (1h left)");
+        assert_eq!(open.groups[0].window, "window open, closes 2026-01-07 23:00 UTC (1h left)");
     }
 }
