@@ -55,6 +55,7 @@ pub mod run_as;
 pub mod schedule;
 pub mod signature;
 pub mod step_kinds;
+pub mod step_specs;
 mod step_strings;
 pub mod strategy;
 pub mod timeline;
