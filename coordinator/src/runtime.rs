@@ -13,6 +13,10 @@
 //! Timers live in a sorted map inside the task (no task per timer), agent
 //! liveness is checked on a fixed tick, and time comes from [`Clock`], which
 //! follows tokio's clock so tests can pause it.
+//!
+//! Beside this file: `recovery` (loading a store, snapshot + tail, taking
+//! snapshots) and `sessions` (agent sessions: connect, heartbeat intervals,
+//! liveness, loss).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -491,176 +495,6 @@ impl Actor {
         }
     }
 
-    /// Load agents and rollouts and replay every event log.
-    fn recover(&mut self) -> Result<(), CoordinatorError> {
-        for record in self.store.agents()? {
-            self.agents.insert(
-                record.id.clone(),
-                AgentConn { record, session: None, heartbeat: self.config.heartbeat_interval },
-            );
-        }
-        let mut records = self.store.rollouts()?;
-        records.sort_by_key(|r| (r.created, r.id.clone()));
-        let now = self.clock.now();
-        for record in records {
-            let id = record.id.clone();
-            let Rebuilt { engine, next_seq, snapshot_seq, updated } = self.rebuild(&record)?;
-            let finished = engine.state().is_terminal();
-            let run = RolloutRun {
-                watch: watch::Sender::new(Arc::new(RolloutSnapshot {
-                    id: id.clone(),
-                    plan_name: record.spec.plan_name.clone(),
-                    target_version: record.spec.target_version.clone(),
-                    created: record.created,
-                    updated,
-                    view: engine.view_at(updated),
-                })),
-                record,
-                engine,
-                next_seq,
-                snapshot_seq,
-                diverged: false,
-                updated,
-                dirty: false,
-            };
-            self.order.push(id.clone());
-            if !finished {
-                let hosts = agents_of(&run.record.spec);
-                for host in &hosts {
-                    self.active.entry(host.clone()).or_default().push(id.clone());
-                }
-                let resume = run.engine.resume_actions(now);
-                self.rollouts.insert(id.clone(), run);
-                // Re-arm timers; dispatches wait for the agents to reconnect
-                // (every agent is disconnected after a restart).
-                for a in resume {
-                    match a {
-                        Action::Schedule { .. } => self.actions.push((id.clone(), a)),
-                        Action::Dispatch { .. }
-                        | Action::DispatchRollback { .. }
-                        | Action::DispatchCluster { .. }
-                        | Action::HostDone { .. }
-                        | Action::Finished { .. }
-                        | Action::StepSucceeded { .. } => {}
-                    }
-                }
-                for host in hosts {
-                    self.event(&id, Event::AgentLost { host });
-                }
-            } else {
-                self.rollouts.insert(id, run);
-            }
-        }
-        self.commit();
-        Ok(())
-    }
-
-    /// A rollout's engine as its stored snapshot and log leave it: the
-    /// snapshot plus the events after it, or the whole log when there is
-    /// no snapshot or it cannot be used (another format, another shape, a
-    /// gap after it: each said in a warning). A log compacted below a
-    /// snapshot that cannot be used cannot be rebuilt: that is an error.
-    fn rebuild(&self, record: &RolloutRecord) -> Result<Rebuilt, CoordinatorError> {
-        let id = &record.id;
-        let snapshot = match self.store.snapshot(id) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(rollout = %id, error = %e, "cannot read the rollout's snapshot; replaying its log");
-                None
-            }
-        };
-        if let Some(snap) = snapshot {
-            let seq = snap.seq;
-            let at = snap.at;
-            let tail = self.store.events_from(id, seq)?;
-            let contiguous = tail.iter().enumerate().all(|(i, (s, _))| *s == seq + i as u64);
-            let restored = match Engine::restore(id.clone(), record.spec.clone(), snap) {
-                Ok(engine) if contiguous => Ok(engine),
-                Ok(_) => Err(format!("the log after the snapshot's {seq} events has a gap")),
-                Err(e) => Err(e.to_string()),
-            };
-            match restored {
-                Ok(mut engine) => {
-                    let next_seq = seq + tail.len() as u64;
-                    let mut updated = if seq == 0 { record.created } else { at };
-                    for (_, e) in tail {
-                        updated = e.now;
-                        engine.handle(e.now, e.event);
-                    }
-                    tracing::info!(rollout = %id, snapshot = seq, tail = next_seq - seq, "rollout restored from its snapshot");
-                    return Ok(Rebuilt { engine, next_seq, snapshot_seq: seq, updated });
-                }
-                Err(why) => {
-                    tracing::warn!(rollout = %id, snapshot = seq, why, "cannot use the rollout's snapshot; replaying its log")
-                }
-            }
-        }
-        let events = self.store.events_from(id, 0)?;
-        if let Some((first, _)) = events.first().filter(|(s, _)| *s != 0) {
-            return Err(CoordinatorError::Store {
-                op: "rebuild rollout",
-                message: format!(
-                    "rollout {id}: its log was compacted below event {first} and no usable snapshot covers it \
-                     (a snapshot of another build's format?); run the coordinator that wrote it"
-                ),
-            });
-        }
-        let mut engine = Engine::new(id.clone(), record.spec.clone());
-        let next_seq = events.last().map_or(0, |(s, _)| s + 1);
-        let mut updated = record.created;
-        for (_, e) in events {
-            updated = e.now;
-            engine.handle(e.now, e.event);
-        }
-        Ok(Rebuilt { engine, next_seq, snapshot_seq: 0, updated })
-    }
-
-    /// Snapshot every rollout whose log grew by `snapshot_every` events
-    /// since its last snapshot, or that has finished since; with
-    /// `compact_events`, then delete the events the snapshot covers once
-    /// it is durable. Called right after a batch is durable and before its
-    /// actions run, so each engine holds exactly its stored events.
-    fn take_snapshots(&mut self) {
-        let every = self.config.snapshot_every;
-        if every == 0 {
-            return;
-        }
-        let due: Vec<String> = self
-            .rollouts
-            .iter()
-            .filter(|(_, r)| {
-                !r.diverged
-                    && r.next_seq > r.snapshot_seq
-                    && (r.next_seq - r.snapshot_seq >= every || r.engine.is_finished())
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            let Some(run) = self.rollouts.get_mut(&id) else { continue };
-            let snapshot = run.engine.snapshot(run.next_seq, run.updated);
-            // Tried once per `every` events, whether it is stored or not.
-            run.snapshot_seq = run.next_seq;
-            let started = std::time::Instant::now();
-            let stored = self.store.put_snapshot(&id, &snapshot).and_then(|()| self.store.flush());
-            match stored {
-                Ok(()) => {
-                    tracing::debug!(rollout = %id, seq = snapshot.seq, took = ?started.elapsed(), "snapshot stored");
-                }
-                Err(e) => {
-                    self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
-                    tracing::warn!(rollout = %id, seq = snapshot.seq, error = %e, "cannot store the rollout's snapshot; its log is kept whole");
-                    continue;
-                }
-            }
-            if self.config.compact_events
-                && let Err(e) = self.store.compact_events(&id, snapshot.seq)
-            {
-                self.deposed |= matches!(e, CoordinatorError::Deposed { .. });
-                tracing::warn!(rollout = %id, seq = snapshot.seq, error = %e, "cannot compact the rollout's log");
-            }
-        }
-    }
-
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, shutdown: CancellationToken) {
         let mut liveness = tokio::time::interval(self.config.heartbeat_interval);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -815,61 +649,6 @@ impl Actor {
             }
             let (rollout, timer) = entry.remove();
             self.event(&rollout, Event::TimerFired { timer });
-        }
-    }
-
-    /// The liveness check runs on a drained queue: heartbeats waiting behind
-    /// a backlog are applied first (with their arrival times), so an agent
-    /// is never declared lost for a heartbeat the coordinator already has.
-    /// Only what was queued at the tick is drained, so this ends.
-    fn on_liveness_tick(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) {
-        for _ in 0..rx.len() {
-            match rx.try_recv() {
-                Ok(cmd) => self.command(cmd),
-                Err(_) => break,
-            }
-        }
-        self.check_liveness();
-    }
-
-    fn check_liveness(&mut self) {
-        let now = self.clock.now();
-        let stale: Vec<HostId> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.session.is_some() && now.since(a.record.last_seen) > self.timeout_of(a))
-            .map(|(h, _)| h.clone())
-            .collect();
-        for host in stale {
-            tracing::warn!(%host, "agent missed its heartbeats; marking it lost");
-            self.lose(&host);
-        }
-    }
-
-    /// How long `a` may be silent: the agent timeout, scaled by how much
-    /// longer than the base interval its heartbeat interval is.
-    fn timeout_of(&self, a: &AgentConn) -> u64 {
-        let base = self.config.heartbeat_interval.as_millis().max(1);
-        let scaled = self.config.agent_timeout.as_millis() * a.heartbeat.as_millis().max(base) / base;
-        u64::try_from(scaled).unwrap_or(u64::MAX)
-    }
-
-    /// The heartbeat interval for an agent joining the connected ones:
-    /// the fleet as a whole sends at most `max_heartbeats_per_s`.
-    fn heartbeat_for_next(&self) -> Duration {
-        let connected = self.agents.values().filter(|a| a.session.is_some()).count() + 1;
-        let rate = f64::from(self.config.max_heartbeats_per_s.max(1));
-        let spread = Duration::from_secs_f64(connected as f64 / rate);
-        spread.max(self.config.heartbeat_interval).min(MAX_HEARTBEAT_INTERVAL.max(self.config.heartbeat_interval))
-    }
-
-    fn lose(&mut self, host: &str) {
-        if let Some(a) = self.agents.get_mut(host) {
-            // Dropping the sender ends the gRPC stream towards the agent.
-            a.session = None;
-        }
-        for r in self.active.get(host).cloned().unwrap_or_default() {
-            self.event(&r, Event::AgentLost { host: host.to_string() });
         }
     }
 
@@ -1037,36 +816,6 @@ impl Actor {
             .ok_or_else(|| CoordinatorError::UnknownRollout { id: id.to_string() })
     }
 
-    fn connect(&mut self, hello: AgentHello, session: u64, tx: mpsc::UnboundedSender<ToAgent>, heartbeat: Duration) {
-        let now = self.clock.now();
-        let host = hello.id.clone();
-        let record = AgentRecord {
-            id: host.clone(),
-            version: hello.version.clone(),
-            protocol_version: hello.protocol_version,
-            labels: hello.labels.clone(),
-            hostname: hello.hostname.clone(),
-            os: hello.os.clone(),
-            arch: hello.arch.clone(),
-            installed: hello.installed.clone(),
-            last_seen: now,
-            facts: hello.facts.clone(),
-            install_root: hello.install_root.clone(),
-            capabilities: hello.capabilities.clone(),
-        };
-        if let Err(e) = self.store.put_agent(&record) {
-            tracing::error!(%host, error = %e, "cannot store agent record");
-        }
-        tracing::info!(%host, version = %hello.version, "agent connected");
-        self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat });
-        for r in self.active.get(&host).cloned().unwrap_or_default() {
-            self.event(&r, Event::AgentConnected { host: host.clone() });
-        }
-        for (execution_id, outcome) in hello.replayed {
-            self.result(&host, execution_id, outcome);
-        }
-    }
-
     fn result(&mut self, host: &str, execution_id: ExecutionId, outcome: StepOutcome) {
         let rollout = execution_id.rollout().to_string();
         let Some(run) = self.rollouts.get(&rollout) else {
@@ -1178,6 +927,9 @@ fn agents_of(spec: &convoy_common::model::RolloutSpec) -> Vec<HostId> {
     let mut seen = std::collections::HashSet::new();
     spec.hosts.iter().filter(|h| seen.insert(h.host.as_str())).map(|h| h.host.clone()).collect()
 }
+
+mod recovery;
+mod sessions;
 
 #[cfg(test)]
 mod liveness_tests;

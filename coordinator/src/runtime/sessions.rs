@@ -1,0 +1,97 @@
+//! Agent sessions in the actor: connecting (and the heartbeat interval an
+//! agent is given), liveness, and losing an agent.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn connect(
+        &mut self,
+        hello: AgentHello,
+        session: u64,
+        tx: mpsc::UnboundedSender<ToAgent>,
+        heartbeat: Duration,
+    ) {
+        let now = self.clock.now();
+        let host = hello.id.clone();
+        let record = AgentRecord {
+            id: host.clone(),
+            version: hello.version.clone(),
+            protocol_version: hello.protocol_version,
+            labels: hello.labels.clone(),
+            hostname: hello.hostname.clone(),
+            os: hello.os.clone(),
+            arch: hello.arch.clone(),
+            installed: hello.installed.clone(),
+            last_seen: now,
+            facts: hello.facts.clone(),
+            install_root: hello.install_root.clone(),
+            capabilities: hello.capabilities.clone(),
+        };
+        if let Err(e) = self.store.put_agent(&record) {
+            tracing::error!(%host, error = %e, "cannot store agent record");
+        }
+        tracing::info!(%host, version = %hello.version, "agent connected");
+        self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat });
+        for r in self.active.get(&host).cloned().unwrap_or_default() {
+            self.event(&r, Event::AgentConnected { host: host.clone() });
+        }
+        for (execution_id, outcome) in hello.replayed {
+            self.result(&host, execution_id, outcome);
+        }
+    }
+
+    /// The liveness check runs on a drained queue: heartbeats waiting behind
+    /// a backlog are applied first (with their arrival times), so an agent
+    /// is never declared lost for a heartbeat the coordinator already has.
+    /// Only what was queued at the tick is drained, so this ends.
+    pub(super) fn on_liveness_tick(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) {
+        for _ in 0..rx.len() {
+            match rx.try_recv() {
+                Ok(cmd) => self.command(cmd),
+                Err(_) => break,
+            }
+        }
+        self.check_liveness();
+    }
+
+    pub(super) fn check_liveness(&mut self) {
+        let now = self.clock.now();
+        let stale: Vec<HostId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.session.is_some() && now.since(a.record.last_seen) > self.timeout_of(a))
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in stale {
+            tracing::warn!(%host, "agent missed its heartbeats; marking it lost");
+            self.lose(&host);
+        }
+    }
+
+    /// How long `a` may be silent: the agent timeout, scaled by how much
+    /// longer than the base interval its heartbeat interval is.
+    pub(super) fn timeout_of(&self, a: &AgentConn) -> u64 {
+        let base = self.config.heartbeat_interval.as_millis().max(1);
+        let scaled = self.config.agent_timeout.as_millis() * a.heartbeat.as_millis().max(base) / base;
+        u64::try_from(scaled).unwrap_or(u64::MAX)
+    }
+
+    /// The heartbeat interval for an agent joining the connected ones:
+    /// the fleet as a whole sends at most `max_heartbeats_per_s`.
+    pub(super) fn heartbeat_for_next(&self) -> Duration {
+        let connected = self.agents.values().filter(|a| a.session.is_some()).count() + 1;
+        let rate = f64::from(self.config.max_heartbeats_per_s.max(1));
+        let spread = Duration::from_secs_f64(connected as f64 / rate);
+        spread.max(self.config.heartbeat_interval).min(MAX_HEARTBEAT_INTERVAL.max(self.config.heartbeat_interval))
+    }
+
+    pub(super) fn lose(&mut self, host: &str) {
+        if let Some(a) = self.agents.get_mut(host) {
+            // Dropping the sender ends the gRPC stream towards the agent.
+            a.session = None;
+        }
+        for r in self.active.get(host).cloned().unwrap_or_default() {
+            self.event(&r, Event::AgentLost { host: host.to_string() });
+        }
+    }
+}
