@@ -111,6 +111,18 @@ pub struct AgentArgs {
     pub expect_version: Option<String>,
 }
 
+impl AgentArgs {
+    /// `--self-check`: the one line of JSON to print, and whether it passed
+    /// (the version is the one expected and the configuration is accepted).
+    pub fn self_check_report(self) -> (String, bool) {
+        use crate::selfupgrade::identity::{SelfCheck, agent_version};
+        let check = SelfCheck { version: agent_version().to_string(), expected: self.expect_version.clone() };
+        let config = self.into_config().map(|_| ()).map_err(|e| e.to_string());
+        let ok = check.passed() && config.is_ok();
+        (check.to_json(config), ok)
+    }
+}
+
 /// Reads and parses each `--trusted-key` file; an unreadable or invalid one
 /// is an error naming it.
 pub fn read_trusted_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, AgentError> {

@@ -87,7 +87,8 @@ pub struct Cache {
     pub keep: usize,
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+/// sha256 (lower-case hex) of a file. Blocking.
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();

@@ -23,13 +23,8 @@ async fn agent_main() -> anyhow::Result<()> {
         )
         .init();
     if args.self_check {
-        let check = convoy_agent::selfupgrade::identity::SelfCheck {
-            version: convoy_agent::selfupgrade::identity::agent_version().to_string(),
-            expected: args.expect_version.clone(),
-        };
-        let config = args.into_config().map(|_| ()).map_err(|e| e.to_string());
-        let ok = check.passed() && config.is_ok();
-        println!("{}", check.to_json(config));
+        let (line, ok) = args.self_check_report();
+        println!("{line}");
         std::process::exit(if ok { 0 } else { 3 });
     }
     let (supervised, followed_current) = (args.supervised, args.followed_current);

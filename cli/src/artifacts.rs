@@ -116,7 +116,7 @@ pub async fn run(cmd: ArtifactCmd, target: impl FnOnce() -> Result<Target, CliEr
     }
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64), CliError> {
+pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), CliError> {
     let io = |source| CliError::Io { path: path.to_path_buf(), source };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();

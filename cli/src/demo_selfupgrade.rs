@@ -59,10 +59,7 @@ fn upgrade_args(to: &str, force: bool) -> UpgradeArgs {
 }
 
 async fn load(dir: &Path, target: &Target, file: &Path, version: &str) -> Result<(), CliError> {
-    let sha = {
-        let bytes = std::fs::read(file).map_err(io(file))?;
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-    };
+    let (sha, _) = crate::artifacts::sha256_file(file)?;
     let (sig, _) = crate::signing::sign(&dir.join("release-key"), file, &sha)?;
     let text = std::fs::read_to_string(&sig).map_err(io(&sig))?;
     crate::artifacts::add_signed(
@@ -123,9 +120,8 @@ pub async fn run(dir: &Path, fleet: &LocalFleet, client: &mut Client, runs: usiz
     println!("\n== a broken agent build {broken} (exits at start): stopped at the canary, reverted by the host itself");
     let file = builds.join(&broken).join("convoy-agent");
     std::fs::create_dir_all(file.parent().unwrap_or(&builds)).map_err(io(&builds))?;
-    let check = format!(
-        r#"{{"version":"{broken}","expected":"{broken}","version_ok":true,"config_ok":true,"config_error":null}}"#
-    );
+    // The answer a passing self-check prints.
+    let check = identity::SelfCheck { version: broken.clone(), expected: Some(broken.clone()) }.to_json(Ok(()));
     std::fs::write(
         &file,
         format!(

@@ -263,11 +263,8 @@ fn multi_call(args: std::env::ArgsOs) -> (Vec<std::ffi::OsString>, bool) {
 
 /// `convoy __agent --self-check`: as `convoy-agent --self-check`.
 fn agent_self_check(args: convoy_agent::AgentArgs) -> anyhow::Result<()> {
-    use convoy_agent::selfupgrade::identity::{SelfCheck, agent_version};
-    let check = SelfCheck { version: agent_version().to_string(), expected: args.expect_version.clone() };
-    let config = args.into_config().map(|_| ()).map_err(|e| e.to_string());
-    let ok = check.passed() && config.is_ok();
-    println!("{}", check.to_json(config));
+    let (line, ok) = args.self_check_report();
+    println!("{line}");
     if ok { Ok(()) } else { Err(CliError::SelfCheck.into()) }
 }
 

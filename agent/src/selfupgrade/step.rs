@@ -17,7 +17,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use convoy_common::model::{AgentUpgradeSpec, StepOutcome};
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::intent::{self, Intent, Phase};
@@ -66,11 +65,16 @@ pub async fn run(
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
+    // A fetched artifact was checked against the sha256 on the way in; a
+    // file already on the host is checked here.
+    let local = crate::fetch::parse_source(&spec.source).is_none();
     let (state, version, sha, force) = (up.state_dir.clone(), spec.version.clone(), spec.sha256.clone(), spec.force);
     let installed = tokio::task::spawn_blocking(move || -> Result<std::path::PathBuf, String> {
-        let actual = sha256_file(Path::new(&fetched)).map_err(|e| format!("read {fetched}: {e}"))?;
-        if !actual.eq_ignore_ascii_case(&sha) {
-            return Err(format!("{fetched}: sha256 is {actual}, the step says {sha}; nothing installed"));
+        if local {
+            let actual = crate::fetch::sha256_file(Path::new(&fetched)).map_err(|e| format!("read {fetched}: {e}"))?;
+            if !actual.eq_ignore_ascii_case(&sha) {
+                return Err(format!("{fetched}: sha256 is {actual}, the step says {sha}; nothing installed"));
+            }
         }
         install::install(&state, &version, Path::new(&fetched), force).map_err(|e| e.to_string())
     })
@@ -145,18 +149,4 @@ async fn self_check(up: &SelfUpgrade, binary: &Path, version: &str) -> Result<()
         if line.is_empty() { "none".to_string() } else { line },
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     ))
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
 }
