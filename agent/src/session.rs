@@ -362,6 +362,11 @@ struct Agent {
     executor: Arc<Executor>,
     outbox: Arc<Outbox>,
     heartbeat_seq: AtomicU64,
+    /// How often the next session's channel sends HTTP/2 pings, in ms: a
+    /// coordinator that acks heartbeats proves it is there with every ack,
+    /// so pings are only a backstop ([`tls::SESSION_KEEPALIVE`]); one that
+    /// does not is pinged every [`tls::KEEPALIVE_INTERVAL`].
+    ping_every_ms: AtomicU64,
 }
 
 /// Why a session ended (when it was not an error before it was established).
@@ -396,6 +401,10 @@ impl Agent {
         match message.kind {
             Some(DownKind::RunStep(run)) => self.handle_run_step(run, tasks),
             Some(DownKind::Welcome(_)) => tracing::debug!("ignoring a repeated Welcome"),
+            // The session loop acts on these; one arriving before the Welcome is moot.
+            Some(DownKind::HeartbeatAck(_)) | Some(DownKind::Pace(_)) => {
+                tracing::debug!("ignoring a heartbeat ack before the Welcome or an empty pace")
+            }
             None => tracing::debug!("ignoring a coordinator message of a kind this agent does not know"),
         }
     }
@@ -474,7 +483,9 @@ impl Agent {
     async fn session(&self, identity: &AgentIdentity, tasks: &mut JoinSet<()>) -> Result<SessionEnd, AgentError> {
         let config = &self.config;
         let ca = tls::read_ca(&config.ca_file)?;
-        let channel = tls::connect(config, tls::client_tls(config, &ca, Some(identity))).await?;
+        let keepalive = Duration::from_millis(self.ping_every_ms.load(Ordering::Relaxed));
+        let channel =
+            tls::connect_with_keepalive(config, tls::client_tls(config, &ca, Some(identity)), keepalive).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let in_hello = self.outbox.pending_snapshot();
@@ -505,11 +516,15 @@ impl Agent {
         };
         let mut interval = config.heartbeat_interval;
         let mut early = None;
+        let mut acks = false;
         match &first.kind {
             Some(DownKind::Welcome(w)) => {
                 if w.heartbeat_interval_ms > 0 {
-                    interval = Duration::from_millis(w.heartbeat_interval_ms);
+                    interval = Duration::from_millis(w.heartbeat_interval_ms).min(MAX_HEARTBEAT_INTERVAL);
                 }
+                acks = w.acks_heartbeats;
+                let ping = if acks { tls::SESSION_KEEPALIVE } else { tls::KEEPALIVE_INTERVAL };
+                self.ping_every_ms.store(ping.as_millis() as u64, Ordering::Relaxed);
                 tracing::info!(
                     coordinator = %crate::coordinators::current(config),
                     coordinator_version = %w.coordinator_version,
@@ -537,12 +552,16 @@ impl Agent {
             self.handle(m, tasks);
         }
 
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await; // the first tick is immediate; Hello just went out
+        let mut ticker = heartbeat_ticker(interval).await;
+        // When the coordinator was last heard from (any message).
+        let mut heard = tokio::time::Instant::now();
         let reason = loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    let silent = heard.elapsed();
+                    if acks && silent > silence_allowed(interval, config.connect_timeout) {
+                        break format!("coordinator silent for {silent:?} (no heartbeat acknowledged)");
+                    }
                     while tasks.try_join_next().is_some() {}
                     self.outbox.flush();
                     let heartbeat = Heartbeat {
@@ -556,7 +575,18 @@ impl Agent {
                     }
                 }
                 message = inbound.next() => match message {
-                    Some(Ok(m)) => self.handle(m, tasks),
+                    Some(Ok(m)) => {
+                        heard = tokio::time::Instant::now();
+                        match m.kind {
+                            Some(DownKind::HeartbeatAck(_)) => {}
+                            Some(DownKind::Pace(p)) if p.heartbeat_interval_ms > 0 => {
+                                interval = Duration::from_millis(p.heartbeat_interval_ms).min(MAX_HEARTBEAT_INTERVAL);
+                                tracing::debug!(heartbeat_ms = interval.as_millis() as u64, "heartbeat interval changed");
+                                ticker = heartbeat_ticker(interval).await;
+                            }
+                            kind => self.handle(CoordinatorMessage { kind }, tasks),
+                        }
+                    }
                     Some(Err(status)) => break format!("session error: {:?}: {}", status.code(), status.message()),
                     None => break "coordinator closed the session".to_string(),
                 },
@@ -565,6 +595,23 @@ impl Agent {
         self.outbox.detach();
         Ok(SessionEnd { reason })
     }
+}
+
+/// The longest interval a coordinator may ask for (it asks for at most a minute).
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A heartbeat ticker whose first tick is one `interval` from now.
+async fn heartbeat_ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    ticker
+}
+
+/// How long a coordinator that acks heartbeats may stay silent before the
+/// session is given up: two missed acks and the connect timeout.
+fn silence_allowed(interval: Duration, connect_timeout: Duration) -> Duration {
+    interval * 2 + connect_timeout
 }
 
 /// Sleeps `d` unless shut down first; true if shut down.
@@ -592,6 +639,7 @@ pub async fn run(
         executor: Arc::new(Executor::new(store)),
         outbox: Arc::new(Outbox::default()),
         heartbeat_seq: AtomicU64::new(0),
+        ping_every_ms: AtomicU64::new(tls::SESSION_KEEPALIVE.as_millis() as u64),
     };
     // Step tasks live here, across sessions; dropping the set aborts them.
     let mut tasks: JoinSet<()> = JoinSet::new();

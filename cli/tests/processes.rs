@@ -329,3 +329,27 @@ async fn agents_killed_at_random_points_never_run_an_execution_twice() {
     }
     println!("agent kills: {kills}, no execution ran twice");
 }
+
+/// A coordinator that stops answering (SIGSTOP: its sockets stay open and
+/// the kernel still takes the agent's bytes, so only the missing heartbeat
+/// acks tell) loses its agent's session within two heartbeats and the
+/// connect timeout, and the agent is back once the coordinator answers.
+#[tokio::test]
+async fn an_agent_leaves_a_coordinator_that_stops_acking_heartbeats_and_comes_back() {
+    let f = Fleet::start(&[("web-1", &[("tier", "a")])]).await;
+    let pid = f.fleet.coordinator_pid().to_string();
+    let log = f.fleet.agent_log("web-1");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let sessions = |s: &str| s.matches("session established").count();
+    assert_eq!(sessions(&read()), 1, "{}", read());
+    let signal = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    // 2 x 200 ms + the agent's 5 s connect timeout, checked at each heartbeat.
+    let noticed = poll(Duration::from_secs(30), "the agent to give up the silent coordinator", || {
+        read().contains("coordinator silent for").then_some(())
+    });
+    signal("-CONT");
+    noticed.unwrap_or_else(|e| panic!("{e}\n{}", read()));
+    wait_for("a new session", Duration::from_secs(30), || (sessions(&read()) >= 2).then_some(()));
+    f.wait_connected(1).await;
+}

@@ -11,6 +11,7 @@ use convoy_proto::v1 as pb;
 use convoy_wire::agent::{Hello, hello_from_proto, valid_host_id};
 use convoy_wire::status::{RolloutMeta, rollout_status};
 use pb::agent_message::Kind as Up;
+use pb::coordinator_message::Kind as Down;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -183,7 +184,8 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
                 coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
                 protocol_version: convoy_proto::PROTOCOL_VERSION,
-                heartbeat_interval_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
+                heartbeat_interval_ms: millis(heartbeat),
+                acks_heartbeats: true,
             })),
         };
         let _ = out_tx.send(Box::new(welcome)).await;
@@ -194,20 +196,29 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     msg = to_agent.recv() => {
-                        // The runtime dropped this session (replaced or lost).
-                        // The execution id already names the rollout: agents are not sent it apart.
-                        let Some(ToAgent::RunStep { execution_id, step }) = msg else { break };
-                        let m = pb::CoordinatorMessage {
-                            kind: Some(pb::coordinator_message::Kind::RunStep(convoy_wire::step::run_step(
-                                &execution_id.to_string(),
-                                &step,
-                            ))),
+                        let kind = match msg {
+                            // The execution id already names the rollout: agents are not sent it apart.
+                            Some(ToAgent::RunStep { execution_id, step }) => {
+                                Down::RunStep(convoy_wire::step::run_step(&execution_id.to_string(), &step))
+                            }
+                            Some(ToAgent::Pace { heartbeat }) => {
+                                Down::Pace(pb::Pace { heartbeat_interval_ms: millis(heartbeat) })
+                            }
+                            // The runtime dropped this session (replaced or lost).
+                            None => break,
                         };
-                        if out_tx.send(Box::new(m)).await.is_err() { break; }
+                        if out_tx.send(Box::new(pb::CoordinatorMessage { kind: Some(kind) })).await.is_err() { break; }
                     }
                     msg = inbound.message() => match msg {
                         Ok(Some(m)) => match m.kind {
-                            Some(Up::Heartbeat(_)) => { let _ = runtime.heartbeat(&host, session); }
+                            Some(Up::Heartbeat(h)) => {
+                                let _ = runtime.heartbeat(&host, session);
+                                // Answered here, not by the runtime: the ack says the
+                                // coordinator reads this session. A full outbound
+                                // buffer skips it (the agent waits two intervals).
+                                let ack = Down::HeartbeatAck(pb::HeartbeatAck { sequence: h.sequence });
+                                let _ = out_tx.try_send(Box::new(pb::CoordinatorMessage { kind: Some(ack) }));
+                            }
                             Some(Up::StepResult(r)) => match convoy_wire::outcome::result_from_proto(r) {
                                 Ok((id, outcome)) => { let _ = runtime.step_result(&host, session, id, outcome); }
                                 Err(e) => tracing::warn!(%host, error = %e, "malformed step result refused"),
@@ -493,4 +504,9 @@ impl OperatorSvc {
         tracing::warn!(%host, %by, fingerprint = %e.fingerprint, "agent certificate revoked");
         Ok(pb::RevokeAgentResponse { host_id: host.to_string(), fingerprint: e.fingerprint })
     }
+}
+
+/// A duration in whole milliseconds for the wire.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -144,6 +144,8 @@ pub enum ToAgent {
     /// allocates a block of 32 messages up front, and a fleet has
     /// thousands of sessions, nearly always idle.
     RunStep { execution_id: ExecutionId, step: Box<StepSpec> },
+    /// Heartbeat at this interval from now on (the fleet grew).
+    Pace { heartbeat: Duration },
 }
 
 /// A rollout as operators see it.
@@ -422,6 +424,11 @@ struct Actor {
     /// Rollout ids in creation order.
     order: Vec<String>,
     agents: HashMap<HostId, AgentConn>,
+    /// How many of `agents` have a session, kept by `connect` and `lose`
+    /// so a reconnect storm does not count them all per connection.
+    connected: usize,
+    /// `connected` when agents' heartbeat intervals were last spread out.
+    paced_at: usize,
     /// Hosts -> rollouts not yet finished that contain them.
     active: HashMap<HostId, Vec<String>>,
     timers: BTreeMap<(UnixMillis, u64), (String, Timer)>,
@@ -484,6 +491,8 @@ impl Actor {
             rollouts: HashMap::new(),
             order: Vec::new(),
             agents: HashMap::new(),
+            connected: 0,
+            paced_at: 0,
             active: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -533,6 +542,7 @@ impl Actor {
         for a in self.agents.values_mut() {
             a.session = None;
         }
+        self.connected = 0;
     }
 
     /// Apply an event to a rollout's engine now; it is stored at commit.

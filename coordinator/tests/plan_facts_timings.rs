@@ -87,7 +87,7 @@ async fn answer(
             .await
             .expect("a step within 10s")
             .expect("session open");
-        let ToAgent::RunStep { execution_id, step, .. } = msg;
+        let ToAgent::RunStep { execution_id, step, .. } = msg else { panic!("a step, not {msg:?}") };
         let args = match &step.kind {
             StepKind::Exec(e) => e.args.clone(),
             _ => Vec::new(),

@@ -101,6 +101,21 @@ pub struct SwarmDriver {
     seen: Mutex<HashSet<String>>,
     runs: AtomicU64,
     duplicates: AtomicU64,
+    /// When each session was welcomed: the agents' side of "connected",
+    /// read without asking the coordinator for its whole agent list (which
+    /// at 10,000 agents would load the coordinator the benchmark measures).
+    welcomes: Mutex<Vec<Instant>>,
+}
+
+impl SwarmDriver {
+    /// Sessions welcomed at or after `since`, as seconds after it, sorted.
+    fn welcomed_since(&self, since: Instant) -> Vec<f64> {
+        let all = self.welcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut after: Vec<f64> =
+            all.iter().filter(|&&t| t >= since).map(|t| t.duration_since(since).as_secs_f64()).collect();
+        after.sort_by(f64::total_cmp);
+        after
+    }
 }
 
 impl Driver for SwarmDriver {
@@ -125,6 +140,10 @@ impl Driver for SwarmDriver {
 
     fn capabilities(&self) -> Vec<String> {
         vec!["exec".into()]
+    }
+
+    fn welcomed(&self, _record: &mut dyn FnMut(&str, &StepOutcome) -> Result<(), convoy_agent::AgentError>) {
+        self.welcomes.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
     }
 }
 
@@ -406,14 +425,20 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
     }
     coordinator.kill();
     coordinator.spawn()?;
-    eprintln!("swarm: coordinator killed at {}/{n} hosts done and restarted", done(&at_kill));
+    let listening = killed.elapsed().as_secs_f64();
+    eprintln!(
+        "swarm: coordinator killed at {}/{n} hosts done and restarted; listening again after {listening:.2}s",
+        done(&at_kill)
+    );
     let op = connect_operator(&url, &ca_pem, &init.operator_token).await?;
     let (mut first, mut reconnected, mut moved) = (None, None, None);
     while reconnected.is_none() || moved.is_none() {
         if killed.elapsed() > config.phase_timeout {
             return Err(FleetError::NotReady(format!("the rollout did not resume within {:?}", config.phase_timeout)));
         }
-        if reconnected.is_none() && connected(&op).await >= n {
+        // Welcomes are counted per session, not per agent: the
+        // coordinator's list confirms, asked only once they add up.
+        if reconnected.is_none() && swarm.driver.welcomed_since(killed).len() >= n && connected(&op).await >= n {
             reconnected = Some(killed.elapsed().as_secs_f64());
         }
         if moved.is_none()
@@ -432,6 +457,16 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let back = swarm.driver.welcomed_since(killed);
+    let at = |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1))).copied();
+    eprintln!(
+        "swarm: sessions welcomed after the kill: {} (10% {:.2}s, median {:.2}s, 90% {:.2}s, last {:.2}s)",
+        back.len(),
+        at(0.1).unwrap_or_default(),
+        at(0.5).unwrap_or_default(),
+        at(0.9).unwrap_or_default(),
+        back.last().copied().unwrap_or_default()
+    );
     report.reconnect_s = reconnected.unwrap_or_default();
     report.resume_s = report.reconnect_s.max(moved.unwrap_or_default());
     eprintln!(

@@ -90,7 +90,7 @@ async fn a_window_gated_rollout_waits_then_runs_when_the_window_opens() {
             .expect("session open");
         let now = clock.now().0;
         assert!((NINE_PM + HOUR..NINE_PM + 2 * HOUR).contains(&now), "{id} started at {now}, not in 22:00-23:00");
-        let ToAgent::RunStep { execution_id, step } = msg;
+        let ToAgent::RunStep { execution_id, step } = msg else { panic!("a step, not {msg:?}") };
         assert_eq!(step.name, "upgrade");
         let during = rt.get(Some(created.rollout_id.clone())).await.unwrap();
         assert_eq!(during.view.groups[0].state_str(), "running");

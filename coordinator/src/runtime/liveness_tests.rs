@@ -113,15 +113,38 @@ async fn heartbeats_spread_out_as_the_fleet_grows_and_timeouts_follow() {
     assert_eq!(intervals[19], Duration::from_secs(2));
     assert_eq!(intervals[39], Duration::from_secs(4));
     assert!(intervals.windows(2).all(|w| w[0] <= w[1]));
-    // The 40th is lost after 6 s x 4/2 = 12 s of silence, not 6 s.
+    // The fleet grew by half past 2 s worth (28 agents): those still at the
+    // base interval were told 2.8 s, once, and are held to it.
+    let paces = |rx: &mut mpsc::UnboundedReceiver<ToAgent>| {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m {
+                ToAgent::Pace { heartbeat } => heartbeat,
+                ToAgent::RunStep { execution_id, .. } => panic!("no step was planned, got {execution_id}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let told: Vec<Vec<Duration>> = streams.iter_mut().map(paces).collect();
+    assert_eq!(told[0], [Duration::from_millis(2800)]);
+    assert_eq!(told[19], [Duration::from_millis(2800)]);
+    assert!(told[28..].iter().all(Vec::is_empty), "{told:?}");
+    assert_eq!(a.agents["web-0"].heartbeat, Duration::from_millis(2800));
+    // Without pacing the fleet beat at 10 x ln(2) + 10 = 16.9/s; now within
+    // 1.5 x the budget of 10/s, however it grows.
+    let rate: f64 = a.agents.values().map(|c| 1.0 / c.heartbeat.as_secs_f64()).sum();
+    assert!(rate <= 15.0, "{rate} beats/s");
+    // web-0 is lost after 6 s x 2.8/2 = 8.4 s of silence; the 40th after 12 s.
     let (_, mut rx) = mpsc::unbounded_channel();
     tokio::time::advance(Duration::from_secs(8)).await;
     a.on_liveness_tick(&mut rx);
-    assert_eq!(session_of(&a, "web-0"), None, "base interval: lost after 6 s");
+    assert_eq!(session_of(&a, "web-0"), Some(1), "paced to 2.8 s: 8.4 s allowed");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    a.on_liveness_tick(&mut rx);
+    assert_eq!(session_of(&a, "web-0"), None);
     assert_eq!(session_of(&a, "web-39"), Some(40), "its timeout is 12 s");
-    tokio::time::advance(Duration::from_secs(5)).await;
+    tokio::time::advance(Duration::from_secs(4)).await;
     a.on_liveness_tick(&mut rx);
     assert_eq!(session_of(&a, "web-39"), None);
+    assert_eq!(a.connected, 0, "every session lost");
     // Bounded: never more than a minute.
     a.config.max_heartbeats_per_s = 10;
     for i in 0..1000u64 {

@@ -31,7 +31,11 @@ impl Actor {
             tracing::error!(%host, error = %e, "cannot store agent record");
         }
         tracing::info!(%host, version = %hello.version, "agent connected");
-        self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat });
+        let replaced = self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat });
+        if replaced.is_none_or(|a| a.session.is_none()) {
+            self.connected += 1;
+        }
+        self.pace();
         for r in self.active.get(&host).cloned().unwrap_or_default() {
             self.event(&r, Event::AgentConnected { host: host.clone() });
         }
@@ -79,16 +83,61 @@ impl Actor {
     /// The heartbeat interval for an agent joining the connected ones:
     /// the fleet as a whole sends at most `max_heartbeats_per_s`.
     pub(super) fn heartbeat_for_next(&self) -> Duration {
-        let connected = self.agents.values().filter(|a| a.session.is_some()).count() + 1;
+        self.heartbeat_for(self.connected + 1)
+    }
+
+    /// The heartbeat interval that keeps `agents` connected agents within
+    /// `max_heartbeats_per_s`, between the base interval and a minute.
+    fn heartbeat_for(&self, agents: usize) -> Duration {
         let rate = f64::from(self.config.max_heartbeats_per_s.max(1));
-        let spread = Duration::from_secs_f64(connected as f64 / rate);
+        let spread = Duration::from_secs_f64(agents as f64 / rate);
         spread.max(self.config.heartbeat_interval).min(MAX_HEARTBEAT_INTERVAL.max(self.config.heartbeat_interval))
+    }
+
+    /// Spreads the connected agents' heartbeats out again once the fleet has
+    /// grown by half since the last time: an agent keeps the interval it was
+    /// given when it joined, so without this the first thousands of a
+    /// 10,000-agent fleet would go on beating at the base interval (2.6 times
+    /// the intended rate in all). Agents whose interval is shorter than the
+    /// fleet's are told the new one ([`ToAgent::Pace`]); their allowed
+    /// silence grows at once (never a false loss). Intervals are not
+    /// shortened when the fleet shrinks: the rate only falls.
+    fn pace(&mut self) {
+        if self.connected < self.paced_at.saturating_mul(3) / 2 || self.connected < 2 {
+            return;
+        }
+        self.paced_at = self.connected;
+        let interval = self.heartbeat_for(self.connected);
+        if interval <= self.config.heartbeat_interval {
+            return;
+        }
+        let mut told = 0usize;
+        for a in self.agents.values_mut() {
+            let Some((_, tx)) = &a.session else { continue };
+            // Within a fifth: not worth a message.
+            if a.heartbeat.as_millis() * 5 >= interval.as_millis() * 4 {
+                continue;
+            }
+            a.heartbeat = interval;
+            let _ = tx.send(ToAgent::Pace { heartbeat: interval });
+            told += 1;
+        }
+        if told > 0 {
+            tracing::info!(
+                agents = self.connected,
+                interval_ms = interval.as_millis() as u64,
+                told,
+                "heartbeats spread out"
+            );
+        }
     }
 
     pub(super) fn lose(&mut self, host: &str) {
         if let Some(a) = self.agents.get_mut(host) {
             // Dropping the sender ends the gRPC stream towards the agent.
-            a.session = None;
+            if a.session.take().is_some() {
+                self.connected -= 1;
+            }
         }
         for r in self.active.get(host).cloned().unwrap_or_default() {
             self.event(&r, Event::AgentLost { host: host.to_string() });
