@@ -171,11 +171,12 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             return Err(to_status(e));
         }
         let host = hello.id.clone();
-        let (session, heartbeat, mut to_agent) = self.runtime.connect(hello).await.map_err(|e| {
+        let mut agent = self.runtime.connect(hello).await.map_err(|e| {
             self.metrics.refused(RefusalReason::AgentSession);
             tracing::warn!(%host, %peer, error = %e, "agent session refused");
             to_status(e)
         })?;
+        let (session, heartbeat) = (agent.id, agent.heartbeat);
         tracing::info!(%host, %peer, session, "agent session open");
         // Boxed messages: the channel allocates a block of 32 up front, per
         // session (about 13 KiB unboxed; 256 bytes boxed).
@@ -195,7 +196,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    msg = to_agent.recv() => {
+                    msg = agent.to_agent.recv() => {
                         let kind = match msg {
                             // The execution id already names the rollout: agents are not sent it apart.
                             Some(ToAgent::RunStep { execution_id, step }) => {
@@ -212,7 +213,7 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                     msg = inbound.message() => match msg {
                         Ok(Some(m)) => match m.kind {
                             Some(Up::Heartbeat(h)) => {
-                                let _ = runtime.heartbeat(&host, session);
+                                agent.beats.beat();
                                 // Answered here, not by the runtime: the ack says the
                                 // coordinator reads this session. A full outbound
                                 // buffer skips it (the agent waits two intervals).

@@ -159,6 +159,56 @@ pub struct RolloutSnapshot {
     pub view: RolloutView,
 }
 
+/// A session the runtime admitted ([`RuntimeHandle::connect`]).
+#[derive(Debug)]
+pub struct AgentSession {
+    /// Its number: later calls about it name it.
+    pub id: u64,
+    /// The heartbeat interval the agent is asked for.
+    pub heartbeat: Duration,
+    /// What the runtime sends the agent; closed when it drops the session.
+    pub to_agent: mpsc::UnboundedReceiver<ToAgent>,
+    /// Where its heartbeats are stamped.
+    pub beats: Beats,
+}
+
+/// Stamps a session's heartbeats (cloneable: whatever task reads the
+/// agent's stream).
+#[derive(Debug, Clone)]
+pub struct Beats {
+    pulse: Pulse,
+    clock: Clock,
+}
+
+impl Beats {
+    /// The agent's heartbeat arrived: stamped here, in the session's task,
+    /// and read by the runtime's liveness check. Heartbeats never queue
+    /// behind the runtime's work, and at 10,000 agents they no longer wake
+    /// it a thousand times a second.
+    pub fn beat(&self) {
+        self.pulse.beat(self.clock.now());
+    }
+}
+
+/// When an agent's session last heard from it (ms since the epoch), shared
+/// by the session's task (which stamps it) and the runtime (which reads it).
+#[derive(Debug, Clone)]
+pub(crate) struct Pulse(Arc<std::sync::atomic::AtomicU64>);
+
+impl Pulse {
+    pub(crate) fn new(now: UnixMillis) -> Pulse {
+        Pulse(Arc::new(std::sync::atomic::AtomicU64::new(now.0)))
+    }
+
+    pub(crate) fn beat(&self, at: UnixMillis) {
+        self.0.fetch_max(at.0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn last(&self) -> UnixMillis {
+        UnixMillis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// An agent as operators see it.
 #[derive(Debug, Clone)]
 pub struct AgentSnapshot {
@@ -185,6 +235,8 @@ enum Command {
         hello: AgentHello,
         session: u64,
         tx: mpsc::UnboundedSender<ToAgent>,
+        /// Stamped by the session's task at each heartbeat.
+        pulse: Pulse,
         /// The heartbeat interval the agent is told in its welcome.
         reply: Reply<Duration>,
     },
@@ -197,13 +249,6 @@ enum Command {
         rollout_id: Option<String>,
         host: HostId,
         reply: Reply<(String, Vec<ExecutionId>)>,
-    },
-    /// A heartbeat, stamped with the time it arrived (in the gRPC task):
-    /// handled late behind a backlog, it still counts from when it came.
-    Heartbeat {
-        host: HostId,
-        session: u64,
-        at: UnixMillis,
     },
     Result {
         host: HostId,
@@ -278,14 +323,13 @@ impl RuntimeHandle {
     /// host's identity never takes over a working session. A stale one (the
     /// agent lost it and reconnected before the coordinator noticed; it
     /// missed a heartbeat) is replaced.
-    pub async fn connect(
-        &self,
-        hello: AgentHello,
-    ) -> Result<(u64, Duration, mpsc::UnboundedReceiver<ToAgent>), CoordinatorError> {
-        let session = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let heartbeat = self.ask(|reply| Command::Connect { hello, session, tx, reply }).await?;
-        Ok((session, heartbeat, rx))
+    pub async fn connect(&self, hello: AgentHello) -> Result<AgentSession, CoordinatorError> {
+        let id = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, to_agent) = mpsc::unbounded_channel();
+        let pulse = Pulse::new(self.clock.now());
+        let p = pulse.clone();
+        let heartbeat = self.ask(|reply| Command::Connect { hello, session: id, tx, pulse: p, reply }).await?;
+        Ok(AgentSession { id, heartbeat, to_agent, beats: Beats { pulse, clock: self.clock } })
     }
     /// The rollout (the latest if `None`) and the execution ids it issued to `host`.
     pub async fn executions_of(
@@ -299,9 +343,6 @@ impl RuntimeHandle {
     /// End the session of a host whose certificate was revoked.
     pub fn revoke(&self, host: &str) -> Result<(), CoordinatorError> {
         self.send(Command::Revoke { host: host.to_string() })
-    }
-    pub fn heartbeat(&self, host: &str, session: u64) -> Result<(), CoordinatorError> {
-        self.send(Command::Heartbeat { host: host.to_string(), session, at: self.clock.now() })
     }
     pub fn step_result(
         &self,
@@ -410,6 +451,16 @@ struct AgentConn {
     session: Option<(u64, mpsc::UnboundedSender<ToAgent>)>,
     /// The heartbeat interval its session was given.
     heartbeat: Duration,
+    /// Its session's heartbeats (a fresh one per session).
+    pulse: Pulse,
+}
+
+impl AgentConn {
+    /// When it was last heard from: its record (connect, results) or its
+    /// session's heartbeats.
+    fn last_seen(&self) -> UnixMillis {
+        self.record.last_seen.max(self.pulse.last())
+    }
 }
 
 /// Work that must wait until the batch is durable (answers to callers).
@@ -468,7 +519,14 @@ pub fn spawn_with_metrics(
     shutdown: CancellationToken,
 ) -> Result<(RuntimeHandle, tokio::task::JoinHandle<()>), CoordinatorError> {
     let mut actor = Actor::new(store, config, clock, metrics);
+    let started = std::time::Instant::now();
     actor.recover()?;
+    tracing::info!(
+        agents = actor.agents.len(),
+        rollouts = actor.rollouts.len(),
+        elapsed = ?started.elapsed(),
+        "recovered from the store"
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = RuntimeHandle {
         tx,
@@ -664,7 +722,7 @@ impl Actor {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { hello, session, tx, reply } => {
+            Command::Connect { hello, session, tx, pulse, reply } => {
                 let now = self.clock.now();
                 // Live and working: its stream is open and it was heard from
                 // within two of its heartbeat intervals. A stale session (a
@@ -672,7 +730,7 @@ impl Actor {
                 let live = self
                     .agents
                     .get(&hello.id)
-                    .filter(|a| now.since(a.record.last_seen) <= 2 * a.heartbeat.as_millis() as u64)
+                    .filter(|a| now.since(a.last_seen()) <= 2 * a.heartbeat.as_millis() as u64)
                     .and_then(|a| a.session.as_ref())
                     .filter(|(_, t)| !t.is_closed());
                 if let Some((current, _)) = live {
@@ -684,7 +742,7 @@ impl Actor {
                     }));
                 } else {
                     let heartbeat = self.heartbeat_for_next();
-                    self.connect(hello, session, tx, heartbeat);
+                    self.connect(hello, session, tx, pulse, heartbeat);
                     let _ = reply.send(Ok(heartbeat));
                 }
             }
@@ -700,13 +758,6 @@ impl Actor {
             Command::Revoke { host } => {
                 if self.agents.get(&host).is_some_and(|a| a.session.is_some()) {
                     self.lose(&host);
-                }
-            }
-            Command::Heartbeat { host, session, at } => {
-                if let Some(a) = self.agents.get_mut(&host)
-                    && a.session.as_ref().is_some_and(|(s, _)| *s == session)
-                {
-                    a.record.last_seen = a.record.last_seen.max(at);
                 }
             }
             Command::Result { host, session, execution_id, outcome } => {
@@ -803,7 +854,10 @@ impl Actor {
                 let mut list: Vec<AgentSnapshot> = self
                     .agents
                     .values()
-                    .map(|a| AgentSnapshot { record: a.record.clone(), connected: a.session.is_some() })
+                    .map(|a| AgentSnapshot {
+                        record: AgentRecord { last_seen: a.last_seen(), ..a.record.clone() },
+                        connected: a.session.is_some(),
+                    })
                     .collect();
                 list.sort_by(|a, b| a.record.id.cmp(&b.record.id));
                 let _ = reply.send(Ok(list));

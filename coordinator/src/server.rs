@@ -75,7 +75,9 @@ pub async fn serve(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
+    let started = std::time::Instant::now();
     let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
+    tracing::info!(elapsed = ?started.elapsed(), "store opened");
     let fds = crate::connections::raise_fd_limit();
     let cap = crate::connections::effective_cap(&config.connections, fds);
     tracing::info!(max_connections = cap, handshake_timeout = ?config.connections.handshake_timeout, "connection limits");

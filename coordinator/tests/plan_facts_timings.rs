@@ -104,8 +104,9 @@ async fn facts_reach_plans_and_step_times_reach_estimates() {
     let shutdown = CancellationToken::new();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
     let (rt, join) = start(store.clone(), dir.path(), &shutdown);
-    let (s1, _, mut rx1) = rt.connect(hello("a-1", "pro")).await.unwrap();
-    let (s2, _, mut rx2) = rt.connect(hello("a-2", "community")).await.unwrap();
+    let a1 = rt.connect(hello("a-1", "pro")).await.unwrap();
+    let a2 = rt.connect(hello("a-2", "community")).await.unwrap();
+    let (s1, mut rx1, s2, mut rx2) = (a1.id, a1.to_agent, a2.id, a2.to_agent);
 
     // The dry run picks each host's steps by its facts; nothing measured yet.
     let s = dry_run(&rt).await;

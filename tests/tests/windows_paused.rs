@@ -58,13 +58,15 @@ async fn a_window_gated_rollout_waits_then_runs_when_the_window_opens() {
     let (rt, join) = runtime::spawn(store, artifacts, RuntimeConfig::default(), clock, shutdown.clone()).unwrap();
     let mut agents = Vec::new();
     for id in ["web-1", "web-2"] {
-        let (session, _, rx) = rt.connect(hello(id)).await.unwrap();
+        let agent = rt.connect(hello(id)).await.unwrap();
+        let (session, rx) = (agent.id, agent.to_agent);
         // The agent's heartbeats, on the same paused clock: the hour of
         // waiting does not make it a lost agent.
-        let (hb, stop) = (rt.clone(), shutdown.clone());
+        let (beats, stop) = (agent.beats, shutdown.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RuntimeConfig::default().heartbeat_interval);
-            while !stop.is_cancelled() && hb.heartbeat(id, session).is_ok() {
+            while !stop.is_cancelled() {
+                beats.beat();
                 tick.tick().await;
             }
         });

@@ -26,7 +26,8 @@ fn connect(
     let (tx, rx) = mpsc::unbounded_channel();
     let (reply, mut answer) = oneshot::channel();
     let hello = AgentHello { id: host.to_string(), ..Default::default() };
-    a.command(Command::Connect { hello, session, tx, reply });
+    let pulse = Pulse::new(a.clock.now());
+    a.command(Command::Connect { hello, session, tx, pulse, reply });
     (answer.try_recv().expect("answered at once"), rx)
 }
 
@@ -34,29 +35,31 @@ fn session_of(a: &Actor, host: &str) -> Option<u64> {
     a.agents.get(host).and_then(|c| c.session.as_ref()).map(|(s, _)| *s)
 }
 
-/// Heartbeats that arrived in time but still wait in the queue when the
-/// liveness tick comes (the runtime was busy) must not lose the agent, and
-/// count from when they arrived.
+/// Heartbeats are stamped by the session's task: while the runtime is busy
+/// and handles nothing, they still count, from when they arrived.
 #[tokio::test(start_paused = true)]
-async fn queued_heartbeats_count_before_the_liveness_check() {
+async fn heartbeats_count_while_the_runtime_is_busy() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = actor(dir.path());
     let (ok, _stream) = connect(&mut a, "web-1", 1);
     ok.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_tx, mut rx) = mpsc::unbounded_channel();
     // One heartbeat every 2 s arrives (stamped by the gRPC task) while the
-    // runtime is busy with something else and handles none of them.
+    // runtime is busy with something else and runs no command.
+    let pulse = a.agents["web-1"].pulse.clone();
     let mut last = UnixMillis(0);
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(2)).await;
         last = a.clock.now();
-        tx.send(Command::Heartbeat { host: "web-1".into(), session: 1, at: last }).unwrap();
+        pulse.beat(last);
     }
+    // A stamp cannot move back (a late task's older time).
+    pulse.beat(UnixMillis(last.0 - 1_000));
     // 10 s after connecting (> the 6 s timeout), the liveness tick.
     tokio::time::advance(Duration::from_millis(500)).await;
     a.on_liveness_tick(&mut rx);
     assert_eq!(session_of(&a, "web-1"), Some(1), "the agent heartbeated all along");
-    assert_eq!(a.agents["web-1"].record.last_seen, last, "stamped when it arrived, not when handled");
+    assert_eq!(a.agents["web-1"].last_seen(), last, "stamped when it arrived");
     // An agent that really went quiet is still lost.
     tokio::time::advance(Duration::from_secs(7)).await;
     a.on_liveness_tick(&mut rx);
@@ -74,7 +77,7 @@ async fn a_new_session_replaces_a_stale_one_but_not_a_working_one() {
     // Working: a heartbeat a moment ago.
     tokio::time::advance(Duration::from_millis(1_500)).await;
     let now = a.clock.now();
-    a.command(Command::Heartbeat { host: "web-1".into(), session: 1, at: now });
+    a.agents["web-1"].pulse.beat(now);
     let (refused, _) = connect(&mut a, "web-1", 2);
     assert!(refused.unwrap_err().to_string().contains("already live"));
     assert_eq!(session_of(&a, "web-1"), Some(1));

@@ -10,7 +10,12 @@ impl Actor {
         for record in self.store.agents()? {
             self.agents.insert(
                 record.id.clone(),
-                AgentConn { record, session: None, heartbeat: self.config.heartbeat_interval },
+                AgentConn {
+                    pulse: Pulse::new(record.last_seen),
+                    record,
+                    session: None,
+                    heartbeat: self.config.heartbeat_interval,
+                },
             );
         }
         let mut records = self.store.rollouts()?;

@@ -9,6 +9,7 @@ impl Actor {
         hello: AgentHello,
         session: u64,
         tx: mpsc::UnboundedSender<ToAgent>,
+        pulse: Pulse,
         heartbeat: Duration,
     ) {
         let now = self.clock.now();
@@ -31,7 +32,8 @@ impl Actor {
             tracing::error!(%host, error = %e, "cannot store agent record");
         }
         tracing::info!(%host, version = %hello.version, "agent connected");
-        let replaced = self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat });
+        let replaced =
+            self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat, pulse });
         if replaced.is_none_or(|a| a.session.is_none()) {
             self.connected += 1;
         }
@@ -44,10 +46,11 @@ impl Actor {
         }
     }
 
-    /// The liveness check runs on a drained queue: heartbeats waiting behind
-    /// a backlog are applied first (with their arrival times), so an agent
-    /// is never declared lost for a heartbeat the coordinator already has.
-    /// Only what was queued at the tick is drained, so this ends.
+    /// The liveness check runs on a drained queue: results waiting behind a
+    /// backlog are applied first, so an agent is never declared lost for
+    /// news the coordinator already has (heartbeats do not queue: their
+    /// sessions stamp them, [`AgentSession::heartbeat`]). Only what was
+    /// queued at the tick is drained, so this ends.
     pub(super) fn on_liveness_tick(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) {
         for _ in 0..rx.len() {
             match rx.try_recv() {
@@ -63,7 +66,7 @@ impl Actor {
         let stale: Vec<HostId> = self
             .agents
             .iter()
-            .filter(|(_, a)| a.session.is_some() && now.since(a.record.last_seen) > self.timeout_of(a))
+            .filter(|(_, a)| a.session.is_some() && now.since(a.last_seen()) > self.timeout_of(a))
             .map(|(h, _)| h.clone())
             .collect();
         for host in stale {
