@@ -129,9 +129,10 @@ pub struct ServeArgs {
     /// With --store etcd://…: the leader lease's time to live, in seconds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=60))]
     pub lease_ttl_s: u64,
-    /// Snapshot each rollout's engine every N events of its log (and when
-    /// it finishes), so a restart or takeover replays a snapshot and a short
-    /// tail: 0 (none) or 10 to 1000000.
+    /// Snapshot each rollout's engine every N events of its log (every H
+    /// for a rollout of H hosts, if more; and when it finishes), so a
+    /// restart or takeover replays a snapshot and a short tail: 0 (none) or
+    /// 10 to 1000000.
     #[arg(long, env = "CONVOY_SNAPSHOT_EVERY", default_value_t = 1000)]
     pub snapshot_every: u64,
     /// Delete the events a stored snapshot covers. `convoy verify`, host

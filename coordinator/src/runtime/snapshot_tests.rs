@@ -163,4 +163,21 @@ async fn the_runtime_snapshots_every_n_events_and_at_the_end_and_compacts_only_w
     assert_eq!(restored.view(), view);
     assert!(log.len() < seq as usize);
     assert!(sled.disk_flushes() > 0);
+
+    // A snapshot costs in proportion to the rollout: one of 40 hosts waits
+    // 40 events between snapshots, not `--snapshot-every 10`.
+    let mut d = actor(store.clone(), 10, false);
+    d.recover().unwrap();
+    let at = store.snapshot("r1").unwrap().unwrap().seq;
+    assert_eq!(at, d.rollouts["r1"].next_seq, "40 AgentLost events: due");
+    let reconnect = |d: &mut Actor, hosts: std::ops::Range<usize>| {
+        for h in hosts {
+            d.event("r1", Event::AgentConnected { host: format!("w{h}") });
+        }
+        d.commit();
+    };
+    reconnect(&mut d, 0..25);
+    assert_eq!(store.snapshot("r1").unwrap().unwrap().seq, at, "25 events: not yet");
+    reconnect(&mut d, 25..40);
+    assert_eq!(store.snapshot("r1").unwrap().unwrap().seq, at + 40, "40 events: due");
 }
