@@ -98,22 +98,39 @@ impl ChangeTracker {
         (tracker, view)
     }
 
+    /// Nobody watches: drain `engine`'s touched hosts and keep the group
+    /// counts, building no views. The next [`ChangeTracker::change`] is
+    /// then relative to a full view taken after this call (a new watcher's);
+    /// it may repeat backups such a view has, which [`RolloutChange::apply`]
+    /// handles. O(hosts touched).
+    pub fn absorb(&mut self, engine: &mut Engine) {
+        for i in engine.take_changed_hosts() {
+            self.recount(engine, i);
+        }
+    }
+
+    /// Move host `i` to the counter its state now falls in.
+    fn recount(&mut self, engine: &Engine, i: usize) {
+        let (Some(old), Some(h)) = (self.counted.get_mut(i), engine.hosts.get(i)) else { return };
+        let new = Counted::of(&h.state);
+        if *old != new {
+            if let Some(c) = self.counts.get_mut(h.group) {
+                let from = c.slot(*old);
+                *from = from.saturating_sub(1);
+                *c.slot(new) += 1;
+            }
+            *old = new;
+        }
+    }
+
     /// What changed in `engine`'s view since the tracker last reported,
     /// with group windows evaluated at `now`. O(hosts touched + groups).
     pub fn change(&mut self, engine: &mut Engine, now: UnixMillis) -> RolloutChange {
         let touched = engine.take_changed_hosts();
         let mut hosts = Vec::with_capacity(touched.len());
-        for i in touched {
-            let (Some(old), Some(h)) = (self.counted.get_mut(i), engine.hosts.get(i)) else { continue };
-            let new = Counted::of(&h.state);
-            if *old != new {
-                if let Some(c) = self.counts.get_mut(h.group) {
-                    let from = c.slot(*old);
-                    *from = from.saturating_sub(1);
-                    *c.slot(new) += 1;
-                }
-                *old = new;
-            }
+        let hosts_known = self.counted.len();
+        for i in touched.into_iter().filter(|&i| i < hosts_known) {
+            self.recount(engine, i);
             hosts.push((i, engine.host_view(i)));
         }
         let mut groups = Vec::new();
