@@ -5,8 +5,8 @@
 //! per batch while anyone watches costs the actor O(hosts) per batch (at
 //! 10,000 hosts, milliseconds per batch: most of its time). Instead each
 //! rollout keeps a [`ChangeTracker`] beside its engine and, after a batch
-//! that touched the rollout, publishes a [`RolloutChange`] (O(hosts touched
-//! + groups)) on a bounded [`broadcast`] channel. A watcher subscribes
+//! that touched the rollout, publishes a [`RolloutChange`] (costing
+//! O(hosts touched and groups)) on a bounded [`broadcast`] channel. A watcher subscribes
 //! through the actor, which hands it a full snapshot and a receiver taken at
 //! the same instant (after the batch's change was published), so applying
 //! every change received to that snapshot keeps it exact. A watcher that
