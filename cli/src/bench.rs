@@ -115,8 +115,10 @@ async fn rollout(client: &mut crate::client::Client, version: &str) -> Result<f6
         })
         .await?
         .into_inner();
-    let mut stream =
-        client.watch_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
+    let mut stream = client
+        .watch_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone(), changes_only: true })
+        .await?
+        .into_inner();
     let mut last = None;
     while let Some(s) = stream.message().await? {
         last = Some(s.state);

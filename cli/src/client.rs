@@ -153,7 +153,7 @@ pub async fn authenticated_channel(t: &Target) -> Result<(Channel, Auth), CliErr
             }
         };
         let mut probe = OperatorServiceClient::with_interceptor(channel.clone(), auth.clone());
-        let request = convoy_proto::v1::GetRolloutRequest { rollout_id: "-leader-probe-".into() };
+        let request = convoy_proto::v1::GetRolloutRequest { rollout_id: "-leader-probe-".into(), ..Default::default() };
         match tokio::time::timeout(Duration::from_secs(5), probe.get_rollout(request)).await {
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 if let Some(leader) = status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()) {

@@ -382,12 +382,24 @@ pub async fn apply_source(
 /// Watch a rollout, redrawing group progress, and print the host table at the end.
 pub async fn follow(c: &mut Client, rollout_id: &str, output: Output) -> Result<(), CliError> {
     let start = Instant::now();
-    let mut stream = c.watch_rollout(pb::GetRolloutRequest { rollout_id: rollout_id.to_string() }).await?.into_inner();
+    // Only changes after the first status: the coordinator sends a 10,000
+    // host table once, not per batch (an older one sends full statuses,
+    // which merge_status takes as they are).
+    let req = pb::GetRolloutRequest { rollout_id: rollout_id.to_string(), changes_only: true };
+    let mut stream = c.watch_rollout(req).await?.into_inner();
     let tty = std::io::stderr().is_terminal() && output == Output::Text;
     let mut last_lines = 0usize;
     let mut last_text = String::new();
     let mut last: Option<pb::RolloutStatus> = None;
-    while let Some(s) = stream.message().await? {
+    while let Some(next) = stream.message().await? {
+        let last_state = last.as_ref().map(|l| l.state.clone()).unwrap_or_default();
+        let s = match last.take() {
+            Some(mut held) => {
+                convoy_wire::status::merge_status(&mut held, next);
+                held
+            }
+            None => next,
+        };
         let text = format!(
             "rollout {} [{}] {:.1}s\n{}",
             s.rollout_id,
@@ -404,7 +416,7 @@ pub async fn follow(c: &mut Client, rollout_id: &str, output: Output) -> Result<
                 }
                 let _ = write!(err, "{text}");
                 last_lines = text.lines().count();
-            } else if body != last_text || s.state != last.as_ref().map(|l| l.state.clone()).unwrap_or_default() {
+            } else if body != last_text || s.state != last_state {
                 let _ = write!(err, "{text}");
             }
             last_text = body.to_string();
@@ -472,7 +484,10 @@ pub fn held_json(h: &pb::HeldHost) -> serde_json::Value {
 
 pub async fn status_cmd(target: &Target, rollout: Option<String>, output: Output, wide: bool) -> Result<(), CliError> {
     let mut c = connect(target).await?;
-    let s = c.get_rollout(pb::GetRolloutRequest { rollout_id: rollout.unwrap_or_default() }).await?.into_inner();
+    let s = c
+        .get_rollout(pb::GetRolloutRequest { rollout_id: rollout.unwrap_or_default(), ..Default::default() })
+        .await?
+        .into_inner();
     match output {
         Output::Json => {
             // The timeline comes from the stored log (issue 13).

@@ -243,7 +243,10 @@ async fn bad_release_step(
         .into_inner();
     // The rollout is expected to fail: that is the point.
     let _ = follow(client, &r.rollout_id, Output::Text).await;
-    let s = client.get_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone() }).await?.into_inner();
+    let s = client
+        .get_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id.clone(), ..Default::default() })
+        .await?
+        .into_inner();
     let state: RolloutState = s.state.parse()?;
     let hosts_now =
         s.hosts.iter().map(|h| Ok((h, h.state.parse::<HostPhase>()?))).collect::<Result<Vec<_>, UnknownState>>()?;

@@ -84,7 +84,7 @@ async fn submit(client: &mut Client, args: &UpgradeArgs) -> Result<pb::RolloutSt
         .await?
         .into_inner();
     let _ = follow(client, &r.rollout_id, Output::Text).await;
-    Ok(client.get_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id }).await?.into_inner())
+    Ok(client.get_rollout(pb::GetRolloutRequest { rollout_id: r.rollout_id, ..Default::default() }).await?.into_inner())
 }
 
 async fn agents(client: &mut Client) -> Result<Vec<pb::AgentInfo>, CliError> {

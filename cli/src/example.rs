@@ -499,8 +499,10 @@ async fn drive(
                     convoy_common::plan::format_duration(run.rollout_timeout)
                 ))),
             };
-        let status =
-            client.get_rollout(pb::GetRolloutRequest { rollout_id: created.rollout_id.clone() }).await?.into_inner();
+        let status = client
+            .get_rollout(pb::GetRolloutRequest { rollout_id: created.rollout_id.clone(), ..Default::default() })
+            .await?
+            .into_inner();
         let json_path = rollouts.join(format!("{}-{}.json", n + 1, status.plan_name));
         std::fs::write(&json_path, status_json(&status)).map_err(io(&json_path))?;
         let state: RolloutState = status.state.parse()?;

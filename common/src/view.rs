@@ -133,126 +133,137 @@ pub struct HostView {
     pub captured: BTreeMap<String, String>,
 }
 
+mod change;
+pub use change::{ChangeTracker, RolloutChange};
+
 impl Engine {
     /// [`Engine::view`] with what depends on the time: when the window
     /// open for each group's next pending host closes.
     pub fn view_at(&self, now: UnixMillis) -> RolloutView {
-        let mut view = self.view();
-        let Some(windows) = self.spec.windows.as_ref() else { return view };
-        for (g, v) in view.groups.iter_mut().enumerate() {
-            let Some(w) = v.window.as_mut() else { continue };
-            let rt = &self.groups[g];
-            let Some(&i) = rt.order.get(rt.next) else { continue };
-            if let Some((cal, _)) = windows.calendar(g, i) {
-                w.closes_at = cal.open_at(schedule::to_utc(now.0)).map(|t| UnixMillis(schedule::to_millis(t)));
-            }
-        }
-        view
+        self.build_view(Some(now))
     }
 
-    /// A summary for status displays.
+    /// A summary for status displays. O(hosts): watchers follow
+    /// [`RolloutChange`]s from a [`ChangeTracker`] instead of asking for
+    /// this after every event.
     pub fn view(&self) -> RolloutView {
-        let mut groups: Vec<GroupView> = self
-            .spec
-            .groups
-            .iter()
-            .zip(&self.groups)
-            .enumerate()
-            .map(|(gi, (spec, g))| GroupView {
-                name: spec.name.clone(),
-                state: g.state,
-                done: 0,
-                running: 0,
-                failed: 0,
-                rolled_back: 0,
-                pending: 0,
-                total: spec.hosts.len(),
-                canaries: g.canaries,
-                promote_at: match g.state {
-                    GroupState::CanarySoak => g.promote_at,
-                    GroupState::Waiting
-                    | GroupState::Canary
-                    | GroupState::AwaitingApproval
-                    | GroupState::Running
-                    | GroupState::Succeeded
-                    | GroupState::Failed
-                    | GroupState::Skipped
-                    | GroupState::RollingBack
-                    | GroupState::RolledBack
-                    | GroupState::RollbackFailed => None,
-                },
-                window: self.spec.windows.as_ref().and_then(|w| w.group(gi)).map(|w| WindowView {
-                    windows: w.open.iter().map(|r| r.describe()).collect(),
-                    timezone: w.timezone.clone(),
-                    waiting_until: g.window_wait,
-                    closes_at: None,
-                    overridden_by: self.windows_overridden.clone(),
-                }),
-            })
-            .collect();
+        self.build_view(None)
+    }
+
+    fn build_view(&self, now: Option<UnixMillis>) -> RolloutView {
+        let counts = self.group_counts();
+        RolloutView {
+            state: self.state,
+            message: self.message.clone(),
+            groups: counts.iter().enumerate().map(|(g, c)| self.group_view(g, c, now)).collect(),
+            hosts: (0..self.hosts.len()).map(|i| self.host_view(i)).collect(),
+            backups: self.backup_views(0),
+        }
+    }
+
+    /// Every group's host counts, walking every host once. O(hosts).
+    fn group_counts(&self) -> Vec<HostCounts> {
+        let mut counts = vec![HostCounts::default(); self.spec.groups.len()];
         for (gi, spec) in self.spec.groups.iter().enumerate() {
             for &i in &spec.hosts {
-                let v = &mut groups[gi];
-                match self.hosts[i].state {
-                    HostState::Pending | HostState::Skipped => v.pending += 1,
-                    HostState::Running { .. }
-                    | HostState::Soaking { .. }
-                    | HostState::RollingBack { .. }
-                    | HostState::Probing { .. }
-                    | HostState::SwitchingOver { .. }
-                    | HostState::Held { .. }
-                    | HostState::LeaderUnknown { .. }
-                    | HostState::AtBarrier { .. } => v.running += 1,
-                    HostState::Succeeded => v.done += 1,
-                    HostState::Failed { .. } => v.failed += 1,
-                    HostState::RolledBack | HostState::RollbackFailed { .. } => v.rolled_back += 1,
-                }
+                counts[gi].add(&self.hosts[i].state);
             }
         }
-        let hosts = self
-            .spec
-            .hosts
+        counts
+    }
+
+    /// Group `gi`'s view with `counts` as its host counts; `now` (when
+    /// given) tells when its open window closes. O(its windows), not O(its hosts).
+    fn group_view(&self, gi: usize, counts: &HostCounts, now: Option<UnixMillis>) -> GroupView {
+        let (spec, g) = (&self.spec.groups[gi], &self.groups[gi]);
+        let mut window = self.spec.windows.as_ref().and_then(|w| w.group(gi)).map(|w| WindowView {
+            windows: w.open.iter().map(|r| r.describe()).collect(),
+            timezone: w.timezone.clone(),
+            waiting_until: g.window_wait,
+            closes_at: None,
+            overridden_by: self.windows_overridden.clone(),
+        });
+        if let (Some(now), Some(windows), Some(w)) = (now, self.spec.windows.as_ref(), window.as_mut())
+            && let Some(&i) = g.order.get(g.next)
+            && let Some((cal, _)) = windows.calendar(gi, i)
+        {
+            w.closes_at = cal.open_at(schedule::to_utc(now.0)).map(|t| UnixMillis(schedule::to_millis(t)));
+        }
+        GroupView {
+            name: spec.name.clone(),
+            state: g.state,
+            done: counts.done,
+            running: counts.running,
+            failed: counts.failed,
+            rolled_back: counts.rolled_back,
+            pending: counts.pending,
+            total: spec.hosts.len(),
+            canaries: g.canaries,
+            promote_at: match g.state {
+                GroupState::CanarySoak => g.promote_at,
+                GroupState::Waiting
+                | GroupState::Canary
+                | GroupState::AwaitingApproval
+                | GroupState::Running
+                | GroupState::Succeeded
+                | GroupState::Failed
+                | GroupState::Skipped
+                | GroupState::RollingBack
+                | GroupState::RolledBack
+                | GroupState::RollbackFailed => None,
+            },
+            window,
+        }
+    }
+
+    /// The view of host entry `i` (an index into [`RolloutSpec::hosts`]):
+    /// what [`RolloutView::hosts`]`[i]` shows. It depends only on that
+    /// entry's tracking state and the spec, so it costs O(1) in the fleet's
+    /// size. Panics if `i` is out of range.
+    ///
+    /// [`RolloutSpec::hosts`]: crate::model::RolloutSpec::hosts
+    pub fn host_view(&self, i: usize) -> HostView {
+        let (spec, h) = (&self.spec.hosts[i], &self.hosts[i]);
+        HostView {
+            host: spec.host.clone(),
+            group: self.spec.groups.get(h.group).map_or_else(String::new, |g| g.name.clone()),
+            state: h.state.clone(),
+            version: self.version_of(i).map(str::to_string),
+            current_step: match &h.state {
+                HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
+                HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
+                // After its switchover the leader is asked once more,
+                // to confirm it handed the leadership over.
+                HostState::Probing { after_switchover: true, .. } => {
+                    Some("switchover: confirming the leadership moved".to_string())
+                }
+                HostState::Probing { step, .. } | HostState::LeaderUnknown { step, .. } => {
+                    Some(format!("leader check before {}", spec.steps[*step].name))
+                }
+                HostState::SwitchingOver { index, .. } => Some(format!("switchover: {}", spec.switchover[*index].name)),
+                HostState::Held { step } | HostState::AtBarrier { step } => {
+                    Some(format!("waiting before {}", spec.steps[*step].name))
+                }
+                HostState::Pending
+                | HostState::Soaking { .. }
+                | HostState::Succeeded
+                | HostState::Failed { .. }
+                | HostState::Skipped
+                | HostState::RolledBack
+                | HostState::RollbackFailed { .. } => None,
+            },
+            message: h.message.clone(),
+            key: spec.key().to_string(),
+            captured: h.captured.clone(),
+        }
+    }
+
+    /// The views of the backups taken, from the `from`th on (backups are
+    /// only ever appended).
+    fn backup_views(&self, from: usize) -> Vec<BackupView> {
+        self.backups
             .iter()
-            .zip(&self.hosts)
-            .enumerate()
-            .map(|(i, (spec, h))| HostView {
-                host: spec.host.clone(),
-                group: self.spec.groups.get(h.group).map_or_else(String::new, |g| g.name.clone()),
-                state: h.state.clone(),
-                version: self.version_of(i).map(str::to_string),
-                current_step: match &h.state {
-                    HostState::Running { step, .. } => Some(spec.steps[*step].name.clone()),
-                    HostState::RollingBack { step, .. } => Some(h.rollback[*step].name.clone()),
-                    // After its switchover the leader is asked once more,
-                    // to confirm it handed the leadership over.
-                    HostState::Probing { after_switchover: true, .. } => {
-                        Some("switchover: confirming the leadership moved".to_string())
-                    }
-                    HostState::Probing { step, .. } | HostState::LeaderUnknown { step, .. } => {
-                        Some(format!("leader check before {}", spec.steps[*step].name))
-                    }
-                    HostState::SwitchingOver { index, .. } => {
-                        Some(format!("switchover: {}", spec.switchover[*index].name))
-                    }
-                    HostState::Held { step } | HostState::AtBarrier { step } => {
-                        Some(format!("waiting before {}", spec.steps[*step].name))
-                    }
-                    HostState::Pending
-                    | HostState::Soaking { .. }
-                    | HostState::Succeeded
-                    | HostState::Failed { .. }
-                    | HostState::Skipped
-                    | HostState::RolledBack
-                    | HostState::RollbackFailed { .. } => None,
-                },
-                message: h.message.clone(),
-                key: spec.key().to_string(),
-                captured: h.captured.clone(),
-            })
-            .collect();
-        let backups = self
-            .backups
-            .iter()
+            .skip(from)
             .map(|(i, step, record, at)| BackupView {
                 host: self.spec.hosts[*i].host.clone(),
                 key: self.key(*i),
@@ -262,7 +273,61 @@ impl Engine {
                 size_bytes: record.size_bytes,
                 at: *at,
             })
-            .collect();
-        RolloutView { state: self.state, message: self.message.clone(), groups, hosts, backups }
+            .collect()
+    }
+}
+
+/// A group's host counts, as [`GroupView`] shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HostCounts {
+    done: usize,
+    running: usize,
+    failed: usize,
+    rolled_back: usize,
+    pending: usize,
+}
+
+/// Which of [`HostCounts`]' counters a host is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    RolledBack,
+}
+
+impl Counted {
+    fn of(state: &HostState) -> Counted {
+        match state {
+            HostState::Pending | HostState::Skipped => Counted::Pending,
+            HostState::Running { .. }
+            | HostState::Soaking { .. }
+            | HostState::RollingBack { .. }
+            | HostState::Probing { .. }
+            | HostState::SwitchingOver { .. }
+            | HostState::Held { .. }
+            | HostState::LeaderUnknown { .. }
+            | HostState::AtBarrier { .. } => Counted::Running,
+            HostState::Succeeded => Counted::Done,
+            HostState::Failed { .. } => Counted::Failed,
+            HostState::RolledBack | HostState::RollbackFailed { .. } => Counted::RolledBack,
+        }
+    }
+}
+
+impl HostCounts {
+    fn slot(&mut self, c: Counted) -> &mut usize {
+        match c {
+            Counted::Pending => &mut self.pending,
+            Counted::Running => &mut self.running,
+            Counted::Done => &mut self.done,
+            Counted::Failed => &mut self.failed,
+            Counted::RolledBack => &mut self.rolled_back,
+        }
+    }
+
+    fn add(&mut self, state: &HostState) {
+        *self.slot(Counted::of(state)) += 1;
     }
 }

@@ -26,6 +26,8 @@ use crate::operators::{Role, peer_label, require};
 use crate::runtime::{AgentHello, AgentSnapshot, Clock, RolloutSnapshot, RuntimeHandle, ToAgent};
 use crate::store::Store;
 use crate::tls::CertificateAuthority;
+
+mod watch;
 use convoy_common::audit::AuditAction;
 
 /// The single place where domain errors become gRPC statuses.
@@ -307,23 +309,11 @@ impl pb::operator_service_server::OperatorService for OperatorSvc {
 
     async fn watch_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<WatchStream>, Status> {
         require(&req, Role::Viewer, "watching a rollout")?;
-        let mut rx = self.runtime.watch(rollout_arg(req.into_inner().rollout_id)).await.map_err(to_status)?;
+        let r = req.into_inner();
+        let watch = self.runtime.watch(rollout_arg(r.rollout_id)).await.map_err(to_status)?;
         let (tx, out) = mpsc::channel(16);
-        let held = held_of(self.store.as_ref(), &rx.borrow().id);
-        tokio::spawn(async move {
-            loop {
-                let snap = rx.borrow_and_update().clone();
-                let done = snap.view.state.is_terminal();
-                let mut status = rollout_to_wire(&snap);
-                status.held.clone_from(&held);
-                if tx.send(Ok(status)).await.is_err() || done {
-                    break;
-                }
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
+        let held = held_of(self.store.as_ref(), watch.id());
+        tokio::spawn(watch::stream(watch, r.changes_only, held, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 

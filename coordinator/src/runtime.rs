@@ -25,7 +25,7 @@ use std::time::Duration;
 use convoy_common::engine::{Action, Engine, Event, ExecutionId, OperatorCommand, Timer};
 use convoy_common::model::{HostId, InventoryHost, StepOutcome, StepSpec, UnixMillis};
 use convoy_common::view::RolloutView;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CoordinatorError;
@@ -88,6 +88,9 @@ pub struct RuntimeConfig {
     /// log (and once when it finishes); 0 takes none. See
     /// [`SNAPSHOT_EVERY`] for the bounds the binary accepts.
     pub snapshot_every: u64,
+    /// Changes a rollout's watcher may fall behind by before it starts
+    /// again from a full snapshot (see `runtime::watch`).
+    pub watch_capacity: usize,
     /// Delete the events a durable snapshot covers (off by default: the
     /// full log is what `convoy verify`, host outputs and the dashboard's
     /// timelines read; docs/ha.md, "Snapshots").
@@ -113,6 +116,7 @@ impl Default for RuntimeConfig {
             plan_time_limit: Duration::from_secs(10),
             snapshot_every: 1000,
             compact_events: false,
+            watch_capacity: 1024,
         }
     }
 }
@@ -280,9 +284,10 @@ enum Command {
         rollout_id: Option<String>,
         reply: Reply<RolloutSnapshot>,
     },
+    /// Subscribe to a rollout's changes (see `runtime::watch`).
     Watch {
         rollout_id: Option<String>,
-        reply: Reply<watch::Receiver<Arc<RolloutSnapshot>>>,
+        reply: Reply<watch::WatchStart>,
     },
     ListRollouts {
         reply: Reply<Vec<RolloutSnapshot>>,
@@ -394,12 +399,6 @@ impl RuntimeHandle {
     pub async fn get(&self, rollout_id: Option<String>) -> Result<RolloutSnapshot, CoordinatorError> {
         self.ask(|reply| Command::Get { rollout_id, reply }).await
     }
-    pub async fn watch(
-        &self,
-        rollout_id: Option<String>,
-    ) -> Result<watch::Receiver<Arc<RolloutSnapshot>>, CoordinatorError> {
-        self.ask(|reply| Command::Watch { rollout_id, reply }).await
-    }
     pub async fn list_rollouts(&self) -> Result<Vec<RolloutSnapshot>, CoordinatorError> {
         self.ask(|reply| Command::ListRollouts { reply }).await
     }
@@ -418,7 +417,9 @@ struct RolloutRun {
     /// never snapshotted again (a snapshot must match the log).
     diverged: bool,
     updated: UnixMillis,
-    watch: watch::Sender<Arc<RolloutSnapshot>>,
+    /// Its watchers' channel and change tracker.
+    publisher: watch::Publisher,
+    /// Events were applied in this batch: publish its change.
     dirty: bool,
 }
 
@@ -660,16 +661,16 @@ impl Actor {
         for (id, action) in std::mem::take(&mut self.actions) {
             self.act(&id, action);
         }
-        for f in std::mem::take(&mut self.after_commit) {
-            f(self);
-        }
+        // Changes before answers: a `Watch` answered below subscribes
+        // after this batch's change, with a snapshot that includes it.
         for run in self.rollouts.values_mut() {
             if run.dirty {
                 run.dirty = false;
-                if run.watch.receiver_count() > 0 {
-                    run.watch.send_replace(Arc::new(run.snapshot()));
-                }
+                run.publisher.publish(&mut run.engine, run.updated);
             }
+        }
+        for f in std::mem::take(&mut self.after_commit) {
+            f(self);
         }
     }
 
@@ -838,14 +839,7 @@ impl Actor {
             Command::Get { rollout_id, reply } => {
                 let _ = reply.send(self.resolve(rollout_id).and_then(|id| self.snapshot(&id)));
             }
-            Command::Watch { rollout_id, reply } => {
-                let r = self.resolve(rollout_id).map(|id| {
-                    let run = &self.rollouts[&id];
-                    run.watch.send_replace(Arc::new(run.snapshot()));
-                    run.watch.subscribe()
-                });
-                let _ = reply.send(r);
-            }
+            Command::Watch { rollout_id, reply } => self.watch_command(rollout_id, reply),
             Command::ListRollouts { reply } => {
                 let list = self.order.iter().filter_map(|id| self.rollouts.get(id)).map(|r| r.snapshot()).collect();
                 let _ = reply.send(Ok(list));
@@ -933,16 +927,9 @@ impl Actor {
             created_by: by.to_string(),
         };
         self.store.put_rollout(&record)?;
-        let engine = Engine::new(id.clone(), spec.clone());
+        let mut engine = Engine::new(id.clone(), spec.clone());
         let run = RolloutRun {
-            watch: watch::Sender::new(Arc::new(RolloutSnapshot {
-                id: id.clone(),
-                plan_name: spec.plan_name.clone(),
-                target_version: spec.target_version.clone(),
-                created: now,
-                updated: now,
-                view: engine.view_at(now),
-            })),
+            publisher: watch::Publisher::new(&mut engine, now, self.config.watch_capacity),
             record,
             engine,
             next_seq: 0,
@@ -994,6 +981,8 @@ fn agents_of(spec: &convoy_common::model::RolloutSpec) -> Vec<HostId> {
 
 mod recovery;
 mod sessions;
+mod watch;
+pub use watch::{RolloutWatch, Watched};
 
 #[cfg(test)]
 mod liveness_tests;

@@ -99,7 +99,11 @@ pub async fn wait_rollout(
         let mut op = op.clone();
         let done = &done;
         async move {
-            let s = op.get_rollout(pb::GetRolloutRequest { rollout_id: rollout.to_string() }).await.ok()?.into_inner();
+            let s = op
+                .get_rollout(pb::GetRolloutRequest { rollout_id: rollout.to_string(), ..Default::default() })
+                .await
+                .ok()?
+                .into_inner();
             done(&s).then_some(s)
         }
     })
@@ -135,5 +139,9 @@ pub async fn submit(op: &Operator, file_name: &str, yaml: &str) -> Result<String
 
 /// The status of a rollout.
 pub async fn status(op: &Operator, rollout: &str) -> Result<pb::RolloutStatus, FleetError> {
-    Ok(op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: rollout.to_string() }).await?.into_inner())
+    Ok(op
+        .clone()
+        .get_rollout(pb::GetRolloutRequest { rollout_id: rollout.to_string(), ..Default::default() })
+        .await?
+        .into_inner())
 }

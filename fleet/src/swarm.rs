@@ -339,10 +339,20 @@ async fn follow(
     timeout: Duration,
 ) -> Result<pb::RolloutStatus, FleetError> {
     let watch = async {
-        let mut stream =
-            op.clone().watch_rollout(pb::GetRolloutRequest { rollout_id: rollout.into() }).await?.into_inner();
-        let mut last = None;
-        while let Some(s) = stream.message().await? {
+        // Changes only after the first status, merged here: at 10,000
+        // agents a full status per batch would be most of what the
+        // coordinator sends (and the harness parses).
+        let req = pb::GetRolloutRequest { rollout_id: rollout.into(), changes_only: true };
+        let mut stream = op.clone().watch_rollout(req).await?.into_inner();
+        let mut last: Option<pb::RolloutStatus> = None;
+        while let Some(next) = stream.message().await? {
+            let s = match last.take() {
+                Some(mut held) => {
+                    convoy_wire::status::merge_status(&mut held, next);
+                    held
+                }
+                None => next,
+            };
             let stop = stop_at.is_some_and(|n| done(&s) >= n) || state(&s)?.is_terminal();
             last = Some(s);
             if stop {
@@ -444,7 +454,7 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         if moved.is_none()
             && let Ok(Ok(s)) = tokio::time::timeout(
                 CALL_TIMEOUT,
-                op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }),
+                op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: id.clone(), ..Default::default() }),
             )
             .await
         {

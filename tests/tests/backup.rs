@@ -70,7 +70,8 @@ async fn a_real_backup_is_recorded_and_listed_by_get_rollout() -> anyhow::Result
     c.stop_coordinator().await?;
     c.start_coordinator(fast_runtime()).await?;
     let mut op = c.operator().await?;
-    let again = op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }).await?.into_inner();
+    let again =
+        op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone(), ..Default::default() }).await?.into_inner();
     assert_eq!(again.backups, status.backups);
 
     let (spec, log) = c.event_log(&id).await?;

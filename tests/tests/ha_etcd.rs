@@ -372,7 +372,7 @@ mod ha {
             let url = format!("https://{}", self.addrs[i]);
             let connect = connect_operator(&url, &self.ca_pem, &self.token);
             let mut op = tokio::time::timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
-            let probe = op.get_rollout(pb::GetRolloutRequest { rollout_id: "-probe-".into() });
+            let probe = op.get_rollout(pb::GetRolloutRequest { rollout_id: "-probe-".into(), ..Default::default() });
             match tokio::time::timeout(Duration::from_secs(2), probe).await.ok()? {
                 Err(s) if s.code() == tonic::Code::Unavailable => None,
                 _ => Some(op),
@@ -517,7 +517,8 @@ groups:
         let (second, _) = f.leader(Duration::from_secs(10)).await?;
         f.coordinators[second] = None;
         let (third, mut op) = f.leader(Duration::from_secs(30)).await?;
-        let got = op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }).await?.into_inner();
+        let got =
+            op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone(), ..Default::default() }).await?.into_inner();
         assert_eq!(got.state, "succeeded");
         let log = f.log(&format!("coordinator-{third}.log"));
         assert!(

@@ -90,7 +90,8 @@ async fn record_scale_down_upgrade_and_restore_the_recorded_count() -> anyhow::R
     c.stop_coordinator().await?;
     c.start_coordinator(fast_runtime()).await?;
     let mut op = c.operator().await?;
-    let again = op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }).await?.into_inner();
+    let again =
+        op.get_rollout(pb::GetRolloutRequest { rollout_id: id.clone(), ..Default::default() }).await?.into_inner();
     assert_eq!(again.state, "succeeded");
     assert_eq!(host(&again, "kube-1", "before").captured, before.captured);
     assert_eq!(host(&again, "ita-1", "ita").captured.get("pod").map(String::as_str), Some("ita-1-pod"));

@@ -98,7 +98,11 @@ async fn a_compacted_rollout_resumes_from_its_snapshot_and_is_not_handed_out_for
     }
     c.start_coordinator(runtime()).await?;
     let op = c.operator().await?;
-    let got = op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() }).await?.into_inner();
+    let got = op
+        .clone()
+        .get_rollout(pb::GetRolloutRequest { rollout_id: id.clone(), ..Default::default() })
+        .await?
+        .into_inner();
     assert_eq!(got.state, "succeeded");
     assert!(got.hosts.iter().all(|h| h.state == "succeeded"), "{got:?}");
     c.shutdown().await;

@@ -171,7 +171,8 @@ async fn write_fixture() -> anyhow::Result<()> {
         let mut op = op.clone();
         let id = id.clone();
         async move {
-            let s = op.get_rollout(pb::GetRolloutRequest { rollout_id: id }).await.ok()?.into_inner();
+            let s =
+                op.get_rollout(pb::GetRolloutRequest { rollout_id: id, ..Default::default() }).await.ok()?.into_inner();
             let state = |h: &str| s.hosts.iter().find(|x| x.host_id == h).map(|x| x.state.clone()).unwrap_or_default();
             (state("host-1") == "succeeded" && state("host-2") == "running" && state("host-3") == "pending")
                 .then_some(())

@@ -103,11 +103,13 @@ async fn a_window_gated_rollout_waits_then_runs_when_the_window_opens() {
     let mut watch = rt.watch(Some(created.rollout_id.clone())).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let state = watch.borrow_and_update().view.state;
+            let state = match watch.next().await.expect("runtime alive") {
+                convoy_coordinator::runtime::Watched::Full(s) => s.view.state,
+                convoy_coordinator::runtime::Watched::Change(c) => c.state,
+            };
             if state.is_terminal() {
                 return state;
             }
-            watch.changed().await.expect("runtime alive");
         }
     })
     .await

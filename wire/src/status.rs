@@ -39,7 +39,95 @@ pub fn rollout_status(meta: RolloutMeta<'_>, view: &RolloutView) -> pb::RolloutS
         backups: view.backups.iter().map(rollout_backup).collect(),
         // Filled in by the coordinator (holds live beside the engine).
         held: Vec::new(),
+        changes_only: false,
+        group_indices: Vec::new(),
+        host_indices: Vec::new(),
+        backups_from: 0,
     }
+}
+
+/// A `changes_only` `RolloutStatus` (see the proto): the header of the
+/// rollout now (`view` is its full, current view), the groups and host
+/// entries at positions `groups` and `hosts`, and the backups from the
+/// `backups_from`th on. Costs O(positions given), not O(hosts).
+pub fn rollout_changes(
+    meta: RolloutMeta<'_>,
+    view: &RolloutView,
+    groups: &[usize],
+    hosts: &[usize],
+    backups_from: usize,
+) -> pb::RolloutStatus {
+    let (groups, group_indices): (Vec<_>, Vec<_>) =
+        groups.iter().filter_map(|&i| Some((group_status(view.groups.get(i)?), i as u32))).unzip();
+    let (hosts, host_indices): (Vec<_>, Vec<_>) =
+        hosts.iter().filter_map(|&i| Some((host_status(view.hosts.get(i)?), i as u32))).unzip();
+    let backups_from = backups_from.min(view.backups.len());
+    pb::RolloutStatus {
+        rollout_id: meta.id.to_string(),
+        plan_name: meta.plan_name.to_string(),
+        state: view.state.as_str().to_string(),
+        groups,
+        hosts,
+        message: view.message.clone(),
+        created_unix_ms: meta.created.0,
+        updated_unix_ms: meta.updated.0,
+        target_version: meta.target_version.to_string(),
+        backups: view.backups[backups_from..].iter().map(rollout_backup).collect(),
+        held: Vec::new(),
+        changes_only: true,
+        group_indices,
+        host_indices,
+        backups_from: backups_from as u32,
+    }
+}
+
+/// Fold a message of a `WatchRollout` stream into the status `held` (the
+/// stream's first message, then every merge): a full status replaces it, a
+/// `changes_only` one updates the header and the groups, hosts and backups
+/// it names. `held` stays a full status (`changes_only` false). Positions
+/// past the end of `held`'s lists (a change of another rollout) are ignored.
+pub fn merge_status(held: &mut pb::RolloutStatus, next: pb::RolloutStatus) {
+    if !next.changes_only {
+        *held = next;
+        return;
+    }
+    let pb::RolloutStatus {
+        rollout_id,
+        plan_name,
+        state,
+        groups,
+        hosts,
+        message,
+        created_unix_ms,
+        updated_unix_ms,
+        target_version,
+        backups,
+        held: held_hosts,
+        changes_only: _,
+        group_indices,
+        host_indices,
+        backups_from,
+    } = next;
+    held.rollout_id = rollout_id;
+    held.plan_name = plan_name;
+    held.state = state;
+    held.message = message;
+    held.created_unix_ms = created_unix_ms;
+    held.updated_unix_ms = updated_unix_ms;
+    held.target_version = target_version;
+    held.held = held_hosts;
+    for (g, i) in groups.into_iter().zip(group_indices) {
+        if let Some(slot) = held.groups.get_mut(i as usize) {
+            *slot = g;
+        }
+    }
+    for (h, i) in hosts.into_iter().zip(host_indices) {
+        if let Some(slot) = held.hosts.get_mut(i as usize) {
+            *slot = h;
+        }
+    }
+    held.backups.truncate(backups_from as usize);
+    held.backups.extend(backups);
 }
 
 fn group_status(g: &GroupView) -> pb::GroupStatus {

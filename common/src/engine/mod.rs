@@ -221,6 +221,7 @@ pub mod dispatch;
 pub mod events;
 pub mod execution_id;
 pub mod finish;
+mod host_table;
 pub mod operator;
 pub mod results;
 pub mod rollback;
@@ -237,6 +238,7 @@ pub use state::{GroupState, HostState, RolloutState};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use crate::engine::host_table::HostTable;
 use crate::engine::state::Role;
 use crate::engine::tracking::{ClusterRt, GroupRt, HostRt};
 use crate::model::{BackupRecord, HostId, HostPlan, RolloutSpec, UnixMillis};
@@ -255,7 +257,8 @@ pub struct Engine {
     pub(crate) aborted_by: Option<String>,
     /// Why the whole rollout is being rolled back.
     pub(crate) rollback_reason: Option<String>,
-    pub(crate) hosts: Vec<HostRt>,
+    /// Per host entry; records which entries were touched ([`Engine::take_changed_hosts`]).
+    pub(crate) hosts: HostTable,
     pub(crate) groups: Vec<GroupRt>,
     /// Host entries by [`HostPlan::key`].
     pub(crate) by_name: HashMap<String, usize>,
@@ -379,7 +382,7 @@ impl Engine {
             halt_reason: None,
             aborted_by: None,
             rollback_reason: None,
-            hosts,
+            hosts: HostTable::new(hosts),
             groups,
             by_name,
             by_agent,
@@ -558,6 +561,16 @@ impl Engine {
     /// State of the host entry with key `host` ([`HostPlan::key`]).
     pub fn host_state(&self, host: &str) -> Option<&HostState> {
         self.by_name.get(host).map(|&i| &self.hosts[i].state)
+    }
+
+    /// The host entries (indices into [`RolloutSpec::hosts`]) whose
+    /// [`crate::view::HostView`] may have changed since the last call (or
+    /// since the engine was created or restored), ascending, each once.
+    /// Every mutation of a host's tracking state marks it (see
+    /// `host_table`), so a watcher that applies the views of these hosts to
+    /// its last full view holds the current one. O(hosts touched).
+    pub fn take_changed_hosts(&mut self) -> Vec<usize> {
+        self.hosts.take_changed()
     }
 
     pub(crate) fn version_of(&self, i: usize) -> Option<&str> {

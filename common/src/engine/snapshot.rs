@@ -154,7 +154,7 @@ impl Engine {
                 halt_reason: self.halt_reason.clone(),
                 aborted_by: self.aborted_by.clone(),
                 rollback_reason: self.rollback_reason.clone(),
-                hosts: self.hosts.clone(),
+                hosts: self.hosts.rows().to_vec(),
                 groups: self.groups.clone(),
                 hook_captured: self.hook_captured.clone(),
                 executions_not_issued,
@@ -197,7 +197,7 @@ impl Engine {
         engine.halt_reason = s.halt_reason;
         engine.aborted_by = s.aborted_by;
         engine.rollback_reason = s.rollback_reason;
-        engine.hosts = s.hosts;
+        engine.hosts = crate::engine::host_table::HostTable::new(s.hosts);
         engine.groups = s.groups;
         engine.hook_captured = s.hook_captured;
         let mut executions = HashMap::new();
@@ -280,7 +280,7 @@ fn fits(fresh: &Engine, s: &EngineState) -> Result<(), String> {
             s.groups.len()
         ));
     }
-    for (i, (got, new)) in s.hosts.iter().zip(&fresh.hosts).enumerate() {
+    for (i, (got, new)) in s.hosts.iter().zip(fresh.hosts.iter()).enumerate() {
         let same = got.group == new.group
             && got.cluster == new.cluster
             && got.attempts.len() == new.attempts.len()

@@ -1,12 +1,16 @@
 //! `GET /rollouts/ID/events`: a rollout's changes as server-sent events.
 //!
 //! It follows the same channel as `convoy status --follow` (the runtime's
-//! watch of the rollout's snapshot, published once per committed batch) and
-//! sends only what changed since the previous snapshot: the rollout's
+//! watch: a full snapshot, then the changes of each committed batch, see
+//! `runtime::watch`), keeps the snapshot up to date with them, and sends
+//! only what changed since its previous event: the rollout's
 //! state or message, the groups whose state (as `convoy status` shows it:
 //! `waiting_window` while a group waits for a window), counts or window
 //! status moved, the host entries whose state, version, current step or
-//! message moved. The first
+//! message moved. Only the host entries a change names are compared (the
+//! runtime lists the ones its engine touched), so an event costs
+//! O(hosts changed + groups), not O(hosts). Changes already waiting are
+//! folded into one event. The first
 //! event of a stream carries everything, so a page that reconnects (or
 //! loaded a moment before the stream opened) is brought up to date.
 //!
@@ -32,8 +36,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::auth::{Answer, require};
 use super::{HttpState, Peer};
 use crate::operators::Role;
-use crate::runtime::RolloutSnapshot;
+use crate::runtime::{RolloutSnapshot, Watched};
 use convoy_common::model::UnixMillis;
+use convoy_common::view::HostView;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 struct RolloutPart {
@@ -87,6 +92,17 @@ struct Seen {
 impl Seen {
     /// The changes from what was sent to `s`, remembered as sent.
     fn diff(&mut self, s: &RolloutSnapshot, now: UnixMillis) -> Change {
+        self.diff_some(s, s.view.hosts.iter(), now)
+    }
+
+    /// [`Seen::diff`] comparing only `hosts` (those changes touched) of
+    /// `s`'s host entries: the others are as sent.
+    fn diff_some<'a>(
+        &mut self,
+        s: &RolloutSnapshot,
+        hosts: impl Iterator<Item = &'a HostView>,
+        now: UnixMillis,
+    ) -> Change {
         let v = &s.view;
         let mut change = Change::default();
         let rollout = RolloutPart {
@@ -117,7 +133,7 @@ impl Seen {
                 change.groups.push(part);
             }
         }
-        for h in &v.hosts {
+        for h in hosts {
             let key = if h.key.is_empty() { h.host.clone() } else { h.key.clone() };
             let part = HostPart {
                 key: key.clone(),
@@ -150,18 +166,45 @@ pub async fn events(
     if let Err(r) = require(&state, &headers, peer, Role::Viewer, "following a rollout", Answer::Api) {
         return *r;
     }
-    let mut rx = match state.runtime.watch(Some(id)).await {
-        Ok(rx) => rx,
+    let mut watch = match state.runtime.watch(Some(id)).await {
+        Ok(w) => w,
         Err(e) => return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response(),
     };
     let (tx, out) = mpsc::channel::<Result<Event, Infallible>>(16);
     let (shutdown, clock) = (state.shutdown.clone(), state.clock);
     tokio::spawn(async move {
         let mut seen = Seen::default();
+        let mut snap: Option<RolloutSnapshot> = None;
         let mut n: u64 = 0;
         loop {
-            let snap = rx.borrow_and_update().clone();
-            let change = seen.diff(&snap, clock.now());
+            let item = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                item = watch.next() => item,
+            };
+            let (s, change) = match item {
+                None => break,
+                Some(Watched::Full(full)) => {
+                    let s = snap.insert(Arc::unwrap_or_clone(full));
+                    let change = seen.diff(s, clock.now());
+                    (&*s, change)
+                }
+                Some(Watched::Change(first)) => {
+                    // `next` yields a full snapshot before any change.
+                    let Some(s) = snap.as_mut() else { continue };
+                    let mut touched = Vec::new();
+                    let mut next = Some(first);
+                    // Fold every change already waiting into one event.
+                    while let Some(c) = next.take().or_else(|| watch.try_change()) {
+                        s.apply(&c);
+                        touched.extend(c.hosts.iter().map(|(i, _)| *i));
+                    }
+                    touched.sort_unstable();
+                    touched.dedup();
+                    let change = seen.diff_some(s, touched.iter().filter_map(|&i| s.view.hosts.get(i)), clock.now());
+                    (&*s, change)
+                }
+            };
             if !change.is_empty() {
                 n += 1;
                 let data = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
@@ -169,13 +212,8 @@ pub async fn events(
                     break;
                 }
             }
-            if snap.view.state.is_terminal() {
+            if s.view.state.is_terminal() {
                 break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tx.closed() => break,
-                r = rx.changed() => if r.is_err() { break },
             }
         }
     });

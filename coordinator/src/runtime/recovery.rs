@@ -23,17 +23,10 @@ impl Actor {
         let now = self.clock.now();
         for record in records {
             let id = record.id.clone();
-            let Rebuilt { engine, next_seq, snapshot_seq, updated } = self.rebuild(&record)?;
+            let Rebuilt { mut engine, next_seq, snapshot_seq, updated } = self.rebuild(&record)?;
             let finished = engine.state().is_terminal();
             let run = RolloutRun {
-                watch: watch::Sender::new(Arc::new(RolloutSnapshot {
-                    id: id.clone(),
-                    plan_name: record.spec.plan_name.clone(),
-                    target_version: record.spec.target_version.clone(),
-                    created: record.created,
-                    updated,
-                    view: engine.view_at(updated),
-                })),
+                publisher: watch::Publisher::new(&mut engine, updated, self.config.watch_capacity),
                 record,
                 engine,
                 next_seq,
