@@ -167,8 +167,8 @@ async fn a_watcher_that_falls_behind_resyncs_from_a_full_snapshot() {
     let mut agents = Vec::new();
     for i in 0..12 {
         let id = format!("web-{i:02}");
-        let (session, _, rx) = rt.connect(hello(&id)).await.unwrap();
-        agents.push((id, session, rx));
+        let agent = rt.connect(hello(&id)).await.unwrap();
+        agents.push((id, agent.id, agent.to_agent));
     }
     let created = rt.submit("serial.yaml", SERIAL_PLAN, BTreeMap::new(), false, "test").await.unwrap();
     let id = created.rollout_id.clone();
