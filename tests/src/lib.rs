@@ -44,3 +44,16 @@ pub fn hello(id: &str, labels: &[(&str, &str)]) -> pb::AgentMessage {
         })),
     }
 }
+
+/// The hello of an in-process agent labelled `role=web`, for tests that
+/// drive the coordinator's runtime directly (no gRPC).
+pub fn runtime_hello(id: &str) -> convoy_coordinator::runtime::AgentHello {
+    convoy_coordinator::runtime::AgentHello {
+        id: id.into(),
+        version: "test".into(),
+        protocol_version: convoy_proto::PROTOCOL_VERSION,
+        labels: [("role".to_string(), "web".to_string())].into(),
+        hostname: id.into(),
+        ..Default::default()
+    }
+}

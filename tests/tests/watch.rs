@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use convoy_common::model::{StepOutcome, UnixMillis};
 use convoy_coordinator::artifacts::ArtifactStore;
-use convoy_coordinator::runtime::{self, AgentHello, Clock, RolloutSnapshot, RuntimeConfig, ToAgent, Watched};
+use convoy_coordinator::runtime::{self, Clock, RolloutSnapshot, RuntimeConfig, ToAgent, Watched};
 use convoy_coordinator::store::SledStore;
 use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_proto::v1 as pb;
@@ -132,16 +132,7 @@ async fn read_all_until(
     None
 }
 
-fn hello(id: &str) -> AgentHello {
-    AgentHello {
-        id: id.into(),
-        version: "test".into(),
-        protocol_version: convoy_proto::PROTOCOL_VERSION,
-        labels: [("role".to_string(), "web".to_string())].into(),
-        hostname: id.into(),
-        ..Default::default()
-    }
-}
+use convoy_tests::runtime_hello as hello;
 
 const SERIAL_PLAN: &str = r#"name: serial
 version: "2.0"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use convoy_common::engine::RolloutState;
 use convoy_common::model::{StepOutcome, UnixMillis};
 use convoy_coordinator::artifacts::ArtifactStore;
-use convoy_coordinator::runtime::{self, AgentHello, Clock, RuntimeConfig, ToAgent};
+use convoy_coordinator::runtime::{self, Clock, RuntimeConfig, ToAgent};
 use convoy_coordinator::store::SledStore;
 use tokio_util::sync::CancellationToken;
 
@@ -37,16 +37,7 @@ groups:
         estimate: 10m
 "#;
 
-fn hello(id: &str) -> AgentHello {
-    AgentHello {
-        id: id.into(),
-        version: "test".into(),
-        protocol_version: convoy_proto::PROTOCOL_VERSION,
-        labels: [("role".to_string(), "web".to_string())].into(),
-        hostname: id.into(),
-        ..Default::default()
-    }
-}
+use convoy_tests::runtime_hello as hello;
 
 #[tokio::test(start_paused = true)]
 async fn a_window_gated_rollout_waits_then_runs_when_the_window_opens() {
