@@ -452,15 +452,16 @@ struct AgentConn {
     session: Option<(u64, mpsc::UnboundedSender<ToAgent>)>,
     /// The heartbeat interval its session was given.
     heartbeat: Duration,
-    /// Its session's heartbeats (a fresh one per session).
+    /// When it was last heard from (a fresh one per session, starting when
+    /// it connected): its heartbeats, stamped by the session, and its results.
     pulse: Pulse,
 }
 
 impl AgentConn {
-    /// When it was last heard from: its record (connect, results) or its
-    /// session's heartbeats.
+    /// When it was last heard from. `record.last_seen` is what was stored
+    /// when it connected; the pulse is the live value.
     fn last_seen(&self) -> UnixMillis {
-        self.record.last_seen.max(self.pulse.last())
+        self.pulse.last()
     }
 }
 
@@ -766,7 +767,7 @@ impl Actor {
                 if let Some(a) = self.agents.get_mut(&host)
                     && a.session.as_ref().is_some_and(|(s, _)| *s == session)
                 {
-                    a.record.last_seen = now;
+                    a.pulse.beat(now);
                 }
                 self.result(&host, execution_id, outcome);
             }
