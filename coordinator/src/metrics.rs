@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use convoy_common::engine::state::HostPhase;
 use convoy_common::engine::{ExecutionId, ExecutionPart, RolloutState};
-use convoy_common::model::{RolloutSpec, StepStatus};
+use convoy_common::model::{HostPlan, StepStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -240,8 +240,8 @@ impl Metrics {
     }
 
     /// Record a finished step execution of `spec` (its kind from the spec).
-    pub fn step_finished(&self, spec: &RolloutSpec, execution_id: &ExecutionId, status: StepStatus, duration_ms: u64) {
-        let labels = StepLabels { kind: step_kind(spec, execution_id).to_string(), outcome: status_label(status) };
+    pub fn step_finished(&self, entry: &HostPlan, execution_id: &ExecutionId, status: StepStatus, duration_ms: u64) {
+        let labels = StepLabels { kind: step_kind(entry, execution_id).to_string(), outcome: status_label(status) };
         self.step_duration.get_or_create(&labels).observe(duration_ms as f64 / 1000.0);
     }
 
@@ -315,8 +315,7 @@ fn status_label(status: StepStatus) -> String {
 
 /// The kind of the step an execution ran (`rollback` for an implicit undo
 /// step the spec does not list).
-fn step_kind(spec: &RolloutSpec, id: &ExecutionId) -> &'static str {
-    let Some(entry) = spec.hosts.iter().find(|h| h.key() == id.entry()) else { return "unknown" };
+fn step_kind(entry: &HostPlan, id: &ExecutionId) -> &'static str {
     let step = match id.part() {
         ExecutionPart::Step(i) => entry.steps.get(i),
         ExecutionPart::LeaderCheck(_) => return "leader_check",

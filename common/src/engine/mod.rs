@@ -536,6 +536,22 @@ impl Engine {
         out
     }
 
+    /// The host entry (an index into the spec's hosts) waiting for the
+    /// result of `execution_id`: the rollout is unfinished and that
+    /// execution is the one the entry runs now. A result for anything else
+    /// changes nothing — a duplicate, a report the host has moved past, a
+    /// finished rollout's — so it need not be logged.
+    pub fn awaiting(&self, execution_id: &ExecutionId) -> Option<usize> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        let &i = self.executions.get(execution_id)?;
+        match self.hosts[i].state.current() {
+            Some((_, _, current, _)) if current == execution_id => Some(i),
+            Some(_) | None => None,
+        }
+    }
+
     /// The host (agent id) an execution id belongs to, if this rollout issued it.
     pub fn execution_host(&self, execution_id: &ExecutionId) -> Option<&HostId> {
         self.executions.get(execution_id).map(|&i| &self.spec.hosts[i].host)

@@ -16,12 +16,9 @@ impl Engine {
         outcome: StepOutcome,
         out: &mut Vec<Action>,
     ) {
-        let Some(&i) = self.executions.get(execution_id) else { return };
-        let (exec, index) = match self.hosts[i].state.current() {
-            Some((exec, index, current, _)) if current == execution_id => (exec, index),
-            // A duplicate or stale report: the host has moved on.
-            Some(_) | None => return,
-        };
+        // A duplicate or stale report (the host has moved on) changes nothing.
+        let Some(i) = self.awaiting(execution_id) else { return };
+        let Some((exec, index, _, _)) = self.hosts[i].state.current() else { return };
         match exec {
             Exec::Step => self.on_upgrade_step_finished(now, i, index, outcome, out),
             Exec::Rollback => self.on_rollback_step_finished(now, i, index, outcome, out),

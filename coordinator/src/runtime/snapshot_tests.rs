@@ -181,3 +181,48 @@ async fn the_runtime_snapshots_every_n_events_and_at_the_end_and_compacts_only_w
     reconnect(&mut d, 25..40);
     assert_eq!(store.snapshot("r1").unwrap().unwrap().seq, at + 40, "40 events: due");
 }
+
+/// Agents re-send their recent results on every reconnect: after a restart
+/// that is one per agent, nearly all recorded before. Such results are not
+/// logged — a finished rollout's log stays closed, so it is not snapshotted
+/// again on every batch — and only the result a host waits for is.
+#[tokio::test(start_paused = true)]
+async fn results_already_recorded_or_for_a_finished_rollout_are_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (_, log) = stored_rollout(store.as_ref(), "r1", 40, 90);
+    let (_, done_log) = stored_rollout(store.as_ref(), "r0", 1, 8);
+    let mut a = actor(store.clone(), 10, false);
+    a.recover().unwrap();
+    let seq = |a: &Actor, id: &str| a.rollouts[id].next_seq;
+    let (r0, r1) = (seq(&a, "r0"), seq(&a, "r1"));
+    let r0_snapshot = store.snapshot("r0").unwrap().map(|s| s.seq);
+    assert_eq!(r0_snapshot, Some(r0), "the finished rollout's snapshot covers its log");
+
+    // Every result both logs hold, re-sent by its host.
+    let recorded = log.iter().chain(&done_log).filter_map(|e| match &e.event {
+        Event::StepFinished { execution_id, outcome } => Some((execution_id.clone(), outcome.clone())),
+        _ => None,
+    });
+    let mut resent = 0;
+    for (id, outcome) in recorded {
+        let rollout = a.rollouts[id.rollout()].engine.execution_host(&id).cloned().unwrap();
+        a.result(&rollout, id, outcome);
+        resent += 1;
+    }
+    a.commit();
+    assert!(resent > 40, "{resent} results re-sent");
+    assert_eq!((seq(&a, "r0"), seq(&a, "r1")), (r0, r1), "none logged");
+    assert_eq!(store.snapshot("r0").unwrap().map(|s| s.seq), r0_snapshot, "no new snapshot of the finished rollout");
+
+    // The result a host waits for is logged, once.
+    let engine = &a.rollouts["r1"].engine;
+    let (host, id) = (0..40)
+        .map(|h| format!("w{h}"))
+        .find_map(|h| engine.executions_of(&h).into_iter().find(|id| engine.awaiting(id).is_some()).map(|id| (h, id)))
+        .expect("a host waits for a result");
+    a.result(&host, id.clone(), StepOutcome::ok());
+    a.result(&host, id, StepOutcome::ok());
+    a.commit();
+    assert_eq!(seq(&a, "r1"), r1 + 1);
+}
