@@ -105,6 +105,12 @@ pub struct ServeArgs {
     /// A TLS handshake not finished after this many seconds is dropped.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub handshake_timeout_s: u64,
+    /// At most this many TLS handshakes run at once, in arrival order (a
+    /// fleet reconnecting after a restart comes back steadily instead of
+    /// all at the end).
+    #[arg(long, default_value_t = crate::connections::DEFAULT_HANDSHAKES_AT_ONCE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_handshakes: u64,
     /// At most this many connections at once (default: the open-file limit less 256).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub max_connections: Option<u64>,
@@ -186,6 +192,7 @@ impl ServeArgs {
             },
             connections: crate::connections::Limits {
                 handshake_timeout: Duration::from_secs(self.handshake_timeout_s),
+                handshakes_at_once: self.max_handshakes as usize,
                 max_connections: self.max_connections.map(|n| n as usize),
                 ..Default::default()
             },

@@ -2,7 +2,9 @@
 //! a TLS handshake may take, and how long a silent peer is kept.
 //!
 //! - **Handshake timeout**: a peer that has not finished its TLS handshake
-//!   within [`Limits::handshake_timeout`] is dropped (tonic's acceptor).
+//!   within [`Limits::handshake_timeout`] is dropped.
+//! - **Handshakes at once**: at most [`Limits::handshakes_at_once`] run
+//!   together, in arrival order ([`crate::handshakes`]).
 //! - **Keepalive**: HTTP/2 pings every [`Limits::keepalive_interval`]; a peer
 //!   that does not answer within [`Limits::keepalive_timeout`] is dropped, so
 //!   a connection that finished its handshake and then went silent does not
@@ -35,10 +37,17 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// Descriptors kept for everything that is not a connection.
 pub const FD_HEADROOM: usize = 256;
 
+/// Handshakes admitted at once by default: enough to keep the cores busy
+/// while handshakes wait on their clients, few enough that the first
+/// finish within milliseconds when a fleet reconnects at once.
+pub const DEFAULT_HANDSHAKES_AT_ONCE: usize = 64;
+
 /// Connection limits, validated by the binary's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub handshake_timeout: Duration,
+    /// TLS handshakes admitted at once (see [`crate::handshakes`]).
+    pub handshakes_at_once: usize,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// `None`: from the open-file limit.
@@ -49,6 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             handshake_timeout: Duration::from_secs(10),
+            handshakes_at_once: DEFAULT_HANDSHAKES_AT_ONCE,
             // Agents' sessions are watched by their heartbeats: pings here
             // only clear connections that went silent otherwise, and every
             // 20 s they were 500 a second at 10,000 agents.

@@ -11,6 +11,8 @@
 //!   lives there), and domain errors become `tonic::Status` in one place.
 //! - [`connections`]: the connection cap, handshake timeout, keepalive and
 //!   open-file limit.
+//! - [`handshakes`]: the listeners' rustls configurations, and TLS
+//!   handshakes run a bounded number at a time before a server sees them.
 //! - [`planning`]: plans parsed, validated and expanded on blocking
 //!   threads under a time limit, never in the runtime task.
 //! - [`runtime`]: the single task that owns the engines, the agent sessions
@@ -41,6 +43,7 @@ pub mod error;
 pub mod grpc;
 #[cfg(feature = "etcd")]
 pub mod ha;
+pub mod handshakes;
 pub mod http;
 pub mod metrics;
 pub mod operators;

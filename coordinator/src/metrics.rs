@@ -53,6 +53,9 @@ pub enum RefusalReason {
     Enrolment,
     /// A dashboard action without the session's CSRF token.
     Csrf,
+    /// A TLS handshake refused: a client certificate the CA did not sign,
+    /// a protocol error.
+    TlsHandshake,
 }
 
 impl RefusalReason {
@@ -64,6 +67,7 @@ impl RefusalReason {
             RefusalReason::AgentSession => "agent_session",
             RefusalReason::Enrolment => "enrolment",
             RefusalReason::Csrf => "csrf",
+            RefusalReason::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -13,9 +13,10 @@ use convoy_proto::v1::operator_service_server::OperatorServiceServer;
 use convoy_proto::v1::ops_service_server::OpsServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::artifacts::{ArtifactStore, ArtifactSvc};
+use crate::connections::Counted;
 use crate::error::CoordinatorError;
 use crate::grpc::{AgentSvc, OperatorSvc};
 use crate::operators::{self, OperatorAuth, Role};
@@ -92,24 +93,38 @@ pub async fn serve(
 /// checked against the CA (optional: enrolment comes before a certificate).
 pub(crate) fn server_tls(
     config: &ServerConfig,
-) -> Result<(ServerTlsConfig, Arc<CertificateAuthority>), CoordinatorError> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<CertificateAuthority>), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
-    let identity = Identity::from_pem(read(&paths.server_cert())?, read(&paths.server_key())?);
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(Certificate::from_pem(ca.ca_pem()))
-        // Enrolment happens before an agent has a certificate; the session
-        // handler refuses callers without one.
-        .client_auth_optional(true)
-        .timeout(config.connections.handshake_timeout);
+    let tls = crate::handshakes::grpc_config(&read(&paths.server_cert())?, &read(&paths.server_key())?, ca.ca_pem())?;
     Ok((tls, ca))
+}
+
+/// The gRPC listener's connections once their handshake is done: see
+/// [`crate::handshakes`].
+pub(crate) fn handshaken<I>(
+    incoming: I,
+    tls: Arc<rustls::ServerConfig>,
+    limits: &crate::connections::Limits,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    stop: CancellationToken,
+) -> crate::handshakes::TlsIncoming
+where
+    I: tokio_stream::Stream<Item = std::io::Result<Counted>> + Send + Unpin + 'static,
+{
+    crate::handshakes::Handshakes {
+        config: tls,
+        timeout: limits.handshake_timeout,
+        at_once: limits.handshakes_at_once,
+        metrics,
+    }
+    .run(incoming, stop)
 }
 
 /// Serve the connections of `incoming` (and the HTTPS listener `http`, if
 /// any) on `store` until `shutdown` is cancelled (or the runtime stops by
 /// itself: [`CoordinatorError::RuntimeDied`]), counting in `metrics`.
-pub(crate) async fn serve_incoming<I, IO, IE>(
+pub(crate) async fn serve_incoming<I>(
     incoming: I,
     http: Option<TcpListener>,
     config: ServerConfig,
@@ -119,10 +134,7 @@ pub(crate) async fn serve_incoming<I, IO, IE>(
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError>
 where
-    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    I: tokio_stream::Stream<Item = std::io::Result<Counted>> + Send + Unpin + 'static,
 {
     let (tls, ca) = server_tls(&config)?;
     adopt_operator_token(&config.data_dir, clock.now())?;
@@ -174,7 +186,7 @@ where
     let http_task = match http {
         Some(http) => {
             let paths = PkiPaths::new(&config.data_dir);
-            let tls = crate::http::tls_config(&read(&paths.server_cert())?, &read(&paths.server_key())?)?;
+            let tls = crate::handshakes::https_config(&read(&paths.server_cert())?, &read(&paths.server_key())?)?;
             let state = Arc::new(crate::http::HttpState {
                 runtime: handle.clone(),
                 store: store.clone(),
@@ -205,13 +217,11 @@ where
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .tcp_keepalive(Some(Duration::from_secs(60)))
-        .tls_config(tls)
-        .map_err(|e| CoordinatorError::Tls { what: "server config".into(), message: e.to_string() })?
         .add_service(AgentServiceServer::new(agent_svc))
         .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth.clone()))
         .add_service(OpsServiceServer::with_interceptor(ops_svc, auth.clone()))
         .add_service(ArtifactServiceServer::new(artifact_svc))
-        .serve_with_incoming_shutdown(incoming, {
+        .serve_with_incoming_shutdown(handshaken(incoming, tls, &limits, Some(metrics.clone()), stop.clone()), {
             let stop = stop.clone();
             let died = died.clone();
             async move {

@@ -3,9 +3,11 @@
 //! past the cap), logged, and the coordinator keeps serving agents and
 //! operators.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_coordinator::connections::Limits;
+use convoy_coordinator::handshakes::SLOT_TIME;
 use convoy_fleet::inprocess::{Cluster, fast_runtime};
 use convoy_fleet::logs::LogCapture;
 use convoy_fleet::wait::wait_until;
@@ -86,6 +88,118 @@ async fn connections_past_the_cap_are_closed_at_once_and_logged() -> anyhow::Res
     }
     let mut op = c.operator().await?;
     op.list_rollouts(pb::ListRolloutsRequest {}).await?;
+    c.shutdown().await;
+    Ok(())
+}
+
+/// A ClientHello for the coordinator, as a client that will then say nothing more.
+fn client_hello(ca_pem: &str) -> anyhow::Result<Vec<u8>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_pem_certs(ca_pem)?);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(convoy_coordinator::tls::DEFAULT_SERVER_NAME)?.to_owned();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)?;
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello)?;
+    Ok(hello)
+}
+
+fn rustls_pem_certs(pem: &str) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    Ok(rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Handshakes run one at a time here (`handshakes_at_once: 1`) with a
+/// minute to finish. A peer that sends its ClientHello and then stalls
+/// holds the slot for a second ([`SLOT_TIME`]), then is passed over; peers
+/// that never send a ClientHello do not take it at all. An operator behind
+/// them all gets in long before any of them times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalling_peers_do_not_keep_the_handshake_slots() -> anyhow::Result<()> {
+    let limits = Limits { handshake_timeout: Duration::from_secs(60), handshakes_at_once: 1, ..Limits::default() };
+    let c = Cluster::start_with(fast_runtime(), limits).await?;
+    let ca = std::fs::read_to_string(&c.ca_file)?;
+    let hello = client_hello(&ca)?;
+    let mut peers = Vec::new();
+    // The first staller: once the server's answer arrives it holds the slot.
+    let sent = std::time::Instant::now();
+    let mut first = TcpStream::connect(addr(&c)).await?;
+    first.write_all(&hello).await?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), first.read(&mut buf)).await??;
+    assert!(n > 0, "the server closed instead of answering the ClientHello");
+    peers.push(first);
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr(&c)).await?;
+        s.write_all(&hello).await?;
+        peers.push(s);
+    }
+    for _ in 0..50 {
+        peers.push(TcpStream::connect(addr(&c)).await?);
+    }
+    let mut op = tokio::time::timeout(Duration::from_secs(20), c.operator()).await??;
+    tokio::time::timeout(Duration::from_secs(20), op.list_rollouts(pb::ListRolloutsRequest {})).await??;
+    // It waited for the first staller's slot to be taken back…
+    let waited = sent.elapsed();
+    assert!(waited >= SLOT_TIME, "the operator got in after {waited:?}, while a staller held the only slot");
+    // …and the stallers were passed over, not timed out.
+    for s in &mut peers {
+        assert!(!closed_within(s, Duration::from_millis(1)).await, "a peer was closed after {waited:?}");
+    }
+    c.shutdown().await;
+    Ok(())
+}
+
+/// A client certificate the coordinator's CA did not sign fails the
+/// handshake; the refusal is logged with the peer's address and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_another_ca_is_refused_logged_and_counted() -> anyhow::Result<()> {
+    let logs = LogCapture::install();
+    let c = Cluster::start_with(fast_runtime(), Limits::default()).await?;
+    let ca = std::fs::read_to_string(&c.ca_file)?;
+
+    // Another CA, and a certificate for a host of the fleet signed by it.
+    let other_key = rcgen::KeyPair::generate()?;
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(other, &other_key);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["web-0".to_string()])?.signed_by(&key, &issuer)?;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_pem_certs(&ca)?);
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert.der().clone()], key_der)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(convoy_coordinator::tls::DEFAULT_SERVER_NAME)?.to_owned();
+    let tcp = TcpStream::connect(addr(&c)).await?;
+    let local = tcp.local_addr()?;
+    // TLS 1.3: the client is done before the server has checked its
+    // certificate; the refusal shows as the server closing.
+    if let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+        let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await?;
+        assert!(matches!(read, Ok(0) | Err(_)), "the coordinator answered: {read:?}");
+    }
+    logs.wait_for(&["TLS handshake refused", &local.to_string()], Duration::from_secs(10)).await?;
+
+    let token = format!("Bearer {}", c.operator_token);
+    let url = format!("{}/metrics", c.http_url);
+    let scraped = convoy_fleet::https::request("GET", &url, &ca, &[("Authorization", &token)], "").await?;
+    let refused = scraped
+        .body
+        .lines()
+        .find(|l| l.starts_with("convoy_requests_refused_total{reason=\"tls_handshake\"}"))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse::<f64>().ok());
+    assert_eq!(refused, Some(1.0), "{}", scraped.body);
     c.shutdown().await;
     Ok(())
 }

@@ -203,14 +203,8 @@ async fn serve_redirects(
             return;
         }
     };
-    let mut builder = match Server::builder().tls_config(tls) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "follower: bad TLS configuration");
-            return;
-        }
-    };
-    let r = builder
+    let incoming = crate::server::handshaken(incoming, tls, &config.connections, None, stop.clone());
+    let r = Server::builder()
         .add_service(Redirect::<AgentServiceServer<AgentSvc>>::new(leader.clone()))
         .add_service(Redirect::<OperatorServiceServer<OperatorSvc>>::new(leader.clone()))
         .add_service(Redirect::<ArtifactServiceServer<ArtifactSvc>>::new(leader))

@@ -37,12 +37,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::{CappedIncoming, Counted};
 use crate::error::CoordinatorError;
+use crate::handshakes::{Handshakes, TlsIncoming};
 use crate::metrics::Metrics;
 use crate::operators::OperatorAuth;
 use crate::runtime::{Clock, RuntimeHandle};
@@ -51,6 +51,9 @@ use crate::store::Store;
 /// At most this many HTTPS connections at once (browsers and scrapers are
 /// few; agents never use this listener).
 pub const MAX_CONNECTIONS: usize = 256;
+
+/// TLS handshakes at once on this listener.
+const HANDSHAKES_AT_ONCE: usize = 16;
 
 /// What every handler shares.
 pub struct HttpState {
@@ -64,34 +67,9 @@ pub struct HttpState {
     pub shutdown: CancellationToken,
 }
 
-/// The rustls configuration for the listener, from the server's PEM
-/// certificate chain and key.
-pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
-    let tls = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| CoordinatorError::Tls { what, message: e.to_string() }
-    };
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(tls("server certificate"))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(tls("server key"))?
-        .ok_or_else(|| CoordinatorError::Tls { what: "server key".into(), message: "no private key in PEM".into() })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CoordinatorError::Tls { what: "https config".into(), message: e.to_string() })?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| CoordinatorError::Tls { what: "https config".into(), message: e.to_string() })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Accepted TLS connections, handed over by the accept task once their
-/// handshake is done (a slow handshake never holds up the others).
+/// Accepted TLS connections once their handshake is done ([`crate::handshakes`]).
 pub struct TlsListener {
-    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<Counted>, SocketAddr)>,
+    incoming: TlsIncoming,
     local: SocketAddr,
 }
 
@@ -100,10 +78,13 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept task ended (shutdown): accept nothing more.
-            None => std::future::pending().await,
+        match self.incoming.next().await {
+            Some(Ok(tls)) => {
+                let peer = tls.get_ref().0.peer_addr();
+                (tls, peer)
+            }
+            // The handshakes stopped (shutdown): accept nothing more.
+            Some(Err(_)) | None => std::future::pending().await,
         }
     }
 
@@ -131,33 +112,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     let local = listener.local_addr().map_err(|source| CoordinatorError::Bind { addr: "https".into(), source })?;
-    let (tx, rx) = mpsc::channel(64);
-    let mut incoming = CappedIncoming::new(listener, MAX_CONNECTIONS).with_metrics(state.metrics.clone());
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                _ = stop.cancelled() => break,
-                c = incoming.next() => c,
-            };
-            let Some(Ok(conn)) = conn else { continue };
-            let peer = conn.peer_addr();
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(conn)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send((tls, peer)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "https handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "https handshake timed out"),
-                }
-            });
-        }
-    });
+    let capped = CappedIncoming::new(listener, MAX_CONNECTIONS).with_metrics(state.metrics.clone());
+    let handshakes = Handshakes {
+        config: tls,
+        timeout: handshake_timeout,
+        at_once: HANDSHAKES_AT_ONCE,
+        metrics: Some(state.metrics.clone()),
+    };
+    let incoming = handshakes.run(capped, shutdown.clone());
     tracing::info!(addr = %local, "dashboard and /metrics serving over https");
     let app = router(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(TlsListener { rx, local }, app)
+    axum::serve(TlsListener { incoming, local }, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| CoordinatorError::Transport(format!("https: {e}")))

@@ -1,0 +1,208 @@
+//! TLS for the coordinator's listeners: the rustls configurations (gRPC with
+//! optional client certificates, HTTPS without), and the handshakes done
+//! before a connection reaches its server, a bounded number at a time.
+//!
+//! After a restart a whole fleet reconnects within a second. Started
+//! together, 10,000 handshakes share the CPU and all finish late, together:
+//! with tonic's own acceptor the first tenth of a 10,000-agent swarm was
+//! back only after 8 s, and a handshake that outlives the client's connect
+//! timeout is work thrown away. Admitted a few dozen at a time, in arrival
+//! order, they finish at the same rate but steadily from the start.
+//!
+//! - A connection waits for its ClientHello outside the bound: a silent or
+//!   half-open peer costs a descriptor until the handshake timeout, never a
+//!   slot.
+//! - An admitted handshake holds its slot for at most [`SLOT_TIME`]; past it
+//!   the handshake carries on outside the bound, so a slow client, or one
+//!   stalling on purpose, does not keep the others out for long.
+//! - The whole handshake, the wait for a slot included, is bounded by the
+//!   handshake timeout.
+//! - A handshake refused by TLS (a certificate the CA did not sign, a
+//!   protocol error) is logged with the peer's address and counted.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::connections::Counted;
+use crate::error::CoordinatorError;
+use crate::metrics::{Metrics, RefusalReason};
+
+/// How long an admitted handshake may hold its slot.
+pub const SLOT_TIME: Duration = Duration::from_secs(1);
+
+fn tls_error(what: &str) -> impl Fn(String) -> CoordinatorError + '_ {
+    move |message| CoordinatorError::Tls { what: what.to_string(), message }
+}
+
+/// The certificate chain and key of a PEM pair.
+fn identity(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CoordinatorError> {
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("server certificate")(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(tls_error("server certificate")("no certificate in PEM".into()));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| tls_error("server key")(e.to_string()))?
+        .ok_or_else(|| tls_error("server key")("no private key in PEM".into()))?;
+    Ok((certs, key))
+}
+
+/// The gRPC listener's configuration: the server's identity, HTTP/2, and
+/// clients' certificates checked against `ca_pem` when presented
+/// (enrolment comes before an agent has one; the services refuse callers
+/// without one where it is needed).
+pub fn grpc_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
+    let (certs, key) = identity(cert_pem, key_pem)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    let cas = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("CA certificate")(e.to_string()))?;
+    let (added, _) = roots.add_parsable_certificates(cas);
+    if added == 0 {
+        return Err(tls_error("CA certificate")("no usable certificate in PEM".into()));
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_error("client verifier")(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("grpc config")(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_error("grpc config")(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The HTTPS listener's configuration: the server's identity, HTTP/1.1, no
+/// client certificates (browsers and scrapers log in with tokens).
+pub fn https_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
+    let (certs, key) = identity(cert_pem, key_pem)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("https config")(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_error("https config")(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How a listener runs its handshakes.
+#[derive(Clone)]
+pub struct Handshakes {
+    pub config: Arc<rustls::ServerConfig>,
+    /// The whole handshake, from accept, within this.
+    pub timeout: Duration,
+    /// Handshakes admitted at once.
+    pub at_once: usize,
+    /// Counts refused handshakes.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Connections whose handshake is done, in the order they finish; see the
+/// module doc. Dropping it stops the handshakes under way.
+pub struct TlsIncoming {
+    rx: mpsc::Receiver<TlsStream<Counted>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsIncoming {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = io::Result<TlsStream<Counted>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+impl Handshakes {
+    /// Run the handshakes of `incoming`'s connections until it ends or
+    /// `stop` is cancelled.
+    pub fn run<S>(self, mut incoming: S, stop: CancellationToken) -> TlsIncoming
+    where
+        S: Stream<Item = io::Result<Counted>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(64);
+        let slots = Arc::new(Semaphore::new(self.at_once.max(1)));
+        let task = tokio::spawn(async move {
+            // Dropped (aborted) with this task: no handshake outlives its listener.
+            let mut running = JoinSet::new();
+            loop {
+                let conn = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    Some(_) = running.join_next(), if !running.is_empty() => continue,
+                    c = incoming.next() => match c {
+                        Some(Ok(conn)) => conn,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "accept failed");
+                            continue;
+                        }
+                        None => break,
+                    },
+                };
+                let (hs, slots, tx) = (self.clone(), slots.clone(), tx.clone());
+                running.spawn(async move {
+                    let peer = conn.peer_addr();
+                    match tokio::time::timeout(hs.timeout, handshake(conn, &hs.config, &slots)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(tls).await;
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                            tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                            if let Some(m) = &hs.metrics {
+                                m.refused(RefusalReason::TlsHandshake);
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, timeout = ?hs.timeout, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsIncoming { rx, task }
+    }
+}
+
+/// One handshake: the ClientHello outside the bound, the rest in a slot
+/// for at most [`SLOT_TIME`].
+async fn handshake(
+    conn: Counted,
+    config: &Arc<rustls::ServerConfig>,
+    slots: &Arc<Semaphore>,
+) -> io::Result<TlsStream<Counted>> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), conn).await?;
+    let slot = slots.clone().acquire_owned().await.map_err(io::Error::other)?;
+    let mut accept = start.into_stream(config.clone());
+    tokio::select! {
+        done = &mut accept => return done,
+        _ = tokio::time::sleep(SLOT_TIME) => {}
+    }
+    drop(slot);
+    accept.await
+}
