@@ -34,6 +34,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// Silence after which a connection's peer is probed by TCP keepalive.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// Descriptors kept for everything that is not a connection.
 pub const FD_HEADROOM: usize = 256;
 
@@ -104,6 +107,11 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// Waits until the peer has sent something (or closed).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.inner.readable().await
+    }
+
     /// The peer's address (unspecified if the socket no longer knows it).
     pub fn peer_addr(&self) -> std::net::SocketAddr {
         self.inner.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -215,6 +223,13 @@ impl Stream for CappedIncoming {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            // Vanished hosts: probed after a minute of silence, dropped
+            // after about three more.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(TCP_KEEPALIVE)
+                .with_interval(Duration::from_secs(20))
+                .with_retries(9);
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
             self.live.fetch_add(1, Ordering::Relaxed);
             return Poll::Ready(Some(Ok(Counted { inner: stream, live: self.live.clone() })));
         }

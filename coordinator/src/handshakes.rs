@@ -9,9 +9,8 @@
 //! timeout is work thrown away. Admitted a few dozen at a time, in arrival
 //! order, they finish at the same rate but steadily from the start.
 //!
-//! - A connection waits for its ClientHello outside the bound: a silent or
-//!   half-open peer costs a descriptor until the handshake timeout, never a
-//!   slot.
+//! - A connection waits for its first bytes outside the bound: a silent
+//!   peer costs a descriptor until the handshake timeout, never a slot.
 //! - An admitted handshake holds its slot for at most [`SLOT_TIME`]; past it
 //!   the handshake carries on outside the bound, so a slow client, or one
 //!   stalling on purpose, does not keep the others out for long.
@@ -31,7 +30,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -189,16 +187,16 @@ impl Handshakes {
     }
 }
 
-/// One handshake: the ClientHello outside the bound, the rest in a slot
-/// for at most [`SLOT_TIME`].
+/// One handshake: the wait for the client's first bytes outside the
+/// bound, the rest in a slot for at most [`SLOT_TIME`].
 async fn handshake(
     conn: Counted,
     config: &Arc<rustls::ServerConfig>,
     slots: &Arc<Semaphore>,
 ) -> io::Result<TlsStream<Counted>> {
-    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), conn).await?;
+    conn.readable().await?;
     let slot = slots.clone().acquire_owned().await.map_err(io::Error::other)?;
-    let mut accept = start.into_stream(config.clone());
+    let mut accept = tokio_rustls::TlsAcceptor::from(config.clone()).accept(conn);
     tokio::select! {
         done = &mut accept => return done,
         _ = tokio::time::sleep(SLOT_TIME) => {}

@@ -216,7 +216,6 @@ where
     let result = Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .add_service(AgentServiceServer::new(agent_svc))
         .add_service(OperatorServiceServer::with_interceptor(operator_svc, auth.clone()))
         .add_service(OpsServiceServer::with_interceptor(ops_svc, auth.clone()))
