@@ -107,9 +107,10 @@ pub struct Counted {
 }
 
 impl Counted {
-    /// Waits until the peer has sent something (or closed).
-    pub async fn readable(&self) -> io::Result<()> {
-        self.inner.readable().await
+    /// Waits until the peer has sent something and copies its first bytes
+    /// into `buf` without consuming them; 0 if it closed first.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.peek(buf).await
     }
 
     /// The peer's address (unspecified if the socket no longer knows it).

@@ -40,9 +40,9 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::connections::{CappedIncoming, Counted};
+use crate::connections::CappedIncoming;
 use crate::error::CoordinatorError;
-use crate::handshakes::{Handshakes, TlsIncoming};
+use crate::handshakes::{Handshakes, Tls, TlsIncoming};
 use crate::metrics::Metrics;
 use crate::operators::OperatorAuth;
 use crate::runtime::{Clock, RuntimeHandle};
@@ -74,13 +74,13 @@ pub struct TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<Counted>;
+    type Io = Tls;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.incoming.next().await {
             Some(Ok(tls)) => {
-                let peer = tls.get_ref().0.peer_addr();
+                let peer = tls.peer_addr();
                 (tls, peer)
             }
             // The handshakes stopped (shutdown): accept nothing more.
