@@ -108,7 +108,7 @@ pub struct ServeArgs {
     /// At most this many TLS handshakes run at once, in arrival order (a
     /// fleet reconnecting after a restart comes back steadily instead of
     /// all at the end).
-    #[arg(long, default_value_t = crate::connections::DEFAULT_HANDSHAKES_AT_ONCE as u64,
+    #[arg(long, env = "CONVOY_MAX_HANDSHAKES", default_value_t = crate::connections::DEFAULT_HANDSHAKES_AT_ONCE as u64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_handshakes: u64,
     /// At most this many connections at once (default: the open-file limit less 256).
