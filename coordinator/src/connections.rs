@@ -40,10 +40,12 @@ pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Descriptors kept for everything that is not a connection.
 pub const FD_HEADROOM: usize = 256;
 
-/// Handshakes admitted at once by default: enough to keep the cores busy
-/// while handshakes wait on their clients, few enough that the first
-/// finish within milliseconds when a fleet reconnects at once.
-pub const DEFAULT_HANDSHAKES_AT_ONCE: usize = 64;
+/// Handshakes admitted at once by default. Measured with 10,000 agents
+/// reconnecting after a restart (docs/benchmark.md): 64 at once brought the
+/// first tenth back after 5 s instead of 7 s, but all of them no sooner
+/// (13 s either way on 2 shared cores) and left the idle coordinator
+/// 75 MiB larger, so the default only bounds what a flood may start.
+pub const DEFAULT_HANDSHAKES_AT_ONCE: usize = 10_000;
 
 /// Connection limits, validated by the binary's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
