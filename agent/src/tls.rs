@@ -95,15 +95,20 @@ pub fn load_identity(paths: &TlsPaths, host_id: &str) -> Result<Option<AgentIden
     Ok(Some(AgentIdentity { cert_pem, key_pem }))
 }
 
-/// Saves an identity: key (0600) first, then host id, then certificate, so a
-/// certificate on disk always has its key.
+/// Saves an identity: the key (0600) first unless it is on disk already (the
+/// enrolment saved it before sending the CSR), then the host id and the
+/// certificate together, so a certificate on disk always has its key. The
+/// two are written and fsync'd, renamed, and their directory fsync'd once:
+/// three fsyncs, not six (enrolling 200 agents at once is mostly fsyncs).
 pub fn save_identity(paths: &TlsPaths, host_id: &str, identity: &AgentIdentity) -> Result<(), AgentError> {
     let key = paths.key();
-    fsutil::write_atomic(&key, identity.key_pem.as_bytes(), Some(0o600)).map_err(AgentError::io(&key))?;
-    let id = paths.host_id();
-    fsutil::write_atomic(&id, format!("{host_id}\n").as_bytes(), None).map_err(AgentError::io(&id))?;
-    let cert = paths.cert();
-    fsutil::write_atomic(&cert, identity.cert_pem.as_bytes(), None).map_err(AgentError::io(&cert))
+    if read_optional(&key)?.as_deref() != Some(identity.key_pem.as_str()) {
+        fsutil::write_atomic(&key, identity.key_pem.as_bytes(), Some(0o600)).map_err(AgentError::io(&key))?;
+    }
+    let (id, cert) = (paths.host_id(), paths.cert());
+    let id_text = format!("{host_id}\n");
+    fsutil::write_atomic_all(&[(&id, id_text.as_bytes(), None), (&cert, identity.cert_pem.as_bytes(), None)])
+        .map_err(|(path, source)| AgentError::Io { path, source })
 }
 
 /// The key to enrol with and a CSR for it: the pending key in `agent.key`

@@ -67,6 +67,10 @@
 //! - Finally: `Finished` was emitted, every host has its `HostDone`, and a
 //!   host that succeeded has a version recorded when the spec names a
 //!   component (reported installed by one of its steps, or known before).
+//!
+//! The checker's state and the rules every group follows are here; the
+//! rules of one concern each are beside it: `cluster` (cluster groups),
+//! `rollback` (rollbacks) and `windows` (maintenance windows).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -77,6 +81,10 @@ use crate::cluster_vars;
 use crate::engine::{Action, ClusterPurpose, Event, ExecutionId, HostState, OperatorCommand, RolloutState};
 use crate::model::{LeaderAnswer, Promote, RolloutSpec, StepSpec, UnixMillis};
 use crate::schedule;
+
+mod cluster;
+mod rollback;
+mod windows;
 
 /// One handled event and the actions the engine returned for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -524,249 +532,6 @@ impl<'a> Checker<'a> {
         self.hosts[h].last_execution = Some(execution_id.clone());
     }
 
-    /// The `cluster` rules for a new dispatch of step `step` to host `h`.
-    fn cluster_step_rules(&mut self, n: usize, h: usize, step: usize, execution_id: &ExecutionId) {
-        let members = self.cluster_of[h].clone();
-        if members.is_empty() {
-            return;
-        }
-        let host = self.spec.hosts[h].host.clone();
-        let g = self.group_of[h];
-        let same_version = g.and_then(|g| self.spec.groups[g].cluster()).is_some_and(|c| c.same_version);
-        self.outstanding(n, h, execution_id);
-        if same_version {
-            for &m in &members {
-                let upgrading = self.hosts[m].done.is_none();
-                if m != h && upgrading && self.hosts[m].steps_ok < step {
-                    self.fail(format!(
-                        "entry {n}: host {host} was dispatched step {step} of its same_version cluster before member {} finished step {}",
-                        self.spec.hosts[m].host,
-                        step.saturating_sub(1)
-                    ));
-                }
-            }
-            return;
-        }
-        if self.spec.hosts[h].leader_check.is_none() {
-            return;
-        }
-        match self.hosts[h].leader_answer {
-            Some((before, LeaderAnswer::Leader | LeaderAnswer::Follower))
-                if before == step && self.hosts[h].leader_answer_entry == Some(n) => {}
-            Some((before, LeaderAnswer::Unknown)) if before == step && self.hosts[h].leader_answer_entry == Some(n) => {
-                self.fail(format!(
-                    "entry {n}: host {host} was dispatched step {step} in answer to a leader check that could not tell"
-                ));
-                return;
-            }
-            Some(_) | None => {
-                self.fail(format!(
-                    "entry {n}: host {host} was dispatched step {step} not in answer to its leader check for that step"
-                ));
-                return;
-            }
-        }
-        if self.hosts[h].leader_answer == Some((step, LeaderAnswer::Leader)) && !self.stopping_seen {
-            let pending: Vec<&str> = members
-                .iter()
-                .filter(|&&m| m != h && self.hosts[m].done.is_none())
-                .map(|&m| self.spec.hosts[m].host.as_str())
-                .collect();
-            if !pending.is_empty() {
-                self.fail(format!(
-                    "entry {n}: host {host}, its cluster's leader, was dispatched step {step} while members {} had not finished",
-                    pending.join(", ")
-                ));
-            }
-        }
-    }
-
-    /// Host `h` has a new execution outstanding: check its cluster's window.
-    fn outstanding(&mut self, n: usize, h: usize, execution_id: &ExecutionId) {
-        self.hosts[h].outstanding = Some(execution_id.clone());
-        let Some(g) = self.group_of[h] else { return };
-        let Some(c) = self.spec.groups[g].cluster() else { return };
-        let members = &self.cluster_of[h];
-        let limit = if c.same_version { members.len() } else { self.spec.groups[g].steady_window() };
-        let busy = members.iter().filter(|&&m| self.hosts[m].outstanding.is_some()).count();
-        if busy > limit {
-            self.fail(format!(
-                "entry {n}: cluster of host {} had {busy} members with an execution outstanding, more than {limit}",
-                self.spec.hosts[h].host
-            ));
-        }
-    }
-
-    /// A leader check or switchover step: the spec's step, to a cluster member.
-    fn dispatch_cluster(
-        &mut self,
-        n: usize,
-        host: &str,
-        execution_id: &ExecutionId,
-        purpose: ClusterPurpose,
-        step: &StepSpec,
-        resend: bool,
-    ) {
-        let Some(h) = self.dispatch_target(n, "cluster execution", host, execution_id) else { return };
-        let plan = &self.spec.hosts[h];
-        let expected = match purpose {
-            ClusterPurpose::LeaderCheck { .. } => plan.leader_check.as_ref(),
-            ClusterPurpose::Switchover { index, .. } => plan.switchover.get(index),
-        };
-        if expected.and_then(|e| self.rendered(h, e)).as_ref() != Some(step) {
-            self.fail(format!(
-                "entry {n}: cluster execution {execution_id} for host {host} carries a step that is not the spec's ({purpose:?})"
-            ));
-        }
-        if self.cluster_of[h].is_empty() {
-            self.fail(format!(
-                "entry {n}: cluster execution {execution_id} went to host {host}, which is in no cluster"
-            ));
-        }
-        if resend {
-            if self.cluster_execs.get(execution_id).map(|&(o, _)| o) != Some(h) {
-                self.fail(format!(
-                    "entry {n}: cluster execution {execution_id} was re-sent to host {host} but never dispatched to it"
-                ));
-            }
-            return;
-        }
-        if self.cluster_execs.insert(execution_id.clone(), (h, purpose)).is_some() {
-            self.fail(format!(
-                "entry {n}: cluster execution {execution_id} was dispatched a second time without resend"
-            ));
-        }
-        if let Some(state) = &self.hosts[h].done {
-            self.fail(format!(
-                "entry {n}: host {host} was dispatched cluster execution {execution_id} after it ended {}",
-                state.as_str()
-            ));
-        }
-        self.hosts[h].cluster_dispatched = true;
-        self.outstanding(n, h, execution_id);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch_rollback(
-        &mut self,
-        n: usize,
-        event: &Event,
-        host: &str,
-        execution_id: &ExecutionId,
-        index: usize,
-        step: &StepSpec,
-        resend: bool,
-    ) {
-        let Some(h) = self.dispatch_target(n, "rollback execution", host, execution_id) else { return };
-        let group = self.group_name(h);
-        if resend {
-            let current = self.hosts[h].rollback.as_ref().filter(|r| r.in_flight).map(|r| r.last_execution.clone());
-            match self.executions.get(execution_id) {
-                Some(&(owner, Phase::Rollback, owner_index)) if owner == h && owner_index == index => {}
-                Some(_) | None => self.fail(format!(
-                    "entry {n}: rollback execution {execution_id} was re-sent to host {host} (group {group}) as rollback step {index}, but was not dispatched as that"
-                )),
-            }
-            if current.as_ref() != Some(execution_id) {
-                self.fail(format!(
-                    "entry {n}: rollback execution {execution_id} was re-sent to host {host} (group {group}), which is not rolling back on it"
-                ));
-            }
-            return;
-        }
-        if self.executions.insert(execution_id.clone(), (h, Phase::Rollback, index)).is_some() {
-            self.fail(format!(
-                "entry {n}: execution {execution_id} was dispatched to host {host} (group {group}) a second time without resend"
-            ));
-        }
-        match self.hosts[h].rollback.clone() {
-            None => {
-                if self.hosts[h].last_step.is_none() {
-                    self.fail(format!(
-                        "entry {n}: host {host} (group {group}) started a rollback but was never upgraded"
-                    ));
-                }
-                match &self.hosts[h].done {
-                    Some(HostState::Succeeded | HostState::Failed { .. }) => {}
-                    other => self.fail(format!(
-                        "entry {n}: host {host} (group {group}) started a rollback while its upgrade had not ended ({})",
-                        other.as_ref().map_or("in progress", HostState::as_str)
-                    )),
-                }
-                if index != 0 {
-                    self.fail(format!(
-                        "entry {n}: host {host} (group {group}) started its rollback at step {index} instead of 0"
-                    ));
-                }
-                let expected = self.spec.hosts[h].rollback_plan(self.hosts[h].steps_ok);
-                self.hosts[h].rollback = Some(RollbackTrack {
-                    expected,
-                    last_index: index,
-                    last_execution: execution_id.clone(),
-                    in_flight: true,
-                    ended: None,
-                });
-                self.enter_flight(n, h, "rollback");
-                self.reverse_order(n, h);
-            }
-            Some(r) => {
-                if let Some(ended) = &r.ended {
-                    self.fail(format!(
-                        "entry {n}: host {host} (group {group}) was dispatched rollback execution {execution_id} after its rollback ended {}",
-                        ended.as_str()
-                    ));
-                }
-                if index != r.last_index + 1 || !answers(event, &r.last_execution) {
-                    self.fail(format!(
-                        "entry {n}: host {host} (group {group}) was dispatched rollback step {index} without a successful result for {} (rollback step {})",
-                        r.last_execution, r.last_index
-                    ));
-                }
-                let track = self.hosts[h].rollback.as_mut().expect("checked above");
-                track.last_index = index;
-                track.last_execution = execution_id.clone();
-            }
-        }
-        let expected = self.hosts[h].rollback.as_ref().and_then(|r| r.expected.get(index)).map(|e| self.rendered(h, e));
-        match expected {
-            Some(e) if e.as_ref() == Some(step) => {}
-            Some(_) => self.fail(format!(
-                "entry {n}: rollback execution {execution_id} for host {host} (group {group}) carries a step that differs from rollback step {index} of the host's plan"
-            )),
-            None => self.fail(format!(
-                "entry {n}: rollback execution {execution_id} for host {host} (group {group}) names rollback step {index}, beyond the host's rollback plan"
-            )),
-        }
-    }
-
-    /// Host `h` starts rolling back: the groups depending on its group must
-    /// be done rolling back.
-    fn reverse_order(&mut self, n: usize, h: usize) {
-        let Some(g) = self.group_of[h] else { return };
-        for &d in &self.dependents[g].clone() {
-            let pending: Vec<&str> = self.spec.groups[d]
-                .hosts
-                .iter()
-                .filter(|&&x| {
-                    let t = &self.hosts[x];
-                    let started = t.last_step.is_some();
-                    let rolled = t.rollback.as_ref().is_some_and(|r| r.ended.is_some());
-                    started && !rolled && !self.spec.hosts[x].rollback_plan(t.steps_ok).is_empty()
-                })
-                .map(|&x| self.spec.hosts[x].host.as_str())
-                .collect();
-            if !pending.is_empty() {
-                self.fail(format!(
-                    "entry {n}: host {} of group {} started rolling back before group {}, which depends on it, finished its rollback (not done: {})",
-                    self.spec.hosts[h].host,
-                    self.spec.groups[g].name,
-                    self.spec.groups[d].name,
-                    pending.join(", ")
-                ));
-            }
-        }
-    }
-
     /// Host `h` takes a slot of its group's window.
     fn enter_flight(&mut self, n: usize, h: usize, what: &str) {
         let Some(g) = self.group_of[h] else { return };
@@ -852,33 +617,6 @@ impl<'a> Checker<'a> {
         };
         if let Err(why) = promoted {
             self.fail(format!("entry {n}: host {host} of group {} (not a canary) started {why}", group.name));
-        }
-    }
-
-    /// Host `h` of group `g` starts at `now`: inside a window it fits in,
-    /// unless the windows were lifted before.
-    fn in_window(&mut self, n: usize, now: UnixMillis, h: usize, g: usize) {
-        if self.windows_lifted.is_some() {
-            return;
-        }
-        let Some((cal, need)) = self.spec.windows.as_ref().and_then(|w| w.calendar(g, h)) else { return };
-        let t = schedule::to_utc(now.0);
-        let host = &self.spec.hosts[h].host;
-        let group = &self.spec.groups[g].name;
-        match cal.open_at(t) {
-            None => self.fail(format!(
-                "entry {n}: host {host} of group {group} started at {t} outside its maintenance windows ({}) \
-                 with no windows override before",
-                cal.tz.name()
-            )),
-            Some(close) if chrono::TimeDelta::from_std(need).is_ok_and(|need| t + need > close) => {
-                self.fail(format!(
-                    "entry {n}: host {host} of group {group} started at {t} although its estimate plus cutoff ({}) \
-                     does not fit before its window closes at {close}",
-                    crate::plan::format_duration(need)
-                ));
-            }
-            Some(_) => {}
         }
     }
 
@@ -987,37 +725,6 @@ impl<'a> Checker<'a> {
             }
         }
         self.hosts[h].done = Some(state.clone());
-    }
-
-    fn rollback_done(&mut self, n: usize, h: usize, state: &HostState) {
-        let host = &self.spec.hosts[h].host;
-        let group = self.group_name(h);
-        let Some(r) = self.hosts[h].rollback.as_mut() else {
-            self.fail(format!(
-                "entry {n}: host {host} (group {group}) was reported {} but never started a rollback",
-                state.as_str()
-            ));
-            return;
-        };
-        if let Some(before) = &r.ended {
-            let before = before.as_str();
-            self.fail(format!(
-                "entry {n}: host {host} (group {group}) was reported {} after its rollback had already ended {before}",
-                state.as_str()
-            ));
-            return;
-        }
-        let complete = r.last_index + 1 == r.expected.len();
-        r.ended = Some(state.clone());
-        let was_in_flight = std::mem::replace(&mut r.in_flight, false);
-        if matches!(state, HostState::RolledBack) && !complete {
-            self.fail(format!(
-                "entry {n}: host {host} (group {group}) was reported rolled back before its last rollback step ran"
-            ));
-        }
-        if was_in_flight && let Some(g) = self.group_of[h] {
-            self.group_in_flight[g] -= 1;
-        }
     }
 
     fn finished(&mut self, n: usize, state: RolloutState) {
