@@ -121,9 +121,9 @@ pub struct Handshakes {
     pub metrics: Option<Arc<Metrics>>,
 }
 
-/// A connection whose handshake is done. Boxed: a TLS stream is large, and
-/// a server keeps each connection's inside futures for the connection's
-/// whole life (unboxed, about 6 KiB more per connection at 10,000 agents).
+/// A connection whose handshake is done. Boxed, as tonic boxes the TLS
+/// streams of its own acceptor: a TLS stream is large and sits inside each
+/// connection's futures for the connection's whole life.
 pub struct Tls(Box<TlsStream<Counted>>);
 
 impl Tls {
@@ -221,6 +221,11 @@ impl Handshakes {
                         Ok(Ok(tls)) => {
                             let _ = tx.send(Tls(Box::new(tls))).await;
                         }
+                        // The client gave up on us (it does not trust this
+                        // server's certificate, say): not a refusal of ours.
+                        Ok(Err(e)) if peer_alert(&e) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake ended by the client")
+                        }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                             tracing::warn!(%peer, error = %e, "TLS handshake refused");
                             if let Some(m) = &hs.metrics {
@@ -235,6 +240,11 @@ impl Handshakes {
         });
         TlsIncoming { rx, task }
     }
+}
+
+/// Whether a handshake failed on an alert the client sent.
+fn peer_alert(e: &io::Error) -> bool {
+    matches!(e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()), Some(rustls::Error::AlertReceived(_)))
 }
 
 /// One handshake: the wait for the client's first bytes outside the

@@ -165,9 +165,25 @@ async fn a_client_certificate_from_another_ca_is_refused_logged_and_counted() ->
     let other_key = rcgen::KeyPair::generate()?;
     let mut other = rcgen::CertificateParams::new(Vec::<String>::new())?;
     other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_cert = other.self_signed(&other_key)?;
     let issuer = rcgen::Issuer::new(other, &other_key);
     let key = rcgen::KeyPair::generate()?;
     let cert = rcgen::CertificateParams::new(vec!["web-0".to_string()])?.signed_by(&key, &issuer)?;
+
+    // First a client that does not trust the coordinator (it trusts only the
+    // other CA): it ends the handshake itself, which is not a refusal.
+    let mut theirs = rustls::RootCertStore::empty();
+    theirs.add(other_cert.der().clone())?;
+    let distrustful = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(theirs)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(convoy_coordinator::tls::DEFAULT_SERVER_NAME)?.to_owned();
+    let tcp = TcpStream::connect(addr(&c)).await?;
+    let theirs_local = tcp.local_addr()?;
+    let ended = tokio_rustls::TlsConnector::from(Arc::new(distrustful)).connect(name, tcp).await;
+    assert!(ended.is_err(), "the client accepted a server its CA did not sign");
+    logs.wait_for(&["TLS handshake ended by the client", &theirs_local.to_string()], Duration::from_secs(10)).await?;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_pem_certs(&ca)?);
