@@ -1,5 +1,6 @@
 //! Agent sessions in the actor: connecting (and the heartbeat interval an
-//! agent is given), liveness, and losing an agent.
+//! agent is given), the results agents report, liveness, and losing an
+//! agent.
 
 use super::*;
 
@@ -44,6 +45,46 @@ impl Actor {
         for (execution_id, outcome) in hello.replayed {
             self.result(&host, execution_id, outcome);
         }
+    }
+
+    /// A step result from `host`: logged only if its host waits for it.
+    pub(super) fn result(&mut self, host: &str, execution_id: ExecutionId, outcome: StepOutcome) {
+        let rollout = execution_id.rollout().to_string();
+        let Some(run) = self.rollouts.get(&rollout) else {
+            tracing::warn!(%host, %execution_id, "result for an unknown rollout ignored");
+            return;
+        };
+        let Some(i) = run.engine.awaiting(&execution_id) else {
+            // Agents re-send recent results on every reconnect (the
+            // coordinator may have died before storing them): after a
+            // restart that is one per agent, most of them recorded long ago.
+            // Logging them would grow the log, and a finished rollout's
+            // snapshot, for nothing.
+            match run.engine.execution_host(&execution_id) {
+                Some(owner) if owner != host => {
+                    tracing::warn!(%host, %owner, %execution_id, "agent reported another host's execution; ignored")
+                }
+                Some(_) | None => {
+                    tracing::debug!(%host, %execution_id, "result not awaited (recorded or stale); ignored")
+                }
+            }
+            return;
+        };
+        let entry = &run.record.spec.hosts[i];
+        if entry.host != host {
+            tracing::warn!(%host, owner = %entry.host, %execution_id, "agent reported another host's execution; ignored");
+            return;
+        }
+        // Keep the inventory current: the next plan expands against
+        // what hosts run now, not what they ran when they connected.
+        if let (Some((component, version)), Some(agent)) = (&outcome.installed, self.agents.get_mut(host)) {
+            agent.record.installed.insert(component.clone(), version.clone());
+            if let Err(e) = self.store.put_agent(&agent.record) {
+                tracing::error!(%host, error = %e, "cannot store agent record");
+            }
+        }
+        self.metrics.step_finished(entry, &execution_id, outcome.status, outcome.duration_ms);
+        self.event(&rollout, Event::StepFinished { execution_id, outcome })
     }
 
     /// The liveness check runs on a drained queue: results waiting behind a
