@@ -70,8 +70,6 @@ fn identity(
 /// (enrolment comes before an agent has one; the services refuse callers
 /// without one where it is needed).
 pub fn grpc_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
-    let (certs, key) = identity(cert_pem, key_pem)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let cas = rustls_pemfile::certs(&mut ca_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -80,32 +78,40 @@ pub fn grpc_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Arc<ru
     if added == 0 {
         return Err(tls_error("CA certificate")("no usable certificate in PEM".into()));
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
         .allow_unauthenticated()
         .build()
         .map_err(|e| tls_error("client verifier")(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("grpc config")(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| tls_error("grpc config")(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    server_config(cert_pem, key_pem, verifier, b"h2", "grpc config")
 }
 
 /// The HTTPS listener's configuration: the server's identity, HTTP/1.1, no
 /// client certificates (browsers and scrapers log in with tokens).
 pub fn https_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
+    server_config(cert_pem, key_pem, Arc::new(rustls::server::NoClientAuth), b"http/1.1", "https config")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A listener's configuration: its identity, `clients` checking client
+/// certificates, and the one protocol it speaks (ALPN).
+fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    alpn: &[u8],
+    what: &str,
+) -> Result<Arc<rustls::ServerConfig>, CoordinatorError> {
     let (certs, key) = identity(cert_pem, key_pem)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("https config")(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| tls_error(what)(e.to_string()))?
+        .with_client_cert_verifier(clients)
         .with_single_cert(certs, key)
-        .map_err(|e| tls_error("https config")(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        .map_err(|e| tls_error(what)(e.to_string()))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -542,12 +542,18 @@ impl Engine {
     /// changes nothing — a duplicate, a report the host has moved past, a
     /// finished rollout's — so it need not be logged.
     pub fn awaiting(&self, execution_id: &ExecutionId) -> Option<usize> {
+        self.awaited(execution_id).map(|(i, _, _)| i)
+    }
+
+    /// [`Engine::awaiting`], with what the entry runs: the kind of
+    /// execution and its step index.
+    pub(crate) fn awaited(&self, execution_id: &ExecutionId) -> Option<(usize, state::Exec, usize)> {
         if self.state.is_terminal() {
             return None;
         }
         let &i = self.executions.get(execution_id)?;
         match self.hosts[i].state.current() {
-            Some((_, _, current, _)) if current == execution_id => Some(i),
+            Some((exec, index, current, _)) if current == execution_id => Some((i, exec, index)),
             Some(_) | None => None,
         }
     }

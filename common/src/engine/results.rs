@@ -17,8 +17,7 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         // A duplicate or stale report (the host has moved on) changes nothing.
-        let Some(i) = self.awaiting(execution_id) else { return };
-        let Some((exec, index, _, _)) = self.hosts[i].state.current() else { return };
+        let Some((i, exec, index)) = self.awaited(execution_id) else { return };
         match exec {
             Exec::Step => self.on_upgrade_step_finished(now, i, index, outcome, out),
             Exec::Rollback => self.on_rollback_step_finished(now, i, index, outcome, out),

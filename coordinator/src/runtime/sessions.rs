@@ -54,7 +54,8 @@ impl Actor {
             tracing::warn!(%host, %execution_id, "result for an unknown rollout ignored");
             return;
         };
-        let Some(i) = run.engine.awaiting(&execution_id) else {
+        let awaited = run.engine.awaiting(&execution_id).filter(|&i| run.record.spec.hosts[i].host == host);
+        let Some(i) = awaited else {
             // Agents re-send recent results on every reconnect (the
             // coordinator may have died before storing them): after a
             // restart that is one per agent, most of them recorded long ago.
@@ -71,10 +72,6 @@ impl Actor {
             return;
         };
         let entry = &run.record.spec.hosts[i];
-        if entry.host != host {
-            tracing::warn!(%host, owner = %entry.host, %execution_id, "agent reported another host's execution; ignored");
-            return;
-        }
         // Keep the inventory current: the next plan expands against
         // what hosts run now, not what they ran when they connected.
         if let (Some((component, version)), Some(agent)) = (&outcome.installed, self.agents.get_mut(host)) {
