@@ -367,6 +367,8 @@ struct Agent {
     /// so pings are only a backstop ([`tls::SESSION_KEEPALIVE`]); one that
     /// does not is pinged every [`tls::KEEPALIVE_INTERVAL`].
     ping_every_ms: AtomicU64,
+    /// Kept across sessions: reconnects resume the TLS session.
+    tls: tls::SessionTls,
 }
 
 /// Why a session ended (when it was not an error before it was established).
@@ -484,8 +486,7 @@ impl Agent {
         let config = &self.config;
         let ca = tls::read_ca(&config.ca_file)?;
         let keepalive = Duration::from_millis(self.ping_every_ms.load(Ordering::Relaxed));
-        let channel =
-            tls::connect_with_keepalive(config, tls::client_tls(config, &ca, Some(identity)), keepalive).await?;
+        let channel = self.tls.connect(config, &ca, identity, keepalive).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let in_hello = self.outbox.pending_snapshot();
@@ -640,6 +641,7 @@ pub async fn run(
         outbox: Arc::new(Outbox::default()),
         heartbeat_seq: AtomicU64::new(0),
         ping_every_ms: AtomicU64::new(tls::SESSION_KEEPALIVE.as_millis() as u64),
+        tls: tls::SessionTls::default(),
     };
     // Step tasks live here, across sessions; dropping the set aborts them.
     let mut tasks: JoinSet<()> = JoinSet::new();

@@ -190,21 +190,30 @@ pub const SESSION_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Opens a channel to the coordinator, bounded by `connect_timeout`, pinging
 /// it every [`KEEPALIVE_INTERVAL`].
 pub async fn connect(config: &AgentConfig, tls: ClientTlsConfig) -> Result<Channel, AgentError> {
-    connect_with_keepalive(config, tls, KEEPALIVE_INTERVAL).await
+    let coordinator = crate::coordinators::current(config);
+    let endpoint = tls_endpoint(&coordinator, tls)?;
+    connect_endpoint(config, coordinator, endpoint, KEEPALIVE_INTERVAL).await
 }
 
-/// [`connect`] with HTTP/2 pings every `keepalive` (at least
-/// [`KEEPALIVE_INTERVAL`]).
-pub async fn connect_with_keepalive(
-    config: &AgentConfig,
-    tls: ClientTlsConfig,
-    keepalive: Duration,
-) -> Result<Channel, AgentError> {
-    let coordinator = crate::coordinators::current(config);
-    let endpoint = Endpoint::from_shared(coordinator.clone())
+/// An endpoint for `coordinator` with its TLS configuration built (tonic
+/// builds the rustls configuration here, once per endpoint).
+fn tls_endpoint(coordinator: &str, tls: ClientTlsConfig) -> Result<Endpoint, AgentError> {
+    Endpoint::from_shared(coordinator.to_string())
         .map_err(|e| AgentError::InvalidConfig { field: "coordinator URL", message: error_chain(&e) })?
         .tls_config(tls)
-        .map_err(|e| AgentError::Tls { what: "client TLS configuration".into(), message: error_chain(&e) })?
+        .map_err(|e| AgentError::Tls { what: "client TLS configuration".into(), message: error_chain(&e) })
+}
+
+/// Connects `endpoint`, bounded by `connect_timeout`, pinging every
+/// `keepalive` (at least [`KEEPALIVE_INTERVAL`]); a failure moves on to the
+/// next coordinator of the list.
+async fn connect_endpoint(
+    config: &AgentConfig,
+    coordinator: String,
+    endpoint: Endpoint,
+    keepalive: Duration,
+) -> Result<Channel, AgentError> {
+    let endpoint = endpoint
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         // Detect a coordinator that vanished without closing the connection
@@ -223,6 +232,71 @@ pub async fn connect_with_keepalive(
             coordinator,
             message: format!("connect: no connection within {:?}", config.connect_timeout),
         }),
+    }
+}
+
+/// The session's TLS kept from one session to the next, so a reconnect
+/// resumes the TLS session instead of a full handshake: the coordinator
+/// hands out session tickets, and rustls keeps them in the configuration
+/// they arrived on (tonic builds one per endpoint, so a fresh endpoint per
+/// connection would throw them away). A resumed handshake skips the
+/// signatures and certificate checks on both sides; after a coordinator
+/// restart that is most of what a fleet reconnecting at once costs it.
+///
+/// Endpoints are kept per coordinator URL and dropped when the CA or the
+/// agent's certificate changes (a ticket names the certificate it was
+/// issued with).
+#[derive(Default)]
+pub struct SessionTls {
+    kept: std::sync::Mutex<Option<Kept>>,
+}
+
+struct Kept {
+    ca_pem: String,
+    cert_pem: String,
+    endpoints: std::collections::HashMap<String, Endpoint>,
+}
+
+impl SessionTls {
+    /// [`connect`] presenting `identity`, pinging every `keepalive`, through the kept
+    /// endpoint for the current coordinator.
+    pub async fn connect(
+        &self,
+        config: &AgentConfig,
+        ca_pem: &str,
+        identity: &AgentIdentity,
+        keepalive: Duration,
+    ) -> Result<Channel, AgentError> {
+        let coordinator = crate::coordinators::current(config);
+        let endpoint = self.endpoint(config, &coordinator, ca_pem, identity)?;
+        connect_endpoint(config, coordinator, endpoint, keepalive).await
+    }
+
+    fn endpoint(
+        &self,
+        config: &AgentConfig,
+        coordinator: &str,
+        ca_pem: &str,
+        identity: &AgentIdentity,
+    ) -> Result<Endpoint, AgentError> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let same = kept.as_ref().is_some_and(|k| k.ca_pem == ca_pem && k.cert_pem == identity.cert_pem);
+        if !same {
+            *kept = None;
+        }
+        let kept = kept.get_or_insert_with(|| Kept {
+            ca_pem: ca_pem.to_string(),
+            cert_pem: identity.cert_pem.clone(),
+            endpoints: Default::default(),
+        });
+        if let Some(e) = kept.endpoints.get(coordinator) {
+            tracing::debug!(coordinator, "reusing the kept TLS configuration");
+            return Ok(e.clone());
+        }
+        tracing::debug!(coordinator, same, "new TLS configuration");
+        let e = tls_endpoint(coordinator, client_tls(config, ca_pem, Some(identity)))?;
+        kept.endpoints.insert(coordinator.to_string(), e.clone());
+        Ok(e)
     }
 }
 

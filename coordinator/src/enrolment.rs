@@ -293,7 +293,19 @@ pub fn authenticate_agent(
     let unauth = |m: &str| CoordinatorError::Unauthenticated { message: m.to_string() };
     let der = certs.and_then(|c| c.first()).ok_or_else(|| unauth("a client certificate is required (enrol first)"))?;
     let der = der.as_ref();
-    let (host, marked) = certificate_identity(der).ok_or_else(|| unauth("client certificate names no host"))?;
+    let CertificateIdentity { host, marked, not_before, not_after } =
+        certificate_identity(der).ok_or_else(|| unauth("client certificate names no host"))?;
+    // The TLS layer checked the dates when the certificate was presented;
+    // a resumed TLS session (crate::tickets) brings back the certificate
+    // of its first handshake, maybe days later, so the dates are checked
+    // here on every session too.
+    let secs = (now.0 / 1000) as i64;
+    if secs < not_before || secs > not_after {
+        return Err(CoordinatorError::PermissionDenied {
+            host,
+            message: format!("certificate not valid now (valid from {not_before} to {not_after}, Unix seconds)"),
+        });
+    }
     let fingerprint = sha256_hex(der);
     match store.enrolment(&host)? {
         Some(e) if e.revoked.is_none() && e.fingerprint == fingerprint => Ok(host),
@@ -321,13 +333,31 @@ pub fn authenticate_agent(
     }
 }
 
-/// The host id (common name) of a DER certificate, and whether it carries
-/// [`ENROLLED_MARK`].
-pub fn certificate_identity(der: &[u8]) -> Option<(String, bool)> {
+/// What a client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateIdentity {
+    /// The host id: the subject's common name.
+    pub host: String,
+    /// It carries [`ENROLLED_MARK`] (issued with an enrolment record).
+    pub marked: bool,
+    /// Validity, in Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The identity a DER certificate names; `None` if it does not parse or
+/// names no host.
+pub fn certificate_identity(der: &[u8]) -> Option<CertificateIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let host = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
     let marked = cert.subject().iter_organizational_unit().any(|ou| ou.as_str().ok() == Some(ENROLLED_MARK));
-    Some((cn, marked))
+    let validity = cert.validity();
+    Some(CertificateIdentity {
+        host,
+        marked,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@
 //!   with the store's format version and its stored record types.
 //! - [`timings`]: measured step durations, for `convoy plan`'s estimates.
 //! - [`tls`]: the CA and certificates for enrolled agents.
+//! - [`tickets`]: TLS session ticket keys kept across restarts, so a
+//!   reconnecting fleet resumes instead of making full handshakes.
 //! - [`enrolment`]: join tokens, the certificate each host id is bound to, and
 //!   the check every agent call passes.
 //! - [`operators`]: named operator tokens with roles, checked on every
@@ -52,6 +54,7 @@ pub mod planning;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod tickets;
 pub mod timings;
 pub mod tls;
 

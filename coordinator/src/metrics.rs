@@ -77,6 +77,29 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// How a TLS handshake went (the `kind` label of `convoy_tls_handshakes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeKind {
+    /// Certificates exchanged and checked, signatures made.
+    Full,
+    /// A session resumed from a ticket (see [`crate::tickets`]).
+    Resumed,
+}
+
+impl HandshakeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeKind::Full => "full",
+            HandshakeKind::Resumed => "resumed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     kind: String,
@@ -154,6 +177,7 @@ pub struct Metrics {
     /// Serialises scrapes: a refresh and its encoding are one step.
     scrape: tokio::sync::Mutex<()>,
     refused: Family<ReasonLabels, Counter>,
+    handshakes: Family<HandshakeLabels, Counter>,
     step_duration: HistogramFamily<StepLabels>,
     append_latency: Histogram,
     flush_latency: Histogram,
@@ -177,6 +201,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("convoy");
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register("requests_refused", "Requests refused, by reason", refused.clone());
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register("tls_handshakes", "TLS handshakes completed, full or resumed", handshakes.clone());
         let step_duration: HistogramFamily<StepLabels> = Family::new_with_constructor(step_histogram);
         registry.register_with_unit(
             "step_duration",
@@ -226,6 +252,7 @@ impl Metrics {
             registry,
             scrape: tokio::sync::Mutex::new(()),
             refused,
+            handshakes,
             step_duration,
             append_latency,
             flush_latency,
@@ -241,6 +268,11 @@ impl Metrics {
     /// Count a refused request.
     pub fn refused(&self, reason: RefusalReason) {
         self.refused.get_or_create(&ReasonLabels { reason: reason.as_str().to_string() }).inc();
+    }
+
+    /// Count a completed TLS handshake.
+    pub fn handshake(&self, kind: HandshakeKind) {
+        self.handshakes.get_or_create(&HandshakeLabels { kind: kind.as_str().to_string() }).inc();
     }
 
     /// Record a finished step execution of `spec` (its kind from the spec).

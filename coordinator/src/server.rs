@@ -22,6 +22,7 @@ use crate::grpc::{AgentSvc, OperatorSvc};
 use crate::operators::{self, OperatorAuth, Role};
 use crate::runtime::{self, Clock, RuntimeConfig};
 use crate::store::{SledStore, Store};
+use crate::tickets::SessionTickets;
 use crate::tls::{CertificateAuthority, PkiPaths, operator_token_path};
 
 /// A validated coordinator configuration.
@@ -89,15 +90,43 @@ pub async fn serve(
     serve_incoming(incoming, http, config, store, clock, metrics, shutdown).await
 }
 
-/// The server's TLS settings: its identity, and agents' certificates
-/// checked against the CA (optional: enrolment comes before a certificate).
+/// The server's TLS settings: its identity, agents' certificates checked
+/// against the CA (optional: enrolment comes before a certificate), and
+/// the session tickets it issues, if given.
 pub(crate) fn server_tls(
     config: &ServerConfig,
+    tickets: Option<Arc<SessionTickets>>,
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<CertificateAuthority>), CoordinatorError> {
     let paths = PkiPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load(&paths)?);
-    let tls = crate::handshakes::grpc_config(&read(&paths.server_cert())?, &read(&paths.server_key())?, ca.ca_pem())?;
+    let tls = crate::handshakes::grpc_config(
+        &read(&paths.server_cert())?,
+        &read(&paths.server_key())?,
+        ca.ca_pem(),
+        tickets,
+    )?;
     Ok((tls, ca))
+}
+
+/// How often the ticket keys are checked for rotation (they rotate daily).
+const TICKET_ROTATION_CHECK: Duration = Duration::from_secs(3600);
+
+/// Rotates `tickets`' keys every [`TICKET_ROTATION_CHECK`] until `stop`.
+fn rotate_tickets(tickets: Arc<SessionTickets>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(TICKET_ROTATION_CHECK);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => {
+                    if let Err(e) = tickets.rotate() {
+                        tracing::warn!(error = %e, "session ticket keys not rotated");
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The gRPC listener's connections once their handshake is done: see
@@ -136,7 +165,8 @@ pub(crate) async fn serve_incoming<I>(
 where
     I: tokio_stream::Stream<Item = std::io::Result<Counted>> + Send + Unpin + 'static,
 {
-    let (tls, ca) = server_tls(&config)?;
+    let tickets = Arc::new(SessionTickets::open(&config.data_dir, clock)?);
+    let (tls, ca) = server_tls(&config, Some(tickets.clone()))?;
     adopt_operator_token(&config.data_dir, clock.now())?;
 
     // The runtime stops with the server; a child token so that stopping the
@@ -152,6 +182,7 @@ where
         stop.clone(),
     )?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
+    let _abort_rotation = AbortOnDrop(rotate_tickets(tickets.clone(), stop.clone()).abort_handle());
     // Watches the runtime task: if it ends while the server has not been
     // asked to stop (a panic in it), serving stops too.
     let died = CancellationToken::new();
@@ -186,7 +217,11 @@ where
     let http_task = match http {
         Some(http) => {
             let paths = PkiPaths::new(&config.data_dir);
-            let tls = crate::handshakes::https_config(&read(&paths.server_cert())?, &read(&paths.server_key())?)?;
+            let tls = crate::handshakes::https_config(
+                &read(&paths.server_cert())?,
+                &read(&paths.server_key())?,
+                Some(tickets.clone()),
+            )?;
             let state = Arc::new(crate::http::HttpState {
                 runtime: handle.clone(),
                 store: store.clone(),

@@ -212,6 +212,21 @@ impl Cluster {
     /// (Re)start the coordinator on a new ephemeral port over the same data.
     pub async fn start_coordinator(&mut self, runtime: RuntimeConfig) -> Result<(), FleetError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::io("127.0.0.1:0"))?;
+        self.serve_on(listener, runtime).await
+    }
+
+    /// Stop the coordinator and start it again on the same gRPC address, so
+    /// running agents reconnect by themselves (as after a real restart).
+    pub async fn restart_coordinator(&mut self, runtime: RuntimeConfig) -> Result<(), FleetError> {
+        let addr = self.url.trim_start_matches("https://").to_string();
+        self.stop_coordinator().await?;
+        // The old listener is closed once the server has stopped; the port
+        // is free unless another process took it in between (then: an error).
+        let listener = tokio::net::TcpListener::bind(&addr).await.map_err(FleetError::io(addr.clone()))?;
+        self.serve_on(listener, runtime).await
+    }
+
+    async fn serve_on(&mut self, listener: tokio::net::TcpListener, runtime: RuntimeConfig) -> Result<(), FleetError> {
         self.url = format!("https://{}", listener.local_addr().map_err(FleetError::io("127.0.0.1:0"))?);
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::io("127.0.0.1:0"))?;
         self.http_url = format!("https://{}", http.local_addr().map_err(FleetError::io("127.0.0.1:0"))?);

@@ -194,11 +194,16 @@ fn spawn_coordinator(
     let mut child = Command::new(exe)
         .args(["serve", "--listen", listen, "--heartbeat-ms", &heartbeat_ms.to_string()])
         .args(["--max-connections", &max_connections.to_string()])
+        // `/metrics` for the handshake counts (its address is in the log).
+        .args(["--http-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--addr-file")
         .arg(&addr_file)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        // bench/swarm.sh tunes glibc's allocator for the swarm's one big
+        // heap; the coordinator runs with the allocator settings users have.
+        .env_remove("GLIBC_TUNABLES")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -236,6 +241,28 @@ pub fn plan(version: &str, max_parallel: usize) -> String {
          strategy: {{ type: rolling, max_parallel: {max_parallel} }}\n    steps:\n      - name: noop\n        \
          exec: {{ command: \"true\" }}\n"
     )
+}
+
+/// The coordinator's TLS handshakes since it (re)started, `(full,
+/// resumed)`, from `/metrics` at the address its latest start logged.
+async fn handshakes(data_dir: &Path, ca_pem: &str, token: &str) -> Result<(u64, u64), FleetError> {
+    let log = data_dir.join("coordinator.log");
+    let text = std::fs::read_to_string(&log).map_err(FleetError::io(&log))?;
+    const MARK: &str = "dashboard and /metrics: ";
+    let base = text
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once(MARK).map(|(_, url)| url.trim().trim_end_matches('/').to_string()))
+        .ok_or_else(|| FleetError::NotReady(format!("no metrics address in {}", log.display())))?;
+    let auth = format!("Bearer {token}");
+    let scraped =
+        crate::https::request("GET", &format!("{base}/metrics"), ca_pem, &[("Authorization", &auth)], "").await?;
+    let count = |kind: &str| {
+        let series = format!("convoy_tls_handshakes_total{{kind=\"{kind}\"}} ");
+        scraped.body.lines().find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            as u64
+    };
+    Ok((count("full"), count("resumed")))
 }
 
 /// Enrolments in flight at once. A late answer no longer strands an agent
@@ -477,6 +504,12 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         at(0.9).unwrap_or_default(),
         back.last().copied().unwrap_or_default()
     );
+    match handshakes(&data_dir, &ca_pem, &init.operator_token).await {
+        Ok((full, resumed)) => {
+            eprintln!("swarm: TLS handshakes since the restart: {full} full, {resumed} resumed");
+        }
+        Err(e) => eprintln!("swarm: handshake counts unavailable: {e}"),
+    }
     report.reconnect_s = reconnected.unwrap_or_default();
     report.resume_s = report.reconnect_s.max(moved.unwrap_or_default());
     eprintln!(

@@ -196,7 +196,7 @@ async fn serve_redirects(
     leader: watch::Receiver<Option<String>>,
     stop: CancellationToken,
 ) {
-    let tls = match crate::server::server_tls(&config) {
+    let tls = match crate::server::server_tls(&config, None) {
         Ok((tls, _)) => tls,
         Err(e) => {
             tracing::error!(error = %e, "follower: cannot load TLS");
