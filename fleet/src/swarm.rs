@@ -201,9 +201,6 @@ fn spawn_coordinator(
         .arg("--addr-file")
         .arg(&addr_file)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        // bench/swarm.sh tunes glibc's allocator for the swarm's one big
-        // heap; the coordinator runs with the allocator settings users have.
-        .env_remove("GLIBC_TUNABLES")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
