@@ -248,8 +248,14 @@ async fn connect_endpoint(
 /// issued with).
 #[derive(Default)]
 pub struct SessionTls {
+    /// The CA and certificate the endpoints were built with, and an
+    /// endpoint per coordinator URL.
     kept: std::sync::Mutex<Option<Kept>>,
 }
+
+/// Coordinator URLs an agent keeps a TLS configuration for (an HA set is
+/// a handful).
+const MAX_KEPT_ENDPOINTS: usize = 16;
 
 struct Kept {
     ca_pem: String,
@@ -294,15 +300,53 @@ impl SessionTls {
             return Ok(e.clone());
         }
         tracing::debug!(coordinator, same, "new TLS configuration");
+        // Redirects name the leader's address: a coordinator that kept
+        // naming new ones must not grow this without bound.
+        if kept.endpoints.len() >= MAX_KEPT_ENDPOINTS {
+            kept.endpoints.clear();
+        }
         let e = tls_endpoint(coordinator, client_tls(config, ca_pem, Some(identity)))?;
         kept.endpoints.insert(coordinator.to_string(), e.clone());
         Ok(e)
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.kept.lock().unwrap().as_ref().map_or(0, |k| k.endpoints.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn self_signed(name: &str) -> AgentIdentity {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        AgentIdentity { cert_pem: c.cert.pem(), key_pem: c.signing_key.serialize_pem() }
+    }
+
+    #[test]
+    fn session_tls_keeps_one_configuration_per_coordinator_until_the_identity_changes() {
+        let config = AgentConfig::new("https://127.0.0.1:1", "/nonexistent/ca.pem", "web-0", "/nonexistent");
+        let ca = self_signed("convoy-coordinator").cert_pem;
+        let (first, second) = (self_signed("web-0"), self_signed("web-0"));
+        let tls = SessionTls::default();
+        tls.endpoint(&config, "https://127.0.0.1:1", &ca, &first).unwrap();
+        tls.endpoint(&config, "https://127.0.0.1:1", &ca, &first).unwrap();
+        assert_eq!(tls.kept(), 1, "the same coordinator's configuration is reused");
+        tls.endpoint(&config, "https://127.0.0.1:2", &ca, &first).unwrap();
+        assert_eq!(tls.kept(), 2, "one per coordinator");
+        tls.endpoint(&config, "https://127.0.0.1:1", &ca, &second).unwrap();
+        assert_eq!(tls.kept(), 1, "a new certificate drops what was kept (its tickets name the old one)");
+        let other_ca = self_signed("convoy-coordinator").cert_pem;
+        tls.endpoint(&config, "https://127.0.0.1:1", &other_ca, &second).unwrap();
+        tls.endpoint(&config, "https://127.0.0.1:3", &other_ca, &second).unwrap();
+        assert_eq!(tls.kept(), 2, "a new CA starts over too");
+        for port in 10..60 {
+            tls.endpoint(&config, &format!("https://127.0.0.1:{port}"), &other_ca, &second).unwrap();
+            assert!(tls.kept() <= MAX_KEPT_ENDPOINTS);
+        }
+    }
 
     #[test]
     fn csr_and_identity_files() {
