@@ -120,8 +120,12 @@ fn rotate_tickets(tickets: Arc<SessionTickets>, stop: CancellationToken) -> toki
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = every.tick() => {
-                    if let Err(e) = tickets.rotate() {
-                        tracing::warn!(error = %e, "session ticket keys not rotated");
+                    // A rotation writes and syncs the key file: off the runtime's threads.
+                    let t = tickets.clone();
+                    match tokio::task::spawn_blocking(move || t.rotate()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "session ticket keys not rotated"),
+                        Err(e) => tracing::warn!(error = %e, "session ticket key rotation stopped"),
                     }
                 }
             }
