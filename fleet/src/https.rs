@@ -92,3 +92,9 @@ async fn exchange(
         .collect();
     Ok(HttpsAnswer { status, headers, body: body.to_string() })
 }
+
+/// The value of the sample `series` (name and labels, as printed) in a
+/// Prometheus text exposition, if there is one.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -255,9 +255,8 @@ async fn handshakes(data_dir: &Path, ca_pem: &str, token: &str) -> Result<(u64, 
     let scraped =
         crate::https::request("GET", &format!("{base}/metrics"), ca_pem, &[("Authorization", &auth)], "").await?;
     let count = |kind: &str| {
-        let series = format!("convoy_tls_handshakes_total{{kind=\"{kind}\"}} ");
-        scraped.body.lines().find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok()).unwrap_or(0.0)
-            as u64
+        let series = format!("convoy_tls_handshakes_total{{kind=\"{kind}\"}}");
+        crate::https::sample(&scraped.body, &series).unwrap_or(0.0) as u64
     };
     Ok((count("full"), count("resumed")))
 }

@@ -209,12 +209,7 @@ async fn a_client_certificate_from_another_ca_is_refused_logged_and_counted() ->
     let token = format!("Bearer {}", c.operator_token);
     let url = format!("{}/metrics", c.http_url);
     let scraped = convoy_fleet::https::request("GET", &url, &ca, &[("Authorization", &token)], "").await?;
-    let refused = scraped
-        .body
-        .lines()
-        .find(|l| l.starts_with("convoy_requests_refused_total{reason=\"tls_handshake\"}"))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse::<f64>().ok());
+    let refused = convoy_fleet::https::sample(&scraped.body, "convoy_requests_refused_total{reason=\"tls_handshake\"}");
     assert_eq!(refused, Some(1.0), "{}", scraped.body);
     c.shutdown().await;
     Ok(())

@@ -30,13 +30,7 @@ async fn sample(c: &Cluster, series: &str) -> anyhow::Result<f64> {
     let token = format!("Bearer {}", c.operator_token);
     let url = format!("{}/metrics", c.http_url);
     let scraped = convoy_fleet::https::request("GET", &url, &ca, &[("Authorization", &token)], "").await?;
-    Ok(scraped
-        .body
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse::<f64>().ok())
-        .unwrap_or(0.0))
+    Ok(convoy_fleet::https::sample(&scraped.body, series).unwrap_or(0.0))
 }
 
 /// The hosts with a live session.
