@@ -155,3 +155,43 @@ async fn heartbeats_spread_out_as_the_fleet_grows_and_timeouts_follow() {
     }
     assert!(a.agents.values().all(|c| c.heartbeat <= MAX_HEARTBEAT_INTERVAL));
 }
+
+/// After a restart the whole fleet reconnects with records the store
+/// already holds: those are not written again (on etcd each would be a
+/// write through consensus) until their stored `last_seen` is an hour old;
+/// a record that changed is written at once.
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_agent_record_is_not_rewritten_on_every_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = actor(dir.path());
+    let stored = |a: &Actor| a.store.agents().unwrap().into_iter().find(|r| r.id == "web-1").unwrap();
+    let start = a.clock.now();
+    connect(&mut a, "web-1", 1).0.unwrap();
+    assert_eq!(stored(&a).last_seen, start);
+    let (_tx, mut rx) = mpsc::unbounded_channel();
+    let mut reconnect = |a: &mut Actor, session: u64, labels: &[(&str, &str)]| {
+        a.lose("web-1");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (reply, mut answer) = oneshot::channel();
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let hello = AgentHello { id: "web-1".into(), labels, ..Default::default() };
+        a.command(Command::Connect { hello, session, tx, pulse: Pulse::new(a.clock.now()), reply });
+        answer.try_recv().expect("answered at once").unwrap();
+    };
+    tokio::time::advance(Duration::from_secs(600)).await;
+    reconnect(&mut a, 2, &[]);
+    assert_eq!(stored(&a).last_seen, start, "nothing new: not written");
+    assert_eq!(a.agents["web-1"].last_seen(), a.clock.now(), "the live value is current");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    reconnect(&mut a, 3, &[("tier", "web")]);
+    let changed = stored(&a);
+    assert_eq!((changed.last_seen, changed.labels["tier"].as_str()), (a.clock.now(), "web"), "a change is written");
+    tokio::time::advance(Duration::from_secs(3_599)).await;
+    reconnect(&mut a, 4, &[("tier", "web")]);
+    assert_eq!(stored(&a).last_seen, changed.last_seen);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    reconnect(&mut a, 5, &[("tier", "web")]);
+    assert_eq!(stored(&a).last_seen, a.clock.now(), "refreshed once an hour old");
+    a.on_liveness_tick(&mut rx);
+    assert_eq!(session_of(&a, "web-1"), Some(5));
+}
