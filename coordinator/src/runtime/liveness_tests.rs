@@ -169,7 +169,7 @@ async fn an_unchanged_agent_record_is_not_rewritten_on_every_reconnect() {
     connect(&mut a, "web-1", 1).0.unwrap();
     assert_eq!(stored(&a).last_seen, start);
     let (_tx, mut rx) = mpsc::unbounded_channel();
-    let mut reconnect = |a: &mut Actor, session: u64, labels: &[(&str, &str)]| {
+    let reconnect = |a: &mut Actor, session: u64, labels: &[(&str, &str)]| {
         a.lose("web-1");
         let (tx, _rx) = mpsc::unbounded_channel();
         let (reply, mut answer) = oneshot::channel();
