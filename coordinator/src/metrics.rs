@@ -138,38 +138,6 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// Every rollout state, for `convoy_rollouts` (zeros included).
-const ROLLOUT_STATES: [RolloutState; 10] = [
-    RolloutState::Pending,
-    RolloutState::Running,
-    RolloutState::Paused,
-    RolloutState::Halting,
-    RolloutState::Aborting,
-    RolloutState::RollingBack,
-    RolloutState::Succeeded,
-    RolloutState::Failed,
-    RolloutState::Aborted,
-    RolloutState::RolledBack,
-];
-
-/// Every host phase, for `convoy_hosts` (zeros included).
-const HOST_PHASES: [HostPhase; 14] = [
-    HostPhase::Pending,
-    HostPhase::Running,
-    HostPhase::Soaking,
-    HostPhase::Succeeded,
-    HostPhase::Failed,
-    HostPhase::Skipped,
-    HostPhase::RollingBack,
-    HostPhase::RolledBack,
-    HostPhase::RollbackFailed,
-    HostPhase::LeaderCheck,
-    HostPhase::SwitchingOver,
-    HostPhase::Held,
-    HostPhase::LeaderUnknown,
-    HostPhase::AtBarrier,
-];
-
 /// The coordinator's instruments and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -320,7 +288,8 @@ impl Metrics {
             }
         }
         self.agents_disconnected.set(disconnected);
-        for s in ROLLOUT_STATES {
+        // Every state, zeros included (`ALL` is checked complete in convoy-common).
+        for &s in RolloutState::ALL {
             let n = rollouts.iter().filter(|r| r.view.state == s).count();
             self.rollouts.get_or_create(&StateLabels { state: s.as_str().to_string() }).set(n as i64);
         }
@@ -328,7 +297,7 @@ impl Metrics {
         let latest = rollouts.iter().max_by_key(|r| (r.created, r.id.clone())).map(|r| r.id.clone());
         for r in rollouts.iter().filter(|r| !r.view.state.is_terminal() || Some(&r.id) == latest.as_ref()) {
             for g in &r.view.groups {
-                for phase in HOST_PHASES {
+                for &phase in HostPhase::ALL {
                     let n = r.view.hosts.iter().filter(|h| h.group == g.name && h.state.phase() == phase).count();
                     let labels =
                         HostLabels { rollout: r.id.clone(), group: g.name.clone(), state: phase.as_str().to_string() };
@@ -367,54 +336,6 @@ fn step_kind(entry: &HostPlan, id: &ExecutionId) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Fails to compile when a state is added without adding it to the lists
-    /// above (the lists are checked against these matches by a unit test).
-    fn listed(state: RolloutState, phase: HostPhase) -> (bool, bool) {
-        let r = match state {
-            RolloutState::Pending
-            | RolloutState::Running
-            | RolloutState::Paused
-            | RolloutState::Halting
-            | RolloutState::Aborting
-            | RolloutState::RollingBack
-            | RolloutState::Succeeded
-            | RolloutState::Failed
-            | RolloutState::Aborted
-            | RolloutState::RolledBack => ROLLOUT_STATES.contains(&state),
-        };
-        let h = match phase {
-            HostPhase::Pending
-            | HostPhase::Running
-            | HostPhase::Soaking
-            | HostPhase::Succeeded
-            | HostPhase::Failed
-            | HostPhase::Skipped
-            | HostPhase::RollingBack
-            | HostPhase::RolledBack
-            | HostPhase::RollbackFailed
-            | HostPhase::LeaderCheck
-            | HostPhase::SwitchingOver
-            | HostPhase::Held
-            | HostPhase::LeaderUnknown
-            | HostPhase::AtBarrier => HOST_PHASES.contains(&phase),
-        };
-        (r, h)
-    }
-
-    #[test]
-    fn every_state_and_phase_is_listed() {
-        for s in ROLLOUT_STATES {
-            for p in HOST_PHASES {
-                assert_eq!(listed(s, p), (true, true));
-            }
-        }
-        // The lists hold distinct entries (so their lengths count the variants).
-        let names: std::collections::BTreeSet<_> = HOST_PHASES.iter().map(|p| p.as_str()).collect();
-        assert_eq!(names.len(), HOST_PHASES.len());
-        let names: std::collections::BTreeSet<_> = ROLLOUT_STATES.iter().map(|p| p.as_str()).collect();
-        assert_eq!(names.len(), ROLLOUT_STATES.len());
-    }
 
     #[tokio::test]
     async fn refusals_and_latencies_are_encoded() {
