@@ -135,7 +135,10 @@ impl FileStore {
         }
         let state = State { file, index: HashMap::new(), consumed: 0, lines: 0, torn: false };
         let store = FileStore { dir, path, state: Mutex::new(state) };
-        store.locked("", |s, st| s.catch_up(st))?;
+        {
+            let mut st = store.state.lock().unwrap_or_else(|p| p.into_inner());
+            store.catch_up(&mut st).map_err(AgentError::io(&store.path))?;
+        }
         Ok(store)
     }
 
