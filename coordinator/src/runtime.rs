@@ -449,6 +449,9 @@ struct Rebuilt {
 
 struct AgentConn {
     record: AgentRecord,
+    /// Whether the store holds `record` as it is here (false after a failed
+    /// write, so the next connection writes it whatever it says).
+    stored: bool,
     session: Option<(u64, mpsc::UnboundedSender<ToAgent>)>,
     /// The heartbeat interval its session was given.
     heartbeat: Duration,

@@ -192,6 +192,13 @@ async fn an_unchanged_agent_record_is_not_rewritten_on_every_reconnect() {
     tokio::time::advance(Duration::from_secs(2)).await;
     reconnect(&mut a, 5, &[("tier", "web")]);
     assert_eq!(stored(&a).last_seen, a.clock.now(), "refreshed once an hour old");
+    // A write that failed (the store was down) is made at the next
+    // connection, even though nothing changed since.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    a.agents.get_mut("web-1").unwrap().stored = false;
+    reconnect(&mut a, 6, &[("tier", "web")]);
+    assert_eq!(stored(&a).last_seen, a.clock.now(), "written again after a failed write");
+    assert!(a.agents["web-1"].stored);
     a.on_liveness_tick(&mut rx);
-    assert_eq!(session_of(&a, "web-1"), Some(5));
+    assert_eq!(session_of(&a, "web-1"), Some(6));
 }

@@ -13,6 +13,7 @@ impl Actor {
                 AgentConn {
                     pulse: Pulse::new(record.last_seen),
                     record,
+                    stored: true,
                     session: None,
                     heartbeat: self.config.heartbeat_interval,
                 },

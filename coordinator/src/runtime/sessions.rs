@@ -38,6 +38,18 @@ fn unchanged(stored: &AgentRecord, new: &AgentRecord) -> bool {
         && stored.capabilities == *capabilities
 }
 
+/// Writes `record` to `store`; whether that worked (a failure is logged,
+/// and the record written again at the agent's next connection).
+fn store_agent(store: &dyn Store, record: &AgentRecord) -> bool {
+    match store.put_agent(record) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(host = %record.id, error = %e, "cannot store agent record");
+            false
+        }
+    }
+}
+
 impl Actor {
     pub(super) fn connect(
         &mut self,
@@ -67,19 +79,20 @@ impl Actor {
         // always with nothing new to say: rewriting 10,000 unchanged records
         // (on etcd, 10,000 writes through consensus) only delays the
         // sessions. The stored `last_seen` is still refreshed now and then.
-        match self.agents.get(&host).map(|a| &a.record) {
-            Some(stored) if unchanged(stored, &record) && now.since(stored.last_seen) < AGENT_RECORD_REFRESH_MS => {
-                record.last_seen = stored.last_seen;
+        let stored = match self.agents.get(&host) {
+            Some(a)
+                if a.stored
+                    && unchanged(&a.record, &record)
+                    && now.since(a.record.last_seen) < AGENT_RECORD_REFRESH_MS =>
+            {
+                record.last_seen = a.record.last_seen;
+                true
             }
-            Some(_) | None => {
-                if let Err(e) = self.store.put_agent(&record) {
-                    tracing::error!(%host, error = %e, "cannot store agent record");
-                }
-            }
-        }
+            Some(_) | None => store_agent(self.store.as_ref(), &record),
+        };
         tracing::info!(%host, version = %hello.version, "agent connected");
-        let replaced =
-            self.agents.insert(host.clone(), AgentConn { record, session: Some((session, tx)), heartbeat, pulse });
+        let conn = AgentConn { record, stored, session: Some((session, tx)), heartbeat, pulse };
+        let replaced = self.agents.insert(host.clone(), conn);
         if replaced.is_none_or(|a| a.session.is_none()) {
             self.connected += 1;
         }
@@ -121,9 +134,7 @@ impl Actor {
         // what hosts run now, not what they ran when they connected.
         if let (Some((component, version)), Some(agent)) = (&outcome.installed, self.agents.get_mut(host)) {
             agent.record.installed.insert(component.clone(), version.clone());
-            if let Err(e) = self.store.put_agent(&agent.record) {
-                tracing::error!(%host, error = %e, "cannot store agent record");
-            }
+            agent.stored = store_agent(self.store.as_ref(), &agent.record);
         }
         self.metrics.step_finished(entry, &execution_id, outcome.status, outcome.duration_ms);
         self.event(&rollout, Event::StepFinished { execution_id, outcome })
