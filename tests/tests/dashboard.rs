@@ -210,17 +210,23 @@ async fn browse(c: &mut Cluster, b: &Client) -> anyhow::Result<()> {
     // Marks the page: a reload would lose it.
     b.execute("window.convoyMarker = 42; return null;", vec![]).await?;
     // A host still pending now must change state on the page by itself.
-    let pending: String = b
+    // Its key and its cell are read in one script, from one state of the
+    // page: the page may update between two calls.
+    let found = b
         .execute(
-            "var r = document.querySelector('#hosts tr[data-phase=\"pending\"]'); return r ? r.getAttribute('data-key') : null;",
+            "var r = document.querySelector('#hosts tr[data-phase=\"pending\"]'); \
+             return r ? [r.getAttribute('data-key'), r.querySelector('.h-state').textContent.trim()] : null;",
             vec![],
         )
-        .await?
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no pending host when the page loaded"))?;
+        .await?;
+    let (pending, shown) = match found.as_array().map(Vec::as_slice) {
+        Some([key, text]) => {
+            (key.as_str().unwrap_or_default().to_string(), text.as_str().unwrap_or_default().to_string())
+        }
+        _ => anyhow::bail!("no pending host when the page loaded: {found}"),
+    };
+    assert_eq!(shown, "pending", "the row of {pending} says pending in its state cell");
     let cell = format!("#hosts tr[data-key=\"{pending}\"] .h-state");
-    assert_eq!(text_of(b, &cell).await?, "pending");
     let changed = wait_until(Duration::from_secs(60), "a host's state cell to change live", || {
         let cell = cell.clone();
         async move { text_of(b, &cell).await.ok().filter(|t| t != "pending") }
