@@ -54,6 +54,7 @@ pub mod store;
 pub mod tls;
 pub mod trust;
 pub mod users;
+pub mod wallclock;
 
 pub use cli::AgentArgs;
 pub use config::AgentConfig;

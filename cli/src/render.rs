@@ -17,16 +17,11 @@ pub fn groups(s: &pb::RolloutStatus) -> String {
             "  {:<w$}  {bar}  {:>3}/{:<3} done  {:>2} running  {:>2} failed  {:>3} pending  {}",
             g.name, g.done, g.total, g.running, g.failed, g.pending, g.state
         );
-        if let Some(line) = window_line(g, now_ms()) {
+        if let Some(line) = window_line(g, crate::timefmt::now_ms()) {
             let _ = writeln!(out, "  {:<w$}  {line}", "");
         }
     }
     out
-}
-
-fn now_ms() -> u64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A group's maintenance windows under its progress line: the next opening

@@ -209,10 +209,7 @@ pub(crate) async fn record_change(
         current: current.to_string(),
         source: source.map(|s| s.display().to_string()),
         previous_source,
-        changed_at_unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0),
+        changed_at_unix_ms: crate::wallclock::now_unix_ms(),
         rollback: false,
     };
     write_history(env, &record).await

@@ -181,7 +181,7 @@ async fn remove(spec: &PkgRollbackSpec, env: &PkgEnv, installed: Option<String>,
         current: String::new(),
         source: None,
         previous_source: pkg::history(env, name).and_then(|h| h.source),
-        changed_at_unix_ms: now_ms(),
+        changed_at_unix_ms: crate::wallclock::now_unix_ms(),
         rollback: true,
     };
     if let Err(e) = pkg::write_history(env, &record).await {
@@ -235,13 +235,6 @@ async fn mark_rollback(env: &PkgEnv, package: &str) -> Result<(), String> {
         }
         _ => Ok(()),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

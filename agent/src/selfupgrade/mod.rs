@@ -30,14 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::AgentError;
 use intent::{Intent, Launch, Phase};
 
-/// Milliseconds since the Unix epoch (the intent's clock: it is shared by
-/// processes, so a monotonic clock would not do).
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// The intent's clock: it is shared by processes.
+pub use crate::wallclock::now_unix_ms;
 
 /// This agent process's part in self-upgrades.
 #[derive(Debug)]

@@ -36,9 +36,10 @@ use std::sync::Mutex;
 use convoy_common::model::StepOutcome;
 use serde::{Deserialize, Serialize};
 
-use super::{ExecutionStore, legacy, now_unix_ms};
+use super::{ExecutionStore, legacy};
 use crate::error::AgentError;
 use crate::fsutil;
+use crate::wallclock::now_unix_ms;
 
 /// The journal's file name inside the executions directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";

@@ -42,12 +42,6 @@ pub trait ExecutionStore: Send + Sync + 'static {
     fn was_started(&self, execution_id: &str) -> Result<bool, AgentError>;
 }
 
-/// Milliseconds since the Unix epoch by the wall clock, for the records'
-/// informational timestamps (0 if the clock is before 1970).
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// An in-memory store, for tests and embedders that need no durability.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
