@@ -27,6 +27,14 @@ pub struct BenchArgs {
     /// Working directory (default: a temporary one).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the agents as this `convoy-agent` binary (what hosts install)
+    /// instead of this binary's `__agent`.
+    #[arg(long)]
+    pub agent_exe: Option<PathBuf>,
+    /// Keep every process's log in `<dir>/logs/` (to see where start-up
+    /// goes: `RUST_LOG=info` gives each agent's enrolment and session times).
+    #[arg(long)]
+    pub keep_logs: bool,
 }
 
 fn tiers(n: usize) -> Vec<(&'static str, usize)> {
@@ -69,7 +77,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let n = args.hosts.max(6);
     let cold_start = Instant::now();
-    let mut fleet = LocalFleet::start_this_binary(&dir, 1000, false)?;
+    let mut fleet = LocalFleet::start_this_binary(&dir, 1000, args.keep_logs)?;
     let mut host_dirs = Vec::new();
     for (tier, count) in tiers(n) {
         for i in 1..=count {
@@ -77,7 +85,11 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             let hdir = dir.join("hosts").join(&id);
             std::fs::create_dir_all(&hdir).map_err(io(&hdir))?;
             let labels = [("tier", tier.to_string()), ("dir", hdir.display().to_string())];
-            fleet.spawn_agent(AgentSpec::new(&id, labels).install_root(hdir.join("install")))?;
+            let mut spec = AgentSpec::new(&id, labels).install_root(hdir.join("install"));
+            if let Some(exe) = &args.agent_exe {
+                spec = spec.binary(exe);
+            }
+            fleet.spawn_agent(spec)?;
             host_dirs.push(hdir);
         }
     }

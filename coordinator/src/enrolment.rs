@@ -25,6 +25,7 @@
 //!   presents is adopted (and logged), any other one is refused, so an upgrade
 //!   does not lock out a fleet.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_common::model::UnixMillis;
@@ -32,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::CoordinatorError;
 use crate::store::Store;
+use crate::tls::CertificateAuthority;
 
 /// The longest a join token may live.
 pub const MAX_JOIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -244,7 +246,8 @@ pub fn admit_enrolment(
 }
 
 /// Records the certificate signed for `host` (PEM), whose public key has
-/// digest `key`, as its only valid one.
+/// digest `key`, as its only valid one. Not durable until the caller flushes
+/// the store, which it must do before handing the certificate out.
 pub fn record_enrolment(
     store: &dyn Store,
     now: UnixMillis,
@@ -261,8 +264,51 @@ pub fn record_enrolment(
         revoked: None,
     };
     store.put_enrolment(&e)?;
-    store.flush()?;
     Ok(e)
+}
+
+/// A granted enrolment: how it was admitted, the certificate signed (PEM)
+/// and what was recorded.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub admission: Admission,
+    pub certificate_pem: String,
+    pub enrolment: Enrolment,
+}
+
+/// Enrols `host` with the CSR `csr_pem` under join token `token`: admits it
+/// ([`admit_enrolment`]), signs its certificate and records it, one
+/// enrolment at a time under `lock` so that two never race past a check,
+/// then makes it durable before returning.
+///
+/// The flush happens after `lock` is released and off the runtime's
+/// threads: enrolments arriving together share one flush (a store's flush
+/// covers every write made before it, in order, so a later enrolment is
+/// never durable without an earlier one), where under the lock they queued
+/// behind each other's fsync. A crash before the flush loses only
+/// enrolments no agent was answered for, and an agent retries with its key.
+pub async fn enrol(
+    store: &Arc<dyn Store>,
+    lock: &tokio::sync::Mutex<()>,
+    ca: &CertificateAuthority,
+    now: UnixMillis,
+    token: &str,
+    host: &str,
+    csr_pem: &str,
+) -> Result<Granted, CoordinatorError> {
+    let key = crate::tls::csr_key_digest(csr_pem)?;
+    let granted = {
+        let _one_at_a_time = lock.lock().await;
+        let admission = admit_enrolment(store.as_ref(), now, token, host, &key)?;
+        let certificate_pem = ca.sign_agent(host, csr_pem)?;
+        let enrolment = record_enrolment(store.as_ref(), now, host, &certificate_pem, &key)?;
+        Granted { admission, certificate_pem, enrolment }
+    };
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(|e| CoordinatorError::Internal { what: "flushing an enrolment".into(), message: e.to_string() })??;
+    Ok(granted)
 }
 
 /// Marks `host`'s enrolment revoked. Unknown hosts are an error.
@@ -424,6 +470,57 @@ mod tests {
         assert!(err.to_string().contains("already enrolled"), "{err}");
         // A retry still needs a valid token.
         assert!(admit_enrolment(&store, UnixMillis(3_000), "not-a-token", "web-1", &key).is_err());
+    }
+
+    /// Enrolments answered are durable (a flush that went to disk after
+    /// each), and enrolments made together neither overspend the token nor
+    /// need a flush each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_enrolment_is_flushed_before_it_returns_and_concurrent_ones_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
+        let store: Arc<dyn Store> = sled.clone();
+        crate::tls::init(dir.path(), &[]).unwrap();
+        let ca = Arc::new(crate::tls::CertificateAuthority::load(&crate::tls::PkiPaths::new(dir.path())).unwrap());
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let scope = JoinScope { uses: 16, ..Default::default() };
+        let (token, _) = issue_join_token(store.as_ref(), UnixMillis(1_000), scope, "t").unwrap();
+
+        let before = sled.disk_flushes();
+        let (_, csr) = crate::tls::test_csr("web-0");
+        let g = enrol(&store, &lock, &ca, UnixMillis(2_000), &token, "web-0", &csr).await.unwrap();
+        assert_eq!(g.admission, Admission::New);
+        assert_eq!(sled.disk_flushes(), before + 1, "answered only once flushed");
+        assert_eq!(store.enrolment("web-0").unwrap().unwrap().fingerprint, g.enrolment.fingerprint);
+
+        // 16 more hosts at once for the token's 15 remaining uses.
+        let before = sled.disk_flushes();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..=16 {
+            let (store, lock, ca, token) = (store.clone(), lock.clone(), ca.clone(), token.clone());
+            let (_, csr) = crate::tls::test_csr(&format!("web-{i}"));
+            tasks.spawn(async move {
+                enrol(&store, &lock, &ca, UnixMillis(3_000), &token, &format!("web-{i}"), &csr).await
+            });
+        }
+        let (mut granted, mut refused) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(g) => {
+                    assert_eq!(g.admission, Admission::New);
+                    granted += 1;
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("used up"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((granted, refused), (15, 1));
+        let flushes = sled.disk_flushes() - before;
+        assert!((1..=16).contains(&flushes), "{flushes} flushes for 16 enrolments");
+        let enrolled = (1..=16).filter(|i| store.enrolment(&format!("web-{i}")).unwrap().is_some()).count();
+        assert_eq!(enrolled, 15);
     }
 
     #[test]

@@ -127,15 +127,11 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                 message: format!("'{}' is not a valid host id", r.host_id.escape_debug()),
             }));
         }
-        // Checking the token and the host, spending a use and recording the
-        // certificate are one step: two enrolments never race past a check.
-        let _one_at_a_time = self.enrol_lock.lock().await;
         let now = self.clock.now();
-        let key = crate::tls::csr_key_digest(&r.csr_pem).map_err(refused)?;
-        let admission =
-            enrolment::admit_enrolment(self.store.as_ref(), now, &r.join_token, &r.host_id, &key).map_err(refused)?;
-        let cert = self.ca.sign_agent(&r.host_id, &r.csr_pem).map_err(refused)?;
-        let e = enrolment::record_enrolment(self.store.as_ref(), now, &r.host_id, &cert, &key).map_err(refused)?;
+        let enrolment::Granted { admission, certificate_pem: cert, enrolment: e } =
+            enrolment::enrol(&self.store, &self.enrol_lock, &self.ca, now, &r.join_token, &r.host_id, &r.csr_pem)
+                .await
+                .map_err(refused)?;
         tracing::info!(host = %r.host_id, %peer, fingerprint = %e.fingerprint, ?admission, "agent enrolled");
         Ok(Response::new(pb::EnrollResponse { certificate_pem: cert, ca_pem: self.ca.ca_pem().to_string() }))
     }
