@@ -62,3 +62,13 @@ pub use driver::{Driver, LocalDriver};
 pub use error::AgentError;
 pub use session::{Executor, run, run_local};
 pub use store::{ExecutionStore, FileStore, MemoryStore};
+
+/// The runtime an agent process runs on: one thread. An agent's work is
+/// waiting on its coordinator and on the processes its steps start, and its
+/// heavy work (hashing, unpacking) goes to the blocking pool; worker threads
+/// would cost every start their creation and every message a wake-up across
+/// threads (`bench/rolling.sh`'s 200 agents used about 14 % less CPU on one
+/// thread, docs/benchmark.md).
+pub fn agent_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}

@@ -11,11 +11,7 @@ fn main() -> anyhow::Result<()> {
     convoy_agent::run_as::hook();
     // Started as a self-upgrade's watchdog: watch, revert if needed, never return.
     convoy_agent::selfupgrade::watchdog::hook();
-    // One thread: an agent's work is waiting on its coordinator and on the
-    // processes its steps start, and heavy work (hashing, unpacking) goes to
-    // the blocking pool. Worker threads would cost every start their
-    // creation and every message a wake-up across threads.
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?.block_on(agent_main())
+    convoy_agent::agent_runtime().context("tokio runtime")?.block_on(agent_main())
 }
 
 async fn agent_main() -> anyhow::Result<()> {

@@ -309,7 +309,10 @@ fn run(cli: Cli, as_agent_binary: bool) -> anyhow::Result<()> {
         // Synchronous and tiny; no runtime needed.
         return Ok(demo_service::run(cmd)?);
     }
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = match cli.command {
+        Cmd::Agent(_) => convoy_agent::agent_runtime()?,
+        _ => tokio::runtime::Runtime::new()?,
+    };
     rt.block_on(async move {
         let target = || cli.connect.resolve();
         match cli.command {
