@@ -47,6 +47,7 @@ pub mod grpc;
 pub mod ha;
 pub mod handshakes;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod operators;
 pub mod ops;

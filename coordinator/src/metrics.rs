@@ -243,6 +243,14 @@ impl Metrics {
         self.handshakes.get_or_create(&HandshakeLabels { kind: kind.as_str().to_string() }).inc();
     }
 
+    /// TLS handshakes completed so far, of both kinds.
+    pub fn handshakes_total(&self) -> u64 {
+        [HandshakeKind::Full, HandshakeKind::Resumed]
+            .into_iter()
+            .map(|kind| self.handshakes.get_or_create(&HandshakeLabels { kind: kind.as_str().to_string() }).get())
+            .sum()
+    }
+
     /// Record a finished step execution of `spec` (its kind from the spec).
     pub fn step_finished(&self, entry: &HostPlan, execution_id: &ExecutionId, status: StepStatus, duration_ms: u64) {
         let labels = StepLabels { kind: step_kind(entry, execution_id).to_string(), outcome: status_label(status) };

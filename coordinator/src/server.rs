@@ -187,6 +187,10 @@ where
     )?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
     let _abort_rotation = AbortOnDrop(rotate_tickets(tickets.clone(), stop.clone()).abort_handle());
+    let _abort_trimmer = {
+        let metrics = metrics.clone();
+        AbortOnDrop(crate::memory::spawn_trimmer(move || metrics.handshakes_total(), stop.clone()).abort_handle())
+    };
     // Watches the runtime task: if it ends while the server has not been
     // asked to stop (a panic in it), serving stops too.
     let died = CancellationToken::new();
