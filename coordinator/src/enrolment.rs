@@ -278,8 +278,9 @@ pub struct Granted {
 
 /// Enrols `host` with the CSR `csr_pem` under join token `token`: admits it
 /// ([`admit_enrolment`]), signs its certificate and records it, one
-/// enrolment at a time under `lock` so that two never race past a check,
-/// then makes it durable before returning.
+/// enrolment at a time under `lock` so that two never race past a check
+/// (the time, from `now`, is read under it), then makes it durable before
+/// returning.
 ///
 /// The flush happens after `lock` is released and off the runtime's
 /// threads: enrolments arriving together share one flush (a store's flush
@@ -291,7 +292,7 @@ pub async fn enrol(
     store: &Arc<dyn Store>,
     lock: &tokio::sync::Mutex<()>,
     ca: &CertificateAuthority,
-    now: UnixMillis,
+    now: impl Fn() -> UnixMillis,
     token: &str,
     host: &str,
     csr_pem: &str,
@@ -299,6 +300,7 @@ pub async fn enrol(
     let key = crate::tls::csr_key_digest(csr_pem)?;
     let granted = {
         let _one_at_a_time = lock.lock().await;
+        let now = now();
         let admission = admit_enrolment(store.as_ref(), now, token, host, &key)?;
         let certificate_pem = ca.sign_agent(host, csr_pem)?;
         let enrolment = record_enrolment(store.as_ref(), now, host, &certificate_pem, &key)?;
@@ -488,7 +490,7 @@ mod tests {
 
         let before = sled.disk_flushes();
         let (_, csr) = crate::tls::test_csr("web-0");
-        let g = enrol(&store, &lock, &ca, UnixMillis(2_000), &token, "web-0", &csr).await.unwrap();
+        let g = enrol(&store, &lock, &ca, || UnixMillis(2_000), &token, "web-0", &csr).await.unwrap();
         assert_eq!(g.admission, Admission::New);
         assert_eq!(sled.disk_flushes(), before + 1, "answered only once flushed");
         assert_eq!(store.enrolment("web-0").unwrap().unwrap().fingerprint, g.enrolment.fingerprint);
@@ -500,7 +502,7 @@ mod tests {
             let (store, lock, ca, token) = (store.clone(), lock.clone(), ca.clone(), token.clone());
             let (_, csr) = crate::tls::test_csr(&format!("web-{i}"));
             tasks.spawn(async move {
-                enrol(&store, &lock, &ca, UnixMillis(3_000), &token, &format!("web-{i}"), &csr).await
+                enrol(&store, &lock, &ca, || UnixMillis(3_000), &token, &format!("web-{i}"), &csr).await
             });
         }
         let (mut granted, mut refused) = (0, 0);

@@ -127,11 +127,18 @@ impl pb::agent_service_server::AgentService for AgentSvc {
                 message: format!("'{}' is not a valid host id", r.host_id.escape_debug()),
             }));
         }
-        let now = self.clock.now();
-        let enrolment::Granted { admission, certificate_pem: cert, enrolment: e } =
-            enrolment::enrol(&self.store, &self.enrol_lock, &self.ca, now, &r.join_token, &r.host_id, &r.csr_pem)
-                .await
-                .map_err(refused)?;
+        let clock = self.clock;
+        let enrolment::Granted { admission, certificate_pem: cert, enrolment: e } = enrolment::enrol(
+            &self.store,
+            &self.enrol_lock,
+            &self.ca,
+            || clock.now(),
+            &r.join_token,
+            &r.host_id,
+            &r.csr_pem,
+        )
+        .await
+        .map_err(refused)?;
         tracing::info!(host = %r.host_id, %peer, fingerprint = %e.fingerprint, ?admission, "agent enrolled");
         Ok(Response::new(pb::EnrollResponse { certificate_pem: cert, ca_pem: self.ca.ca_pem().to_string() }))
     }
