@@ -45,7 +45,7 @@ pub enum CoordinatorCommand {
     #[command(subcommand)]
     Token(TokenCommand),
     /// Serve agents and operators.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +132,17 @@ pub struct ServeArgs {
     /// CLI to while this coordinator leads (default: the bound address).
     #[arg(long, env = "CONVOY_ADVERTISE")]
     pub advertise: Option<String>,
+    /// With --store etcd://…: reach etcd over TLS (https), trusting the CA
+    /// in this PEM file for its members' certificates.
+    #[arg(long, requires = "store")]
+    pub etcd_ca: Option<PathBuf>,
+    /// With --etcd-ca: this coordinator's client certificate (PEM), for an
+    /// etcd run with --client-cert-auth; needs --etcd-key.
+    #[arg(long, requires_all = ["etcd_ca", "etcd_key"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
     /// With --store etcd://…: the leader lease's time to live, in seconds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=60))]
     pub lease_ttl_s: u64,
@@ -294,6 +305,8 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
             let addr_file = serve.addr_file.clone();
             let listen = serve.listen.clone();
             let ha = (serve.store.clone(), serve.advertise.clone(), serve.lease_ttl_s);
+            let etcd_tls =
+                EtcdTlsFiles { ca: serve.etcd_ca.clone(), cert: serve.etcd_cert.clone(), key: serve.etcd_key.clone() };
             if ha.0.is_some() && serve.http_listen.is_some() {
                 return Err(CoordinatorError::BadRequest {
                     field: "--http-listen".into(),
@@ -308,7 +321,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                 ),
                 None => None,
             };
-            let config = serve.into_config()?;
+            let config = (*serve).into_config()?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|source| CoordinatorError::Bind { addr: listen.clone(), source })?;
@@ -329,11 +342,51 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                 (None, _, _) => {
                     crate::server::serve(listener, http, config, crate::runtime::Clock::system(), shutdown).await?
                 }
-                (Some(store), advertise, ttl) => serve_ha(listener, config, &store, advertise, ttl, shutdown).await?,
+                (Some(store), advertise, ttl) => {
+                    serve_ha(listener, config, &store, &etcd_tls, advertise, ttl, shutdown).await?
+                }
             }
         }
     }
     Ok(())
+}
+
+/// `serve`'s `--etcd-ca`, `--etcd-cert` and `--etcd-key` (clap checks
+/// that they come together as they must).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdTlsFiles {
+    /// The TLS settings these files give, read now; `None` without `--etcd-ca`.
+    pub fn load(&self) -> Result<Option<crate::store::EtcdTls>, CoordinatorError> {
+        let read = |flag: &str, path: &std::path::Path| {
+            let pem = std::fs::read_to_string(path).map_err(|e| CoordinatorError::BadRequest {
+                field: flag.into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            if !pem.contains("-----BEGIN ") {
+                return Err(CoordinatorError::BadRequest {
+                    field: flag.into(),
+                    message: format!("{} holds no PEM block", path.display()),
+                });
+            }
+            Ok(pem)
+        };
+        let Some(ca) = &self.ca else { return Ok(None) };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(crate::store::EtcdIdentity {
+                cert_pem: read("--etcd-cert", cert)?,
+                key_pem: read("--etcd-key", key)?,
+            }),
+            _ => None,
+        };
+        Ok(Some(crate::store::EtcdTls { ca_pem: read("--etcd-ca", ca)?, identity }))
+    }
 }
 
 /// `serve --store etcd://…`.
@@ -342,11 +395,15 @@ async fn serve_ha(
     listener: tokio::net::TcpListener,
     config: ServerConfig,
     store: &str,
+    tls: &EtcdTlsFiles,
     advertise: Option<String>,
     lease_ttl_s: u64,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), CoordinatorError> {
-    let target = crate::store::EtcdTarget::parse(store)?;
+    let mut target = crate::store::EtcdTarget::parse(store)?;
+    if let Some(tls) = tls.load()? {
+        target = target.with_tls(tls);
+    }
     let advertise = match advertise {
         Some(a) => a,
         None => listener
@@ -364,6 +421,7 @@ async fn serve_ha(
     _listener: tokio::net::TcpListener,
     _config: ServerConfig,
     store: &str,
+    _tls: &EtcdTlsFiles,
     _advertise: Option<String>,
     _lease_ttl_s: u64,
     _shutdown: tokio_util::sync::CancellationToken,
@@ -402,7 +460,7 @@ mod tests {
     fn serve(extra: &[&str]) -> Result<ServerConfig, CoordinatorError> {
         let args = [&["convoy-coordinator", "serve", "--data-dir", "/tmp/x"][..], extra].concat();
         match CoordinatorArgs::try_parse_from(args).expect("parses").command {
-            CoordinatorCommand::Serve(s) => s.into_config(),
+            CoordinatorCommand::Serve(s) => (*s).into_config(),
             _ => unreachable!("serve"),
         }
     }
@@ -420,5 +478,27 @@ mod tests {
         }
         let err = serve(&["--snapshot-every", "0", "--compact-events"]).unwrap_err().to_string();
         assert!(err.contains("--compact-events"), "{err}");
+    }
+
+    /// The etcd TLS flags come together: a CA with a store, a certificate
+    /// with its key and a CA.
+    #[test]
+    fn etcd_tls_flags_need_each_other() {
+        let parse = |extra: &[&str]| {
+            let args = [&["convoy-coordinator", "serve", "--data-dir", "/tmp/x"][..], extra].concat();
+            CoordinatorArgs::try_parse_from(args).map(drop).map_err(|e| e.to_string())
+        };
+        let store = ["--store", "etcd://127.0.0.1:2379"];
+        assert!(parse(&[&store[..], &["--etcd-ca", "ca.pem"]].concat()).is_ok());
+        let full = ["--etcd-ca", "ca.pem", "--etcd-cert", "c.pem", "--etcd-key", "k.pem"];
+        assert!(parse(&[&store[..], &full[..]].concat()).is_ok());
+        for (bad, names) in [
+            (vec!["--etcd-ca", "ca.pem"], "--store"),
+            ([&store[..], &["--etcd-ca", "ca.pem", "--etcd-cert", "c.pem"]].concat(), "--etcd-key"),
+            ([&store[..], &["--etcd-cert", "c.pem", "--etcd-key", "k.pem"]].concat(), "--etcd-ca"),
+        ] {
+            let err = parse(&bad).unwrap_err();
+            assert!(err.contains(names), "{bad:?}: {err}");
+        }
     }
 }

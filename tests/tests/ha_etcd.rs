@@ -82,7 +82,7 @@ mod ha {
     use anyhow::{Context, bail};
     use convoy_common::engine::Engine;
     use convoy_common::invariants::{self, LogEntry};
-    use convoy_coordinator::store::{EtcdStore, EtcdTarget, Store};
+    use convoy_coordinator::store::{EtcdIdentity, EtcdStore, EtcdTarget, EtcdTls, Store};
     use convoy_fleet::operator::{Operator, connect_operator};
     use convoy_proto::v1 as pb;
 
@@ -129,16 +129,76 @@ mod ha {
         client_port: u16,
         peer_port: u16,
         log: PathBuf,
+        /// Clients over TLS with certificates (`--client-cert-auth`), if set.
+        pki: Option<EtcdPki>,
+    }
+
+    /// A CA, etcd's certificate for 127.0.0.1 and a client certificate, as
+    /// files in a directory.
+    struct EtcdPki {
+        dir: PathBuf,
+        tls: EtcdTls,
+    }
+
+    impl EtcdPki {
+        fn create(dir: &Path) -> anyhow::Result<EtcdPki> {
+            use rcgen::{
+                BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
+            };
+            let dir = dir.join("etcd-pki");
+            std::fs::create_dir_all(&dir)?;
+            let ca_key = KeyPair::generate()?;
+            let mut ca = CertificateParams::new(Vec::<String>::new())?;
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(DnType::CommonName, "etcd test CA");
+            let ca_cert = ca.self_signed(&ca_key)?;
+            let issuer = Issuer::new(ca, &ca_key);
+            let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| -> anyhow::Result<(String, String)> {
+                let key = KeyPair::generate()?;
+                let mut p = CertificateParams::new(vec![name.to_string()])?;
+                p.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+                p.distinguished_name.push(DnType::CommonName, name);
+                p.extended_key_usages = vec![usage];
+                Ok((p.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
+            };
+            let (server_cert, server_key) = leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth)?;
+            let (client_cert, client_key) = leaf("convoy-coordinator", ExtendedKeyUsagePurpose::ClientAuth)?;
+            for (name, pem) in [
+                ("ca.pem", ca_cert.pem()),
+                ("server.pem", server_cert),
+                ("server-key.pem", server_key),
+                ("client.pem", client_cert.clone()),
+                ("client-key.pem", client_key.clone()),
+            ] {
+                std::fs::write(dir.join(name), pem)?;
+            }
+            let identity = Some(EtcdIdentity { cert_pem: client_cert, key_pem: client_key });
+            Ok(EtcdPki { dir, tls: EtcdTls { ca_pem: ca_cert.pem(), identity } })
+        }
+
+        fn file(&self, name: &str) -> String {
+            self.dir.join(name).display().to_string()
+        }
     }
 
     impl Etcd {
         fn start(dir: &Path) -> anyhow::Result<Etcd> {
+            Etcd::start_with(dir, None)
+        }
+
+        /// An etcd that takes clients only over TLS with a certificate from `pki`.
+        fn start_tls(dir: &Path) -> anyhow::Result<Etcd> {
+            Etcd::start_with(dir, Some(EtcdPki::create(dir)?))
+        }
+
+        fn start_with(dir: &Path, pki: Option<EtcdPki>) -> anyhow::Result<Etcd> {
             let mut e = Etcd {
                 proc: None,
                 data: dir.join("etcd-data"),
                 client_port: free_port(),
                 peer_port: free_port(),
                 log: dir.join("etcd.log"),
+                pki,
             };
             // A port picked by binding 0 and released can be taken again
             // (an outgoing connection's source port) before etcd binds it:
@@ -159,23 +219,38 @@ mod ha {
             format!("etcd://127.0.0.1:{}/convoy-test", self.client_port)
         }
 
+        /// The store's target, over TLS with the client certificate if this
+        /// etcd wants one.
+        fn target(&self) -> anyhow::Result<EtcdTarget> {
+            let target = EtcdTarget::parse(&self.url())?;
+            Ok(match &self.pki {
+                Some(pki) => target.with_tls(pki.tls.clone()),
+                None => target,
+            })
+        }
+
         fn restart(&mut self) -> anyhow::Result<()> {
-            let client = format!("http://127.0.0.1:{}", self.client_port);
+            let scheme = if self.pki.is_some() { "https" } else { "http" };
+            let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
             let peer = format!("http://127.0.0.1:{}", self.peer_port);
             let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-            let child = Command::new(ETCD)
-                .arg("--data-dir")
+            let mut cmd = Command::new(ETCD);
+            cmd.arg("--data-dir")
                 .arg(&self.data)
                 .args(["--name", "ha-test", "--listen-client-urls", &client, "--advertise-client-urls", &client])
                 .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                .args(["--initial-cluster", &format!("ha-test={peer}")])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("start etcd")?;
+                .args(["--initial-cluster", &format!("ha-test={peer}")]);
+            if let Some(pki) = &self.pki {
+                cmd.args(["--cert-file", &pki.file("server.pem"), "--key-file", &pki.file("server-key.pem")]).args([
+                    "--trusted-ca-file",
+                    &pki.file("ca.pem"),
+                    "--client-cert-auth",
+                ]);
+            }
+            let child = cmd.stdout(Stdio::null()).stderr(log).spawn().context("start etcd")?;
             self.proc = Some(Proc(child));
             // Healthy: a key can be read.
-            let target = EtcdTarget::parse(&self.url())?;
+            let target = self.target()?;
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if EtcdStore::open(&target, None).is_ok() {
@@ -598,6 +673,100 @@ groups:
         }
         let status = f.wait_finished(&id, Duration::from_secs(120)).await?;
         f.check(&id, &status, HOSTS)?;
+        Ok(())
+    }
+
+    /// etcd over TLS that wants client certificates (`--client-cert-auth`):
+    /// the store works with the CA and this coordinator's certificate, and
+    /// is refused without the certificate or over plain HTTP; a coordinator
+    /// process given `--etcd-ca`, `--etcd-cert` and `--etcd-key` leads and
+    /// answers, and one whose `--etcd-ca` holds no PEM stops at once, naming
+    /// the flag.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ha_etcd_over_tls_needs_the_ca_and_a_client_certificate() -> anyhow::Result<()> {
+        use convoy_common::model::UnixMillis;
+        use convoy_coordinator::enrolment::JoinTokenRecord;
+        if skip("ha_etcd_over_tls_needs_the_ca_and_a_client_certificate") {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir()?;
+        let etcd = Etcd::start_tls(dir.path())?;
+        let pki = etcd.pki.as_ref().expect("a TLS etcd");
+        let t = etcd.target()?;
+        let store = tokio::task::spawn_blocking(move || EtcdStore::open(&t, None)).await??;
+        let token = JoinTokenRecord { expires: UnixMillis(9), uses_left: 1, hosts: None, created_by: "tls".into() };
+        store.put_join_token("tls", Some(&token))?;
+        assert_eq!(store.join_token("tls")?, Some(token));
+
+        let no_cert = EtcdTls { ca_pem: pki.tls.ca_pem.clone(), identity: None };
+        for (what, t) in [
+            ("without a client certificate", EtcdTarget::parse(&etcd.url())?.with_tls(no_cert)),
+            ("over plain http", EtcdTarget::parse(&etcd.url())?),
+        ] {
+            let opened = tokio::task::spawn_blocking(move || EtcdStore::open(&t, None).map(drop)).await?;
+            assert!(opened.is_err(), "etcd let a store in {what}");
+        }
+
+        let data = dir.path().join("c0");
+        let init = convoy_coordinator::cli::init(&data, &[], None)?;
+        let serve = |log: &str, ca: String| {
+            let args: Vec<String> = [
+                "convoy-coordinator",
+                "serve",
+                "--data-dir",
+                &data.display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--addr-file",
+                &data.join("coordinator.addr").display().to_string(),
+                "--store",
+                &etcd.url(),
+                "--etcd-ca",
+                &ca,
+                "--etcd-cert",
+                &pki.file("client.pem"),
+                "--etcd-key",
+                &pki.file("client-key.pem"),
+            ]
+            .map(String::from)
+            .to_vec();
+            child(dir.path(), log, "coordinator", &args)
+        };
+        // A CA file that is no PEM: refused before anything else.
+        let not_pem = dir.path().join("not-a-ca.pem");
+        std::fs::write(&not_pem, "hello")?;
+        let mut bad = serve("bad.log", not_pem.display().to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bad.0.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("a coordinator with a bad --etcd-ca still runs after 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(dir.path().join("bad.log"))?;
+        assert!(log.contains("--etcd-ca") && log.contains("no PEM"), "{log}");
+
+        let _c = serve("coordinator.log", pki.file("ca.pem"))?;
+        let ca_pem = std::fs::read_to_string(&init.ca_file)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(addr) =
+                std::fs::read_to_string(data.join("coordinator.addr")).ok().filter(|a| !a.trim().is_empty())
+                && let Ok(Ok(mut op)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connect_operator(&format!("https://{}", addr.trim()), &ca_pem, &init.operator_token),
+                )
+                .await
+                && op.list_agents(pb::ListAgentsRequest {}).await.is_ok()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap_or_default();
+                bail!("the coordinator on etcd over TLS did not lead within 30s: {log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 

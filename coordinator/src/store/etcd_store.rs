@@ -46,7 +46,10 @@
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::records::{self, Stored};
@@ -83,13 +86,39 @@ struct SnapshotHeadV1 {
     bytes: u64,
 }
 
-/// Where the store lives: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+/// Where the store lives: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`, and
+/// how to reach it (plain or TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdTarget {
-    /// `http://HOST:PORT` of each etcd member.
+    /// `HOST:PORT` of each etcd member.
     pub endpoints: Vec<String>,
     /// Every key of the store starts with this (no trailing `/`).
     pub prefix: String,
+    /// TLS to the members (`https://`), or plain `http://` if `None`.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates and, for an
+/// etcd run with `--client-cert-auth`, this coordinator's certificate and
+/// key (PEM, read once at start).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca_pem: String,
+    pub identity: Option<EtcdIdentity>,
+}
+
+/// A client certificate and its key (PEM).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl EtcdTarget {
@@ -113,12 +142,23 @@ impl EtcdTarget {
             if !ok {
                 return Err(bad(format!("{s:?}: {h:?} is not HOST:PORT")));
             }
-            endpoints.push(format!("http://{h}"));
+            endpoints.push(h.to_string());
         }
         if endpoints.len() > 16 {
             return Err(bad(format!("{s:?}: at most 16 etcd endpoints")));
         }
-        Ok(EtcdTarget { endpoints, prefix })
+        Ok(EtcdTarget { endpoints, prefix, tls: None })
+    }
+
+    /// The same target over TLS.
+    pub fn with_tls(self, tls: EtcdTls) -> EtcdTarget {
+        EtcdTarget { tls: Some(tls), ..self }
+    }
+
+    /// The members' URLs: `https://` with TLS, `http://` without.
+    pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect()
     }
 
     /// The key of `name` under the prefix.
@@ -133,18 +173,28 @@ impl EtcdTarget {
 
     /// Connect a client (lazily: errors show on the first call).
     pub async fn client(&self) -> Result<Client, CoordinatorError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
-        Client::connect(&self.endpoints, Some(options)).await.map_err(|e| etcd_err("connect", e))
+        if let Some(tls) = &self.tls {
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some(id) = &tls.identity {
+                config = config.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+            }
+            options = options.with_tls(config);
+        }
+        Client::connect(self.urls(), Some(options)).await.map_err(|e| etcd_err("connect", e))
     }
 }
 
 impl std::fmt::Display for EtcdTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hosts: Vec<&str> = self.endpoints.iter().map(|e| e.trim_start_matches("http://")).collect();
-        write!(f, "etcd://{}{}", hosts.join(","), self.prefix)
+        write!(f, "etcd://{}{}", self.endpoints.join(","), self.prefix)?;
+        if self.tls.is_some() {
+            write!(f, " (TLS)")?;
+        }
+        Ok(())
     }
 }
 
@@ -676,10 +726,16 @@ mod tests {
     #[test]
     fn targets_parse_with_endpoints_and_prefix_and_bad_ones_name_the_flag() {
         let t = EtcdTarget::parse("etcd://10.0.0.1:2379,10.0.0.2:2379/prod/convoy/").unwrap();
-        assert_eq!(t.endpoints, vec!["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+        assert_eq!(t.endpoints, vec!["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(t.urls(), vec!["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
         assert_eq!(t.prefix, "/prod/convoy");
         assert_eq!(t.to_string(), "etcd://10.0.0.1:2379,10.0.0.2:2379/prod/convoy");
         assert_eq!(t.key(b"rollouts/r1"), b"/prod/convoy/rollouts/r1".to_vec());
+        let key = EtcdIdentity { cert_pem: "CERT".into(), key_pem: "SECRET KEY".into() };
+        let t = t.with_tls(EtcdTls { ca_pem: "CA".into(), identity: Some(key) });
+        assert_eq!(t.urls(), vec!["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+        assert_eq!(t.to_string(), "etcd://10.0.0.1:2379,10.0.0.2:2379/prod/convoy (TLS)");
+        assert!(!format!("{t:?}").contains("SECRET"), "a target's Debug shows no key");
         assert_eq!(EtcdTarget::parse("etcd://h:1").unwrap().prefix, "/convoy");
         for bad in ["http://h:1", "etcd://h", "etcd://h:0", "etcd://:1", "etcd://h:1,", "etcd://h:1/"] {
             let err = EtcdTarget::parse(bad).unwrap_err();

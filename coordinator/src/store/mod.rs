@@ -37,7 +37,7 @@ use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
 
 #[cfg(feature = "etcd")]
-pub use etcd_store::{EtcdStore, EtcdTarget, Fence};
+pub use etcd_store::{EtcdIdentity, EtcdStore, EtcdTarget, EtcdTls, Fence};
 pub use sled_store::{OPEN_WAIT, SledStore};
 
 /// A rollout as created: enough to rebuild its engine from the event log.
