@@ -132,17 +132,8 @@ pub struct ServeArgs {
     /// CLI to while this coordinator leads (default: the bound address).
     #[arg(long, env = "CONVOY_ADVERTISE")]
     pub advertise: Option<String>,
-    /// With --store etcd://…: reach etcd over TLS (https), trusting the CA
-    /// in this PEM file for its members' certificates.
-    #[arg(long, requires = "store")]
-    pub etcd_ca: Option<PathBuf>,
-    /// With --etcd-ca: this coordinator's client certificate (PEM), for an
-    /// etcd run with --client-cert-auth; needs --etcd-key.
-    #[arg(long, requires_all = ["etcd_ca", "etcd_key"])]
-    pub etcd_cert: Option<PathBuf>,
-    /// The private key of --etcd-cert (PEM).
-    #[arg(long, requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd_tls: EtcdTlsFiles,
     /// With --store etcd://…: the leader lease's time to live, in seconds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=60))]
     pub lease_ttl_s: u64,
@@ -305,8 +296,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
             let addr_file = serve.addr_file.clone();
             let listen = serve.listen.clone();
             let ha = (serve.store.clone(), serve.advertise.clone(), serve.lease_ttl_s);
-            let etcd_tls =
-                EtcdTlsFiles { ca: serve.etcd_ca.clone(), cert: serve.etcd_cert.clone(), key: serve.etcd_key.clone() };
+            let etcd_tls = serve.etcd_tls.clone();
             if ha.0.is_some() && serve.http_listen.is_some() {
                 return Err(CoordinatorError::BadRequest {
                     field: "--http-listen".into(),
@@ -353,10 +343,18 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
 
 /// `serve`'s `--etcd-ca`, `--etcd-cert` and `--etcd-key` (clap checks
 /// that they come together as they must).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct EtcdTlsFiles {
+    /// With --store etcd://…: reach etcd over TLS (https), trusting the CA
+    /// in this PEM file for its members' certificates.
+    #[arg(long = "etcd-ca", id = "etcd_ca", requires = "store")]
     pub ca: Option<PathBuf>,
+    /// With --etcd-ca: this coordinator's client certificate (PEM), for an
+    /// etcd run with --client-cert-auth; needs --etcd-key.
+    #[arg(long = "etcd-cert", id = "etcd_cert", requires_all = ["etcd_ca", "etcd_key"])]
     pub cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long = "etcd-key", id = "etcd_key", requires = "etcd_cert")]
     pub key: Option<PathBuf>,
 }
 

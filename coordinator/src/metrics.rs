@@ -87,6 +87,9 @@ pub enum HandshakeKind {
 }
 
 impl HandshakeKind {
+    /// Every kind (what the handshake count sums).
+    pub const ALL: [HandshakeKind; 2] = [HandshakeKind::Full, HandshakeKind::Resumed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HandshakeKind::Full => "full",
@@ -245,7 +248,7 @@ impl Metrics {
 
     /// TLS handshakes completed so far, of both kinds.
     pub fn handshakes_total(&self) -> u64 {
-        [HandshakeKind::Full, HandshakeKind::Resumed]
+        HandshakeKind::ALL
             .into_iter()
             .map(|kind| self.handshakes.get_or_create(&HandshakeLabels { kind: kind.as_str().to_string() }).get())
             .sum()
@@ -343,6 +346,17 @@ fn step_kind(entry: &HostPlan, id: &ExecutionId) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// A new kind breaks this match until it is listed in `ALL` too.
+    #[test]
+    fn every_handshake_kind_is_in_all() {
+        let listed = |k: super::HandshakeKind| super::HandshakeKind::ALL.contains(&k);
+        for k in [super::HandshakeKind::Full, super::HandshakeKind::Resumed] {
+            match k {
+                super::HandshakeKind::Full | super::HandshakeKind::Resumed => assert!(listed(k), "{k:?}"),
+            }
+        }
+    }
+
     use super::*;
 
     #[tokio::test]
