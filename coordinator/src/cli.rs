@@ -347,14 +347,14 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
 pub struct EtcdTlsFiles {
     /// With --store etcd://…: reach etcd over TLS (https), trusting the CA
     /// in this PEM file for its members' certificates.
-    #[arg(long = "etcd-ca", id = "etcd_ca", requires = "store")]
+    #[arg(long = "etcd-ca", id = "etcd_ca", value_name = "FILE", requires = "store")]
     pub ca: Option<PathBuf>,
     /// With --etcd-ca: this coordinator's client certificate (PEM), for an
     /// etcd run with --client-cert-auth; needs --etcd-key.
-    #[arg(long = "etcd-cert", id = "etcd_cert", requires_all = ["etcd_ca", "etcd_key"])]
+    #[arg(long = "etcd-cert", id = "etcd_cert", value_name = "FILE", requires_all = ["etcd_ca", "etcd_key"])]
     pub cert: Option<PathBuf>,
     /// The private key of --etcd-cert (PEM).
-    #[arg(long = "etcd-key", id = "etcd_key", requires = "etcd_cert")]
+    #[arg(long = "etcd-key", id = "etcd_key", value_name = "FILE", requires = "etcd_cert")]
     pub key: Option<PathBuf>,
 }
 
