@@ -244,7 +244,7 @@ fn ramped(d: &[Duration], group: &GroupSpec, offset: usize) -> Duration {
 /// The host at `position` is in a ramp stage (before the steady window).
 fn is_ramp_stage(group: &GroupSpec, position: usize) -> bool {
     match &group.strategy {
-        crate::model::Strategy::Rolling { window } => {
+        crate::model::Strategy::Rolling { window, .. } => {
             let ramp: usize = window.stages.iter().rev().skip(1).map(|s| (*s).max(1)).sum();
             position < ramp
         }

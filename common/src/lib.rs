@@ -18,6 +18,8 @@
 //!   durations and numbers), checked before the work they bound.
 //! - [`strategy`]: how a group moves through its hosts (rolling windows and
 //!   their ramps, parallel, cluster).
+//! - [`host_order`]: the order a rolling group starts its hosts in (listed,
+//!   or balanced from estimated durations so the window's slots finish together).
 //! - [`schedule`]: maintenance windows as calendars: when a host may start
 //!   (time zones, daylight saving, blackouts), pure calendar logic.
 //! - [`dag`]: dependency ordering and cycle detection over groups.
@@ -45,6 +47,7 @@ pub mod dag;
 pub mod engine;
 pub mod estimate;
 pub mod hold;
+pub mod host_order;
 pub mod invariants;
 pub mod limits;
 pub mod metric;

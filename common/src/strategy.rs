@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::host_order::HostOrder;
 use crate::model::{ClusterSpec, GroupSpec};
 
 impl GroupSpec {
@@ -27,7 +28,7 @@ impl GroupSpec {
     /// the `cluster` strategy) are in flight at once; a group rollback uses it.
     pub fn steady_window(&self) -> usize {
         match &self.strategy {
-            Strategy::Rolling { window } => window.steady(),
+            Strategy::Rolling { window, .. } => window.steady(),
             Strategy::Parallel => self.hosts.len().max(1),
             Strategy::Cluster { max_parallel, .. } => (*max_parallel).max(1),
         }
@@ -36,7 +37,7 @@ impl GroupSpec {
     /// The widest the window gets (over every ramp stage).
     pub fn widest_window(&self) -> usize {
         match &self.strategy {
-            Strategy::Rolling { window } => window.stages.iter().copied().max().unwrap_or(1).max(1),
+            Strategy::Rolling { window, .. } => window.stages.iter().copied().max().unwrap_or(1).max(1),
             Strategy::Parallel | Strategy::Cluster { .. } => self.steady_window(),
         }
     }
@@ -46,7 +47,7 @@ impl GroupSpec {
     /// the per-cluster window.
     pub fn window_at(&self, position: usize) -> WindowAt {
         match &self.strategy {
-            Strategy::Rolling { window } => window.at(position),
+            Strategy::Rolling { window, .. } => window.at(position),
             Strategy::Parallel => WindowAt { size: self.hosts.len().max(1), first_of_stage: false },
             Strategy::Cluster { max_parallel, .. } => WindowAt { size: (*max_parallel).max(1), first_of_stage: false },
         }
@@ -72,8 +73,13 @@ impl GroupSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Hosts in the group's order through a sliding window, which may grow
-    /// in stages ([`Window`]).
-    Rolling { window: Window },
+    /// in stages ([`Window`]); `order` says whether that order is the
+    /// plan's or balanced from estimates ([`HostOrder`]).
+    Rolling {
+        window: Window,
+        #[serde(default, skip_serializing_if = "HostOrder::is_listed")]
+        order: HostOrder,
+    },
     /// Every host of the group at once.
     Parallel,
     /// Leader/follower (or same-version) clusters, in parallel, each with its
@@ -84,7 +90,7 @@ pub enum Strategy {
 impl Strategy {
     /// A rolling window of `n` hosts that never grows.
     pub fn rolling(n: usize) -> Strategy {
-        Strategy::Rolling { window: Window::fixed(n) }
+        Strategy::Rolling { window: Window::fixed(n), order: HostOrder::Listed }
     }
 
     /// The name plans use (`type:`).

@@ -83,7 +83,7 @@ fn too_many_hosts_in_flight() {
 fn a_ramp_stage_started_before_the_one_before_it_ended() {
     // Stages [1, 2]: a-1 opens the second stage while a-0 is in flight.
     let mut s = spec(&[g("a", 3, 2)], 1);
-    s.groups[0].strategy = Strategy::Rolling { window: Window { stages: vec![1, 2] } };
+    s.groups[0].strategy = Strategy::Rolling { window: Window { stages: vec![1, 2] }, order: Default::default() };
     let log = vec![entry(Event::Started, vec![send("a-0", "1", 0, false), send("a-1", "2", 0, false)])];
     assert_one_mentions(&violations(&s, &log), &["a-1", "position 1", "ramp stage"]);
 }

@@ -65,7 +65,8 @@ fn dag(rng: &mut Rng, varied: bool) -> RolloutSpec {
     // hosts with a pre-check (their first step).
     if varied && rng.below(3) == 0 {
         let stages = (0..1 + rng.below(3)).map(|_| 1 + rng.below(3)).collect();
-        s.groups[2].strategy = Strategy::Rolling { window: convoy_common::model::Window { stages } };
+        s.groups[2].strategy =
+            Strategy::Rolling { window: convoy_common::model::Window { stages }, order: Default::default() };
         for &h in &s.groups[2].hosts.clone() {
             s.hosts[h].pre_checks = 1;
         }

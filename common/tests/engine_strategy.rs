@@ -9,7 +9,7 @@ use engine_support::*;
 
 fn ramped(hosts: usize, stages: &[usize]) -> convoy_common::model::RolloutSpec {
     let mut s = spec(&[g("a", hosts, 1)], 1);
-    s.groups[0].strategy = Strategy::Rolling { window: Window { stages: stages.to_vec() } };
+    s.groups[0].strategy = Strategy::Rolling { window: Window { stages: stages.to_vec() }, order: Default::default() };
     s
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+use convoy_common::host_order::HostOrder;
 use convoy_common::model::{InventoryHost, RolloutSpec, StepKind, Strategy};
 use convoy_common::plan::{batches, expand, parse_plan};
 
@@ -26,7 +27,7 @@ fn expand_ok(src: &str, n: usize) -> RolloutSpec {
 #[test]
 fn a_max_parallel_list_ramps_the_window_and_previews_as_batches() {
     let spec = expand_ok(&plan("{ type: rolling, max_parallel: [1, 2, \"50%\"] }", ""), 10);
-    let Strategy::Rolling { window } = &spec.groups[0].strategy else { panic!("{:?}", spec.groups[0].strategy) };
+    let Strategy::Rolling { window, .. } = &spec.groups[0].strategy else { panic!("{:?}", spec.groups[0].strategy) };
     assert_eq!(window.stages, [1, 2, 5], "50% of 10 hosts");
     let sizes: Vec<usize> = batches(&spec, 0).iter().map(Vec::len).collect();
     assert_eq!(sizes, [1, 2, 5, 2], "each stage, then the steady window");
@@ -35,8 +36,33 @@ fn a_max_parallel_list_ramps_the_window_and_previews_as_batches() {
     assert_eq!(spec.groups[0].strategy, Strategy::rolling(3));
     // Sizes are clamped to the group, as a single value is.
     let spec = expand_ok(&plan("{ max_parallel: [1, 100] }", ""), 4);
-    let Strategy::Rolling { window } = &spec.groups[0].strategy else { panic!() };
+    let Strategy::Rolling { window, .. } = &spec.groups[0].strategy else { panic!() };
     assert_eq!(window.stages, [1, 4]);
+}
+
+#[test]
+fn order_balanced_is_a_rolling_groups_choice_and_listed_its_default() {
+    let spec = expand_ok(&plan("{ max_parallel: [1, 3], order: balanced }", ""), 10);
+    let Strategy::Rolling { order, .. } = &spec.groups[0].strategy else { panic!("{:?}", spec.groups[0].strategy) };
+    assert_eq!(*order, HostOrder::Balanced);
+    // Expansion keeps the listed order: the coordinator balances with its history.
+    assert_eq!(spec.groups[0].hosts, (0..10).collect::<Vec<_>>());
+    let spec = expand_ok(&plan("{ max_parallel: 3 }", ""), 10);
+    assert_eq!(spec.groups[0].strategy, Strategy::rolling(3));
+    // Stored specs written before `order` existed read as listed.
+    let old = r#"{"rolling":{"window":{"stages":[3]}}}"#;
+    assert_eq!(serde_json::from_str::<Strategy>(old).unwrap(), Strategy::rolling(3));
+    assert_eq!(serde_json::to_string(&Strategy::rolling(3)).unwrap(), old, "listed is left out when stored");
+
+    let err = |strategy: &str| parse_plan(FILE, &plan(strategy, "")).expect_err(strategy);
+    support::check_error(&err("{ order: fastest }"), FILE, 6, "groups[0].strategy.order", "unknown order `fastest`");
+    support::check_error(
+        &err("{ type: parallel, order: balanced }"),
+        FILE,
+        6,
+        "groups[0].strategy.order",
+        "only allowed with type: rolling",
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use convoy_common::host_order::HostOrder;
 use convoy_common::model::{
     ExecSpec, GroupSpec, HostPlan, OnFailure, RolloutSpec, StepKind, StepSpec, Strategy, Window,
 };
@@ -45,6 +46,40 @@ pub struct Case {
 }
 
 impl Case {
+    /// Each step's duration as a past run measured it: the true one off by
+    /// up to `spread_pct` percent either way (drawn from its own seed, so the
+    /// rollout is the same whatever the spread).
+    pub fn history(&self, seed: u64, spread_pct: u64) -> HashMap<(String, usize), u64> {
+        let mut rng = Rng::new(seed ^ 0x0005_EED0_F0_1D);
+        let mut keys: Vec<&(String, usize)> = self.durations.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| {
+                let off = rng.range(0, 2 * spread_pct) as i64 - spread_pct as i64;
+                let ms = self.durations[k] as i64 * (100 + off) / 100;
+                (k.clone(), ms.max(0) as u64)
+            })
+            .collect()
+    }
+
+    /// This rollout with every rolling group balanced
+    /// ([`convoy_common::host_order::balance`]) from `history`.
+    pub fn balanced(&self, history: &HashMap<(String, usize), u64>) -> Case {
+        let mut spec = self.spec.clone();
+        for g in &mut spec.groups {
+            if let Strategy::Rolling { order, .. } = &mut g.strategy {
+                *order = HostOrder::Balanced;
+            }
+            let hosts = &self.spec.hosts;
+            convoy_common::host_order::balance(g, |h| {
+                let plan = &hosts[h];
+                let ms: u64 = (0..plan.steps.len()).map(|s| history[&(plan.host.clone(), s)]).sum();
+                Duration::from_millis(ms)
+            });
+        }
+        Case { spec, durations: self.durations.clone() }
+    }
+
     /// How long host entry `h` holds a slot: its steps, then its group's soak.
     pub fn occupancy(&self, h: usize) -> u64 {
         let plan = &self.spec.hosts[h];
@@ -88,7 +123,7 @@ fn strategy(rng: &mut Rng, size: usize) -> Strategy {
         1 | 2 => {
             let mut stages: Vec<usize> = (0..rng.range(1, 3)).map(|_| rng.range(1, 5) as usize).collect();
             stages.push(fixed(rng));
-            Strategy::Rolling { window: Window { stages } }
+            Strategy::Rolling { window: Window { stages }, order: HostOrder::Listed }
         }
         _ => Strategy::rolling(fixed(rng)),
     }

@@ -1,13 +1,18 @@
 //! Makespan benchmark: the pure engine, under a simulated clock, over random
 //! DAGs of groups (sizes, windows and ramps, soaks, step durations from a
-//! seed), against the lower bound and the in-order optimum of `bound`.
+//! seed), against the lower bound and the in-order optimum of `bound`: once
+//! with each group's hosts in the listed order, once balanced
+//! (`order: balanced`, [`convoy_common::host_order`]) from a remembered
+//! history of each step's duration that is off by up to `--history-error`
+//! percent (default 20).
 //!
 //! ```sh
 //! cargo run --release -p convoy-common --example makespan -- --seeds 100
 //! ```
 //!
 //! One line per seed with `--verbose`; the last line always reads
-//! `makespan seeds=N worst_ratio=… median_ratio=… worst_vs_in_order=… …`.
+//! `makespan seeds=N … worst_ratio=… median_ratio=… listed_worst_ratio=… …`
+//! (the unprefixed ratios are the balanced order's).
 //! Exits 1 if the engine is ever slower than the in-order optimum (it waited
 //! for nothing), 2 on bad arguments.
 
@@ -20,26 +25,33 @@ use std::process::ExitCode;
 struct Args {
     seeds: u64,
     first: u64,
+    /// Percent each step's remembered duration is off by, at most (either way).
+    history_error: u64,
     verbose: bool,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seeds: 100, first: 1, verbose: false };
+    let mut args = Args { seeds: 100, first: 1, history_error: 20, verbose: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
+        let mut number = |name: &str, lo: u64, hi: u64| -> Result<u64, String> {
             let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
             let n: u64 = v.parse().map_err(|_| format!("{name}: not a number: {v}"))?;
-            if !(1..=100_000).contains(&n) {
-                return Err(format!("{name}: {n} is not in 1..=100000"));
+            if !(lo..=hi).contains(&n) {
+                return Err(format!("{name}: {n} is not in {lo}..={hi}"));
             }
             Ok(n)
         };
         match a.as_str() {
-            "--seeds" => args.seeds = number("--seeds")?,
-            "--first" => args.first = number("--first")?,
+            "--seeds" => args.seeds = number("--seeds", 1, 100_000)?,
+            "--first" => args.first = number("--first", 1, 100_000)?,
+            "--history-error" => args.history_error = number("--history-error", 0, 100)?,
             "--verbose" | "-v" => args.verbose = true,
-            other => return Err(format!("unknown argument {other} (use --seeds N, --first SEED, --verbose)")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other} (use --seeds N, --first SEED, --history-error PCT, --verbose)"
+                ));
+            }
         }
     }
     Ok(args)
@@ -51,6 +63,50 @@ fn median(v: &mut [f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
+/// Ratios over the seeds of one way of ordering the hosts.
+#[derive(Default)]
+struct Tally {
+    ratios: Vec<f64>,
+    vs_order: Vec<f64>,
+    worst: f64,
+    worst_seed: u64,
+    hosts: usize,
+    events: usize,
+}
+
+impl Tally {
+    /// Run `case` (seed `seed`); its line with `--verbose`.
+    fn add(&mut self, seed: u64, label: &str, case: &dag::Case, verbose: bool) -> Result<(), String> {
+        let out = sim::run(case).map_err(|e| format!("seed {seed} ({label}): {e}"))?;
+        let (lb, ordered) = (bound::lower_bound(case), bound::in_order(case));
+        let got = out.makespan_ms as f64;
+        let ratio = got / lb;
+        self.hosts += case.spec.hosts.len();
+        self.events += out.events;
+        if verbose {
+            println!(
+                "seed={seed} order={label} groups={} hosts={} makespan_s={:.1} lower_bound_s={:.1} in_order_s={:.1} \
+                 ratio={ratio:.4}",
+                case.spec.groups.len(),
+                case.spec.hosts.len(),
+                got / 1000.0,
+                lb / 1000.0,
+                ordered / 1000.0
+            );
+        }
+        if ratio > self.worst {
+            (self.worst, self.worst_seed) = (ratio, seed);
+        }
+        self.ratios.push(ratio);
+        self.vs_order.push(got / ordered);
+        Ok(())
+    }
+
+    fn worst_vs_order(&self) -> f64 {
+        self.vs_order.iter().copied().fold(0.0, f64::max)
+    }
+}
+
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(a) => a,
@@ -59,50 +115,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut ratios = Vec::new();
-    let mut vs_order = Vec::new();
-    let mut order_cost = Vec::new();
-    let (mut worst, mut worst_seed) = (0.0f64, 0);
-    let (mut hosts, mut events) = (0usize, 0usize);
+    let (mut listed, mut balanced) = (Tally::default(), Tally::default());
     let started = std::time::Instant::now();
     for seed in args.first..args.first + args.seeds {
         let case = dag::generate(seed);
-        let out = match sim::run(&case) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("makespan: seed {seed}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let (lb, ordered) = (bound::lower_bound(&case), bound::in_order(&case));
-        let got = out.makespan_ms as f64;
-        let ratio = got / lb;
-        hosts += case.spec.hosts.len();
-        events += out.events;
-        if args.verbose {
-            println!(
-                "seed={seed} groups={} hosts={} makespan_s={:.1} lower_bound_s={:.1} in_order_s={:.1} ratio={ratio:.4}",
-                case.spec.groups.len(),
-                case.spec.hosts.len(),
-                got / 1000.0,
-                lb / 1000.0,
-                ordered / 1000.0
-            );
+        let history = case.history(seed, args.history_error);
+        let ran = listed
+            .add(seed, "listed", &case, args.verbose)
+            .and_then(|()| balanced.add(seed, "balanced", &case.balanced(&history), args.verbose));
+        if let Err(e) = ran {
+            eprintln!("makespan: {e}");
+            return ExitCode::FAILURE;
         }
-        if ratio > worst {
-            (worst, worst_seed) = (ratio, seed);
-        }
-        ratios.push(ratio);
-        vs_order.push(got / ordered);
-        order_cost.push(ordered / lb);
     }
-    let worst_vs_order = vs_order.iter().copied().fold(0.0, f64::max);
-    let worst_order_cost = order_cost.iter().copied().fold(0.0, f64::max);
+    let worst_vs_order = listed.worst_vs_order().max(balanced.worst_vs_order());
     println!(
-        "makespan seeds={} hosts={hosts} events={events} worst_ratio={worst:.4} (seed {worst_seed}) median_ratio={:.4} \
-         worst_vs_in_order={worst_vs_order:.4} worst_in_order_vs_bound={worst_order_cost:.4} engine_ms={}",
+        "makespan seeds={} hosts={} events={} order=balanced history_error_pct={} worst_ratio={:.4} (seed {}) \
+         median_ratio={:.4} listed_worst_ratio={:.4} (seed {}) listed_median_ratio={:.4} \
+         worst_vs_in_order={worst_vs_order:.4} engine_ms={}",
         args.seeds,
-        median(&mut ratios),
+        balanced.hosts,
+        balanced.events + listed.events,
+        args.history_error,
+        balanced.worst,
+        balanced.worst_seed,
+        median(&mut balanced.ratios),
+        listed.worst,
+        listed.worst_seed,
+        median(&mut listed.ratios),
         started.elapsed().as_millis()
     );
     if worst_vs_order > 1.0 + 1e-9 {

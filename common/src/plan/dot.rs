@@ -9,7 +9,7 @@ use super::summary::StrategyType;
 /// `max_parallel` as a plan writes it: `3`, or `[1, 5, 20]` for a ramp.
 fn window_text(g: &GroupSpec) -> String {
     match &g.strategy {
-        Strategy::Rolling { window } if window.stages.len() > 1 => {
+        Strategy::Rolling { window, .. } if window.stages.len() > 1 => {
             let stages: Vec<String> = window.stages.iter().map(usize::to_string).collect();
             format!("[{}]", stages.join(", "))
         }

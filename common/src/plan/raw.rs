@@ -196,6 +196,8 @@ pub(super) struct RawStrategy {
     pub(super) max_parallel: Option<RawSizes>,
     pub(super) max_failures: Option<String>,
     pub(super) soak: Option<String>,
+    /// `type: rolling`: `listed` (the default) or `balanced` ([`crate::host_order`]).
+    pub(super) order: Option<String>,
     /// `type: cluster`: the label naming a host's cluster (default `cluster`).
     pub(super) by: Option<String>,
     /// `type: cluster`: the check that passes on the leader.

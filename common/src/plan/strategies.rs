@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::host_order::HostOrder;
 use crate::model::{ClusterSpec, LeaderAnswers, Promote, Strategy, Window};
 
 use super::checks::{check_inner, leader_answers};
@@ -32,6 +33,8 @@ pub(super) struct StrategyDef {
     pub(super) max_parallel: Vec<Amount>,
     pub(super) max_failures: Amount,
     pub(super) soak: Duration,
+    /// `order:` (rolling only).
+    pub(super) order: HostOrder,
 }
 
 impl Default for StrategyDef {
@@ -41,6 +44,7 @@ impl Default for StrategyDef {
             max_parallel: vec![Amount::Count(1)],
             max_failures: Amount::Count(0),
             soak: Duration::ZERO,
+            order: HostOrder::Listed,
         }
     }
 }
@@ -81,7 +85,7 @@ impl StrategyDef {
         match cluster {
             Some(cluster) => Strategy::Cluster { max_parallel: resolved.max_parallel, cluster },
             None if self.all_at_once => Strategy::Parallel,
-            None => Strategy::Rolling { window: Window { stages: resolved.window.clone() } },
+            None => Strategy::Rolling { window: Window { stages: resolved.window.clone() }, order: self.order },
         }
     }
 }
@@ -271,7 +275,17 @@ pub(super) fn strategy(src: Src<'_>, raw: &RawStrategy, p: &FieldPath) -> Result
         Some(s) => parse_duration(s).map_err(|m| src.err(&p.key("soak"), m))?,
         None => Duration::ZERO,
     };
-    Ok(StrategyDef { all_at_once, max_parallel, max_failures, soak })
+    let order = match &raw.order {
+        None => HostOrder::Listed,
+        Some(_) if raw.kind.is_some_and(|k| k != StrategyType::Rolling) => {
+            return Err(src.err(
+                &p.key("order"),
+                "only allowed with type: rolling (parallel starts every host at once; cluster keeps the leader last)",
+            ));
+        }
+        Some(text) => text.trim().parse::<HostOrder>().map_err(|e| src.err(&p.key("order"), e.to_string()))?,
+    };
+    Ok(StrategyDef { all_at_once, max_parallel, max_failures, soak, order })
 }
 
 /// An integer >= `min`, or a percentage `N%` with `min <= N <= 100`.

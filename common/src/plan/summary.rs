@@ -263,7 +263,7 @@ impl PlanSummary {
                         kind: StrategyType::of(g),
                         max_parallel: g.steady_window(),
                         ramp: match &g.strategy {
-                            Strategy::Rolling { window } if window.stages.len() > 1 => Some(window.stages.clone()),
+                            Strategy::Rolling { window, .. } if window.stages.len() > 1 => Some(window.stages.clone()),
                             Strategy::Rolling { .. } | Strategy::Parallel | Strategy::Cluster { .. } => None,
                         },
                         max_failures: g.max_failures,
