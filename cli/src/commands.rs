@@ -225,7 +225,7 @@ pub fn summary_text(s: &PlanSummary) -> String {
         let st = &g.strategy;
         let _ = writeln!(
             out,
-            "group {} ({} host{}){}: max_parallel {}, max_failures {}, soak {}ms",
+            "group {} ({} host{}){}: max_parallel {}, max_failures {}, soak {}ms{}",
             g.name,
             g.hosts.len(),
             if g.hosts.len() == 1 { "" } else { "s" },
@@ -236,6 +236,7 @@ pub fn summary_text(s: &PlanSummary) -> String {
             },
             st.max_failures,
             st.soak_ms,
+            if st.order.is_listed() { "" } else { ", hosts balanced from their past durations" },
         );
         if g.pre_checks > 0 {
             let names: Vec<&str> = g.steps.iter().take(g.pre_checks).map(|s| s.name.as_str()).collect();

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GroupSpec, Promote, RolloutSpec, StepSpec};
+use crate::host_order::HostOrder;
+use crate::model::{GroupSpec, Promote, RolloutSpec, StepSpec, Strategy};
 use crate::plan::summary::{
     EstimatedStep, GroupEstimateSummary, HopSummary, PathSummary, RolloutEstimateSummary, SourceCounts,
 };
@@ -95,6 +96,40 @@ pub struct MeasuredStep {
 
 /// Measured times of one plan's steps, by (group name, step name).
 pub type Measured = BTreeMap<(String, String), MeasuredStep>;
+
+/// Measured times of one plan's steps on each host that ran them, by
+/// (host, group name, step name).
+pub type HostMeasured = BTreeMap<(String, String, String), MeasuredStep>;
+
+/// Reorder the hosts of every `order: balanced` group
+/// ([`crate::host_order::balance`]) from each host entry's estimate: for
+/// each of its steps, how long the step took on that host lately (the
+/// median of its history there), else the step's estimate
+/// ([`host_step_estimates`]: declared, measured on the plan's other hosts,
+/// or its kind's default). Groups in the listed order are left alone.
+pub fn balance_hosts(x: &mut Expansion, measured: &Measured, on_hosts: &HostMeasured) {
+    let balanced = |g: &GroupSpec| matches!(g.strategy, Strategy::Rolling { order: HostOrder::Balanced, .. });
+    if !x.spec.groups.iter().any(balanced) {
+        return;
+    }
+    let estimates = host_step_estimates(&x.spec, &x.hosts, measured);
+    let lengths: Vec<Duration> = x
+        .spec
+        .hosts
+        .iter()
+        .zip(&estimates)
+        .map(|(h, est)| {
+            let group = x.spec.groups.get(h.group).map(|g| g.name.clone()).unwrap_or_default();
+            sum(h.steps.iter().zip(est).map(|(step, e)| {
+                let key = (h.host.clone(), group.clone(), step.name.clone());
+                on_hosts.get(&key).map_or(e.duration, |m| m.median)
+            }))
+        })
+        .collect();
+    for g in &mut x.spec.groups {
+        crate::host_order::balance(g, |entry| lengths.get(entry).copied().unwrap_or_default());
+    }
+}
 
 /// The median of `samples` (the mean of the two middle values when there is
 /// an even number); `None` when there are none.

@@ -622,7 +622,9 @@ fn a_succeeded_forward_step_is_reported_once_with_its_duration() {
     let timed = |a: &[Action]| -> Vec<(String, String, u64)> {
         a.iter()
             .filter_map(|a| match a {
-                Action::StepSucceeded { group, step, duration_ms } => Some((group.clone(), step.clone(), *duration_ms)),
+                Action::StepSucceeded { group, step, duration_ms, .. } => {
+                    Some((group.clone(), step.clone(), *duration_ms))
+                }
                 _ => None,
             })
             .collect()

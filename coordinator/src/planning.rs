@@ -140,6 +140,12 @@ pub fn plan_now(
     check_capabilities(&file, &expansion.spec, &inventory.abilities)?;
     artifacts.fill_digests(&mut expansion.spec)?;
     let measured = crate::timings::measured(store, parsed.plan_name());
+    // Before the estimates: a balanced group's estimate follows its new order.
+    convoy_common::estimate::balance_hosts(
+        &mut expansion,
+        &measured,
+        &crate::timings::measured_on_hosts(store, parsed.plan_name()),
+    );
     // The engine fits these estimates into the maintenance windows.
     convoy_common::estimate::fill_window_estimates(&mut expansion, &measured);
     let summary = convoy_common::estimate::summary_json(&expansion, &measured);
@@ -237,5 +243,43 @@ mod tests {
         // Every agent able, or capabilities unknown (an old record): planned.
         assert!(plan(&inventory(&[("web-1", &["exec", "http"]), ("web-2", &["http", "exec"])])).is_ok());
         assert!(plan(&inventory(&[("web-1", &[])])).is_ok());
+    }
+
+    /// A balanced group starts the hosts that took longest last time first,
+    /// from the coordinator's own history, and keeps the listed order
+    /// without history or without `order: balanced`.
+    #[test]
+    fn a_balanced_group_is_ordered_by_each_hosts_history() {
+        const BALANCED: &str = "name: b\nversion: \"2\"\ngroups:\n  - name: web\n    select: { role: web }\n    strategy: { max_parallel: 2, order: balanced }\n    steps:\n      - name: install\n        exec: { command: \"true\" }\n";
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let artifacts = ArtifactStore::open(dir.path()).unwrap();
+        let inv = inventory(&[("web-1", &[]), ("web-2", &[]), ("web-3", &[]), ("web-4", &[]), ("web-5", &[])]);
+        let order = |store: &crate::store::SledStore, source: &str| -> Vec<String> {
+            let request = PlanRequest { file: "b.yaml".into(), source: source.into(), catalogs: BTreeMap::new() };
+            let planned = plan_now(request, &inv, store, &artifacts).unwrap();
+            planned.spec.groups[0].hosts.iter().map(|&i| planned.spec.hosts[i].host.clone()).collect()
+        };
+        let listed: Vec<String> = (1..=5).map(|k| format!("web-{k}")).collect();
+        assert_eq!(order(&store, BALANCED), listed, "no history: nothing to balance by");
+        // web-5 took 5 minutes, web-4 four, ... web-1 one.
+        for k in 1..=5u64 {
+            for _ in 0..3 {
+                store.add_step_time("b", &format!("web-{k}"), "web", "install", k * 60_000, 20).unwrap();
+            }
+        }
+        let got = order(&store, BALANCED);
+        assert_eq!(got[0], "web-5", "the longest host starts first: {got:?}");
+        // Slots of 5+1+... : {5, 1} and {4, 3}... any split of 15 over two slots is at best 8.
+        let minutes = |h: &str| h.trim_start_matches("web-").parse::<u64>().unwrap();
+        let mut slots = [0u64; 2];
+        for h in &got {
+            let s = if slots[0] <= slots[1] { 0 } else { 1 };
+            slots[s] += minutes(h);
+        }
+        assert_eq!(slots.iter().max(), Some(&8), "{got:?} gives {slots:?}");
+        // The listed order (the default) ignores the history.
+        let listed_plan = BALANCED.replace(", order: balanced", "");
+        assert_eq!(order(&store, &listed_plan), listed);
     }
 }

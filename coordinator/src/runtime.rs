@@ -696,9 +696,9 @@ impl Actor {
                 self.timer_seq += 1;
                 self.timers.insert((at, self.timer_seq), (rollout_id.to_string(), timer));
             }
-            Action::StepSucceeded { group, step, duration_ms } => {
+            Action::StepSucceeded { host, group, step, duration_ms } => {
                 if let Some(run) = self.rollouts.get(rollout_id) {
-                    crate::timings::record(self.store.as_ref(), &run.record.spec, &group, &step, duration_ms);
+                    crate::timings::record(self.store.as_ref(), &run.record.spec, &host, &group, &step, duration_ms);
                 }
             }
             Action::HostDone { host, state } => {

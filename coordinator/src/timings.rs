@@ -1,34 +1,36 @@
 //! Measured step times, for `convoy plan`'s estimates.
 //!
 //! Every step an agent reports as succeeded adds its `duration_ms` to the
-//! history of its (plan name, group, step name) in the store, which keeps the
-//! last [`HISTORY`]. Only a rollout's own steps count (not rollbacks, leader
+//! history of its (plan name, group, step name) in the store, and to that
+//! host's history of the step, each keeping the last [`HISTORY`]. Only a rollout's own steps count (not rollbacks, leader
 //! checks or switchovers), and not the rollouts `convoy rollback` creates.
 //! [`measured`] turns the history of a plan into the medians
 //! [`convoy_common::estimate`] uses; the operator API serves them
 //! (`StepTimes`) and a dry-run `SubmitPlan` folds them into its summary.
+//! [`measured_on_hosts`] gives each host's own medians, which
+//! `order: balanced` groups are ordered by ([`convoy_common::host_order`]).
 //!
 //! Recording is best effort: a store error is logged, never fails the result.
 
-use convoy_common::estimate::{HISTORY, Measured, MeasuredStep, median};
+use convoy_common::estimate::{HISTORY, HostMeasured, Measured, MeasuredStep, median};
 use convoy_common::model::RolloutSpec;
 use std::time::Duration;
 
 use crate::store::Store;
 
 /// Record that step `step` of group `group` of a rollout of `spec`
-/// succeeded in `duration_ms` (the engine's [`Action::StepSucceeded`], which
+/// succeeded on `host` in `duration_ms` (the engine's [`Action::StepSucceeded`], which
 /// it emits once per execution, for forward steps only). Rollouts made by
 /// `convoy rollback` are not measured: their steps are undos.
 ///
 /// [`Action::StepSucceeded`]: convoy_common::engine::Action::StepSucceeded
-pub fn record(store: &dyn Store, spec: &RolloutSpec, group: &str, step: &str, duration_ms: u64) {
+pub fn record(store: &dyn Store, spec: &RolloutSpec, host: &str, group: &str, step: &str, duration_ms: u64) {
     if spec.rollback_of.is_some() {
         return;
     }
     let plan = &spec.plan_name;
-    if let Err(e) = store.add_step_time(plan, group, step, duration_ms, HISTORY) {
-        tracing::warn!(%plan, %group, %step, error = %e, "cannot record the step's duration");
+    if let Err(e) = store.add_step_time(plan, host, group, step, duration_ms, HISTORY) {
+        tracing::warn!(%plan, %host, %group, %step, error = %e, "cannot record the step's duration");
     }
 }
 
@@ -42,17 +44,26 @@ pub fn measured(store: &dyn Store, plan: &str) -> Measured {
             return Measured::new();
         }
     };
-    times
-        .into_iter()
-        .filter_map(|t| {
-            let m = median(&t.recent_ms)?;
-            let step = MeasuredStep {
-                median: Duration::from_millis(m),
-                runs: t.recent_ms.len().min(u32::MAX as usize) as u32,
-            };
-            Some(((t.group, t.step), step))
-        })
-        .collect()
+    times.into_iter().filter_map(|t| Some(((t.group, t.step), of(&t.recent_ms)?))).collect()
+}
+
+/// The median of a history and how many runs it holds; `None` when empty.
+fn of(recent_ms: &[u64]) -> Option<MeasuredStep> {
+    let m = median(recent_ms)?;
+    Some(MeasuredStep { median: Duration::from_millis(m), runs: recent_ms.len().min(u32::MAX as usize) as u32 })
+}
+
+/// The medians of plan `plan`'s steps on each host that ran them (empty
+/// when unknown or on a store error, which is logged).
+pub fn measured_on_hosts(store: &dyn Store, plan: &str) -> HostMeasured {
+    let times = match store.host_step_times(plan) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(%plan, error = %e, "cannot read measured step times per host");
+            return HostMeasured::new();
+        }
+    };
+    times.into_iter().filter_map(|h| Some(((h.host, h.times.group, h.times.step), of(&h.times.recent_ms)?))).collect()
 }
 
 #[cfg(test)]
@@ -108,7 +119,9 @@ groups:
                     pending.extend(engine.handle(UnixMillis(2), event.clone()));
                     pending.extend(engine.handle(UnixMillis(3), event));
                 }
-                Action::StepSucceeded { group, step, duration_ms } => record(store, spec, &group, &step, duration_ms),
+                Action::StepSucceeded { host, group, step, duration_ms } => {
+                    record(store, spec, &host, &group, &step, duration_ms)
+                }
                 _ => {}
             }
         }
@@ -140,6 +153,11 @@ groups:
         assert_eq!(announce, MeasuredStep { median: Duration::from_millis(450), runs: 4 });
         assert_eq!(m[&("app".to_string(), "restart".to_string())].runs, 3);
         assert!(measured(&store, "other").is_empty());
+        // The same history, per host: a-1 ran every step of every run.
+        let on_hosts = measured_on_hosts(&store, "timed");
+        let key = ("a-1".to_string(), "app".to_string(), "install".to_string());
+        assert_eq!(on_hosts[&key], install, "{on_hosts:?}");
+        assert!(measured_on_hosts(&store, "other").is_empty());
     }
 
     #[test]

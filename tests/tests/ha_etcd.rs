@@ -803,9 +803,12 @@ groups:
         plain.put_join_token("abc", None)?;
         assert_eq!(plain.join_token("abc")?, None);
         for ms in 1..=25 {
-            plain.add_step_time("p", "g", "s", ms, 20)?;
+            plain.add_step_time("p", "h-1", "g", "s", ms, 20)?;
         }
         assert_eq!(plain.step_times("p")?[0].recent_ms, (6..=25).collect::<Vec<u64>>());
+        let on_host = plain.host_step_times("p")?;
+        assert_eq!((on_host.len(), on_host[0].host.as_str()), (1, "h-1"));
+        assert_eq!(on_host[0].times.recent_ms, (6..=25).collect::<Vec<u64>>());
         // Holds, the audit trail (in recording order, newest kept by the
         // limit) and paged events, as on sled.
         let hold = convoy_common::hold::Hold {

@@ -50,7 +50,7 @@ impl Case {
     /// up to `spread_pct` percent either way (drawn from its own seed, so the
     /// rollout is the same whatever the spread).
     pub fn history(&self, seed: u64, spread_pct: u64) -> HashMap<(String, usize), u64> {
-        let mut rng = Rng::new(seed ^ 0x0005_EED0_F0_1D);
+        let mut rng = Rng::new(seed ^ 0x0005_EED0_F01D);
         let mut keys: Vec<&(String, usize)> = self.durations.keys().collect();
         keys.sort();
         keys.into_iter()

@@ -101,7 +101,7 @@ pub enum Action {
     /// Emitted once per execution, as its result is accepted: a runtime may
     /// keep it for estimates (a replay recomputes it, so replayed actions
     /// must not be recorded again).
-    StepSucceeded { group: String, step: String, duration_ms: u64 },
+    StepSucceeded { host: HostId, group: String, step: String, duration_ms: u64 },
 }
 
 /// Why a [`Action::DispatchCluster`] is sent.

@@ -44,6 +44,7 @@ impl Engine {
             return;
         }
         out.push(Action::StepSucceeded {
+            host: self.spec.hosts[i].host.clone(),
             group: self.spec.groups.get(self.hosts[i].group).map_or_else(String::new, |g| g.name.clone()),
             step: self.spec.hosts[i].steps[step].name.clone(),
             duration_ms: outcome.duration_ms,

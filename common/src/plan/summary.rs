@@ -4,6 +4,7 @@
 //! `convoy plan --output json` prints it, the coordinator sends it for a dry
 //! run, and the CLI renders its text from it.
 
+use crate::host_order::HostOrder;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,10 @@ pub struct StrategySummary {
     /// As plans write durations.
     pub soak: String,
     pub soak_ms: u64,
+    /// `balanced` when the hosts were reordered from estimated durations
+    /// (the batches show the new order); left out for the listed order.
+    #[serde(default, skip_serializing_if = "HostOrder::is_listed")]
+    pub order: HostOrder,
 }
 
 /// How a group moves its hosts, as `convoy plan` names it.
@@ -269,6 +274,10 @@ impl PlanSummary {
                         max_failures: g.max_failures,
                         soak: format_duration(g.soak),
                         soak_ms: u64::try_from(g.soak.as_millis()).unwrap_or(u64::MAX),
+                        order: match &g.strategy {
+                            Strategy::Rolling { order, .. } => *order,
+                            Strategy::Parallel | Strategy::Cluster { .. } => HostOrder::Listed,
+                        },
                     },
                     hosts: g.hosts.iter().map(host).collect(),
                     batches: batches(spec, i),

@@ -10,6 +10,7 @@
 //! | `P/events/ID \0 SEQ(u64 BE)`               | `EventV1`            |
 //! | `P/agents/ID`, `P/join_tokens_v2/HASH`, `P/enrolments/HOST` | as sled |
 //! | `P/step_times/PLAN \0 GROUP \0 STEP`       | `StepTimesV1`        |
+//! | `P/host_step_times/PLAN \0 HOST \0 GROUP \0 STEP` | `HostStepTimesV1` (one transaction with the step's) |
 //! | `P/holds/HOST`, `P/rollout_holds/ID`       | as sled              |
 //! | `P/audit/AT(u64 BE) RANDOM(u64 BE)`        | as sled              |
 //! | `P/snapshots/ID`                           | `SnapshotHeadV1` (seq, parts, bytes) |
@@ -53,7 +54,7 @@ use etcd_client::{
 use tokio_util::sync::CancellationToken;
 
 use super::records::{self, Stored};
-use super::{AgentRecord, AuditEntry, Hold, RolloutRecord, StepTimes, Store, StoredEvent, format};
+use super::{AgentRecord, AuditEntry, Hold, HostStepTimes, RolloutRecord, StepTimes, Store, StoredEvent, format};
 use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
 use convoy_common::engine::EngineSnapshot;
@@ -562,6 +563,7 @@ impl Store for EtcdStore {
     fn add_step_time(
         &self,
         plan: &str,
+        host: &str,
         group: &str,
         step: &str,
         duration_ms: u64,
@@ -570,11 +572,21 @@ impl Store for EtcdStore {
         let key = self.tree_key(records::STEP_TIMES, &records::step_time_key(plan, group, step));
         let stored = self.get(&key, "get step times")?.map(|v| StepTimes::decode(&v)).transpose()?;
         let times = StepTimes::with(stored, group, step, duration_ms, keep);
-        self.write("put step times", vec![(key, Some(times.encode()?))])
+        let host_key = self.tree_key(records::HOST_STEP_TIMES, &records::host_step_time_key(plan, host, group, step));
+        let stored = self.get(&host_key, "get host step times")?.map(|v| HostStepTimes::decode(&v)).transpose()?;
+        let on_host = HostStepTimes {
+            host: host.to_string(),
+            times: StepTimes::with(stored.map(|h| h.times), group, step, duration_ms, keep),
+        };
+        self.write("put step times", vec![(key, Some(times.encode()?)), (host_key, Some(on_host.encode()?))])
     }
 
     fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError> {
         self.scan_tree(records::STEP_TIMES, Some(plan), "read step times")
+    }
+
+    fn host_step_times(&self, plan: &str) -> Result<Vec<HostStepTimes>, CoordinatorError> {
+        self.scan_tree(records::HOST_STEP_TIMES, Some(plan), "read host step times")
     }
 
     fn flush(&self) -> Result<(), CoordinatorError> {

@@ -147,6 +147,14 @@ impl StepTimes {
     }
 }
 
+/// The recent durations of one step of a plan on one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStepTimes {
+    /// The agent that ran the step.
+    pub host: String,
+    pub times: StepTimes,
+}
+
 /// The coordinator's storage seam.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn put_rollout(&self, rollout: &RolloutRecord) -> Result<(), CoordinatorError>;
@@ -163,10 +171,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Store the enrolment of a host (replacing the previous one).
     fn put_enrolment(&self, enrolment: &Enrolment) -> Result<(), CoordinatorError>;
     fn enrolment(&self, host: &str) -> Result<Option<Enrolment>, CoordinatorError>;
-    /// Add one duration of a step of plan `plan`, keeping the last `keep`.
+    /// Add one duration of a step of plan `plan` that ran on `host`, to the
+    /// step's history and to the host's history of that step, keeping the
+    /// last `keep` of each.
     fn add_step_time(
         &self,
         plan: &str,
+        host: &str,
         group: &str,
         step: &str,
         duration_ms: u64,
@@ -174,6 +185,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), CoordinatorError>;
     /// The recent durations of every step of plan `plan` that has some.
     fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError>;
+    /// The recent durations of every step of plan `plan` on every host that ran it.
+    fn host_step_times(&self, plan: &str) -> Result<Vec<HostStepTimes>, CoordinatorError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), CoordinatorError>;
 

@@ -14,6 +14,7 @@
 //! | `join_tokens_v2` | sha256 of the token, hex             | [`JoinTokenV1`] |
 //! | `enrolments`     | host id                              | [`EnrolmentV1`] |
 //! | `step_times`     | plan, 0, group, 0, step              | [`StepTimesV1`] |
+//! | `host_step_times` | plan, 0, host, 0, group, 0, step    | [`HostStepTimesV1`] |
 //! | `holds`          | host id                              | [`HoldV1`]      |
 //! | `rollout_holds`  | rollout id                           | [`RolloutHoldsV1`] |
 //! | `audit`          | sequence (u64 BE, sled's generated ids) | [`AuditV1`]  |
@@ -26,7 +27,8 @@
 //! the bump makes a build that predates snapshots refuse a store it would
 //! misread (it would replay a compacted log from its first kept event).
 //!
-//! `holds`, `rollout_holds` and `audit` were added within format 2: a new
+//! `host_step_times` was added within format 4, and `holds`,
+//! `rollout_holds` and `audit` within format 2: a new
 //! tree that no older build reads and that an older store simply lacks
 //! (it reads as empty) changes no stored shape, so it needs no bump; its
 //! records are versioned from their first day, and a later change to them
@@ -58,7 +60,7 @@ use convoy_common::model::{RolloutSpec, UnixMillis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{AgentRecord, RolloutRecord, StepTimes, StoredEvent};
+use super::{AgentRecord, HostStepTimes, RolloutRecord, StepTimes, StoredEvent};
 use crate::enrolment::{Enrolment, HostPattern, JoinTokenRecord, Revocation};
 use crate::error::CoordinatorError;
 
@@ -70,6 +72,7 @@ pub(super) const AGENTS: &str = "agents";
 pub(super) const JOIN_TOKENS: &str = "join_tokens_v2";
 pub(super) const ENROLMENTS: &str = "enrolments";
 pub(super) const STEP_TIMES: &str = "step_times";
+pub(super) const HOST_STEP_TIMES: &str = "host_step_times";
 pub(super) const HOLDS: &str = "holds";
 pub(super) const ROLLOUT_HOLDS: &str = "rollout_holds";
 pub(super) const AUDIT: &str = "audit";
@@ -110,6 +113,11 @@ pub(super) fn event_key(rollout_id: &str, seq: u64) -> Vec<u8> {
 /// `plan \0 group \0 step`: a plan's steps are one prefix scan.
 pub(super) fn step_time_key(plan: &str, group: &str, step: &str) -> Vec<u8> {
     [plan.as_bytes(), b"\0", group.as_bytes(), b"\0", step.as_bytes()].concat()
+}
+
+/// `plan \0 host \0 group \0 step`: a plan's hosts are one prefix scan.
+pub(super) fn host_step_time_key(plan: &str, host: &str, group: &str, step: &str) -> Vec<u8> {
+    [plan.as_bytes(), b"\0", host.as_bytes(), b"\0", group.as_bytes(), b"\0", step.as_bytes()].concat()
 }
 
 /// Records borrow what they write (`Cow`): the event log is written on every
@@ -326,6 +334,34 @@ impl Stored for StepTimes {
     fn decode(bytes: &[u8]) -> Result<Self, CoordinatorError> {
         let r: StepTimesV1 = from_json("decode step times", bytes)?;
         Ok(StepTimes { group: r.group, step: r.step, recent_ms: r.recent_ms })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct HostStepTimesV1 {
+    host: String,
+    group: String,
+    step: String,
+    recent_ms: Vec<u64>,
+}
+
+impl Stored for HostStepTimes {
+    fn encode(&self) -> Result<Vec<u8>, CoordinatorError> {
+        let t = &self.times;
+        to_json(
+            "encode host step times",
+            &HostStepTimesV1 {
+                host: self.host.clone(),
+                group: t.group.clone(),
+                step: t.step.clone(),
+                recent_ms: t.recent_ms.clone(),
+            },
+        )
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CoordinatorError> {
+        let r: HostStepTimesV1 = from_json("decode host step times", bytes)?;
+        Ok(HostStepTimes { host: r.host, times: StepTimes { group: r.group, step: r.step, recent_ms: r.recent_ms } })
     }
 }
 

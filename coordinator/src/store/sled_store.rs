@@ -12,7 +12,7 @@ use convoy_common::hold::Hold;
 use convoy_common::model::UnixMillis;
 
 use super::records::{self, Stored};
-use super::{AgentRecord, RolloutRecord, StepTimes, Store, StoredEvent, format};
+use super::{AgentRecord, HostStepTimes, RolloutRecord, StepTimes, Store, StoredEvent, format};
 use crate::enrolment::{Enrolment, JoinTokenRecord};
 use crate::error::CoordinatorError;
 
@@ -26,6 +26,7 @@ pub struct SledStore {
     tokens: sled::Tree,
     enrolments: sled::Tree,
     step_times: sled::Tree,
+    host_step_times: sled::Tree,
     holds: sled::Tree,
     rollout_holds: sled::Tree,
     audit: sled::Tree,
@@ -101,6 +102,7 @@ impl SledStore {
             tokens: db.open_tree(records::JOIN_TOKENS).map_err(serr("open tokens"))?,
             enrolments: db.open_tree(records::ENROLMENTS).map_err(serr("open enrolments"))?,
             step_times: db.open_tree(records::STEP_TIMES).map_err(serr("open step times"))?,
+            host_step_times: db.open_tree(records::HOST_STEP_TIMES).map_err(serr("open host step times"))?,
             holds: db.open_tree(records::HOLDS).map_err(serr("open holds"))?,
             rollout_holds: db.open_tree(records::ROLLOUT_HOLDS).map_err(serr("open rollout holds"))?,
             audit: db.open_tree(records::AUDIT).map_err(serr("open audit"))?,
@@ -208,6 +210,7 @@ impl Store for SledStore {
     fn add_step_time(
         &self,
         plan: &str,
+        host: &str,
         group: &str,
         step: &str,
         duration_ms: u64,
@@ -218,12 +221,22 @@ impl Store for SledStore {
         let stored = stored.map(|v| StepTimes::decode(&v)).transpose()?;
         let times = StepTimes::with(stored, group, step, duration_ms, keep);
         self.step_times.insert(key, times.encode()?).map_err(serr("put step times"))?;
+        let key = records::host_step_time_key(plan, host, group, step);
+        let stored = self.host_step_times.get(&key).map_err(serr("get host step times"))?;
+        let stored = stored.map(|v| HostStepTimes::decode(&v)).transpose()?.map(|h| h.times);
+        let times =
+            HostStepTimes { host: host.to_string(), times: StepTimes::with(stored, group, step, duration_ms, keep) };
+        self.host_step_times.insert(key, times.encode()?).map_err(serr("put host step times"))?;
         self.mark_written();
         Ok(())
     }
 
     fn step_times(&self, plan: &str) -> Result<Vec<StepTimes>, CoordinatorError> {
         scan_owner(&self.step_times, plan, "read step times")
+    }
+
+    fn host_step_times(&self, plan: &str) -> Result<Vec<HostStepTimes>, CoordinatorError> {
+        scan_owner(&self.host_step_times, plan, "read host step times")
     }
 
     /// Makes every write so far durable; nothing written since the last
@@ -478,11 +491,12 @@ mod tests {
         {
             let s = SledStore::open(dir.path()).unwrap();
             for ms in 1..=25 {
-                s.add_step_time("upgrade", "db", "install", ms, 20).unwrap();
+                let host = if ms % 2 == 0 { "db-1" } else { "db-2" };
+                s.add_step_time("upgrade", host, "db", "install", ms, 20).unwrap();
             }
-            s.add_step_time("upgrade", "api", "install", 7, 20).unwrap();
+            s.add_step_time("upgrade", "api-1", "api", "install", 7, 20).unwrap();
             // A plan whose name extends another's must not mix with it.
-            s.add_step_time("upgrade-2", "db", "install", 99, 20).unwrap();
+            s.add_step_time("upgrade-2", "db-1", "db", "install", 99, 20).unwrap();
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
@@ -494,5 +508,13 @@ mod tests {
         assert_eq!(got[1].recent_ms, (6..=25).collect::<Vec<u64>>(), "the 20 most recent, oldest first");
         assert_eq!(s.step_times("upgrade-2").unwrap()[0].recent_ms, vec![99]);
         assert!(s.step_times("nothing").unwrap().is_empty());
+        // Each host keeps its own history of each step.
+        let on_hosts = s.host_step_times("upgrade").unwrap();
+        let of = |host: &str| on_hosts.iter().find(|h| h.host == host).map(|h| h.times.recent_ms.clone());
+        assert_eq!(on_hosts.len(), 3, "{on_hosts:?}");
+        assert_eq!(of("db-1"), Some((2..=24).step_by(2).collect::<Vec<u64>>()));
+        assert_eq!(of("db-2"), Some((1..=25).step_by(2).collect::<Vec<u64>>()));
+        assert_eq!(of("api-1"), Some(vec![7]));
+        assert_eq!(s.host_step_times("upgrade-2").unwrap().len(), 1);
     }
 }
