@@ -758,6 +758,31 @@ groups:
     }
 
     #[test]
+    fn a_balanced_group_says_so_and_shows_its_new_order() {
+        let plan = "name: b\nversion: \"2\"\ngroups:\n  - name: app\n    select: { role: app }\n    strategy: { max_parallel: 1, order: balanced }\n    steps: [{ name: install, exec: { command: \"true\" } }]\n";
+        let inv = "- { id: a-1, labels: { role: app } }\n- { id: a-2, labels: { role: app } }\n";
+        let hosts = parse_inventory("inv.yaml", inv).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan::parse_plan("plan.yaml", plan).unwrap_or_else(|e| panic!("{e}"));
+        let mut x = plan::expand_detailed(&p, &hosts).unwrap_or_else(|e| panic!("{e}"));
+        // a-2 took ten times as long as a-1 on the last runs.
+        let on_hosts: estimate::HostMeasured = [("a-1", 6), ("a-2", 60)]
+            .into_iter()
+            .map(|(h, s)| {
+                let m = estimate::MeasuredStep { median: std::time::Duration::from_secs(s), runs: 3 };
+                ((h.to_string(), "app".to_string(), "install".to_string()), m)
+            })
+            .collect();
+        estimate::balance_hosts(&mut x, &Measured::default(), &on_hosts);
+        let text = summary_text(&estimate::summary(&x, &Measured::default()));
+        assert!(
+            text.contains("max_parallel 1, max_failures 0, soak 0ms, hosts balanced from their past durations"),
+            "{text}"
+        );
+        let first = text.find("a-2").zip(text.find("a-1"));
+        assert!(first.is_some_and(|(two, one)| two < one), "the longer host is listed first: {text}");
+    }
+
+    #[test]
     fn agent_facts_merge_custom_and_reported() {
         let f = pb::Facts {
             hostname: "h".into(),

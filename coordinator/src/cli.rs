@@ -99,7 +99,8 @@ pub struct ServeArgs {
     /// Heartbeats per second the whole fleet may send: past N agents the
     /// interval each new agent is told grows to N / this (at most 60 s), and
     /// its lost timeout with it.
-    #[arg(long, env = "CONVOY_MAX_HEARTBEATS_PER_SECOND", default_value_t = 1000,
+    #[arg(long, env = "CONVOY_MAX_HEARTBEATS_PER_SECOND",
+          default_value_t = crate::runtime::DEFAULT_MAX_HEARTBEATS_PER_S,
           value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     pub max_heartbeats_per_second: u32,
     /// A TLS handshake not finished after this many seconds is dropped.

@@ -82,6 +82,12 @@ pub struct SwarmReport {
     pub executions: u64,
     /// The coordinator's peak RSS over the whole run (MiB).
     pub peak_rss_mb: f64,
+    /// CPU seconds the restarted coordinator used until every agent was
+    /// back (its start included): what the resume costs the coordinator
+    /// alone, whoever else shares the machine.
+    pub resume_coordinator_cpu_s: f64,
+    /// CPU seconds this process (the simulated agents) used over the same time.
+    pub resume_agents_cpu_s: f64,
 }
 
 impl SwarmReport {
@@ -456,6 +462,7 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
     if let Some((_, hwm, _)) = usage(coordinator.pid()) {
         report.peak_rss_mb = hwm as f64 / 1024.0;
     }
+    let agents_cpu_at_kill = usage(std::process::id()).map_or(0.0, |u| u.2);
     coordinator.kill();
     coordinator.spawn()?;
     let listening = killed.elapsed().as_secs_f64();
@@ -473,6 +480,8 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         // coordinator's list confirms, asked only once they add up.
         if reconnected.is_none() && swarm.driver.welcomed_since(killed).len() >= n && connected(&op).await >= n {
             reconnected = Some(killed.elapsed().as_secs_f64());
+            report.resume_coordinator_cpu_s = usage(coordinator.pid()).map_or(0.0, |u| u.2);
+            report.resume_agents_cpu_s = usage(std::process::id()).map_or(0.0, |u| u.2 - agents_cpu_at_kill);
         }
         if moved.is_none()
             && let Ok(Ok(s)) = tokio::time::timeout(
@@ -508,6 +517,16 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
     }
     report.reconnect_s = reconnected.unwrap_or_default();
     report.resume_s = report.reconnect_s.max(moved.unwrap_or_default());
+    eprintln!(
+        "swarm: CPU until every agent was back: coordinator {:.2}s ({:.2} ms per agent), simulated agents {:.2}s \
+         ({:.2} ms per agent), {:.1} of this machine's {} cores busy with the two",
+        report.resume_coordinator_cpu_s,
+        report.resume_coordinator_cpu_s * 1000.0 / n as f64,
+        report.resume_agents_cpu_s,
+        report.resume_agents_cpu_s * 1000.0 / n as f64,
+        (report.resume_coordinator_cpu_s + report.resume_agents_cpu_s) / report.reconnect_s.max(1e-3),
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    );
     eprintln!(
         "swarm: all agents back {:.2}s after the kill; rollout moving again after {:.2}s (from {} done)",
         report.reconnect_s,
