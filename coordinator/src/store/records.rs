@@ -42,6 +42,10 @@
 //! Records embed [`RolloutSpec`] and [`Event`] (and what they hold) in
 //! their serde form rather than mirroring that large model: a change to the
 //! serde form of those types is a change of format like any other here.
+//! One addition within format 4 needed no bump: a rolling strategy's
+//! `order` (`balanced`) is written only when set, reads as `listed` when
+//! missing, and a build that predates it ignores it and runs the spec's
+//! already reordered hosts the same way.
 //!
 //! Format 1 is also what builds before format versions wrote, so the fields
 //! those builds added along the way (an agent's `facts`, a join token's
