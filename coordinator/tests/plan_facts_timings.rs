@@ -1,6 +1,7 @@
 //! The coordinator's side of `convoy plan`: agents' facts reach the
 //! inventory plans expand against (`{{fact.NAME}}`, catalog `when: { facts }`),
-//! the durations of succeeded steps are recorded per plan, group and step,
+//! the durations of succeeded steps are recorded per plan, group and step
+//! and per host,
 //! and a dry-run submission's summary carries the paths and the estimates
 //! built from them, across a restart.
 
@@ -151,6 +152,14 @@ async fn facts_reach_plans_and_step_times_reach_estimates() {
 }
 
 async fn check_after_restart(store: Arc<SledStore>, data_dir: &Path) {
+    // Each host's own history of each step, for `order: balanced`.
+    let on_hosts = store.host_step_times("facts-and-times").unwrap();
+    let report_on = |host: &str| {
+        on_hosts.iter().find(|t| t.host == host && t.times.step == "report").map(|t| t.times.recent_ms.clone())
+    };
+    assert_eq!(report_on("a-1"), Some(vec![3000]), "{on_hosts:?}");
+    assert_eq!(report_on("a-2"), Some(vec![5000]), "{on_hosts:?}");
+    assert_eq!(on_hosts.len(), 4, "two steps on each of two hosts: {on_hosts:?}");
     let agents = store.agents().unwrap();
     let a1 = agents.iter().find(|a| a.id == "a-1").expect("a-1 stored");
     assert_eq!(a1.facts.get("edition").map(String::as_str), Some("pro"));
