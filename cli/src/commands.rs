@@ -772,7 +772,7 @@ groups:
                 ((h.to_string(), "app".to_string(), "install".to_string()), m)
             })
             .collect();
-        estimate::balance_hosts(&mut x, &Measured::default(), &on_hosts);
+        estimate::balance_hosts(&mut x, &Measured::default(), || on_hosts);
         let text = summary_text(&estimate::summary(&x, &Measured::default()));
         assert!(
             text.contains("max_parallel 1, max_failures 0, soak 0ms, hosts balanced from their past durations"),

@@ -106,12 +106,15 @@ pub type HostMeasured = BTreeMap<(String, String, String), MeasuredStep>;
 /// each of its steps, how long the step took on that host lately (the
 /// median of its history there), else the step's estimate
 /// ([`host_step_estimates`]: declared, measured on the plan's other hosts,
-/// or its kind's default). Groups in the listed order are left alone.
-pub fn balance_hosts(x: &mut Expansion, measured: &Measured, on_hosts: &HostMeasured) {
+/// or its kind's default). Groups in the listed order are left alone, and
+/// `on_hosts` (a read of every host's history) is asked for only when some
+/// group is balanced.
+pub fn balance_hosts(x: &mut Expansion, measured: &Measured, on_hosts: impl FnOnce() -> HostMeasured) {
     let balanced = |g: &GroupSpec| matches!(g.strategy, Strategy::Rolling { order: HostOrder::Balanced, .. });
     if !x.spec.groups.iter().any(balanced) {
         return;
     }
+    let on_hosts = on_hosts();
     let estimates = host_step_estimates(&x.spec, &x.hosts, measured);
     let lengths: Vec<Duration> = x
         .spec

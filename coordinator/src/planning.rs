@@ -141,11 +141,9 @@ pub fn plan_now(
     artifacts.fill_digests(&mut expansion.spec)?;
     let measured = crate::timings::measured(store, parsed.plan_name());
     // Before the estimates: a balanced group's estimate follows its new order.
-    convoy_common::estimate::balance_hosts(
-        &mut expansion,
-        &measured,
-        &crate::timings::measured_on_hosts(store, parsed.plan_name()),
-    );
+    convoy_common::estimate::balance_hosts(&mut expansion, &measured, || {
+        crate::timings::measured_on_hosts(store, parsed.plan_name())
+    });
     // The engine fits these estimates into the maintenance windows.
     convoy_common::estimate::fill_window_estimates(&mut expansion, &measured);
     let summary = convoy_common::estimate::summary_json(&expansion, &measured);
