@@ -112,6 +112,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVOY_MAX_HANDSHAKES", default_value_t = crate::connections::DEFAULT_HANDSHAKES_AT_ONCE as u64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_handshakes: u64,
+    /// Connections the kernel may hold for the coordinator before it
+    /// accepts them. Linux caps it at net.core.somaxconn (4,096 by
+    /// default): raise that for fleets larger than it (a restarted
+    /// coordinator's whole fleet reconnects at once).
+    #[arg(long, default_value_t = crate::connections::DEFAULT_LISTEN_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
     /// At most this many connections at once (default: the open-file limit less 256).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub max_connections: Option<u64>,
@@ -312,10 +319,20 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                 ),
                 None => None,
             };
+            let backlog = serve.listen_backlog;
             let config = (*serve).into_config()?;
-            let listener = tokio::net::TcpListener::bind(&listen)
+            let listener = crate::connections::bind(&listen, backlog)
                 .await
                 .map_err(|source| CoordinatorError::Bind { addr: listen.clone(), source })?;
+            match crate::connections::kernel_backlog_cap() {
+                Some(cap) if cap < backlog => tracing::info!(
+                    asked = backlog,
+                    kernel_cap = cap,
+                    "listen backlog capped by net.core.somaxconn: a fleet larger than that reconnecting at once \
+                     after a restart has some SYNs dropped and retried 1-7 s later (docs/operations.md)"
+                ),
+                _ => tracing::debug!(backlog, "listen backlog"),
+            }
             if let Some(f) = addr_file {
                 // Written atomically so a reader never sees half an address.
                 let tmp = f.with_extension("tmp");

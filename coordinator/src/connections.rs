@@ -16,6 +16,14 @@
 //!   logs always have descriptors left.
 //! - **Open files**: at start the soft `RLIMIT_NOFILE` is raised to the hard
 //!   limit (the usual soft 1,024 runs out at a few hundred agents).
+//! - **Listen backlog**: connections the kernel has completed and the
+//!   coordinator not yet accepted ([`bind`], [`DEFAULT_LISTEN_BACKLOG`]).
+//!   After a restart a whole fleet connects within a fraction of a second;
+//!   a connection that finds the backlog full has its SYN dropped, and the
+//!   agent's kernel tries again only 1, 3, then 7 s later. Accepting is
+//!   cheap next to the TLS handshake, so the accept loop drains the backlog
+//!   whenever it runs ([`CappedIncoming`]): connections wait in the
+//!   handshake queue, in the coordinator, not in the kernel's.
 //!
 //! The cap is shared by agents and operators: a flood of connections from
 //! one place can still crowd operators out until the handshake timeout
@@ -46,6 +54,35 @@ pub const FD_HEADROOM: usize = 256;
 /// (13 s either way on 2 shared cores) and left the idle coordinator
 /// 75 MiB larger, so the default only bounds what a flood may start.
 pub const DEFAULT_HANDSHAKES_AT_ONCE: usize = 10_000;
+
+/// The listen backlog asked for by default: the most Linux takes. The
+/// kernel caps it at `net.core.somaxconn` (4,096 by default since Linux
+/// 5.4), which is what a restarted coordinator of a fleet larger than that
+/// needs raised (docs/operations.md).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds `addr` (`host:port`; each address it resolves to is tried in turn)
+/// with room for `backlog` connections not yet accepted, where
+/// `TcpListener::bind` leaves room for 128 (the standard library's choice).
+pub async fn bind(addr: &str, backlog: u32) -> io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As TcpListener::bind does: a restarted coordinator binds its port
+        // again while the old connections are still in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")))
+}
+
+/// The kernel's cap on listen backlogs (`net.core.somaxconn`), if it can be read.
+pub fn kernel_backlog_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
 
 /// Connection limits, validated by the binary's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,5 +273,66 @@ impl Stream for CappedIncoming {
             self.live.fetch_add(1, Ordering::Relaxed);
             return Poll::Ready(Some(Ok(Counted { inner: stream, live: self.live.clone() })));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections queued for the listener on `port` (the accept queue's
+    /// length), from /proc/net/tcp.
+    fn queued(port: u16) -> Option<usize> {
+        let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+        table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+            // State 0A is LISTEN; for a listener, rx_queue is its accept queue.
+            (local_port == port && f.get(3) == Some(&"0A"))
+                .then(|| usize::from_str_radix(f.get(4)?.rsplit_once(':')?.1, 16).ok())?
+        })
+    }
+
+    /// A fleet reconnecting at once waits in the backlog instead of having
+    /// its SYNs dropped (and retried a second later): with tokio's own
+    /// `bind` the queue stops at 129 and the rest hang in SYN retries.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_backlog_not_in_syn_retries() {
+        raise_fd_limit();
+        let burst = 1_500usize;
+        let listener = bind("127.0.0.1:0", DEFAULT_LISTEN_BACKLOG).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The kernel holds at most somaxconn + 1.
+        let expected = burst.min(kernel_backlog_cap().unwrap_or(4096) as usize + 1);
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut clients = Vec::with_capacity(burst);
+        for _ in 0..burst {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            match s.connect(&addr.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+                Err(e) => panic!("connect: {e}"),
+            }
+            clients.push(s);
+        }
+        // Nothing accepts: every connection the kernel completed is queued.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = queued(port);
+        while seen != Some(expected) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen = queued(port);
+        }
+        assert_eq!(seen, Some(expected), "connections queued for the listener (of {burst} opened)");
+        assert!(expected > 129, "this kernel's somaxconn is too small to tell the backlogs apart");
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn bind_names_what_it_could_not_resolve_or_bind() {
+        assert!(bind("no-such-host.invalid:1", 16).await.is_err());
+        let taken = bind("127.0.0.1:0", 16).await.unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        assert_eq!(bind(&addr, 16).await.unwrap_err().kind(), io::ErrorKind::AddrInUse);
     }
 }

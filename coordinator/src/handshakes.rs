@@ -229,7 +229,13 @@ impl Handshakes {
     {
         let (tx, rx) = mpsc::channel(64);
         let slots = Arc::new(Semaphore::new(self.at_once.max(1)));
-        let task = tokio::spawn(async move {
+        // Unconstrained by tokio's cooperative budget: the loop drains every
+        // connection the kernel holds each time it runs instead of yielding
+        // after 128 and waiting its turn behind thousands of handshakes
+        // while the backlog overflows (see `crate::connections`). Each
+        // iteration is an accept and a spawn; it yields once nothing is
+        // waiting.
+        let task = tokio::spawn(tokio::task::unconstrained(async move {
             // Dropped (aborted) with this task: no handshake outlives its listener.
             let mut running = JoinSet::new();
             loop {
@@ -275,7 +281,7 @@ impl Handshakes {
                     }
                 });
             }
-        });
+        }));
         TlsIncoming { rx, task }
     }
 }
