@@ -395,6 +395,52 @@ async fn follow(
         .map_err(|_| FleetError::NotReady(format!("rollout {rollout} not done within {timeout:?}")))?
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Follows `rollout` on a changes-only watch (opened again until the
+/// restarted coordinator answers) and sets `moved` to the seconds after
+/// `since` at which more of its hosts were done than when first seen
+/// (`first`), or it ended.
+async fn watch_until_moved(
+    op: Operator,
+    rollout: String,
+    since: Instant,
+    moved: Arc<std::sync::OnceLock<f64>>,
+    first: Arc<std::sync::OnceLock<u32>>,
+) {
+    loop {
+        let req = pb::GetRolloutRequest { rollout_id: rollout.clone(), changes_only: true };
+        if let Ok(Ok(stream)) = tokio::time::timeout(CALL_TIMEOUT, op.clone().watch_rollout(req)).await {
+            let mut stream = stream.into_inner();
+            let mut held: Option<pb::RolloutStatus> = None;
+            while let Ok(Some(next)) = stream.message().await {
+                let s = match held.take() {
+                    Some(mut h) => {
+                        convoy_wire::status::merge_status(&mut h, next);
+                        h
+                    }
+                    None => next,
+                };
+                let d = done(&s);
+                let start = *first.get_or_init(|| d);
+                if d > start || state(&s).is_ok_and(|st| st.is_terminal()) {
+                    let _ = moved.set(since.elapsed().as_secs_f64());
+                    return;
+                }
+                held = Some(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Run the whole benchmark.
 pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
     let n = config.agents;
@@ -471,8 +517,15 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         done(&at_kill)
     );
     let op = connect_operator(&url, &ca_pem, &init.operator_token).await?;
-    let (mut first, mut reconnected, mut moved) = (None, None, None);
-    while reconnected.is_none() || moved.is_none() {
+    // The rollout is followed on a changes-only watch, as an operator would:
+    // polling full statuses (10,000 hosts each) would load both sides of
+    // the very resume being measured.
+    let moved_at = Arc::new(std::sync::OnceLock::new());
+    let first = Arc::new(std::sync::OnceLock::new());
+    let watcher = tokio::spawn(watch_until_moved(op.clone(), id.clone(), killed, moved_at.clone(), first.clone()));
+    let _abort_watcher = AbortOnDrop(watcher);
+    let mut reconnected = None;
+    while reconnected.is_none() || moved_at.get().is_none() {
         if killed.elapsed() > config.phase_timeout {
             return Err(FleetError::NotReady(format!("the rollout did not resume within {:?}", config.phase_timeout)));
         }
@@ -483,22 +536,10 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
             report.resume_coordinator_cpu_s = usage(coordinator.pid()).map_or(0.0, |u| u.2);
             report.resume_agents_cpu_s = usage(std::process::id()).map_or(0.0, |u| u.2 - agents_cpu_at_kill);
         }
-        if moved.is_none()
-            && let Ok(Ok(s)) = tokio::time::timeout(
-                CALL_TIMEOUT,
-                op.clone().get_rollout(pb::GetRolloutRequest { rollout_id: id.clone(), ..Default::default() }),
-            )
-            .await
-        {
-            let s = s.into_inner();
-            let d = done(&s);
-            let start = *first.get_or_insert(d);
-            if d > start || state(&s)?.is_terminal() {
-                moved = Some(killed.elapsed().as_secs_f64());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let moved = moved_at.get().copied();
+    let first = first.get().copied();
     let back = swarm.driver.welcomed_since(killed);
     let at = |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1))).copied();
     eprintln!(
