@@ -305,12 +305,6 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
             let listen = serve.listen.clone();
             let ha = (serve.store.clone(), serve.advertise.clone(), serve.lease_ttl_s);
             let etcd_tls = serve.etcd_tls.clone();
-            if ha.0.is_some() && serve.http_listen.is_some() {
-                return Err(CoordinatorError::BadRequest {
-                    field: "--http-listen".into(),
-                    message: "the dashboard and /metrics are not served with --store etcd:// yet".into(),
-                });
-            }
             let http = match serve.http_listen.clone() {
                 Some(addr) => Some(
                     tokio::net::TcpListener::bind(&addr)
@@ -351,7 +345,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                     crate::server::serve(listener, http, config, crate::runtime::Clock::system(), shutdown).await?
                 }
                 (Some(store), advertise, ttl) => {
-                    serve_ha(listener, config, &store, &etcd_tls, advertise, ttl, shutdown).await?
+                    serve_ha(listener, http, config, &store, &etcd_tls, advertise, ttl, shutdown).await?
                 }
             }
         }
@@ -409,6 +403,7 @@ impl EtcdTlsFiles {
 #[cfg(feature = "etcd")]
 async fn serve_ha(
     listener: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
     config: ServerConfig,
     store: &str,
     tls: &EtcdTlsFiles,
@@ -428,13 +423,14 @@ async fn serve_ha(
             .to_string(),
     };
     let ha = crate::ha::HaConfig { target, advertise, lease_ttl: Duration::from_secs(lease_ttl_s) };
-    crate::ha::run(listener, config, ha, shutdown).await
+    crate::ha::run(listener, http, config, ha, shutdown).await
 }
 
 /// `serve --store …` in a build without the `etcd` feature.
 #[cfg(not(feature = "etcd"))]
 async fn serve_ha(
     _listener: tokio::net::TcpListener,
+    _http: Option<tokio::net::TcpListener>,
     _config: ServerConfig,
     store: &str,
     _tls: &EtcdTlsFiles,

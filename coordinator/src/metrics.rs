@@ -167,7 +167,30 @@ impl Default for Metrics {
     }
 }
 
+/// The help of `convoy_ha_leader`.
+const HA_LEADER_HELP: &str = "1 on the coordinator leading in HA (serve --store etcd://), 0 on a follower";
+
+/// What a follower's `/metrics` answers: `convoy_ha_leader 0` alone (it
+/// runs no rollouts and holds no agents; the leader has the rest).
+pub fn follower_scrape() -> String {
+    let mut registry = Registry::with_prefix("convoy");
+    registry.register("ha_leader", HA_LEADER_HELP, Gauge::<i64>::default());
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
 impl Metrics {
+    /// A term's metrics on the leader in HA: [`Metrics::new`] and
+    /// `convoy_ha_leader 1`.
+    pub fn ha_leader() -> Metrics {
+        let mut m = Metrics::new();
+        let leader = Gauge::<i64>::default();
+        leader.set(1);
+        m.registry.register("ha_leader", HA_LEADER_HELP, leader);
+        m
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("convoy");
         let refused = Family::<ReasonLabels, Counter>::default();

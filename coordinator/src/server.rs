@@ -87,6 +87,7 @@ pub async fn serve(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator serving");
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let incoming = crate::connections::CappedIncoming::new(listener, cap).with_metrics(metrics.clone());
+    let http = http.map(|l| crate::http::HttpIncoming::listen(l, Some(metrics.clone()))).transpose()?;
     serve_incoming(incoming, http, config, store, clock, metrics, shutdown).await
 }
 
@@ -159,7 +160,7 @@ where
 /// itself: [`CoordinatorError::RuntimeDied`]), counting in `metrics`.
 pub(crate) async fn serve_incoming<I>(
     incoming: I,
-    http: Option<TcpListener>,
+    http: Option<crate::http::HttpIncoming>,
     config: ServerConfig,
     store: Arc<dyn Store>,
     clock: Clock,

@@ -419,6 +419,9 @@ mod ha {
                 // Snapshots every 10 events: takeovers restore from one.
                 "--snapshot-every".into(),
                 "10".into(),
+                // The dashboard and /metrics, on the leader and the followers.
+                "--http-listen".into(),
+                "127.0.0.1:0".into(),
             ];
             child(self.dir.path(), &format!("coordinator-{i}.log"), "coordinator", &args)
         }
@@ -437,6 +440,23 @@ mod ha {
 
         fn log(&self, name: &str) -> String {
             std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+        }
+
+        /// Coordinator `i`'s HTTPS address, from its latest start's log.
+        fn http_addr(&self, i: usize) -> Option<String> {
+            const MARK: &str = "dashboard and /metrics: https://";
+            let log = self.log(&format!("coordinator-{i}.log"));
+            log.lines().rev().find_map(|l| Some(l.split_once(MARK)?.1.trim().trim_end_matches('/').to_string()))
+        }
+
+        /// `GET path` on coordinator `i`'s HTTPS listener, with the operator token if `authed`.
+        async fn http_get(&self, i: usize, path: &str, authed: bool) -> anyhow::Result<(u16, String)> {
+            let addr = self.http_addr(i).with_context(|| format!("no https address in coordinator {i}'s log"))?;
+            let auth = format!("Bearer {}", self.token);
+            let headers: Vec<(&str, &str)> = if authed { vec![("Authorization", &auth)] } else { vec![] };
+            let a = convoy_fleet::https::request("GET", &format!("https://{addr}{path}"), &self.ca_pem, &headers, "")
+                .await?;
+            Ok((a.status, a.body))
         }
 
         /// Which coordinator answers as the leader (not with a redirect).
@@ -645,6 +665,52 @@ groups:
         let status = f.wait_finished(&id, Duration::from_secs(120)).await?;
         // Dispatches nothing: no step ran twice.
         f.check(&id, &status, HOSTS)?;
+        Ok(())
+    }
+
+    /// `--http-listen` in HA: the leader serves the dashboard and its
+    /// metrics (`convoy_ha_leader 1`); a follower answers `/metrics` with
+    /// `convoy_ha_leader 0` (token checked) and every page with 503 naming
+    /// the leader; after the leader dies its successor serves them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ha_the_dashboard_and_metrics_follow_the_leader() -> anyhow::Result<()> {
+        if skip("ha_the_dashboard_and_metrics_follow_the_leader") {
+            return Ok(());
+        }
+        let mut f = HaFleet::start(1).await?;
+        let (leader, _) = f.leader(Duration::from_secs(10)).await?;
+        let (status, body) = f.http_get(leader, "/metrics", true).await?;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("convoy_ha_leader 1"), "{body}");
+        assert!(body.contains("convoy_agents_connected{agent_version="), "the leader's own metrics: {body}");
+        let (status, body) = f.http_get(leader, "/agents", true).await?;
+        assert_eq!(status, 200, "the leader's dashboard: {body}");
+        assert!(body.contains("h0"), "the agents page lists the agent: {body}");
+        for i in (0..3).filter(|&i| i != leader) {
+            let (status, body) = f.http_get(i, "/metrics", true).await?;
+            assert_eq!(status, 200, "follower {i}: {body}");
+            assert!(body.contains("convoy_ha_leader 0"), "follower {i}: {body}");
+            assert!(!body.contains("convoy_agents_connected"), "a follower has no fleet to report: {body}");
+            let (status, _) = f.http_get(i, "/metrics", false).await?;
+            assert_eq!(status, 401, "follower {i} without a token");
+            let (status, body) = f.http_get(i, "/", true).await?;
+            assert_eq!(status, 503, "follower {i}'s dashboard: {body}");
+            assert!(body.contains(&f.addrs[leader]), "follower {i} names the leader {}: {body}", f.addrs[leader]);
+        }
+        f.coordinators[leader] = None; // SIGKILL
+        let (next, _) = f.leader(Duration::from_secs(30)).await?;
+        assert_ne!(next, leader);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = f.http_get(next, "/metrics", true).await?;
+            if status == 200 && body.contains("convoy_ha_leader 1") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("coordinator {next} leads but its /metrics says {status}: {body}\n{}", f.tails());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 

@@ -66,9 +66,28 @@ fn next_term(slot: &Slot) -> ReceiverStream<Conn> {
     ReceiverStream::new(rx)
 }
 
-/// Serve as one of several coordinators on etcd until `shutdown`.
+/// Accepts on `listener` for the whole life of the process (capped at
+/// `cap`), handing each connection to the current term's channel in `slot`.
+fn accept_into(listener: TcpListener, cap: usize, slot: Slot, shutdown: CancellationToken) {
+    let mut incoming = CappedIncoming::new(listener, cap);
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = incoming.next() => match c { Some(c) => c, None => return },
+            };
+            let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let _ = tx.send(conn).await;
+        }
+    });
+}
+
+/// Serve as one of several coordinators on etcd until `shutdown`; the
+/// HTTPS listener `http`, if any, serves the leader's dashboard and
+/// `/metrics`, and on a follower what [`crate::http::serve_follower`] says.
 pub async fn run(
     listener: TcpListener,
+    http: Option<TcpListener>,
     config: ServerConfig,
     ha: HaConfig,
     shutdown: CancellationToken,
@@ -79,21 +98,22 @@ pub async fn run(
     let (first_tx, first_rx) = mpsc::channel(1024);
     let slot: Slot = Arc::new(Mutex::new(first_tx));
     let mut first = Some(ReceiverStream::new(first_rx));
-    {
-        let slot = slot.clone();
-        let shutdown = shutdown.clone();
-        let mut incoming = CappedIncoming::new(listener, cap);
-        tokio::spawn(async move {
-            loop {
-                let conn = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    c = incoming.next() => match c { Some(c) => c, None => return },
-                };
-                let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let _ = tx.send(conn).await;
-            }
-        });
-    }
+    accept_into(listener, cap, slot.clone(), shutdown.clone());
+    // The HTTPS listener likewise: its port stays open across terms.
+    let http = match http {
+        Some(l) => {
+            let local = l.local_addr().map_err(|source| CoordinatorError::Bind { addr: "https".into(), source })?;
+            let (tx, _) = mpsc::channel(1);
+            let http_slot: Slot = Arc::new(Mutex::new(tx));
+            accept_into(l, crate::http::MAX_CONNECTIONS, http_slot.clone(), shutdown.clone());
+            Some((http_slot, local))
+        }
+        None => None,
+    };
+    let http_term = |http: &Option<(Slot, std::net::SocketAddr)>| {
+        http.as_ref()
+            .map(|(slot, local)| crate::http::HttpIncoming { incoming: Box::pin(next_term(slot)), local: *local })
+    };
     let client = ha.target.client().await?;
     tracing::info!(store = %ha.target, advertise = %ha.advertise, ttl = ?ha.lease_ttl, "coordinator in HA: campaigning");
     while !shutdown.is_cancelled() {
@@ -102,6 +122,12 @@ pub async fn run(
         let follower_stop = shutdown.child_token();
         let (leader_tx, leader_rx) = watch::channel(None);
         tokio::spawn(election::follow_leader(client.clone(), ha.target.clone(), leader_tx, follower_stop.clone()));
+        let follower_http = match http_term(&http) {
+            Some(h) => {
+                Some(tokio::spawn(serve_follower_http(h, config.clone(), leader_rx.clone(), follower_stop.clone())))
+            }
+            None => None,
+        };
         let follower = tokio::spawn(serve_redirects(incoming, config.clone(), leader_rx, follower_stop.clone()));
         let won = async {
             let lease = election::lease(&client, ha.lease_ttl).await?;
@@ -126,8 +152,12 @@ pub async fn run(
         };
         // The next server's channel first, so no connection is lost between terms.
         let incoming = next_term(&slot);
+        let http_incoming = if leadership.is_some() { http_term(&http) } else { None };
         follower_stop.cancel();
         let _ = follower.await;
+        if let Some(h) = follower_http {
+            let _ = h.await;
+        }
         let Some(leadership) = leadership else { continue };
         // ---- leader
         let started = std::time::Instant::now();
@@ -159,9 +189,10 @@ pub async fn run(
         }
         let store: Arc<dyn Store> = Arc::new(store);
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "leading");
-        // Each term counts afresh; the HTTPS listener is not served in HA yet.
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let serve = crate::server::serve_incoming(incoming, None, config.clone(), store, clock, metrics, term.clone());
+        // Each term counts afresh.
+        let metrics = Arc::new(crate::metrics::Metrics::ha_leader());
+        let serve =
+            crate::server::serve_incoming(incoming, http_incoming, config.clone(), store, clock, metrics, term.clone());
         tokio::pin!(serve);
         // A deposed leader stops acting at once, whatever its connections
         // do: once the term ends, the server gets TERM_DRAIN to close
@@ -187,6 +218,32 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// A follower's HTTPS listener ([`crate::http::serve_follower`]).
+async fn serve_follower_http(
+    incoming: crate::http::HttpIncoming,
+    config: ServerConfig,
+    leader: watch::Receiver<Option<String>>,
+    stop: CancellationToken,
+) {
+    let paths = crate::tls::PkiPaths::new(&config.data_dir);
+    let tls = std::fs::read_to_string(paths.server_cert())
+        .and_then(|cert| Ok((cert, std::fs::read_to_string(paths.server_key())?)))
+        .map_err(|e| CoordinatorError::Tls { what: "server certificate".into(), message: e.to_string() })
+        .and_then(|(cert, key)| crate::handshakes::https_config(&cert, &key, None));
+    let tls = match tls {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "follower: cannot load the HTTPS listener's TLS");
+            return;
+        }
+    };
+    let auth = crate::operators::OperatorAuth::new(&config.data_dir, Clock::system());
+    let timeout = config.connections.handshake_timeout;
+    if let Err(e) = crate::http::serve_follower(incoming, tls, timeout, auth, leader, stop).await {
+        tracing::warn!(error = %e, "follower https listener stopped");
+    }
 }
 
 /// A follower's server: TLS like the leader's, every call redirected.

@@ -27,6 +27,7 @@ pub mod render;
 pub mod sse;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +38,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::connections::CappedIncoming;
+use crate::connections::{CappedIncoming, Counted};
 use crate::error::CoordinatorError;
 use crate::handshakes::{Handshakes, Tls, TlsIncoming};
 use crate::metrics::Metrics;
@@ -103,29 +104,117 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     }
 }
 
-/// Serve the dashboard and `/metrics` on `listener` until `shutdown`.
+/// Connections for the HTTPS listener, with the address it listens on.
+pub struct HttpIncoming {
+    pub incoming: Pin<Box<dyn Stream<Item = std::io::Result<Counted>> + Send>>,
+    pub local: SocketAddr,
+}
+
+impl HttpIncoming {
+    /// `listener`'s connections, at most [`MAX_CONNECTIONS`] at once
+    /// (refusals counted in `metrics`, if given).
+    pub fn listen(listener: TcpListener, metrics: Option<Arc<Metrics>>) -> Result<HttpIncoming, CoordinatorError> {
+        let local = listener.local_addr().map_err(|source| CoordinatorError::Bind { addr: "https".into(), source })?;
+        let capped = CappedIncoming::new(listener, MAX_CONNECTIONS);
+        let capped = match metrics {
+            Some(m) => capped.with_metrics(m),
+            None => capped,
+        };
+        Ok(HttpIncoming { incoming: Box::pin(capped), local })
+    }
+}
+
+/// TLS handshakes for `incoming`, as a listener axum serves.
+fn handshaken(
+    incoming: HttpIncoming,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: &CancellationToken,
+) -> TlsListener {
+    let handshakes = Handshakes { config: tls, timeout: handshake_timeout, at_once: HANDSHAKES_AT_ONCE, metrics };
+    TlsListener { incoming: handshakes.run(incoming.incoming, shutdown.clone()), local: incoming.local }
+}
+
+/// Serve the dashboard and `/metrics` on `incoming` until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: HttpIncoming,
     tls: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     state: Arc<HttpState>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
-    let local = listener.local_addr().map_err(|source| CoordinatorError::Bind { addr: "https".into(), source })?;
-    let capped = CappedIncoming::new(listener, MAX_CONNECTIONS).with_metrics(state.metrics.clone());
-    let handshakes = Handshakes {
-        config: tls,
-        timeout: handshake_timeout,
-        at_once: HANDSHAKES_AT_ONCE,
-        metrics: Some(state.metrics.clone()),
-    };
-    let incoming = handshakes.run(capped, shutdown.clone());
+    let local = incoming.local;
+    let listener = handshaken(incoming, tls, handshake_timeout, Some(state.metrics.clone()), &shutdown);
     tracing::info!(addr = %local, "dashboard and /metrics serving over https");
     let app = router(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(TlsListener { incoming, local }, app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| CoordinatorError::Transport(format!("https: {e}")))
+}
+
+/// What a follower in HA serves on the HTTPS listener until `shutdown`:
+/// `/metrics` (viewer role or better) with `convoy_ha_leader 0`, and for
+/// everything else 503 naming the leader's gRPC address. A dashboard
+/// session does not survive a change of leader: log in on the new one.
+pub async fn serve_follower(
+    incoming: HttpIncoming,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    auth: OperatorAuth,
+    leader: tokio::sync::watch::Receiver<Option<String>>,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let listener = handshaken(incoming, tls, handshake_timeout, None, &shutdown);
+    let follower = Arc::new(Follower { auth, leader });
+    let app = Router::new()
+        .route("/metrics", get(follower_metrics))
+        .fallback(follower_elsewhere)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(follower)
+        .into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("https (follower): {e}")))
+}
+
+/// What a follower's handlers share.
+struct Follower {
+    auth: OperatorAuth,
+    leader: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+async fn follower_metrics(
+    axum::extract::State(f): axum::extract::State<Arc<Follower>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let refused = match bearer.map(|t| f.auth.authenticate(t.trim())) {
+        Some(Ok(caller)) if caller.role >= crate::operators::Role::Viewer => None,
+        Some(Ok(caller)) => Some(format!("reading metrics needs the viewer role; this token is a {}", caller.role)),
+        Some(Err(e)) => Some(e.to_string()),
+        None => Some("operator token missing".to_string()),
+    };
+    if let Some(why) = refused {
+        tracing::warn!(peer = %peer.0, error = %why, "https call refused (follower)");
+        return (axum::http::StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response();
+    }
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], crate::metrics::follower_scrape()).into_response()
+}
+
+async fn follower_elsewhere(axum::extract::State(f): axum::extract::State<Arc<Follower>>) -> axum::response::Response {
+    let body = match f.leader.borrow().clone() {
+        Some(l) => format!(
+            "this coordinator is a follower; the leader is the coordinator at {l} (gRPC): its dashboard is on \
+             its --http-listen address\n"
+        ),
+        None => "this coordinator is a follower and no leader is elected yet; try again shortly\n".to_string(),
+    };
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response()
 }
 
 const SCRIPT: &str = include_str!("dashboard.js");
