@@ -345,7 +345,8 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                     crate::server::serve(listener, http, config, crate::runtime::Clock::system(), shutdown).await?
                 }
                 (Some(store), advertise, ttl) => {
-                    serve_ha(listener, http, config, &store, &etcd_tls, advertise, ttl, shutdown).await?
+                    serve_ha(Listeners { grpc: listener, http }, config, &store, &etcd_tls, advertise, ttl, shutdown)
+                        .await?
                 }
             }
         }
@@ -399,11 +400,18 @@ impl EtcdTlsFiles {
     }
 }
 
+/// What `serve` listens on: gRPC, and HTTPS if asked.
+// Without etcd, `serve_ha` only refuses: it never reads them.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+struct Listeners {
+    grpc: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
+}
+
 /// `serve --store etcd://…`.
 #[cfg(feature = "etcd")]
 async fn serve_ha(
-    listener: tokio::net::TcpListener,
-    http: Option<tokio::net::TcpListener>,
+    Listeners { grpc: listener, http }: Listeners,
     config: ServerConfig,
     store: &str,
     tls: &EtcdTlsFiles,
@@ -429,8 +437,7 @@ async fn serve_ha(
 /// `serve --store …` in a build without the `etcd` feature.
 #[cfg(not(feature = "etcd"))]
 async fn serve_ha(
-    _listener: tokio::net::TcpListener,
-    _http: Option<tokio::net::TcpListener>,
+    _listeners: Listeners,
     _config: ServerConfig,
     store: &str,
     _tls: &EtcdTlsFiles,

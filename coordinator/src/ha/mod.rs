@@ -122,12 +122,8 @@ pub async fn run(
         let follower_stop = shutdown.child_token();
         let (leader_tx, leader_rx) = watch::channel(None);
         tokio::spawn(election::follow_leader(client.clone(), ha.target.clone(), leader_tx, follower_stop.clone()));
-        let follower_http = match http_term(&http) {
-            Some(h) => {
-                Some(tokio::spawn(serve_follower_http(h, config.clone(), leader_rx.clone(), follower_stop.clone())))
-            }
-            None => None,
-        };
+        let follower_http = http_term(&http)
+            .map(|h| tokio::spawn(serve_follower_http(h, config.clone(), leader_rx.clone(), follower_stop.clone())));
         let follower = tokio::spawn(serve_redirects(incoming, config.clone(), leader_rx, follower_stop.clone()));
         let won = async {
             let lease = election::lease(&client, ha.lease_ttl).await?;
