@@ -114,6 +114,9 @@ pub async fn run(
         http.as_ref()
             .map(|(slot, local)| crate::http::HttpIncoming { incoming: Box::pin(next_term(slot)), local: *local })
     };
+    // The first term's HTTPS channel now, as for gRPC: connections that
+    // come while etcd is reached wait in it.
+    let mut first_http = http_term(&http);
     let client = ha.target.client().await?;
     tracing::info!(store = %ha.target, advertise = %ha.advertise, ttl = ?ha.lease_ttl, "coordinator in HA: campaigning");
     while !shutdown.is_cancelled() {
@@ -122,7 +125,9 @@ pub async fn run(
         let follower_stop = shutdown.child_token();
         let (leader_tx, leader_rx) = watch::channel(None);
         tokio::spawn(election::follow_leader(client.clone(), ha.target.clone(), leader_tx, follower_stop.clone()));
-        let follower_http = http_term(&http)
+        let follower_http = first_http
+            .take()
+            .or_else(|| http_term(&http))
             .map(|h| tokio::spawn(serve_follower_http(h, config.clone(), leader_rx.clone(), follower_stop.clone())));
         let follower = tokio::spawn(serve_redirects(incoming, config.clone(), leader_rx, follower_stop.clone()));
         let won = async {
