@@ -17,6 +17,14 @@
 //! outcome is part of the entry). A failure to write one is logged at
 //! error level and does not undo the action.
 //!
+//! Refusals are bounded per source address ([`RefusalBudget`]): a client
+//! hammering the API with a bad token would otherwise grow the store
+//! without bound. Past [`REFUSALS_PER_MINUTE`] from one address in a
+//! minute, its refusals are counted, not written one by one; the count is
+//! written as one entry when that address is next refused in a later
+//! minute (and logged at warn when the suppression starts). Every refusal
+//! is still counted in `convoy_requests_refused_total`.
+//!
 //! Hook for other handlers (a window override, ...): take the [`Origin`]
 //! before consuming the request, call [`authorize`] with the action, and
 //! [`record`] the outcome.
@@ -65,8 +73,104 @@ impl Origin {
     }
 }
 
+/// Refused calls one source address may add to the trail per minute.
+pub const REFUSALS_PER_MINUTE: u32 = 20;
+
+/// Source addresses whose refusals are tracked at once; past it, the
+/// minute's counts are forgotten (a flood from that many addresses is
+/// bounded by the per-address budget of each).
+const TRACKED_ADDRESSES: usize = 4096;
+
+/// How many refusals each source address had in its current minute.
+#[derive(Debug, Default)]
+pub struct RefusalBudget {
+    by_address: std::collections::HashMap<Option<std::net::IpAddr>, Window>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    minute: u64,
+    count: u32,
+}
+
+/// What to do with one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalVerdict {
+    /// Record it; first record that `suppressed` earlier refusals from the
+    /// same address went unrecorded (0: none).
+    Record { suppressed: u32 },
+    /// Count it, do not record it; `first` on the first one so suppressed.
+    Suppress { first: bool },
+}
+
+impl RefusalBudget {
+    /// The verdict on a refusal from `ip` at `now`.
+    pub fn admit(&mut self, ip: Option<std::net::IpAddr>, now: UnixMillis) -> RefusalVerdict {
+        let minute = now.0 / 60_000;
+        if self.by_address.len() >= TRACKED_ADDRESSES && !self.by_address.contains_key(&ip) {
+            self.by_address.retain(|_, w| w.minute == minute);
+            if self.by_address.len() >= TRACKED_ADDRESSES {
+                self.by_address.clear();
+            }
+        }
+        let w = self.by_address.entry(ip).or_insert(Window { minute, count: 0 });
+        let mut suppressed = 0;
+        if w.minute != minute {
+            suppressed = w.count.saturating_sub(REFUSALS_PER_MINUTE);
+            *w = Window { minute, count: 0 };
+        }
+        w.count = w.count.saturating_add(1);
+        if w.count <= REFUSALS_PER_MINUTE {
+            RefusalVerdict::Record { suppressed }
+        } else {
+            RefusalVerdict::Suppress { first: w.count == REFUSALS_PER_MINUTE + 1 }
+        }
+    }
+}
+
+/// The process's budget: refusals come through every service and both listeners.
+static REFUSALS: std::sync::LazyLock<std::sync::Mutex<RefusalBudget>> = std::sync::LazyLock::new(Default::default);
+
 /// Record one entry. Never fails the caller: a store error is logged.
+/// A refusal past its address's budget is counted instead (module doc).
 pub fn record(
+    store: &dyn Store,
+    now: UnixMillis,
+    origin: &Origin,
+    action: AuditAction,
+    target: &str,
+    outcome: AuditOutcome,
+    detail: &str,
+) {
+    if outcome == AuditOutcome::Refused {
+        let ip = origin.peer_addr.map(|a| a.ip());
+        let verdict = REFUSALS.lock().unwrap_or_else(|p| p.into_inner()).admit(ip, now);
+        match verdict {
+            RefusalVerdict::Suppress { first } => {
+                if first {
+                    tracing::warn!(
+                        peer = %origin.peer,
+                        "more than {REFUSALS_PER_MINUTE} refused calls from this address this minute: \
+                         the rest are counted, not recorded one by one"
+                    );
+                }
+                return;
+            }
+            RefusalVerdict::Record { suppressed } if suppressed > 0 => {
+                let summary = Origin { caller: None, peer: origin.peer.clone(), peer_addr: origin.peer_addr };
+                let detail = format!(
+                    "{suppressed} more refused calls from this address in an earlier minute, not recorded one by one \
+                     (more than {REFUSALS_PER_MINUTE} a minute)"
+                );
+                write(store, now, &summary, AuditAction::Call, "", AuditOutcome::Refused, &detail);
+            }
+            RefusalVerdict::Record { .. } => {}
+        }
+    }
+    write(store, now, origin, action, target, outcome, detail);
+}
+
+fn write(
     store: &dyn Store,
     now: UnixMillis,
     origin: &Origin,
@@ -233,4 +337,65 @@ pub fn finish<T>(
     let detail = if outcome == AuditOutcome::Ok { detail.to_string() } else { why };
     record(store, now, origin, action, target, outcome, &detail);
     result
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    fn ip(last: u8) -> Option<std::net::IpAddr> {
+        Some(std::net::IpAddr::from([192, 0, 2, last]))
+    }
+
+    #[test]
+    fn refusals_past_the_budget_are_counted_and_reported_in_the_next_minute() {
+        let mut b = RefusalBudget::default();
+        let t = UnixMillis(10 * 60_000);
+        let verdicts: Vec<RefusalVerdict> = (0..100).map(|_| b.admit(ip(1), t)).collect();
+        let recorded = verdicts.iter().filter(|v| matches!(v, RefusalVerdict::Record { .. })).count();
+        assert_eq!(recorded, REFUSALS_PER_MINUTE as usize);
+        assert_eq!(verdicts[REFUSALS_PER_MINUTE as usize], RefusalVerdict::Suppress { first: true });
+        assert_eq!(verdicts[99], RefusalVerdict::Suppress { first: false });
+        // Another address has its own budget.
+        assert_eq!(b.admit(ip(2), t), RefusalVerdict::Record { suppressed: 0 });
+        // The next minute: the 80 suppressed are reported once.
+        let later = UnixMillis(t.0 + 60_000);
+        assert_eq!(b.admit(ip(1), later), RefusalVerdict::Record { suppressed: 80 });
+        assert_eq!(b.admit(ip(1), later), RefusalVerdict::Record { suppressed: 0 });
+    }
+
+    #[test]
+    fn the_budget_tracks_a_bounded_number_of_addresses() {
+        let mut b = RefusalBudget::default();
+        let t = UnixMillis(60_000);
+        for k in 0..(TRACKED_ADDRESSES as u32 * 3) {
+            let a = Some(std::net::IpAddr::from(std::net::Ipv4Addr::from(k)));
+            assert_eq!(b.admit(a, t), RefusalVerdict::Record { suppressed: 0 });
+            assert!(b.by_address.len() <= TRACKED_ADDRESSES);
+        }
+    }
+
+    #[test]
+    fn a_flood_of_refusals_adds_a_bounded_number_of_entries_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let peer: std::net::SocketAddr = ([198, 51, 100, 7], 40000).into();
+        let origin = Origin::unauthenticated(Some(peer));
+        let t = UnixMillis(1_000 * 60_000);
+        for _ in 0..500 {
+            record(&store, t, &origin, AuditAction::Call, "", AuditOutcome::Refused, "bad token");
+        }
+        // Actions that went through are never limited.
+        let ok = Origin::new(None, Some(peer));
+        for _ in 0..30 {
+            record(&store, t, &ok, AuditAction::Call, "", AuditOutcome::Ok, "");
+        }
+        let later = UnixMillis(t.0 + 60_000);
+        record(&store, later, &origin, AuditAction::Call, "", AuditOutcome::Refused, "bad token");
+        let entries = store.audit(UnixMillis(0), 10_000).unwrap();
+        let refused: Vec<&AuditEntry> = entries.iter().filter(|e| e.outcome == AuditOutcome::Refused).collect();
+        assert_eq!(refused.len(), REFUSALS_PER_MINUTE as usize + 2, "20, the summary, the next one");
+        assert!(refused.iter().any(|e| e.detail.starts_with("480 more refused calls")), "{refused:?}");
+        assert_eq!(entries.iter().filter(|e| e.outcome == AuditOutcome::Ok).count(), 30);
+    }
 }
