@@ -84,7 +84,7 @@ fn accept_into(listener: TcpListener, cap: usize, slot: Slot, shutdown: Cancella
 
 /// Serve as one of several coordinators on etcd until `shutdown`; the
 /// HTTPS listener `http`, if any, serves the leader's dashboard and
-/// `/metrics`, and on a follower what [`crate::http::serve_follower`] says.
+/// `/metrics`, and on a follower what [`crate::http::follower`] says.
 pub async fn run(
     listener: TcpListener,
     http: Option<TcpListener>,
@@ -221,7 +221,7 @@ pub async fn run(
     Ok(())
 }
 
-/// A follower's HTTPS listener ([`crate::http::serve_follower`]).
+/// A follower's HTTPS listener ([`crate::http::follower`]).
 async fn serve_follower_http(
     incoming: crate::http::HttpIncoming,
     config: ServerConfig,
@@ -242,7 +242,7 @@ async fn serve_follower_http(
     };
     let auth = crate::operators::OperatorAuth::new(&config.data_dir, Clock::system());
     let timeout = config.connections.handshake_timeout;
-    if let Err(e) = crate::http::serve_follower(incoming, tls, timeout, auth, leader, stop).await {
+    if let Err(e) = crate::http::follower::serve(incoming, tls, timeout, auth, leader, stop).await {
         tracing::warn!(error = %e, "follower https listener stopped");
     }
 }

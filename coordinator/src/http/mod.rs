@@ -10,6 +10,8 @@
 //! - [`auth`]: who is calling — an `Authorization: Bearer` operator token
 //!   (scrapers, scripts) or a dashboard session cookie made by the login
 //!   form; CSRF tokens for the dashboard's action forms.
+//! - [`follower`]: what a follower in HA serves instead (`/metrics` with
+//!   `convoy_ha_leader 0`, 503 naming the leader elsewhere).
 //! - [`metrics`]: `GET /metrics` (viewer role or better).
 //! - [`pages`]: the dashboard's HTML pages (rollouts, one rollout, agents,
 //!   the audit trail) and its action posts.
@@ -21,6 +23,7 @@
 //! (`include_str!`) and served under `/static/`.
 
 pub mod auth;
+pub mod follower;
 pub mod metrics;
 pub mod pages;
 pub mod render;
@@ -125,7 +128,7 @@ impl HttpIncoming {
 }
 
 /// TLS handshakes for `incoming`, as a listener axum serves.
-fn handshaken(
+pub(crate) fn handshaken(
     incoming: HttpIncoming,
     tls: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
@@ -154,69 +157,6 @@ pub async fn serve(
         .map_err(|e| CoordinatorError::Transport(format!("https: {e}")))
 }
 
-/// What a follower in HA serves on the HTTPS listener until `shutdown`:
-/// `/metrics` (viewer role or better) with `convoy_ha_leader 0`, and for
-/// everything else 503 naming the leader's gRPC address. A dashboard
-/// session does not survive a change of leader: log in on the new one.
-pub async fn serve_follower(
-    incoming: HttpIncoming,
-    tls: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
-    auth: OperatorAuth,
-    leader: tokio::sync::watch::Receiver<Option<String>>,
-    shutdown: CancellationToken,
-) -> Result<(), CoordinatorError> {
-    let listener = handshaken(incoming, tls, handshake_timeout, None, &shutdown);
-    let follower = Arc::new(Follower { auth, leader });
-    let app = Router::new()
-        .route("/metrics", get(follower_metrics))
-        .fallback(follower_elsewhere)
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(follower)
-        .into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| CoordinatorError::Transport(format!("https (follower): {e}")))
-}
-
-/// What a follower's handlers share.
-struct Follower {
-    auth: OperatorAuth,
-    leader: tokio::sync::watch::Receiver<Option<String>>,
-}
-
-async fn follower_metrics(
-    axum::extract::State(f): axum::extract::State<Arc<Follower>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    let bearer =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let refused = match bearer.map(|t| f.auth.authenticate(t.trim())) {
-        Some(Ok(caller)) if caller.role >= crate::operators::Role::Viewer => None,
-        Some(Ok(caller)) => Some(format!("reading metrics needs the viewer role; this token is a {}", caller.role)),
-        Some(Err(e)) => Some(e.to_string()),
-        None => Some("operator token missing".to_string()),
-    };
-    if let Some(why) = refused {
-        tracing::warn!(peer = %peer.0, error = %why, "https call refused (follower)");
-        return (axum::http::StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response();
-    }
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], crate::metrics::follower_scrape()).into_response()
-}
-
-async fn follower_elsewhere(axum::extract::State(f): axum::extract::State<Arc<Follower>>) -> axum::response::Response {
-    let body = match f.leader.borrow().clone() {
-        Some(l) => format!(
-            "this coordinator is a follower; the leader is the coordinator at {l} (gRPC): its dashboard is on \
-             its --http-listen address\n"
-        ),
-        None => "this coordinator is a follower and no leader is elected yet; try again shortly\n".to_string(),
-    };
-    (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response()
-}
-
 const SCRIPT: &str = include_str!("dashboard.js");
 const STYLE: &str = include_str!("dashboard.css");
 
@@ -243,7 +183,7 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 
 /// Headers on every answer: no framing (the action buttons cannot be
 /// clickjacked), scripts and styles only from this origin, no referrer.
-async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
+pub(crate) async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
