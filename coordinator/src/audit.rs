@@ -217,6 +217,48 @@ pub fn authorize(
     checked
 }
 
+/// How often entries past the retention are looked for (and once at start).
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the entries recorded more than `retention` before `now`;
+/// returns how many went (where the store can tell).
+pub fn prune_once(
+    store: &dyn Store,
+    now: UnixMillis,
+    retention: std::time::Duration,
+) -> Result<usize, CoordinatorError> {
+    let before = UnixMillis(now.0.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)));
+    store.prune_audit(before)
+}
+
+/// Prunes the trail to `retention` at start and every [`PRUNE_EVERY`]
+/// until `stop` (`serve --audit-retention-days`); off the runtime's
+/// threads, as a prune writes and flushes.
+pub fn spawn_pruner(
+    store: std::sync::Arc<dyn Store>,
+    retention: std::time::Duration,
+    clock: crate::runtime::Clock,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => {
+                    let (store, now) = (store.clone(), clock.now());
+                    match tokio::task::spawn_blocking(move || prune_once(store.as_ref(), now, retention)).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(removed = n, retention_days = retention.as_secs() / 86_400, "audit entries past the retention removed"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "audit entries past the retention not removed"),
+                        Err(e) => tracing::warn!(error = %e, "audit pruning stopped"),
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// How a call's result reads in the trail: refusals (unauthenticated,
 /// forbidden) apart from failures.
 pub fn outcome_of<T>(result: &Result<T, Status>) -> (AuditOutcome, String) {
@@ -397,5 +439,71 @@ mod budget_tests {
         assert_eq!(refused.len(), REFUSALS_PER_MINUTE as usize + 2, "20, the summary, the next one");
         assert!(refused.iter().any(|e| e.detail.starts_with("480 more refused calls")), "{refused:?}");
         assert_eq!(entries.iter().filter(|e| e.outcome == AuditOutcome::Ok).count(), 30);
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    fn entry(at: u64, target: &str) -> AuditEntry {
+        AuditEntry {
+            at: UnixMillis(at),
+            who: "admin".into(),
+            role: "operator".into(),
+            peer: "127.0.0.1".into(),
+            action: AuditAction::Call,
+            target: target.into(),
+            outcome: AuditOutcome::Ok,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn pruning_removes_what_is_past_the_retention_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        for (k, at) in [1, 2, 3, 10, 11].into_iter().enumerate() {
+            store.append_audit(&entry(at * day, &format!("e{k}"))).unwrap();
+        }
+        let now = UnixMillis(12 * day);
+        let removed = prune_once(&store, now, std::time::Duration::from_secs(5 * 86_400)).unwrap();
+        assert_eq!(removed, 3);
+        let left: Vec<String> = store.audit(UnixMillis(0), 100).unwrap().into_iter().map(|e| e.target).collect();
+        assert_eq!(left, ["e3", "e4"]);
+        assert_eq!(prune_once(&store, now, std::time::Duration::from_secs(5 * 86_400)).unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pruner_runs_at_start_and_every_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let start = UnixMillis(100 * 86_400_000);
+        let clock = crate::runtime::Clock::starting_at(start);
+        // Two days old at start; one that is a day old then, 25 hours at the second pass.
+        store.append_audit(&entry(start.0 - 2 * 86_400_000, "old")).unwrap();
+        store.append_audit(&entry(start.0 - 86_400_000 + 1, "younger")).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = spawn_pruner(store.clone(), std::time::Duration::from_secs(86_400), clock, stop.clone());
+        let targets = |s: &std::sync::Arc<dyn Store>| -> Vec<String> {
+            s.audit(UnixMillis(0), 10).unwrap().into_iter().map(|e| e.target).collect()
+        };
+        // Waiting on the prune's blocking thread without letting paused
+        // time run ahead (it advances only when every task waits on a
+        // timer): a real-time deadline, and yields between looks.
+        async fn wait_for(what: &str, done: impl Fn() -> bool) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
+        }
+        wait_for("pruned at start", || targets(&store) == ["younger"]).await;
+        tokio::time::sleep(PRUNE_EVERY).await;
+        wait_for("pruned an hour later", || targets(&store).is_empty()).await;
+        stop.cancel();
+        task.await.unwrap();
     }
 }

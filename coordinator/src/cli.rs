@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// At most this many connections at once (default: the open-file limit less 256).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub max_connections: Option<u64>,
+    /// Remove audit entries older than this many days (checked at start
+    /// and hourly). Default: keep them all.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub audit_retention_days: Option<u32>,
     /// The largest artifact `convoy artifact add` may load, in bytes.
     #[arg(long, default_value_t = 8 << 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub artifact_max_bytes: u64,
@@ -210,6 +214,7 @@ impl ServeArgs {
                 max_artifact_bytes: self.artifact_max_bytes,
                 max_total_bytes: self.artifact_quota_bytes,
             },
+            audit_retention: self.audit_retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
         })
     }
 }
@@ -497,6 +502,18 @@ mod tests {
         }
         let err = serve(&["--snapshot-every", "0", "--compact-events"]).unwrap_err().to_string();
         assert!(err.contains("--compact-events"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_trail_is_kept_whole_unless_a_bounded_retention_is_given() {
+        assert_eq!(serve(&[]).unwrap().audit_retention, None);
+        let c = serve(&["--audit-retention-days", "90"]).unwrap();
+        assert_eq!(c.audit_retention, Some(Duration::from_secs(90 * 86_400)));
+        for bad in ["0", "36501", "a year"] {
+            let args = ["convoy-coordinator", "serve", "--data-dir", "/tmp/x", "--audit-retention-days", bad];
+            let err = CoordinatorArgs::try_parse_from(args).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("--audit-retention-days"), "{bad}: {err}");
+        }
     }
 
     /// The etcd TLS flags come together: a CA with a store, a certificate

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub runtime: RuntimeConfig,
     pub connections: crate::connections::Limits,
     pub artifacts: crate::artifacts::ArtifactQuota,
+    /// Audit entries older than this are removed (`None`: kept forever).
+    pub audit_retention: Option<Duration>,
 }
 
 /// Where the embedded store lives under a data directory.
@@ -188,6 +190,9 @@ where
     )?;
     let _abort_runtime = AbortOnDrop(runtime_task.abort_handle());
     let _abort_rotation = AbortOnDrop(rotate_tickets(tickets.clone(), stop.clone()).abort_handle());
+    let _abort_pruner = config
+        .audit_retention
+        .map(|r| AbortOnDrop(crate::audit::spawn_pruner(store.clone(), r, clock, stop.clone()).abort_handle()));
     let _abort_trimmer = {
         let metrics = metrics.clone();
         AbortOnDrop(crate::memory::spawn_trimmer(move || metrics.handshakes_total(), stop.clone()).abort_handle())

@@ -236,6 +236,7 @@ impl Cluster {
             runtime,
             connections: self.connections,
             artifacts: Default::default(),
+            audit_retention: None,
         };
         let s = shutdown.clone();
         let clock = self.clock.unwrap_or_else(Clock::system);

@@ -904,6 +904,9 @@ groups:
         assert_eq!(who(plain.audit(UnixMillis(0), 10)?), ["op10", "op20", "op30"]);
         assert_eq!(who(plain.audit(UnixMillis(15), 10)?), ["op20", "op30"]);
         assert_eq!(who(plain.audit(UnixMillis(0), 2)?), ["op20", "op30"]);
+        // Retention: what was recorded before 20 goes, 20 itself stays.
+        plain.prune_audit(UnixMillis(20))?;
+        assert_eq!(who(plain.audit(UnixMillis(0), 10)?), ["op20", "op30"]);
         let page: Vec<u64> = plain.events_page("r-a", 298, 10)?.into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(page, [298, 299]);
         let huge = StoredEvent {

@@ -724,6 +724,15 @@ impl Store for EtcdStore {
         records::decode_snapshot(&bytes).map(Some)
     }
 
+    /// Keys are the time first: one fenced range delete (the count is not
+    /// asked for: 0).
+    fn prune_audit(&self, before: UnixMillis) -> Result<usize, CoordinatorError> {
+        let from = self.tree_key(records::AUDIT, b"");
+        let to = self.tree_key(records::AUDIT, &before.0.to_be_bytes());
+        self.fenced_txn("prune audit", vec![TxnOp::delete(from, Some(DeleteOptions::new().with_range(to)))])?;
+        Ok(0)
+    }
+
     fn compact_events(&self, rollout_id: &str, before_seq: u64) -> Result<(), CoordinatorError> {
         let from = self.tree_key(records::EVENTS, &records::event_key(rollout_id, 0));
         let to = self.tree_key(records::EVENTS, &records::event_key(rollout_id, before_seq));

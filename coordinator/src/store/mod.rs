@@ -213,6 +213,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), CoordinatorError>;
     /// The newest `limit` entries at or after `since`, oldest first.
     fn audit(&self, since: UnixMillis, limit: usize) -> Result<Vec<AuditEntry>, CoordinatorError>;
+    /// Remove the audit entries recorded before `before` (the oldest
+    /// first; an entry recorded out of clock order may stay until the ones
+    /// before it go). Returns how many went, where the store can tell.
+    fn prune_audit(&self, before: UnixMillis) -> Result<usize, CoordinatorError>;
 
     // ------------------------------------------ snapshots (issue 12)
 

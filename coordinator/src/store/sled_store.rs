@@ -356,6 +356,26 @@ impl Store for SledStore {
         out.reverse();
         Ok(out)
     }
+
+    fn prune_audit(&self, before: UnixMillis) -> Result<usize, CoordinatorError> {
+        // Oldest first, up to the first entry not older than `before`.
+        let mut old = Vec::new();
+        for kv in self.audit.iter() {
+            let (k, v) = kv.map_err(serr("read audit"))?;
+            if AuditEntry::decode(&v)?.at >= before {
+                break;
+            }
+            old.push(k);
+        }
+        let mut batch = sled::Batch::default();
+        for k in &old {
+            batch.remove(k.clone());
+        }
+        self.audit.apply_batch(batch).map_err(serr("prune audit"))?;
+        self.mark_written();
+        self.audit.flush().map_err(serr("flush audit"))?;
+        Ok(old.len())
+    }
 }
 
 #[cfg(test)]
