@@ -157,28 +157,24 @@ pub fn record(
                 return;
             }
             RefusalVerdict::Record { suppressed } if suppressed > 0 => {
-                let summary = Origin { caller: None, peer: origin.peer.clone(), peer_addr: origin.peer_addr };
-                let detail = format!(
-                    "{suppressed} more refused calls from this address in an earlier minute, not recorded one by one \
-                     (more than {REFUSALS_PER_MINUTE} a minute)"
-                );
-                write(store, now, &summary, AuditAction::Call, "", AuditOutcome::Refused, &detail);
+                let summary = AuditEntry {
+                    at: now,
+                    who: String::new(),
+                    role: String::new(),
+                    peer: origin.peer.clone(),
+                    action: AuditAction::Call,
+                    target: String::new(),
+                    outcome: AuditOutcome::Refused,
+                    detail: format!(
+                        "{suppressed} more refused calls from this address in an earlier minute, not recorded \
+                         one by one (more than {REFUSALS_PER_MINUTE} a minute)"
+                    ),
+                };
+                append(store, &summary);
             }
             RefusalVerdict::Record { .. } => {}
         }
     }
-    write(store, now, origin, action, target, outcome, detail);
-}
-
-fn write(
-    store: &dyn Store,
-    now: UnixMillis,
-    origin: &Origin,
-    action: AuditAction,
-    target: &str,
-    outcome: AuditOutcome,
-    detail: &str,
-) {
     let entry = AuditEntry {
         at: now,
         who: origin.caller.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
@@ -189,8 +185,13 @@ fn write(
         outcome,
         detail: detail.chars().take(MAX_DETAIL_CHARS).collect(),
     };
-    if let Err(e) = store.append_audit(&entry) {
-        tracing::error!(error = %e, action = action.as_str(), target, "cannot record an audit entry");
+    append(store, &entry);
+}
+
+/// Writes `entry`; a store error is logged, never returned.
+fn append(store: &dyn Store, entry: &AuditEntry) {
+    if let Err(e) = store.append_audit(entry) {
+        tracing::error!(error = %e, action = entry.action.as_str(), target = %entry.target, "cannot record an audit entry");
     }
 }
 
