@@ -34,6 +34,23 @@ pub fn free_port() -> Result<u16, FleetError> {
     Ok(l.local_addr().map_err(FleetError::io(Path::new("127.0.0.1:0")))?.port())
 }
 
+/// A plain HTTP GET of `http://HOST:PORT/PATH` with a 2 s timeout: the
+/// status line and the body.
+pub fn http_get(url: &str) -> Result<(String, String), FleetError> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or_else(|| FleetError::Http(format!("not an http:// URL: {url}")))?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(authority).map_err(|e| FleetError::Http(format!("{url}: {e}")))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| FleetError::Http(e.to_string()))?;
+    // One write: the demo service reads the request with a single read.
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| FleetError::Http(e.to_string()))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| FleetError::Http(format!("{url}: {e}")))?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
+}
+
 #[cfg(test)]
 mod port_tests {
     #[test]
@@ -52,21 +69,4 @@ mod port_tests {
             drop(l);
         }
     }
-}
-
-/// A plain HTTP GET of `http://HOST:PORT/PATH` with a 2 s timeout: the
-/// status line and the body.
-pub fn http_get(url: &str) -> Result<(String, String), FleetError> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").ok_or_else(|| FleetError::Http(format!("not an http:// URL: {url}")))?;
-    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(authority).map_err(|e| FleetError::Http(format!("{url}: {e}")))?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| FleetError::Http(e.to_string()))?;
-    // One write: the demo service reads the request with a single read.
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| FleetError::Http(e.to_string()))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| FleetError::Http(format!("{url}: {e}")))?;
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
 }
