@@ -22,7 +22,7 @@
 //!   a connection that finds the backlog full has its SYN dropped, and the
 //!   agent's kernel tries again only 1, 3, then 7 s later. Accepting is
 //!   cheap next to the TLS handshake, so the accept loop drains the backlog
-//!   whenever it runs ([`CappedIncoming`]): connections wait in the
+//!   whenever it runs (`crate::handshakes`; `crate::ha` in HA): connections wait in the
 //!   handshake queue, in the coordinator, not in the kernel's.
 //!
 //! The cap is shared by agents and operators: a flood of connections from

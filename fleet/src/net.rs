@@ -16,10 +16,7 @@ use crate::FleetError;
 /// That lost one demo run in about fifty. Falls back to port 0 when the
 /// range leaves no room below it.
 pub fn free_port() -> Result<u16, FleetError> {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
+    let ephemeral_start = ephemeral_start();
     // Clear of the well-known and most registered service ports.
     const LOWEST: u16 = 10_000;
     if ephemeral_start > LOWEST {
@@ -32,6 +29,14 @@ pub fn free_port() -> Result<u16, FleetError> {
     }
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(FleetError::io(Path::new("127.0.0.1:0")))?;
     Ok(l.local_addr().map_err(FleetError::io(Path::new("127.0.0.1:0")))?.port())
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default if unreadable).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A plain HTTP GET of `http://HOST:PORT/PATH` with a 2 s timeout: the
@@ -55,10 +60,7 @@ pub fn http_get(url: &str) -> Result<(String, String), FleetError> {
 mod port_tests {
     #[test]
     fn a_free_port_is_below_the_ephemeral_range_and_bindable() {
-        let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let start = super::ephemeral_start();
         for _ in 0..20 {
             let p = super::free_port().unwrap();
             if start > 10_000 {

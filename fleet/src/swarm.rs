@@ -395,15 +395,6 @@ async fn follow(
         .map_err(|_| FleetError::NotReady(format!("rollout {rollout} not done within {timeout:?}")))?
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Follows `rollout` on a changes-only watch (opened again until the
 /// restarted coordinator answers) and sets `moved` to the seconds after
 /// `since` at which more of its hosts were done than when first seen
@@ -522,8 +513,9 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
     // the very resume being measured.
     let moved_at = Arc::new(std::sync::OnceLock::new());
     let first = Arc::new(std::sync::OnceLock::new());
-    let watcher = tokio::spawn(watch_until_moved(op.clone(), id.clone(), killed, moved_at.clone(), first.clone()));
-    let _abort_watcher = AbortOnDrop(watcher);
+    // Aborted when the set drops, whichever way this function returns.
+    let mut watcher = JoinSet::new();
+    watcher.spawn(watch_until_moved(op.clone(), id.clone(), killed, moved_at.clone(), first.clone()));
     let mut reconnected = None;
     while reconnected.is_none() || moved_at.get().is_none() {
         if killed.elapsed() > config.phase_timeout {

@@ -68,9 +68,12 @@ fn next_term(slot: &Slot) -> ReceiverStream<Conn> {
 
 /// Accepts on `listener` for the whole life of the process (capped at
 /// `cap`), handing each connection to the current term's channel in `slot`.
+/// Outside tokio's cooperative budget, as the single-coordinator accept
+/// loop is ([`crate::handshakes`]): each time it runs it drains the
+/// kernel's backlog.
 fn accept_into(listener: TcpListener, cap: usize, slot: Slot, shutdown: CancellationToken) {
     let mut incoming = CappedIncoming::new(listener, cap);
-    tokio::spawn(async move {
+    tokio::spawn(tokio::task::unconstrained(async move {
         loop {
             let conn = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -79,7 +82,7 @@ fn accept_into(listener: TcpListener, cap: usize, slot: Slot, shutdown: Cancella
             let tx = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let _ = tx.send(conn).await;
         }
-    });
+    }));
 }
 
 /// Serve as one of several coordinators on etcd until `shutdown`; the
