@@ -160,6 +160,13 @@ pub struct ServeArgs {
     /// (docs/ha.md, "Snapshots").
     #[arg(long, env = "CONVOY_COMPACT_EVENTS")]
     pub compact_events: bool,
+    /// Group commit: events that come within this many milliseconds of the
+    /// previous flush of the event log wait out the rest and are flushed
+    /// together (0 flushes every batch at once; 0 to 100). Bounds the
+    /// flushes to 1000/N a second while agents reconnect or results pour in;
+    /// a quiet coordinator flushes at once.
+    #[arg(long, env = "CONVOY_COMMIT_WINDOW_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub commit_window_ms: u64,
 }
 
 impl ServeArgs {
@@ -202,6 +209,7 @@ impl ServeArgs {
                 plan_time_limit: Duration::from_secs(self.plan_time_limit_s),
                 snapshot_every: self.snapshot_every,
                 compact_events: self.compact_events,
+                commit_window: Duration::from_millis(self.commit_window_ms),
                 ..Default::default()
             },
             connections: crate::connections::Limits {
@@ -486,6 +494,20 @@ mod tests {
         match CoordinatorArgs::try_parse_from(args).expect("parses").command {
             CoordinatorCommand::Serve(s) => (*s).into_config(),
             _ => unreachable!("serve"),
+        }
+    }
+
+    #[test]
+    fn the_commit_window_defaults_to_the_runtimes_and_is_bounded() {
+        assert_eq!(serve(&[]).unwrap().runtime.commit_window, crate::runtime::DEFAULT_COMMIT_WINDOW);
+        assert_eq!(serve(&["--commit-window-ms", "0"]).unwrap().runtime.commit_window, Duration::ZERO);
+        let max = *crate::runtime::COMMIT_WINDOW.end();
+        let at_max = serve(&["--commit-window-ms", &max.as_millis().to_string()]).unwrap();
+        assert_eq!(at_max.runtime.commit_window, max);
+        for bad in ["101", "5ms", "1000000"] {
+            let err = CoordinatorArgs::try_parse_from(["convoy-coordinator", "serve", "--commit-window-ms", bad]);
+            let err = err.err().unwrap_or_else(|| panic!("{bad} accepted")).to_string();
+            assert!(err.contains("--commit-window-ms"), "{bad}: {err}");
         }
     }
 

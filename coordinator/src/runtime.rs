@@ -82,6 +82,10 @@ pub struct RuntimeConfig {
     pub max_heartbeats_per_s: u32,
     /// Most commands handled in one batch (one flush).
     pub max_batch: usize,
+    /// Group commit: a batch that brings events within this long of the
+    /// previous flush waits out the rest of it, taking the commands that
+    /// arrive meanwhile into the same flush. See [`COMMIT_WINDOW`].
+    pub commit_window: Duration,
     /// How long parsing, validating and expanding one plan may take.
     pub plan_time_limit: Duration,
     /// Snapshot a rollout's engine every this many events appended to its
@@ -110,6 +114,12 @@ pub const DEFAULT_MAX_HEARTBEATS_PER_S: u32 = 500;
 /// The longest heartbeat interval a large fleet gets.
 pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The values `--commit-window-ms` takes.
+pub const COMMIT_WINDOW: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::from_millis(100);
+
+/// At most 200 event-log flushes a second while events keep coming.
+pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_millis(5);
+
 /// The values `--snapshot-every` takes besides 0 (no snapshots).
 pub const SNAPSHOT_EVERY: std::ops::RangeInclusive<u64> = 10..=1_000_000;
 
@@ -120,6 +130,7 @@ impl Default for RuntimeConfig {
             agent_timeout: Duration::from_secs(6),
             max_heartbeats_per_s: DEFAULT_MAX_HEARTBEATS_PER_S,
             max_batch: 4096,
+            commit_window: DEFAULT_COMMIT_WINDOW,
             plan_time_limit: Duration::from_secs(10),
             snapshot_every: 1000,
             compact_events: false,
@@ -503,6 +514,8 @@ struct Actor {
     /// A write was refused because another coordinator leads now (etcd
     /// store): act on nothing more and stop the task.
     deposed: bool,
+    /// When events were last made durable (see [`RuntimeConfig::commit_window`]).
+    last_flush: Option<tokio::time::Instant>,
     /// Step durations, event-log latencies and the queue depth are recorded here.
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -570,6 +583,7 @@ impl Actor {
             actions: Vec::new(),
             after_commit: Vec::new(),
             deposed: false,
+            last_flush: None,
             metrics,
         }
     }
@@ -598,6 +612,20 @@ impl Actor {
                             Err(_) => break,
                         }
                     }
+                    // Group commit. A flush costs the same for one event as
+                    // for a thousand; when they come faster than flushes,
+                    // waiting out the window after the previous one gathers
+                    // them. Quiet times commit at once.
+                    if let Some(due) = self.last_flush.map(|at| at + self.config.commit_window)
+                        && !self.events.is_empty()
+                    {
+                        while n < self.config.max_batch {
+                            match tokio::time::timeout_at(due, rx.recv()).await {
+                                Ok(Some(cmd)) => { self.command(cmd); n += 1; }
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
+                    }
                 }
                 _ = sleep => self.fire_timers(),
                 _ = liveness.tick() => self.on_liveness_tick(&mut rx),
@@ -622,15 +650,31 @@ impl Actor {
         let actions = run.engine.handle(now, event.clone());
         run.updated = now;
         run.dirty = true;
+        let finished = run.engine.is_finished();
         self.events.push((rollout_id.to_string(), StoredEvent { now, event }));
         for a in actions {
             self.actions.push((rollout_id.to_string(), a));
         }
+        if finished {
+            // Its hosts are free from this event on, not from when the
+            // batch is committed: an agent lost or a plan submitted later
+            // in the same batch must not see the rollout as running.
+            self.retire(rollout_id);
+        }
+    }
+
+    /// `rollout_id` no longer holds its hosts.
+    fn retire(&mut self, rollout_id: &str) {
+        for list in self.active.values_mut() {
+            list.retain(|r| r != rollout_id);
+        }
+        self.active.retain(|_, l| !l.is_empty());
     }
 
     /// Make the batch durable, then act on it.
     fn commit(&mut self) {
         if !self.events.is_empty() {
+            self.last_flush = Some(tokio::time::Instant::now());
             // Group by rollout, keeping order inside each rollout.
             let mut by_rollout: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
             for (id, e) in self.events.drain(..) {
@@ -711,12 +755,9 @@ impl Actor {
             Action::HostDone { host, state } => {
                 tracing::info!(rollout = rollout_id, %host, state = state.as_str(), "host done");
             }
+            // Its hosts were freed when its engine finished (`event`).
             Action::Finished { state } => {
                 tracing::info!(rollout = rollout_id, state = state.as_str(), "rollout finished");
-                for list in self.active.values_mut() {
-                    list.retain(|r| r != rollout_id);
-                }
-                self.active.retain(|_, l| !l.is_empty());
             }
         }
     }
@@ -969,6 +1010,8 @@ mod sessions;
 mod watch;
 pub use watch::{RolloutWatch, Watched};
 
+#[cfg(test)]
+mod commit_tests;
 #[cfg(test)]
 mod liveness_tests;
 #[cfg(test)]

@@ -137,7 +137,11 @@ async fn failures_beyond_the_budget_halt_and_nothing_new_starts() -> anyhow::Res
             }
         }
     }
-    assert!(matches!(log.last().map(|e| &e.event), Some(Event::StepFinished { .. } | Event::TimerFired { .. })));
+    assert!(
+        matches!(log.last().map(|e| &e.event), Some(Event::StepFinished { .. } | Event::TimerFired { .. })),
+        "{:?}",
+        log.iter().rev().take(8).map(|e| (e.now, &e.event)).collect::<Vec<_>>()
+    );
     c.shutdown().await;
     Ok(())
 }

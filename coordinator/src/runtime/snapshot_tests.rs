@@ -26,7 +26,12 @@ fn spec(hosts: usize) -> RolloutSpec {
 /// A rollout `id` of `hosts` hosts, stored with a log of `events` events
 /// (every dispatched step answered, one in nine failing, agents lost and
 /// back now and then); returns its record and the log.
-fn stored_rollout(store: &dyn Store, id: &str, hosts: usize, events: usize) -> (RolloutRecord, Vec<StoredEvent>) {
+pub(super) fn stored_rollout(
+    store: &dyn Store,
+    id: &str,
+    hosts: usize,
+    events: usize,
+) -> (RolloutRecord, Vec<StoredEvent>) {
     let record = RolloutRecord {
         id: id.into(),
         file: "p.yaml".into(),
