@@ -134,6 +134,12 @@ fn server_config(
         .map_err(|e| tls_error(what)(e.to_string()))?;
     config.alpn_protocols = vec![alpn.to_vec()];
     config.ignore_client_order = true;
+    // One ticket per connection, not rustls' two: a client holds one
+    // connection and spends one ticket per reconnect, and each new
+    // connection brings it the next. The second only helped an attempt
+    // that failed after spending the first, and cost both sides a ticket
+    // sealed, sent and stored on every reconnect of the fleet.
+    config.send_tls13_tickets = 1;
     if let Some(tickets) = tickets {
         config.ticketer = tickets;
     }
