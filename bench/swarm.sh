@@ -23,4 +23,17 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
   echo "swarm: the open-file limit $(ulimit -n) is below $need needed for $N agents (raise the hard limit)" >&2
   exit 2
 fi
+# 10,000 simulated agents share one heap here, where real agents have one
+# host each: under glibc's malloc that sharing costs the swarm a quarter of
+# its CPU, which the coordinator then does not get on a 2-core machine.
+# Debian's mimalloc (`apt-get install libmimalloc2.0`) is preloaded into the
+# swarm when installed (SWARM_MALLOC=glibc to keep glibc); the coordinator
+# always runs on glibc (the swarm removes LD_PRELOAD from its environment).
+MIMALLOC=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
+if [ "${SWARM_MALLOC:-mimalloc}" = mimalloc ] && [ -e "$MIMALLOC" ]; then
+  echo "swarm: simulated agents on mimalloc ($MIMALLOC), the coordinator on glibc" >&2
+  export LD_PRELOAD="$MIMALLOC"
+else
+  echo "swarm: simulated agents and coordinator on glibc's malloc" >&2
+fi
 exec "$TARGET/release/examples/swarm" --agents "$N" --coordinator-exe "$TARGET/release/convoy-coordinator" "$@"

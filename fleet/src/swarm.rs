@@ -207,6 +207,9 @@ fn spawn_coordinator(
         .arg("--addr-file")
         .arg(&addr_file)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        // An allocator preloaded into the swarm (bench/swarm.sh) is for the
+        // simulated agents only: the coordinator runs as users run it.
+        .env_remove("LD_PRELOAD")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -246,9 +249,20 @@ pub fn plan(version: &str, max_parallel: usize) -> String {
     )
 }
 
-/// The coordinator's TLS handshakes since it (re)started, `(full,
-/// resumed)`, from `/metrics` at the address its latest start logged.
-async fn handshakes(data_dir: &Path, ca_pem: &str, token: &str) -> Result<(u64, u64), FleetError> {
+/// What the restarted coordinator's `/metrics` says about the resume.
+struct ResumeCounts {
+    /// TLS handshakes since it (re)started that were full.
+    full: u64,
+    /// ... and that resumed a session.
+    resumed: u64,
+    /// Event-log flushes (each one a write to disk) and their total time.
+    flushes: u64,
+    flush_s: f64,
+}
+
+/// [`ResumeCounts`] from `/metrics` at the address the coordinator's latest
+/// start logged.
+async fn resume_counts(data_dir: &Path, ca_pem: &str, token: &str) -> Result<ResumeCounts, FleetError> {
     let log = data_dir.join("coordinator.log");
     let text = std::fs::read_to_string(&log).map_err(FleetError::io(&log))?;
     const MARK: &str = "dashboard and /metrics: ";
@@ -264,7 +278,13 @@ async fn handshakes(data_dir: &Path, ca_pem: &str, token: &str) -> Result<(u64, 
         let series = format!("convoy_tls_handshakes_total{{kind=\"{kind}\"}}");
         crate::https::sample(&scraped.body, &series).unwrap_or(0.0) as u64
     };
-    Ok((count("full"), count("resumed")))
+    let sample = |series: &str| crate::https::sample(&scraped.body, series).unwrap_or(0.0);
+    Ok(ResumeCounts {
+        full: count("full"),
+        resumed: count("resumed"),
+        flushes: sample("convoy_event_log_flush_seconds_count") as u64,
+        flush_s: sample("convoy_event_log_flush_seconds_sum"),
+    })
 }
 
 /// Enrolments in flight at once. A late answer no longer strands an agent
@@ -542,9 +562,12 @@ pub async fn run(config: &SwarmConfig) -> Result<SwarmReport, FleetError> {
         at(0.9).unwrap_or_default(),
         back.last().copied().unwrap_or_default()
     );
-    match handshakes(&data_dir, &ca_pem, &init.operator_token).await {
-        Ok((full, resumed)) => {
-            eprintln!("swarm: TLS handshakes since the restart: {full} full, {resumed} resumed");
+    match resume_counts(&data_dir, &ca_pem, &init.operator_token).await {
+        Ok(c) => {
+            eprintln!(
+                "swarm: since the restart: TLS handshakes {} full, {} resumed; event-log flushes {} ({:.2}s)",
+                c.full, c.resumed, c.flushes, c.flush_s
+            );
         }
         Err(e) => eprintln!("swarm: handshake counts unavailable: {e}"),
     }
