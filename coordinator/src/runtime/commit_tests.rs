@@ -35,21 +35,47 @@ fn connect(tx: &mpsc::UnboundedSender<Command>, host: &str, session: u64) -> mps
     stream
 }
 
-#[tokio::test(start_paused = true)]
-async fn events_faster_than_the_window_share_flushes_and_a_quiet_one_is_flushed_at_once() {
+/// An actor with `window`, recovered over a stored 40-host rollout "r1"
+/// and running its loop: the data directory, the store, r1's log length
+/// after recovery, the actor's queue, its shutdown and its task.
+struct Running {
+    _dir: tempfile::TempDir,
+    sled: Arc<SledStore>,
+    store: Arc<dyn Store>,
+    base: u64,
+    tx: mpsc::UnboundedSender<Command>,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+}
+
+fn running(window: Duration) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let sled = Arc::new(SledStore::open(dir.path()).unwrap());
     let store: Arc<dyn Store> = sled.clone();
     stored_rollout(store.as_ref(), "r1", 40, 90);
-    let window = Duration::from_millis(5);
     let config = RuntimeConfig { commit_window: window, snapshot_every: 0, ..Default::default() };
     let mut a = Actor::new(store.clone(), config, Clock::starting_at(UnixMillis(10_000_000)), Arc::default());
     a.recover().unwrap();
     let base = store.events_from("r1", 0).unwrap().len() as u64;
-    let connected = |store: &Arc<dyn Store>| connected_since(store.as_ref(), base);
     let (tx, rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(a.run(rx, shutdown.clone()));
+    Running { _dir: dir, sled, store, base, tx, shutdown, run }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.run.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_faster_than_the_window_share_flushes_and_a_quiet_one_is_flushed_at_once() {
+    let window = Duration::from_millis(5);
+    let r = running(window);
+    let (sled, store, base, tx) = (&r.sled, &r.store, r.base, &r.tx);
+    let connected = |store: &Arc<dyn Store>| connected_since(store.as_ref(), base);
     let mut streams = Vec::new();
 
     // Quiet: one agent connects long after anything else; its event is
@@ -59,51 +85,39 @@ async fn events_faster_than_the_window_share_flushes_and_a_quiet_one_is_flushed_
     until("the deadlines", || store.events_from("r1", base).unwrap().len() >= 4).await;
     tokio::time::advance(window * 2).await;
     let before = sled.disk_flushes();
-    streams.push(connect(&tx, "w0", 1));
-    until("the lone event", || connected(&store) == 1).await;
+    streams.push(connect(tx, "w0", 1));
+    until("the lone event", || connected(store) == 1).await;
     assert!(sled.disk_flushes() > before);
 
     // A storm: 20 agents, one every millisecond, each an `AgentConnected`.
     // One flush each without the window; with it, about one per window.
     let before = sled.disk_flushes();
     for h in 1..=20 {
-        streams.push(connect(&tx, &format!("w{h}"), 1 + h));
+        streams.push(connect(tx, &format!("w{h}"), 1 + h));
         tokio::time::advance(Duration::from_millis(1)).await;
     }
     tokio::time::advance(window * 2).await;
-    until("the storm's events", || connected(&store) == 21).await;
+    until("the storm's events", || connected(store) == 21).await;
     let flushes = sled.disk_flushes() - before;
     assert!((2..=6).contains(&flushes), "{flushes} flushes for 20 events over 20 ms with a 5 ms window");
 
-    shutdown.cancel();
-    run.await.unwrap();
+    r.stop().await;
     drop(streams);
 }
 
 /// `commit_window: 0` is the old behaviour: every batch flushed at once.
 #[tokio::test(start_paused = true)]
 async fn a_zero_window_flushes_every_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let sled = Arc::new(SledStore::open(dir.path()).unwrap());
-    let store: Arc<dyn Store> = sled.clone();
-    stored_rollout(store.as_ref(), "r1", 40, 90);
-    let config = RuntimeConfig { commit_window: Duration::ZERO, snapshot_every: 0, ..Default::default() };
-    let mut a = Actor::new(store.clone(), config, Clock::starting_at(UnixMillis(10_000_000)), Arc::default());
-    a.recover().unwrap();
-    let base = store.events_from("r1", 0).unwrap().len() as u64;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(a.run(rx, shutdown.clone()));
-    let before = sled.disk_flushes();
+    let r = running(Duration::ZERO);
+    let before = r.sled.disk_flushes();
     let mut streams = Vec::new();
     for h in 0..10 {
-        streams.push(connect(&tx, &format!("w{h}"), 1 + h));
-        until("the event", || connected_since(store.as_ref(), base) == h as usize + 1).await;
+        streams.push(connect(&r.tx, &format!("w{h}"), 1 + h));
+        until("the event", || connected_since(r.store.as_ref(), r.base) == h as usize + 1).await;
     }
     // At least one per event (agent records are written too).
-    assert!(sled.disk_flushes() - before >= 10);
-    shutdown.cancel();
-    run.await.unwrap();
+    assert!(r.sled.disk_flushes() - before >= 10);
+    r.stop().await;
 }
 
 /// A rollout frees its hosts at the event that finishes it, not when that
