@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// CLI to while this coordinator leads (default: the bound address).
     #[arg(long, env = "CONVOY_ADVERTISE")]
     pub advertise: Option<String>,
+    /// With --store etcd://… and --http-listen: the HOST:PORT followers send
+    /// browsers to while this coordinator leads (default: the bound HTTPS
+    /// address).
+    #[arg(long, env = "CONVOY_HTTP_ADVERTISE", requires_all = ["store", "http_listen"])]
+    pub http_advertise: Option<String>,
     #[command(flatten)]
     pub etcd_tls: EtcdTlsFiles,
     /// With --store etcd://…: the leader lease's time to live, in seconds.
@@ -316,8 +321,13 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
         CoordinatorCommand::Serve(serve) => {
             let addr_file = serve.addr_file.clone();
             let listen = serve.listen.clone();
-            let ha = (serve.store.clone(), serve.advertise.clone(), serve.lease_ttl_s);
-            let etcd_tls = serve.etcd_tls.clone();
+            let ha = serve.store.clone().map(|store| HaFlags {
+                store,
+                advertise: serve.advertise.clone(),
+                http_advertise: serve.http_advertise.clone(),
+                lease_ttl_s: serve.lease_ttl_s,
+                etcd_tls: serve.etcd_tls.clone(),
+            });
             let http = match serve.http_listen.clone() {
                 Some(addr) => Some(
                     tokio::net::TcpListener::bind(&addr)
@@ -354,13 +364,8 @@ pub async fn run(args: CoordinatorArgs, shutdown: tokio_util::sync::Cancellation
                 eprintln!("dashboard and /metrics: https://{addr}/");
             }
             match ha {
-                (None, _, _) => {
-                    crate::server::serve(listener, http, config, crate::runtime::Clock::system(), shutdown).await?
-                }
-                (Some(store), advertise, ttl) => {
-                    serve_ha(Listeners { grpc: listener, http }, config, &store, &etcd_tls, advertise, ttl, shutdown)
-                        .await?
-                }
+                None => crate::server::serve(listener, http, config, crate::runtime::Clock::system(), shutdown).await?,
+                Some(ha) => serve_ha(Listeners { grpc: listener, http }, config, ha, shutdown).await?,
             }
         }
     }
@@ -421,19 +426,28 @@ struct Listeners {
     http: Option<tokio::net::TcpListener>,
 }
 
+/// `serve`'s flags for coordinators in HA.
+// Without etcd, `serve_ha` only refuses: it reads the store alone.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+struct HaFlags {
+    store: String,
+    advertise: Option<String>,
+    http_advertise: Option<String>,
+    lease_ttl_s: u64,
+    etcd_tls: EtcdTlsFiles,
+}
+
 /// `serve --store etcd://…`.
 #[cfg(feature = "etcd")]
 async fn serve_ha(
     Listeners { grpc: listener, http }: Listeners,
     config: ServerConfig,
-    store: &str,
-    tls: &EtcdTlsFiles,
-    advertise: Option<String>,
-    lease_ttl_s: u64,
+    flags: HaFlags,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), CoordinatorError> {
-    let mut target = crate::store::EtcdTarget::parse(store)?;
-    if let Some(tls) = tls.load()? {
+    let HaFlags { store, advertise, http_advertise, lease_ttl_s, etcd_tls } = flags;
+    let mut target = crate::store::EtcdTarget::parse(&store)?;
+    if let Some(tls) = etcd_tls.load()? {
         target = target.with_tls(tls);
     }
     let advertise = match advertise {
@@ -443,7 +457,7 @@ async fn serve_ha(
             .map_err(|source| CoordinatorError::Bind { addr: "listener".into(), source })?
             .to_string(),
     };
-    let ha = crate::ha::HaConfig { target, advertise, lease_ttl: Duration::from_secs(lease_ttl_s) };
+    let ha = crate::ha::HaConfig { target, advertise, http_advertise, lease_ttl: Duration::from_secs(lease_ttl_s) };
     crate::ha::run(listener, http, config, ha, shutdown).await
 }
 
@@ -452,15 +466,12 @@ async fn serve_ha(
 async fn serve_ha(
     _listeners: Listeners,
     _config: ServerConfig,
-    store: &str,
-    _tls: &EtcdTlsFiles,
-    _advertise: Option<String>,
-    _lease_ttl_s: u64,
+    flags: HaFlags,
     _shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), CoordinatorError> {
     Err(CoordinatorError::BadRequest {
         field: "--store".into(),
-        message: format!("{store:?}: this coordinator was built without etcd support (cargo feature `etcd`)"),
+        message: format!("{:?}: this coordinator was built without etcd support (cargo feature `etcd`)", flags.store),
     })
 }
 
@@ -495,6 +506,20 @@ mod tests {
             CoordinatorCommand::Serve(s) => (*s).into_config(),
             _ => unreachable!("serve"),
         }
+    }
+
+    #[test]
+    fn http_advertise_needs_a_store_and_an_https_listener() {
+        let parse = |extra: &[&str]| {
+            let args = [&["convoy-coordinator", "serve", "--data-dir", "/tmp/x"][..], extra].concat();
+            CoordinatorArgs::try_parse_from(args).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let alone = parse(&["--http-advertise", "10.0.0.1:7451"]).unwrap_err();
+        assert!(alone.contains("--store") || alone.contains("--http-listen"), "{alone}");
+        let no_http = parse(&["--http-advertise", "10.0.0.1:7451", "--store", "etcd://127.0.0.1:2379"]).unwrap_err();
+        assert!(no_http.contains("--http-listen"), "{no_http}");
+        parse(&["--http-advertise", "a:1", "--store", "etcd://127.0.0.1:2379", "--http-listen", "127.0.0.1:0"])
+            .unwrap();
     }
 
     #[test]

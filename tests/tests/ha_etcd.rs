@@ -459,6 +459,33 @@ mod ha {
             Ok((a.status, a.body))
         }
 
+        /// Where coordinator `i`'s HTTPS listener sends a browser asking for
+        /// `path`, once it redirects to coordinator `leader`'s dashboard (the
+        /// leader announces it when its term starts; followers poll).
+        async fn redirected_to(&self, i: usize, path: &str, leader: usize) -> anyhow::Result<String> {
+            let addr = self.http_addr(i).with_context(|| format!("no https address in coordinator {i}'s log"))?;
+            let want = self.http_addr(leader).with_context(|| format!("no https address for coordinator {leader}"))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let a = convoy_fleet::https::request("GET", &format!("https://{addr}{path}"), &self.ca_pem, &[], "")
+                    .await?;
+                let location =
+                    a.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.clone());
+                match location {
+                    Some(l) if a.status == 307 && l.contains(&want) => return Ok(l),
+                    _ if Instant::now() > deadline => {
+                        bail!(
+                            "coordinator {i} answers {path} with {} {location:?}: {}\n{}",
+                            a.status,
+                            a.body,
+                            self.tails()
+                        )
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+
         /// Which coordinator answers as the leader (not with a redirect).
         async fn probe(&self, i: usize) -> Option<Operator> {
             if self.coordinators.get(i).is_none_or(Option::is_none) {
@@ -693,13 +720,18 @@ groups:
             assert!(!body.contains("convoy_agents_connected"), "a follower has no fleet to report: {body}");
             let (status, _) = f.http_get(i, "/metrics", false).await?;
             assert_eq!(status, 401, "follower {i} without a token");
-            let (status, body) = f.http_get(i, "/", true).await?;
-            assert_eq!(status, 503, "follower {i}'s dashboard: {body}");
-            assert!(body.contains(&f.addrs[leader]), "follower {i} names the leader {}: {body}", f.addrs[leader]);
+            // Browsers are sent to the same page on the leader's dashboard.
+            let location = f.redirected_to(i, "/agents?host=h0", leader).await?;
+            let leader_http = f.http_addr(leader).context("the leader's https address")?;
+            assert_eq!(location, format!("https://{leader_http}/agents?host=h0"), "follower {i}");
         }
         f.coordinators[leader] = None; // SIGKILL
         let (next, _) = f.leader(Duration::from_secs(30)).await?;
         assert_ne!(next, leader);
+        // The remaining follower sends browsers to the new leader.
+        let other = (0..3).find(|&i| i != leader && i != next).expect("three coordinators");
+        let location = f.redirected_to(other, "/", next).await?;
+        assert_eq!(location, format!("https://{}/", f.http_addr(next).context("the new leader's address")?));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (status, body) = f.http_get(next, "/metrics", true).await?;

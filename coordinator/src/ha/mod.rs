@@ -17,6 +17,7 @@
 //! process; each term's server takes its connections from a channel that the
 //! next term replaces, so the port never closes.
 
+pub mod dashboard;
 pub mod election;
 pub mod redirect;
 
@@ -48,6 +49,9 @@ pub struct HaConfig {
     pub target: EtcdTarget,
     /// `HOST:PORT` agents and the CLI are redirected to while this one leads.
     pub advertise: String,
+    /// `HOST:PORT` browsers are sent to while this one leads (its HTTPS
+    /// listener's bound address if `None`).
+    pub http_advertise: Option<String>,
     /// The leader lease's time to live.
     pub lease_ttl: Duration,
 }
@@ -128,10 +132,13 @@ pub async fn run(
         let follower_stop = shutdown.child_token();
         let (leader_tx, leader_rx) = watch::channel(None);
         tokio::spawn(election::follow_leader(client.clone(), ha.target.clone(), leader_tx, follower_stop.clone()));
-        let follower_http = first_http
-            .take()
-            .or_else(|| http_term(&http))
-            .map(|h| tokio::spawn(serve_follower_http(h, config.clone(), leader_rx.clone(), follower_stop.clone())));
+        let follower_http = first_http.take().or_else(|| http_term(&http)).map(|h| {
+            let (dashboard_tx, dashboard_rx) = watch::channel(None);
+            let (c, t, l, s) = (client.clone(), ha.target.clone(), leader_rx.clone(), follower_stop.clone());
+            tokio::spawn(dashboard::follow(c, t, l, dashboard_tx, s));
+            let addrs = crate::http::follower::FollowerAddrs { leader: leader_rx.clone(), dashboard: dashboard_rx };
+            tokio::spawn(serve_follower_http(h, config.clone(), addrs, follower_stop.clone()))
+        });
         let follower = tokio::spawn(serve_redirects(incoming, config.clone(), leader_rx, follower_stop.clone()));
         let won = async {
             let lease = election::lease(&client, ha.lease_ttl).await?;
@@ -193,6 +200,15 @@ pub async fn run(
         }
         let store: Arc<dyn Store> = Arc::new(store);
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "leading");
+        if let Some((_, local)) = &http {
+            let https = ha.http_advertise.clone().unwrap_or_else(|| local.to_string());
+            let announcement = dashboard::Announcement::new(&ha.advertise, &https);
+            // Followers answer browsers with 503 instead of a redirect
+            // without it: worth a warning, not the term.
+            if let Err(e) = dashboard::announce(&client, &ha.target, leadership.lease, &announcement).await {
+                tracing::warn!(error = %e, "cannot announce the dashboard's address to followers");
+            }
+        }
         // Each term counts afresh.
         let metrics = Arc::new(crate::metrics::Metrics::ha_leader());
         let serve =
@@ -228,7 +244,7 @@ pub async fn run(
 async fn serve_follower_http(
     incoming: crate::http::HttpIncoming,
     config: ServerConfig,
-    leader: watch::Receiver<Option<String>>,
+    leader: crate::http::follower::FollowerAddrs,
     stop: CancellationToken,
 ) {
     let paths = crate::tls::PkiPaths::new(&config.data_dir);

@@ -1,7 +1,8 @@
 //! What a follower in HA (`serve --store etcd://…`) serves on the HTTPS
 //! listener: it runs no rollouts and holds no agents, so `/metrics` says
 //! only `convoy_ha_leader 0` (Prometheus scrapes every coordinator and sees
-//! one leader), and every other path is 503 naming the leader.
+//! one leader), and every other path is a redirect to the leader's
+//! dashboard (503 naming the leader while it has not announced one).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,20 +17,29 @@ use super::{HttpIncoming, Peer, handshaken, metrics, security_headers};
 use crate::error::CoordinatorError;
 use crate::operators::OperatorAuth;
 
+/// What a follower knows of the leader: its gRPC address (the election's
+/// value) and its dashboard's, once announced (`ha::dashboard`).
+pub struct FollowerAddrs {
+    pub leader: tokio::sync::watch::Receiver<Option<String>>,
+    pub dashboard: tokio::sync::watch::Receiver<Option<String>>,
+}
+
 /// What a follower in HA serves on the HTTPS listener until `shutdown`:
 /// `/metrics` (viewer role or better) with `convoy_ha_leader 0`, and for
-/// everything else 503 naming the leader's gRPC address. A dashboard
-/// session does not survive a change of leader: log in on the new one.
+/// everything else a temporary redirect to the same path on the leader's
+/// dashboard, or 503 naming the leader's gRPC address while the leader has
+/// announced none. A dashboard session does not survive a change of
+/// leader (the login is the origin's): log in on the new one.
 pub async fn serve(
     incoming: HttpIncoming,
     tls: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     auth: OperatorAuth,
-    leader: tokio::sync::watch::Receiver<Option<String>>,
+    leader: FollowerAddrs,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     let listener = handshaken(incoming, tls, handshake_timeout, None, &shutdown);
-    let follower = Arc::new(Follower { auth, leader });
+    let follower = Arc::new(Follower { auth, leader: leader.leader, dashboard: leader.dashboard });
     let app = Router::new()
         .route("/metrics", get(follower_metrics))
         .fallback(follower_elsewhere)
@@ -46,6 +56,7 @@ pub async fn serve(
 struct Follower {
     auth: OperatorAuth,
     leader: tokio::sync::watch::Receiver<Option<String>>,
+    dashboard: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 async fn follower_metrics(
@@ -68,7 +79,17 @@ async fn follower_metrics(
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], crate::metrics::follower_scrape()).into_response()
 }
 
-async fn follower_elsewhere(axum::extract::State(f): axum::extract::State<Arc<Follower>>) -> axum::response::Response {
+async fn follower_elsewhere(
+    axum::extract::State(f): axum::extract::State<Arc<Follower>>,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    if let Some(https) = f.dashboard.borrow().clone() {
+        // The host is the announced one; only the path comes from the request.
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{https}{path}");
+        let body = format!("this coordinator is a follower; the leader's dashboard is at {location}\n");
+        return (axum::http::StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)], body).into_response();
+    }
     let body = match f.leader.borrow().clone() {
         Some(l) => format!(
             "this coordinator is a follower; the leader is the coordinator at {l} (gRPC): its dashboard is on \

@@ -172,6 +172,11 @@ impl EtcdTarget {
         self.key(b"election")
     }
 
+    /// Where the leader announces its dashboard (`ha::dashboard`).
+    pub fn dashboard_key(&self) -> Vec<u8> {
+        self.key(b"leader-dashboard")
+    }
+
     /// Connect a client (lazily: errors show on the first call).
     pub async fn client(&self) -> Result<Client, CoordinatorError> {
         let mut options = ConnectOptions::new()
