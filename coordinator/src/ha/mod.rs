@@ -203,11 +203,15 @@ pub async fn run(
         if let Some((_, local)) = &http {
             let https = ha.http_advertise.clone().unwrap_or_else(|| local.to_string());
             let announcement = dashboard::Announcement::new(&ha.advertise, &https);
-            // Followers answer browsers with 503 instead of a redirect
-            // without it: worth a warning, not the term.
-            if let Err(e) = dashboard::announce(&client, &ha.target, leadership.lease, &announcement).await {
-                tracing::warn!(error = %e, "cannot announce the dashboard's address to followers");
-            }
+            let (c, target, lease) = (client.clone(), ha.target.clone(), leadership.lease);
+            // Beside the term, not before it: a slow etcd must not delay
+            // the takeover. Without it followers answer browsers with 503
+            // naming the leader instead of a redirect: a warning, not the term.
+            tokio::spawn(async move {
+                if let Err(e) = dashboard::announce(&c, &target, lease, &announcement).await {
+                    tracing::warn!(error = %e, "cannot announce the dashboard's address to followers");
+                }
+            });
         }
         // Each term counts afresh.
         let metrics = Arc::new(crate::metrics::Metrics::ha_leader());
