@@ -72,26 +72,18 @@ pub async fn follow(
     dashboard: watch::Sender<Option<String>>,
     stop: CancellationToken,
 ) {
-    let mut c = client;
-    loop {
-        let current = leader.borrow().clone();
-        let now = match current {
-            Some(leader) => match tokio::time::timeout(CALL_TIMEOUT, c.get(target.dashboard_key(), None)).await {
+    let key = target.dashboard_key();
+    super::election::poll_into(dashboard, stop, move || {
+        let (mut c, key, leader) = (client.clone(), key.clone(), leader.borrow().clone());
+        async move {
+            let leader = leader?;
+            match tokio::time::timeout(CALL_TIMEOUT, c.get(key, None)).await {
                 Ok(Ok(r)) => r.kvs().first().and_then(|kv| Announcement::of(kv.value(), &leader)),
                 _ => None,
-            },
-            None => None,
-        };
-        dashboard.send_if_modified(|d| {
-            let changed = *d != now;
-            *d = now.clone();
-            changed
-        });
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -137,15 +137,31 @@ pub async fn follow_leader(
     leader: watch::Sender<Option<String>>,
     stop: CancellationToken,
 ) {
-    let mut c = client;
+    let name = target.election_name();
+    poll_into(leader, stop, move || {
+        let (mut c, name) = (client.clone(), name.clone());
+        async move {
+            match tokio::time::timeout(Duration::from_secs(2), c.leader(name)).await {
+                Ok(Ok(r)) => r.kv().map(|kv| String::from_utf8_lossy(kv.value()).to_string()),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
+/// Every 300 ms until `stop`, `read` what etcd says now into `into`
+/// (watchers are woken only when it changes).
+pub async fn poll_into<F, R>(into: watch::Sender<Option<String>>, stop: CancellationToken, mut read: R)
+where
+    R: FnMut() -> F,
+    F: std::future::Future<Output = Option<String>>,
+{
     loop {
-        let now = match tokio::time::timeout(Duration::from_secs(2), c.leader(target.election_name())).await {
-            Ok(Ok(r)) => r.kv().map(|kv| String::from_utf8_lossy(kv.value()).to_string()),
-            _ => None,
-        };
-        leader.send_if_modified(|l| {
-            let changed = *l != now;
-            *l = now.clone();
+        let now = read().await;
+        into.send_if_modified(|v| {
+            let changed = *v != now;
+            *v = now.clone();
             changed
         });
         tokio::select! {
