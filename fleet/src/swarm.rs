@@ -274,11 +274,8 @@ async fn resume_counts(data_dir: &Path, ca_pem: &str, token: &str) -> Result<Res
     let auth = format!("Bearer {token}");
     let scraped =
         crate::https::request("GET", &format!("{base}/metrics"), ca_pem, &[("Authorization", &auth)], "").await?;
-    let count = |kind: &str| {
-        let series = format!("convoy_tls_handshakes_total{{kind=\"{kind}\"}}");
-        crate::https::sample(&scraped.body, &series).unwrap_or(0.0) as u64
-    };
     let sample = |series: &str| crate::https::sample(&scraped.body, series).unwrap_or(0.0);
+    let count = |kind: &str| sample(&format!("convoy_tls_handshakes_total{{kind=\"{kind}\"}}")) as u64;
     Ok(ResumeCounts {
         full: count("full"),
         resumed: count("resumed"),
